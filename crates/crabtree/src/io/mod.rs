@@ -1,0 +1,40 @@
+//! The storage layer: one small trait for a database file and its
+//! implementations.
+//!
+//! * [`FileStorage`]: a real file with `pread`/`pwrite`, `fdatasync` and an
+//!   exclusive advisory lock (a second open fails with [`Error::Locked`]).
+//! * [`SimDisk`]: a deterministic simulated disk for tests. It keeps synced
+//!   and unsynced data apart; [`SimDisk::crash`] keeps a seeded subset of the
+//!   unsynced writes, tears some, and it can inject I/O errors on a chosen
+//!   operation.
+//!
+//! Nothing else in the engine touches `std::fs` for database files.
+//!
+//! [`Error::Locked`]: crate::Error::Locked
+
+// (io helper: declare `mod file; mod sim;` and re-export FileStorage, SimDisk, Fault, FaultOp here)
+
+use crate::Result;
+
+/// A database file: a byte array with positioned reads and writes.
+///
+/// Implementations are shared between threads; positioned I/O needs no
+/// cursor, so `&self` suffices.
+pub trait Storage: Send + Sync + 'static {
+    /// Reads exactly `buf.len()` bytes at `offset`. Reading past the end of
+    /// the file is an error ([`std::io::ErrorKind::UnexpectedEof`]).
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+    /// Writes all of `buf` at `offset`, growing the file if needed. The data
+    /// is durable only after a later successful [`Storage::sync`].
+    fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()>;
+    /// Makes every completed write durable (`fdatasync`).
+    fn sync(&self) -> Result<()>;
+    /// Current length of the file in bytes.
+    fn len(&self) -> Result<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    /// Truncates or extends (with zeros) the file to `len` bytes.
+    fn set_len(&self, len: u64) -> Result<()>;
+}

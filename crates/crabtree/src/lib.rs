@@ -1,0 +1,37 @@
+//! crabtree: an embedded, concurrent, crash-safe key-value storage engine.
+//!
+//! The engine is built in layers (see `docs/ARCHITECTURE.md`); dependencies
+//! point down only:
+//!
+//! ```text
+//!   btree    B-link tree: search, insert + split, delete, iterators, verify
+//!   buffer   page states + hybrid latches, page cache, eviction, allocator
+//!   page     page ids, header, checksum, slotted node layout, overflow pages
+//!   io       storage trait: real files, simulated disk with faults
+//!   ids / limits / sync / error   newtypes, limits, atomics, the error enum
+//! ```
+//!
+//! The public surface is small: [`Error`], [`Result`], the id newtypes and the
+//! storage layer. The lower layers are reachable through [`raw`] for tools,
+//! benchmarks and tests; they carry no stability promise.
+
+pub mod error;
+pub mod ids;
+pub mod io;
+pub mod limits;
+
+mod buffer;
+mod page;
+mod sync;
+
+pub use error::{Error, Result};
+pub use ids::{Lsn, PageId};
+
+/// Low-level layers (buffer pool, page formats) for tools, benchmarks and
+/// tests. No stability promise: these change with the engine.
+pub mod raw {
+    /// Page formats and byte access.
+    pub mod page {
+        pub use crate::page::*;
+    }
+}

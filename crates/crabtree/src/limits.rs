@@ -1,0 +1,56 @@
+//! Every limit of the engine, in one place, with compile-time checks of how
+//! they relate.
+
+/// Smallest page size accepted. Pages below 4 KiB exist for tests that want
+/// deep trees from few keys; production databases use 4 KiB or more.
+pub const PAGE_SIZE_MIN: usize = 512;
+/// Largest page size accepted. Offsets inside a page are `u16`, so every
+/// offset that points at a byte (< page size) fits.
+pub const PAGE_SIZE_MAX: usize = 64 * 1024;
+/// Default page size (LeanStore's choice for I/O rate; change on measurement).
+pub const PAGE_SIZE_DEFAULT: usize = 4096;
+
+/// Bytes of the header every page starts with (checksum, type, LSN, id).
+pub const PAGE_HEADER_SIZE: usize = 24;
+
+/// Largest value accepted (values past the inline threshold go to overflow
+/// pages).
+pub const VALUE_SIZE_MAX: usize = 1 << 30;
+
+/// Default largest number of pages a database may have: the buffer pool
+/// reserves `max_pages * page_size` bytes of virtual address space (not
+/// memory) for its page table. 2^24 pages of 4 KiB is 64 GiB.
+pub const MAX_PAGES_DEFAULT: u64 = 1 << 24;
+/// Upper bound on `max_pages` (a 48-bit address space holds 256 TiB).
+pub const MAX_PAGES_LIMIT: u64 = 1 << 32;
+
+/// Default buffer pool budget in bytes.
+pub const POOL_BYTES_DEFAULT: usize = 64 << 20;
+/// Smallest number of frames a pool may have: a tree operation holds a few
+/// pages at once and the evictor needs room to work.
+pub const POOL_FRAMES_MIN: usize = 16;
+
+/// Optimistic restarts before a reader falls back to shared latches.
+pub const OPTIMISTIC_RESTARTS_MAX: u32 = 8;
+/// Spins on a latched word before parking the thread.
+pub const LATCH_SPINS_MAX: u32 = 64;
+
+/// Largest key for a page size: about a quarter page, so that a split always
+/// leaves room for a new cell and inner nodes hold at least three
+/// separators.
+pub const fn key_size_max(page_size: usize) -> usize {
+    (page_size - PAGE_HEADER_SIZE - 64) / 4 - 16
+}
+
+/// Whether `size` is an accepted page size: a power of two in range.
+pub const fn page_size_valid(size: usize) -> bool {
+    size.is_power_of_two() && size >= PAGE_SIZE_MIN && size <= PAGE_SIZE_MAX
+}
+
+const _: () = assert!(page_size_valid(PAGE_SIZE_DEFAULT));
+const _: () = assert!(PAGE_SIZE_MAX <= u16::MAX as usize + 1);
+const _: () = assert!(PAGE_SIZE_MIN % 8 == 0);
+// Three maximal keys plus per-cell overhead and the header fit in the
+// smallest page.
+const _: () = assert!(3 * (key_size_max(PAGE_SIZE_MIN) + 32) + PAGE_HEADER_SIZE + 64 <= PAGE_SIZE_MIN);
+const _: () = assert!(key_size_max(PAGE_SIZE_MIN) >= 64);

@@ -1,0 +1,375 @@
+//! Byte access to one page, the same code over a private copy or a shared
+//! frame.
+//!
+//! A frame in the buffer pool can be read by optimistic readers while its
+//! exclusive holder writes it. Rust's memory model makes a plain `&[u8]` read
+//! racing a write undefined behaviour, so frames are arrays of `AtomicU64`
+//! and every access goes through relaxed atomic loads and stores
+//! ([`AtomicPage`]). The latch's version check (acquire fence, see
+//! `buffer::latch`) orders them; a torn read is caught by validation and can
+//! only cause a restart.
+//!
+//! Decoders are generic over [`PageBuf`] so the same, bounds-checked code runs
+//! on a `[u8]` copy (tests, I/O buffers, fuzzing) and on a live frame.
+//!
+//! Invariants:
+//! * byte `i` of a frame is byte `i % 8` of `words[i / 8].to_ne_bytes()`, the
+//!   same layout a plain byte copy of the frame has;
+//! * every method is total: an out-of-range offset is a programmer error
+//!   (debug assertion); in release builds reads of such ranges yield zeros
+//!   and writes are dropped, never a panic or an out-of-bounds access.
+
+use crate::sync::{AtomicU64, Ordering};
+use std::cmp::Ordering as CmpOrdering;
+
+/// Read access to a page's bytes.
+pub trait PageBuf {
+    /// Size of the page in bytes.
+    fn size(&self) -> usize;
+
+    /// Copies `out.len()` bytes starting at `offset` into `out`.
+    fn read_into(&self, offset: usize, out: &mut [u8]);
+
+    /// Compares the `len` page bytes at `offset` with `key` (memcmp order,
+    /// shorter prefix first).
+    fn compare(&self, offset: usize, len: usize, key: &[u8]) -> CmpOrdering;
+
+    /// Reads `N` bytes at `offset`.
+    fn read_array<const N: usize>(&self, offset: usize) -> [u8; N] {
+        let mut out = [0u8; N];
+        self.read_into(offset, &mut out);
+        out
+    }
+
+    /// Reads one byte.
+    fn read_u8(&self, offset: usize) -> u8 {
+        self.read_array::<1>(offset)[0]
+    }
+
+    /// Reads a little-endian `u16`.
+    fn read_u16(&self, offset: usize) -> u16 {
+        u16::from_le_bytes(self.read_array(offset))
+    }
+
+    /// Reads a little-endian `u32`.
+    fn read_u32(&self, offset: usize) -> u32 {
+        u32::from_le_bytes(self.read_array(offset))
+    }
+
+    /// Reads a little-endian `u64`.
+    fn read_u64(&self, offset: usize) -> u64 {
+        u64::from_le_bytes(self.read_array(offset))
+    }
+
+    /// Copies `len` bytes at `offset` into a new vector.
+    fn read_vec(&self, offset: usize, len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        self.read_into(offset, &mut out);
+        out
+    }
+}
+
+/// Write access to a page's bytes (only the exclusive latch holder has it).
+pub trait PageBufMut: PageBuf {
+    /// Writes `data` at `offset`.
+    fn write(&mut self, offset: usize, data: &[u8]);
+
+    /// Moves `len` bytes from `src` to `dst` (ranges may overlap).
+    fn copy_within(&mut self, src: usize, dst: usize, len: usize);
+
+    /// Writes one byte.
+    fn write_u8(&mut self, offset: usize, value: u8) {
+        self.write(offset, &[value]);
+    }
+
+    /// Writes a little-endian `u16`.
+    fn write_u16(&mut self, offset: usize, value: u16) {
+        self.write(offset, &value.to_le_bytes());
+    }
+
+    /// Writes a little-endian `u32`.
+    fn write_u32(&mut self, offset: usize, value: u32) {
+        self.write(offset, &value.to_le_bytes());
+    }
+
+    /// Writes a little-endian `u64`.
+    fn write_u64(&mut self, offset: usize, value: u64) {
+        self.write(offset, &value.to_le_bytes());
+    }
+
+    /// Sets `len` bytes at `offset` to zero.
+    fn zero(&mut self, offset: usize, len: usize) {
+        const ZEROS: [u8; 256] = [0; 256];
+        let mut done = 0;
+        while done < len {
+            let step = (len - done).min(ZEROS.len());
+            self.write(offset + done, &ZEROS[..step]);
+            done += step;
+        }
+    }
+}
+
+/// Clamps `offset..offset + len` to `0..size`; `None` when any part is out.
+fn range_checked(size: usize, offset: usize, len: usize) -> Option<std::ops::Range<usize>> {
+    let end = offset.checked_add(len)?;
+    debug_assert!(end <= size, "page access {offset}+{len} past {size}");
+    (end <= size).then_some(offset..end)
+}
+
+impl PageBuf for [u8] {
+    fn size(&self) -> usize {
+        self.len()
+    }
+
+    fn read_into(&self, offset: usize, out: &mut [u8]) {
+        match range_checked(self.len(), offset, out.len()) {
+            Some(range) => out.copy_from_slice(&self[range]),
+            None => out.fill(0),
+        }
+    }
+
+    fn compare(&self, offset: usize, len: usize, key: &[u8]) -> CmpOrdering {
+        match range_checked(self.len(), offset, len) {
+            Some(range) => self[range].cmp(key),
+            None => [].as_slice().cmp(key),
+        }
+    }
+}
+
+impl PageBufMut for [u8] {
+    fn write(&mut self, offset: usize, data: &[u8]) {
+        if let Some(range) = range_checked(self.len(), offset, data.len()) {
+            self[range].copy_from_slice(data);
+        }
+    }
+
+    fn copy_within(&mut self, src: usize, dst: usize, len: usize) {
+        let size = self.len();
+        if range_checked(size, src, len).is_some() && range_checked(size, dst, len).is_some() {
+            <[u8]>::copy_within(self, src..src + len, dst);
+        }
+    }
+}
+
+/// A page frame shared between threads: `size / 8` atomic words.
+///
+/// Cheap to copy; it borrows the frame. Reads are relaxed atomic loads and
+/// may observe a concurrent writer's partial update: callers validate the
+/// latch version before acting on anything read (see `buffer::latch`).
+#[derive(Clone, Copy)]
+pub struct AtomicPage<'a> {
+    words: &'a [AtomicU64],
+}
+
+/// Mutable access to a frame, handed out only to the exclusive latch holder.
+pub struct AtomicPageMut<'a> {
+    words: &'a [AtomicU64],
+}
+
+impl<'a> AtomicPage<'a> {
+    /// Wraps a frame of `words.len() * 8` bytes.
+    pub fn new(words: &'a [AtomicU64]) -> Self {
+        AtomicPage { words }
+    }
+
+    /// Copies the whole frame into `out` (which must be the page size).
+    pub fn copy_to(&self, out: &mut [u8]) {
+        self.read_into(0, out);
+    }
+}
+
+impl<'a> AtomicPageMut<'a> {
+    /// Wraps a frame for writing. The caller must hold the frame's exclusive
+    /// latch: concurrent writers would interleave.
+    pub fn new(words: &'a [AtomicU64]) -> Self {
+        AtomicPageMut { words }
+    }
+
+    /// A read view of the same frame.
+    pub fn as_ref(&self) -> AtomicPage<'_> {
+        AtomicPage { words: self.words }
+    }
+
+    /// Overwrites the whole frame with `data` (the page size).
+    pub fn copy_from(&mut self, data: &[u8]) {
+        self.write(0, data);
+    }
+}
+
+#[inline]
+fn load(words: &[AtomicU64], index: usize) -> [u8; 8] {
+    // Relaxed: ordering comes from the latch protocol (acquire on the
+    // version load, acquire fence before validation).
+    words[index].load(Ordering::Relaxed).to_ne_bytes()
+}
+
+fn atomic_read_into(words: &[AtomicU64], offset: usize, out: &mut [u8]) {
+    let Some(range) = range_checked(words.len() * 8, offset, out.len()) else {
+        out.fill(0);
+        return;
+    };
+    let mut pos = range.start;
+    let mut written = 0;
+    while pos < range.end {
+        let word = load(words, pos / 8);
+        let start = pos % 8;
+        let take = (8 - start).min(range.end - pos);
+        out[written..written + take].copy_from_slice(&word[start..start + take]);
+        pos += take;
+        written += take;
+    }
+}
+
+fn atomic_compare(words: &[AtomicU64], offset: usize, len: usize, key: &[u8]) -> CmpOrdering {
+    let Some(range) = range_checked(words.len() * 8, offset, len) else {
+        return [].as_slice().cmp(key);
+    };
+    let mut pos = range.start;
+    let mut key_pos = 0;
+    while pos < range.end {
+        let word = load(words, pos / 8);
+        let start = pos % 8;
+        let take = (8 - start).min(range.end - pos);
+        let ours = &word[start..start + take];
+        let theirs = &key[key_pos.min(key.len())..(key_pos + take).min(key.len())];
+        if ours != theirs {
+            // The first difference, or `theirs` ran out (key is a prefix).
+            return ours.cmp(theirs);
+        }
+        pos += take;
+        key_pos += take;
+    }
+    len.cmp(&key.len())
+}
+
+impl PageBuf for AtomicPage<'_> {
+    fn size(&self) -> usize {
+        self.words.len() * 8
+    }
+
+    fn read_into(&self, offset: usize, out: &mut [u8]) {
+        atomic_read_into(self.words, offset, out);
+    }
+
+    fn compare(&self, offset: usize, len: usize, key: &[u8]) -> CmpOrdering {
+        atomic_compare(self.words, offset, len, key)
+    }
+}
+
+impl PageBuf for AtomicPageMut<'_> {
+    fn size(&self) -> usize {
+        self.words.len() * 8
+    }
+
+    fn read_into(&self, offset: usize, out: &mut [u8]) {
+        atomic_read_into(self.words, offset, out);
+    }
+
+    fn compare(&self, offset: usize, len: usize, key: &[u8]) -> CmpOrdering {
+        atomic_compare(self.words, offset, len, key)
+    }
+}
+
+impl PageBufMut for AtomicPageMut<'_> {
+    fn write(&mut self, offset: usize, data: &[u8]) {
+        let Some(range) = range_checked(self.words.len() * 8, offset, data.len()) else {
+            return;
+        };
+        let mut pos = range.start;
+        let mut read = 0;
+        while pos < range.end {
+            let index = pos / 8;
+            let start = pos % 8;
+            let take = (8 - start).min(range.end - pos);
+            let mut word = if take == 8 { [0; 8] } else { load(self.words, index) };
+            word[start..start + take].copy_from_slice(&data[read..read + take]);
+            // Relaxed: the exclusive holder is the only writer; readers
+            // validate through the latch version (release on unlock).
+            self.words[index].store(u64::from_ne_bytes(word), Ordering::Relaxed);
+            pos += take;
+            read += take;
+        }
+    }
+
+    fn copy_within(&mut self, src: usize, dst: usize, len: usize) {
+        let size = self.words.len() * 8;
+        if range_checked(size, src, len).is_none() || range_checked(size, dst, len).is_none() {
+            return;
+        }
+        // Move through a bounce buffer in chunks, in the direction that never
+        // reads a byte this move already overwrote.
+        const CHUNK: usize = 512;
+        let mut buf = [0u8; CHUNK];
+        if dst <= src {
+            let mut done = 0;
+            while done < len {
+                let step = (len - done).min(CHUNK);
+                atomic_read_into(self.words, src + done, &mut buf[..step]);
+                self.write(dst + done, &buf[..step]);
+                done += step;
+            }
+        } else {
+            let mut left = len;
+            while left > 0 {
+                let step = left.min(CHUNK);
+                left -= step;
+                atomic_read_into(self.words, src + left, &mut buf[..step]);
+                self.write(dst + left, &buf[..step]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(size: usize) -> Vec<AtomicU64> {
+        (0..size / 8).map(|_| AtomicU64::new(0)).collect()
+    }
+
+    #[test]
+    fn atomic_and_plain_pages_agree() {
+        let words = frame(256);
+        let mut plain = vec![0u8; 256];
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..2000 {
+            let offset = rng.usize(0..250);
+            let len = rng.usize(0..(256 - offset).min(40));
+            let data: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+            match rng.u8(0..3) {
+                0 => {
+                    AtomicPageMut::new(&words).write(offset, &data);
+                    plain.as_mut_slice().write(offset, &data);
+                }
+                1 => {
+                    let src = rng.usize(0..256 - len);
+                    AtomicPageMut::new(&words).copy_within(src, offset, len);
+                    PageBufMut::copy_within(plain.as_mut_slice(), src, offset, len);
+                }
+                _ => {
+                    let page = AtomicPage::new(&words);
+                    let ours = page.read_vec(offset, len);
+                    assert_eq!(ours, plain.as_slice().read_vec(offset, len));
+                    assert_eq!(page.compare(offset, len, &data), plain[offset..offset + len].cmp(&data));
+                }
+            }
+        }
+        let mut copy = vec![0u8; 256];
+        AtomicPage::new(&words).copy_to(&mut copy);
+        assert_eq!(copy, plain);
+    }
+
+    #[test]
+    fn compare_orders_prefixes_first() {
+        let words = frame(64);
+        AtomicPageMut::new(&words).write(3, b"abc");
+        let page = AtomicPage::new(&words);
+        assert_eq!(page.compare(3, 3, b"abc"), CmpOrdering::Equal);
+        assert_eq!(page.compare(3, 3, b"abcd"), CmpOrdering::Less);
+        assert_eq!(page.compare(3, 3, b"ab"), CmpOrdering::Greater);
+        assert_eq!(page.compare(3, 2, b"abc"), CmpOrdering::Less);
+        assert_eq!(page.compare(3, 3, b"abd"), CmpOrdering::Less);
+        assert_eq!(page.compare(3, 0, b""), CmpOrdering::Equal);
+    }
+}

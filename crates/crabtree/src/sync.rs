@@ -1,0 +1,44 @@
+//! The one place atomics, locks and thread parking come from.
+//!
+//! Routing them through here keeps the concurrency primitives swappable: the
+//! loom model of the hybrid latch (`tests/loom_latch.rs`) compiles the latch
+//! source against a loom-backed module with this same surface.
+
+pub use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+pub use std::sync::Arc;
+pub use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+
+/// Parks the calling thread on `key` unless `should_park` (run under the
+/// parking bucket's lock) returns false. Returns when unparked; spurious
+/// returns are possible, so callers re-check their condition in a loop.
+pub fn park(key: &AtomicU64, should_park: impl FnOnce() -> bool) {
+    let addr = key as *const AtomicU64 as usize;
+    // SAFETY: `park` is unsafe because the callbacks run under a global
+    // bucket lock and must not panic or call into parking_lot; ours only load
+    // an atomic. The key is an address we own for the duration of the call.
+    unsafe {
+        parking_lot_core::park(
+            addr,
+            should_park,
+            || {},
+            |_, _| {},
+            parking_lot_core::DEFAULT_PARK_TOKEN,
+            None,
+        );
+    }
+}
+
+/// Wakes every thread parked on `key`.
+pub fn unpark_all(key: &AtomicU64) {
+    let addr = key as *const AtomicU64 as usize;
+    // SAFETY: unparking by address has no preconditions beyond the key being
+    // the same address waiters parked on.
+    unsafe {
+        parking_lot_core::unpark_all(addr, parking_lot_core::DEFAULT_UNPARK_TOKEN);
+    }
+}
+
+/// A hint that the caller is spinning.
+pub fn spin_hint() {
+    std::hint::spin_loop();
+}
