@@ -12,7 +12,10 @@
 //!
 //! [`Error::Locked`]: crate::Error::Locked
 
+mod mem;
 // (io helper: declare `mod file; mod sim;` and re-export FileStorage, SimDisk, Fault, FaultOp here)
+
+pub use mem::MemStorage;
 
 use crate::Result;
 
