@@ -11,3 +11,5 @@ pub mod header;
 
 pub use bytes::{AtomicPage, AtomicPageMut, PageBuf, PageBufMut};
 pub use header::PageType;
+pub mod node;
+pub mod overflow;

@@ -1,0 +1,930 @@
+//! The slotted node layout of B-link tree pages (leaves and inner nodes).
+//!
+//! ```text
+//! offset size field
+//!  0     24   common page header (page::header); flags below
+//! 24      8   right link (0: rightmost node of its level)
+//! 32      8   left link (leaves only; a hint, revalidated by readers)
+//! 40      2   slot count n
+//! 42      2   reserved (0)
+//! 44      4   cell area start: lowest byte used by cells (page size if none)
+//! 48      4   fragmented bytes: dead cell bytes inside the cell area
+//! 52      2   high key offset   } valid when FLAG_HIGH_KEY is set; otherwise
+//! 54      2   high key length   } the high key is +infinity
+//! 56      8   reserved (0)
+//! 64    2*n   slot array: u16 offset of cell i, cells in key order
+//!   ...       free space
+//!   ...       cells, growing down from the end of the page
+//! ```
+//!
+//! Leaf cell: `key_len u16 | flags u8 | value_len u32 | key | value`, where
+//! with `CELL_OVERFLOW` the value part is the u64 id of the first overflow
+//! page and `value_len` is the whole value's length.
+//! Inner cell: `key_len u16 | child u64 | key`. Cell `i` of an inner node is
+//! the child holding keys in `(key_i, key_{i+1}]` (the last child up to the
+//! node's high key); the key of cell 0 is never compared (minus infinity) and
+//! is stored empty.
+//!
+//! Invariants (checked by `btree::verify` and, where local, by
+//! [`check_node`]): keys strictly ascending; every key `<=` the high key;
+//! slot offsets inside the cell area; cells inside the page and disjoint.
+//!
+//! Every accessor validates what it reads against the page size before use
+//! and returns `Error::Corruption` naming the page, so a torn optimistic read
+//! or a damaged page can only yield an error, never a panic; optimistic
+//! callers validate the latch version before believing such an error.
+
+use crate::ids::PageId;
+use crate::limits::PAGE_HEADER_SIZE;
+use crate::page::bytes::{PageBuf, PageBufMut};
+use crate::page::header::{self, PageType};
+use crate::{Error, Result};
+use std::cmp::Ordering;
+
+const OFFSET_RIGHT: usize = 24;
+const OFFSET_LEFT: usize = 32;
+const OFFSET_SLOT_COUNT: usize = 40;
+const OFFSET_CELL_START: usize = 44;
+const OFFSET_FRAGMENTED: usize = 48;
+const OFFSET_HIGH_OFF: usize = 52;
+const OFFSET_HIGH_LEN: usize = 54;
+/// Where the slot array starts.
+pub const SLOTS_START: usize = 64;
+/// Bytes per slot.
+pub const SLOT_SIZE: usize = 2;
+
+/// Node flag: a high key is stored (else it is +infinity).
+pub const FLAG_HIGH_KEY: u16 = 1 << 0;
+/// Node flag: the node was half-split and its right sibling has no downlink
+/// in the parent yet.
+pub const FLAG_INCOMPLETE_SPLIT: u16 = 1 << 1;
+/// Node flag: the node is being deleted; its downlink is gone or going.
+pub const FLAG_HALF_DEAD: u16 = 1 << 2;
+/// Node flag: the node is unlinked from its level and awaits reuse.
+pub const FLAG_DELETED: u16 = 1 << 3;
+const FLAGS_KNOWN: u16 = FLAG_HIGH_KEY | FLAG_INCOMPLETE_SPLIT | FLAG_HALF_DEAD | FLAG_DELETED;
+
+/// Leaf cell flag: the value lives in overflow pages.
+pub const CELL_OVERFLOW: u8 = 1 << 0;
+/// Bytes of a leaf cell before its key.
+pub const LEAF_CELL_HEADER: usize = 7;
+/// Bytes of an inner cell before its key.
+pub const INNER_CELL_HEADER: usize = 10;
+
+/// Decoded fixed fields of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeHeader {
+    /// Leaf or inner.
+    pub kind: PageType,
+    /// 0 for leaves, parent level = child level + 1.
+    pub level: u8,
+    /// `FLAG_*` bits.
+    pub flags: u16,
+    /// Right sibling on the same level.
+    pub right: Option<PageId>,
+    /// Left sibling (leaves; a hint).
+    pub left: Option<PageId>,
+    /// Number of cells.
+    pub slot_count: usize,
+    /// Lowest byte used by cells.
+    pub cell_start: usize,
+    /// Dead bytes inside the cell area.
+    pub fragmented: usize,
+}
+
+/// Where a leaf cell's value is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueRef {
+    /// Stored in the cell: `len` bytes at `offset`.
+    Inline {
+        /// Offset of the first value byte in the page.
+        offset: usize,
+        /// Value length.
+        len: usize,
+    },
+    /// Stored in a chain of overflow pages starting at `first`.
+    Overflow {
+        /// First overflow page.
+        first: PageId,
+        /// Whole value length.
+        len: usize,
+    },
+}
+
+/// A decoded, bounds-checked cell position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cell {
+    /// Offset of the cell in the page.
+    pub offset: usize,
+    /// Offset of the key bytes.
+    pub key_offset: usize,
+    /// Key length.
+    pub key_len: usize,
+    /// Total cell size in bytes.
+    pub size: usize,
+}
+
+/// Size of a leaf cell with a key of `key_len` and an inline value of
+/// `value_len` (or an overflow reference when `overflow`).
+pub const fn leaf_cell_size(key_len: usize, value_len: usize, overflow: bool) -> usize {
+    LEAF_CELL_HEADER + key_len + if overflow { 8 } else { value_len }
+}
+
+/// Size of an inner cell with a key of `key_len`.
+pub const fn inner_cell_size(key_len: usize) -> usize {
+    INNER_CELL_HEADER + key_len
+}
+
+fn corrupt(pid: PageId, reason: impl Into<String>) -> Error {
+    Error::corruption(pid, reason)
+}
+
+/// Read access to a node in any page buffer. Every method validates.
+pub struct Node<'p, P: PageBuf + ?Sized> {
+    page: &'p P,
+    pid: PageId,
+    head: NodeHeader,
+}
+
+impl<'p, P: PageBuf + ?Sized> Node<'p, P> {
+    /// Decodes and validates the header of node `pid`.
+    pub fn new(page: &'p P, pid: PageId) -> Result<Self> {
+        let head = read_header(page, pid)?;
+        Ok(Node { page, pid, head })
+    }
+
+    /// The page id given at decode time.
+    pub fn pid(&self) -> PageId {
+        self.pid
+    }
+
+    /// The decoded header.
+    pub fn header(&self) -> &NodeHeader {
+        &self.head
+    }
+
+    /// Number of cells.
+    pub fn len(&self) -> usize {
+        self.head.slot_count
+    }
+
+    /// Whether the node has no cells.
+    pub fn is_empty(&self) -> bool {
+        self.head.slot_count == 0
+    }
+
+    /// Whether this is a leaf.
+    pub fn is_leaf(&self) -> bool {
+        self.head.kind == PageType::Leaf
+    }
+
+    /// Bytes free for new cells and slots, counting fragmented space that a
+    /// compaction would reclaim.
+    pub fn free_space(&self) -> usize {
+        let slots_end = SLOTS_START + self.head.slot_count * SLOT_SIZE;
+        self.head.cell_start - slots_end + self.head.fragmented
+    }
+
+    /// Bytes free without compaction.
+    pub fn contiguous_free(&self) -> usize {
+        self.head.cell_start - (SLOTS_START + self.head.slot_count * SLOT_SIZE)
+    }
+
+    /// The high key's position, or `None` for +infinity.
+    pub fn high_key_range(&self) -> Result<Option<(usize, usize)>> {
+        if self.head.flags & FLAG_HIGH_KEY == 0 {
+            return Ok(None);
+        }
+        let offset = usize::from(self.page.read_u16(OFFSET_HIGH_OFF));
+        let len = usize::from(self.page.read_u16(OFFSET_HIGH_LEN));
+        if offset < self.head.cell_start || offset + len > self.page.size() {
+            return Err(corrupt(
+                self.pid,
+                format!("high key {offset}+{len} outside cell area"),
+            ));
+        }
+        Ok(Some((offset, len)))
+    }
+
+    /// A copy of the high key, `None` for +infinity.
+    pub fn high_key(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .high_key_range()?
+            .map(|(offset, len)| self.page.read_vec(offset, len)))
+    }
+
+    /// Whether `key` is above this node's high key (so a search for it must
+    /// move right).
+    pub fn is_above_high_key(&self, key: &[u8]) -> Result<bool> {
+        Ok(match self.high_key_range()? {
+            None => false,
+            Some((offset, len)) => self.page.compare(offset, len, key) == Ordering::Less,
+        })
+    }
+
+    /// The position of cell `index`, validated.
+    pub fn cell(&self, index: usize) -> Result<Cell> {
+        if index >= self.head.slot_count {
+            return Err(corrupt(
+                self.pid,
+                format!("slot {index} of {}", self.head.slot_count),
+            ));
+        }
+        let offset = usize::from(self.page.read_u16(SLOTS_START + index * SLOT_SIZE));
+        let size = self.page.size();
+        let fixed = if self.is_leaf() {
+            LEAF_CELL_HEADER
+        } else {
+            INNER_CELL_HEADER
+        };
+        if offset < self.head.cell_start || offset + fixed > size {
+            return Err(corrupt(
+                self.pid,
+                format!("slot {index} offset {offset} outside cell area"),
+            ));
+        }
+        let key_len = usize::from(self.page.read_u16(offset));
+        let body = if self.is_leaf() {
+            let flags = self.page.read_u8(offset + 2);
+            if flags & !CELL_OVERFLOW != 0 {
+                return Err(corrupt(
+                    self.pid,
+                    format!("slot {index} has unknown flags {flags:#x}"),
+                ));
+            }
+            let value_len = self.page.read_u32(offset + 3) as usize;
+            if flags & CELL_OVERFLOW != 0 {
+                8
+            } else {
+                value_len
+            }
+        } else {
+            0
+        };
+        let cell_size = fixed + key_len + body;
+        if offset + cell_size > size {
+            return Err(corrupt(
+                self.pid,
+                format!("slot {index} cell of {cell_size} bytes overruns the page"),
+            ));
+        }
+        Ok(Cell {
+            offset,
+            key_offset: offset + fixed,
+            key_len,
+            size: cell_size,
+        })
+    }
+
+    /// A copy of the key of cell `index`.
+    pub fn key(&self, index: usize) -> Result<Vec<u8>> {
+        let cell = self.cell(index)?;
+        Ok(self.page.read_vec(cell.key_offset, cell.key_len))
+    }
+
+    /// Compares the key of cell `index` with `key`.
+    pub fn compare_key(&self, index: usize, key: &[u8]) -> Result<Ordering> {
+        let cell = self.cell(index)?;
+        Ok(self.page.compare(cell.key_offset, cell.key_len, key))
+    }
+
+    /// Where the value of leaf cell `index` is.
+    pub fn value_ref(&self, index: usize) -> Result<ValueRef> {
+        let cell = self.cell(index)?;
+        if !self.is_leaf() {
+            return Err(corrupt(self.pid, "value of an inner cell"));
+        }
+        let flags = self.page.read_u8(cell.offset + 2);
+        let len = self.page.read_u32(cell.offset + 3) as usize;
+        let at = cell.key_offset + cell.key_len;
+        if flags & CELL_OVERFLOW != 0 {
+            let first = PageId::from_link(self.page.read_u64(at))
+                .ok_or_else(|| corrupt(self.pid, format!("slot {index} overflow link is null")))?;
+            Ok(ValueRef::Overflow { first, len })
+        } else {
+            Ok(ValueRef::Inline { offset: at, len })
+        }
+    }
+
+    /// The child of inner cell `index`.
+    pub fn child(&self, index: usize) -> Result<PageId> {
+        let cell = self.cell(index)?;
+        if self.is_leaf() {
+            return Err(corrupt(self.pid, "child of a leaf cell"));
+        }
+        PageId::from_link(self.page.read_u64(cell.offset + 2))
+            .ok_or_else(|| corrupt(self.pid, format!("slot {index} child link is null")))
+    }
+
+    /// Binary search among cells `from..len` for `key`: `Ok(i)` if cell `i`
+    /// holds it, `Err(i)` for the index where it would be inserted.
+    pub fn search_from(
+        &self,
+        from: usize,
+        key: &[u8],
+    ) -> Result<std::result::Result<usize, usize>> {
+        let (mut low, mut high) = (from, self.head.slot_count);
+        while low < high {
+            let mid = low + (high - low) / 2;
+            match self.compare_key(mid, key)? {
+                Ordering::Less => low = mid + 1,
+                Ordering::Greater => high = mid,
+                Ordering::Equal => return Ok(Ok(mid)),
+            }
+        }
+        Ok(Err(low))
+    }
+
+    /// Leaf search: the slot holding `key` or where it would go.
+    pub fn search(&self, key: &[u8]) -> Result<std::result::Result<usize, usize>> {
+        self.search_from(0, key)
+    }
+
+    /// Inner search: the index of the child whose range holds `key`, i.e.
+    /// the last cell whose lower bound is `< key` (cell 0 is minus infinity).
+    pub fn child_index(&self, key: &[u8]) -> Result<usize> {
+        if self.head.slot_count == 0 {
+            return Err(corrupt(self.pid, "inner node without children"));
+        }
+        // Cells 1.. hold exclusive lower bounds: key k goes to the last cell
+        // whose bound is < k, so an equal bound belongs to the child before.
+        let index = match self.search_from(1, key)? {
+            Ok(i) | Err(i) => i - 1,
+        };
+        Ok(index)
+    }
+}
+
+fn read_header<P: PageBuf + ?Sized>(page: &P, pid: PageId) -> Result<NodeHeader> {
+    let size = page.size();
+    let kind = match header::page_type(page) {
+        Some(kind @ (PageType::Leaf | PageType::Inner)) => kind,
+        other => {
+            return Err(corrupt(
+                pid,
+                format!("expected a tree node, found {other:?}"),
+            ));
+        }
+    };
+    let level = page.read_u8(header::OFFSET_LEVEL);
+    if (kind == PageType::Leaf) != (level == 0) {
+        return Err(corrupt(pid, format!("{kind:?} at level {level}")));
+    }
+    let flags = page.read_u16(header::OFFSET_FLAGS);
+    if flags & !FLAGS_KNOWN != 0 {
+        return Err(corrupt(pid, format!("unknown node flags {flags:#x}")));
+    }
+    let slot_count = usize::from(page.read_u16(OFFSET_SLOT_COUNT));
+    let cell_start = page.read_u32(OFFSET_CELL_START) as usize;
+    let fragmented = page.read_u32(OFFSET_FRAGMENTED) as usize;
+    let slots_end = SLOTS_START + slot_count * SLOT_SIZE;
+    if slots_end > cell_start || cell_start > size {
+        return Err(corrupt(
+            pid,
+            format!("{slot_count} slots and cell start {cell_start} do not fit"),
+        ));
+    }
+    if fragmented > size - cell_start {
+        return Err(corrupt(
+            pid,
+            format!("{fragmented} fragmented bytes exceed the cell area"),
+        ));
+    }
+    Ok(NodeHeader {
+        kind,
+        level,
+        flags,
+        right: PageId::from_link(page.read_u64(OFFSET_RIGHT)),
+        left: PageId::from_link(page.read_u64(OFFSET_LEFT)),
+        slot_count,
+        cell_start,
+        fragmented,
+    })
+}
+
+/// Checks everything [`Node`] can check locally: header, every cell and the
+/// high key in bounds, cells disjoint, keys strictly ascending and `<=` the
+/// high key. Used by `verify`, the decoder property tests and fuzzing.
+pub fn check_node<P: PageBuf + ?Sized>(page: &P, pid: PageId) -> Result<NodeHeader> {
+    let node = Node::new(page, pid)?;
+    let mut spans = Vec::with_capacity(node.len() + 1);
+    for index in 0..node.len() {
+        let cell = node.cell(index)?;
+        spans.push((cell.offset, cell.offset + cell.size));
+        if node.is_leaf() {
+            node.value_ref(index)?;
+        } else {
+            node.child(index)?;
+        }
+    }
+    if let Some((offset, len)) = node.high_key_range()? {
+        spans.push((offset, offset + len));
+    }
+    spans.sort_unstable();
+    let used: usize = spans.iter().map(|(start, end)| end - start).sum();
+    if spans.windows(2).any(|pair| pair[0].1 > pair[1].0) {
+        return Err(corrupt(pid, "cells overlap"));
+    }
+    if used + node.head.fragmented != page.size() - node.head.cell_start {
+        return Err(corrupt(pid, "cell area accounting does not add up"));
+    }
+    let first_compared = usize::from(!node.is_leaf());
+    let mut previous: Option<Vec<u8>> = None;
+    for index in first_compared..node.len() {
+        let key = node.key(index)?;
+        if previous
+            .as_ref()
+            .is_some_and(|prev| prev.as_slice() >= key.as_slice())
+        {
+            return Err(corrupt(pid, format!("keys out of order at slot {index}")));
+        }
+        previous = Some(key);
+    }
+    if let (Some(last), Some(high)) = (previous, node.high_key()?) {
+        if last > high {
+            return Err(corrupt(pid, "a key is above the high key"));
+        }
+    }
+    Ok(node.head)
+}
+
+/// Write access to a node. Holders own the page's exclusive latch.
+pub struct NodeMut<'p, P: PageBufMut + ?Sized> {
+    page: &'p mut P,
+    pid: PageId,
+}
+
+/// A cell to be written: its key and body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CellData<'a> {
+    /// Leaf cell with an inline value.
+    Leaf {
+        /// Key bytes.
+        key: &'a [u8],
+        /// Value bytes.
+        value: &'a [u8],
+    },
+    /// Leaf cell whose value is in overflow pages.
+    LeafOverflow {
+        /// Key bytes.
+        key: &'a [u8],
+        /// First overflow page.
+        first: PageId,
+        /// Whole value length.
+        len: u32,
+    },
+    /// Inner cell.
+    Inner {
+        /// Lower bound key (ignored for cell 0).
+        key: &'a [u8],
+        /// Child page.
+        child: PageId,
+    },
+}
+
+impl CellData<'_> {
+    /// Bytes the cell occupies (without its slot).
+    pub fn size(&self) -> usize {
+        match self {
+            CellData::Leaf { key, value } => leaf_cell_size(key.len(), value.len(), false),
+            CellData::LeafOverflow { key, .. } => leaf_cell_size(key.len(), 0, true),
+            CellData::Inner { key, .. } => inner_cell_size(key.len()),
+        }
+    }
+
+    /// The cell's key.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            CellData::Leaf { key, .. }
+            | CellData::LeafOverflow { key, .. }
+            | CellData::Inner { key, .. } => key,
+        }
+    }
+}
+
+impl<'p, P: PageBufMut + ?Sized> NodeMut<'p, P> {
+    /// Formats `page` as an empty node of `kind` at `level`, high key
+    /// +infinity, no links.
+    pub fn init(page: &'p mut P, pid: PageId, kind: PageType, level: u8) -> Self {
+        header::init(page, pid, kind, level);
+        page.write_u64(OFFSET_RIGHT, 0);
+        page.write_u64(OFFSET_LEFT, 0);
+        page.write_u16(OFFSET_SLOT_COUNT, 0);
+        page.write_u16(OFFSET_SLOT_COUNT + 2, 0);
+        let size = page.size() as u32;
+        page.write_u32(OFFSET_CELL_START, size);
+        page.write_u32(OFFSET_FRAGMENTED, 0);
+        page.write_u16(OFFSET_HIGH_OFF, 0);
+        page.write_u16(OFFSET_HIGH_LEN, 0);
+        page.write_u64(56, 0);
+        NodeMut { page, pid }
+    }
+
+    /// Opens an existing node for writing, validating its header.
+    pub fn new(page: &'p mut P, pid: PageId) -> Result<Self> {
+        read_header(page, pid)?;
+        Ok(NodeMut { page, pid })
+    }
+
+    /// Read view of the node.
+    pub fn as_node(&self) -> Result<Node<'_, P>> {
+        Node::new(&*self.page, self.pid)
+    }
+
+    fn head(&self) -> Result<NodeHeader> {
+        read_header(&*self.page, self.pid)
+    }
+
+    /// Sets the node flags.
+    pub fn set_flags(&mut self, flags: u16) {
+        self.page.write_u16(header::OFFSET_FLAGS, flags);
+    }
+
+    /// Sets the right link.
+    pub fn set_right(&mut self, right: Option<PageId>) {
+        self.page.write_u64(OFFSET_RIGHT, PageId::to_link(right));
+    }
+
+    /// Sets the left link.
+    pub fn set_left(&mut self, left: Option<PageId>) {
+        self.page.write_u64(OFFSET_LEFT, PageId::to_link(left));
+    }
+
+    /// Reserves `size` bytes of cell area, compacting if needed. The caller
+    /// checked `free_space` covers `size` plus any slot it adds.
+    fn reserve(&mut self, size: usize, extra_slots: usize) -> Result<usize> {
+        let mut head = self.head()?;
+        let slots_end = SLOTS_START + (head.slot_count + extra_slots) * SLOT_SIZE;
+        if head.cell_start < slots_end + size {
+            self.compact()?;
+            head = self.head()?;
+            if head.cell_start < slots_end + size {
+                return Err(corrupt(
+                    self.pid,
+                    "node overfull: caller did not check free space",
+                ));
+            }
+        }
+        let offset = head.cell_start - size;
+        self.page.write_u32(OFFSET_CELL_START, offset as u32);
+        Ok(offset)
+    }
+
+    fn write_cell(&mut self, offset: usize, cell: &CellData<'_>) {
+        match cell {
+            CellData::Leaf { key, value } => {
+                self.page.write_u16(offset, key.len() as u16);
+                self.page.write_u8(offset + 2, 0);
+                self.page.write_u32(offset + 3, value.len() as u32);
+                self.page.write(offset + LEAF_CELL_HEADER, key);
+                self.page
+                    .write(offset + LEAF_CELL_HEADER + key.len(), value);
+            }
+            CellData::LeafOverflow { key, first, len } => {
+                self.page.write_u16(offset, key.len() as u16);
+                self.page.write_u8(offset + 2, CELL_OVERFLOW);
+                self.page.write_u32(offset + 3, *len);
+                self.page.write(offset + LEAF_CELL_HEADER, key);
+                self.page
+                    .write_u64(offset + LEAF_CELL_HEADER + key.len(), first.0);
+            }
+            CellData::Inner { key, child } => {
+                self.page.write_u16(offset, key.len() as u16);
+                self.page.write_u64(offset + 2, child.0);
+                self.page.write(offset + INNER_CELL_HEADER, key);
+            }
+        }
+    }
+
+    /// Whether a new cell of `size` bytes plus its slot fits.
+    pub fn fits(&self, size: usize) -> Result<bool> {
+        Ok(self.as_node()?.free_space() >= size + SLOT_SIZE)
+    }
+
+    /// Inserts `cell` as slot `index`, shifting later slots right. Fails with
+    /// corruption if it does not fit (callers check [`NodeMut::fits`]).
+    pub fn insert(&mut self, index: usize, cell: &CellData<'_>) -> Result<()> {
+        let head = self.head()?;
+        if index > head.slot_count || head.slot_count >= usize::from(u16::MAX) {
+            return Err(corrupt(
+                self.pid,
+                format!("insert at {index} of {}", head.slot_count),
+            ));
+        }
+        let offset = self.reserve(cell.size(), 1)?;
+        self.write_cell(offset, cell);
+        let slot = SLOTS_START + index * SLOT_SIZE;
+        let count = self.head()?.slot_count;
+        self.page
+            .copy_within(slot, slot + SLOT_SIZE, (count - index) * SLOT_SIZE);
+        self.page.write_u16(slot, offset as u16);
+        self.page.write_u16(OFFSET_SLOT_COUNT, (count + 1) as u16);
+        Ok(())
+    }
+
+    /// Removes slot `index`; its bytes become fragmented space.
+    pub fn remove(&mut self, index: usize) -> Result<()> {
+        let cell = self.as_node()?.cell(index)?;
+        let head = self.head()?;
+        let slot = SLOTS_START + index * SLOT_SIZE;
+        self.page.copy_within(
+            slot + SLOT_SIZE,
+            slot,
+            (head.slot_count - index - 1) * SLOT_SIZE,
+        );
+        self.page
+            .write_u16(OFFSET_SLOT_COUNT, (head.slot_count - 1) as u16);
+        self.add_fragmented(head, cell.offset, cell.size);
+        Ok(())
+    }
+
+    fn add_fragmented(&mut self, head: NodeHeader, offset: usize, size: usize) {
+        if offset == head.cell_start {
+            // The lowest cell: give its bytes straight back.
+            self.page
+                .write_u32(OFFSET_CELL_START, (offset + size) as u32);
+        } else {
+            self.page
+                .write_u32(OFFSET_FRAGMENTED, (head.fragmented + size) as u32);
+        }
+    }
+
+    /// Replaces cell `index` with `cell` (same key position). Fails with
+    /// corruption if the new cell cannot fit even after compaction.
+    pub fn replace(&mut self, index: usize, cell: &CellData<'_>) -> Result<()> {
+        let node = self.as_node()?;
+        let old = node.cell(index)?;
+        if node.free_space() + old.size < cell.size() {
+            return Err(corrupt(
+                self.pid,
+                "replacement cell does not fit: caller did not check",
+            ));
+        }
+        if cell.size() == old.size {
+            self.write_cell(old.offset, cell);
+            return Ok(());
+        }
+        self.remove(index)?;
+        self.insert(index, cell)
+    }
+
+    /// Sets the high key (`None`: +infinity). Its old bytes become
+    /// fragmented; callers check room with [`NodeMut::fits`].
+    pub fn set_high_key(&mut self, key: Option<&[u8]>) -> Result<()> {
+        let head = self.head()?;
+        if let Some((offset, len)) = self.as_node()?.high_key_range()? {
+            self.add_fragmented(head, offset, len);
+        }
+        let mut flags = head.flags & !FLAG_HIGH_KEY;
+        if let Some(key) = key {
+            let offset = self.reserve(key.len(), 0)?;
+            self.page.write(offset, key);
+            self.page.write_u16(OFFSET_HIGH_OFF, offset as u16);
+            self.page.write_u16(OFFSET_HIGH_LEN, key.len() as u16);
+            flags |= FLAG_HIGH_KEY;
+        }
+        self.set_flags(flags);
+        Ok(())
+    }
+
+    /// Rewrites the cell area without holes.
+    pub fn compact(&mut self) -> Result<()> {
+        let size = self.page.size();
+        let mut image = vec![0u8; size];
+        self.page.read_into(0, &mut image);
+        let node = Node::new(image.as_slice(), self.pid)?;
+        let high = node.high_key_range()?;
+        let cells: Vec<Cell> = (0..node.len())
+            .map(|i| node.cell(i))
+            .collect::<Result<_>>()?;
+        let mut end = size;
+        for (index, cell) in cells.iter().enumerate() {
+            end -= cell.size;
+            self.page
+                .write(end, &image[cell.offset..cell.offset + cell.size]);
+            self.page
+                .write_u16(SLOTS_START + index * SLOT_SIZE, end as u16);
+        }
+        if let Some((offset, len)) = high {
+            end -= len;
+            self.page.write(end, &image[offset..offset + len]);
+            self.page.write_u16(OFFSET_HIGH_OFF, end as u16);
+        }
+        self.page.write_u32(OFFSET_CELL_START, end as u32);
+        self.page.write_u32(OFFSET_FRAGMENTED, 0);
+        Ok(())
+    }
+}
+
+const _: () = assert!(SLOTS_START >= PAGE_HEADER_SIZE + 40);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const PID: PageId = PageId(7);
+
+    fn leaf(size: usize, keys: &[&[u8]]) -> Vec<u8> {
+        let mut page = vec![0u8; size];
+        let mut node = NodeMut::init(page.as_mut_slice(), PID, PageType::Leaf, 0);
+        for (i, key) in keys.iter().enumerate() {
+            node.insert(
+                i,
+                &CellData::Leaf {
+                    key,
+                    value: b"value",
+                },
+            )
+            .unwrap();
+        }
+        page
+    }
+
+    #[test]
+    fn insert_search_remove_compact() {
+        let mut page = leaf(512, &[b"b", b"d", b"f"]);
+        {
+            let mut node = NodeMut::new(page.as_mut_slice(), PID).unwrap();
+            let at = node.as_node().unwrap().search(b"c").unwrap();
+            assert_eq!(at, Err(1));
+            node.insert(
+                1,
+                &CellData::Leaf {
+                    key: b"c",
+                    value: b"xyz",
+                },
+            )
+            .unwrap();
+            node.remove(0).unwrap();
+            node.set_high_key(Some(b"g")).unwrap();
+            node.replace(
+                0,
+                &CellData::Leaf {
+                    key: b"c",
+                    value: b"longer value",
+                },
+            )
+            .unwrap();
+        }
+        check_node(page.as_slice(), PID).unwrap();
+        let node = Node::new(page.as_slice(), PID).unwrap();
+        let keys: Vec<Vec<u8>> = (0..node.len()).map(|i| node.key(i).unwrap()).collect();
+        assert_eq!(keys, vec![b"c".to_vec(), b"d".to_vec(), b"f".to_vec()]);
+        assert_eq!(node.search(b"d").unwrap(), Ok(1));
+        assert!(node.is_above_high_key(b"h").unwrap());
+        assert!(!node.is_above_high_key(b"g").unwrap());
+        let ValueRef::Inline { offset, len } = node.value_ref(0).unwrap() else {
+            panic!("inline expected")
+        };
+        assert_eq!(page.as_slice().read_vec(offset, len), b"longer value");
+        let before = node.free_space();
+        let mut copy = page.clone();
+        NodeMut::new(copy.as_mut_slice(), PID)
+            .unwrap()
+            .compact()
+            .unwrap();
+        let compacted = Node::new(copy.as_slice(), PID).unwrap();
+        assert_eq!(compacted.free_space(), before);
+        assert_eq!(compacted.contiguous_free(), before);
+        check_node(copy.as_slice(), PID).unwrap();
+    }
+
+    #[test]
+    fn fill_until_full_then_everything_still_checks() {
+        let mut page = vec![0u8; 512];
+        let mut node = NodeMut::init(page.as_mut_slice(), PID, PageType::Leaf, 0);
+        let mut count = 0u32;
+        loop {
+            let key = count.to_be_bytes();
+            let cell = CellData::Leaf {
+                key: &key,
+                value: b"0123456789",
+            };
+            if !node.fits(cell.size()).unwrap() {
+                break;
+            }
+            node.insert(count as usize, &cell).unwrap();
+            count += 1;
+        }
+        assert!(count > 10);
+        check_node(page.as_slice(), PID).unwrap();
+    }
+
+    #[test]
+    fn inner_child_index_uses_exclusive_lower_bounds() {
+        let mut page = vec![0u8; 512];
+        let mut node = NodeMut::init(page.as_mut_slice(), PID, PageType::Inner, 1);
+        node.insert(
+            0,
+            &CellData::Inner {
+                key: b"",
+                child: PageId(10),
+            },
+        )
+        .unwrap();
+        node.insert(
+            1,
+            &CellData::Inner {
+                key: b"m",
+                child: PageId(11),
+            },
+        )
+        .unwrap();
+        node.insert(
+            2,
+            &CellData::Inner {
+                key: b"t",
+                child: PageId(12),
+            },
+        )
+        .unwrap();
+        let node = Node::new(page.as_slice(), PID).unwrap();
+        let child = |key: &[u8]| node.child(node.child_index(key).unwrap()).unwrap();
+        assert_eq!(child(b""), PageId(10));
+        assert_eq!(
+            child(b"m"),
+            PageId(10),
+            "a key equal to a bound belongs left"
+        );
+        assert_eq!(child(b"ma"), PageId(11));
+        assert_eq!(child(b"t"), PageId(11));
+        assert_eq!(child(b"z"), PageId(12));
+        check_node(page.as_slice(), PID).unwrap();
+    }
+
+    #[test]
+    fn corruption_is_reported_not_panicked() {
+        let mut page = leaf(512, &[b"a", b"b"]);
+        page[OFFSET_SLOT_COUNT] = 200;
+        assert!(matches!(
+            check_node(page.as_slice(), PID),
+            Err(Error::Corruption { page: PID, .. })
+        ));
+        let mut page = leaf(512, &[b"a", b"b"]);
+        page[SLOTS_START] = 0xff;
+        page[SLOTS_START + 1] = 0x01;
+        assert!(check_node(page.as_slice(), PID).is_err());
+        let mut page = leaf(512, &[b"b", b"a"]);
+        assert!(
+            check_node(page.as_slice(), PID).is_err(),
+            "unordered keys must fail"
+        );
+        page[header::OFFSET_TYPE] = PageType::Overflow as u8;
+        assert!(Node::new(page.as_slice(), PID).is_err());
+    }
+
+    fn valid_page(keys: usize) -> Vec<u8> {
+        let names: Vec<Vec<u8>> = (0..keys)
+            .map(|i| format!("key{i:03}").into_bytes())
+            .collect();
+        let refs: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+        let mut page = leaf(512, &refs);
+        NodeMut::new(page.as_mut_slice(), PID)
+            .unwrap()
+            .set_high_key(Some(b"zz"))
+            .unwrap();
+        page
+    }
+
+    /// Walks every accessor on arbitrary bytes: only `Ok` or a corruption
+    /// error naming the page may come out.
+    fn decode_everything(page: &[u8]) {
+        match check_node(page, PID) {
+            Ok(_) | Err(Error::Corruption { page: PID, .. }) => {}
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+        if let Ok(node) = Node::new(page, PID) {
+            for i in 0..node.len() + 2 {
+                let _ = node.key(i);
+                let _ = node.value_ref(i);
+                let _ = node.child(i);
+            }
+            let _ = node.search(b"key005");
+            let _ = node.child_index(b"key005");
+            let _ = node.high_key();
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn random_bytes_never_panic(mut bytes in proptest::collection::vec(any::<u8>(), 512)) {
+            // Make the type byte plausible half of the time so decoding goes deep.
+            if bytes[0] & 1 == 0 {
+                bytes[header::OFFSET_TYPE] = PageType::Leaf as u8 + (bytes[1] & 1);
+                bytes[header::OFFSET_LEVEL] = bytes[1] & 1;
+            }
+            decode_everything(&bytes);
+        }
+
+        #[test]
+        fn mutated_pages_never_panic(keys in 0usize..20, flips in proptest::collection::vec((0usize..512, any::<u8>()), 1..8)) {
+            let mut page = valid_page(keys);
+            for (at, value) in flips {
+                page[at] = value;
+            }
+            decode_everything(&page);
+        }
+    }
+}
