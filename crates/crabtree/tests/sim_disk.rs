@@ -66,7 +66,7 @@ fn classify(base: usize, got: &[u8], old: &[u8], new: &[u8]) -> Option<Outcome> 
         return Some(Outcome::Dropped);
     }
     let cut = got.iter().zip(new).take_while(|(a, b)| a == b).count();
-    let aligned = (base + cut) % SECTOR == 0 && cut > 0 && cut < new.len();
+    let aligned = (base + cut).is_multiple_of(SECTOR) && cut > 0 && cut < new.len();
     (aligned && got.get(cut..) == old.get(cut..)).then_some(Outcome::Torn(cut))
 }
 
