@@ -230,6 +230,17 @@ mod tests {
     }
 
     #[test]
+    fn only_the_creating_open_reports_created() -> Result<()> {
+        // `created` decides whether the directory is fsynced.
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("db");
+        assert!(open_file(&path, true)?.1);
+        assert!(!open_file(&path, true)?.1);
+        assert!(!open_file(&path, false)?.1);
+        Ok(())
+    }
+
+    #[test]
     fn create_in_current_directory_syncs_dot() -> Result<()> {
         // A bare relative name has an empty parent; it must map to ".".
         let dir = tempfile::tempdir()?;

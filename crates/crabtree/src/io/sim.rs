@@ -631,6 +631,28 @@ mod tests {
     }
 
     #[test]
+    fn kept_set_len_applies_at_crash() -> Result<()> {
+        let keep_all = CrashModel {
+            keep: 1,
+            drop: 0,
+            tear: 0,
+            ..CrashModel::default()
+        };
+        let disk = SimDisk::with_model(3, keep_all);
+        disk.write_at(0, &[9; 1024])?;
+        disk.sync()?;
+        disk.set_len(100)?;
+        disk.write_at(200, &[8; 10])?;
+        disk.crash();
+        // Truncated to 100, then extended by the write with zeros between.
+        assert_eq!(disk.len()?, 210);
+        assert_eq!(read(&disk, 99, 2)?, [9, 0]);
+        assert_eq!(read(&disk, 150, 1)?, [0]);
+        assert_eq!(disk.stats().crash_kept, 2);
+        Ok(())
+    }
+
+    #[test]
     fn writes_past_capacity_fail_with_enospc() -> Result<()> {
         let disk = SimDisk::new(4);
         disk.set_capacity(1000);
