@@ -469,7 +469,7 @@ impl State {
     fn tear(&mut self, durable: &mut Vec<u8>, offset: usize, data: &[u8]) {
         let sector = SECTOR_SIZE as usize;
         let end = offset.saturating_add(data.len());
-        let first = (offset / sector + 1) * sector;
+        let first = (offset / sector).saturating_add(1).saturating_mul(sector);
         if first >= end {
             // Within one sector: sector writes are atomic, so it is lost whole.
             self.stats.crash_dropped += 1;
@@ -495,7 +495,11 @@ impl State {
     fn extent(&self, offset: u64, len: usize) -> Result<usize> {
         let len = u64::try_from(len).map_err(|_| io::Error::from_raw_os_error(ENOSPC))?;
         match offset.checked_add(len) {
-            Some(end) if end <= self.capacity => Ok(to_usize(offset)?),
+            Some(end) if end <= self.capacity => {
+                // Both ends must be addressable in memory.
+                to_usize(end)?;
+                Ok(to_usize(offset)?)
+            }
             _ => Err(io::Error::from_raw_os_error(ENOSPC).into()),
         }
     }
