@@ -3,19 +3,27 @@
 //!
 //! * [`FileStorage`]: a real file with `pread`/`pwrite`, `fdatasync` and an
 //!   exclusive advisory lock (a second open fails with [`Error::Locked`]).
+//! * [`MemStorage`]: a plain byte vector, no faults, for tests and benchmarks.
 //! * [`SimDisk`]: a deterministic simulated disk for tests. It keeps synced
-//!   and unsynced data apart; [`SimDisk::crash`] keeps a seeded subset of the
-//!   unsynced writes, tears some, and it can inject I/O errors on a chosen
-//!   operation.
+//!   and unsynced data apart; [`SimDisk::crash`] keeps, drops or tears (at
+//!   512-byte sector boundaries) each unsynced write as a seeded [`CrashModel`]
+//!   says, and it can fail a chosen operation with `EIO` ([`Fault`]) or lose
+//!   power after a chosen number of operations.
+//!
+//! What the engine assumes of a real disk, and how the simulator models it, is
+//! in `docs/protocols/disk-assumptions.md`.
 //!
 //! Nothing else in the engine touches `std::fs` for database files.
 //!
 //! [`Error::Locked`]: crate::Error::Locked
 
+mod file;
 mod mem;
-// (io helper: declare `mod file; mod sim;` and re-export FileStorage, SimDisk, Fault, FaultOp here)
+mod sim;
 
+pub use file::FileStorage;
 pub use mem::MemStorage;
+pub use sim::{CrashModel, Fault, FaultOp, SECTOR_SIZE, SIM_DISK_SIZE_MAX, SimDisk, SimStats};
 
 use crate::Result;
 

@@ -1,0 +1,251 @@
+//! A database file on a real file system.
+//!
+//! [`FileStorage`] is a thin layer over [`std::fs::File`]:
+//!
+//! * positioned I/O (`pread`/`pwrite` through [`FileExt`]), looped until the
+//!   whole buffer is transferred: no shared cursor, so `&self` suffices and
+//!   threads never contend on a seek position;
+//! * `sync` is `fdatasync` ([`File::sync_data`]): file data plus the metadata
+//!   needed to read it back (the length), not timestamps;
+//! * an exclusive advisory lock ([`File::try_lock`], `flock` on Linux) held for
+//!   the life of the handle. `flock` locks belong to the open file description,
+//!   so a second open of the same path fails with [`Error::Locked`] whether it
+//!   comes from this process or another. The lock is released when the handle
+//!   is dropped (the descriptor is closed);
+//! * creating the file fsyncs its parent directory, so the new directory entry
+//!   is durable before anything is written to the file (RELIABILITY.md).
+//!
+//! Errors from the OS are passed up as [`Error::Io`] unchanged; this layer
+//! never retries a failed `fdatasync` (the engine poisons itself instead).
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::Storage;
+use crate::{Error, Result};
+
+/// A real file opened for positioned reads and writes, exclusively locked.
+#[derive(Debug)]
+pub struct FileStorage {
+    file: File,
+    path: PathBuf,
+}
+
+impl FileStorage {
+    /// Opens the file at `path` for reading and writing and takes an exclusive
+    /// advisory lock on it.
+    ///
+    /// With `create`, a missing file is created (empty) and its parent
+    /// directory is fsynced; without it, a missing file is an
+    /// [`Error::Io`] of kind [`ErrorKind::NotFound`]. If another handle (in
+    /// this process or another) holds the lock, returns [`Error::Locked`].
+    pub fn open(path: &Path, create: bool) -> Result<FileStorage> {
+        let (file, created) = open_file(path, create)?;
+        if created {
+            sync_parent_dir(path)?;
+        }
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(Error::Locked),
+            Err(TryLockError::Error(err)) => return Err(Error::Io(err)),
+        }
+        Ok(FileStorage {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The path this storage was opened with.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Opens `path` read-write; with `create`, creates it if missing. Returns
+/// whether this call created the file (so the caller fsyncs the directory).
+fn open_file(path: &Path, create: bool) -> Result<(File, bool)> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true);
+    if create {
+        match options.clone().create_new(true).open(path) {
+            Ok(file) => return Ok((file, true)),
+            Err(err) if err.kind() == ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(Error::Io(err)),
+        }
+    }
+    Ok((options.open(path)?, false))
+}
+
+/// Fsyncs the directory holding `path`, making a new entry in it durable.
+fn sync_parent_dir(path: &Path) -> Result<()> {
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        // A bare file name lives in the current directory.
+        _ => Path::new("."),
+    };
+    File::open(parent)?.sync_all()?;
+    Ok(())
+}
+
+/// `offset + done`, or `InvalidInput` if the file position would overflow.
+fn position(offset: u64, done: usize) -> io::Result<u64> {
+    u64::try_from(done)
+        .ok()
+        .and_then(|done| offset.checked_add(done))
+        .ok_or_else(|| io::Error::from(ErrorKind::InvalidInput))
+}
+
+impl Storage for FileStorage {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let rest = buf.get_mut(done..).unwrap_or_default();
+            match self.file.read_at(rest, position(offset, done)?) {
+                // A short read that returns zero means end of file.
+                Ok(0) => return Err(io::Error::from(ErrorKind::UnexpectedEof).into()),
+                Ok(n) => done += n,
+                Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let rest = buf.get(done..).unwrap_or_default();
+            match self.file.write_at(rest, position(offset, done)?) {
+                Ok(0) => return Err(io::Error::from(ErrorKind::WriteZero).into()),
+                Ok(n) => done += n,
+                Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.file.sync_data()?;
+        Ok(())
+    }
+
+    fn len(&self) -> Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> Result<()> {
+        self.file.set_len(len)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_read_round_trip_across_reopen() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("db");
+        {
+            let storage = FileStorage::open(&path, true)?;
+            assert_eq!(storage.path(), path.as_path());
+            assert!(storage.is_empty()?);
+            storage.write_at(4096, b"hello")?;
+            storage.sync()?;
+            assert_eq!(storage.len()?, 4101);
+        }
+        let storage = FileStorage::open(&path, false)?;
+        let mut buf = [0u8; 5];
+        storage.read_at(4096, &mut buf)?;
+        assert_eq!(&buf, b"hello");
+        // The hole before the write reads as zeros.
+        let mut hole = [0xffu8; 16];
+        storage.read_at(0, &mut hole)?;
+        assert_eq!(hole, [0u8; 16]);
+        Ok(())
+    }
+
+    #[test]
+    fn missing_file_without_create_is_not_found() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        match FileStorage::open(&dir.path().join("absent"), false) {
+            Err(Error::Io(err)) => assert_eq!(err.kind(), ErrorKind::NotFound),
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn read_past_end_is_unexpected_eof() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let storage = FileStorage::open(&dir.path().join("db"), true)?;
+        storage.write_at(0, &[7u8; 100])?;
+        let mut buf = [0u8; 10];
+        // Straddling the end: the first part exists, the rest does not.
+        match storage.read_at(95, &mut buf) {
+            Err(Error::Io(err)) => assert_eq!(err.kind(), ErrorKind::UnexpectedEof),
+            other => panic!("expected UnexpectedEof, got {other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn second_open_is_locked_until_the_first_is_dropped() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("db");
+        let first = FileStorage::open(&path, true)?;
+        // Both with and without `create`: the file exists, the lock is taken.
+        assert!(matches!(FileStorage::open(&path, true), Err(Error::Locked)));
+        assert!(matches!(
+            FileStorage::open(&path, false),
+            Err(Error::Locked)
+        ));
+        drop(first);
+        let second = FileStorage::open(&path, false)?;
+        second.write_at(0, b"x")?;
+        Ok(())
+    }
+
+    #[test]
+    fn set_len_truncates_and_extends_with_zeros() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let storage = FileStorage::open(&dir.path().join("db"), true)?;
+        storage.write_at(0, &[5u8; 8192])?;
+        storage.set_len(4096)?;
+        assert_eq!(storage.len()?, 4096);
+        let mut buf = [0u8; 1];
+        assert!(storage.read_at(4096, &mut buf).is_err());
+        storage.set_len(8192)?;
+        assert_eq!(storage.len()?, 8192);
+        let mut tail = [0xffu8; 4096];
+        storage.read_at(4096, &mut tail)?;
+        assert_eq!(tail, [0u8; 4096]);
+        storage.read_at(4095, &mut buf)?;
+        assert_eq!(buf, [5]);
+        Ok(())
+    }
+
+    #[test]
+    fn only_the_creating_open_reports_created() -> Result<()> {
+        // `created` decides whether the directory is fsynced.
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("db");
+        assert!(open_file(&path, true)?.1);
+        assert!(!open_file(&path, true)?.1);
+        assert!(!open_file(&path, false)?.1);
+        Ok(())
+    }
+
+    #[test]
+    fn create_in_current_directory_syncs_dot() -> Result<()> {
+        // A bare relative name has an empty parent; it must map to ".".
+        let dir = tempfile::tempdir()?;
+        sync_parent_dir(Path::new("bare-name"))?;
+        sync_parent_dir(&dir.path().join("db"))?;
+        Ok(())
+    }
+}
