@@ -316,6 +316,12 @@ impl<'p, P: PageBuf + ?Sized> Node<'p, P> {
             .ok_or_else(|| corrupt(self.pid, format!("slot {index} child link is null")))
     }
 
+    /// A copy of cell `index`'s bytes, as [`NodeMut::insert_raw`] takes them.
+    pub fn raw_cell(&self, index: usize) -> Result<Vec<u8>> {
+        let cell = self.cell(index)?;
+        Ok(self.page.read_vec(cell.offset, cell.size))
+    }
+
     /// Binary search among cells `from..len` for `key`: `Ok(i)` if cell `i`
     /// holds it, `Err(i)` for the index where it would be inserted.
     pub fn search_from(
@@ -482,7 +488,28 @@ pub enum CellData<'a> {
     },
 }
 
+/// The key of a raw cell from [`Node::raw_cell`] or [`CellData::encode`].
+/// The bytes come from a validated cell, so they hold a whole key.
+pub fn raw_cell_key(raw: &[u8], leaf: bool) -> &[u8] {
+    let fixed = if leaf { LEAF_CELL_HEADER } else { INNER_CELL_HEADER };
+    let key_len = raw.get(..2).map_or(0, |b| usize::from(u16::from_le_bytes([b[0], b[1]])));
+    raw.get(fixed..fixed + key_len).unwrap_or(&[])
+}
+
+/// The child of a raw inner cell.
+pub fn raw_cell_child(raw: &[u8]) -> Option<PageId> {
+    let bytes: [u8; 8] = raw.get(2..10)?.try_into().ok()?;
+    PageId::from_link(u64::from_le_bytes(bytes))
+}
+
 impl CellData<'_> {
+    /// The cell's bytes as they sit in a page.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut raw = vec![0u8; self.size()];
+        encode_into(raw.as_mut_slice(), 0, self);
+        raw
+    }
+
     /// Bytes the cell occupies (without its slot).
     pub fn size(&self) -> usize {
         match self {
@@ -571,31 +598,53 @@ impl<'p, P: PageBufMut + ?Sized> NodeMut<'p, P> {
     }
 
     fn write_cell(&mut self, offset: usize, cell: &CellData<'_>) {
+        encode_into(&mut *self.page, offset, cell);
+    }
+
+    /// Inserts a raw cell (from [`Node::raw_cell`] or [`CellData::encode`])
+    /// as slot `index`. Callers check [`NodeMut::fits`].
+    pub fn insert_raw(&mut self, index: usize, raw: &[u8]) -> Result<()> {
+        let head = self.head()?;
+        if index > head.slot_count || head.slot_count >= usize::from(u16::MAX) {
+            return Err(corrupt(self.pid, format!("insert at {index} of {}", head.slot_count)));
+        }
+        let offset = self.reserve(raw.len(), 1)?;
+        self.page.write(offset, raw);
+        let slot = SLOTS_START + index * SLOT_SIZE;
+        self.page.copy_within(slot, slot + SLOT_SIZE, (head.slot_count - index) * SLOT_SIZE);
+        self.page.write_u16(slot, offset as u16);
+        self.page.write_u16(OFFSET_SLOT_COUNT, (head.slot_count + 1) as u16);
+        Ok(())
+    }
+}
+
+fn encode_into<P: PageBufMut + ?Sized>(page: &mut P, offset: usize, cell: &CellData<'_>) {
+    {
         match cell {
             CellData::Leaf { key, value } => {
-                self.page.write_u16(offset, key.len() as u16);
-                self.page.write_u8(offset + 2, 0);
-                self.page.write_u32(offset + 3, value.len() as u32);
-                self.page.write(offset + LEAF_CELL_HEADER, key);
-                self.page
-                    .write(offset + LEAF_CELL_HEADER + key.len(), value);
+                page.write_u16(offset, key.len() as u16);
+                page.write_u8(offset + 2, 0);
+                page.write_u32(offset + 3, value.len() as u32);
+                page.write(offset + LEAF_CELL_HEADER, key);
+                page.write(offset + LEAF_CELL_HEADER + key.len(), value);
             }
             CellData::LeafOverflow { key, first, len } => {
-                self.page.write_u16(offset, key.len() as u16);
-                self.page.write_u8(offset + 2, CELL_OVERFLOW);
-                self.page.write_u32(offset + 3, *len);
-                self.page.write(offset + LEAF_CELL_HEADER, key);
-                self.page
-                    .write_u64(offset + LEAF_CELL_HEADER + key.len(), first.0);
+                page.write_u16(offset, key.len() as u16);
+                page.write_u8(offset + 2, CELL_OVERFLOW);
+                page.write_u32(offset + 3, *len);
+                page.write(offset + LEAF_CELL_HEADER, key);
+                page.write_u64(offset + LEAF_CELL_HEADER + key.len(), first.0);
             }
             CellData::Inner { key, child } => {
-                self.page.write_u16(offset, key.len() as u16);
-                self.page.write_u64(offset + 2, child.0);
-                self.page.write(offset + INNER_CELL_HEADER, key);
+                page.write_u16(offset, key.len() as u16);
+                page.write_u64(offset + 2, child.0);
+                page.write(offset + INNER_CELL_HEADER, key);
             }
         }
     }
+}
 
+impl<'p, P: PageBufMut + ?Sized> NodeMut<'p, P> {
     /// Whether a new cell of `size` bytes plus its slot fits.
     pub fn fits(&self, size: usize) -> Result<bool> {
         Ok(self.as_node()?.free_space() >= size + SLOT_SIZE)

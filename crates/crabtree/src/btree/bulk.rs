@@ -1,0 +1,191 @@
+//! Bulk load: builds a tree bottom-up from sorted input, packing leaves and
+//! inner nodes to `BULK_FILL` instead of splitting them half-full.
+//!
+//! The tree must be empty and nobody may use it concurrently (checked: the
+//! root must be an empty leaf; concurrent use is the caller's contract).
+
+use super::value::StoredValue;
+use super::{BTree, ROOT_SLOT};
+use crate::buffer::ExclusiveGuard;
+use crate::ids::PageId;
+use crate::page::PageType;
+use crate::page::node::{CellData, Node, NodeMut, SLOT_SIZE};
+use crate::sync::Ordering;
+use crate::{Error, Result};
+
+/// Share of a page a bulk-loaded node is filled to: room is left so the
+/// first inserts after the load do not split every node.
+const BULK_FILL: f64 = 0.9;
+
+/// A node being filled and the lower bound of its range.
+struct Open<'a> {
+    guard: ExclusiveGuard<'a>,
+    /// Lower bound of the node's range (`None`: minus infinity).
+    low: Option<Vec<u8>>,
+    /// Last key added (the node's high key once it is closed).
+    last: Vec<u8>,
+}
+
+impl BTree {
+    /// Loads sorted, unique entries into this empty tree. Returns the number
+    /// of entries loaded. Errors: `InvalidArgument` if the tree is not empty
+    /// or the input not strictly ascending (the tree is then left empty).
+    pub fn bulk_load<K, V, I>(&self, entries: I) -> Result<u64>
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+        I: IntoIterator<Item = (K, V)>,
+    {
+        let old_root = self.root();
+        {
+            let guard = self.pool.shared(old_root)?;
+            let node = Node::new(&guard.page(), old_root)?;
+            if !node.is_leaf() || !node.is_empty() {
+                return Err(Error::InvalidArgument("bulk_load needs an empty tree".into()));
+            }
+        }
+        let mut allocated = Vec::new();
+        match self.build(entries, &mut allocated) {
+            Ok((root, count)) => {
+                self.pool.set_root(ROOT_SLOT, root);
+                self.len.store(count, Ordering::Relaxed);
+                let guard = self.pool.exclusive(old_root)?;
+                self.pool.free(guard);
+                Ok(count)
+            }
+            Err(error) => {
+                for pid in allocated {
+                    if let Ok(guard) = self.pool.exclusive(pid) {
+                        self.pool.free(guard);
+                    }
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn build<K, V, I>(&self, entries: I, allocated: &mut Vec<PageId>) -> Result<(PageId, u64)>
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+        I: IntoIterator<Item = (K, V)>,
+    {
+        let page_size = self.pool.page_size();
+        let budget = (page_size as f64 * (1.0 - BULK_FILL)) as usize;
+        let mut children: Vec<(Option<Vec<u8>>, PageId)> = Vec::new();
+        let mut open: Option<Open<'_>> = None;
+        let mut count = 0u64;
+        for (key, value) in entries {
+            let (key, value) = (key.as_ref(), value.as_ref());
+            self.check_key(key)?;
+            if let Some(current) = &open {
+                if key <= current.last.as_slice() {
+                    return Err(Error::InvalidArgument("bulk_load input is not strictly ascending".into()));
+                }
+            }
+            let stored = StoredValue::prepare(self, key, value)?;
+            if let StoredValue::Overflow { pages, .. } = &stored {
+                allocated.extend_from_slice(pages);
+            }
+            let cell = stored.cell(key);
+            let room = open.as_ref().map_or(Ok(false), |current| {
+                let node = Node::new(&current.guard.page(), current.guard.pid())?;
+                Ok::<bool, Error>(node.free_space() >= cell.size() + SLOT_SIZE + budget.max(key.len()))
+            })?;
+            if !room {
+                let mut next = self.open_node(PageType::Leaf, 0, open.as_ref().map(|o| o.last.clone()), allocated)?;
+                if let Some(done) = open.take() {
+                    let next_pid = next.guard.pid();
+                    NodeMut::new(&mut next.guard.page_mut(), next_pid)?.set_left(Some(done.guard.pid()));
+                    let high = done.last.clone();
+                    children.push(self.close_node(done, high, next_pid)?);
+                }
+                open = Some(next);
+            }
+            let current = open.as_mut().ok_or_else(|| Error::InvalidArgument("no open node".into()))?;
+            let pid = current.guard.pid();
+            let mut page = current.guard.page_mut();
+            let mut node = NodeMut::new(&mut page, pid)?;
+            let slot = node.as_node()?.len();
+            node.insert(slot, &cell)?;
+            current.last = key.to_vec();
+            count += 1;
+        }
+        let Some(last) = open else {
+            // Nothing to load: build an empty leaf as the root.
+            let empty = self.open_node(PageType::Leaf, 0, None, allocated)?;
+            return Ok((empty.guard.pid(), 0));
+        };
+        children.push(self.close_last(last)?);
+        let mut level = 0u8;
+        while children.len() > 1 {
+            level += 1;
+            children = self.build_level(&children, level, allocated)?;
+        }
+        Ok((children[0].1, count))
+    }
+
+    /// Builds one inner level over `children` (lower bound, pid).
+    fn build_level(
+        &self,
+        children: &[(Option<Vec<u8>>, PageId)],
+        level: u8,
+        allocated: &mut Vec<PageId>,
+    ) -> Result<Vec<(Option<Vec<u8>>, PageId)>> {
+        let budget = (self.pool.page_size() as f64 * (1.0 - BULK_FILL)) as usize;
+        let mut parents = Vec::new();
+        let mut open: Option<Open<'_>> = None;
+        for (low, child) in children {
+            let key = low.as_deref().unwrap_or(b"");
+            let room = open.as_ref().map_or(Ok(false), |current| {
+                let node = Node::new(&current.guard.page(), current.guard.pid())?;
+                let cell = CellData::Inner { key, child: *child };
+                Ok::<bool, Error>(node.free_space() >= cell.size() + SLOT_SIZE + budget.max(key.len()))
+            })?;
+            if !room {
+                let next = self.open_node(PageType::Inner, level, low.clone(), allocated)?;
+                if let Some(done) = open.take() {
+                    let high = low.clone().ok_or_else(|| Error::InvalidArgument("inner bound missing".into()))?;
+                    parents.push(self.close_node(done, high, next.guard.pid())?);
+                }
+                open = Some(next);
+            }
+            let current = open.as_mut().ok_or_else(|| Error::InvalidArgument("no open node".into()))?;
+            let pid = current.guard.pid();
+            let mut page = current.guard.page_mut();
+            let mut node = NodeMut::new(&mut page, pid)?;
+            let slot = node.as_node()?.len();
+            // Cell 0 of an inner node is minus infinity.
+            let stored_key = if slot == 0 { b"".as_slice() } else { key };
+            node.insert(slot, &CellData::Inner { key: stored_key, child: *child })?;
+            current.last = key.to_vec();
+        }
+        let last = open.ok_or_else(|| Error::InvalidArgument("empty level".into()))?;
+        parents.push(self.close_last(last)?);
+        Ok(parents)
+    }
+
+    fn open_node(&self, kind: PageType, level: u8, low: Option<Vec<u8>>, allocated: &mut Vec<PageId>) -> Result<Open<'_>> {
+        let mut guard = self.pool.allocate()?;
+        let pid = guard.pid();
+        allocated.push(pid);
+        NodeMut::init(&mut guard.page_mut(), pid, kind, level);
+        Ok(Open { guard, low, last: Vec::new() })
+    }
+
+    /// Closes a node whose right sibling `right` starts above `high`.
+    fn close_node(&self, mut done: Open<'_>, high: Vec<u8>, right: PageId) -> Result<(Option<Vec<u8>>, PageId)> {
+        let pid = done.guard.pid();
+        let mut page = done.guard.page_mut();
+        let mut node = NodeMut::new(&mut page, pid)?;
+        node.set_high_key(Some(&high))?;
+        node.set_right(Some(right));
+        drop(page);
+        Ok((done.low, pid))
+    }
+
+    /// Closes the last node of a level: high key +infinity.
+    fn close_last(&self, done: Open<'_>) -> Result<(Option<Vec<u8>>, PageId)> {
+        Ok((done.low, done.guard.pid()))
+    }
+}

@@ -1,0 +1,173 @@
+//! Descent: from the root to the node of a level whose range holds a key,
+//! optimistically (lock coupling by version validation) or with shared
+//! latches held one at a time.
+//!
+//! Entry: no latch held (optimistic waits and loads may happen). Exit: the
+//! returned [`ReadGuard`] is either an unvalidated optimistic read (the
+//! caller validates after reading) or a shared latch.
+
+use super::{Attempt, BTree, Step};
+use crate::buffer::{OptimisticGuard, Restart, SharedGuard};
+use crate::ids::PageId;
+use crate::page::AtomicPage;
+use crate::page::node::{FLAG_DELETED, FLAG_HALF_DEAD, Node};
+use crate::{Error, Result};
+
+/// A node read optimistically or under a shared latch.
+pub(crate) enum ReadGuard<'a> {
+    /// Version to validate.
+    Optimistic(OptimisticGuard<'a>),
+    /// Shared latch held.
+    Shared(SharedGuard<'a>),
+}
+
+impl<'a> ReadGuard<'a> {
+    pub(crate) fn pid(&self) -> PageId {
+        match self {
+            ReadGuard::Optimistic(guard) => guard.pid(),
+            ReadGuard::Shared(guard) => guard.pid(),
+        }
+    }
+
+    pub(crate) fn page(&self) -> AtomicPage<'_> {
+        match self {
+            ReadGuard::Optimistic(guard) => guard.page(),
+            ReadGuard::Shared(guard) => guard.page(),
+        }
+    }
+
+    /// `Ok` if everything read so far is consistent (always, under a latch).
+    pub(crate) fn validate(&self) -> Result<(), Restart> {
+        match self {
+            ReadGuard::Optimistic(guard) => guard.validate(),
+            ReadGuard::Shared(_) => Ok(()),
+        }
+    }
+
+    /// Turns a decode result into an attempt: an error seen through an
+    /// optimistic read that no longer validates was a torn read (restart);
+    /// otherwise it is real.
+    pub(crate) fn check<T>(&self, result: Result<T>) -> Attempt<T> {
+        match result {
+            Ok(value) => Ok(value),
+            Err(error) => {
+                self.validate()?;
+                Err(Step::Fail(error))
+            }
+        }
+    }
+}
+
+/// Where a descent goes next from a node.
+enum Next {
+    /// This node is the target.
+    Here,
+    /// Follow the right-link.
+    Right(PageId),
+    /// Go down to this child.
+    Down(PageId),
+}
+
+/// Which node of a level a descent looks for.
+#[derive(Clone, Copy)]
+pub(crate) enum Target<'k> {
+    /// The node whose range holds the key.
+    Key(&'k [u8]),
+    /// The rightmost node.
+    Last,
+}
+
+impl BTree {
+    /// Reads `pid` optimistically or with a shared latch.
+    pub(crate) fn read(&self, pid: PageId, pessimistic: bool) -> Result<ReadGuard<'_>> {
+        Ok(if pessimistic {
+            ReadGuard::Shared(self.pool.shared(pid)?)
+        } else {
+            ReadGuard::Optimistic(self.pool.optimistic(pid)?)
+        })
+    }
+
+    /// Moves from `guard` to `next`. Optimistic: take `next`, then validate
+    /// `guard` (coupling). Shared: release `guard` first, so at most one
+    /// latch is held.
+    pub(crate) fn step<'a>(&'a self, guard: ReadGuard<'a>, next: PageId) -> Attempt<ReadGuard<'a>> {
+        match guard {
+            ReadGuard::Optimistic(current) => {
+                current.validate()?;
+                let next = self.pool.optimistic(next)?;
+                current.validate()?;
+                Ok(ReadGuard::Optimistic(next))
+            }
+            ReadGuard::Shared(current) => {
+                drop(current);
+                Ok(ReadGuard::Shared(self.pool.shared(next)?))
+            }
+        }
+    }
+
+    /// Decides the next move at the node in `guard` for `target` at `level`.
+    fn next_move(&self, guard: &ReadGuard<'_>, target: Target<'_>, level: u8) -> Attempt<Next> {
+        let page = guard.page();
+        let node = guard.check(Node::new(&page, guard.pid()))?;
+        let head = *node.header();
+        let dead = head.flags & (FLAG_HALF_DEAD | FLAG_DELETED) != 0;
+        let above = match target {
+            Target::Key(key) => guard.check(node.is_above_high_key(key))?,
+            Target::Last => head.right.is_some(),
+        };
+        if dead || above {
+            return match head.right {
+                Some(right) => Ok(Next::Right(right)),
+                None => {
+                    guard.validate()?;
+                    Err(Step::Fail(Error::corruption(guard.pid(), "no right-link to move right along")))
+                }
+            };
+        }
+        if head.level == level {
+            return Ok(Next::Here);
+        }
+        if head.level < level {
+            guard.validate()?;
+            return Err(Step::Fail(Error::corruption(guard.pid(), format!("level {} below target {level}", head.level))));
+        }
+        let index = match target {
+            Target::Key(key) => guard.check(node.child_index(key))?,
+            Target::Last => node.len().saturating_sub(1),
+        };
+        Ok(Next::Down(guard.check(node.child(index))?))
+    }
+
+    /// Descends from the root to the node at `level` for `target`, pushing
+    /// each inner node passed (on the way down, not when moving right past
+    /// it) onto `path` as `(level, pid)`.
+    pub(crate) fn descend(
+        &self,
+        target: Target<'_>,
+        level: u8,
+        mut path: Option<&mut Vec<(u8, PageId)>>,
+        pessimistic: bool,
+    ) -> Attempt<ReadGuard<'_>> {
+        let mut guard = self.read(self.root(), pessimistic)?;
+        let mut hops = 0u64;
+        loop {
+            hops += 1;
+            if hops > self.pool.page_count() + 64 {
+                guard.validate()?;
+                return Err(Step::Fail(Error::corruption(guard.pid(), "descent does not end: link cycle")));
+            }
+            match self.next_move(&guard, target, level)? {
+                Next::Here => return Ok(guard),
+                Next::Right(right) => guard = self.step(guard, right)?,
+                Next::Down(child) => {
+                    if let Some(path) = path.as_deref_mut() {
+                        let page = guard.page();
+                        let node_level = guard.check(Node::new(&page, guard.pid()))?.header().level;
+                        path.push((node_level, guard.pid()));
+                    }
+                    guard = self.step(guard, child)?;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Epoch-based reclamation of page ids.
+//!
+//! A page unlinked from the tree (a deleted leaf, a replaced overflow chain)
+//! may still be reached by a thread that read a link to it before the unlink:
+//! a reader on the shared-latch path between two latches, or a writer with a
+//! remembered descent path. Its id must not be reused until every such thread
+//! is gone. Every tree operation runs *pinned*: it publishes the global epoch
+//! it started in, in a per-thread slot. `retire(pid)` records the epoch `r`
+//! of the unlink and advances the global epoch; the id is handed back to the
+//! allocator once no pinned slot holds an epoch `<= r`.
+//!
+//! Invariants:
+//! * a slot is owned by at most one thread at a time (claimed by CAS);
+//! * pin: store the epoch into the slot, then a SeqCst fence, then read the
+//!   tree. retire: unlink, then SeqCst `fetch_add` on the global epoch.
+//!   A reclaimer that finds a slot empty or `> r` therefore knows that
+//!   thread's reads start after the unlink and cannot find the page;
+//! * pins nest (a per-thread depth counter): only the outermost pin
+//!   publishes and clears.
+//!
+//! Slots are per thread and padded to a cache line, so pinning writes no
+//! shared cache line: readers stay write-free on shared memory.
+
+use crate::ids::PageId;
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, fence};
+use std::cell::Cell;
+
+/// Threads that can be pinned at once; more wait for a free slot.
+const SLOT_COUNT: usize = 512;
+/// Slot value of a thread that is not pinned.
+const UNPINNED: u64 = u64::MAX;
+
+#[repr(align(64))]
+struct Slot {
+    /// Epoch the owner pinned at, or `UNPINNED`.
+    epoch: AtomicU64,
+    /// 1 while a thread owns the slot.
+    owned: AtomicUsize,
+}
+
+struct Registry {
+    global: AtomicU64,
+    slots: Box<[Slot]>,
+}
+
+static REGISTRY: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(|| Registry {
+    global: AtomicU64::new(1),
+    slots: (0..SLOT_COUNT)
+        .map(|_| Slot {
+            epoch: AtomicU64::new(UNPINNED),
+            owned: AtomicUsize::new(0),
+        })
+        .collect(),
+});
+
+/// A thread's claim on a slot, released when the thread exits.
+struct ThreadSlot {
+    index: usize,
+    depth: Cell<usize>,
+}
+
+impl ThreadSlot {
+    fn claim() -> ThreadSlot {
+        let registry = &*REGISTRY;
+        loop {
+            for (index, slot) in registry.slots.iter().enumerate() {
+                // Acquire: pairs with the Release in Drop so the previous
+                // owner's last use happens-before ours.
+                if slot.owned.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    return ThreadSlot {
+                        index,
+                        depth: Cell::new(0),
+                    };
+                }
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl Drop for ThreadSlot {
+    fn drop(&mut self) {
+        let slot = &REGISTRY.slots[self.index];
+        slot.epoch.store(UNPINNED, Ordering::SeqCst);
+        slot.owned.store(0, Ordering::Release);
+    }
+}
+
+thread_local! {
+    static THREAD_SLOT: ThreadSlot = ThreadSlot::claim();
+}
+
+/// Proof that the current thread is pinned; unpins on drop. Not `Send`.
+pub struct Pin {
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+/// Pins the current thread: no page retired after this call is reused
+/// before the returned guard drops.
+pub fn pin() -> Pin {
+    THREAD_SLOT.with(|thread| {
+        let depth = thread.depth.get();
+        if depth == 0 {
+            let registry = &*REGISTRY;
+            let epoch = registry.global.load(Ordering::SeqCst);
+            registry.slots[thread.index].epoch.store(epoch, Ordering::Relaxed);
+            // SeqCst fence: the slot store is ordered before every read of
+            // the tree this operation makes (see module doc).
+            fence(Ordering::SeqCst);
+        }
+        thread.depth.set(depth + 1);
+    });
+    Pin {
+        _not_send: std::marker::PhantomData,
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        THREAD_SLOT.with(|thread| {
+            let depth = thread.depth.get() - 1;
+            thread.depth.set(depth);
+            if depth == 0 {
+                // Release: the operation's reads happen-before a reclaimer
+                // that sees the slot empty.
+                REGISTRY.slots[thread.index].epoch.store(UNPINNED, Ordering::Release);
+            }
+        });
+    }
+}
+
+/// The oldest epoch any pinned thread holds (`u64::MAX` if none).
+fn oldest_pinned() -> u64 {
+    fence(Ordering::SeqCst);
+    REGISTRY
+        .slots
+        .iter()
+        .map(|slot| slot.epoch.load(Ordering::SeqCst))
+        .min()
+        .unwrap_or(UNPINNED)
+}
+
+/// Page ids waiting for every thread that might still reach them to unpin.
+#[derive(Default)]
+pub struct Retired {
+    pending: Mutex<Vec<(u64, PageId)>>,
+}
+
+impl Retired {
+    /// Records that `pid` was unlinked (the unlink is already visible).
+    pub fn retire(&self, pid: PageId) {
+        let epoch = REGISTRY.global.fetch_add(1, Ordering::SeqCst);
+        self.pending.lock().push((epoch, pid));
+    }
+
+    /// Removes and returns the ids no pinned thread can reach any more.
+    pub fn reclaimable(&self) -> Vec<PageId> {
+        let mut pending = self.pending.lock();
+        if pending.is_empty() {
+            return Vec::new();
+        }
+        let oldest = oldest_pinned();
+        let mut ready = Vec::new();
+        pending.retain(|&(epoch, pid)| {
+            let safe = epoch < oldest;
+            if safe {
+                ready.push(pid);
+            }
+            !safe
+        });
+        ready
+    }
+
+    /// Every id still waiting (for `verify`'s page accounting).
+    pub fn pending(&self) -> Vec<PageId> {
+        self.pending.lock().iter().map(|&(_, pid)| pid).collect()
+    }
+
+    /// Removes every waiting id regardless of pins: only for a tree being
+    /// closed, when no operation can be running.
+    pub fn drain_all(&self) -> Vec<PageId> {
+        self.pending.lock().drain(..).map(|(_, pid)| pid).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pinned_thread_holds_back_reclamation() {
+        let retired = Retired::default();
+        let (pinned_tx, pinned_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let reader = std::thread::spawn(move || {
+            let _pin = pin();
+            pinned_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+        });
+        pinned_rx.recv().unwrap();
+        retired.retire(PageId(5));
+        assert!(retired.reclaimable().is_empty(), "reclaimed under a pinned reader");
+        release_tx.send(()).unwrap();
+        reader.join().unwrap();
+        assert_eq!(reclaim_eventually(&retired), vec![PageId(5)]);
+    }
+
+    #[test]
+    fn pins_taken_after_retire_do_not_block() {
+        let retired = Retired::default();
+        retired.retire(PageId(9));
+        let _pin = pin();
+        let _nested = pin();
+        assert_eq!(reclaim_eventually(&retired), vec![PageId(9)]);
+    }
+
+    /// Other tests in this process pin too; wait them out.
+    fn reclaim_eventually(retired: &Retired) -> Vec<PageId> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let ready = retired.reclaimable();
+            if !ready.is_empty() || std::time::Instant::now() > deadline {
+                return ready;
+            }
+            std::thread::yield_now();
+        }
+    }
+}

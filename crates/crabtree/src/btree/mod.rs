@@ -1,0 +1,294 @@
+//! The B-link tree (Lehman & Yao 1981) over the buffer pool.
+//!
+//! Every node, leaf and inner, has a high key (inclusive upper bound of its
+//! key range, +infinity on the rightmost node of a level) and a right-link;
+//! leaves also carry a left-link (a hint, revalidated). Inner cell `i` points
+//! to the child holding keys in `(key_i, key_{i+1}]` (see `page::node`).
+//! Protocol details: `docs/protocols/blink-tree.md`.
+//!
+//! # Latch protocol
+//! * **Readers** descend with optimistic lock coupling: read a child link,
+//!   validate the parent's version, take the child's version, validate the
+//!   parent again; if the key is above a node's high key (or the node is
+//!   half-dead or deleted) they follow the right-link. A failed validation
+//!   is a [`Step::Restart`]; after `OPTIMISTIC_RESTARTS_MAX` restarts they
+//!   fall back to shared latches, holding one at a time.
+//! * **Writers** descend the same way, then upgrade the leaf's optimistic
+//!   version to the exclusive latch (CAS from the version read, so whatever
+//!   they checked still holds). Only the leaf is latched unless it splits.
+//! * **Splits** are half-splits: with the full node latched, allocate the
+//!   right sibling, move the upper half there, give it the old high key and
+//!   right-link, make the left node's high key the separator and its
+//!   right-link the sibling, flag the left node `INCOMPLETE_SPLIT`. The
+//!   splitter keeps the left node latched while it latches the parent
+//!   (upward) and inserts the separator, found from the remembered descent
+//!   path plus move-right, then clears the flag. Between half-split and
+//!   parent insert the tree is valid: the sibling is reachable by right-link.
+//!   A flagged node found unlatched was abandoned (an error, or later a
+//!   crash); the next writer that latches it finishes the split.
+//! * **Root splits** serialize on `root_lock`: the new root is built with
+//!   two children, then published with one store of the root slot; a reader
+//!   that read the old root moves right as from any node.
+//! * Latches are taken only rightward (same level) or upward while others
+//!   are held, so latch waits cannot form a cycle.
+//!
+//! # Invariants (checked by [`verify`](BTree::verify))
+//! Keys strictly ascending inside a node and `<=` its high key; a node's keys
+//! are `>` its left neighbour's high key; right-link chains cover each level
+//! in key order; an inner cell's child has the cell's range; all leaves are
+//! at level 0; no page is reachable twice; live pages, free pages and pages
+//! awaiting reclamation partition the file.
+//!
+//! Lower layers used: `buffer` (guards, allocation), `page` (node layout,
+//! overflow pages).
+
+mod bulk;
+mod delete;
+mod descend;
+mod epoch;
+mod iter;
+mod read;
+mod value;
+mod verify;
+mod write;
+
+pub use iter::Range;
+pub use verify::VerifyReport;
+
+use crate::buffer::{BufferPool, Restart};
+use crate::ids::PageId;
+use crate::limits;
+use crate::page::node::{NodeMut, SLOT_SIZE, SLOTS_START};
+use crate::page::PageType;
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
+use crate::{Error, Result};
+use std::ops::RangeBounds;
+
+/// Root slot in the pool's header page that holds this tree's root.
+const ROOT_SLOT: usize = 0;
+/// Root slot holding the number of entries at the last flush.
+const LEN_SLOT: usize = 1;
+
+/// Outcome of one attempt at an operation: done, restart, or failed.
+pub(crate) enum Step {
+    /// A validation failed or a latch race was lost: start over.
+    Restart,
+    /// A real error (I/O, corruption confirmed by a valid read).
+    Fail(Error),
+}
+
+impl From<Restart> for Step {
+    fn from(_: Restart) -> Step {
+        Step::Restart
+    }
+}
+
+impl From<Error> for Step {
+    fn from(error: Error) -> Step {
+        Step::Fail(error)
+    }
+}
+
+/// Result of one attempt.
+pub(crate) type Attempt<T> = std::result::Result<T, Step>;
+
+/// A B-link tree of byte-string keys and values in memcmp order.
+///
+/// All methods take `&self` and may be called from many threads at once.
+pub struct BTree {
+    pool: Arc<BufferPool>,
+    /// Serializes installing a new root.
+    root_lock: Mutex<()>,
+    /// Unlinked pages waiting for readers to finish.
+    retired: epoch::Retired,
+    /// Number of entries (exact while the tree is open).
+    len: AtomicU64,
+    /// Largest cell (plus its slot) a node must accept: a quarter page.
+    cell_size_max: usize,
+    key_size_max: usize,
+}
+
+impl BTree {
+    /// Creates an empty tree in a freshly created pool.
+    pub fn create(pool: Arc<BufferPool>) -> Result<BTree> {
+        let tree = BTree::with_pool(pool);
+        let mut root = tree.pool.allocate()?;
+        let pid = root.pid();
+        NodeMut::init(&mut root.page_mut(), pid, PageType::Leaf, 0);
+        drop(root);
+        tree.pool.set_root(ROOT_SLOT, pid);
+        tree.pool.set_root(LEN_SLOT, PageId(0));
+        Ok(tree)
+    }
+
+    /// Opens the tree stored in `pool`.
+    pub fn open(pool: Arc<BufferPool>) -> Result<BTree> {
+        let tree = BTree::with_pool(pool);
+        let root = tree.pool.root(ROOT_SLOT);
+        if root == PageId::HEADER || root.0 >= tree.pool.page_count() {
+            return Err(Error::corruption(PageId::HEADER, format!("tree root {root:?} out of range")));
+        }
+        tree.len.store(tree.pool.root(LEN_SLOT).0, Ordering::Relaxed);
+        Ok(tree)
+    }
+
+    fn with_pool(pool: Arc<BufferPool>) -> BTree {
+        let page_size = pool.page_size();
+        BTree {
+            cell_size_max: (page_size - SLOTS_START) / 4 - SLOT_SIZE,
+            key_size_max: limits::key_size_max(page_size),
+            pool,
+            root_lock: Mutex::new(()),
+            retired: epoch::Retired::default(),
+            len: AtomicU64::new(0),
+        }
+    }
+
+    /// The buffer pool under the tree.
+    pub fn pool(&self) -> &Arc<BufferPool> {
+        &self.pool
+    }
+
+    /// Largest key accepted.
+    pub fn key_size_max(&self) -> usize {
+        self.key_size_max
+    }
+
+    fn root(&self) -> PageId {
+        self.pool.root(ROOT_SLOT)
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<()> {
+        if key.len() > self.key_size_max {
+            return Err(Error::KeyTooLarge {
+                size: key.len(),
+                max: self.key_size_max,
+            });
+        }
+        Ok(())
+    }
+
+    /// The value stored under `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check_key(key)?;
+        let _pin = epoch::pin();
+        self.retry(|tree, pessimistic| tree.get_attempt(key, pessimistic))
+    }
+
+    /// Stores `value` under `key`, returning the previous value.
+    pub fn insert(&self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check_key(key)?;
+        if value.len() > limits::VALUE_SIZE_MAX {
+            return Err(Error::ValueTooLarge {
+                size: value.len(),
+                max: limits::VALUE_SIZE_MAX,
+            });
+        }
+        self.reclaim()?;
+        let _pin = epoch::pin();
+        let stored = value::StoredValue::prepare(self, key, value)?;
+        let result = self.retry(|tree, pessimistic| tree.insert_attempt(key, &stored, pessimistic));
+        if result.is_err() {
+            stored.discard(self);
+        }
+        let old = result?;
+        if old.is_none() {
+            self.len.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(old)
+    }
+
+    /// Removes `key`, returning its value.
+    pub fn remove(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check_key(key)?;
+        let removed = {
+            let _pin = epoch::pin();
+            self.retry(|tree, pessimistic| tree.remove_attempt(key, pessimistic))?
+        };
+        let Some((old, now_empty)) = removed else { return Ok(None) };
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        if let Some(leaf) = now_empty {
+            let _pin = epoch::pin();
+            self.try_delete_leaf(leaf)?;
+        }
+        Ok(Some(old))
+    }
+
+    /// Number of entries (exact in memory; persisted at flush).
+    pub fn len(&self) -> u64 {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Whether the tree has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Entries with keys in `range`, in order; double-ended.
+    pub fn range<'t, K: AsRef<[u8]>, R: RangeBounds<K>>(&'t self, range: R) -> Range<'t> {
+        Range::new(self, range)
+    }
+
+    /// Entries with keys `>= key`, in order.
+    pub fn seek(&self, key: &[u8]) -> Range<'_> {
+        Range::new(self, key..)
+    }
+
+    /// The smallest entry.
+    pub fn first(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        self.range::<&[u8], _>(..).next().transpose()
+    }
+
+    /// The largest entry.
+    pub fn last(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        self.range::<&[u8], _>(..).next_back().transpose()
+    }
+
+    /// Writes every dirty page and the tree's metadata, then syncs.
+    pub fn flush(&self) -> Result<()> {
+        self.reclaim()?;
+        self.pool.set_root(LEN_SLOT, PageId(self.len()));
+        self.pool.flush()
+    }
+
+    /// Returns retired pages no reader can reach to the allocator.
+    fn reclaim(&self) -> Result<()> {
+        for pid in self.retired.reclaimable() {
+            let guard = self.pool.exclusive(pid)?;
+            self.pool.free(guard);
+        }
+        Ok(())
+    }
+
+    /// Runs `attempt` until it does not restart. After
+    /// `OPTIMISTIC_RESTARTS_MAX` restarts, attempts run pessimistic (shared
+    /// latches instead of optimistic reads).
+    fn retry<T>(&self, mut attempt: impl FnMut(&BTree, bool) -> Attempt<T>) -> Result<T> {
+        let mut restarts = 0u32;
+        loop {
+            let pessimistic = restarts >= limits::OPTIMISTIC_RESTARTS_MAX;
+            match attempt(self, pessimistic) {
+                Ok(value) => return Ok(value),
+                Err(Step::Fail(error)) => return Err(error),
+                Err(Step::Restart) => {
+                    restarts += 1;
+                    if restarts > limits::OPTIMISTIC_RESTARTS_MAX {
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for BTree {
+    fn drop(&mut self) {
+        // No operation runs once the tree is dropped: give every retired
+        // page back. A failure here only leaks pages until the next verify.
+        for pid in self.retired.drain_all() {
+            if let Ok(guard) = self.pool.exclusive(pid) {
+                self.pool.free(guard);
+            }
+        }
+    }
+}

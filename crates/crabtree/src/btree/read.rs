@@ -1,0 +1,168 @@
+//! Readers: point lookups and the leaf-batch reads behind range iterators.
+//!
+//! Entry: no latch held. Exit: no latch held; results are copies validated
+//! against the leaf's version (optimistic) or read under its shared latch.
+
+use super::descend::{ReadGuard, Target};
+use super::{Attempt, BTree, Step};
+use crate::ids::PageId;
+use crate::page::node::{FLAG_DELETED, Node};
+use crate::Error;
+use std::ops::Bound;
+
+/// Entries copied out of one leaf.
+pub(crate) type Batch = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Whether `key` satisfies a lower bound.
+pub(crate) fn above(key: &[u8], lower: Bound<&[u8]>) -> bool {
+    match lower {
+        Bound::Unbounded => true,
+        Bound::Included(bound) => key >= bound,
+        Bound::Excluded(bound) => key > bound,
+    }
+}
+
+/// Whether `key` satisfies an upper bound.
+pub(crate) fn below(key: &[u8], upper: Bound<&[u8]>) -> bool {
+    match upper {
+        Bound::Unbounded => true,
+        Bound::Included(bound) => key <= bound,
+        Bound::Excluded(bound) => key < bound,
+    }
+}
+
+impl BTree {
+    /// One attempt at a point lookup.
+    pub(crate) fn get_attempt(&self, key: &[u8], pessimistic: bool) -> Attempt<Option<Vec<u8>>> {
+        let leaf = self.descend(Target::Key(key), 0, None, pessimistic)?;
+        let page = leaf.page();
+        let node = leaf.check(Node::new(&page, leaf.pid()))?;
+        let Ok(slot) = leaf.check(node.search(key))? else {
+            leaf.validate()?;
+            return Ok(None);
+        };
+        let value = leaf.check(node.value_ref(slot))?;
+        let (bytes, _) = self.read_value(&leaf, value)?;
+        leaf.validate()?;
+        Ok(Some(bytes))
+    }
+
+    /// Copies the entries of the leaf behind `leaf` that lie within
+    /// `lower..upper`, in key order.
+    fn leaf_entries(&self, leaf: &ReadGuard<'_>, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> Attempt<Batch> {
+        let page = leaf.page();
+        let node = leaf.check(Node::new(&page, leaf.pid()))?;
+        let start = match lower {
+            Bound::Unbounded => 0,
+            Bound::Included(key) | Bound::Excluded(key) => match leaf.check(node.search(key))? {
+                Ok(slot) if matches!(lower, Bound::Excluded(_)) => slot + 1,
+                Ok(slot) | Err(slot) => slot,
+            },
+        };
+        let mut batch = Batch::new();
+        for slot in start..node.len() {
+            let key = leaf.check(node.key(slot))?;
+            if !below(&key, upper) {
+                break;
+            }
+            let value = leaf.check(node.value_ref(slot))?;
+            let (bytes, _) = self.read_value(leaf, value)?;
+            batch.push((key, bytes));
+        }
+        leaf.validate()?;
+        Ok(batch)
+    }
+
+    /// The first non-empty batch of entries `> lower` (or `>=`) and within
+    /// `upper`, walking right from the leaf holding `lower`. Empty at the end.
+    pub(crate) fn batch_forward(&self, lower: Bound<&[u8]>, upper: Bound<&[u8]>, pessimistic: bool) -> Attempt<Batch> {
+        let start = match lower {
+            Bound::Unbounded => &[][..],
+            Bound::Included(key) | Bound::Excluded(key) => key,
+        };
+        let mut leaf = self.descend(Target::Key(start), 0, None, pessimistic)?;
+        let mut hops = 0u64;
+        loop {
+            let batch = self.leaf_entries(&leaf, lower, upper)?;
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+            let (right, high) = {
+                let page = leaf.page();
+                let node = leaf.check(Node::new(&page, leaf.pid()))?;
+                (node.header().right, leaf.check(node.high_key())?)
+            };
+            leaf.validate()?;
+            // Past the upper bound, or the last leaf: done.
+            let (Some(right), Some(high)) = (right, high) else { return Ok(Batch::new()) };
+            if matches!(upper, Bound::Included(u) | Bound::Excluded(u) if high.as_slice() >= u) {
+                return Ok(Batch::new());
+            }
+            hops += 1;
+            if hops > self.pool.page_count() {
+                return Err(Step::Fail(Error::corruption(leaf.pid(), "right-link cycle")));
+            }
+            leaf = self.step(leaf, right)?;
+        }
+    }
+
+    /// The last non-empty batch of entries `< upper` (or `<=`) and within
+    /// `lower`, walking left from the leaf holding `upper`. Empty at the end.
+    pub(crate) fn batch_backward(&self, lower: Bound<&[u8]>, upper: Bound<&[u8]>, pessimistic: bool) -> Attempt<Batch> {
+        let target = match upper {
+            Bound::Unbounded => Target::Last,
+            Bound::Included(key) | Bound::Excluded(key) => Target::Key(key),
+        };
+        let mut leaf = self.descend(target, 0, None, pessimistic)?;
+        let mut hops = 0u64;
+        loop {
+            let batch = self.leaf_entries(&leaf, lower, upper)?;
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+            let left = {
+                let page = leaf.page();
+                leaf.check(Node::new(&page, leaf.pid()))?.header().left
+            };
+            leaf.validate()?;
+            let Some(left) = left else { return Ok(Batch::new()) };
+            hops += 1;
+            if hops > self.pool.page_count() {
+                return Err(Step::Fail(Error::corruption(leaf.pid(), "left-link cycle")));
+            }
+            leaf = self.walk_left(leaf, left)?;
+            if self.below_lower(&leaf, lower)? {
+                return Ok(Batch::new());
+            }
+        }
+    }
+
+    /// Moves from `leaf` to its left neighbour `left` (a hint): the move is
+    /// valid only if `left` is live and links right to `leaf`; otherwise a
+    /// split or delete raced us and the attempt restarts.
+    fn walk_left<'a>(&'a self, leaf: ReadGuard<'a>, left: PageId) -> Attempt<ReadGuard<'a>> {
+        let from = leaf.pid();
+        let next = self.step(leaf, left)?;
+        let page = next.page();
+        let node = next.check(Node::new(&page, left))?;
+        let head = *node.header();
+        next.validate()?;
+        if head.right != Some(from) || head.flags & FLAG_DELETED != 0 {
+            return Err(Step::Restart);
+        }
+        Ok(next)
+    }
+
+    /// Whether every key of the leaf is below `lower` (so walking further
+    /// left cannot find anything): its high key is below the bound.
+    fn below_lower(&self, leaf: &ReadGuard<'_>, lower: Bound<&[u8]>) -> Attempt<bool> {
+        let page = leaf.page();
+        let node = leaf.check(Node::new(&page, leaf.pid()))?;
+        let high = leaf.check(node.high_key())?;
+        leaf.validate()?;
+        Ok(match (high, lower) {
+            (Some(high), bound) => !above(&high, bound),
+            (None, _) => false,
+        })
+    }
+}

@@ -1,0 +1,360 @@
+//! Writers: insert (upsert) and remove at a leaf, half-splits, the parent
+//! insert that completes them, and finishing splits others abandoned.
+//!
+//! Entry of the public paths: no latch held. A writer latches the leaf
+//! exclusively by upgrading its optimistic read; if the leaf must split it
+//! keeps it latched, latches the new right sibling (fresh), the old right
+//! neighbour (rightward, to fix its left-link), then the parent (upward),
+//! possibly moving right along the parent level, and so on up.
+
+use super::descend::{ReadGuard, Target};
+use super::value::StoredValue;
+use super::{Attempt, BTree, Step};
+use crate::buffer::ExclusiveGuard;
+use crate::ids::PageId;
+use crate::page::PageType;
+use crate::page::node::{
+    CellData, FLAG_DELETED, FLAG_HALF_DEAD, FLAG_INCOMPLETE_SPLIT, Node, NodeMut, SLOT_SIZE, SLOTS_START, ValueRef,
+    raw_cell_child, raw_cell_key,
+};
+use crate::{Error, Result};
+
+/// Inner nodes passed on the way down: `(level, pid)`.
+pub(crate) type Path = Vec<(u8, PageId)>;
+
+/// A removed entry: its value and the leaf if that became empty.
+pub(crate) type Removed = Option<(Vec<u8>, Option<PageId>)>;
+
+impl BTree {
+    /// Descends to the leaf for `key` and latches it exclusively. The leaf
+    /// holds `key` in its range and is not being deleted; an abandoned split
+    /// on it is finished first (then the attempt restarts).
+    fn latch_leaf(&self, key: &[u8], path: &mut Path, pessimistic: bool) -> Attempt<ExclusiveGuard<'_>> {
+        let leaf = match self.descend(Target::Key(key), 0, Some(path), pessimistic)? {
+            ReadGuard::Optimistic(guard) => guard.try_upgrade()?,
+            ReadGuard::Shared(guard) => {
+                let pid = guard.pid();
+                drop(guard);
+                let leaf = self.pool.exclusive(pid)?;
+                let node = Node::new(&leaf.page(), pid)?;
+                let dead = node.header().flags & (FLAG_HALF_DEAD | FLAG_DELETED) != 0;
+                if dead || node.is_above_high_key(key)? {
+                    return Err(Step::Restart);
+                }
+                leaf
+            }
+        };
+        let flags = Node::new(&leaf.page(), leaf.pid())?.header().flags;
+        if flags & FLAG_INCOMPLETE_SPLIT != 0 {
+            self.finish_split(leaf, path)?;
+            return Err(Step::Restart);
+        }
+        Ok(leaf)
+    }
+
+    /// One attempt at storing `value` under `key`.
+    pub(crate) fn insert_attempt(
+        &self,
+        key: &[u8],
+        value: &StoredValue<'_>,
+        pessimistic: bool,
+    ) -> Attempt<Option<Vec<u8>>> {
+        let mut path = Path::new();
+        let mut leaf = self.latch_leaf(key, &mut path, pessimistic)?;
+        let pid = leaf.pid();
+        let cell = value.cell(key);
+        let (slot, old, old_pages) = {
+            let page = leaf.page();
+            let node = Node::new(&page, pid)?;
+            match node.search(key)? {
+                Ok(slot) => {
+                    let guard = ReadGuard::Optimistic(self.pool.optimistic(pid).map_err(Step::Fail)?);
+                    drop(guard);
+                    let (old, pages) = self.read_owned_value(&node, slot)?;
+                    (Ok(slot), Some(old), pages)
+                }
+                Err(slot) => (Err(slot), None, Vec::new()),
+            }
+        };
+        let fits = {
+            let node = Node::new(&leaf.page(), pid)?;
+            let freed = match slot {
+                Ok(index) => node.cell(index)?.size + SLOT_SIZE,
+                Err(_) => 0,
+            };
+            node.free_space() + freed >= cell.size() + SLOT_SIZE
+        };
+        if fits {
+            let mut page = leaf.page_mut();
+            let mut node = NodeMut::new(&mut page, pid)?;
+            match slot {
+                Ok(index) => node.replace(index, &cell)?,
+                Err(index) => node.insert(index, &cell)?,
+            }
+        } else {
+            let mut cells = self.raw_cells(&leaf)?;
+            match slot {
+                Ok(index) => cells[index] = cell.encode(),
+                Err(index) => cells.insert(index, cell.encode()),
+            }
+            self.split(leaf, cells, &path)?;
+        }
+        for pid in old_pages {
+            self.retired.retire(pid);
+        }
+        Ok(old)
+    }
+
+    /// The value of cell `slot` of a latched leaf, and its overflow pages.
+    fn read_owned_value(&self, node: &Node<'_, crate::page::AtomicPage<'_>>, slot: usize) -> Result<(Vec<u8>, Vec<PageId>)> {
+        match node.value_ref(slot)? {
+            ValueRef::Inline { offset, len } => {
+                use crate::page::PageBuf;
+                let mut bytes = vec![0u8; len];
+                node_page_read(node, offset, &mut bytes);
+                Ok((bytes, Vec::new()))
+            }
+            ValueRef::Overflow { first, len } => loop {
+                match self.read_chain(first, len) {
+                    Ok(read) => return Ok(read),
+                    Err(Step::Fail(error)) => return Err(error),
+                    Err(Step::Restart) => continue,
+                }
+            },
+        }
+    }
+
+    /// One attempt at removing `key`.
+    pub(crate) fn remove_attempt(&self, key: &[u8], pessimistic: bool) -> Attempt<Removed> {
+        let mut path = Path::new();
+        let mut leaf = self.latch_leaf(key, &mut path, pessimistic)?;
+        let pid = leaf.pid();
+        let page = leaf.page();
+        let node = Node::new(&page, pid)?;
+        let Ok(slot) = node.search(key)? else {
+            return Ok(None);
+        };
+        let (old, pages) = self.read_owned_value(&node, slot)?;
+        let right = node.header().right;
+        drop(node);
+        let mut page = leaf.page_mut();
+        let mut node = NodeMut::new(&mut page, pid)?;
+        node.remove(slot)?;
+        let empty = node.as_node()?.is_empty();
+        drop(leaf);
+        for pid in pages {
+            self.retired.retire(pid);
+        }
+        // The rightmost leaf of the tree is never deleted.
+        let candidate = (empty && right.is_some()).then_some(pid);
+        Ok(Some((old, candidate)))
+    }
+
+    /// Every cell of a latched node, as raw bytes.
+    fn raw_cells(&self, guard: &ExclusiveGuard<'_>) -> Result<Vec<Vec<u8>>> {
+        let page = guard.page();
+        let node = Node::new(&page, guard.pid())?;
+        (0..node.len()).map(|index| node.raw_cell(index)).collect()
+    }
+
+    /// Where to split `cells` (sizes in bytes): the index that best balances
+    /// the bytes of both halves, each half non-empty.
+    fn split_index(cells: &[Vec<u8>]) -> usize {
+        let total: usize = cells.iter().map(|cell| cell.len() + SLOT_SIZE).sum();
+        let mut left = 0;
+        for (index, cell) in cells.iter().enumerate() {
+            let size = cell.len() + SLOT_SIZE;
+            if left + size > total / 2 {
+                // Put the straddling cell on the side that stays smaller.
+                let with = left + size;
+                let index = if with - total / 2 <= total / 2 - left { index + 1 } else { index };
+                return index.clamp(1, cells.len() - 1);
+            }
+            left += size;
+        }
+        cells.len() - 1
+    }
+
+    /// Half-splits the latched node `left` whose new contents would be
+    /// `cells` (too many for one page), then inserts the separator into the
+    /// parent. Entry: `left` exclusive. Exit: no latch.
+    fn split(&self, mut left: ExclusiveGuard<'_>, cells: Vec<Vec<u8>>, path: &Path) -> Result<()> {
+        let left_pid = left.pid();
+        let (head, high) = {
+            let page = left.page();
+            let node = Node::new(&page, left_pid)?;
+            (*node.header(), node.high_key()?)
+        };
+        let leaf = head.kind == PageType::Leaf;
+        if cells.len() < 2 {
+            return Err(Error::corruption(left_pid, "split of a node with fewer than two cells"));
+        }
+        let mid = Self::split_index(&cells);
+        let separator = if leaf {
+            raw_cell_key(&cells[mid - 1], true).to_vec()
+        } else {
+            raw_cell_key(&cells[mid], false).to_vec()
+        };
+        let mut right = self.pool.allocate()?;
+        let right_pid = right.pid();
+        {
+            let mut page = right.page_mut();
+            let mut node = NodeMut::init(&mut page, right_pid, head.kind, head.level);
+            for (index, raw) in cells[mid..].iter().enumerate() {
+                if !leaf && index == 0 {
+                    // Cell 0 of an inner node is minus infinity: drop its key.
+                    let child = raw_cell_child(raw).ok_or_else(|| Error::corruption(left_pid, "null child"))?;
+                    node.insert(0, &CellData::Inner { key: b"", child })?;
+                } else {
+                    node.insert_raw(index, raw)?;
+                }
+            }
+            node.set_high_key(high.as_deref())?;
+            node.set_right(head.right);
+            node.set_left(if leaf { Some(left_pid) } else { None });
+        }
+        {
+            let lsn = crate::page::header::lsn(&left.page());
+            let mut page = left.page_mut();
+            let mut node = NodeMut::init(&mut page, left_pid, head.kind, head.level);
+            for (index, raw) in cells[..mid].iter().enumerate() {
+                node.insert_raw(index, raw)?;
+            }
+            node.set_high_key(Some(&separator))?;
+            node.set_right(Some(right_pid));
+            node.set_left(head.left);
+            node.set_flags(node.as_node()?.header().flags | FLAG_INCOMPLETE_SPLIT);
+            crate::page::header::set_lsn(&mut page, lsn);
+        }
+        if let (true, Some(neighbour)) = (leaf, head.right) {
+            // Rightward latch while holding `left` and `right`.
+            let mut guard = self.pool.exclusive(neighbour)?;
+            let mut page = guard.page_mut();
+            NodeMut::new(&mut page, neighbour)?.set_left(Some(right_pid));
+        }
+        drop(right);
+        self.insert_into_parent(left, &separator, right_pid, path)
+    }
+
+    /// Inserts the downlink `(separator, right)` for the split of `child`
+    /// (exclusively latched, flagged `INCOMPLETE_SPLIT`) into its parent,
+    /// then clears the flag. Entry: `child` exclusive. Exit: no latch.
+    pub(crate) fn insert_into_parent(
+        &self,
+        mut child: ExclusiveGuard<'_>,
+        separator: &[u8],
+        right: PageId,
+        path: &Path,
+    ) -> Result<()> {
+        let child_pid = child.pid();
+        let level = Node::new(&child.page(), child_pid)?.header().level;
+        let parent_level = level + 1;
+        let remembered = path.iter().rev().find(|(l, _)| *l == parent_level).map(|&(_, pid)| pid);
+        let parent_pid = match remembered {
+            Some(pid) => pid,
+            None => {
+                let root_guard = self.root_lock.lock();
+                if self.root() == child_pid {
+                    self.grow_root(&mut child, separator, right, parent_level)?;
+                    clear_incomplete(&mut child)?;
+                    drop(root_guard);
+                    return Ok(());
+                }
+                drop(root_guard);
+                self.find_node(separator, parent_level)?
+            }
+        };
+        let mut parent = self.pool.exclusive(parent_pid)?;
+        loop {
+            let node = Node::new(&parent.page(), parent.pid())?;
+            let head = *node.header();
+            let dead = head.flags & (FLAG_HALF_DEAD | FLAG_DELETED) != 0;
+            if !dead && !node.is_above_high_key(separator)? {
+                break;
+            }
+            let next = head
+                .right
+                .ok_or_else(|| Error::corruption(parent.pid(), "separator above the last node's high key"))?;
+            drop(node);
+            let next = self.pool.exclusive(next)?;
+            parent = next;
+        }
+        let pid = parent.pid();
+        let cell = CellData::Inner { key: separator, child: right };
+        let (index, fits) = {
+            let page = parent.page();
+            let node = Node::new(&page, pid)?;
+            let index = match node.search_from(1, separator)? {
+                Ok(_) => return Err(Error::corruption(pid, "separator already in the parent")),
+                Err(index) => index.max(1),
+            };
+            (index, node.free_space() >= cell.size() + SLOT_SIZE)
+        };
+        if fits {
+            let mut page = parent.page_mut();
+            NodeMut::new(&mut page, pid)?.insert(index, &cell)?;
+            drop(page);
+            clear_incomplete(&mut child)?;
+            return Ok(());
+        }
+        let mut cells = self.raw_cells(&parent)?;
+        cells.insert(index, cell.encode());
+        // The separator is in one of the parent's halves once the half-split
+        // is done, so the child's split is complete from here on.
+        let mut upper_path = path.clone();
+        upper_path.retain(|(l, _)| *l > parent_level);
+        clear_incomplete(&mut child)?;
+        drop(child);
+        self.split(parent, cells, &upper_path)
+    }
+
+    /// Installs a new root above `child` (the old root) and its new right
+    /// sibling. Entry: `child` exclusive and `root_lock` held.
+    fn grow_root(&self, child: &mut ExclusiveGuard<'_>, separator: &[u8], right: PageId, level: u8) -> Result<()> {
+        let mut root = self.pool.allocate()?;
+        let root_pid = root.pid();
+        {
+            let mut page = root.page_mut();
+            let mut node = NodeMut::init(&mut page, root_pid, PageType::Inner, level);
+            node.insert(0, &CellData::Inner { key: b"", child: child.pid() })?;
+            node.insert(1, &CellData::Inner { key: separator, child: right })?;
+        }
+        drop(root);
+        self.pool.set_root(super::ROOT_SLOT, root_pid);
+        Ok(())
+    }
+
+    /// The pid of the node at `level` whose range holds `key` (not latched).
+    fn find_node(&self, key: &[u8], level: u8) -> Result<PageId> {
+        self.retry(|tree, pessimistic| {
+            let guard = tree.descend(Target::Key(key), level, None, pessimistic)?;
+            guard.validate()?;
+            Ok(guard.pid())
+        })
+    }
+
+    /// Completes an abandoned split of the latched `node`: its right sibling
+    /// has no downlink yet. Entry: `node` exclusive. Exit: no latch.
+    pub(crate) fn finish_split(&self, node: ExclusiveGuard<'_>, path: &Path) -> Result<()> {
+        let (right, high) = {
+            let page = node.page();
+            let decoded = Node::new(&page, node.pid())?;
+            (decoded.header().right, decoded.high_key()?)
+        };
+        match (right, high) {
+            (Some(right), Some(high)) => self.insert_into_parent(node, &high, right, path),
+            _ => Err(Error::corruption(node.pid(), "incomplete split without a right sibling")),
+        }
+    }
+}
+
+/// Clears `INCOMPLETE_SPLIT` on a latched node.
+fn clear_incomplete(guard: &mut ExclusiveGuard<'_>) -> Result<()> {
+    let pid = guard.pid();
+    let flags = Node::new(&guard.page(), pid)?.header().flags;
+    let mut page = guard.page_mut();
+    NodeMut::new(&mut page, pid)?.set_flags(flags & !FLAG_INCOMPLETE_SPLIT);
+    Ok(())
+}
+
+const _: () = assert!(SLOTS_START > 0);
