@@ -30,6 +30,10 @@ pub use ids::{Lsn, PageId};
 /// Low-level layers (buffer pool, page formats) for tools, benchmarks and
 /// tests. No stability promise: these change with the engine.
 pub mod raw {
+    pub use crate::buffer::{
+        BufferPool, ExclusiveGuard, LogFlush, OptimisticGuard, PoolOptions, PoolStats, Restart, SharedGuard,
+    };
+
     /// Page formats and byte access.
     pub mod page {
         pub use crate::page::*;

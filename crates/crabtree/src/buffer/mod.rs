@@ -1,1 +1,38 @@
-//! placeholder
+//! The buffer pool: page states and hybrid latches, the page cache, clock
+//! eviction and the page allocator (vmcache shape; see
+//! `docs/protocols/latches-and-buffer-pool.md`).
+//!
+//! * [`latch`]: the 64-bit state word of a page (residency, latch, dirty
+//!   bit, version) and its optimistic/shared/exclusive protocol.
+//! * `region`: the reserved virtual memory (the only `unsafe`).
+//! * `pool`: [`BufferPool`], loading and write-back.
+//! * `evict`: the resident set and the clock.
+//! * `alloc`: allocate/free, the persistent free list, `flush`.
+//! * `guard`: the guards handed to the tree.
+//!
+//! Invariants owned here: a frame is written only under its exclusive
+//! latch; a page in a frame verified when it was read; a dirty page is
+//! written only after the log hook made the log durable up to its LSN;
+//! optimistic readers write no shared memory on a hit; loading and eviction
+//! never wait on a latch other than the one of the page being loaded, so
+//! they cannot deadlock with latches their caller holds.
+//!
+//! Lower layers used: `io` (Storage), `page` (header, meta, freelist), `sync`.
+
+mod alloc;
+mod evict;
+mod guard;
+pub mod latch;
+mod pool;
+mod region;
+
+#[cfg(test)]
+mod tests;
+
+pub use guard::{ExclusiveGuard, OptimisticGuard, SharedGuard};
+pub use pool::{BufferPool, LogFlush, PoolOptions, PoolStats};
+
+/// An optimistic read failed validation (or an upgrade lost a race):
+/// release everything and restart the operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Restart;

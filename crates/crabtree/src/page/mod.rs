@@ -7,7 +7,9 @@
 //! Byte diagrams are in `docs/FORMAT.md`.
 
 pub mod bytes;
+pub mod freelist;
 pub mod header;
+pub mod meta;
 
 pub use bytes::{AtomicPage, AtomicPageMut, PageBuf, PageBufMut};
 pub use header::PageType;

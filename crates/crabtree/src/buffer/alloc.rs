@@ -1,0 +1,231 @@
+//! The page allocator, the persistent free list and `flush`.
+//!
+//! In memory the free list is a `Mutex<FreeSet>` (a stack plus a membership
+//! set): `allocate` pops (LIFO) before growing `page_count`, `free` pushes.
+//! Allocation is not on the hot path, so one mutex is enough; `page_count`
+//! is an atomic only so readers can bounds-check ids without the mutex.
+//!
+//! On disk (written by `flush`) the free list is a chain of FreeTrunk pages
+//! (`page::freelist`) that are themselves free pages, headed from the header
+//! page (`page::meta`).
+//!
+//! Lock order: `alloc` mutex, then a latch of a *free* page, then the
+//! resident-set mutex. Free pages are latched only transiently by the
+//! evictor and by flush write-back, neither of which takes the `alloc`
+//! mutex while holding a latch, so waiting on them under `alloc` is safe.
+//! `free` releases the page's latch before taking `alloc`.
+//!
+//! Crash consistency (until the WAL exists): `flush` writes every dirty
+//! page, syncs, then writes the header page and syncs again, so the header
+//! never points at unwritten trunks. The on-disk image is consistent only
+//! as of a `flush` that ran with no concurrent allocate/free/page writes
+//! and with nothing written after it: evictions write pages at any time,
+//! so a crash between flushes can leave tree pages newer than the header
+//! (allocations it does not know of, or a trunk page reused after the
+//! header was written). The WAL will make allocation and page writes
+//! recoverable; until then only a clean flush-then-close is durable.
+
+use super::guard::ExclusiveGuard;
+use super::pool::BufferPool;
+use crate::ids::PageId;
+use crate::page::bytes::PageBufMut;
+use crate::page::freelist;
+use crate::page::meta::Meta;
+use crate::sync::Ordering;
+use crate::{Error, Result};
+use std::collections::HashSet;
+
+/// Free pages: a stack for LIFO reuse and a set for double-free checks.
+#[derive(Default)]
+pub(super) struct FreeSet {
+    stack: Vec<PageId>,
+    members: HashSet<PageId>,
+}
+
+impl FreeSet {
+    fn push(&mut self, pid: PageId) -> bool {
+        if !self.members.insert(pid) {
+            return false;
+        }
+        self.stack.push(pid);
+        true
+    }
+
+    fn pop(&mut self) -> Option<PageId> {
+        let pid = self.stack.pop()?;
+        self.members.remove(&pid);
+        Some(pid)
+    }
+}
+
+impl BufferPool {
+    /// Allocates a page: a free one if any, else a new one at the end.
+    /// Returns it exclusively latched, zeroed and dirty; the caller writes
+    /// its header (`page::header::init`).
+    ///
+    /// Entry: may hold exclusive latches on other pages (we only wait on
+    /// the latch of a free page, which no caller holds). Exit: the new
+    /// page's exclusive latch. Errors: `DatabaseFull` at `max_pages`; a
+    /// failed eviction write-back.
+    pub fn allocate(&self) -> Result<ExclusiveGuard<'_>> {
+        self.ensure_budget()?;
+        let pid = {
+            let mut free = self.alloc.lock();
+            match free.pop() {
+                Some(pid) => pid,
+                None => {
+                    // Relaxed: page_count only changes under `alloc`.
+                    let count = self.page_count.load(Ordering::Relaxed);
+                    if count >= self.max_pages {
+                        return Err(Error::DatabaseFull {
+                            pages: self.max_pages,
+                        });
+                    }
+                    // Release: pairs with the Acquire in `page_count()`.
+                    self.page_count.store(count + 1, Ordering::Release);
+                    PageId(count)
+                }
+            }
+        };
+        Ok(self.lock_fresh(pid))
+    }
+
+    /// Returns a page to the free list; it is immediately reusable (the
+    /// tree defers this call until no reader can hold a link to it).
+    /// Entry: the page's exclusive latch (consumed). Exit: no latch.
+    pub fn free(&self, page: ExclusiveGuard<'_>) {
+        let pid = page.pid();
+        drop(page);
+        let fresh = self.alloc.lock().push(pid);
+        assert!(fresh, "double free of {pid:?}");
+    }
+
+    /// The free pages (in reuse order, last first).
+    pub fn free_pages(&self) -> Vec<PageId> {
+        self.alloc.lock().stack.clone()
+    }
+
+    /// Latches `pid` exclusively without reading it from storage (its old
+    /// contents are garbage) and zeroes the frame. Entry: `pid` is free or
+    /// new, owned by the caller. Exit: exclusive latch, page dirty.
+    fn lock_fresh(&self, pid: PageId) -> ExclusiveGuard<'_> {
+        let latch = self.latch(pid);
+        loop {
+            if latch.lock_exclusive() {
+                break;
+            }
+            if latch.try_lock_evicted() {
+                self.resident.insert(pid);
+                break;
+            }
+        }
+        let mut guard = ExclusiveGuard::new(self, pid, true);
+        let size = self.page_size;
+        guard.page_mut().zero(0, size);
+        guard
+    }
+
+    /// Writes every dirty page, the free list and the header page, then
+    /// syncs. Entry: the caller holds no latch (we wait for shared latches
+    /// on dirty pages). See the module header for what is durable.
+    pub fn flush(&self) -> Result<()> {
+        let meta = self.persist_free_list();
+        self.write_dirty()?;
+        self.storage.sync()?;
+        self.storage.write_at(0, &meta.encode())?;
+        self.storage.sync()
+    }
+
+    /// Writes the free list into trunk pages (in their frames, dirty) and
+    /// returns the header page contents describing it.
+    fn persist_free_list(&self) -> Meta {
+        let free = self.alloc.lock();
+        let capacity = freelist::capacity(self.page_size);
+        let trunk_count = free.stack.len().div_ceil(capacity + 1);
+        let (trunks, ids) = free.stack.split_at(trunk_count);
+        let mut chunks = ids.chunks(capacity);
+        for (index, &trunk) in trunks.iter().enumerate() {
+            let mut guard = self.lock_fresh(trunk);
+            let chunk = chunks.next().unwrap_or(&[]);
+            freelist::encode(
+                &mut guard.page_mut(),
+                trunk,
+                trunks.get(index + 1).copied(),
+                chunk,
+            );
+        }
+        debug_assert!(chunks.next().is_none(), "free ids left over");
+        let mut meta = Meta::new(self.page_size);
+        // Relaxed: `alloc` is held, which orders page_count changes.
+        meta.page_count = self.page_count.load(Ordering::Relaxed);
+        meta.free_head = trunks.first().copied();
+        meta.free_count = free.stack.len() as u64;
+        for (slot, root) in meta.roots.iter_mut().enumerate() {
+            *root = self.root(slot).0;
+        }
+        meta
+    }
+
+    /// Writes back every page that is dirty now. Entry: no latch held.
+    fn write_dirty(&self) -> Result<()> {
+        for pid in self.resident.snapshot() {
+            let latch = self.latch(pid);
+            if !latch.is_dirty() || !latch.lock_shared() {
+                // Clean, or evicted since the snapshot (eviction wrote it).
+                continue;
+            }
+            let result = if latch.is_dirty() {
+                self.write_back(pid)
+            } else {
+                Ok(())
+            };
+            if result.is_ok() {
+                latch.clear_dirty();
+            }
+            latch.unlock_shared();
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Reads the persistent free list named by `meta` (at open, before any
+    /// page is resident). Errors: `Corruption` for a bad trunk, a cycle, a
+    /// duplicate id or a count that disagrees with the header.
+    pub(super) fn load_free_list(&self, meta: &Meta) -> Result<()> {
+        let mut free = self.alloc.lock();
+        let mut image = vec![0u8; self.page_size];
+        let mut next = meta.free_head;
+        let mut order = Vec::new();
+        while let Some(trunk) = next {
+            self.read_page(trunk, &mut image)?;
+            let decoded = freelist::decode(&image, trunk, meta.page_count)?;
+            order.push(trunk);
+            order.extend(decoded.ids);
+            if order.len() as u64 > meta.free_count {
+                return Err(Error::corruption(
+                    trunk,
+                    "free list longer than the header says (or a cycle)",
+                ));
+            }
+            next = decoded.next;
+        }
+        if order.len() as u64 != meta.free_count {
+            let head = meta.free_head.unwrap_or(PageId::HEADER);
+            return Err(Error::corruption(
+                head,
+                format!(
+                    "free list has {} pages, header says {}",
+                    order.len(),
+                    meta.free_count
+                ),
+            ));
+        }
+        // Push in reverse so the stack pops in the on-disk order.
+        for &pid in order.iter().rev() {
+            if !free.push(pid) {
+                return Err(Error::corruption(pid, "page listed twice in the free list"));
+            }
+        }
+        Ok(())
+    }
+}

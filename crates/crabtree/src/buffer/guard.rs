@@ -1,0 +1,136 @@
+//! Latch guards handed out by the pool: optimistic (a version to validate),
+//! shared and exclusive (released on drop).
+//!
+//! A guard borrows the pool, so no guard outlives the frames it reads.
+//! Guards are not tied to a thread (the latch has no owner), so they may be
+//! moved between threads.
+
+use super::Restart;
+use super::latch::Latch;
+use super::pool::BufferPool;
+use crate::ids::PageId;
+use crate::page::bytes::{AtomicPage, AtomicPageMut};
+
+/// An optimistic read of a page: read through [`OptimisticGuard::page`],
+/// then [`OptimisticGuard::validate`] before acting on anything read.
+/// Holds no latch and writes no shared memory.
+pub struct OptimisticGuard<'a> {
+    pool: &'a BufferPool,
+    pid: PageId,
+    observed: u64,
+}
+
+impl<'a> OptimisticGuard<'a> {
+    pub(super) fn new(pool: &'a BufferPool, pid: PageId, observed: u64) -> Self {
+        OptimisticGuard {
+            pool,
+            pid,
+            observed,
+        }
+    }
+
+    /// The page read.
+    pub fn pid(&self) -> PageId {
+        self.pid
+    }
+
+    /// The frame. Values read may be torn by a concurrent writer: bounds
+    /// check everything and validate before trusting it.
+    pub fn page(&self) -> AtomicPage<'a> {
+        AtomicPage::new(self.pool.frame(self.pid))
+    }
+
+    /// `Ok` if no writer latched the page since this guard was taken, so
+    /// every read made through [`OptimisticGuard::page`] so far was
+    /// consistent. Can be called repeatedly (e.g. per step of a descent).
+    pub fn validate(&self) -> Result<(), Restart> {
+        if self.latch().validate(self.observed) {
+            Ok(())
+        } else {
+            Err(Restart)
+        }
+    }
+
+    /// Turns the optimistic read into the exclusive latch if no writer came
+    /// in between and no one holds a latch on the page; never waits.
+    pub fn try_upgrade(self) -> Result<ExclusiveGuard<'a>, Restart> {
+        if self.latch().try_upgrade(self.observed) {
+            Ok(ExclusiveGuard::new(self.pool, self.pid, false))
+        } else {
+            Err(Restart)
+        }
+    }
+
+    fn latch(&self) -> Latch<'a> {
+        self.pool.latch(self.pid)
+    }
+}
+
+/// A shared latch on a resident page; released on drop.
+pub struct SharedGuard<'a> {
+    pool: &'a BufferPool,
+    pid: PageId,
+}
+
+impl<'a> SharedGuard<'a> {
+    pub(super) fn new(pool: &'a BufferPool, pid: PageId) -> Self {
+        SharedGuard { pool, pid }
+    }
+
+    /// The latched page.
+    pub fn pid(&self) -> PageId {
+        self.pid
+    }
+
+    /// The frame; stable while the guard lives.
+    pub fn page(&self) -> AtomicPage<'_> {
+        AtomicPage::new(self.pool.frame(self.pid))
+    }
+}
+
+impl Drop for SharedGuard<'_> {
+    fn drop(&mut self) {
+        self.pool.latch(self.pid).unlock_shared();
+    }
+}
+
+/// The exclusive latch on a resident page; released on drop with a version
+/// bump (invalidating optimistic readers).
+pub struct ExclusiveGuard<'a> {
+    pool: &'a BufferPool,
+    pid: PageId,
+    dirty: bool,
+}
+
+impl<'a> ExclusiveGuard<'a> {
+    pub(super) fn new(pool: &'a BufferPool, pid: PageId, dirty: bool) -> Self {
+        ExclusiveGuard { pool, pid, dirty }
+    }
+
+    /// The latched page.
+    pub fn pid(&self) -> PageId {
+        self.pid
+    }
+
+    /// Read access to the frame.
+    pub fn page(&self) -> AtomicPage<'_> {
+        AtomicPage::new(self.pool.frame(self.pid))
+    }
+
+    /// Write access to the frame; marks the page dirty.
+    pub fn page_mut(&mut self) -> AtomicPageMut<'_> {
+        self.dirty = true;
+        AtomicPageMut::new(self.pool.frame(self.pid))
+    }
+
+    /// Marks the page dirty without writing it.
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+}
+
+impl Drop for ExclusiveGuard<'_> {
+    fn drop(&mut self) {
+        self.pool.latch(self.pid).unlock_exclusive(self.dirty);
+    }
+}

@@ -1,0 +1,345 @@
+//! The buffer pool: one reserved virtual range with page `pid` at
+//! `pid * stride`, one hybrid latch word per page, load on demand,
+//! write-back under the WAL rule.
+//!
+//! Invariants:
+//! * a frame is written only by the holder of its exclusive latch; loading
+//!   and eviction are done by such a holder;
+//! * a page is read from storage only for ids in `1..page_count`, and only
+//!   a page that verifies (checksum, own id, type) enters a frame;
+//! * before a dirty page is written the log hook is called with the page
+//!   LSN (WAL rule); a failed write-back is returned, and the page stays
+//!   dirty and resident;
+//! * a hit (resident page) writes no shared memory, unless the page is
+//!   MARKED by the clock (then one CAS resets it).
+//!
+//! Lower layers used: `io::Storage`, `page::{header, meta, freelist}`.
+
+use super::evict::Resident;
+use super::guard::{ExclusiveGuard, OptimisticGuard, SharedGuard};
+use super::latch::Latch;
+use super::region::{Region, os_page_size};
+use crate::ids::{Lsn, PageId};
+use crate::io::Storage;
+use crate::limits::{
+    MAX_PAGES_DEFAULT, MAX_PAGES_LIMIT, POOL_BYTES_DEFAULT, POOL_FRAMES_MIN, page_size_valid,
+};
+use crate::page::bytes::{AtomicPage, AtomicPageMut};
+use crate::page::header;
+use crate::page::meta::{META_SIZE, Meta, ROOT_SLOTS};
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering, RwLock};
+use crate::{Error, Result};
+
+/// The log hook: "make the log durable up to this LSN".
+pub type LogFlush = Arc<dyn Fn(Lsn) -> Result<()> + Send + Sync>;
+
+/// Buffer pool configuration.
+#[derive(Clone, Debug)]
+pub struct PoolOptions {
+    /// Page size for a new file; an existing file's own page size wins.
+    pub page_size: usize,
+    /// Memory budget: `pool_bytes / page_size` frames (at least
+    /// `POOL_FRAMES_MIN`).
+    pub pool_bytes: usize,
+    /// Largest number of pages (virtual address space reserved).
+    pub max_pages: u64,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            page_size: crate::limits::PAGE_SIZE_DEFAULT,
+            pool_bytes: POOL_BYTES_DEFAULT,
+            max_pages: MAX_PAGES_DEFAULT,
+        }
+    }
+}
+
+/// Counters of pool activity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Pages in memory now.
+    pub resident: usize,
+    /// The memory budget in frames.
+    pub frames_max: usize,
+    /// Pages read from storage.
+    pub loads: u64,
+    /// Pages written to storage (eviction and flush).
+    pub writes: u64,
+    /// Pages evicted.
+    pub evictions: u64,
+}
+
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) loads: AtomicU64,
+    pub(super) writes: AtomicU64,
+    pub(super) evictions: AtomicU64,
+}
+
+/// The page cache. `Send + Sync`; share it by reference or `Arc`.
+pub struct BufferPool {
+    pub(super) storage: Arc<dyn Storage>,
+    pub(super) page_size: usize,
+    stride: usize,
+    pub(super) max_pages: u64,
+    frames: Region,
+    states: Region,
+    pub(super) frames_max: usize,
+    pub(super) resident: Resident,
+    /// Pages `0..page_count` exist; changed only under `alloc`.
+    pub(super) page_count: AtomicU64,
+    pub(super) alloc: Mutex<super::alloc::FreeSet>,
+    pub(super) roots: [AtomicU64; ROOT_SLOTS],
+    log_flush: RwLock<LogFlush>,
+    pub(super) counters: Counters,
+}
+
+fn no_log_flush() -> LogFlush {
+    Arc::new(|_| Ok(()))
+}
+
+impl BufferPool {
+    /// Creates a database on empty storage: writes and syncs header page 0.
+    /// Errors: `InvalidArgument` for bad options or non-empty storage.
+    pub fn create(storage: Arc<dyn Storage>, opts: PoolOptions) -> Result<BufferPool> {
+        if !storage.is_empty()? {
+            return Err(Error::InvalidArgument(
+                "create on non-empty storage; use open".into(),
+            ));
+        }
+        let pool = BufferPool::build(storage, &opts, Meta::new(opts.page_size))?;
+        pool.storage
+            .write_at(0, &Meta::new(opts.page_size).encode())?;
+        pool.storage.sync()?;
+        Ok(pool)
+    }
+
+    /// Opens an existing database. The file's page size is adopted (the
+    /// option's page size only applies to `create`); `max_pages` must
+    /// cover the file's page count. Loads the free list.
+    pub fn open(storage: Arc<dyn Storage>, opts: PoolOptions) -> Result<BufferPool> {
+        let mut prefix = vec![0u8; META_SIZE];
+        read_exact(&*storage, PageId::HEADER, 0, &mut prefix)?;
+        let page_size = Meta::peek_page_size(&prefix)?;
+        let mut image = vec![0u8; page_size];
+        read_exact(&*storage, PageId::HEADER, 0, &mut image)?;
+        let meta = Meta::decode(&image)?;
+        if meta.page_count > opts.max_pages {
+            return Err(Error::InvalidArgument(format!(
+                "file has {} pages, max_pages is {}",
+                meta.page_count, opts.max_pages
+            )));
+        }
+        let pool = BufferPool::build(storage, &PoolOptions { page_size, ..opts }, meta.clone())?;
+        pool.load_free_list(&meta)?;
+        Ok(pool)
+    }
+
+    fn build(storage: Arc<dyn Storage>, opts: &PoolOptions, meta: Meta) -> Result<BufferPool> {
+        let invalid = |what: String| Err(Error::InvalidArgument(what));
+        if !page_size_valid(opts.page_size) {
+            return invalid(format!("page size {}", opts.page_size));
+        }
+        if opts.max_pages < 2 || opts.max_pages > MAX_PAGES_LIMIT {
+            return invalid(format!(
+                "max_pages {} outside 2..={MAX_PAGES_LIMIT}",
+                opts.max_pages
+            ));
+        }
+        let frames_max = opts.pool_bytes / opts.page_size;
+        if frames_max < POOL_FRAMES_MIN {
+            return invalid(format!(
+                "pool of {frames_max} frames, minimum {POOL_FRAMES_MIN}"
+            ));
+        }
+        // Each page gets whole OS pages so eviction can return its memory.
+        let stride = opts.page_size.max(os_page_size());
+        let max_pages = usize::try_from(opts.max_pages)
+            .map_err(|_| Error::InvalidArgument("max_pages".into()))?;
+        let Some(frames_len) = max_pages.checked_mul(stride) else {
+            return invalid(format!("max_pages {max_pages} x {stride} bytes overflows"));
+        };
+        Ok(BufferPool {
+            storage,
+            page_size: opts.page_size,
+            stride,
+            max_pages: opts.max_pages,
+            frames: Region::new(frames_len)?,
+            states: Region::new(max_pages * 8)?,
+            frames_max,
+            resident: Resident::default(),
+            page_count: AtomicU64::new(meta.page_count),
+            alloc: Mutex::new(Default::default()),
+            roots: meta.roots.map(AtomicU64::new),
+            log_flush: RwLock::new(no_log_flush()),
+            counters: Counters::default(),
+        })
+    }
+
+    /// Bytes per page.
+    pub fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    /// Installs the log hook called before any dirty page is written.
+    pub fn set_log_flush(&self, hook: LogFlush) {
+        *self.log_flush.write() = hook;
+    }
+
+    /// Number of pages in the file (including the header page and free
+    /// pages).
+    pub fn page_count(&self) -> u64 {
+        // Acquire: pairs with the Release store in `allocate`, so an id
+        // below the count we see was fully handed out.
+        self.page_count.load(Ordering::Acquire)
+    }
+
+    /// Root slot `slot` (0 = none). Panics if `slot >= ROOT_SLOTS`.
+    pub fn root(&self, slot: usize) -> PageId {
+        // Acquire: pairs with `set_root`, so the root page's contents,
+        // written before it was published, are visible.
+        PageId(self.roots[slot].load(Ordering::Acquire))
+    }
+
+    /// Sets root slot `slot`; persisted by the next `flush`.
+    pub fn set_root(&self, slot: usize, pid: PageId) {
+        assert!(pid.0 < self.page_count(), "root {pid:?} past the end");
+        // Release: see `root`.
+        self.roots[slot].store(pid.0, Ordering::Release);
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> PoolStats {
+        // Relaxed: statistics.
+        PoolStats {
+            resident: self.resident.len(),
+            frames_max: self.frames_max,
+            loads: self.counters.loads.load(Ordering::Relaxed),
+            writes: self.counters.writes.load(Ordering::Relaxed),
+            evictions: self.counters.evictions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Starts an optimistic read of `pid`, loading it if needed; waits
+    /// (spin, park) while it is exclusively latched.
+    ///
+    /// Entry: the caller should hold no latch if the page may need loading
+    /// (the load then runs while they are held; it never waits on them).
+    /// Exit: no latch held; validate before trusting what was read.
+    /// Errors: `Corruption` for an id outside `1..page_count` or a page
+    /// that fails verification; I/O errors; a failed eviction write-back.
+    pub fn optimistic(&self, pid: PageId) -> Result<OptimisticGuard<'_>> {
+        self.check_pid(pid)?;
+        loop {
+            match self.latch(pid).optimistic() {
+                Some(observed) => return Ok(OptimisticGuard::new(self, pid, observed)),
+                None => self.load(pid)?,
+            }
+        }
+    }
+
+    /// Takes the shared latch on `pid`, loading it if needed. Entry and
+    /// errors as for [`BufferPool::optimistic`]. Exit: shared latch held.
+    pub fn shared(&self, pid: PageId) -> Result<SharedGuard<'_>> {
+        self.check_pid(pid)?;
+        while !self.latch(pid).lock_shared() {
+            self.load(pid)?;
+        }
+        Ok(SharedGuard::new(self, pid))
+    }
+
+    /// Takes the exclusive latch on `pid`, loading it if needed. Entry and
+    /// errors as for [`BufferPool::optimistic`]. Exit: exclusive latch held.
+    pub fn exclusive(&self, pid: PageId) -> Result<ExclusiveGuard<'_>> {
+        self.check_pid(pid)?;
+        while !self.latch(pid).lock_exclusive() {
+            self.load(pid)?;
+        }
+        Ok(ExclusiveGuard::new(self, pid, false))
+    }
+
+    fn check_pid(&self, pid: PageId) -> Result<()> {
+        let count = self.page_count();
+        if pid.0 == 0 || pid.0 >= count {
+            return Err(Error::corruption(
+                pid,
+                format!("dangling link: no page {pid} among 1..{count}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The frame of `pid` (any id below `max_pages`).
+    pub(super) fn frame(&self, pid: PageId) -> &[crate::sync::AtomicU64] {
+        debug_assert!(pid.0 < self.max_pages);
+        self.frames
+            .words(pid.0 as usize * (self.stride / 8), self.page_size / 8)
+    }
+
+    /// The latch of `pid` (any id below `max_pages`).
+    pub(super) fn latch(&self, pid: PageId) -> Latch<'_> {
+        Latch::new(&self.states.words(pid.0 as usize, 1)[0])
+    }
+
+    /// Loads `pid` if it is not resident and no one else is loading it.
+    /// Returns `Ok` also when another thread won the race; the caller
+    /// retries its latch. Entry: no latch on `pid`. Exit: none.
+    fn load(&self, pid: PageId) -> Result<()> {
+        self.ensure_budget()?;
+        let latch = self.latch(pid);
+        if !latch.try_lock_evicted() {
+            return Ok(());
+        }
+        let mut image = vec![0u8; self.page_size];
+        if let Err(error) = self.read_page(pid, &mut image) {
+            latch.unlock_evicted();
+            return Err(error);
+        }
+        AtomicPageMut::new(self.frame(pid)).copy_from(&image);
+        self.resident.insert(pid);
+        // Relaxed: a statistic.
+        self.counters.loads.fetch_add(1, Ordering::Relaxed);
+        latch.unlock_exclusive(false);
+        Ok(())
+    }
+
+    /// Reads and verifies page `pid` from storage into `image`.
+    pub(super) fn read_page(&self, pid: PageId, image: &mut [u8]) -> Result<()> {
+        read_exact(&*self.storage, pid, pid.0 * self.page_size as u64, image)?;
+        header::verify(image, pid)?;
+        Ok(())
+    }
+
+    /// Writes the frame of `pid` to storage after the log is durable up to
+    /// its LSN. Entry: shared or exclusive latch on `pid` (the frame is
+    /// stable). Exit: same; the caller clears the dirty bit on `Ok`.
+    pub(super) fn write_back(&self, pid: PageId) -> Result<()> {
+        let mut image = vec![0u8; self.page_size];
+        AtomicPage::new(self.frame(pid)).copy_to(&mut image);
+        header::seal(&mut image);
+        let hook = self.log_flush.read().clone();
+        hook(header::lsn(image.as_slice()))?;
+        self.storage
+            .write_at(pid.0 * self.page_size as u64, &image)?;
+        // Relaxed: a statistic.
+        self.counters.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Returns the memory of `pid`'s frame. Entry: exclusive latch.
+    pub(super) fn discard(&self, pid: PageId) -> Result<()> {
+        self.frames
+            .discard(pid.0 as usize * self.stride, self.stride)
+    }
+}
+
+/// Reads exactly `buf.len()` bytes; a short file is corruption of `pid`.
+fn read_exact(storage: &dyn Storage, pid: PageId, offset: u64, buf: &mut [u8]) -> Result<()> {
+    match storage.read_at(offset, buf) {
+        Err(Error::Io(error)) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err(Error::corruption(pid, "page lies past the end of the file"))
+        }
+        other => other,
+    }
+}

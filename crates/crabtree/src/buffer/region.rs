@@ -1,0 +1,120 @@
+//! A reserved range of anonymous virtual memory seen as `AtomicU64` words.
+//!
+//! This is the only file of the buffer pool with `unsafe`. A [`Region`] is
+//! mapped `PRIVATE | NORESERVE` and zero-filled by the kernel on first touch,
+//! so reserving far more address space than memory costs nothing until a
+//! page is touched; [`Region::discard`] gives touched memory back
+//! (`MADV_DONTNEED`: the range reads as zeros afterwards).
+//!
+//! Invariants: the mapping lives exactly as long as the `Region`; every
+//! slice handed out is inside it and borrows the `Region`, so no slice
+//! outlives the mapping; all access goes through atomics, so concurrent
+//! readers and writers are not data races.
+
+use crate::sync::AtomicU64;
+use crate::{Error, Result};
+use rustix::mm::{Advice, MapFlags, ProtFlags, madvise, mmap_anonymous, munmap};
+use std::ffi::c_void;
+use std::ptr::NonNull;
+
+/// An anonymous, zero-filled mapping of `len` bytes (a multiple of 8).
+pub struct Region {
+    base: NonNull<AtomicU64>,
+    len: usize,
+}
+
+// SAFETY: the region is plain memory accessed only through `AtomicU64`,
+// which is `Sync`; the pointer is never used to create non-atomic
+// references, so sharing and sending it between threads is sound.
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// Reserves `len` bytes of zeroed, lazily backed memory.
+    pub fn new(len: usize) -> Result<Region> {
+        if len == 0 || !len.is_multiple_of(8) {
+            return Err(Error::InvalidArgument(format!("region of {len} bytes")));
+        }
+        // SAFETY: a fresh anonymous mapping at an address the kernel picks
+        // aliases no existing memory; the result is checked below.
+        let ptr = unsafe {
+            mmap_anonymous(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE | MapFlags::NORESERVE,
+            )
+        }
+        .map_err(|errno| Error::Io(errno.into()))?;
+        let base = NonNull::new(ptr.cast::<AtomicU64>())
+            .ok_or_else(|| Error::InvalidArgument("mmap returned null".into()))?;
+        Ok(Region { base, len })
+    }
+
+    /// Number of words in the region.
+    pub fn word_count(&self) -> usize {
+        self.len / 8
+    }
+
+    /// The words `start..start + count`. Panics if out of the region (a
+    /// programmer error: callers bound page ids by `max_pages` first).
+    pub fn words(&self, start: usize, count: usize) -> &[AtomicU64] {
+        let end = start.checked_add(count).expect("word range overflows");
+        assert!(
+            end <= self.word_count(),
+            "words {start}..{end} past region of {}",
+            self.word_count()
+        );
+        // SAFETY: the range is inside the mapping (checked above), which is
+        // readable and writable, page aligned (so 8-byte aligned) and
+        // zero-initialised (a valid `AtomicU64` is any 8 bytes). It lives
+        // as long as `self`, which the returned slice borrows. All access is
+        // atomic, so shared references from many threads are sound.
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(start), count) }
+    }
+
+    /// Returns the memory of bytes `offset..offset + len` to the kernel;
+    /// the range reads as zeros afterwards. Both must be multiples of the
+    /// OS page size. Callers hold the exclusive latch of every page in the
+    /// range, so no thread writes it concurrently; optimistic readers may
+    /// still load from it and see old bytes or zeros, which their
+    /// validation rejects (the latch version changes on eviction).
+    pub fn discard(&self, offset: usize, len: usize) -> Result<()> {
+        let end = offset.checked_add(len).expect("discard range overflows");
+        assert!(
+            end <= self.len,
+            "discard {offset}..{end} past region of {}",
+            self.len
+        );
+        // SAFETY: the range is inside our private anonymous mapping, so
+        // dropping its contents affects no other memory. The kernel makes
+        // the range read as zeros afterwards, a valid value for every
+        // `AtomicU64`; outstanding `&[AtomicU64]` slices stay valid (the
+        // mapping itself remains). Concurrent atomic loads observe either
+        // the old word or zero, which is no data race at the language level
+        // (the kernel replaces whole pages) and is caught by validation.
+        unsafe {
+            madvise(
+                self.base.as_ptr().cast::<u8>().add(offset).cast::<c_void>(),
+                len,
+                Advice::LinuxDontNeed,
+            )
+        }
+        .map_err(|errno| Error::Io(errno.into()))
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: `base` and `len` are exactly the mapping made in `new`;
+        // every slice into it borrowed `self`, so none is alive now.
+        let result = unsafe { munmap(self.base.as_ptr().cast::<c_void>(), self.len) };
+        debug_assert!(result.is_ok(), "munmap failed: {result:?}");
+    }
+}
+
+/// The operating system's page size (the granularity of [`Region::discard`]).
+pub fn os_page_size() -> usize {
+    rustix::param::page_size()
+}

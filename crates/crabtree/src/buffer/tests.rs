@@ -1,0 +1,236 @@
+//! Unit tests of the pool: single-threaded behaviour of loading, eviction,
+//! allocation, persistence and error paths. Concurrency is tested in
+//! `tests/{loom_latch,latch_stress,pool_stress,alloc_stress}.rs`.
+
+use super::latch::{EXCLUSIVE, Latch, MARKED, UNLOCKED, state};
+use super::*;
+use crate::ids::{Lsn, PageId};
+use crate::io::{MemStorage, Storage};
+use crate::page::bytes::{PageBuf, PageBufMut};
+use crate::page::header::{self, PageType};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering};
+use crate::{Error, Result};
+
+fn opts(frames: usize) -> PoolOptions {
+    PoolOptions {
+        page_size: 512,
+        pool_bytes: frames * 512,
+        max_pages: 4096,
+    }
+}
+
+/// MemStorage whose writes fail while `fail` is set.
+#[derive(Default)]
+struct Flaky {
+    inner: MemStorage,
+    fail: AtomicBool,
+}
+
+impl Storage for Flaky {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.inner.read_at(offset, buf)
+    }
+    fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        if self.fail.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("injected").into());
+        }
+        self.inner.write_at(offset, buf)
+    }
+    fn sync(&self) -> Result<()> {
+        self.inner.sync()
+    }
+    fn len(&self) -> Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> Result<()> {
+        self.inner.set_len(len)
+    }
+}
+
+fn new_leaf(pool: &BufferPool, tag: u64) -> PageId {
+    let mut page = pool.allocate().unwrap();
+    let pid = page.pid();
+    let mut frame = page.page_mut();
+    header::init(&mut frame, pid, PageType::Leaf, 0);
+    frame.write_u64(100, tag);
+    pid
+}
+
+#[test]
+fn latch_state_machine() {
+    let word = AtomicU64::new(UNLOCKED);
+    let latch = Latch::new(&word);
+    let seen = latch.optimistic().unwrap();
+    assert!(latch.lock_shared() && latch.lock_shared());
+    assert!(latch.validate(seen), "shared holders do not invalidate");
+    assert!(!latch.try_upgrade(seen), "no upgrade while shared is held");
+    latch.unlock_shared();
+    latch.unlock_shared();
+    assert!(latch.try_upgrade(seen));
+    assert_eq!(state(latch.peek()), EXCLUSIVE);
+    assert!(!latch.validate(seen));
+    latch.unlock_exclusive(true);
+    assert!(!latch.validate(seen), "version bumped");
+    assert!(latch.is_dirty());
+    assert!(latch.try_mark());
+    assert_eq!(state(latch.peek()), MARKED);
+    let again = latch.optimistic().unwrap();
+    assert_eq!(state(latch.peek()), UNLOCKED, "access resets the mark");
+    assert!(latch.validate(again));
+    assert!(latch.lock_exclusive());
+    latch.unlock_evicted();
+    assert!(latch.optimistic().is_none() && !latch.lock_shared() && !latch.lock_exclusive());
+    assert!(!latch.is_dirty());
+}
+
+#[test]
+fn create_write_evict_reload_reopen() {
+    let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
+    let pool = BufferPool::create(storage.clone(), opts(16)).unwrap();
+    let pids: Vec<PageId> = (0..200).map(|tag| new_leaf(&pool, tag)).collect();
+    assert!(pool.stats().evictions > 0 && pool.stats().resident <= 16 + 1);
+    for (tag, &pid) in pids.iter().enumerate() {
+        let guard = pool.optimistic(pid).unwrap();
+        let read = guard.page().read_u64(100);
+        guard.validate().unwrap();
+        assert_eq!(read, tag as u64);
+    }
+    pool.set_root(2, pids[7]);
+    pool.flush().unwrap();
+    drop(pool);
+    let pool = BufferPool::open(
+        storage,
+        PoolOptions {
+            page_size: 4096,
+            ..opts(16)
+        },
+    )
+    .unwrap();
+    assert_eq!(pool.page_size(), 512, "file's page size adopted");
+    assert_eq!(pool.root(2), pids[7]);
+    assert_eq!(pool.page_count(), 201);
+    for (tag, &pid) in pids.iter().enumerate() {
+        assert_eq!(pool.shared(pid).unwrap().page().read_u64(100), tag as u64);
+    }
+}
+
+#[test]
+fn bad_ids_and_corrupt_pages_are_errors() {
+    let storage = Arc::new(MemStorage::new());
+    let pool = BufferPool::create(storage.clone(), opts(16)).unwrap();
+    let pid = new_leaf(&pool, 1);
+    assert!(matches!(
+        pool.optimistic(PageId(0)),
+        Err(Error::Corruption { .. })
+    ));
+    assert!(matches!(
+        pool.exclusive(PageId(99)),
+        Err(Error::Corruption {
+            page: PageId(99),
+            ..
+        })
+    ));
+    pool.flush().unwrap();
+    drop(pool);
+    // Flip a byte of the page on disk.
+    let mut byte = [0u8; 1];
+    storage.read_at(512 + 200, &mut byte).unwrap();
+    storage.write_at(512 + 200, &[byte[0] ^ 1]).unwrap();
+    let pool = BufferPool::open(storage, opts(16)).unwrap();
+    assert!(matches!(pool.shared(pid), Err(Error::Corruption { page, .. }) if page == pid));
+}
+
+#[test]
+fn database_full_and_bad_options() {
+    let pool = BufferPool::create(
+        Arc::new(MemStorage::new()),
+        PoolOptions {
+            max_pages: 3,
+            ..opts(16)
+        },
+    )
+    .unwrap();
+    let _a = pool.allocate().unwrap();
+    let _b = pool.allocate().unwrap();
+    assert!(matches!(
+        pool.allocate(),
+        Err(Error::DatabaseFull { pages: 3 })
+    ));
+    assert!(
+        BufferPool::create(Arc::new(MemStorage::new()), opts(3)).is_err(),
+        "too few frames"
+    );
+    let bad_size = PoolOptions {
+        page_size: 1000,
+        ..opts(16)
+    };
+    assert!(BufferPool::create(Arc::new(MemStorage::new()), bad_size).is_err());
+    assert!(
+        BufferPool::open(Arc::new(MemStorage::new()), opts(16)).is_err(),
+        "empty file"
+    );
+}
+
+#[test]
+fn log_hook_runs_before_write_and_errors_are_returned() {
+    let storage = Arc::new(Flaky::default());
+    let pool = BufferPool::create(storage.clone(), opts(16)).unwrap();
+    let flushed = Arc::new(Mutex::new(Vec::new()));
+    let seen = flushed.clone();
+    pool.set_log_flush(Arc::new(move |lsn| {
+        seen.lock().push(lsn);
+        Ok(())
+    }));
+    let pid = new_leaf(&pool, 5);
+    header::set_lsn(&mut pool.exclusive(pid).unwrap().page_mut(), Lsn(77));
+    pool.flush().unwrap();
+    assert!(flushed.lock().contains(&Lsn(77)));
+    new_leaf(&pool, 6);
+    storage.fail.store(true, Ordering::Relaxed);
+    assert!(
+        matches!(pool.flush(), Err(Error::Io(_))),
+        "flush write failure returned"
+    );
+    // Eviction write-back failures surface too, and pages stay intact.
+    let err = (0..100)
+        .map(|tag| {
+            pool.allocate()
+                .map(|mut g| g.page_mut().write_u64(100, tag))
+        })
+        .find(Result::is_err);
+    assert!(matches!(err, Some(Err(Error::Io(_)))));
+    storage.fail.store(false, Ordering::Relaxed);
+    pool.flush().unwrap();
+    pool.set_log_flush(Arc::new(|_| Err(Error::Poisoned)));
+    new_leaf(&pool, 8);
+    assert!(
+        matches!(pool.flush(), Err(Error::Poisoned)),
+        "log hook error stops the write"
+    );
+}
+
+#[test]
+fn free_list_reuse_and_persistence() {
+    let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
+    let pool = BufferPool::create(storage.clone(), opts(16)).unwrap();
+    let pids: Vec<PageId> = (0..300).map(|tag| new_leaf(&pool, tag)).collect();
+    for &pid in &pids[10..250] {
+        pool.free(pool.exclusive(pid).unwrap());
+    }
+    let count = pool.page_count();
+    let reused = pool.allocate().unwrap().pid();
+    assert!(
+        pids[10..250].contains(&reused),
+        "free page reused before growth"
+    );
+    assert_eq!(pool.page_count(), count);
+    pool.flush().unwrap();
+    let mut free = pool.free_pages();
+    drop(pool);
+    let pool = BufferPool::open(storage, opts(16)).unwrap();
+    let mut reopened = pool.free_pages();
+    free.sort();
+    reopened.sort();
+    assert_eq!(free, reopened);
+    assert_eq!(pool.shared(pids[5]).unwrap().page().read_u64(100), 5);
+}
