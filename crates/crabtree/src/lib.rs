@@ -20,6 +20,7 @@ pub mod ids;
 pub mod io;
 pub mod limits;
 
+mod btree;
 mod buffer;
 mod page;
 mod sync;
@@ -30,6 +31,7 @@ pub use ids::{Lsn, PageId};
 /// Low-level layers (buffer pool, page formats) for tools, benchmarks and
 /// tests. No stability promise: these change with the engine.
 pub mod raw {
+    pub use crate::btree::{BTree, LevelReport, Range, VerifyReport};
     pub use crate::buffer::{
         BufferPool, ExclusiveGuard, LogFlush, OptimisticGuard, PoolOptions, PoolStats, Restart, SharedGuard,
     };

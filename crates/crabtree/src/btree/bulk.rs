@@ -39,7 +39,7 @@ impl BTree {
         let old_root = self.root();
         {
             let guard = self.pool.shared(old_root)?;
-            let node = Node::new(&guard.page(), old_root)?;
+            let node = Node::new(guard.page(), old_root)?;
             if !node.is_leaf() || !node.is_empty() {
                 return Err(Error::InvalidArgument("bulk_load needs an empty tree".into()));
             }
@@ -89,7 +89,7 @@ impl BTree {
             }
             let cell = stored.cell(key);
             let room = open.as_ref().map_or(Ok(false), |current| {
-                let node = Node::new(&current.guard.page(), current.guard.pid())?;
+                let node = Node::new(current.guard.page(), current.guard.pid())?;
                 Ok::<bool, Error>(node.free_space() >= cell.size() + SLOT_SIZE + budget.max(key.len()))
             })?;
             if !room {
@@ -138,7 +138,7 @@ impl BTree {
         for (low, child) in children {
             let key = low.as_deref().unwrap_or(b"");
             let room = open.as_ref().map_or(Ok(false), |current| {
-                let node = Node::new(&current.guard.page(), current.guard.pid())?;
+                let node = Node::new(current.guard.page(), current.guard.pid())?;
                 let cell = CellData::Inner { key, child: *child };
                 Ok::<bool, Error>(node.free_space() >= cell.size() + SLOT_SIZE + budget.max(key.len()))
             })?;

@@ -40,7 +40,7 @@ impl BTree {
         // A key inside L's range (its high key) leads to the parent level.
         let high = {
             let leaf = self.pool.exclusive(pid)?;
-            let node = Node::new(&leaf.page(), pid)?;
+            let node = Node::new(leaf.page(), pid)?;
             let head = *node.header();
             if !node.is_empty() || head.level != 0 || head.right.is_none() || head.flags & FLAG_DELETED != 0 {
                 return Ok(());
@@ -67,7 +67,7 @@ impl BTree {
     fn mark_half_dead(&self, pid: PageId, parent_pid: PageId) -> Result<bool> {
         let mut leaf = self.pool.exclusive(pid)?;
         let (right, high) = {
-            let node = Node::new(&leaf.page(), pid)?;
+            let node = Node::new(leaf.page(), pid)?;
             let head = *node.header();
             if head.flags & FLAG_HALF_DEAD != 0 {
                 // An earlier attempt got this far: finish it.
@@ -81,7 +81,7 @@ impl BTree {
         };
         let mut parent = self.pool.exclusive(parent_pid)?;
         loop {
-            let node = Node::new(&parent.page(), parent.pid())?;
+            let node = Node::new(parent.page(), parent.pid())?;
             let head = *node.header();
             if head.level != 1 {
                 return Ok(false);
@@ -95,7 +95,7 @@ impl BTree {
         }
         let ppid = parent.pid();
         let index = {
-            let node = Node::new(&parent.page(), ppid)?;
+            let node = Node::new(parent.page(), ppid)?;
             let Some(index) = (0..node.len()).find(|&i| node.child(i).ok() == Some(pid)) else {
                 return Ok(false);
             };
@@ -105,7 +105,7 @@ impl BTree {
             index
         };
         {
-            let key = Node::new(&parent.page(), ppid)?.key(index)?;
+            let key = Node::new(parent.page(), ppid)?.key(index)?;
             let mut page = parent.page_mut();
             let mut node = NodeMut::new(&mut page, ppid)?;
             node.replace(index, &CellData::Inner { key: &key, child: right })?;
@@ -123,7 +123,7 @@ impl BTree {
             let mut left = match left_hint {
                 Some(left) => {
                     let guard = self.pool.exclusive(left)?;
-                    let node = Node::new(&guard.page(), left)?;
+                    let node = Node::new(guard.page(), left)?;
                     if node.header().right != Some(pid) || node.header().flags & FLAG_DELETED != 0 {
                         // A split or delete moved our neighbour: look again.
                         drop(node);
@@ -136,7 +136,7 @@ impl BTree {
                 None => None,
             };
             let mut leaf = self.pool.exclusive(pid)?;
-            let head = *Node::new(&leaf.page(), pid)?.header();
+            let head = *Node::new(leaf.page(), pid)?.header();
             if head.flags & FLAG_DELETED != 0 {
                 return Ok(());
             }
@@ -164,7 +164,7 @@ impl BTree {
 /// Sets `flag` on a latched node.
 fn set_flag(guard: &mut ExclusiveGuard<'_>, flag: u16) -> Result<()> {
     let pid = guard.pid();
-    let flags = Node::new(&guard.page(), pid)?.header().flags;
+    let flags = Node::new(guard.page(), pid)?.header().flags;
     NodeMut::new(&mut guard.page_mut(), pid)?.set_flags(flags | flag);
     Ok(())
 }

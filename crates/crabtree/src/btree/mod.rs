@@ -52,8 +52,11 @@ mod value;
 mod verify;
 mod write;
 
+#[cfg(test)]
+mod tests;
+
 pub use iter::Range;
-pub use verify::VerifyReport;
+pub use verify::{LevelReport, VerifyReport};
 
 use crate::buffer::{BufferPool, Restart};
 use crate::ids::PageId;

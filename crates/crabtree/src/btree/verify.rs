@@ -79,7 +79,7 @@ impl BTree {
         let root = self.root();
         let root_level = {
             let guard = self.pool.shared(root)?;
-            Node::new(&guard.page(), root)?.header().level
+            Node::new(guard.page(), root)?.header().level
         };
         let mut expected = vec![Expected { pid: root, high: None }];
         report.levels = vec![LevelReport::default(); usize::from(root_level) + 1];

@@ -36,7 +36,7 @@ impl BTree {
                 let pid = guard.pid();
                 drop(guard);
                 let leaf = self.pool.exclusive(pid)?;
-                let node = Node::new(&leaf.page(), pid)?;
+                let node = Node::new(leaf.page(), pid)?;
                 let dead = node.header().flags & (FLAG_HALF_DEAD | FLAG_DELETED) != 0;
                 if dead || node.is_above_high_key(key)? {
                     return Err(Step::Restart);
@@ -44,7 +44,7 @@ impl BTree {
                 leaf
             }
         };
-        let flags = Node::new(&leaf.page(), leaf.pid())?.header().flags;
+        let flags = Node::new(leaf.page(), leaf.pid())?.header().flags;
         if flags & FLAG_INCOMPLETE_SPLIT != 0 {
             self.finish_split(leaf, path)?;
             return Err(Step::Restart);
@@ -68,8 +68,6 @@ impl BTree {
             let node = Node::new(&page, pid)?;
             match node.search(key)? {
                 Ok(slot) => {
-                    let guard = ReadGuard::Optimistic(self.pool.optimistic(pid).map_err(Step::Fail)?);
-                    drop(guard);
                     let (old, pages) = self.read_owned_value(&node, slot)?;
                     (Ok(slot), Some(old), pages)
                 }
@@ -77,7 +75,7 @@ impl BTree {
             }
         };
         let fits = {
-            let node = Node::new(&leaf.page(), pid)?;
+            let node = Node::new(leaf.page(), pid)?;
             let freed = match slot {
                 Ok(index) => node.cell(index)?.size + SLOT_SIZE,
                 Err(_) => 0,
@@ -106,14 +104,9 @@ impl BTree {
     }
 
     /// The value of cell `slot` of a latched leaf, and its overflow pages.
-    fn read_owned_value(&self, node: &Node<'_, crate::page::AtomicPage<'_>>, slot: usize) -> Result<(Vec<u8>, Vec<PageId>)> {
+    fn read_owned_value<P: crate::page::PageBuf>(&self, node: &Node<P>, slot: usize) -> Result<(Vec<u8>, Vec<PageId>)> {
         match node.value_ref(slot)? {
-            ValueRef::Inline { offset, len } => {
-                use crate::page::PageBuf;
-                let mut bytes = vec![0u8; len];
-                node_page_read(node, offset, &mut bytes);
-                Ok((bytes, Vec::new()))
-            }
+            ValueRef::Inline { offset, len } => Ok((node.read_bytes(offset, len), Vec::new())),
             ValueRef::Overflow { first, len } => loop {
                 match self.read_chain(first, len) {
                     Ok(read) => return Ok(read),
@@ -247,7 +240,7 @@ impl BTree {
         path: &Path,
     ) -> Result<()> {
         let child_pid = child.pid();
-        let level = Node::new(&child.page(), child_pid)?.header().level;
+        let level = Node::new(child.page(), child_pid)?.header().level;
         let parent_level = level + 1;
         let remembered = path.iter().rev().find(|(l, _)| *l == parent_level).map(|&(_, pid)| pid);
         let parent_pid = match remembered {
@@ -266,7 +259,7 @@ impl BTree {
         };
         let mut parent = self.pool.exclusive(parent_pid)?;
         loop {
-            let node = Node::new(&parent.page(), parent.pid())?;
+            let node = Node::new(parent.page(), parent.pid())?;
             let head = *node.header();
             let dead = head.flags & (FLAG_HALF_DEAD | FLAG_DELETED) != 0;
             if !dead && !node.is_above_high_key(separator)? {
@@ -351,7 +344,7 @@ impl BTree {
 /// Clears `INCOMPLETE_SPLIT` on a latched node.
 fn clear_incomplete(guard: &mut ExclusiveGuard<'_>) -> Result<()> {
     let pid = guard.pid();
-    let flags = Node::new(&guard.page(), pid)?.header().flags;
+    let flags = Node::new(guard.page(), pid)?.header().flags;
     let mut page = guard.page_mut();
     NodeMut::new(&mut page, pid)?.set_flags(flags & !FLAG_INCOMPLETE_SPLIT);
     Ok(())

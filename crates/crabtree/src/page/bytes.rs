@@ -69,6 +69,20 @@ pub trait PageBuf {
     }
 }
 
+impl<T: PageBuf + ?Sized> PageBuf for &T {
+    fn size(&self) -> usize {
+        (**self).size()
+    }
+
+    fn read_into(&self, offset: usize, out: &mut [u8]) {
+        (**self).read_into(offset, out)
+    }
+
+    fn compare(&self, offset: usize, len: usize, key: &[u8]) -> CmpOrdering {
+        (**self).compare(offset, len, key)
+    }
+}
+
 /// Write access to a page's bytes (only the exclusive latch holder has it).
 pub trait PageBufMut: PageBuf {
     /// Writes `data` at `offset`.

@@ -140,16 +140,17 @@ fn corrupt(pid: PageId, reason: impl Into<String>) -> Error {
 }
 
 /// Read access to a node in any page buffer. Every method validates.
-pub struct Node<'p, P: PageBuf + ?Sized> {
-    page: &'p P,
+pub struct Node<P: PageBuf> {
+    page: P,
     pid: PageId,
     head: NodeHeader,
 }
 
-impl<'p, P: PageBuf + ?Sized> Node<'p, P> {
-    /// Decodes and validates the header of node `pid`.
-    pub fn new(page: &'p P, pid: PageId) -> Result<Self> {
-        let head = read_header(page, pid)?;
+impl<P: PageBuf> Node<P> {
+    /// Decodes and validates the header of node `pid`. `page` is a page
+    /// buffer or a reference to one.
+    pub fn new(page: P, pid: PageId) -> Result<Self> {
+        let head = read_header(&page, pid)?;
         Ok(Node { page, pid, head })
     }
 
@@ -274,6 +275,12 @@ impl<'p, P: PageBuf + ?Sized> Node<'p, P> {
             key_len,
             size: cell_size,
         })
+    }
+
+    /// A copy of `len` bytes at `offset` (from a validated [`ValueRef`] or
+    /// [`Cell`]).
+    pub fn read_bytes(&self, offset: usize, len: usize) -> Vec<u8> {
+        self.page.read_vec(offset, len)
     }
 
     /// A copy of the key of cell `index`.
@@ -554,7 +561,7 @@ impl<'p, P: PageBufMut + ?Sized> NodeMut<'p, P> {
     }
 
     /// Read view of the node.
-    pub fn as_node(&self) -> Result<Node<'_, P>> {
+    pub fn as_node(&self) -> Result<Node<&P>> {
         Node::new(&*self.page, self.pid)
     }
 

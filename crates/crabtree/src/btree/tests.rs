@@ -1,0 +1,108 @@
+//! Single-threaded tests of the tree against a model.
+
+use super::BTree;
+use crate::buffer::{BufferPool, PoolOptions};
+use crate::io::MemStorage;
+use crate::sync::Arc;
+use std::collections::BTreeMap;
+
+pub(crate) fn tree(page_size: usize, pool_pages: usize) -> BTree {
+    let options = PoolOptions {
+        page_size,
+        pool_bytes: page_size * pool_pages,
+        max_pages: 1 << 20,
+    };
+    let pool = BufferPool::create(Arc::new(MemStorage::new()), options).unwrap();
+    BTree::create(Arc::new(pool)).unwrap()
+}
+
+fn key(i: u32) -> Vec<u8> {
+    format!("key{i:08}").into_bytes()
+}
+
+fn assert_verified(tree: &BTree) {
+    let report = tree.verify().unwrap();
+    assert!(report.is_ok(), "verify failed: {:?}", &report.violations[..report.violations.len().min(10)]);
+}
+
+#[test]
+fn sequential_insert_get_remove() {
+    let tree = tree(512, 64);
+    for i in 0..3000 {
+        assert_eq!(tree.insert(&key(i), format!("v{i}").as_bytes()).unwrap(), None);
+    }
+    assert_verified(&tree);
+    let report = tree.verify().unwrap();
+    assert!(report.levels.len() >= 3, "expected a deep tree, got {:?}", report.levels);
+    for i in 0..3000 {
+        assert_eq!(tree.get(&key(i)).unwrap(), Some(format!("v{i}").into_bytes()), "key {i}");
+    }
+    assert_eq!(tree.get(b"nope").unwrap(), None);
+    assert_eq!(tree.len(), 3000);
+    for i in (0..3000).step_by(2) {
+        assert_eq!(tree.remove(&key(i)).unwrap(), Some(format!("v{i}").into_bytes()));
+    }
+    assert_verified(&tree);
+    let all: Vec<_> = tree.range::<&[u8], _>(..).map(|r| r.unwrap().0).collect();
+    let want: Vec<_> = (1..3000).step_by(2).map(key).collect();
+    assert_eq!(all, want);
+    let back: Vec<_> = tree.range::<&[u8], _>(..).rev().map(|r| r.unwrap().0).collect();
+    assert_eq!(back, want.iter().rev().cloned().collect::<Vec<_>>());
+}
+
+#[test]
+fn random_operations_match_a_btreemap() {
+    let tree = tree(512, 32);
+    let mut model = BTreeMap::new();
+    let mut rng = fastrand::Rng::with_seed(42);
+    for step in 0..20000 {
+        let k = key(rng.u32(0..2000));
+        match rng.u8(0..10) {
+            0..=4 => {
+                let len = if rng.u8(0..20) == 0 { rng.usize(100..3000) } else { rng.usize(0..40) };
+                let v: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+                assert_eq!(tree.insert(&k, &v).unwrap(), model.insert(k.clone(), v), "step {step}");
+            }
+            5..=7 => assert_eq!(tree.remove(&k).unwrap(), model.remove(&k), "step {step}"),
+            _ => assert_eq!(tree.get(&k).unwrap(), model.get(&k).cloned(), "step {step}"),
+        }
+        if step % 5000 == 0 {
+            assert_verified(&tree);
+        }
+    }
+    assert_verified(&tree);
+    let all: Vec<_> = tree.range::<&[u8], _>(..).map(|r| r.unwrap()).collect();
+    let want: Vec<_> = model.into_iter().collect();
+    assert_eq!(all, want);
+}
+
+#[test]
+fn delete_everything_frees_almost_every_page() {
+    // Leaves are deleted, inner nodes are not, and each level-1 node keeps
+    // its last child: with 4 KiB pages that is about 1.5% of the pages.
+    let tree = tree(4096, 256);
+    let value = [7u8; 100];
+    for i in 0..50_000 {
+        tree.insert(&key(i), &value).unwrap();
+    }
+    let full = tree.verify().unwrap();
+    for i in 0..50_000 {
+        tree.remove(&key(i)).unwrap();
+    }
+    tree.reclaim().unwrap();
+    let empty = tree.verify().unwrap();
+    assert!(empty.is_ok(), "{:?}", empty.violations);
+    let live = empty.page_count - 1 - empty.free_pages - empty.retired_pages;
+    assert!(
+        live * 20 < full.page_count,
+        "live {live} of {} pages after deleting everything ({:?})",
+        empty.page_count,
+        empty.levels
+    );
+    let before = tree.pool.page_count();
+    for i in 0..50_000 {
+        tree.insert(&key(i), &value).unwrap();
+    }
+    assert!(tree.pool.page_count() <= before + 2, "file grew from {before} to {}", tree.pool.page_count());
+    assert_verified(&tree);
+}
