@@ -97,7 +97,9 @@ fn allocation_is_unique_and_free_pages_are_reused() {
     let count = pool.page_count();
     let some: Vec<PageId> = live.lock().pages.iter().copied().take(50).collect();
     some.iter().for_each(|&pid| free(&pool, &live, pid));
-    (0..some.len()).for_each(|_| drop(allocate(&pool, &live)));
+    (0..some.len()).for_each(|_| {
+        allocate(&pool, &live);
+    });
     assert_eq!(
         pool.page_count(),
         count,

@@ -97,6 +97,7 @@ pub struct Latch<'a> {
 
 impl<'a> Latch<'a> {
     /// Wraps a state word.
+    #[inline]
     pub fn new(word: &'a AtomicU64) -> Self {
         Latch { word }
     }
@@ -113,6 +114,7 @@ impl<'a> Latch<'a> {
     ///
     /// Entry: no latch on this page. Exit: none (nothing is written unless
     /// the page was MARKED, which is reset to UNLOCKED).
+    #[inline]
     pub fn optimistic(&self) -> Option<u64> {
         loop {
             // Acquire: pairs with the Release unlock of the last exclusive
@@ -141,6 +143,7 @@ impl<'a> Latch<'a> {
 
     /// Whether no writer latched the page since `observed` was read (so
     /// every relaxed read made in between saw a consistent page).
+    #[inline]
     pub fn validate(&self, observed: u64) -> bool {
         // Acquire fence: if any page read since `observed` saw a store made
         // after some writer's locking CAS + Release fence, this fence

@@ -189,6 +189,7 @@ impl BufferPool {
 
     /// Number of pages in the file (including the header page and free
     /// pages).
+    #[inline]
     pub fn page_count(&self) -> u64 {
         // Acquire: pairs with the Release store in `allocate`, so an id
         // below the count we see was fully handed out.
@@ -229,6 +230,7 @@ impl BufferPool {
     /// Exit: no latch held; validate before trusting what was read.
     /// Errors: `Corruption` for an id outside `1..page_count` or a page
     /// that fails verification; I/O errors; a failed eviction write-back.
+    #[inline]
     pub fn optimistic(&self, pid: PageId) -> Result<OptimisticGuard<'_>> {
         self.check_pid(pid)?;
         loop {
@@ -259,6 +261,7 @@ impl BufferPool {
         Ok(ExclusiveGuard::new(self, pid, false))
     }
 
+    #[inline]
     fn check_pid(&self, pid: PageId) -> Result<()> {
         let count = self.page_count();
         if pid.0 == 0 || pid.0 >= count {
@@ -271,6 +274,7 @@ impl BufferPool {
     }
 
     /// The frame of `pid` (any id below `max_pages`).
+    #[inline]
     pub(super) fn frame(&self, pid: PageId) -> &[crate::sync::AtomicU64] {
         debug_assert!(pid.0 < self.max_pages);
         self.frames
@@ -278,6 +282,7 @@ impl BufferPool {
     }
 
     /// The latch of `pid` (any id below `max_pages`).
+    #[inline]
     pub(super) fn latch(&self, pid: PageId) -> Latch<'_> {
         Latch::new(&self.states.words(pid.0 as usize, 1)[0])
     }

@@ -53,12 +53,14 @@ impl Region {
     }
 
     /// Number of words in the region.
+    #[inline]
     pub fn word_count(&self) -> usize {
         self.len / 8
     }
 
     /// The words `start..start + count`. Panics if out of the region (a
     /// programmer error: callers bound page ids by `max_pages` first).
+    #[inline]
     pub fn words(&self, start: usize, count: usize) -> &[AtomicU64] {
         let end = start.checked_add(count).expect("word range overflows");
         assert!(
