@@ -69,9 +69,6 @@ pub enum Error {
 impl Error {
     /// Shorthand for a [`Error::Corruption`] naming `page`.
     pub fn corruption(page: PageId, reason: impl Into<String>) -> Error {
-        Error::Corruption {
-            page,
-            reason: reason.into(),
-        }
+        Error::Corruption { page, reason: reason.into() }
     }
 }

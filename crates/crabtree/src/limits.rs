@@ -52,6 +52,5 @@ const _: () = assert!(PAGE_SIZE_MAX <= u16::MAX as usize + 1);
 const _: () = assert!(PAGE_SIZE_MIN % 8 == 0);
 // Three maximal keys plus per-cell overhead and the header fit in the
 // smallest page.
-const _: () =
-    assert!(3 * (key_size_max(PAGE_SIZE_MIN) + 32) + PAGE_HEADER_SIZE + 64 <= PAGE_SIZE_MIN);
+const _: () = assert!(3 * (key_size_max(PAGE_SIZE_MIN) + 32) + PAGE_HEADER_SIZE + 64 <= PAGE_SIZE_MIN);
 const _: () = assert!(key_size_max(PAGE_SIZE_MIN) >= 64);

@@ -17,14 +17,7 @@ pub fn park(key: &AtomicU64, should_park: impl FnOnce() -> bool) {
     // bucket lock and must not panic or call into parking_lot; ours only load
     // an atomic. The key is an address we own for the duration of the call.
     unsafe {
-        parking_lot_core::park(
-            addr,
-            should_park,
-            || {},
-            |_, _| {},
-            parking_lot_core::DEFAULT_PARK_TOKEN,
-            None,
-        );
+        parking_lot_core::park(addr, should_park, || {}, |_, _| {}, parking_lot_core::DEFAULT_PARK_TOKEN, None);
     }
 }
 

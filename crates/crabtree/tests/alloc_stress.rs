@@ -27,11 +27,7 @@ fn ops_per_thread() -> usize {
 }
 
 fn opts() -> PoolOptions {
-    PoolOptions {
-        page_size: PAGE,
-        pool_bytes: 64 * PAGE,
-        max_pages: 1 << 20,
-    }
+    PoolOptions { page_size: PAGE, pool_bytes: 64 * PAGE, max_pages: 1 << 20 }
 }
 
 struct Live {
@@ -42,10 +38,7 @@ struct Live {
 fn allocate(pool: &BufferPool, live: &Mutex<Live>) -> PageId {
     let mut guard = pool.allocate().unwrap();
     let pid = guard.pid();
-    assert!(
-        (24..PAGE).step_by(8).all(|o| guard.page().read_u64(o) == 0),
-        "{pid:?} not zeroed"
-    );
+    assert!((24..PAGE).step_by(8).all(|o| guard.page().read_u64(o) == 0), "{pid:?} not zeroed");
     let mut page = guard.page_mut();
     header::init(&mut page, pid, PageType::Leaf, 0);
     page.write_u64(24, pid.0);
@@ -65,10 +58,7 @@ fn free(pool: &BufferPool, live: &Mutex<Live>, pid: PageId) {
 fn allocation_is_unique_and_free_pages_are_reused() {
     let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
     let pool = BufferPool::create(storage.clone(), opts()).unwrap();
-    let live = Mutex::new(Live {
-        pages: HashSet::new(),
-        peak: 0,
-    });
+    let live = Mutex::new(Live { pages: HashSet::new(), peak: 0 });
     std::thread::scope(|scope| {
         for thread in 0..THREADS {
             let (pool, live) = (&pool, &live);
@@ -88,21 +78,16 @@ fn allocation_is_unique_and_free_pages_are_reused() {
     let peak = live.lock().peak;
     let grown = pool.page_count() - 1;
     eprintln!("pages {grown}, peak live {peak}, {:?}", pool.stats());
-    assert!(
-        grown as usize <= peak + THREADS,
-        "grew to {grown} pages with at most {peak} live"
-    );
+    assert!(grown as usize <= peak + THREADS, "grew to {grown} pages with at most {peak} live");
 
     // Sequentially: freeing k pages then allocating k must not grow.
     let count = pool.page_count();
     let some: Vec<PageId> = live.lock().pages.iter().copied().take(50).collect();
     some.iter().for_each(|&pid| free(&pool, &live, pid));
-    (0..some.len()).for_each(|_| drop(allocate(&pool, &live)));
-    assert_eq!(
-        pool.page_count(),
-        count,
-        "free pages were not reused before growth"
-    );
+    (0..some.len()).for_each(|_| {
+        allocate(&pool, &live);
+    });
+    assert_eq!(pool.page_count(), count, "free pages were not reused before growth");
 
     pool.flush().unwrap();
     let count = pool.page_count();
@@ -113,10 +98,7 @@ fn allocation_is_unique_and_free_pages_are_reused() {
     let free_set: HashSet<PageId> = free.iter().copied().collect();
     assert_eq!(free.len(), free_set.len(), "duplicate in the free list");
     let live = live.into_inner().pages;
-    assert!(
-        live.is_disjoint(&free_set),
-        "a live page is on the free list"
-    );
+    assert!(live.is_disjoint(&free_set), "a live page is on the free list");
     let all: HashSet<PageId> = (1..count).map(PageId).collect();
     let union: HashSet<PageId> = live.union(&free_set).copied().collect();
     assert_eq!(union, all, "live and free do not cover 1..page_count");

@@ -61,11 +61,7 @@ fn consistent(image: &[u8]) -> bool {
 
 #[test]
 fn readers_never_see_a_torn_page() {
-    let opts = PoolOptions {
-        page_size: PAGE,
-        pool_bytes: 64 * PAGE,
-        max_pages: 1024,
-    };
+    let opts = PoolOptions { page_size: PAGE, pool_bytes: 64 * PAGE, max_pages: 1024 };
     let pool = BufferPool::create(Arc::new(MemStorage::new()), opts).unwrap();
     let pids: Vec<PageId> = (0..4)
         .map(|_| {
@@ -83,17 +79,14 @@ fn readers_never_see_a_torn_page() {
     let restarts = AtomicU64::new(0);
     std::thread::scope(|scope| {
         for thread in 0..THREADS {
-            let (pool, pids, seeds, validated, restarts) =
-                (&pool, &pids, &seeds, &validated, &restarts);
+            let (pool, pids, seeds, validated, restarts) = (&pool, &pids, &seeds, &validated, &restarts);
             scope.spawn(move || {
                 let mut rng = fastrand::Rng::with_seed(thread as u64);
                 let mut image = vec![0u8; PAGE];
                 for _ in 0..ops_per_thread() {
                     let pid = pids[rng.usize(..pids.len())];
                     match rng.u8(0..10) {
-                        0..=1 => {
-                            write_page(pool, pid, seeds.fetch_add(1, Ordering::Relaxed)).unwrap()
-                        }
+                        0..=1 => write_page(pool, pid, seeds.fetch_add(1, Ordering::Relaxed)).unwrap(),
                         2..=3 => {
                             let guard = pool.shared(pid).unwrap();
                             guard.page().copy_to(&mut image);
@@ -117,8 +110,5 @@ fn readers_never_see_a_torn_page() {
     });
     let (validated, restarts) = (validated.into_inner(), restarts.into_inner());
     eprintln!("validated optimistic reads: {validated}, restarts: {restarts}");
-    assert!(
-        validated > ops_per_thread(),
-        "too few validated reads: {validated}"
-    );
+    assert!(validated > ops_per_thread(), "too few validated reads: {validated}");
 }

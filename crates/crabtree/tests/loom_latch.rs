@@ -157,10 +157,7 @@ fn upgrade_is_exclusive_and_sees_no_stale_version() {
         }
         other.join().unwrap();
         let total = p.cell.with(|v| unsafe { *v });
-        assert!(
-            (1..=2).contains(&total),
-            "at least one upgrade wins: {total}"
-        );
+        assert!((1..=2).contains(&total), "at least one upgrade wins: {total}");
     });
 }
 

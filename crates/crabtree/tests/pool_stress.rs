@@ -31,11 +31,7 @@ fn ops_per_thread() -> usize {
 }
 
 fn opts() -> PoolOptions {
-    PoolOptions {
-        page_size: PAGE,
-        pool_bytes: FRAMES * PAGE,
-        max_pages: 1 << 16,
-    }
+    PoolOptions { page_size: PAGE, pool_bytes: FRAMES * PAGE, max_pages: 1 << 16 }
 }
 
 fn word(pid: PageId, version: u64, offset: usize) -> u64 {
@@ -57,9 +53,7 @@ fn fill(pool: &BufferPool, pid: PageId, version: u64) -> Result<()> {
 fn decode(page: AtomicPage<'_>, pid: PageId) -> Option<u64> {
     let version = page.read_u64(32);
     let whole = page.read_u64(24) == pid.0
-        && (40..PAGE)
-            .step_by(8)
-            .all(|offset| page.read_u64(offset) == word(pid, version, offset));
+        && (40..PAGE).step_by(8).all(|offset| page.read_u64(offset) == word(pid, version, offset));
     whole.then_some(version)
 }
 
@@ -75,17 +69,12 @@ fn read_optimistic(pool: &BufferPool, pid: PageId) -> u64 {
 
 fn read_shared(pool: &BufferPool, pid: PageId) -> u64 {
     let guard = pool.shared(pid).unwrap();
-    decode(guard.page(), pid)
-        .unwrap_or_else(|| panic!("shared read of {pid:?} is not a whole page"))
+    decode(guard.page(), pid).unwrap_or_else(|| panic!("shared read of {pid:?} is not a whole page"))
 }
 
 fn check_all(pool: &BufferPool, pids: &[PageId], model: &[Mutex<u64>]) {
     for (index, &pid) in pids.iter().enumerate() {
-        assert_eq!(
-            read_shared(pool, pid),
-            *model[index].lock(),
-            "{pid:?} differs from the model"
-        );
+        assert_eq!(read_shared(pool, pid), *model[index].lock(), "{pid:?} differs from the model");
     }
 }
 
@@ -120,11 +109,7 @@ fn eviction_under_load_keeps_every_write() {
                         }
                         3..=5 => {
                             let expected = model[index].lock();
-                            assert_eq!(
-                                read_optimistic(pool, pid),
-                                *expected,
-                                "stale optimistic read"
-                            );
+                            assert_eq!(read_optimistic(pool, pid), *expected, "stale optimistic read");
                         }
                         6 => {
                             let expected = model[index].lock();
@@ -132,10 +117,7 @@ fn eviction_under_load_keeps_every_write() {
                         }
                         _ => {
                             let before = *model[index].lock();
-                            assert!(
-                                read_optimistic(pool, pid) >= before,
-                                "version went backwards"
-                            );
+                            assert!(read_optimistic(pool, pid) >= before, "version went backwards");
                         }
                     }
                 }
@@ -144,10 +126,7 @@ fn eviction_under_load_keeps_every_write() {
     });
     let stats = pool.stats();
     eprintln!("{stats:?}");
-    assert!(
-        stats.evictions > 1000 && stats.loads > 1000,
-        "eviction was not exercised: {stats:?}"
-    );
+    assert!(stats.evictions > 1000 && stats.loads > 1000, "eviction was not exercised: {stats:?}");
     check_all(&pool, &pids, &model);
     pool.flush().unwrap();
     drop(pool);

@@ -39,13 +39,7 @@ fn is_eio(result: Result<(), Error>) -> bool {
 }
 
 fn model(keep: u32, drop: u32, tear: u32, garbage: u8) -> CrashModel {
-    CrashModel {
-        keep,
-        drop,
-        tear,
-        garbage,
-        ..CrashModel::default()
-    }
+    CrashModel { keep, drop, tear, garbage, ..CrashModel::default() }
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -101,10 +95,7 @@ fn unsynced_write_is_kept_dropped_or_torn_at_a_sector_boundary() -> TestResult {
         disk.crash();
         let got = read(&disk, 0, len)?;
         let outcome = classify(0, &got, &old, &new);
-        assert!(
-            outcome.is_some(),
-            "seed {seed}: not kept, dropped or a torn prefix"
-        );
+        assert!(outcome.is_some(), "seed {seed}: not kept, dropped or a torn prefix");
         seen.extend(outcome);
     }
     assert!(seen.contains(&Outcome::Kept), "no write kept");
@@ -118,10 +109,7 @@ fn unsynced_write_is_kept_dropped_or_torn_at_a_sector_boundary() -> TestResult {
         .collect();
     // Every interior boundary (1..8 sectors) is a possible cut; see them all.
     for sectors in 1..8 {
-        assert!(
-            cuts.contains(&(sectors * SECTOR)),
-            "no tear after {sectors} sectors"
-        );
+        assert!(cuts.contains(&(sectors * SECTOR)), "no tear after {sectors} sectors");
     }
     Ok(())
 }
@@ -169,22 +157,10 @@ fn garbage_lands_only_in_the_sector_after_the_cut() -> TestResult {
         let cut = cut / SECTOR * SECTOR;
         assert!(cut > 0 && cut < len, "seed {seed}: cut {cut}");
         let tail = cut + SECTOR;
-        assert_eq!(
-            got.get(tail..),
-            old.get(tail..),
-            "seed {seed}: after garbage"
-        );
+        assert_eq!(got.get(tail..), old.get(tail..), "seed {seed}: after garbage");
         let garbage = got.get(cut..tail).unwrap_or_default();
-        assert_ne!(
-            garbage,
-            old.get(cut..tail).unwrap_or_default(),
-            "seed {seed}"
-        );
-        assert_ne!(
-            garbage,
-            new.get(cut..tail).unwrap_or_default(),
-            "seed {seed}"
-        );
+        assert_ne!(garbage, old.get(cut..tail).unwrap_or_default(), "seed {seed}");
+        assert_ne!(garbage, new.get(cut..tail).unwrap_or_default(), "seed {seed}");
     }
     Ok(())
 }
@@ -203,14 +179,8 @@ fn later_write_may_survive_an_earlier_lost_one() -> TestResult {
         reordered |= second && !first;
         in_order |= first && !second;
     }
-    assert!(
-        reordered,
-        "never kept a later write while dropping an earlier one"
-    );
-    assert!(
-        in_order,
-        "never kept an earlier write while dropping a later one"
-    );
+    assert!(reordered, "never kept a later write while dropping an earlier one");
+    assert!(in_order, "never kept an earlier write while dropping a later one");
     Ok(())
 }
 
@@ -270,22 +240,13 @@ fn same_seed_same_crash_image() -> TestResult {
         distinct.insert(image);
     }
     // Different seeds give different damage: the seed is really used.
-    assert!(
-        distinct.len() > 10,
-        "only {} distinct images",
-        distinct.len()
-    );
+    assert!(distinct.len() > 10, "only {} distinct images", distinct.len());
     Ok(())
 }
 
 #[test]
 fn once_fault_fails_exactly_the_chosen_operation() -> TestResult {
-    for op in [
-        FaultOp::Read,
-        FaultOp::Write,
-        FaultOp::Sync,
-        FaultOp::SetLen,
-    ] {
+    for op in [FaultOp::Read, FaultOp::Write, FaultOp::Sync, FaultOp::SetLen] {
         let disk = SimDisk::new(1);
         disk.write_at(0, &[7; SECTOR])?;
         disk.inject(Fault::once(op, 2));
@@ -341,10 +302,7 @@ fn power_off_after_k_operations_fails_everything_until_crash() -> TestResult {
         // Keep every pending write at the crash, and keep them across the
         // failed syncs too, so the write that succeeded before power-off is
         // visible afterwards.
-        let keep_all = CrashModel {
-            fsync_failure_drops_pending: false,
-            ..model(1, 0, 0, 0)
-        };
+        let keep_all = CrashModel { fsync_failure_drops_pending: false, ..model(1, 0, 0, 0) };
         let disk = SimDisk::with_model(k, keep_all);
         disk.write_at(0, &[1; SECTOR])?;
         disk.sync()?;
@@ -396,10 +354,7 @@ fn failed_sync_drops_pending_writes() -> TestResult {
 
 #[test]
 fn failed_sync_keeps_pending_writes_when_configured() -> TestResult {
-    let model = CrashModel {
-        fsync_failure_drops_pending: false,
-        ..model(0, 1, 0, 0)
-    };
+    let model = CrashModel { fsync_failure_drops_pending: false, ..model(0, 1, 0, 0) };
     let disk = SimDisk::with_model(9, model);
     disk.write_at(0, &[2; SECTOR])?;
     disk.inject(Fault::once(FaultOp::Sync, 0));

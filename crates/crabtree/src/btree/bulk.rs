@@ -165,7 +165,13 @@ impl BTree {
         Ok(parents)
     }
 
-    fn open_node(&self, kind: PageType, level: u8, low: Option<Vec<u8>>, allocated: &mut Vec<PageId>) -> Result<Open<'_>> {
+    fn open_node(
+        &self,
+        kind: PageType,
+        level: u8,
+        low: Option<Vec<u8>>,
+        allocated: &mut Vec<PageId>,
+    ) -> Result<Open<'_>> {
         let mut guard = self.pool.allocate()?;
         let pid = guard.pid();
         allocated.push(pid);

@@ -22,13 +22,13 @@
 //! empty leaf is a valid leaf); a failure between steps 1 and 2 leaves a
 //! half-dead leaf that the next deletion attempt on it finishes.
 
+use super::BTree;
 use super::descend::Target;
 use super::write::Path;
-use super::BTree;
+use crate::Result;
 use crate::buffer::ExclusiveGuard;
 use crate::ids::PageId;
 use crate::page::node::{CellData, FLAG_DELETED, FLAG_HALF_DEAD, FLAG_INCOMPLETE_SPLIT, Node, NodeMut};
-use crate::Result;
 
 /// Bound on attempts to find the left neighbour while others split it.
 const UNLINK_ATTEMPTS_MAX: usize = 16;

@@ -129,7 +129,10 @@ impl BTree {
         }
         if head.level < level {
             guard.validate()?;
-            return Err(Step::Fail(Error::corruption(guard.pid(), format!("level {} below target {level}", head.level))));
+            return Err(Step::Fail(Error::corruption(
+                guard.pid(),
+                format!("level {} below target {level}", head.level),
+            )));
         }
         let index = match target {
             Target::Key(key) => guard.check(node.child_index(key))?,

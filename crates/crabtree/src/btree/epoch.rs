@@ -45,12 +45,7 @@ struct Registry {
 
 static REGISTRY: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(|| Registry {
     global: AtomicU64::new(1),
-    slots: (0..SLOT_COUNT)
-        .map(|_| Slot {
-            epoch: AtomicU64::new(UNPINNED),
-            owned: AtomicUsize::new(0),
-        })
-        .collect(),
+    slots: (0..SLOT_COUNT).map(|_| Slot { epoch: AtomicU64::new(UNPINNED), owned: AtomicUsize::new(0) }).collect(),
 });
 
 /// A thread's claim on a slot, released when the thread exits.
@@ -67,10 +62,7 @@ impl ThreadSlot {
                 // Acquire: pairs with the Release in Drop so the previous
                 // owner's last use happens-before ours.
                 if slot.owned.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                    return ThreadSlot {
-                        index,
-                        depth: Cell::new(0),
-                    };
+                    return ThreadSlot { index, depth: Cell::new(0) };
                 }
             }
             std::thread::yield_now();
@@ -110,9 +102,7 @@ pub fn pin() -> Pin {
         }
         thread.depth.set(depth + 1);
     });
-    Pin {
-        _not_send: std::marker::PhantomData,
-    }
+    Pin { _not_send: std::marker::PhantomData }
 }
 
 impl Drop for Pin {
@@ -132,12 +122,7 @@ impl Drop for Pin {
 /// The oldest epoch any pinned thread holds (`u64::MAX` if none).
 fn oldest_pinned() -> u64 {
     fence(Ordering::SeqCst);
-    REGISTRY
-        .slots
-        .iter()
-        .map(|slot| slot.epoch.load(Ordering::SeqCst))
-        .min()
-        .unwrap_or(UNPINNED)
+    REGISTRY.slots.iter().map(|slot| slot.epoch.load(Ordering::SeqCst)).min().unwrap_or(UNPINNED)
 }
 
 /// Page ids waiting for every thread that might still reach them to unpin.

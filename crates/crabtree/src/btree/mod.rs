@@ -61,8 +61,8 @@ pub use verify::{LevelReport, VerifyReport};
 use crate::buffer::{BufferPool, Restart};
 use crate::ids::PageId;
 use crate::limits;
-use crate::page::node::{NodeMut, SLOT_SIZE, SLOTS_START};
 use crate::page::PageType;
+use crate::page::node::{NodeMut, SLOT_SIZE, SLOTS_START};
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 use crate::{Error, Result};
 use std::ops::RangeBounds;
@@ -163,10 +163,7 @@ impl BTree {
 
     fn check_key(&self, key: &[u8]) -> Result<()> {
         if key.len() > self.key_size_max {
-            return Err(Error::KeyTooLarge {
-                size: key.len(),
-                max: self.key_size_max,
-            });
+            return Err(Error::KeyTooLarge { size: key.len(), max: self.key_size_max });
         }
         Ok(())
     }
@@ -182,10 +179,7 @@ impl BTree {
     pub fn insert(&self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check_key(key)?;
         if value.len() > limits::VALUE_SIZE_MAX {
-            return Err(Error::ValueTooLarge {
-                size: value.len(),
-                max: limits::VALUE_SIZE_MAX,
-            });
+            return Err(Error::ValueTooLarge { size: value.len(), max: limits::VALUE_SIZE_MAX });
         }
         self.reclaim()?;
         let _pin = epoch::pin();

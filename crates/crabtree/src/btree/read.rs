@@ -5,9 +5,9 @@
 
 use super::descend::{ReadGuard, Target};
 use super::{Attempt, BTree, Step};
+use crate::Error;
 use crate::ids::PageId;
 use crate::page::node::{FLAG_DELETED, Node};
-use crate::Error;
 use std::ops::Bound;
 
 /// Entries copied out of one leaf.

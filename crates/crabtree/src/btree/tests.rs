@@ -7,11 +7,7 @@ use crate::sync::Arc;
 use std::collections::BTreeMap;
 
 pub(crate) fn tree(page_size: usize, pool_pages: usize) -> BTree {
-    let options = PoolOptions {
-        page_size,
-        pool_bytes: page_size * pool_pages,
-        max_pages: 1 << 20,
-    };
+    let options = PoolOptions { page_size, pool_bytes: page_size * pool_pages, max_pages: 1 << 20 };
     let pool = BufferPool::create(Arc::new(MemStorage::new()), options).unwrap();
     BTree::create(Arc::new(pool)).unwrap()
 }

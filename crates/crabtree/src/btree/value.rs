@@ -54,22 +54,14 @@ impl<'v> StoredValue<'v> {
             next = Some(pid);
         }
         pages.reverse();
-        Ok(StoredValue::Overflow {
-            first: pages[0],
-            len: value.len() as u32,
-            pages,
-        })
+        Ok(StoredValue::Overflow { first: pages[0], len: value.len() as u32, pages })
     }
 
     /// The leaf cell for `key` with this value.
     pub(crate) fn cell<'a>(&'a self, key: &'a [u8]) -> CellData<'a> {
         match self {
             StoredValue::Inline(value) => CellData::Leaf { key, value },
-            StoredValue::Overflow { first, len, .. } => CellData::LeafOverflow {
-                key,
-                first: *first,
-                len: *len,
-            },
+            StoredValue::Overflow { first, len, .. } => CellData::LeafOverflow { key, first: *first, len: *len },
         }
     }
 

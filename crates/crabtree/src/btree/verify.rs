@@ -19,11 +19,9 @@
 //! can run beside writers, but only a quiescent tree gives a clean report.
 
 use super::BTree;
-use crate::ids::PageId;
-use crate::page::node::{
-    FLAG_DELETED, FLAG_HALF_DEAD, FLAG_INCOMPLETE_SPLIT, Node, ValueRef, check_node,
-};
 use crate::Result;
+use crate::ids::PageId;
+use crate::page::node::{FLAG_DELETED, FLAG_HALF_DEAD, FLAG_INCOMPLETE_SPLIT, Node, ValueRef, check_node};
 use std::collections::HashSet;
 
 /// Shape of one level of the tree.

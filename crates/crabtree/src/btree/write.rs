@@ -183,11 +183,8 @@ impl BTree {
             return Err(Error::corruption(left_pid, "split of a node with fewer than two cells"));
         }
         let mid = Self::split_index(&cells);
-        let separator = if leaf {
-            raw_cell_key(&cells[mid - 1], true).to_vec()
-        } else {
-            raw_cell_key(&cells[mid], false).to_vec()
-        };
+        let separator =
+            if leaf { raw_cell_key(&cells[mid - 1], true).to_vec() } else { raw_cell_key(&cells[mid], false).to_vec() };
         let mut right = self.pool.allocate()?;
         let right_pid = right.pid();
         {

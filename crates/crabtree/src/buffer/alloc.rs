@@ -77,9 +77,7 @@ impl BufferPool {
                     // Relaxed: page_count only changes under `alloc`.
                     let count = self.page_count.load(Ordering::Relaxed);
                     if count >= self.max_pages {
-                        return Err(Error::DatabaseFull {
-                            pages: self.max_pages,
-                        });
+                        return Err(Error::DatabaseFull { pages: self.max_pages });
                     }
                     // Release: pairs with the Acquire in `page_count()`.
                     self.page_count.store(count + 1, Ordering::Release);
@@ -147,12 +145,7 @@ impl BufferPool {
         for (index, &trunk) in trunks.iter().enumerate() {
             let mut guard = self.lock_fresh(trunk);
             let chunk = chunks.next().unwrap_or(&[]);
-            freelist::encode(
-                &mut guard.page_mut(),
-                trunk,
-                trunks.get(index + 1).copied(),
-                chunk,
-            );
+            freelist::encode(&mut guard.page_mut(), trunk, trunks.get(index + 1).copied(), chunk);
         }
         debug_assert!(chunks.next().is_none(), "free ids left over");
         let mut meta = Meta::new(self.page_size);
@@ -174,11 +167,7 @@ impl BufferPool {
                 // Clean, or evicted since the snapshot (eviction wrote it).
                 continue;
             }
-            let result = if latch.is_dirty() {
-                self.write_back(pid)
-            } else {
-                Ok(())
-            };
+            let result = if latch.is_dirty() { self.write_back(pid) } else { Ok(()) };
             if result.is_ok() {
                 latch.clear_dirty();
             }
@@ -202,10 +191,7 @@ impl BufferPool {
             order.push(trunk);
             order.extend(decoded.ids);
             if order.len() as u64 > meta.free_count {
-                return Err(Error::corruption(
-                    trunk,
-                    "free list longer than the header says (or a cycle)",
-                ));
+                return Err(Error::corruption(trunk, "free list longer than the header says (or a cycle)"));
             }
             next = decoded.next;
         }
@@ -213,11 +199,7 @@ impl BufferPool {
             let head = meta.free_head.unwrap_or(PageId::HEADER);
             return Err(Error::corruption(
                 head,
-                format!(
-                    "free list has {} pages, header says {}",
-                    order.len(),
-                    meta.free_count
-                ),
+                format!("free list has {} pages, header says {}", order.len(), meta.free_count),
             ));
         }
         // Push in reverse so the stack pops in the on-disk order.

@@ -55,11 +55,7 @@ impl Resident {
 
     /// Walks the clock at most two rounds and returns up to `want` pages,
     /// each removed from the set and exclusively latched by the caller.
-    fn choose_victims<'a>(
-        &self,
-        want: usize,
-        latch_of: impl Fn(PageId) -> Latch<'a>,
-    ) -> Vec<PageId> {
+    fn choose_victims<'a>(&self, want: usize, latch_of: impl Fn(PageId) -> Latch<'a>) -> Vec<PageId> {
         let mut set = self.inner.lock();
         let mut victims = Vec::with_capacity(want);
         let steps_max = 2 * set.pids.len() + 1;

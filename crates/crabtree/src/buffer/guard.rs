@@ -21,21 +21,20 @@ pub struct OptimisticGuard<'a> {
 }
 
 impl<'a> OptimisticGuard<'a> {
+    #[inline]
     pub(super) fn new(pool: &'a BufferPool, pid: PageId, observed: u64) -> Self {
-        OptimisticGuard {
-            pool,
-            pid,
-            observed,
-        }
+        OptimisticGuard { pool, pid, observed }
     }
 
     /// The page read.
+    #[inline]
     pub fn pid(&self) -> PageId {
         self.pid
     }
 
     /// The frame. Values read may be torn by a concurrent writer: bounds
     /// check everything and validate before trusting it.
+    #[inline]
     pub fn page(&self) -> AtomicPage<'a> {
         AtomicPage::new(self.pool.frame(self.pid))
     }
@@ -43,12 +42,9 @@ impl<'a> OptimisticGuard<'a> {
     /// `Ok` if no writer latched the page since this guard was taken, so
     /// every read made through [`OptimisticGuard::page`] so far was
     /// consistent. Can be called repeatedly (e.g. per step of a descent).
+    #[inline]
     pub fn validate(&self) -> Result<(), Restart> {
-        if self.latch().validate(self.observed) {
-            Ok(())
-        } else {
-            Err(Restart)
-        }
+        if self.latch().validate(self.observed) { Ok(()) } else { Err(Restart) }
     }
 
     /// Turns the optimistic read into the exclusive latch if no writer came
@@ -61,6 +57,7 @@ impl<'a> OptimisticGuard<'a> {
         }
     }
 
+    #[inline]
     fn latch(&self) -> Latch<'a> {
         self.pool.latch(self.pid)
     }

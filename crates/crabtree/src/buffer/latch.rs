@@ -97,6 +97,7 @@ pub struct Latch<'a> {
 
 impl<'a> Latch<'a> {
     /// Wraps a state word.
+    #[inline]
     pub fn new(word: &'a AtomicU64) -> Self {
         Latch { word }
     }
@@ -113,6 +114,7 @@ impl<'a> Latch<'a> {
     ///
     /// Entry: no latch on this page. Exit: none (nothing is written unless
     /// the page was MARKED, which is reset to UNLOCKED).
+    #[inline]
     pub fn optimistic(&self) -> Option<u64> {
         loop {
             // Acquire: pairs with the Release unlock of the last exclusive
@@ -141,6 +143,7 @@ impl<'a> Latch<'a> {
 
     /// Whether no writer latched the page since `observed` was read (so
     /// every relaxed read made in between saw a consistent page).
+    #[inline]
     pub fn validate(&self, observed: u64) -> bool {
         // Acquire fence: if any page read since `observed` saw a store made
         // after some writer's locking CAS + Release fence, this fence
@@ -201,11 +204,7 @@ impl<'a> Latch<'a> {
     pub fn unlock_shared(&self) {
         self.release(|word| {
             debug_assert!(state(word) > EXCLUSIVE, "unlock_shared of {word:#x}");
-            let next = if state(word) == EXCLUSIVE + 1 {
-                UNLOCKED
-            } else {
-                state(word) - 1
-            };
+            let next = if state(word) == EXCLUSIVE + 1 { UNLOCKED } else { state(word) - 1 };
             with_state(word, next)
         });
     }
@@ -302,10 +301,7 @@ impl<'a> Latch<'a> {
             let new = next(word) & !WAITERS;
             // Release: our page accesses happen before whatever the next
             // holder (Acquire CAS) or optimistic reader (Acquire load) does.
-            match self
-                .word
-                .compare_exchange_weak(word, new, Ordering::Release, Ordering::Relaxed)
-            {
+            match self.word.compare_exchange_weak(word, new, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => break,
                 Err(actual) => word = actual,
             }
@@ -317,9 +313,7 @@ impl<'a> Latch<'a> {
 
     fn cas(&self, current: u64, new: u64, success: Ordering) -> bool {
         // Failure Relaxed: the caller reloads and decides again.
-        self.word
-            .compare_exchange(current, new, success, Ordering::Relaxed)
-            .is_ok()
+        self.word.compare_exchange(current, new, success, Ordering::Relaxed).is_ok()
     }
 
     /// Waits until `blocked` no longer holds (or spuriously); the caller

@@ -21,9 +21,7 @@ use super::latch::Latch;
 use super::region::{Region, os_page_size};
 use crate::ids::{Lsn, PageId};
 use crate::io::Storage;
-use crate::limits::{
-    MAX_PAGES_DEFAULT, MAX_PAGES_LIMIT, POOL_BYTES_DEFAULT, POOL_FRAMES_MIN, page_size_valid,
-};
+use crate::limits::{MAX_PAGES_DEFAULT, MAX_PAGES_LIMIT, POOL_BYTES_DEFAULT, POOL_FRAMES_MIN, page_size_valid};
 use crate::page::bytes::{AtomicPage, AtomicPageMut};
 use crate::page::header;
 use crate::page::meta::{META_SIZE, Meta, ROOT_SLOTS};
@@ -104,13 +102,10 @@ impl BufferPool {
     /// Errors: `InvalidArgument` for bad options or non-empty storage.
     pub fn create(storage: Arc<dyn Storage>, opts: PoolOptions) -> Result<BufferPool> {
         if !storage.is_empty()? {
-            return Err(Error::InvalidArgument(
-                "create on non-empty storage; use open".into(),
-            ));
+            return Err(Error::InvalidArgument("create on non-empty storage; use open".into()));
         }
         let pool = BufferPool::build(storage, &opts, Meta::new(opts.page_size))?;
-        pool.storage
-            .write_at(0, &Meta::new(opts.page_size).encode())?;
+        pool.storage.write_at(0, &Meta::new(opts.page_size).encode())?;
         pool.storage.sync()?;
         Ok(pool)
     }
@@ -142,21 +137,15 @@ impl BufferPool {
             return invalid(format!("page size {}", opts.page_size));
         }
         if opts.max_pages < 2 || opts.max_pages > MAX_PAGES_LIMIT {
-            return invalid(format!(
-                "max_pages {} outside 2..={MAX_PAGES_LIMIT}",
-                opts.max_pages
-            ));
+            return invalid(format!("max_pages {} outside 2..={MAX_PAGES_LIMIT}", opts.max_pages));
         }
         let frames_max = opts.pool_bytes / opts.page_size;
         if frames_max < POOL_FRAMES_MIN {
-            return invalid(format!(
-                "pool of {frames_max} frames, minimum {POOL_FRAMES_MIN}"
-            ));
+            return invalid(format!("pool of {frames_max} frames, minimum {POOL_FRAMES_MIN}"));
         }
         // Each page gets whole OS pages so eviction can return its memory.
         let stride = opts.page_size.max(os_page_size());
-        let max_pages = usize::try_from(opts.max_pages)
-            .map_err(|_| Error::InvalidArgument("max_pages".into()))?;
+        let max_pages = usize::try_from(opts.max_pages).map_err(|_| Error::InvalidArgument("max_pages".into()))?;
         let Some(frames_len) = max_pages.checked_mul(stride) else {
             return invalid(format!("max_pages {max_pages} x {stride} bytes overflows"));
         };
@@ -189,6 +178,7 @@ impl BufferPool {
 
     /// Number of pages in the file (including the header page and free
     /// pages).
+    #[inline]
     pub fn page_count(&self) -> u64 {
         // Acquire: pairs with the Release store in `allocate`, so an id
         // below the count we see was fully handed out.
@@ -229,6 +219,7 @@ impl BufferPool {
     /// Exit: no latch held; validate before trusting what was read.
     /// Errors: `Corruption` for an id outside `1..page_count` or a page
     /// that fails verification; I/O errors; a failed eviction write-back.
+    #[inline]
     pub fn optimistic(&self, pid: PageId) -> Result<OptimisticGuard<'_>> {
         self.check_pid(pid)?;
         loop {
@@ -259,25 +250,24 @@ impl BufferPool {
         Ok(ExclusiveGuard::new(self, pid, false))
     }
 
+    #[inline]
     fn check_pid(&self, pid: PageId) -> Result<()> {
         let count = self.page_count();
         if pid.0 == 0 || pid.0 >= count {
-            return Err(Error::corruption(
-                pid,
-                format!("dangling link: no page {pid} among 1..{count}"),
-            ));
+            return Err(Error::corruption(pid, format!("dangling link: no page {pid} among 1..{count}")));
         }
         Ok(())
     }
 
     /// The frame of `pid` (any id below `max_pages`).
+    #[inline]
     pub(super) fn frame(&self, pid: PageId) -> &[crate::sync::AtomicU64] {
         debug_assert!(pid.0 < self.max_pages);
-        self.frames
-            .words(pid.0 as usize * (self.stride / 8), self.page_size / 8)
+        self.frames.words(pid.0 as usize * (self.stride / 8), self.page_size / 8)
     }
 
     /// The latch of `pid` (any id below `max_pages`).
+    #[inline]
     pub(super) fn latch(&self, pid: PageId) -> Latch<'_> {
         Latch::new(&self.states.words(pid.0 as usize, 1)[0])
     }
@@ -320,8 +310,7 @@ impl BufferPool {
         header::seal(&mut image);
         let hook = self.log_flush.read().clone();
         hook(header::lsn(image.as_slice()))?;
-        self.storage
-            .write_at(pid.0 * self.page_size as u64, &image)?;
+        self.storage.write_at(pid.0 * self.page_size as u64, &image)?;
         // Relaxed: a statistic.
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -329,8 +318,7 @@ impl BufferPool {
 
     /// Returns the memory of `pid`'s frame. Entry: exclusive latch.
     pub(super) fn discard(&self, pid: PageId) -> Result<()> {
-        self.frames
-            .discard(pid.0 as usize * self.stride, self.stride)
+        self.frames.discard(pid.0 as usize * self.stride, self.stride)
     }
 }
 

@@ -47,25 +47,23 @@ impl Region {
             )
         }
         .map_err(|errno| Error::Io(errno.into()))?;
-        let base = NonNull::new(ptr.cast::<AtomicU64>())
-            .ok_or_else(|| Error::InvalidArgument("mmap returned null".into()))?;
+        let base =
+            NonNull::new(ptr.cast::<AtomicU64>()).ok_or_else(|| Error::InvalidArgument("mmap returned null".into()))?;
         Ok(Region { base, len })
     }
 
     /// Number of words in the region.
+    #[inline]
     pub fn word_count(&self) -> usize {
         self.len / 8
     }
 
     /// The words `start..start + count`. Panics if out of the region (a
     /// programmer error: callers bound page ids by `max_pages` first).
+    #[inline]
     pub fn words(&self, start: usize, count: usize) -> &[AtomicU64] {
         let end = start.checked_add(count).expect("word range overflows");
-        assert!(
-            end <= self.word_count(),
-            "words {start}..{end} past region of {}",
-            self.word_count()
-        );
+        assert!(end <= self.word_count(), "words {start}..{end} past region of {}", self.word_count());
         // SAFETY: the range is inside the mapping (checked above), which is
         // readable and writable, page aligned (so 8-byte aligned) and
         // zero-initialised (a valid `AtomicU64` is any 8 bytes). It lives
@@ -82,11 +80,7 @@ impl Region {
     /// validation rejects (the latch version changes on eviction).
     pub fn discard(&self, offset: usize, len: usize) -> Result<()> {
         let end = offset.checked_add(len).expect("discard range overflows");
-        assert!(
-            end <= self.len,
-            "discard {offset}..{end} past region of {}",
-            self.len
-        );
+        assert!(end <= self.len, "discard {offset}..{end} past region of {}", self.len);
         // SAFETY: the range is inside our private anonymous mapping, so
         // dropping its contents affects no other memory. The kernel makes
         // the range read as zeros afterwards, a valid value for every
@@ -94,14 +88,8 @@ impl Region {
         // mapping itself remains). Concurrent atomic loads observe either
         // the old word or zero, which is no data race at the language level
         // (the kernel replaces whole pages) and is caught by validation.
-        unsafe {
-            madvise(
-                self.base.as_ptr().cast::<u8>().add(offset).cast::<c_void>(),
-                len,
-                Advice::LinuxDontNeed,
-            )
-        }
-        .map_err(|errno| Error::Io(errno.into()))
+        unsafe { madvise(self.base.as_ptr().cast::<u8>().add(offset).cast::<c_void>(), len, Advice::LinuxDontNeed) }
+            .map_err(|errno| Error::Io(errno.into()))
     }
 }
 

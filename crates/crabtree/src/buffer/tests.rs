@@ -12,11 +12,7 @@ use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering};
 use crate::{Error, Result};
 
 fn opts(frames: usize) -> PoolOptions {
-    PoolOptions {
-        page_size: 512,
-        pool_bytes: frames * 512,
-        max_pages: 4096,
-    }
+    PoolOptions { page_size: 512, pool_bytes: frames * 512, max_pages: 4096 }
 }
 
 /// MemStorage whose writes fail while `fail` is set.
@@ -98,14 +94,7 @@ fn create_write_evict_reload_reopen() {
     pool.set_root(2, pids[7]);
     pool.flush().unwrap();
     drop(pool);
-    let pool = BufferPool::open(
-        storage,
-        PoolOptions {
-            page_size: 4096,
-            ..opts(16)
-        },
-    )
-    .unwrap();
+    let pool = BufferPool::open(storage, PoolOptions { page_size: 4096, ..opts(16) }).unwrap();
     assert_eq!(pool.page_size(), 512, "file's page size adopted");
     assert_eq!(pool.root(2), pids[7]);
     assert_eq!(pool.page_count(), 201);
@@ -119,17 +108,8 @@ fn bad_ids_and_corrupt_pages_are_errors() {
     let storage = Arc::new(MemStorage::new());
     let pool = BufferPool::create(storage.clone(), opts(16)).unwrap();
     let pid = new_leaf(&pool, 1);
-    assert!(matches!(
-        pool.optimistic(PageId(0)),
-        Err(Error::Corruption { .. })
-    ));
-    assert!(matches!(
-        pool.exclusive(PageId(99)),
-        Err(Error::Corruption {
-            page: PageId(99),
-            ..
-        })
-    ));
+    assert!(matches!(pool.optimistic(PageId(0)), Err(Error::Corruption { .. })));
+    assert!(matches!(pool.exclusive(PageId(99)), Err(Error::Corruption { page: PageId(99), .. })));
     pool.flush().unwrap();
     drop(pool);
     // Flip a byte of the page on disk.
@@ -142,33 +122,14 @@ fn bad_ids_and_corrupt_pages_are_errors() {
 
 #[test]
 fn database_full_and_bad_options() {
-    let pool = BufferPool::create(
-        Arc::new(MemStorage::new()),
-        PoolOptions {
-            max_pages: 3,
-            ..opts(16)
-        },
-    )
-    .unwrap();
+    let pool = BufferPool::create(Arc::new(MemStorage::new()), PoolOptions { max_pages: 3, ..opts(16) }).unwrap();
     let _a = pool.allocate().unwrap();
     let _b = pool.allocate().unwrap();
-    assert!(matches!(
-        pool.allocate(),
-        Err(Error::DatabaseFull { pages: 3 })
-    ));
-    assert!(
-        BufferPool::create(Arc::new(MemStorage::new()), opts(3)).is_err(),
-        "too few frames"
-    );
-    let bad_size = PoolOptions {
-        page_size: 1000,
-        ..opts(16)
-    };
+    assert!(matches!(pool.allocate(), Err(Error::DatabaseFull { pages: 3 })));
+    assert!(BufferPool::create(Arc::new(MemStorage::new()), opts(3)).is_err(), "too few frames");
+    let bad_size = PoolOptions { page_size: 1000, ..opts(16) };
     assert!(BufferPool::create(Arc::new(MemStorage::new()), bad_size).is_err());
-    assert!(
-        BufferPool::open(Arc::new(MemStorage::new()), opts(16)).is_err(),
-        "empty file"
-    );
+    assert!(BufferPool::open(Arc::new(MemStorage::new()), opts(16)).is_err(), "empty file");
 }
 
 #[test]
@@ -187,26 +148,15 @@ fn log_hook_runs_before_write_and_errors_are_returned() {
     assert!(flushed.lock().contains(&Lsn(77)));
     new_leaf(&pool, 6);
     storage.fail.store(true, Ordering::Relaxed);
-    assert!(
-        matches!(pool.flush(), Err(Error::Io(_))),
-        "flush write failure returned"
-    );
+    assert!(matches!(pool.flush(), Err(Error::Io(_))), "flush write failure returned");
     // Eviction write-back failures surface too, and pages stay intact.
-    let err = (0..100)
-        .map(|tag| {
-            pool.allocate()
-                .map(|mut g| g.page_mut().write_u64(100, tag))
-        })
-        .find(Result::is_err);
+    let err = (0..100).map(|tag| pool.allocate().map(|mut g| g.page_mut().write_u64(100, tag))).find(Result::is_err);
     assert!(matches!(err, Some(Err(Error::Io(_)))));
     storage.fail.store(false, Ordering::Relaxed);
     pool.flush().unwrap();
     pool.set_log_flush(Arc::new(|_| Err(Error::Poisoned)));
     new_leaf(&pool, 8);
-    assert!(
-        matches!(pool.flush(), Err(Error::Poisoned)),
-        "log hook error stops the write"
-    );
+    assert!(matches!(pool.flush(), Err(Error::Poisoned)), "log hook error stops the write");
 }
 
 #[test]
@@ -219,10 +169,7 @@ fn free_list_reuse_and_persistence() {
     }
     let count = pool.page_count();
     let reused = pool.allocate().unwrap().pid();
-    assert!(
-        pids[10..250].contains(&reused),
-        "free page reused before growth"
-    );
+    assert!(pids[10..250].contains(&reused), "free page reused before growth");
     assert_eq!(pool.page_count(), count);
     pool.flush().unwrap();
     let mut free = pool.free_pages();

@@ -51,10 +51,7 @@ impl FileStorage {
             Err(TryLockError::WouldBlock) => return Err(Error::Locked),
             Err(TryLockError::Error(err)) => return Err(Error::Io(err)),
         }
-        Ok(FileStorage {
-            file,
-            path: path.to_path_buf(),
-        })
+        Ok(FileStorage { file, path: path.to_path_buf() })
     }
 
     /// The path this storage was opened with.
@@ -200,10 +197,7 @@ mod tests {
         let first = FileStorage::open(&path, true)?;
         // Both with and without `create`: the file exists, the lock is taken.
         assert!(matches!(FileStorage::open(&path, true), Err(Error::Locked)));
-        assert!(matches!(
-            FileStorage::open(&path, false),
-            Err(Error::Locked)
-        ));
+        assert!(matches!(FileStorage::open(&path, false), Err(Error::Locked)));
         drop(first);
         let second = FileStorage::open(&path, false)?;
         second.write_at(0, b"x")?;

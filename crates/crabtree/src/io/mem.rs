@@ -22,10 +22,7 @@ impl Storage for MemStorage {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let bytes = self.bytes.lock();
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        match start
-            .checked_add(buf.len())
-            .and_then(|end| bytes.get(start..end))
-        {
+        match start.checked_add(buf.len()).and_then(|end| bytes.get(start..end)) {
             Some(src) => {
                 buf.copy_from_slice(src);
                 Ok(())
@@ -36,8 +33,7 @@ impl Storage for MemStorage {
 
     fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
         let mut bytes = self.bytes.lock();
-        let start = usize::try_from(offset)
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let start = usize::try_from(offset).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
         let end = start + buf.len();
         if bytes.len() < end {
             bytes.resize(end, 0);
@@ -55,8 +51,7 @@ impl Storage for MemStorage {
     }
 
     fn set_len(&self, len: u64) -> Result<()> {
-        let len = usize::try_from(len)
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let len = usize::try_from(len).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
         self.bytes.lock().resize(len, 0);
         Ok(())
     }

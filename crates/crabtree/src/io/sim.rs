@@ -108,13 +108,7 @@ pub struct CrashModel {
 impl Default for CrashModel {
     /// Even odds of keep, drop and tear; no garbage; Linux fsync semantics.
     fn default() -> Self {
-        CrashModel {
-            keep: 1,
-            drop: 1,
-            tear: 1,
-            garbage: 0,
-            fsync_failure_drops_pending: true,
-        }
+        CrashModel { keep: 1, drop: 1, tear: 1, garbage: 0, fsync_failure_drops_pending: true }
     }
 }
 
@@ -147,20 +141,12 @@ pub struct Fault {
 impl Fault {
     /// Fails only the `nth` future operation of kind `op`.
     pub fn once(op: FaultOp, nth: u64) -> Fault {
-        Fault {
-            op,
-            nth,
-            sticky: false,
-        }
+        Fault { op, nth, sticky: false }
     }
 
     /// Fails the `nth` future operation of kind `op` and every one after it.
     pub fn sticky(op: FaultOp, nth: u64) -> Fault {
-        Fault {
-            op,
-            nth,
-            sticky: true,
-        }
+        Fault { op, nth, sticky: true }
     }
 }
 
@@ -285,9 +271,7 @@ impl SimDisk {
             capacity: SIM_DISK_SIZE_MAX,
             stats: SimStats::default(),
         };
-        SimDisk {
-            state: Arc::new(Mutex::new(state)),
-        }
+        SimDisk { state: Arc::new(Mutex::new(state)) }
     }
 
     /// The crash model in force.
@@ -327,11 +311,7 @@ impl SimDisk {
     pub fn inject(&self, fault: Fault) {
         let mut state = self.state.lock();
         let index = state.count_of(fault.op).saturating_add(fault.nth);
-        state.armed.push(Armed {
-            op: fault.op,
-            index,
-            sticky: fault.sticky,
-        });
+        state.armed.push(Armed { op: fault.op, index, sticky: fault.sticky });
     }
 
     /// Disarms every fault and the power-off point.
@@ -356,11 +336,7 @@ impl SimDisk {
     /// Pending (unsynced) writes; pending `set_len` calls are not counted.
     pub fn pending_write_count(&self) -> usize {
         let state = self.state.lock();
-        state
-            .pending
-            .iter()
-            .filter(|change| matches!(change, Pending::Write { .. }))
-            .count()
+        state.pending.iter().filter(|change| matches!(change, Pending::Write { .. })).count()
     }
 
     /// A copy of the bytes that would survive a crash that drops everything.
@@ -415,9 +391,7 @@ impl State {
             FaultOp::SetLen => self.stats.set_lens += 1,
         }
         let powered_off = self.power_off_at.is_some_and(|at| op_index >= at);
-        let hit = |armed: &Armed| {
-            armed.op == op && (armed.index == index || (armed.sticky && index > armed.index))
-        };
+        let hit = |armed: &Armed| armed.op == op && (armed.index == index || (armed.sticky && index > armed.index));
         let faulted = self.armed.iter().any(hit);
         // A one-shot fault is spent once it fires; sticky ones stay armed.
         self.armed.retain(|armed| armed.sticky || !hit(armed));
@@ -430,9 +404,7 @@ impl State {
 
     /// Draws a fate from the crash model's weights.
     fn draw_fate(&mut self) -> Fate {
-        let CrashModel {
-            keep, drop, tear, ..
-        } = self.model;
+        let CrashModel { keep, drop, tear, .. } = self.model;
         let total = u64::from(keep) + u64::from(drop) + u64::from(tear);
         if total == 0 {
             return Fate::Keep;
@@ -477,11 +449,7 @@ impl State {
         }
         let boundaries = (end - 1 - first) / sector + 1;
         let cut = first + self.rng.usize(0..boundaries) * sector;
-        apply_write(
-            durable,
-            offset,
-            data.get(..cut - offset).unwrap_or_default(),
-        );
+        apply_write(durable, offset, data.get(..cut - offset).unwrap_or_default());
         if self.rng.u8(0..100) < self.model.garbage {
             let tail_end = (cut + sector).min(end);
             let mut garbage = vec![0u8; tail_end - cut];
@@ -529,10 +497,7 @@ impl Storage for SimDisk {
             }
         };
         apply_write(&mut state.live, offset, buf);
-        state.pending.push(Pending::Write {
-            offset,
-            data: buf.to_vec(),
-        });
+        state.pending.push(Pending::Write { offset, data: buf.to_vec() });
         Ok(())
     }
 
@@ -612,15 +577,7 @@ mod tests {
 
     #[test]
     fn set_len_is_pending_until_sync() -> Result<()> {
-        let disk = SimDisk::with_model(
-            3,
-            CrashModel {
-                keep: 0,
-                drop: 1,
-                tear: 0,
-                ..CrashModel::default()
-            },
-        );
+        let disk = SimDisk::with_model(3, CrashModel { keep: 0, drop: 1, tear: 0, ..CrashModel::default() });
         disk.write_at(0, &[9; 1024])?;
         disk.sync()?;
         disk.set_len(100)?;
@@ -636,12 +593,7 @@ mod tests {
 
     #[test]
     fn kept_set_len_applies_at_crash() -> Result<()> {
-        let keep_all = CrashModel {
-            keep: 1,
-            drop: 0,
-            tear: 0,
-            ..CrashModel::default()
-        };
+        let keep_all = CrashModel { keep: 1, drop: 0, tear: 0, ..CrashModel::default() };
         let disk = SimDisk::with_model(3, keep_all);
         disk.write_at(0, &[9; 1024])?;
         disk.sync()?;
@@ -672,12 +624,7 @@ mod tests {
 
     #[test]
     fn tear_inside_one_sector_drops_the_write() -> Result<()> {
-        let model = CrashModel {
-            keep: 0,
-            drop: 0,
-            tear: 1,
-            ..CrashModel::default()
-        };
+        let model = CrashModel { keep: 0, drop: 0, tear: 1, ..CrashModel::default() };
         let disk = SimDisk::with_model(5, model);
         disk.write_at(512, &[1; 512])?;
         disk.crash();

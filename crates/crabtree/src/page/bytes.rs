@@ -295,11 +295,7 @@ impl PageBufMut for AtomicPageMut<'_> {
             let index = pos / 8;
             let start = pos % 8;
             let take = (8 - start).min(range.end - pos);
-            let mut word = if take == 8 {
-                [0; 8]
-            } else {
-                load(self.words, index)
-            };
+            let mut word = if take == 8 { [0; 8] } else { load(self.words, index) };
             word[start..start + take].copy_from_slice(&data[read..read + take]);
             // Relaxed: the exclusive holder is the only writer; readers
             // validate through the latch version (release on unlock).
@@ -369,10 +365,7 @@ mod tests {
                     let page = AtomicPage::new(&words);
                     let ours = page.read_vec(offset, len);
                     assert_eq!(ours, plain.as_slice().read_vec(offset, len));
-                    assert_eq!(
-                        page.compare(offset, len, &data),
-                        plain[offset..offset + len].cmp(&data)
-                    );
+                    assert_eq!(page.compare(offset, len, &data), plain[offset..offset + len].cmp(&data));
                 }
             }
         }

@@ -33,17 +33,8 @@ pub fn capacity(page_size: usize) -> usize {
 
 /// Writes a trunk page image for `pid` into `page` (the full page).
 /// Panics if `ids` exceeds the capacity (a programmer error).
-pub fn encode<P: PageBufMut + ?Sized>(
-    page: &mut P,
-    pid: PageId,
-    next: Option<PageId>,
-    ids: &[PageId],
-) {
-    assert!(
-        ids.len() <= capacity(page.size()),
-        "{} ids overflow a trunk",
-        ids.len()
-    );
+pub fn encode<P: PageBufMut + ?Sized>(page: &mut P, pid: PageId, next: Option<PageId>, ids: &[PageId]) {
+    assert!(ids.len() <= capacity(page.size()), "{} ids overflow a trunk", ids.len());
     header::init(page, pid, PageType::FreeTrunk, 0);
     page.write_u64(OFFSET_NEXT, PageId::to_link(next));
     page.write_u32(OFFSET_COUNT, ids.len() as u32);
@@ -71,16 +62,11 @@ pub fn decode(page: &[u8], pid: PageId, page_count: u64) -> Result<Trunk> {
     }
     let next_raw = page.read_u64(OFFSET_NEXT);
     if next_raw >= page_count {
-        return Err(bad(format!(
-            "trunk links to page {next_raw} past the end {page_count}"
-        )));
+        return Err(bad(format!("trunk links to page {next_raw} past the end {page_count}")));
     }
     let count = page.read_u32(OFFSET_COUNT) as usize;
     if count > capacity(page.len()) {
-        return Err(bad(format!(
-            "trunk claims {count} ids, capacity {}",
-            capacity(page.len())
-        )));
+        return Err(bad(format!("trunk claims {count} ids, capacity {}", capacity(page.len()))));
     }
     let mut ids = Vec::with_capacity(count);
     for index in 0..count {
@@ -90,10 +76,7 @@ pub fn decode(page: &[u8], pid: PageId, page_count: u64) -> Result<Trunk> {
         }
         ids.push(PageId(id));
     }
-    Ok(Trunk {
-        next: PageId::from_link(next_raw),
-        ids,
-    })
+    Ok(Trunk { next: PageId::from_link(next_raw), ids })
 }
 
 #[cfg(test)]
@@ -108,21 +91,9 @@ mod tests {
         header::seal(&mut page);
         header::verify(&page, PageId(5)).unwrap();
         let trunk = decode(&page, PageId(5), 10).unwrap();
-        assert_eq!(
-            trunk,
-            Trunk {
-                next: Some(PageId(6)),
-                ids: ids.to_vec()
-            }
-        );
-        assert!(
-            decode(&page, PageId(5), 9).is_err(),
-            "id 9 past page_count 9"
-        );
-        assert!(
-            decode(&page, PageId(5), 6).is_err(),
-            "next 6 past page_count 6"
-        );
+        assert_eq!(trunk, Trunk { next: Some(PageId(6)), ids: ids.to_vec() });
+        assert!(decode(&page, PageId(5), 9).is_err(), "id 9 past page_count 9");
+        assert!(decode(&page, PageId(5), 6).is_err(), "next 6 past page_count 6");
         let mut huge = page.clone();
         huge.as_mut_slice().write_u32(OFFSET_COUNT, u32::MAX);
         assert!(decode(&huge, PageId(5), 10).is_err());

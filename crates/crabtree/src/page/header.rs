@@ -92,10 +92,7 @@ pub fn verify(page: &[u8], pid: PageId) -> Result<PageType> {
     }
     let own = page.read_u64(OFFSET_PAGE_ID);
     if own != pid.0 {
-        return Err(Error::corruption(
-            pid,
-            format!("page claims to be page {own} (misdirected write)"),
-        ));
+        return Err(Error::corruption(pid, format!("page claims to be page {own} (misdirected write)")));
     }
     let raw = page.read_u8(OFFSET_TYPE);
     PageType::from_u8(raw).ok_or_else(|| Error::corruption(pid, format!("unknown page type {raw}")))
@@ -138,24 +135,12 @@ mod tests {
         page[100] = 42;
         seal(&mut page);
         assert_eq!(verify(&page, PageId(9)).unwrap(), PageType::Leaf);
-        assert!(matches!(
-            verify(&page, PageId(8)),
-            Err(Error::Corruption {
-                page: PageId(8),
-                ..
-            })
-        ));
+        assert!(matches!(verify(&page, PageId(8)), Err(Error::Corruption { page: PageId(8), .. })));
         for byte in [0, 3, 4, 17, 100, 511] {
             let mut bad = page.clone();
             bad[byte] ^= 0x10;
-            assert!(
-                verify(&bad, PageId(9)).is_err(),
-                "flip at {byte} undetected"
-            );
+            assert!(verify(&bad, PageId(9)).is_err(), "flip at {byte} undetected");
         }
-        assert!(
-            verify(&vec![0u8; 512], PageId(9)).is_err(),
-            "an all-zero page must not verify"
-        );
+        assert!(verify(&vec![0u8; 512], PageId(9)).is_err(), "an all-zero page must not verify");
     }
 }

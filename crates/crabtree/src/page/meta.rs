@@ -66,13 +66,7 @@ pub struct Meta {
 impl Meta {
     /// A fresh database: only the header page.
     pub fn new(page_size: usize) -> Meta {
-        Meta {
-            page_size,
-            page_count: 1,
-            free_head: None,
-            free_count: 0,
-            roots: [0; ROOT_SLOTS],
-        }
+        Meta { page_size, page_count: 1, free_head: None, free_count: 0, roots: [0; ROOT_SLOTS] }
     }
 
     /// Encodes into a sealed page image of `self.page_size` bytes.
@@ -106,27 +100,17 @@ impl Meta {
         }
         let version = page.read_u32(OFFSET_VERSION);
         if version != FORMAT_VERSION {
-            return Err(bad(format!(
-                "format version {version}, this build reads {FORMAT_VERSION}"
-            )));
+            return Err(bad(format!("format version {version}, this build reads {FORMAT_VERSION}")));
         }
         let page_size = page.read_u32(OFFSET_PAGE_SIZE) as usize;
         if !page_size_valid(page_size) || page_size != page.len() {
-            return Err(bad(format!(
-                "page size {page_size} invalid for a {}-byte image",
-                page.len()
-            )));
+            return Err(bad(format!("page size {page_size} invalid for a {}-byte image", page.len())));
         }
         let page_count = page.read_u64(OFFSET_PAGE_COUNT);
         let free_head = PageId::from_link(page.read_u64(OFFSET_FREE_HEAD));
         let free_count = page.read_u64(OFFSET_FREE_COUNT);
-        if page_count == 0
-            || free_count >= page_count
-            || free_head.is_some_and(|h| h.0 >= page_count)
-        {
-            return Err(bad(format!(
-                "allocator state out of range: {page_count} pages, {free_count} free"
-            )));
+        if page_count == 0 || free_count >= page_count || free_head.is_some_and(|h| h.0 >= page_count) {
+            return Err(bad(format!("allocator state out of range: {page_count} pages, {free_count} free")));
         }
         if free_head.is_none() != (free_count == 0) {
             return Err(bad("free-list head and count disagree".into()));
@@ -138,18 +122,10 @@ impl Meta {
         for (slot, root) in roots.iter_mut().enumerate() {
             *root = page.read_u64(OFFSET_ROOTS + 8 * slot);
             if *root >= page_count {
-                return Err(bad(format!(
-                    "root slot {slot} names page {root} past the end"
-                )));
+                return Err(bad(format!("root slot {slot} names page {root} past the end")));
             }
         }
-        Ok(Meta {
-            page_size,
-            page_count,
-            free_head,
-            free_count,
-            roots,
-        })
+        Ok(Meta { page_size, page_count, free_head, free_count, roots })
     }
 
     /// Reads the page size from the first bytes of a file, before the full
@@ -157,10 +133,7 @@ impl Meta {
     pub fn peek_page_size(prefix: &[u8]) -> Result<usize> {
         let size = prefix.read_u32(OFFSET_PAGE_SIZE) as usize;
         if prefix.len() < META_SIZE || !page_size_valid(size) {
-            return Err(Error::corruption(
-                PageId::HEADER,
-                format!("page size {size} in header is invalid"),
-            ));
+            return Err(Error::corruption(PageId::HEADER, format!("page size {size} in header is invalid")));
         }
         Ok(size)
     }
@@ -192,10 +165,7 @@ mod tests {
     fn inconsistent_fields_are_corruption_even_with_valid_checksum() {
         let mut meta = Meta::new(512);
         meta.roots[0] = 5; // past page_count 1
-        assert!(matches!(
-            Meta::decode(&meta.encode()),
-            Err(Error::Corruption { .. })
-        ));
+        assert!(matches!(Meta::decode(&meta.encode()), Err(Error::Corruption { .. })));
         let mut meta = Meta::new(512);
         meta.free_count = 1; // no head
         meta.page_count = 3;

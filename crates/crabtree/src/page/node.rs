@@ -199,19 +199,14 @@ impl<P: PageBuf> Node<P> {
         let offset = usize::from(self.page.read_u16(OFFSET_HIGH_OFF));
         let len = usize::from(self.page.read_u16(OFFSET_HIGH_LEN));
         if offset < self.head.cell_start || offset + len > self.page.size() {
-            return Err(corrupt(
-                self.pid,
-                format!("high key {offset}+{len} outside cell area"),
-            ));
+            return Err(corrupt(self.pid, format!("high key {offset}+{len} outside cell area")));
         }
         Ok(Some((offset, len)))
     }
 
     /// A copy of the high key, `None` for +infinity.
     pub fn high_key(&self) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .high_key_range()?
-            .map(|(offset, len)| self.page.read_vec(offset, len)))
+        Ok(self.high_key_range()?.map(|(offset, len)| self.page.read_vec(offset, len)))
     }
 
     /// Whether `key` is above this node's high key (so a search for it must
@@ -226,55 +221,30 @@ impl<P: PageBuf> Node<P> {
     /// The position of cell `index`, validated.
     pub fn cell(&self, index: usize) -> Result<Cell> {
         if index >= self.head.slot_count {
-            return Err(corrupt(
-                self.pid,
-                format!("slot {index} of {}", self.head.slot_count),
-            ));
+            return Err(corrupt(self.pid, format!("slot {index} of {}", self.head.slot_count)));
         }
         let offset = usize::from(self.page.read_u16(SLOTS_START + index * SLOT_SIZE));
         let size = self.page.size();
-        let fixed = if self.is_leaf() {
-            LEAF_CELL_HEADER
-        } else {
-            INNER_CELL_HEADER
-        };
+        let fixed = if self.is_leaf() { LEAF_CELL_HEADER } else { INNER_CELL_HEADER };
         if offset < self.head.cell_start || offset + fixed > size {
-            return Err(corrupt(
-                self.pid,
-                format!("slot {index} offset {offset} outside cell area"),
-            ));
+            return Err(corrupt(self.pid, format!("slot {index} offset {offset} outside cell area")));
         }
         let key_len = usize::from(self.page.read_u16(offset));
         let body = if self.is_leaf() {
             let flags = self.page.read_u8(offset + 2);
             if flags & !CELL_OVERFLOW != 0 {
-                return Err(corrupt(
-                    self.pid,
-                    format!("slot {index} has unknown flags {flags:#x}"),
-                ));
+                return Err(corrupt(self.pid, format!("slot {index} has unknown flags {flags:#x}")));
             }
             let value_len = self.page.read_u32(offset + 3) as usize;
-            if flags & CELL_OVERFLOW != 0 {
-                8
-            } else {
-                value_len
-            }
+            if flags & CELL_OVERFLOW != 0 { 8 } else { value_len }
         } else {
             0
         };
         let cell_size = fixed + key_len + body;
         if offset + cell_size > size {
-            return Err(corrupt(
-                self.pid,
-                format!("slot {index} cell of {cell_size} bytes overruns the page"),
-            ));
+            return Err(corrupt(self.pid, format!("slot {index} cell of {cell_size} bytes overruns the page")));
         }
-        Ok(Cell {
-            offset,
-            key_offset: offset + fixed,
-            key_len,
-            size: cell_size,
-        })
+        Ok(Cell { offset, key_offset: offset + fixed, key_len, size: cell_size })
     }
 
     /// A copy of `len` bytes at `offset` (from a validated [`ValueRef`] or
@@ -331,11 +301,7 @@ impl<P: PageBuf> Node<P> {
 
     /// Binary search among cells `from..len` for `key`: `Ok(i)` if cell `i`
     /// holds it, `Err(i)` for the index where it would be inserted.
-    pub fn search_from(
-        &self,
-        from: usize,
-        key: &[u8],
-    ) -> Result<std::result::Result<usize, usize>> {
+    pub fn search_from(&self, from: usize, key: &[u8]) -> Result<std::result::Result<usize, usize>> {
         let (mut low, mut high) = (from, self.head.slot_count);
         while low < high {
             let mid = low + (high - low) / 2;
@@ -373,10 +339,7 @@ fn read_header<P: PageBuf + ?Sized>(page: &P, pid: PageId) -> Result<NodeHeader>
     let kind = match header::page_type(page) {
         Some(kind @ (PageType::Leaf | PageType::Inner)) => kind,
         other => {
-            return Err(corrupt(
-                pid,
-                format!("expected a tree node, found {other:?}"),
-            ));
+            return Err(corrupt(pid, format!("expected a tree node, found {other:?}")));
         }
     };
     let level = page.read_u8(header::OFFSET_LEVEL);
@@ -392,16 +355,10 @@ fn read_header<P: PageBuf + ?Sized>(page: &P, pid: PageId) -> Result<NodeHeader>
     let fragmented = page.read_u32(OFFSET_FRAGMENTED) as usize;
     let slots_end = SLOTS_START + slot_count * SLOT_SIZE;
     if slots_end > cell_start || cell_start > size {
-        return Err(corrupt(
-            pid,
-            format!("{slot_count} slots and cell start {cell_start} do not fit"),
-        ));
+        return Err(corrupt(pid, format!("{slot_count} slots and cell start {cell_start} do not fit")));
     }
     if fragmented > size - cell_start {
-        return Err(corrupt(
-            pid,
-            format!("{fragmented} fragmented bytes exceed the cell area"),
-        ));
+        return Err(corrupt(pid, format!("{fragmented} fragmented bytes exceed the cell area")));
     }
     Ok(NodeHeader {
         kind,
@@ -445,10 +402,7 @@ pub fn check_node<P: PageBuf + ?Sized>(page: &P, pid: PageId) -> Result<NodeHead
     let mut previous: Option<Vec<u8>> = None;
     for index in first_compared..node.len() {
         let key = node.key(index)?;
-        if previous
-            .as_ref()
-            .is_some_and(|prev| prev.as_slice() >= key.as_slice())
-        {
+        if previous.as_ref().is_some_and(|prev| prev.as_slice() >= key.as_slice()) {
             return Err(corrupt(pid, format!("keys out of order at slot {index}")));
         }
         previous = Some(key);
@@ -529,9 +483,7 @@ impl CellData<'_> {
     /// The cell's key.
     pub fn key(&self) -> &[u8] {
         match self {
-            CellData::Leaf { key, .. }
-            | CellData::LeafOverflow { key, .. }
-            | CellData::Inner { key, .. } => key,
+            CellData::Leaf { key, .. } | CellData::LeafOverflow { key, .. } | CellData::Inner { key, .. } => key,
         }
     }
 }
@@ -593,10 +545,7 @@ impl<'p, P: PageBufMut + ?Sized> NodeMut<'p, P> {
             self.compact()?;
             head = self.head()?;
             if head.cell_start < slots_end + size {
-                return Err(corrupt(
-                    self.pid,
-                    "node overfull: caller did not check free space",
-                ));
+                return Err(corrupt(self.pid, "node overfull: caller did not check free space"));
             }
         }
         let offset = head.cell_start - size;
@@ -662,17 +611,13 @@ impl<'p, P: PageBufMut + ?Sized> NodeMut<'p, P> {
     pub fn insert(&mut self, index: usize, cell: &CellData<'_>) -> Result<()> {
         let head = self.head()?;
         if index > head.slot_count || head.slot_count >= usize::from(u16::MAX) {
-            return Err(corrupt(
-                self.pid,
-                format!("insert at {index} of {}", head.slot_count),
-            ));
+            return Err(corrupt(self.pid, format!("insert at {index} of {}", head.slot_count)));
         }
         let offset = self.reserve(cell.size(), 1)?;
         self.write_cell(offset, cell);
         let slot = SLOTS_START + index * SLOT_SIZE;
         let count = self.head()?.slot_count;
-        self.page
-            .copy_within(slot, slot + SLOT_SIZE, (count - index) * SLOT_SIZE);
+        self.page.copy_within(slot, slot + SLOT_SIZE, (count - index) * SLOT_SIZE);
         self.page.write_u16(slot, offset as u16);
         self.page.write_u16(OFFSET_SLOT_COUNT, (count + 1) as u16);
         Ok(())
@@ -683,13 +628,8 @@ impl<'p, P: PageBufMut + ?Sized> NodeMut<'p, P> {
         let cell = self.as_node()?.cell(index)?;
         let head = self.head()?;
         let slot = SLOTS_START + index * SLOT_SIZE;
-        self.page.copy_within(
-            slot + SLOT_SIZE,
-            slot,
-            (head.slot_count - index - 1) * SLOT_SIZE,
-        );
-        self.page
-            .write_u16(OFFSET_SLOT_COUNT, (head.slot_count - 1) as u16);
+        self.page.copy_within(slot + SLOT_SIZE, slot, (head.slot_count - index - 1) * SLOT_SIZE);
+        self.page.write_u16(OFFSET_SLOT_COUNT, (head.slot_count - 1) as u16);
         self.add_fragmented(head, cell.offset, cell.size);
         Ok(())
     }
@@ -697,11 +637,9 @@ impl<'p, P: PageBufMut + ?Sized> NodeMut<'p, P> {
     fn add_fragmented(&mut self, head: NodeHeader, offset: usize, size: usize) {
         if offset == head.cell_start {
             // The lowest cell: give its bytes straight back.
-            self.page
-                .write_u32(OFFSET_CELL_START, (offset + size) as u32);
+            self.page.write_u32(OFFSET_CELL_START, (offset + size) as u32);
         } else {
-            self.page
-                .write_u32(OFFSET_FRAGMENTED, (head.fragmented + size) as u32);
+            self.page.write_u32(OFFSET_FRAGMENTED, (head.fragmented + size) as u32);
         }
     }
 
@@ -711,10 +649,7 @@ impl<'p, P: PageBufMut + ?Sized> NodeMut<'p, P> {
         let node = self.as_node()?;
         let old = node.cell(index)?;
         if node.free_space() + old.size < cell.size() {
-            return Err(corrupt(
-                self.pid,
-                "replacement cell does not fit: caller did not check",
-            ));
+            return Err(corrupt(self.pid, "replacement cell does not fit: caller did not check"));
         }
         if cell.size() == old.size {
             self.write_cell(old.offset, cell);
@@ -750,16 +685,12 @@ impl<'p, P: PageBufMut + ?Sized> NodeMut<'p, P> {
         self.page.read_into(0, &mut image);
         let node = Node::new(image.as_slice(), self.pid)?;
         let high = node.high_key_range()?;
-        let cells: Vec<Cell> = (0..node.len())
-            .map(|i| node.cell(i))
-            .collect::<Result<_>>()?;
+        let cells: Vec<Cell> = (0..node.len()).map(|i| node.cell(i)).collect::<Result<_>>()?;
         let mut end = size;
         for (index, cell) in cells.iter().enumerate() {
             end -= cell.size;
-            self.page
-                .write(end, &image[cell.offset..cell.offset + cell.size]);
-            self.page
-                .write_u16(SLOTS_START + index * SLOT_SIZE, end as u16);
+            self.page.write(end, &image[cell.offset..cell.offset + cell.size]);
+            self.page.write_u16(SLOTS_START + index * SLOT_SIZE, end as u16);
         }
         if let Some((offset, len)) = high {
             end -= len;
@@ -785,14 +716,7 @@ mod tests {
         let mut page = vec![0u8; size];
         let mut node = NodeMut::init(page.as_mut_slice(), PID, PageType::Leaf, 0);
         for (i, key) in keys.iter().enumerate() {
-            node.insert(
-                i,
-                &CellData::Leaf {
-                    key,
-                    value: b"value",
-                },
-            )
-            .unwrap();
+            node.insert(i, &CellData::Leaf { key, value: b"value" }).unwrap();
         }
         page
     }
@@ -804,24 +728,10 @@ mod tests {
             let mut node = NodeMut::new(page.as_mut_slice(), PID).unwrap();
             let at = node.as_node().unwrap().search(b"c").unwrap();
             assert_eq!(at, Err(1));
-            node.insert(
-                1,
-                &CellData::Leaf {
-                    key: b"c",
-                    value: b"xyz",
-                },
-            )
-            .unwrap();
+            node.insert(1, &CellData::Leaf { key: b"c", value: b"xyz" }).unwrap();
             node.remove(0).unwrap();
             node.set_high_key(Some(b"g")).unwrap();
-            node.replace(
-                0,
-                &CellData::Leaf {
-                    key: b"c",
-                    value: b"longer value",
-                },
-            )
-            .unwrap();
+            node.replace(0, &CellData::Leaf { key: b"c", value: b"longer value" }).unwrap();
         }
         check_node(page.as_slice(), PID).unwrap();
         let node = Node::new(page.as_slice(), PID).unwrap();
@@ -830,16 +740,11 @@ mod tests {
         assert_eq!(node.search(b"d").unwrap(), Ok(1));
         assert!(node.is_above_high_key(b"h").unwrap());
         assert!(!node.is_above_high_key(b"g").unwrap());
-        let ValueRef::Inline { offset, len } = node.value_ref(0).unwrap() else {
-            panic!("inline expected")
-        };
+        let ValueRef::Inline { offset, len } = node.value_ref(0).unwrap() else { panic!("inline expected") };
         assert_eq!(page.as_slice().read_vec(offset, len), b"longer value");
         let before = node.free_space();
         let mut copy = page.clone();
-        NodeMut::new(copy.as_mut_slice(), PID)
-            .unwrap()
-            .compact()
-            .unwrap();
+        NodeMut::new(copy.as_mut_slice(), PID).unwrap().compact().unwrap();
         let compacted = Node::new(copy.as_slice(), PID).unwrap();
         assert_eq!(compacted.free_space(), before);
         assert_eq!(compacted.contiguous_free(), before);
@@ -853,10 +758,7 @@ mod tests {
         let mut count = 0u32;
         loop {
             let key = count.to_be_bytes();
-            let cell = CellData::Leaf {
-                key: &key,
-                value: b"0123456789",
-            };
+            let cell = CellData::Leaf { key: &key, value: b"0123456789" };
             if !node.fits(cell.size()).unwrap() {
                 break;
             }
@@ -871,38 +773,13 @@ mod tests {
     fn inner_child_index_uses_exclusive_lower_bounds() {
         let mut page = vec![0u8; 512];
         let mut node = NodeMut::init(page.as_mut_slice(), PID, PageType::Inner, 1);
-        node.insert(
-            0,
-            &CellData::Inner {
-                key: b"",
-                child: PageId(10),
-            },
-        )
-        .unwrap();
-        node.insert(
-            1,
-            &CellData::Inner {
-                key: b"m",
-                child: PageId(11),
-            },
-        )
-        .unwrap();
-        node.insert(
-            2,
-            &CellData::Inner {
-                key: b"t",
-                child: PageId(12),
-            },
-        )
-        .unwrap();
+        node.insert(0, &CellData::Inner { key: b"", child: PageId(10) }).unwrap();
+        node.insert(1, &CellData::Inner { key: b"m", child: PageId(11) }).unwrap();
+        node.insert(2, &CellData::Inner { key: b"t", child: PageId(12) }).unwrap();
         let node = Node::new(page.as_slice(), PID).unwrap();
         let child = |key: &[u8]| node.child(node.child_index(key).unwrap()).unwrap();
         assert_eq!(child(b""), PageId(10));
-        assert_eq!(
-            child(b"m"),
-            PageId(10),
-            "a key equal to a bound belongs left"
-        );
+        assert_eq!(child(b"m"), PageId(10), "a key equal to a bound belongs left");
         assert_eq!(child(b"ma"), PageId(11));
         assert_eq!(child(b"t"), PageId(11));
         assert_eq!(child(b"z"), PageId(12));
@@ -913,33 +790,22 @@ mod tests {
     fn corruption_is_reported_not_panicked() {
         let mut page = leaf(512, &[b"a", b"b"]);
         page[OFFSET_SLOT_COUNT] = 200;
-        assert!(matches!(
-            check_node(page.as_slice(), PID),
-            Err(Error::Corruption { page: PID, .. })
-        ));
+        assert!(matches!(check_node(page.as_slice(), PID), Err(Error::Corruption { page: PID, .. })));
         let mut page = leaf(512, &[b"a", b"b"]);
         page[SLOTS_START] = 0xff;
         page[SLOTS_START + 1] = 0x01;
         assert!(check_node(page.as_slice(), PID).is_err());
         let mut page = leaf(512, &[b"b", b"a"]);
-        assert!(
-            check_node(page.as_slice(), PID).is_err(),
-            "unordered keys must fail"
-        );
+        assert!(check_node(page.as_slice(), PID).is_err(), "unordered keys must fail");
         page[header::OFFSET_TYPE] = PageType::Overflow as u8;
         assert!(Node::new(page.as_slice(), PID).is_err());
     }
 
     fn valid_page(keys: usize) -> Vec<u8> {
-        let names: Vec<Vec<u8>> = (0..keys)
-            .map(|i| format!("key{i:03}").into_bytes())
-            .collect();
+        let names: Vec<Vec<u8>> = (0..keys).map(|i| format!("key{i:03}").into_bytes()).collect();
         let refs: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
         let mut page = leaf(512, &refs);
-        NodeMut::new(page.as_mut_slice(), PID)
-            .unwrap()
-            .set_high_key(Some(b"zz"))
-            .unwrap();
+        NodeMut::new(page.as_mut_slice(), PID).unwrap().set_high_key(Some(b"zz")).unwrap();
         page
     }
 

@@ -60,15 +60,9 @@ pub fn read<P: PageBuf + ?Sized>(page: &P, pid: PageId) -> Result<OverflowPage> 
     }
     let len = page.read_u32(OFFSET_LEN) as usize;
     if len > capacity(page.size()) || len == 0 {
-        return Err(Error::corruption(
-            pid,
-            format!("overflow length {len} out of range"),
-        ));
+        return Err(Error::corruption(pid, format!("overflow length {len} out of range")));
     }
-    Ok(OverflowPage {
-        next: PageId::from_link(page.read_u64(OFFSET_NEXT)),
-        len,
-    })
+    Ok(OverflowPage { next: PageId::from_link(page.read_u64(OFFSET_NEXT)), len })
 }
 
 #[cfg(test)]
@@ -81,13 +75,7 @@ mod tests {
         let mut page = vec![0u8; 512];
         write(page.as_mut_slice(), PageId(3), b"hello", Some(PageId(4)));
         let got = read(page.as_slice(), PageId(3)).unwrap();
-        assert_eq!(
-            got,
-            OverflowPage {
-                next: Some(PageId(4)),
-                len: 5
-            }
-        );
+        assert_eq!(got, OverflowPage { next: Some(PageId(4)), len: 5 });
         assert_eq!(page.as_slice().read_vec(DATA_START, got.len), b"hello");
         assert_eq!(pages_needed(512, capacity(512) + 1), 2);
     }
