@@ -49,7 +49,7 @@ pub const fn page_size_valid(size: usize) -> bool {
 
 const _: () = assert!(page_size_valid(PAGE_SIZE_DEFAULT));
 const _: () = assert!(PAGE_SIZE_MAX <= u16::MAX as usize + 1);
-const _: () = assert!(PAGE_SIZE_MIN % 8 == 0);
+const _: () = assert!(PAGE_SIZE_MIN.is_multiple_of(8));
 // Three maximal keys plus per-cell overhead and the header fit in the
 // smallest page.
 const _: () = assert!(3 * (key_size_max(PAGE_SIZE_MIN) + 32) + PAGE_HEADER_SIZE + 64 <= PAGE_SIZE_MIN);

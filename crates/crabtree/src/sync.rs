@@ -4,9 +4,9 @@
 //! loom model of the hybrid latch (`tests/loom_latch.rs`) compiles the latch
 //! source against a loom-backed module with this same surface.
 
-pub use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+pub use parking_lot::{Mutex, RwLock};
 pub use std::sync::Arc;
-pub use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+pub use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
 
 /// Parks the calling thread on `key` unless `should_park` (run under the
 /// parking bucket's lock) returns false. Returns when unparked; spurious

@@ -120,7 +120,7 @@ impl BTree {
         NodeMut::init(&mut root.page_mut(), pid, PageType::Leaf, 0);
         drop(root);
         tree.pool.set_root(ROOT_SLOT, pid);
-        tree.pool.set_root(LEN_SLOT, PageId(0));
+        tree.pool.set_root_value(LEN_SLOT, 0);
         Ok(tree)
     }
 
@@ -131,7 +131,7 @@ impl BTree {
         if root == PageId::HEADER || root.0 >= tree.pool.page_count() {
             return Err(Error::corruption(PageId::HEADER, format!("tree root {root:?} out of range")));
         }
-        tree.len.store(tree.pool.root(LEN_SLOT).0, Ordering::Relaxed);
+        tree.len.store(tree.pool.root_value(LEN_SLOT), Ordering::Relaxed);
         Ok(tree)
     }
 
@@ -244,7 +244,7 @@ impl BTree {
     /// Writes every dirty page and the tree's metadata, then syncs.
     pub fn flush(&self) -> Result<()> {
         self.reclaim()?;
-        self.pool.set_root(LEN_SLOT, PageId(self.len()));
+        self.pool.set_root_value(LEN_SLOT, self.len());
         self.pool.flush()
     }
 

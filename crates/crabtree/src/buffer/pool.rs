@@ -199,6 +199,19 @@ impl BufferPool {
         self.roots[slot].store(pid.0, Ordering::Release);
     }
 
+    /// Root slot `slot` read as a plain number (a slot may hold a counter,
+    /// such as a tree's entry count, instead of a page id).
+    pub fn root_value(&self, slot: usize) -> u64 {
+        // Relaxed: a number, not a link to page contents.
+        self.roots[slot].load(Ordering::Relaxed)
+    }
+
+    /// Sets root slot `slot` to a plain number; persisted by `flush`.
+    pub fn set_root_value(&self, slot: usize, value: u64) {
+        // Relaxed: see `root_value`.
+        self.roots[slot].store(value, Ordering::Relaxed);
+    }
+
     /// Counters.
     pub fn stats(&self) -> PoolStats {
         // Relaxed: statistics.

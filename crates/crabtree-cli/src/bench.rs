@@ -1,0 +1,293 @@
+//! `crabtree bench`: the main job. Creates a database in a temporary
+//! directory, runs a fixed workload on the B-link tree and, for each phase,
+//! the same work on a `parking_lot::RwLock<BTreeMap>` in the same run, and
+//! prints a table with the ratio. Ends with `verify()`, a flush, a reopen
+//! and a full comparison of the contents, so a fast but wrong run fails.
+
+use crabtree::io::FileStorage;
+use crabtree::raw::{BTree, BufferPool, PoolOptions};
+use parking_lot::RwLock;
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Arguments of `bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Number of keys.
+    #[arg(long, default_value_t = 200_000)]
+    pub keys: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// Reader threads for the concurrent phases.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Buffer pool budget in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub pool_mb: usize,
+    /// Page size in bytes.
+    #[arg(long, default_value_t = 4096)]
+    pub page_size: usize,
+}
+
+/// The key of index `i`: 16 bytes, spread so inserts land all over the tree.
+fn key(i: u64) -> [u8; 16] {
+    let spread = i.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&spread.to_be_bytes());
+    key[8..].copy_from_slice(&i.to_be_bytes());
+    key
+}
+
+fn value(i: u64, size: usize) -> Vec<u8> {
+    let mut value = vec![(i % 251) as u8; size];
+    if size >= 8 {
+        value[..8].copy_from_slice(&i.to_le_bytes());
+    }
+    value
+}
+
+struct Row {
+    phase: String,
+    ops: u64,
+    ours: Duration,
+    baseline: Option<Duration>,
+}
+
+fn ops_per_sec(ops: u64, time: Duration) -> f64 {
+    ops as f64 / time.as_secs_f64().max(1e-9)
+}
+
+/// Runs `work(thread, ops_per_thread)` on `threads` threads; total time.
+fn timed_threads(threads: usize, work: impl Fn(usize) + Sync) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for thread in 0..threads {
+            let work = &work;
+            scope.spawn(move || work(thread));
+        }
+    });
+    start.elapsed()
+}
+
+/// Runs the workload and prints the table.
+pub fn run(args: &BenchArgs) -> crabtree::Result<ExitCode> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("bench.crab");
+    let options = PoolOptions { page_size: args.page_size, pool_bytes: args.pool_mb << 20, ..PoolOptions::default() };
+    let storage = Arc::new(FileStorage::open(&path, true)?);
+    let pool = Arc::new(BufferPool::create(storage, options.clone())?);
+    let tree = BTree::create(pool)?;
+    let map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>> = RwLock::new(BTreeMap::new());
+    let n = args.keys;
+    let threads = args.threads.max(1);
+    let mut rows = Vec::new();
+    println!(
+        "crabtree bench: {n} keys x {} B values, {} B pages, {} MiB pool, {threads} threads, file {}",
+        args.value_size,
+        args.page_size,
+        args.pool_mb,
+        path.display()
+    );
+
+    // Inserts, one thread, in spread order.
+    let start = Instant::now();
+    for i in 0..n {
+        tree.insert(&key(i), &value(i, args.value_size))?;
+    }
+    let ours = start.elapsed();
+    let start = Instant::now();
+    for i in 0..n {
+        map.write().insert(key(i).to_vec(), value(i, args.value_size));
+    }
+    rows.push(Row { phase: "insert (1 thread)".into(), ops: n, ours, baseline: Some(start.elapsed()) });
+
+    // Point lookups, 1 and `threads` threads; every value copied out.
+    for readers in [1, threads] {
+        let per_thread = n.max(1);
+        let failures = std::sync::atomic::AtomicU64::new(0);
+        let ours = timed_threads(readers, |t| {
+            for j in 0..per_thread {
+                let i = (j * 7919 + t as u64 * 104_729) % n;
+                match tree.get(&key(i)) {
+                    Ok(Some(v)) if v == value(i, args.value_size) => {}
+                    _ => {
+                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        let baseline = timed_threads(readers, |t| {
+            for j in 0..per_thread {
+                let i = (j * 7919 + t as u64 * 104_729) % n;
+                let copied = map.read().get(key(i).as_slice()).cloned();
+                std::hint::black_box(copied);
+            }
+        });
+        if failures.into_inner() != 0 {
+            eprintln!("error: lookups returned wrong values");
+            return Ok(ExitCode::FAILURE);
+        }
+        rows.push(Row {
+            phase: format!("get ({readers} thread{})", if readers == 1 { "" } else { "s" }),
+            ops: per_thread * readers as u64,
+            ours,
+            baseline: Some(baseline),
+        });
+    }
+
+    // Lookups by `threads` readers while one writer updates.
+    let per_thread = n;
+    let ours = timed_threads(threads + 1, |t| {
+        for j in 0..per_thread {
+            let i = (j * 7919 + t as u64 * 104_729) % n;
+            if t == threads {
+                let _ = tree.insert(&key(i), &value(i, args.value_size));
+            } else {
+                std::hint::black_box(tree.get(&key(i)).ok());
+            }
+        }
+    });
+    let baseline = timed_threads(threads + 1, |t| {
+        for j in 0..per_thread {
+            let i = (j * 7919 + t as u64 * 104_729) % n;
+            if t == threads {
+                map.write().insert(key(i).to_vec(), value(i, args.value_size));
+            } else {
+                std::hint::black_box(map.read().get(key(i).as_slice()).cloned());
+            }
+        }
+    });
+    rows.push(Row {
+        phase: format!("get+update ({threads}r+1w)"),
+        ops: per_thread * (threads as u64 + 1),
+        ours,
+        baseline: Some(baseline),
+    });
+
+    // 100-entry scans from spread start keys.
+    let scans = (n / 10).max(1);
+    let start = Instant::now();
+    for s in 0..scans {
+        let from = key(s * 13 % n);
+        let count = tree.range(from.as_slice()..).take(100).filter(|e| e.is_ok()).count();
+        std::hint::black_box(count);
+    }
+    let ours = start.elapsed();
+    let start = Instant::now();
+    for s in 0..scans {
+        let from = key(s * 13 % n).to_vec();
+        let guard = map.read();
+        let copied: Vec<(Vec<u8>, Vec<u8>)> =
+            guard.range(from..).take(100).map(|(k, v)| (k.clone(), v.clone())).collect();
+        std::hint::black_box(copied);
+    }
+    rows.push(Row { phase: "scan 100 (1 thread)".into(), ops: scans, ours, baseline: Some(start.elapsed()) });
+
+    // Remove half, then check everything.
+    let start = Instant::now();
+    for i in (0..n).step_by(2) {
+        tree.remove(&key(i))?;
+    }
+    let ours = start.elapsed();
+    let start = Instant::now();
+    for i in (0..n).step_by(2) {
+        map.write().remove(key(i).as_slice());
+    }
+    rows.push(Row { phase: "remove (1 thread)".into(), ops: n.div_ceil(2), ours, baseline: Some(start.elapsed()) });
+
+    let start = Instant::now();
+    let report = tree.verify()?;
+    rows.push(Row { phase: "verify".into(), ops: report.page_count, ours: start.elapsed(), baseline: None });
+    let start = Instant::now();
+    tree.flush()?;
+    rows.push(Row {
+        phase: "flush + fsync".into(),
+        ops: tree.pool().stats().writes,
+        ours: start.elapsed(),
+        baseline: None,
+    });
+
+    print_table(&rows);
+    let stats = tree.pool().stats();
+    println!(
+        "pool: {} loads, {} writes, {} evictions; tree: {} levels, {} pages, leaf fill {:.0}%",
+        stats.loads,
+        stats.writes,
+        stats.evictions,
+        report.levels.len(),
+        report.page_count,
+        report.levels.first().map_or(0.0, |l| l.fill * 100.0)
+    );
+    if !report.is_ok() {
+        for violation in report.violations.iter().take(20) {
+            eprintln!("violation: {violation}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    drop(tree);
+    check_reopen(&path, options, &map.into_inner())
+}
+
+/// Reopens the database and compares it with the baseline map.
+fn check_reopen(
+    path: &std::path::Path,
+    options: PoolOptions,
+    want: &BTreeMap<Vec<u8>, Vec<u8>>,
+) -> crabtree::Result<ExitCode> {
+    let storage = Arc::new(FileStorage::open(path, false)?);
+    let tree = BTree::open(Arc::new(BufferPool::open(storage, options)?))?;
+    let mut expected = want.iter();
+    let mut count = 0u64;
+    for entry in tree.range::<&[u8], _>(..) {
+        let (k, v) = entry?;
+        if expected.next() != Some((&k, &v)) {
+            eprintln!("error: reopened database differs from the model at entry {count}");
+            return Ok(ExitCode::FAILURE);
+        }
+        count += 1;
+    }
+    if expected.next().is_some() {
+        eprintln!("error: reopened database is missing entries after {count}");
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("reopen: {count} entries match the model; verify ok");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "{:<24} {:>10} {:>12} {:>14} {:>14} {:>8}",
+        "phase", "ops", "crabtree s", "crabtree op/s", "RwLock<BTreeMap> op/s", "ratio"
+    );
+    for row in rows {
+        let ours = ops_per_sec(row.ops, row.ours);
+        match row.baseline {
+            Some(base) => {
+                let theirs = ops_per_sec(row.ops, base);
+                println!(
+                    "{:<24} {:>10} {:>12.3} {:>14.0} {:>21.0} {:>7.2}x",
+                    row.phase,
+                    row.ops,
+                    row.ours.as_secs_f64(),
+                    ours,
+                    theirs,
+                    ours / theirs
+                );
+            }
+            None => println!(
+                "{:<24} {:>10} {:>12.3} {:>14.0} {:>21} {:>8}",
+                row.phase,
+                row.ops,
+                row.ours.as_secs_f64(),
+                ours,
+                "-",
+                "-"
+            ),
+        }
+    }
+    println!();
+}
