@@ -34,7 +34,7 @@ impl Storage for MemStorage {
     fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
         let mut bytes = self.bytes.lock();
         let start = usize::try_from(offset).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-        let end = start + buf.len();
+        let end = start.checked_add(buf.len()).ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
         if bytes.len() < end {
             bytes.resize(end, 0);
         }
