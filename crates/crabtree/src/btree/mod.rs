@@ -68,9 +68,10 @@ use crate::{Error, Result};
 use std::ops::RangeBounds;
 
 /// Root slot in the pool's header page that holds this tree's root.
+/// (Root slots hold page ids below the page count, checked by the pool and
+/// by the header decoder, so the entry count is not kept in one: `open`
+/// counts the leaves' cells instead.)
 const ROOT_SLOT: usize = 0;
-/// Root slot holding the number of entries at the last flush.
-const LEN_SLOT: usize = 1;
 
 /// Outcome of one attempt at an operation: done, restart, or failed.
 pub(crate) enum Step {
@@ -120,7 +121,6 @@ impl BTree {
         NodeMut::init(&mut root.page_mut(), pid, PageType::Leaf, 0);
         drop(root);
         tree.pool.set_root(ROOT_SLOT, pid);
-        tree.pool.set_root(LEN_SLOT, PageId(0));
         Ok(tree)
     }
 
@@ -131,7 +131,8 @@ impl BTree {
         if root == PageId::HEADER || root.0 >= tree.pool.page_count() {
             return Err(Error::corruption(PageId::HEADER, format!("tree root {root:?} out of range")));
         }
-        tree.len.store(tree.pool.root(LEN_SLOT).0, Ordering::Relaxed);
+        let len = tree.count_entries()?;
+        tree.len.store(len, Ordering::Relaxed);
         Ok(tree)
     }
 
@@ -211,7 +212,7 @@ impl BTree {
         Ok(Some(old))
     }
 
-    /// Number of entries (exact in memory; persisted at flush).
+    /// Number of entries (exact in memory; counted from the leaves at open).
     pub fn len(&self) -> u64 {
         self.len.load(Ordering::Relaxed)
     }
@@ -244,7 +245,6 @@ impl BTree {
     /// Writes every dirty page and the tree's metadata, then syncs.
     pub fn flush(&self) -> Result<()> {
         self.reclaim()?;
-        self.pool.set_root(LEN_SLOT, PageId(self.len()));
         self.pool.flush()
     }
 
