@@ -243,8 +243,22 @@ impl BTree {
     }
 
     /// Writes every dirty page and the tree's metadata, then syncs.
+    ///
+    /// Pages retired before the call are first returned to the free list,
+    /// waiting for operations still pinned at an older epoch (each is one
+    /// tree operation, in any thread of the process): the free list is
+    /// persisted only here, so a retired page left out would be lost to
+    /// the file (leaked) after a close and reopen. Entry: no latch held and
+    /// not inside a tree operation.
     pub fn flush(&self) -> Result<()> {
-        self.reclaim()?;
+        let horizon = self.retired.horizon();
+        loop {
+            self.reclaim()?;
+            if !self.retired.waiting_before(horizon) {
+                break;
+            }
+            std::thread::yield_now();
+        }
         self.pool.flush()
     }
 
