@@ -146,9 +146,8 @@ fn config_strategy() -> impl Strategy<Value = Config> {
         2 => Just(Vec::new()),
         1 => prop::collection::vec((key_strategy(), value_strategy()), 0..600),
     ];
-    (prop_oneof![3 => Just(512usize), 1 => Just(4096usize)], 16usize..40, any::<bool>(), bulk).prop_map(
-        |(page_size, frames, sim_disk, bulk)| Config { page_size, frames, sim_disk, bulk },
-    )
+    (prop_oneof![3 => Just(512usize), 1 => Just(4096usize)], 16usize..40, any::<bool>(), bulk)
+        .prop_map(|(page_size, frames, sim_disk, bulk)| Config { page_size, frames, sim_disk, bulk })
 }
 
 fn materialize(bound: &Bound<KeySpec>, max: usize) -> Bound<Vec<u8>> {
@@ -278,9 +277,7 @@ impl Harness {
 
     fn check_too_large(&self, byte: u8) {
         let key = vec![byte; self.max + 1];
-        let too_large = |result: Result<Option<Vec<u8>>, Error>| {
-            matches!(result, Err(Error::KeyTooLarge { size, max }) if size == self.max + 1 && max == self.max)
-        };
+        let too_large = |result: Result<Option<Vec<u8>>, Error>| matches!(result, Err(Error::KeyTooLarge { size, max }) if size == self.max + 1 && max == self.max);
         assert!(too_large(self.tree().insert(&key, b"v")), "insert of a key of max + 1 bytes");
         assert!(too_large(self.tree().get(&key)), "get of a key of max + 1 bytes");
         assert!(too_large(self.tree().remove(&key)), "remove of a key of max + 1 bytes");
@@ -291,21 +288,14 @@ impl Harness {
     /// ends alternately; the model is a deque of the entries in range.
     fn check_range(&self, lo: &Bound<KeySpec>, hi: &Bound<KeySpec>, dirs: &[bool]) {
         let (lower, upper) = (materialize(lo, self.max), materialize(hi, self.max));
-        let mut want: VecDeque<_> = self
-            .model
-            .iter()
-            .filter(|(k, _)| within(k, &lower, &upper))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut want: VecDeque<_> =
+            self.model.iter().filter(|(k, _)| within(k, &lower, &upper)).map(|(k, v)| (k.clone(), v.clone())).collect();
         let count = want.len();
         let mut iter = self.tree().range((lower.clone(), upper.clone()));
         let steps = dirs.iter().copied().chain((0..count + 2).map(|i| i % 2 == 0));
         for (step, forward) in steps.enumerate() {
-            let (got, expected) = if forward {
-                (iter.next(), want.pop_front())
-            } else {
-                (iter.next_back(), want.pop_back())
-            };
+            let (got, expected) =
+                if forward { (iter.next(), want.pop_front()) } else { (iter.next_back(), want.pop_back()) };
             let got = got.transpose().unwrap();
             assert_eq!(got, expected, "range {lo:?}..{hi:?} step {step} forward {forward} (dirs {dirs:?})");
         }

@@ -22,8 +22,8 @@ mod common;
 
 use crabtree::io::{MemStorage, Storage};
 use crabtree::raw::BTree;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const WRITERS: u32 = 4;
@@ -46,7 +46,7 @@ fn range_key(i: u32) -> u32 {
 }
 
 fn is_anchor(i: u32) -> bool {
-    i % ANCHOR_EVERY == 0
+    i.is_multiple_of(ANCHOR_EVERY)
 }
 
 fn value(i: u32, round: u64) -> Vec<u8> {
@@ -128,6 +128,7 @@ fn reader(tree: &BTree, r: u32, seed: u64, stop: &AtomicBool) -> u64 {
 fn splits_and_deletes_race_on_the_same_leaves() {
     let seed = common::seed("tree_split_delete");
     let duration = if common::long() { Duration::from_secs(60) } else { Duration::from_secs(4) };
+    let _watchdog = common::Watchdog::arm("tree_split_delete", seed, duration + Duration::from_secs(60));
     let options = common::options(512, 64);
     let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
     let tree = common::create(Arc::clone(&storage), &options);

@@ -108,7 +108,11 @@ impl Worker<'_> {
             let entry = if forward { iter.next() } else { iter.next_back() };
             let Some(entry) = entry else { break };
             let (k, v) = entry.unwrap();
-            if forward { front.push(k.clone()) } else { back.push(k.clone()) }
+            if forward {
+                front.push(k.clone())
+            } else {
+                back.push(k.clone())
+            }
             let index = key_index(&k);
             assert_eq!(key(index), k, "malformed key returned");
             assert!((start..end).contains(&index), "key {index} outside {start}..{end}");
@@ -133,6 +137,7 @@ impl Worker<'_> {
 fn threads_write_own_keys_and_scan_everyone_s() {
     let seed = common::seed("tree_stress");
     let duration = if common::long() { Duration::from_secs(120) } else { Duration::from_secs(6) };
+    let _watchdog = common::Watchdog::arm("tree_stress", seed, duration + Duration::from_secs(60));
     let options = common::options(PAGE, FRAMES);
     let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
     let tree = common::create(Arc::clone(&storage), &options);
@@ -154,7 +159,7 @@ fn threads_write_own_keys_and_scan_everyone_s() {
                             std::panic::resume_unwind(panic);
                         }
                         steps += 1;
-                        if steps % 64 == 0 && Instant::now() > deadline {
+                        if steps.is_multiple_of(64) && Instant::now() > deadline {
                             break;
                         }
                     }

@@ -62,3 +62,35 @@ pub fn verified(tree: &BTree) -> VerifyReport {
 pub fn contents(tree: &BTree) -> Vec<(Vec<u8>, Vec<u8>)> {
     tree.range::<&[u8], _>(..).map(|entry| entry.unwrap()).collect()
 }
+
+/// Fails the test process if it is still alive after `limit` (a hang in
+/// the tree: a latch cycle or a descent that never ends). Disarmed on drop.
+pub struct Watchdog {
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Watchdog {
+    pub fn arm(what: &str, seed: u64, limit: std::time::Duration) -> Watchdog {
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&done);
+        let what = what.to_string();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + limit;
+            while std::time::Instant::now() < deadline {
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            eprintln!("{what}: still running after {limit:?}: hang (seed {seed}); attach gdb to see the latch waits");
+            std::process::exit(101);
+        });
+        Watchdog { done }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
