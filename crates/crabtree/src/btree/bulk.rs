@@ -137,10 +137,13 @@ impl BTree {
         let mut open: Option<Open<'_>> = None;
         for (low, child) in children {
             let key = low.as_deref().unwrap_or(b"");
+            // The node's high key, set when it is closed, is the lower bound
+            // of the child after the last one it takes: any key, so room for
+            // the largest is kept.
             let room = open.as_ref().map_or(Ok(false), |current| {
                 let node = Node::new(current.guard.page(), current.guard.pid())?;
                 let cell = CellData::Inner { key, child: *child };
-                Ok::<bool, Error>(node.free_space() >= cell.size() + SLOT_SIZE + budget.max(key.len()))
+                Ok::<bool, Error>(node.free_space() >= cell.size() + SLOT_SIZE + budget.max(self.key_size_max))
             })?;
             if !room {
                 let next = self.open_node(PageType::Inner, level, low.clone(), allocated)?;

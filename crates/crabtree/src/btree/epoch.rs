@@ -156,6 +156,17 @@ impl Retired {
         ready
     }
 
+    /// The epoch the next `retire` will record: every id retired so far
+    /// has a smaller one.
+    pub fn horizon(&self) -> u64 {
+        REGISTRY.global.load(Ordering::SeqCst)
+    }
+
+    /// Whether an id retired before `horizon` is still waiting.
+    pub fn waiting_before(&self, horizon: u64) -> bool {
+        self.pending.lock().iter().any(|&(epoch, _)| epoch < horizon)
+    }
+
     /// Every id still waiting (for `verify`'s page accounting).
     pub fn pending(&self) -> Vec<PageId> {
         self.pending.lock().iter().map(|&(_, pid)| pid).collect()

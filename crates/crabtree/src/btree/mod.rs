@@ -68,6 +68,9 @@ use crate::{Error, Result};
 use std::ops::RangeBounds;
 
 /// Root slot in the pool's header page that holds this tree's root.
+/// (Root slots hold page ids below the page count, checked by the pool and
+/// by the header decoder, so the entry count is not kept in one: `open`
+/// counts the leaves' cells instead.)
 const ROOT_SLOT: usize = 0;
 /// Root slot holding the number of entries at the last flush.
 const LEN_SLOT: usize = 1;
@@ -211,7 +214,7 @@ impl BTree {
         Ok(Some(old))
     }
 
-    /// Number of entries (exact in memory; persisted at flush).
+    /// Number of entries (exact in memory; counted from the leaves at open).
     pub fn len(&self) -> u64 {
         self.len.load(Ordering::Relaxed)
     }
@@ -242,8 +245,22 @@ impl BTree {
     }
 
     /// Writes every dirty page and the tree's metadata, then syncs.
+    ///
+    /// Pages retired before the call are first returned to the free list,
+    /// waiting for operations still pinned at an older epoch (each is one
+    /// tree operation, in any thread of the process): the free list is
+    /// persisted only here, so a retired page left out would be lost to
+    /// the file (leaked) after a close and reopen. Entry: no latch held and
+    /// not inside a tree operation.
     pub fn flush(&self) -> Result<()> {
-        self.reclaim()?;
+        let horizon = self.retired.horizon();
+        loop {
+            self.reclaim()?;
+            if !self.retired.waiting_before(horizon) {
+                break;
+            }
+            std::thread::yield_now();
+        }
         self.pool.set_root_value(LEN_SLOT, self.len());
         self.pool.flush()
     }

@@ -12,6 +12,7 @@
 //!   level's chain, and each child's high key is its cell's upper bound;
 //! * `flags`: no incomplete split, half-dead or deleted node is reachable;
 //! * `overflow`: each chain holds exactly its value's length;
+//! * `len`: the entries in the leaves equal `len()`;
 //! * `pages`: no page reachable twice; reachable, free and retired pages
 //!   (and the header page) partition the file.
 //!
@@ -86,6 +87,9 @@ impl BTree {
             if !report.violations.is_empty() {
                 break;
             }
+        }
+        if report.violations.is_empty() && report.entries != self.len() {
+            report.violations.push(format!("len: {} entries in the leaves, len() says {}", report.entries, self.len()));
         }
         self.verify_pages(&seen, &mut report);
         Ok(report)
