@@ -413,10 +413,7 @@ fn print_table(names: &[&str], rows: &[Row]) {
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported.
     let config = Config::from_env();
-    eprintln!(
-        "tree bench: {} keys, {} s per workload, {} rounds (median)",
-        config.keys, config.secs, config.rounds
-    );
+    eprintln!("tree bench: {} keys, {} s per workload, {} rounds (median)", config.keys, config.secs, config.rounds);
     let data = Data::new(config.keys);
     let crab = Crabtree::new(config.keys);
     let map = LockedMap::default();
