@@ -332,10 +332,11 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// One table row: a workload and the ops/s of each engine (in `names` order).
+/// One table row: a workload and, per engine (in `names` order), the ops/s
+/// of each round (empty when the engine did not run).
 struct Row {
     workload: String,
-    rates: Vec<Option<f64>>,
+    samples: Vec<Vec<f64>>,
     note: String,
 }
 
@@ -351,7 +352,9 @@ fn timed_workloads() -> Vec<(String, usize, bool, bool)> {
     list
 }
 
-fn run_timed(config: &Config, engines: &[&dyn Engine], data: &Data, rows: &mut Vec<Row>) {
+/// Runs every timed workload; in each round the engines run one after the
+/// other, so a ratio compares measurements taken close together.
+fn run_timed(config: &Config, engines: &[Option<&dyn Engine>], data: &Data, rows: &mut Vec<Row>) {
     for (name, threads, writer, scan) in timed_workloads() {
         if !config.workload_on(&name) {
             continue;
@@ -359,12 +362,14 @@ fn run_timed(config: &Config, engines: &[&dyn Engine], data: &Data, rows: &mut V
         let mut samples: Vec<Vec<Measure>> = vec![Vec::new(); engines.len()];
         for _ in 0..config.rounds {
             for (engine, samples) in engines.iter().zip(&mut samples) {
-                samples.push(run_reads(*engine, data, threads, writer, scan, config.secs));
+                if let Some(engine) = engine {
+                    samples.push(run_reads(*engine, data, threads, writer, scan, config.secs));
+                }
             }
         }
-        let rates = samples.iter().map(|s| Some(median(s.iter().map(|m| m.ops_per_sec).collect()))).collect();
         let mut note = String::new();
         for (engine, samples) in engines.iter().zip(&samples) {
+            let Some(engine) = engine else { continue };
             let misses: u64 = samples.iter().map(|m| m.misses).sum();
             if writer {
                 let w = median(samples.iter().map(|m| m.writer_ops_per_sec).collect());
@@ -375,15 +380,21 @@ fn run_timed(config: &Config, engines: &[&dyn Engine], data: &Data, rows: &mut V
             }
         }
         eprintln!("  done: {name}");
-        rows.push(Row { workload: name, rates, note });
+        let samples = samples.iter().map(|s| s.iter().map(|m| m.ops_per_sec).collect()).collect();
+        rows.push(Row { workload: name, samples, note });
     }
 }
 
-fn ratio(ours: Option<f64>, peer: Option<f64>) -> String {
-    match (ours, peer) {
-        (Some(ours), Some(peer)) if peer > 0.0 => format!("{:.2}", ours / peer),
-        _ => "-".to_string(),
+/// Median of the per-round ratios ours / peer, with their range when there
+/// is more than one round.
+fn ratio(ours: &[f64], peer: &[f64]) -> String {
+    if ours.is_empty() || ours.len() != peer.len() {
+        return "-".to_string();
     }
+    let ratios: Vec<f64> = ours.iter().zip(peer).map(|(o, p)| o / p).collect();
+    let (low, high) = ratios.iter().fold((f64::MAX, f64::MIN), |(l, h), &r| (l.min(r), h.max(r)));
+    let mid = median(ratios.clone());
+    if ratios.len() > 1 { format!("{mid:.2} ({low:.2}-{high:.2})") } else { format!("{mid:.2}") }
 }
 
 fn print_table(names: &[&str], rows: &[Row]) {
@@ -399,11 +410,12 @@ fn print_table(names: &[&str], rows: &[Row]) {
     println!("{}", header.chars().map(|c| if c == '|' { '|' } else { '-' }).collect::<String>());
     for row in rows {
         let mut line = format!("| {:<24} |", row.workload);
-        for rate in &row.rates {
-            line.push_str(&format!(" {:>15} |", rate.map_or("-".to_string(), |r| format!("{r:.0}"))));
+        for samples in &row.samples {
+            let rate = if samples.is_empty() { "-".to_string() } else { format!("{:.0}", median(samples.clone())) };
+            line.push_str(&format!(" {rate:>15} |"));
         }
         for index in 1..names.len() {
-            line.push_str(&format!(" {:<18} |", ratio(row.rates[0], row.rates[index])));
+            line.push_str(&format!(" {:<18} |", ratio(&row.samples[0], &row.samples[index])));
         }
         line.push_str(&format!(" {} |", row.note.trim_end_matches("; ")));
         println!("{line}");
@@ -423,23 +435,16 @@ fn main() {
     let engines: Vec<Option<&dyn Engine>> = all.iter().map(|e| config.engine_on(e.name()).then_some(*e)).collect();
     let mut rows = Vec::new();
     // The insert run builds the data set every other workload reads.
-    let inserts = engines.iter().map(|e| e.map(|e| run_inserts(e, &data))).collect();
+    let inserts = engines.iter().map(|e| e.map(|e| run_inserts(e, &data)).into_iter().collect()).collect();
     if config.workload_on("insert x1") {
-        rows.push(Row { workload: "insert x1 (random order)".into(), rates: inserts, note: String::new() });
+        rows.push(Row { workload: "insert x1 (random order)".into(), samples: inserts, note: String::new() });
     }
     eprintln!("  done: insert");
-    let active: Vec<&dyn Engine> = engines.iter().flatten().copied().collect();
-    let mut timed = Vec::new();
-    run_timed(&config, &active, &data, &mut timed);
-    for row in timed {
-        let mut rates = row.rates.into_iter();
-        let rates = engines.iter().map(|e| e.and_then(|_| rates.next().flatten())).collect();
-        rows.push(Row { rates, ..row });
-    }
+    run_timed(&config, &engines, &data, &mut rows);
     if config.workload_on("bulk") && engines[0].is_some() {
         let (bulk, seq) = run_bulk(&data);
         let note = format!("crabtree sequential inserts {seq:.0}/s; bulk_load / inserts = {:.2}", bulk / seq);
-        rows.push(Row { workload: "bulk_load (sorted)".into(), rates: vec![Some(bulk), None, None], note });
+        rows.push(Row { workload: "bulk_load (sorted)".into(), samples: vec![vec![bulk], vec![], vec![]], note });
     }
     print_table(&names, &rows);
 }
