@@ -403,19 +403,35 @@ impl PageBufMut for AtomicPageMut<'_> {
         let Some(range) = range_checked(self.words.len() * 8, offset, data.len()) else {
             return;
         };
+        // Relaxed stores: the exclusive holder is the only writer; readers
+        // validate through the latch version (release on unlock).
         let mut pos = range.start;
-        let mut read = 0;
-        while pos < range.end {
-            let index = pos / 8;
-            let start = pos % 8;
-            let take = (8 - start).min(range.end - pos);
-            let mut word = if take == 8 { [0; 8] } else { load(self.words, index) };
-            word[start..start + take].copy_from_slice(&data[read..read + take]);
-            // Relaxed: the exclusive holder is the only writer; readers
-            // validate through the latch version (release on unlock).
+        let mut rest = data;
+        // Head: the bytes before the next word boundary, merged into the word.
+        if pos % 8 != 0 {
+            let (index, start) = (pos / 8, pos % 8);
+            let take = (8 - start).min(rest.len());
+            let mut word = load(self.words, index);
+            word[start..start + take].copy_from_slice(&rest[..take]);
             self.words[index].store(u64::from_ne_bytes(word), Ordering::Relaxed);
+            rest = &rest[take..];
             pos += take;
-            read += take;
+        }
+        // Body: whole words; `pos` is aligned here whenever `rest` is non-empty.
+        let mut chunks = rest.chunks_exact(8);
+        let mut index = pos / 8;
+        for chunk in chunks.by_ref() {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.words[index].store(u64::from_ne_bytes(word), Ordering::Relaxed);
+            index += 1;
+        }
+        // Tail: the first bytes of one more word.
+        let tail = chunks.remainder();
+        if !tail.is_empty() {
+            let mut word = load(self.words, index);
+            word[..tail.len()].copy_from_slice(tail);
+            self.words[index].store(u64::from_ne_bytes(word), Ordering::Relaxed);
         }
     }
 
