@@ -15,7 +15,8 @@
 //! Workloads (each engine in turn, `CRABTREE_BENCH_SECS` seconds each,
 //! default 2; `CRABTREE_BENCH_ROUNDS` rounds, default 3, the median kept):
 //! * `insert x1`: one thread inserts every key, random order, into an empty
-//!   structure (run once; it builds the data set for the rest);
+//!   structure (once per round, each into a fresh structure; the last build
+//!   is the data set for the rest);
 //! * `get xN`: N threads look up random keys (N = 1, 2, 8);
 //! * `get xN + 1 writer`: the same while one more thread keeps replacing the
 //!   values of random keys (scc has no in-place update: remove + insert);
@@ -422,29 +423,58 @@ fn print_table(names: &[&str], rows: &[Row]) {
     }
 }
 
+const ENGINE_NAMES: [&str; 3] = ["crabtree", "rwlock-btreemap", "scc-treeindex"];
+
+/// One slot per engine kind; `None` where the engine is not run.
+type Built = Vec<Option<Box<dyn Engine>>>;
+
+/// A new, empty engine of kind `index` in `ENGINE_NAMES`.
+fn fresh_engine(index: usize, keys: usize) -> Box<dyn Engine> {
+    match index {
+        0 => Box::new(Crabtree::new(keys)),
+        1 => Box::new(LockedMap::default()),
+        _ => Box::new(SccTree::default()),
+    }
+}
+
+/// Builds every enabled engine by random-order inserts, `rounds` times (the
+/// engines take turns, each into a fresh structure); the last build is the
+/// data set of the other workloads. Returns the engines and insert ops/s.
+fn build_engines(config: &Config, data: &Data) -> (Built, Vec<Vec<f64>>) {
+    let mut engines: Built = (0..ENGINE_NAMES.len()).map(|_| None).collect();
+    let mut samples = vec![Vec::new(); ENGINE_NAMES.len()];
+    let rounds = if config.workload_on("insert") { config.rounds } else { 1 };
+    for _ in 0..rounds {
+        for (index, name) in ENGINE_NAMES.iter().enumerate() {
+            if config.engine_on(name) {
+                // Free the previous build first: only one copy per engine.
+                engines[index] = None;
+                let engine = fresh_engine(index, config.keys);
+                samples[index].push(run_inserts(&*engine, data));
+                engines[index] = Some(engine);
+            }
+        }
+    }
+    (engines, samples)
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported.
     let config = Config::from_env();
     eprintln!("tree bench: {} keys, {} s per workload, {} rounds (median)", config.keys, config.secs, config.rounds);
     let data = Data::new(config.keys);
-    let crab = Crabtree::new(config.keys);
-    let map = LockedMap::default();
-    let scc = SccTree::default();
-    let all: [&dyn Engine; 3] = [&crab, &map, &scc];
-    let names: Vec<&str> = all.iter().map(|e| e.name()).collect();
-    let engines: Vec<Option<&dyn Engine>> = all.iter().map(|e| config.engine_on(e.name()).then_some(*e)).collect();
     let mut rows = Vec::new();
-    // The insert run builds the data set every other workload reads.
-    let inserts = engines.iter().map(|e| e.map(|e| run_inserts(e, &data)).into_iter().collect()).collect();
-    if config.workload_on("insert x1") {
+    let (built, inserts) = build_engines(&config, &data);
+    if config.workload_on("insert") {
         rows.push(Row { workload: "insert x1 (random order)".into(), samples: inserts, note: String::new() });
     }
     eprintln!("  done: insert");
+    let engines: Vec<Option<&dyn Engine>> = built.iter().map(|e| e.as_deref()).collect();
     run_timed(&config, &engines, &data, &mut rows);
     if config.workload_on("bulk") && engines[0].is_some() {
         let (bulk, seq) = run_bulk(&data);
         let note = format!("crabtree sequential inserts {seq:.0}/s; bulk_load / inserts = {:.2}", bulk / seq);
         rows.push(Row { workload: "bulk_load (sorted)".into(), samples: vec![vec![bulk], vec![], vec![]], note });
     }
-    print_table(&names, &rows);
+    print_table(&ENGINE_NAMES, &rows);
 }
