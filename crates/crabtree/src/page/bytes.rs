@@ -81,6 +81,32 @@ impl<T: PageBuf + ?Sized> PageBuf for &T {
     fn compare(&self, offset: usize, len: usize, key: &[u8]) -> CmpOrdering {
         (**self).compare(offset, len, key)
     }
+
+    // The fixed-width reads are forwarded too, so a `&AtomicPage` keeps the
+    // word-wise fast paths instead of falling back to the byte-wise defaults.
+    #[inline]
+    fn read_u8(&self, offset: usize) -> u8 {
+        (**self).read_u8(offset)
+    }
+
+    #[inline]
+    fn read_u16(&self, offset: usize) -> u16 {
+        (**self).read_u16(offset)
+    }
+
+    #[inline]
+    fn read_u32(&self, offset: usize) -> u32 {
+        (**self).read_u32(offset)
+    }
+
+    #[inline]
+    fn read_u64(&self, offset: usize) -> u64 {
+        (**self).read_u64(offset)
+    }
+
+    fn read_vec(&self, offset: usize, len: usize) -> Vec<u8> {
+        (**self).read_vec(offset, len)
+    }
 }
 
 /// Write access to a page's bytes (only the exclusive latch holder has it).
@@ -217,71 +243,159 @@ fn load(words: &[AtomicU64], index: usize) -> [u8; 8] {
     words[index].load(Ordering::Relaxed).to_ne_bytes()
 }
 
+/// Word `index` as a little-endian number: its byte `k` (`value >> 8k`) is
+/// page byte `index * 8 + k`, on any host byte order.
+#[inline]
+fn load_le(words: &[AtomicU64], index: usize) -> u64 {
+    u64::from_le_bytes(load(words, index))
+}
+
+/// The `len` (1..=8) page bytes at `pos` as a little-endian number (the
+/// bytes above `len` are zero), from one or two word loads whatever the
+/// alignment. `None` if the range is outside the page.
+#[inline]
+fn load_le_at(words: &[AtomicU64], pos: usize, len: usize) -> Option<u64> {
+    debug_assert!((1..=8).contains(&len));
+    let range = range_checked(words.len() * 8, pos, len)?;
+    let (index, skew) = (range.start / 8, range.start % 8);
+    let mut value = load_le(words, index) >> (skew * 8);
+    if skew + len > 8 {
+        // The range ends in the next word (inside the page: checked above).
+        value |= load_le(words, index + 1) << ((8 - skew) * 8);
+    }
+    Some(if len == 8 { value } else { value & ((1u64 << (len * 8)) - 1) })
+}
+
+/// Up to 8 bytes of `bytes` as a little-endian number, zero above.
+#[inline]
+fn le_from_slice(bytes: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    let len = bytes.len().min(8);
+    buf[..len].copy_from_slice(&bytes[..len]);
+    u64::from_le_bytes(buf)
+}
+
+/// memcmp order of two little-endian chunks holding the same number of
+/// bytes (zero above): the first differing byte is the lowest one, so
+/// compare the byte-swapped (big-endian) values.
+#[inline]
+fn cmp_le_chunks(ours: u64, theirs: u64) -> CmpOrdering {
+    ours.swap_bytes().cmp(&theirs.swap_bytes())
+}
+
 fn atomic_read_into(words: &[AtomicU64], offset: usize, out: &mut [u8]) {
     let Some(range) = range_checked(words.len() * 8, offset, out.len()) else {
         out.fill(0);
         return;
     };
     let mut pos = range.start;
-    let mut written = 0;
-    while pos < range.end {
+    let mut rest = out;
+    // Head: up to the next word boundary.
+    if pos % 8 != 0 {
         let word = load(words, pos / 8);
         let start = pos % 8;
-        let take = (8 - start).min(range.end - pos);
-        out[written..written + take].copy_from_slice(&word[start..start + take]);
+        let take = (8 - start).min(rest.len());
+        let (head, tail) = rest.split_at_mut(take);
+        head.copy_from_slice(&word[start..start + take]);
+        rest = tail;
         pos += take;
-        written += take;
+    }
+    // Body: whole words; `pos` is aligned here whenever `rest` is non-empty.
+    let mut chunks = rest.chunks_exact_mut(8);
+    let mut index = pos / 8;
+    for chunk in chunks.by_ref() {
+        chunk.copy_from_slice(&load(words, index));
+        index += 1;
+    }
+    // Tail: the first bytes of one more word.
+    let tail = chunks.into_remainder();
+    if !tail.is_empty() {
+        let word = load(words, index);
+        tail.copy_from_slice(&word[..tail.len()]);
     }
 }
 
 fn atomic_compare(words: &[AtomicU64], offset: usize, len: usize, key: &[u8]) -> CmpOrdering {
-    let Some(range) = range_checked(words.len() * 8, offset, len) else {
+    if range_checked(words.len() * 8, offset, len).is_none() {
         return [].as_slice().cmp(key);
-    };
-    let mut pos = range.start;
-    let mut key_pos = 0;
-    while pos < range.end {
-        let word = load(words, pos / 8);
-        let start = pos % 8;
-        let take = (8 - start).min(range.end - pos);
-        let ours = &word[start..start + take];
-        let theirs = &key[key_pos.min(key.len())..(key_pos + take).min(key.len())];
+    }
+    // Compare the common prefix 8 bytes at a time, then the lengths.
+    let common = len.min(key.len());
+    let mut done = 0;
+    while done < common {
+        let take = (common - done).min(8);
+        let ours = load_le_at(words, offset + done, take).unwrap_or(0);
+        let theirs = le_from_slice(&key[done..done + take]);
         if ours != theirs {
-            // The first difference, or `theirs` ran out (key is a prefix).
-            return ours.cmp(theirs);
+            return cmp_le_chunks(ours, theirs);
         }
-        pos += take;
-        key_pos += take;
+        done += take;
     }
     len.cmp(&key.len())
 }
 
+/// The fixed-width reads of a frame: one or two word loads each, the same
+/// result as the byte-wise defaults (zero when out of range).
+macro_rules! atomic_fixed_reads {
+    () => {
+        #[inline]
+        fn read_u8(&self, offset: usize) -> u8 {
+            load_le_at(self.words, offset, 1).unwrap_or(0) as u8
+        }
+
+        #[inline]
+        fn read_u16(&self, offset: usize) -> u16 {
+            load_le_at(self.words, offset, 2).unwrap_or(0) as u16
+        }
+
+        #[inline]
+        fn read_u32(&self, offset: usize) -> u32 {
+            load_le_at(self.words, offset, 4).unwrap_or(0) as u32
+        }
+
+        #[inline]
+        fn read_u64(&self, offset: usize) -> u64 {
+            load_le_at(self.words, offset, 8).unwrap_or(0)
+        }
+    };
+}
+
 impl PageBuf for AtomicPage<'_> {
+    #[inline]
     fn size(&self) -> usize {
         self.words.len() * 8
     }
 
+    #[inline]
     fn read_into(&self, offset: usize, out: &mut [u8]) {
         atomic_read_into(self.words, offset, out);
     }
 
+    #[inline]
     fn compare(&self, offset: usize, len: usize, key: &[u8]) -> CmpOrdering {
         atomic_compare(self.words, offset, len, key)
     }
+
+    atomic_fixed_reads!();
 }
 
 impl PageBuf for AtomicPageMut<'_> {
+    #[inline]
     fn size(&self) -> usize {
         self.words.len() * 8
     }
 
+    #[inline]
     fn read_into(&self, offset: usize, out: &mut [u8]) {
         atomic_read_into(self.words, offset, out);
     }
 
+    #[inline]
     fn compare(&self, offset: usize, len: usize, key: &[u8]) -> CmpOrdering {
         atomic_compare(self.words, offset, len, key)
     }
+
+    atomic_fixed_reads!();
 }
 
 impl PageBufMut for AtomicPageMut<'_> {
@@ -289,19 +403,35 @@ impl PageBufMut for AtomicPageMut<'_> {
         let Some(range) = range_checked(self.words.len() * 8, offset, data.len()) else {
             return;
         };
+        // Relaxed stores: the exclusive holder is the only writer; readers
+        // validate through the latch version (release on unlock).
         let mut pos = range.start;
-        let mut read = 0;
-        while pos < range.end {
-            let index = pos / 8;
-            let start = pos % 8;
-            let take = (8 - start).min(range.end - pos);
-            let mut word = if take == 8 { [0; 8] } else { load(self.words, index) };
-            word[start..start + take].copy_from_slice(&data[read..read + take]);
-            // Relaxed: the exclusive holder is the only writer; readers
-            // validate through the latch version (release on unlock).
+        let mut rest = data;
+        // Head: the bytes before the next word boundary, merged into the word.
+        if pos % 8 != 0 {
+            let (index, start) = (pos / 8, pos % 8);
+            let take = (8 - start).min(rest.len());
+            let mut word = load(self.words, index);
+            word[start..start + take].copy_from_slice(&rest[..take]);
             self.words[index].store(u64::from_ne_bytes(word), Ordering::Relaxed);
+            rest = &rest[take..];
             pos += take;
-            read += take;
+        }
+        // Body: whole words; `pos` is aligned here whenever `rest` is non-empty.
+        let mut chunks = rest.chunks_exact(8);
+        let mut index = pos / 8;
+        for chunk in chunks.by_ref() {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.words[index].store(u64::from_ne_bytes(word), Ordering::Relaxed);
+            index += 1;
+        }
+        // Tail: the first bytes of one more word.
+        let tail = chunks.remainder();
+        if !tail.is_empty() {
+            let mut word = load(self.words, index);
+            word[..tail.len()].copy_from_slice(tail);
+            self.words[index].store(u64::from_ne_bytes(word), Ordering::Relaxed);
         }
     }
 
@@ -372,6 +502,73 @@ mod tests {
         let mut copy = vec![0u8; 256];
         AtomicPage::new(&words).copy_to(&mut copy);
         assert_eq!(copy, plain);
+    }
+
+    fn frame_from(bytes: &[u8]) -> Vec<AtomicU64> {
+        let words = frame(bytes.len());
+        AtomicPageMut::new(&words).copy_from(bytes);
+        words
+    }
+
+    /// The keys a lookup may compare with `stored`: itself, a prefix, an
+    /// extension and a copy with one byte changed.
+    fn probe_keys(stored: &[u8], flip: (usize, u8)) -> Vec<Vec<u8>> {
+        let mut keys = vec![stored.to_vec()];
+        if let Some((_, prefix)) = stored.split_last() {
+            keys.push(prefix.to_vec());
+            let mut changed = stored.to_vec();
+            changed[flip.0 % stored.len()] = flip.1;
+            keys.push(changed);
+        }
+        let mut longer = stored.to_vec();
+        longer.push(flip.1);
+        keys.push(longer);
+        keys
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// The word-wise fast paths of a frame (fixed-width reads, copies,
+        /// compares), directly and through a reference, agree with the plain
+        /// slice implementation at every offset.
+        #[test]
+        fn fast_paths_match_plain_slices(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 96),
+            flip in (0usize..64, proptest::prelude::any::<u8>()),
+        ) {
+            let words = frame_from(&bytes);
+            let page = AtomicPage::new(&words);
+            let by_ref = &page;
+            let plain = bytes.as_slice();
+            for offset in 0..=plain.len() {
+                let room = plain.len() - offset;
+                if room >= 1 {
+                    proptest::prop_assert_eq!(page.read_u8(offset), plain.read_u8(offset));
+                    proptest::prop_assert_eq!(by_ref.read_u8(offset), plain.read_u8(offset));
+                }
+                if room >= 2 {
+                    proptest::prop_assert_eq!(page.read_u16(offset), plain.read_u16(offset));
+                    proptest::prop_assert_eq!(by_ref.read_u16(offset), plain.read_u16(offset));
+                }
+                if room >= 4 {
+                    proptest::prop_assert_eq!(page.read_u32(offset), plain.read_u32(offset));
+                    proptest::prop_assert_eq!(by_ref.read_u32(offset), plain.read_u32(offset));
+                }
+                if room >= 8 {
+                    proptest::prop_assert_eq!(page.read_u64(offset), plain.read_u64(offset));
+                    proptest::prop_assert_eq!(by_ref.read_u64(offset), plain.read_u64(offset));
+                }
+                for len in 0..=room.min(40) {
+                    proptest::prop_assert_eq!(page.read_vec(offset, len), plain.read_vec(offset, len));
+                    proptest::prop_assert_eq!(by_ref.read_vec(offset, len), plain.read_vec(offset, len));
+                    for key in probe_keys(&plain[offset..offset + len], flip) {
+                        let expected = plain.compare(offset, len, &key);
+                        proptest::prop_assert_eq!(page.compare(offset, len, &key), expected);
+                        proptest::prop_assert_eq!(by_ref.compare(offset, len, &key), expected);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
