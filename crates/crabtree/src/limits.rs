@@ -32,6 +32,9 @@ pub const POOL_FRAMES_MIN: usize = 16;
 
 /// Optimistic restarts before a reader falls back to shared latches.
 pub const OPTIMISTIC_RESTARTS_MAX: u32 = 8;
+/// How long an operation keeps restarting under shared latches before it
+/// reports the tree's links as corrupt instead of hanging.
+pub const RESTART_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Spins on a latched word before parking the thread.
 pub const LATCH_SPINS_MAX: u32 = 64;
 

@@ -6,6 +6,8 @@
 
 pub use parking_lot::{Mutex, RwLock};
 pub use std::sync::Arc;
+#[cfg(test)]
+pub use std::sync::atomic::AtomicBool;
 pub use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
 
 /// Parks the calling thread on `key` unless `should_park` (run under the

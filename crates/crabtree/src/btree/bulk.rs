@@ -78,10 +78,10 @@ impl BTree {
         for (key, value) in entries {
             let (key, value) = (key.as_ref(), value.as_ref());
             self.check_key(key)?;
-            if let Some(current) = &open {
-                if key <= current.last.as_slice() {
-                    return Err(Error::InvalidArgument("bulk_load input is not strictly ascending".into()));
-                }
+            if let Some(current) = &open
+                && key <= current.last.as_slice()
+            {
+                return Err(Error::InvalidArgument("bulk_load input is not strictly ascending".into()));
             }
             let stored = StoredValue::prepare(self, key, value)?;
             if let StoredValue::Overflow { pages, .. } = &stored {
@@ -189,7 +189,6 @@ impl BTree {
         let mut node = NodeMut::new(&mut page, pid)?;
         node.set_high_key(Some(&high))?;
         node.set_right(Some(right));
-        drop(page);
         Ok((done.low, pid))
     }
 

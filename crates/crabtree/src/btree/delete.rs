@@ -90,7 +90,6 @@ impl BTree {
                 break;
             }
             let Some(next) = head.right else { return Ok(false) };
-            drop(node);
             parent = self.pool.exclusive(next)?;
         }
         let ppid = parent.pid();
@@ -126,7 +125,6 @@ impl BTree {
                     let node = Node::new(guard.page(), left)?;
                     if node.header().right != Some(pid) || node.header().flags & FLAG_DELETED != 0 {
                         // A split or delete moved our neighbour: look again.
-                        drop(node);
                         drop(guard);
                         std::thread::yield_now();
                         continue;

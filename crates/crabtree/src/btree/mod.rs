@@ -279,6 +279,7 @@ impl BTree {
     /// latches instead of optimistic reads).
     fn retry<T>(&self, mut attempt: impl FnMut(&BTree, bool) -> Attempt<T>) -> Result<T> {
         let mut restarts = 0u32;
+        let mut since: Option<std::time::Instant> = None;
         loop {
             let pessimistic = restarts >= limits::OPTIMISTIC_RESTARTS_MAX;
             match attempt(self, pessimistic) {
@@ -286,7 +287,21 @@ impl BTree {
                 Err(Step::Fail(error)) => return Err(error),
                 Err(Step::Restart) => {
                     restarts += 1;
-                    if restarts > limits::OPTIMISTIC_RESTARTS_MAX {
+                    if restarts <= limits::OPTIMISTIC_RESTARTS_MAX {
+                        continue;
+                    }
+                    // Under shared latches a restart needs a writer racing
+                    // us at just the wrong moment; restarting for seconds
+                    // means the links themselves disagree (a damaged file
+                    // whose pages checksum correctly): report, do not hang.
+                    let started = *since.get_or_insert_with(std::time::Instant::now);
+                    if started.elapsed() > limits::RESTART_PATIENCE {
+                        let reason = format!("gave up after {restarts} restarts: the tree's links are inconsistent");
+                        return Err(Error::corruption(self.root(), reason));
+                    }
+                    if restarts > limits::OPTIMISTIC_RESTARTS_MAX * 64 {
+                        std::thread::sleep(std::time::Duration::from_micros(100));
+                    } else {
                         std::thread::yield_now();
                     }
                 }

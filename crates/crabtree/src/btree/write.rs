@@ -129,7 +129,6 @@ impl BTree {
         };
         let (old, pages) = self.read_owned_value(&node, slot)?;
         let right = node.header().right;
-        drop(node);
         let mut page = leaf.page_mut();
         let mut node = NodeMut::new(&mut page, pid)?;
         node.remove(slot)?;
@@ -265,7 +264,6 @@ impl BTree {
             let next = head
                 .right
                 .ok_or_else(|| Error::corruption(parent.pid(), "separator above the last node's high key"))?;
-            drop(node);
             let next = self.pool.exclusive(next)?;
             parent = next;
         }
@@ -283,7 +281,6 @@ impl BTree {
         if fits {
             let mut page = parent.page_mut();
             NodeMut::new(&mut page, pid)?.insert(index, &cell)?;
-            drop(page);
             clear_incomplete(&mut child)?;
             return Ok(());
         }

@@ -407,10 +407,10 @@ pub fn check_node<P: PageBuf + ?Sized>(page: &P, pid: PageId) -> Result<NodeHead
         }
         previous = Some(key);
     }
-    if let (Some(last), Some(high)) = (previous, node.high_key()?) {
-        if last > high {
-            return Err(corrupt(pid, "a key is above the high key"));
-        }
+    if let (Some(last), Some(high)) = (previous, node.high_key()?)
+        && last > high
+    {
+        return Err(corrupt(pid, "a key is above the high key"));
     }
     Ok(node.head)
 }
