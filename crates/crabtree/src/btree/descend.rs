@@ -94,7 +94,16 @@ impl BTree {
         match guard {
             ReadGuard::Optimistic(current) => {
                 current.validate()?;
-                let next = self.pool.optimistic(next)?;
+                // Unpinned, `next` may have been freed since the link was
+                // read (then loading it can fail): trust an error only if
+                // the link still stands.
+                let next = match self.pool.optimistic(next) {
+                    Ok(next) => next,
+                    Err(error) => {
+                        current.validate()?;
+                        return Err(Step::Fail(error));
+                    }
+                };
                 current.validate()?;
                 Ok(ReadGuard::Optimistic(next))
             }

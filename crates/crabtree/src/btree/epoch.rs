@@ -1,13 +1,23 @@
 //! Epoch-based reclamation of page ids.
 //!
 //! A page unlinked from the tree (a deleted leaf, a replaced overflow chain)
-//! may still be reached by a thread that read a link to it before the unlink:
-//! a reader on the shared-latch path between two latches, or a writer with a
-//! remembered descent path. Its id must not be reused until every such thread
-//! is gone. Every tree operation runs *pinned*: it publishes the global epoch
-//! it started in, in a per-thread slot. `retire(pid)` records the epoch `r`
-//! of the unlink and advances the global epoch; the id is handed back to the
-//! allocator once no pinned slot holds an epoch `<= r`.
+//! may still be reached by a thread that read a link to it before the unlink
+//! and follows it across an unlatched, unvalidated gap: a reader on the
+//! shared-latch path between two latches, or a leaf deletion walking to a
+//! left-link hint. Such an operation runs *pinned*: it publishes the global
+//! epoch it started in, in a per-thread slot. `retire(pid)` records the epoch
+//! `r` of the unlink and advances the global epoch; the id is handed back to
+//! the allocator once no pinned slot holds an epoch `<= r`.
+//!
+//! Optimistic attempts do not pin. Every unlink modifies (and so bumps the
+//! version of) the page that linked to the victim before the victim is
+//! retired: the parent for a downlink, the left neighbour for a right-link,
+//! the right neighbour for a left-link, the leaf for an overflow chain. An
+//! optimistic reader validates the linking page after taking the linked
+//! page's version (lock coupling), so if the link was gone by then it
+//! restarts, and if not, any later free and reuse of the page changes its
+//! version and fails its own validation. Errors seen on a page reached that
+//! way count only if the linking page still validates.
 //!
 //! Invariants:
 //! * a slot is owned by at most one thread at a time (claimed by CAS);

@@ -9,7 +9,6 @@
 //! exactly once and in order, whatever splits and deletes run meanwhile.
 
 use super::BTree;
-use super::epoch;
 use super::read::{Batch, above, below};
 use crate::Result;
 use std::collections::VecDeque;
@@ -57,7 +56,6 @@ impl<'t> Range<'t> {
     }
 
     fn fetch(&self, forward: bool) -> Result<Batch> {
-        let _pin = epoch::pin();
         let (lower, upper) = (borrowed(&self.lower), borrowed(&self.upper));
         self.tree.retry(|tree, pessimistic| {
             if forward {

@@ -174,7 +174,6 @@ impl BTree {
     /// The value stored under `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check_key(key)?;
-        let _pin = epoch::pin();
         self.retry(|tree, pessimistic| tree.get_attempt(key, pessimistic))
     }
 
@@ -185,7 +184,6 @@ impl BTree {
             return Err(Error::ValueTooLarge { size: value.len(), max: limits::VALUE_SIZE_MAX });
         }
         self.reclaim()?;
-        let _pin = epoch::pin();
         let stored = value::StoredValue::prepare(self, key, value)?;
         let result = self.retry(|tree, pessimistic| tree.insert_attempt(key, &stored, pessimistic));
         if result.is_err() {
@@ -201,10 +199,7 @@ impl BTree {
     /// Removes `key`, returning its value.
     pub fn remove(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check_key(key)?;
-        let removed = {
-            let _pin = epoch::pin();
-            self.retry(|tree, pessimistic| tree.remove_attempt(key, pessimistic))?
-        };
+        let removed = self.retry(|tree, pessimistic| tree.remove_attempt(key, pessimistic))?;
         let Some((old, now_empty)) = removed else { return Ok(None) };
         self.len.fetch_sub(1, Ordering::Relaxed);
         if let Some(leaf) = now_empty {
@@ -282,7 +277,13 @@ impl BTree {
         let mut since: Option<std::time::Instant> = None;
         loop {
             let pessimistic = restarts >= limits::OPTIMISTIC_RESTARTS_MAX;
-            match attempt(self, pessimistic) {
+            // Only the shared-latch path holds page ids across an unlatched
+            // gap, so only it pins (see `epoch`); optimistic attempts are
+            // protected by version validation and write nothing shared.
+            let pin = pessimistic.then(epoch::pin);
+            let outcome = attempt(self, pessimistic);
+            drop(pin);
+            match outcome {
                 Ok(value) => return Ok(value),
                 Err(Step::Fail(error)) => return Err(error),
                 Err(Step::Restart) => {

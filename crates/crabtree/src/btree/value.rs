@@ -7,7 +7,7 @@
 //! scheme, so a reader that found the old cell can finish reading it.
 
 use super::descend::ReadGuard;
-use super::{Attempt, BTree};
+use super::{Attempt, BTree, Step};
 use crate::ids::PageId;
 use crate::limits::VALUE_SIZE_MAX;
 use crate::page::node::{CellData, ValueRef, leaf_cell_size};
@@ -95,9 +95,17 @@ impl BTree {
             }
             ValueRef::Overflow { first, len } => {
                 leaf.validate()?;
-                let read = self.read_chain(first, len)?;
-                leaf.validate()?;
-                Ok(read)
+                // An unpinned reader may find the chain already retired and
+                // reused: any failure counts only if the leaf still holds
+                // the cell that names the chain.
+                match self.read_chain(first, len) {
+                    Ok(read) => {
+                        leaf.validate()?;
+                        Ok(read)
+                    }
+                    Err(Step::Restart) => Err(Step::Restart),
+                    Err(Step::Fail(error)) => Err(leaf.check::<()>(Err(error)).err().unwrap_or(Step::Restart)),
+                }
             }
         }
     }
