@@ -42,7 +42,10 @@ pub const LATCH_SPINS_MAX: u32 = 64;
 /// leaves room for a new cell and inner nodes hold at least three
 /// separators.
 pub const fn key_size_max(page_size: usize) -> usize {
-    (page_size - PAGE_HEADER_SIZE - 64) / 4 - 16
+    // A quarter of the space after the 64-byte node header, less the
+    // largest per-cell overhead (10 header bytes, 8 for an overflow link,
+    // an 8-byte slot); `page::node` asserts the result fits.
+    (page_size - 64) / 4 - 26
 }
 
 /// Whether `size` is an accepted page size: a power of two in range.
