@@ -139,21 +139,28 @@ fn oldest_pinned() -> u64 {
 #[derive(Default)]
 pub struct Retired {
     pending: Mutex<Vec<(u64, PageId)>>,
+    /// `pending.len()`, readable without the lock: writers check it on
+    /// every insert, so an empty list must not cost a shared lock.
+    waiting: AtomicUsize,
 }
 
 impl Retired {
     /// Records that `pid` was unlinked (the unlink is already visible).
     pub fn retire(&self, pid: PageId) {
         let epoch = REGISTRY.global.fetch_add(1, Ordering::SeqCst);
-        self.pending.lock().push((epoch, pid));
+        let mut pending = self.pending.lock();
+        pending.push((epoch, pid));
+        // Relaxed: a hint; a reader that misses it reclaims on a later call.
+        self.waiting.store(pending.len(), Ordering::Relaxed);
     }
 
     /// Removes and returns the ids no pinned thread can reach any more.
     pub fn reclaimable(&self) -> Vec<PageId> {
-        let mut pending = self.pending.lock();
-        if pending.is_empty() {
+        // Relaxed: see `retire`.
+        if self.waiting.load(Ordering::Relaxed) == 0 {
             return Vec::new();
         }
+        let mut pending = self.pending.lock();
         let oldest = oldest_pinned();
         let mut ready = Vec::new();
         pending.retain(|&(epoch, pid)| {
@@ -163,6 +170,7 @@ impl Retired {
             }
             !safe
         });
+        self.waiting.store(pending.len(), Ordering::Relaxed);
         ready
     }
 
@@ -185,7 +193,9 @@ impl Retired {
     /// Removes every waiting id regardless of pins: only for a tree being
     /// closed, when no operation can be running.
     pub fn drain_all(&self) -> Vec<PageId> {
-        self.pending.lock().drain(..).map(|(_, pid)| pid).collect()
+        let drained = self.pending.lock().drain(..).map(|(_, pid)| pid).collect();
+        self.waiting.store(0, Ordering::Relaxed);
+        drained
     }
 }
 
