@@ -31,7 +31,7 @@ pub use ids::{Lsn, PageId};
 /// Low-level layers (buffer pool, page formats) for tools, benchmarks and
 /// tests. No stability promise: these change with the engine.
 pub mod raw {
-    pub use crate::btree::{BTree, LevelReport, Range, VerifyReport};
+    pub use crate::btree::{BTree, LevelReport, Range, RepairReport, VerifyReport};
     pub use crate::buffer::{
         BufferPool, ExclusiveGuard, LogFlush, OptimisticGuard, PoolOptions, PoolStats, Restart, SharedGuard,
     };

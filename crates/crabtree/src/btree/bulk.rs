@@ -49,15 +49,12 @@ impl BTree {
             Ok((root, count)) => {
                 self.pool.set_root(ROOT_SLOT, root);
                 self.len.store(count, Ordering::Relaxed);
-                let guard = self.pool.exclusive(old_root)?;
-                self.pool.free(guard);
+                self.pool.free_unread(old_root);
                 Ok(count)
             }
             Err(error) => {
                 for pid in allocated {
-                    if let Ok(guard) = self.pool.exclusive(pid) {
-                        self.pool.free(guard);
-                    }
+                    self.pool.free_unread(pid);
                 }
                 Err(error)
             }

@@ -63,6 +63,21 @@ impl BTree {
         self.unlink(pid)
     }
 
+    /// Finishes the deletion of a half-dead leaf (steps 2 and 3); returns
+    /// whether it is now deleted. Entry and exit: no latch; pinned.
+    pub(crate) fn finish_deletion(&self, pid: PageId) -> Result<bool> {
+        let flags = {
+            let leaf = self.pool.shared(pid)?;
+            Node::new(leaf.page(), pid)?.header().flags
+        };
+        if flags & FLAG_HALF_DEAD == 0 || flags & FLAG_DELETED != 0 {
+            return Ok(false);
+        }
+        self.unlink(pid)?;
+        let leaf = self.pool.shared(pid)?;
+        Ok(Node::new(leaf.page(), pid)?.header().flags & FLAG_DELETED != 0)
+    }
+
     /// Step 1. Returns whether `pid` is now half-dead.
     fn mark_half_dead(&self, pid: PageId, parent_pid: PageId) -> Result<bool> {
         let mut leaf = self.pool.exclusive(pid)?;

@@ -10,7 +10,7 @@ use super::{Attempt, BTree, Step};
 use crate::buffer::{OptimisticGuard, Restart, SharedGuard};
 use crate::ids::PageId;
 use crate::page::AtomicPage;
-use crate::page::node::{FLAG_DELETED, FLAG_HALF_DEAD, Node};
+use crate::page::node::{FLAG_DELETED, FLAG_HALF_DEAD, FLAG_INCOMPLETE_SPLIT, Node};
 use crate::{Error, Result};
 
 /// A node read optimistically or under a shared latch.
@@ -66,6 +66,8 @@ enum Next {
     Right(PageId),
     /// Go down to this child.
     Down(PageId),
+    /// An inner node with an abandoned split on the way: finish it first.
+    Finish,
 }
 
 /// Which node of a level a descent looks for.
@@ -115,7 +117,7 @@ impl BTree {
     }
 
     /// Decides the next move at the node in `guard` for `target` at `level`.
-    fn next_move(&self, guard: &ReadGuard<'_>, target: Target<'_>, level: u8) -> Attempt<Next> {
+    fn next_move(&self, guard: &ReadGuard<'_>, target: Target<'_>, level: u8, writer: bool) -> Attempt<Next> {
         let page = guard.page();
         let node = guard.check(Node::new(&page, guard.pid()))?;
         let head = *node.header();
@@ -136,6 +138,9 @@ impl BTree {
         if head.level == level {
             return Ok(Next::Here);
         }
+        if writer && head.flags & FLAG_INCOMPLETE_SPLIT != 0 {
+            return Ok(Next::Finish);
+        }
         if head.level < level {
             guard.validate()?;
             return Err(Step::Fail(Error::corruption(
@@ -148,6 +153,26 @@ impl BTree {
             Target::Last => node.len().saturating_sub(1),
         };
         Ok(Next::Down(guard.check(node.child(index))?))
+    }
+
+    /// Finishes the abandoned split of the inner node behind `guard`, found
+    /// by a writer's descent (`path`: the nodes above it). Entry: no latch
+    /// but `guard`'s. Exit: no latch.
+    fn finish_on_the_way(&self, guard: ReadGuard<'_>, path: &[(u8, PageId)]) -> Attempt<()> {
+        let node = match guard {
+            ReadGuard::Optimistic(guard) => guard.try_upgrade()?,
+            ReadGuard::Shared(guard) => {
+                let pid = guard.pid();
+                drop(guard);
+                self.pool.exclusive(pid)?
+            }
+        };
+        let flags = Node::new(node.page(), node.pid())?.header().flags;
+        if flags & FLAG_INCOMPLETE_SPLIT == 0 {
+            return Ok(());
+        }
+        self.finish_split(node, &path.to_vec())?;
+        Ok(())
     }
 
     /// Descends from the root to the node at `level` for `target`, pushing
@@ -168,8 +193,13 @@ impl BTree {
                 guard.validate()?;
                 return Err(Step::Fail(Error::corruption(guard.pid(), "descent does not end: link cycle")));
             }
-            match self.next_move(&guard, target, level)? {
+            match self.next_move(&guard, target, level, path.is_some())? {
                 Next::Here => return Ok(guard),
+                Next::Finish => {
+                    let path = path.as_deref_mut().map(|p| p.clone()).unwrap_or_default();
+                    self.finish_on_the_way(guard, &path)?;
+                    return Err(Step::Restart);
+                }
                 Next::Right(right) => guard = self.step(guard, right)?,
                 Next::Down(child) => {
                     if let Some(path) = path.as_deref_mut() {

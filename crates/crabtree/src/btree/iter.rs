@@ -2,9 +2,10 @@
 //! calls.
 //!
 //! An iterator remembers the last key it returned from each end and refills
-//! a buffer with the next leaf's worth of entries beyond it (a fresh
-//! descent from the root each time, see `read`). Each batch comes from one
-//! validated read of a leaf, and consecutive batches are separated by the
+//! a buffer with the next entries beyond it: a fresh descent from the root,
+//! then whole leaves along the sibling links until `SCAN_BATCH_ENTRIES` (see
+//! `read`). Each leaf is read and validated as a whole and the next one is
+//! reached by lock coupling, and consecutive batches are separated by the
 //! returned keys, so every key present for the whole scan is returned
 //! exactly once and in order, whatever splits and deletes run meanwhile.
 

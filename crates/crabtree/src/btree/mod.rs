@@ -48,6 +48,7 @@ mod descend;
 mod epoch;
 mod iter;
 mod read;
+mod repair;
 mod value;
 mod verify;
 mod write;
@@ -56,6 +57,7 @@ mod write;
 mod tests;
 
 pub use iter::Range;
+pub use repair::RepairReport;
 pub use verify::{LevelReport, VerifyReport};
 
 use crate::buffer::{BufferPool, Restart};
@@ -203,8 +205,11 @@ impl BTree {
         let Some((old, now_empty)) = removed else { return Ok(None) };
         self.len.fetch_sub(1, Ordering::Relaxed);
         if let Some(leaf) = now_empty {
+            // The key is gone; freeing its empty leaf is housekeeping. If it
+            // fails (I/O) the leaf stays, empty or half-dead, for a later
+            // attempt or `repair`, and the remove still succeeded.
             let _pin = epoch::pin();
-            self.try_delete_leaf(leaf)?;
+            let _ = self.try_delete_leaf(leaf);
         }
         Ok(Some(old))
     }
@@ -263,8 +268,7 @@ impl BTree {
     /// Returns retired pages no reader can reach to the allocator.
     fn reclaim(&self) -> Result<()> {
         for pid in self.retired.reclaimable() {
-            let guard = self.pool.exclusive(pid)?;
-            self.pool.free(guard);
+            self.pool.free_unread(pid);
         }
         Ok(())
     }
@@ -316,9 +320,7 @@ impl Drop for BTree {
         // No operation runs once the tree is dropped: give every retired
         // page back. A failure here only leaks pages until the next verify.
         for pid in self.retired.drain_all() {
-            if let Ok(guard) = self.pool.exclusive(pid) {
-                self.pool.free(guard);
-            }
+            self.pool.free_unread(pid);
         }
     }
 }

@@ -7,6 +7,7 @@ use super::descend::{ReadGuard, Target};
 use super::{Attempt, BTree, Step};
 use crate::Error;
 use crate::ids::PageId;
+use crate::limits::SCAN_BATCH_ENTRIES;
 use crate::page::node::{FLAG_DELETED, Node};
 use std::ops::Bound;
 
@@ -73,18 +74,22 @@ impl BTree {
         Ok(batch)
     }
 
-    /// The first non-empty batch of entries `> lower` (or `>=`) and within
-    /// `upper`, walking right from the leaf holding `lower`. Empty at the end.
+    /// The next batch of entries `> lower` (or `>=`) and within `upper`:
+    /// from the leaf holding `lower` rightward until the batch holds
+    /// `SCAN_BATCH_ENTRIES` or the range ends. Empty at the end. Leaves are
+    /// chained by right-link coupling, so the batch is as consistent as one
+    /// leaf's worth.
     pub(crate) fn batch_forward(&self, lower: Bound<&[u8]>, upper: Bound<&[u8]>, pessimistic: bool) -> Attempt<Batch> {
         let start = match lower {
             Bound::Unbounded => &[][..],
             Bound::Included(key) | Bound::Excluded(key) => key,
         };
         let mut leaf = self.descend(Target::Key(start), 0, None, pessimistic)?;
+        let mut batch = Batch::new();
         let mut hops = 0u64;
         loop {
-            let batch = self.leaf_entries(&leaf, lower, upper)?;
-            if !batch.is_empty() {
+            batch.extend(self.leaf_entries(&leaf, lower, upper)?);
+            if batch.len() >= SCAN_BATCH_ENTRIES {
                 return Ok(batch);
             }
             let (right, high) = {
@@ -94,9 +99,9 @@ impl BTree {
             };
             leaf.validate()?;
             // Past the upper bound, or the last leaf: done.
-            let (Some(right), Some(high)) = (right, high) else { return Ok(Batch::new()) };
+            let (Some(right), Some(high)) = (right, high) else { return Ok(batch) };
             if matches!(upper, Bound::Included(u) | Bound::Excluded(u) if high.as_slice() >= u) {
-                return Ok(Batch::new());
+                return Ok(batch);
             }
             hops += 1;
             if hops > self.pool.page_count() {
@@ -106,35 +111,43 @@ impl BTree {
         }
     }
 
-    /// The last non-empty batch of entries `< upper` (or `<=`) and within
-    /// `lower`, walking left from the leaf holding `upper`. Empty at the end.
+    /// The previous batch of entries `< upper` (or `<=`) and within
+    /// `lower`: from the leaf holding `upper` leftward until the batch holds
+    /// `SCAN_BATCH_ENTRIES` or the range ends; in ascending order. Empty at
+    /// the end.
     pub(crate) fn batch_backward(&self, lower: Bound<&[u8]>, upper: Bound<&[u8]>, pessimistic: bool) -> Attempt<Batch> {
         let target = match upper {
             Bound::Unbounded => Target::Last,
             Bound::Included(key) | Bound::Excluded(key) => Target::Key(key),
         };
         let mut leaf = self.descend(target, 0, None, pessimistic)?;
+        // Per leaf, right to left; reversed into one ascending batch.
+        let mut pieces: Vec<Batch> = Vec::new();
+        let mut count = 0usize;
         let mut hops = 0u64;
         loop {
-            let batch = self.leaf_entries(&leaf, lower, upper)?;
-            if !batch.is_empty() {
-                return Ok(batch);
+            let piece = self.leaf_entries(&leaf, lower, upper)?;
+            count += piece.len();
+            pieces.push(piece);
+            if count >= SCAN_BATCH_ENTRIES {
+                break;
             }
             let left = {
                 let page = leaf.page();
                 leaf.check(Node::new(&page, leaf.pid()))?.header().left
             };
             leaf.validate()?;
-            let Some(left) = left else { return Ok(Batch::new()) };
+            let Some(left) = left else { break };
             hops += 1;
             if hops > self.pool.page_count() {
                 return Err(Step::Fail(Error::corruption(leaf.pid(), "left-link cycle")));
             }
             leaf = self.walk_left(leaf, left)?;
             if self.below_lower(&leaf, lower)? {
-                return Ok(Batch::new());
+                break;
             }
         }
+        Ok(pieces.into_iter().rev().flatten().collect())
     }
 
     /// Moves from `leaf` to its left neighbour `left` (a hint): the move is

@@ -76,10 +76,7 @@ impl<'v> StoredValue<'v> {
 /// Frees pages no other thread has seen.
 fn free_now(tree: &BTree, pages: &[PageId]) {
     for &pid in pages {
-        // A failure to latch only leaks the page until the next verify.
-        if let Ok(guard) = tree.pool.exclusive(pid) {
-            tree.pool.free(guard);
-        }
+        tree.pool.free_unread(pid);
     }
 }
 

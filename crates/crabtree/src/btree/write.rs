@@ -95,7 +95,7 @@ impl BTree {
                 Ok(index) => cells[index] = cell.encode(),
                 Err(index) => cells.insert(index, cell.encode()),
             }
-            self.split(leaf, cells, &path)?;
+            self.split(leaf, cells, &path, None)?;
         }
         for pid in old_pages {
             self.retired.retire(pid);
@@ -169,8 +169,22 @@ impl BTree {
 
     /// Half-splits the latched node `left` whose new contents would be
     /// `cells` (too many for one page), then inserts the separator into the
-    /// parent. Entry: `left` exclusive. Exit: no latch.
-    fn split(&self, mut left: ExclusiveGuard<'_>, cells: Vec<Vec<u8>>, path: &Path) -> Result<()> {
+    /// parent. Entry: `left` exclusive. Exit: no latch. An error means
+    /// nothing changed; a failure after the half-split is left to be
+    /// finished later (see below) and is not reported.
+    ///
+    /// `completes`: when the split makes room for a child's separator, the
+    /// child (latched, flagged `INCOMPLETE_SPLIT`), whose flag is cleared
+    /// once the separator is in one of the halves, not before: a failure
+    /// before that point leaves the child's split abandoned, for the next
+    /// writer or `repair`.
+    fn split(
+        &self,
+        mut left: ExclusiveGuard<'_>,
+        cells: Vec<Vec<u8>>,
+        path: &Path,
+        completes: Option<ExclusiveGuard<'_>>,
+    ) -> Result<()> {
         let left_pid = left.pid();
         let (head, high) = {
             let page = left.page();
@@ -184,6 +198,12 @@ impl BTree {
         let mid = Self::split_index(&cells);
         let separator =
             if leaf { raw_cell_key(&cells[mid - 1], true).to_vec() } else { raw_cell_key(&cells[mid], false).to_vec() };
+        // Everything that can fail (latching the old right neighbour, to fix
+        // its left-link, rightward; allocating) happens before any change.
+        let mut neighbour = match (leaf, head.right) {
+            (true, Some(pid)) => Some(self.pool.exclusive(pid)?),
+            _ => None,
+        };
         let mut right = self.pool.allocate()?;
         let right_pid = right.pid();
         {
@@ -215,14 +235,21 @@ impl BTree {
             node.set_flags(node.as_node()?.header().flags | FLAG_INCOMPLETE_SPLIT);
             crate::page::header::set_lsn(&mut page, lsn);
         }
-        if let (true, Some(neighbour)) = (leaf, head.right) {
-            // Rightward latch while holding `left` and `right`.
-            let mut guard = self.pool.exclusive(neighbour)?;
-            let mut page = guard.page_mut();
-            NodeMut::new(&mut page, neighbour)?.set_left(Some(right_pid));
+        if let Some(guard) = neighbour.as_mut() {
+            let pid = guard.pid();
+            NodeMut::new(&mut guard.page_mut(), pid)?.set_left(Some(right_pid));
         }
+        drop(neighbour);
         drop(right);
-        self.insert_into_parent(left, &separator, right_pid, path)
+        if let Some(mut child) = completes {
+            clear_incomplete(&mut child)?;
+        }
+        // The change that caused the split is in place and every key is
+        // reachable. If the parent insert fails (I/O), `left` stays flagged
+        // and the next writer that meets it, or `repair`, finishes it: the
+        // operation itself succeeded, so its caller is not told otherwise.
+        let _ = self.insert_into_parent(left, &separator, right_pid, path);
+        Ok(())
     }
 
     /// Inserts the downlink `(separator, right)` for the split of `child`
@@ -290,9 +317,7 @@ impl BTree {
         // is done, so the child's split is complete from here on.
         let mut upper_path = path.clone();
         upper_path.retain(|(l, _)| *l > parent_level);
-        clear_incomplete(&mut child)?;
-        drop(child);
-        self.split(parent, cells, &upper_path)
+        self.split(parent, cells, &upper_path, Some(child))
     }
 
     /// Installs a new root above `child` (the old root) and its new right

@@ -98,6 +98,15 @@ impl BufferPool {
         assert!(fresh, "double free of {pid:?}");
     }
 
+    /// Returns a page nobody can reach any more to the free list without
+    /// reading it (its contents are dead), so it cannot fail: used for
+    /// pages retired through epochs and for pages never published.
+    /// Entry: no latch on `pid`. Exit: none.
+    pub fn free_unread(&self, pid: PageId) {
+        let guard = self.lock_fresh(pid);
+        self.free(guard);
+    }
+
     /// The free pages (in reuse order, last first).
     pub fn free_pages(&self) -> Vec<PageId> {
         self.alloc.lock().stack.clone()

@@ -1,0 +1,91 @@
+//! `repair`: finishes structure changes that an error interrupted.
+//!
+//! A split whose parent insert failed leaves its left node flagged
+//! `INCOMPLETE_SPLIT`; a leaf deletion that failed between marking the leaf
+//! half-dead and unlinking it leaves a half-dead leaf in its level's chain.
+//! Both are valid trees (readers move right past them) and writers finish
+//! what they meet, but a node nobody writes to again would stay that way, so
+//! after I/O errors (and, once the WAL exists, in recovery) `repair` walks
+//! every level and finishes each one.
+//!
+//! Entry: no latch held. It reads with one shared latch at a time, then
+//! finishes each node found with the writers' own code.
+
+use super::BTree;
+use crate::ids::PageId;
+use crate::page::node::{FLAG_DELETED, FLAG_HALF_DEAD, FLAG_INCOMPLETE_SPLIT, Node};
+use crate::{Error, Result};
+
+/// What [`BTree::repair`] finished.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    /// Splits whose separator was missing from the parent.
+    pub splits_finished: u64,
+    /// Half-dead leaves unlinked.
+    pub deletions_finished: u64,
+}
+
+impl BTree {
+    /// Finishes every interrupted split and leaf deletion (see the module
+    /// doc). Safe to run beside other operations; a clean tree is left as it
+    /// is.
+    pub fn repair(&self) -> Result<RepairReport> {
+        let _pin = super::epoch::pin();
+        let mut report = RepairReport::default();
+        // Splits first, top-down, so a parent is complete before its child's
+        // separator goes into it; new splits caused by the fixes finish
+        // themselves.
+        let (incomplete, half_dead) = self.scan_unfinished()?;
+        for pid in incomplete {
+            let node = self.pool.exclusive(pid)?;
+            let flags = Node::new(node.page(), pid)?.header().flags;
+            if flags & FLAG_INCOMPLETE_SPLIT != 0 && flags & (FLAG_HALF_DEAD | FLAG_DELETED) == 0 {
+                self.finish_split(node, &Vec::new())?;
+                report.splits_finished += 1;
+            }
+        }
+        for pid in half_dead {
+            if self.finish_deletion(pid)? {
+                report.deletions_finished += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// The flagged nodes of every level, top level first: incomplete splits
+    /// and half-dead (not yet deleted) leaves.
+    fn scan_unfinished(&self) -> Result<(Vec<PageId>, Vec<PageId>)> {
+        let mut incomplete = Vec::new();
+        let mut half_dead = Vec::new();
+        let mut first = self.root();
+        loop {
+            let mut pid = first;
+            let mut next_first = None;
+            for _ in 0..=self.pool.page_count() {
+                let guard = self.pool.shared(pid)?;
+                let node = Node::new(guard.page(), pid)?;
+                let head = *node.header();
+                if next_first.is_none() && !node.is_leaf() && !node.is_empty() {
+                    next_first = Some(node.child(0)?);
+                }
+                if head.flags & FLAG_INCOMPLETE_SPLIT != 0 {
+                    incomplete.push(pid);
+                }
+                if head.flags & FLAG_HALF_DEAD != 0 && head.flags & FLAG_DELETED == 0 {
+                    half_dead.push(pid);
+                }
+                match head.right {
+                    Some(right) => pid = right,
+                    None => break,
+                }
+            }
+            match next_first {
+                Some(child) => first = child,
+                None => return Ok((incomplete, half_dead)),
+            }
+            if incomplete.len() + half_dead.len() > self.pool.page_count() as usize {
+                return Err(Error::corruption(pid, "repair found more flagged nodes than pages"));
+            }
+        }
+    }
+}
