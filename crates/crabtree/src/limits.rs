@@ -35,9 +35,9 @@ pub const OPTIMISTIC_RESTARTS_MAX: u32 = 8;
 /// How long an operation keeps restarting under shared latches before it
 /// reports the tree's links as corrupt instead of hanging.
 pub const RESTART_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
-/// Entries a range iterator copies out per refill (it reads whole leaves,
-/// so a refill may return more): fewer descents per scanned entry.
-pub const SCAN_BATCH_ENTRIES: usize = 64;
+/// Most entries a range iterator asks for per refill (refills start at one
+/// leaf and double; whole leaves are read, so a refill may return more).
+pub const SCAN_BATCH_ENTRIES_MAX: usize = 256;
 /// Spins on a latched word before parking the thread.
 pub const LATCH_SPINS_MAX: u32 = 64;
 

@@ -3,8 +3,10 @@
 //!
 //! An iterator remembers the last key it returned from each end and refills
 //! a buffer with the next entries beyond it: a fresh descent from the root,
-//! then whole leaves along the sibling links until `SCAN_BATCH_ENTRIES` (see
-//! `read`). Each leaf is read and validated as a whole and the next one is
+//! then whole leaves along the sibling links (see `read`). The first refill
+//! of each end takes one leaf, each later one twice as many entries, up to
+//! `SCAN_BATCH_ENTRIES_MAX`: short scans copy little they do not return,
+//! long ones descend rarely. Each leaf is read and validated as a whole and the next one is
 //! reached by lock coupling, and consecutive batches are separated by the
 //! returned keys, so every key present for the whole scan is returned
 //! exactly once and in order, whatever splits and deletes run meanwhile.
@@ -12,20 +14,25 @@
 use super::BTree;
 use super::read::{Batch, above, below};
 use crate::Result;
+use crate::limits::SCAN_BATCH_ENTRIES_MAX;
 use std::collections::VecDeque;
 use std::ops::{Bound, RangeBounds};
 
 /// An iterator over the entries of a key range, in key order.
 pub struct Range<'t> {
     tree: &'t BTree,
-    /// Entries must satisfy this lower bound (advanced as the front moves).
+    /// The front fetches keys above this: the range start, then the last
+    /// key of the front's latest batch.
     lower: Bound<Vec<u8>>,
-    /// Entries must satisfy this upper bound (advanced as the back moves).
+    /// The back fetches keys below this: the range end, then the first key
+    /// of the back's latest batch.
     upper: Bound<Vec<u8>>,
     front: VecDeque<(Vec<u8>, Vec<u8>)>,
     back: VecDeque<(Vec<u8>, Vec<u8>)>,
     /// Set after an error or when the ends met.
     finished: bool,
+    /// Entries the next refill of each end asks for (front, back).
+    want: [usize; 2],
 }
 
 fn owned(bound: Bound<&impl AsRef<[u8]>>) -> Bound<Vec<u8>> {
@@ -53,23 +60,49 @@ impl<'t> Range<'t> {
             front: VecDeque::new(),
             back: VecDeque::new(),
             finished: false,
+            want: [1, 1],
         }
     }
 
-    fn fetch(&self, forward: bool) -> Result<Batch> {
-        let (lower, upper) = (borrowed(&self.lower), borrowed(&self.upper));
-        self.tree.retry(|tree, pessimistic| {
-            if forward {
-                tree.batch_forward(lower, upper, pessimistic)
-            } else {
-                tree.batch_backward(lower, upper, pessimistic)
-            }
-        })
+    /// Where the front stands, as a bound for the back: every key below
+    /// the first one still buffered was returned by the front; with nothing
+    /// buffered, everything up to the end of its last batch was.
+    fn front_boundary(&self) -> Bound<&[u8]> {
+        match self.front.front() {
+            Some((key, _)) => Bound::Included(key),
+            None => borrowed(&self.lower),
+        }
     }
 
-    /// Whether `key` is still inside both moving bounds.
-    fn inside(&self, key: &[u8]) -> bool {
-        above(key, borrowed(&self.lower)) && below(key, borrowed(&self.upper))
+    /// Where the back stands, as a bound for the front (mirror image).
+    fn back_boundary(&self) -> Bound<&[u8]> {
+        match self.back.back() {
+            Some((key, _)) => Bound::Included(key),
+            None => borrowed(&self.upper),
+        }
+    }
+
+    /// Fetches the next batch for one end and moves that end's fetch bound
+    /// past it (one key copied per batch, none per entry).
+    fn fetch(&mut self, forward: bool) -> Result<Batch> {
+        let end = usize::from(!forward);
+        let want = self.want[end];
+        self.want[end] = (want * 2).min(SCAN_BATCH_ENTRIES_MAX);
+        let batch = if forward {
+            let (lower, upper) = (borrowed(&self.lower), self.back_boundary());
+            self.tree.retry(|tree, pessimistic| tree.batch_forward(lower, upper, want, pessimistic))?
+        } else {
+            let (lower, upper) = (self.front_boundary(), borrowed(&self.upper));
+            self.tree.retry(|tree, pessimistic| tree.batch_backward(lower, upper, want, pessimistic))?
+        };
+        if forward {
+            if let Some((key, _)) = batch.last() {
+                self.lower = Bound::Excluded(key.clone());
+            }
+        } else if let Some((key, _)) = batch.first() {
+            self.upper = Bound::Excluded(key.clone());
+        }
+        Ok(batch)
     }
 
     fn advance(&mut self, forward: bool) -> Option<Result<(Vec<u8>, Vec<u8>)>> {
@@ -77,17 +110,17 @@ impl<'t> Range<'t> {
             return None;
         }
         loop {
-            let buffer = if forward { &mut self.front } else { &mut self.back };
-            if let Some(entry) = if forward { buffer.pop_front() } else { buffer.pop_back() } {
-                if !self.inside(&entry.0) {
+            let entry = if forward { self.front.pop_front() } else { self.back.pop_back() };
+            if let Some(entry) = entry {
+                let inside = if forward {
+                    below(&entry.0, self.back_boundary())
+                } else {
+                    above(&entry.0, self.front_boundary())
+                };
+                if !inside {
                     // The other end already returned it: the ends met.
                     self.finished = true;
                     return None;
-                }
-                if forward {
-                    self.lower = Bound::Excluded(entry.0.clone());
-                } else {
-                    self.upper = Bound::Excluded(entry.0.clone());
                 }
                 return Some(Ok(entry));
             }

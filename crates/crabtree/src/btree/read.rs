@@ -7,7 +7,6 @@ use super::descend::{ReadGuard, Target};
 use super::{Attempt, BTree, Step};
 use crate::Error;
 use crate::ids::PageId;
-use crate::limits::SCAN_BATCH_ENTRIES;
 use crate::page::node::{FLAG_DELETED, Node};
 use std::ops::Bound;
 
@@ -62,11 +61,11 @@ impl BTree {
         };
         let mut batch = Batch::new();
         for slot in start..node.len() {
-            let key = leaf.check(node.key(slot))?;
+            let (cell, value) = leaf.check(node.entry(slot))?;
+            let key = node.read_bytes(cell.key_offset, cell.key_len);
             if !below(&key, upper) {
                 break;
             }
-            let value = leaf.check(node.value_ref(slot))?;
             let (bytes, _) = self.read_value(leaf, value)?;
             batch.push((key, bytes));
         }
@@ -75,11 +74,17 @@ impl BTree {
     }
 
     /// The next batch of entries `> lower` (or `>=`) and within `upper`:
-    /// from the leaf holding `lower` rightward until the batch holds
-    /// `SCAN_BATCH_ENTRIES` or the range ends. Empty at the end. Leaves are
+    /// from the leaf holding `lower` rightward until the batch holds `want`
+    /// entries (whole leaves, so it may hold more) or the range ends. Empty at the end. Leaves are
     /// chained by right-link coupling, so the batch is as consistent as one
     /// leaf's worth.
-    pub(crate) fn batch_forward(&self, lower: Bound<&[u8]>, upper: Bound<&[u8]>, pessimistic: bool) -> Attempt<Batch> {
+    pub(crate) fn batch_forward(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        want: usize,
+        pessimistic: bool,
+    ) -> Attempt<Batch> {
         let start = match lower {
             Bound::Unbounded => &[][..],
             Bound::Included(key) | Bound::Excluded(key) => key,
@@ -88,8 +93,14 @@ impl BTree {
         let mut batch = Batch::new();
         let mut hops = 0u64;
         loop {
-            batch.extend(self.leaf_entries(&leaf, lower, upper)?);
-            if batch.len() >= SCAN_BATCH_ENTRIES {
+            // Past the first leaf, keep only keys above the last one taken:
+            // without coupling (the shared-latch path releases a leaf before
+            // latching the next) a deletion can hand the next leaf a range,
+            // and new keys, below what this batch already holds.
+            let after = batch.last().map(|(key, _)| key.clone());
+            let from = after.as_deref().map_or(lower, Bound::Excluded);
+            batch.extend(self.leaf_entries(&leaf, from, upper)?);
+            if batch.len() >= want {
                 return Ok(batch);
             }
             let (right, high) = {
@@ -113,9 +124,15 @@ impl BTree {
 
     /// The previous batch of entries `< upper` (or `<=`) and within
     /// `lower`: from the leaf holding `upper` leftward until the batch holds
-    /// `SCAN_BATCH_ENTRIES` or the range ends; in ascending order. Empty at
-    /// the end.
-    pub(crate) fn batch_backward(&self, lower: Bound<&[u8]>, upper: Bound<&[u8]>, pessimistic: bool) -> Attempt<Batch> {
+    /// `want` entries or the range ends; in ascending order. Empty at the
+    /// end.
+    pub(crate) fn batch_backward(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        want: usize,
+        pessimistic: bool,
+    ) -> Attempt<Batch> {
         let target = match upper {
             Bound::Unbounded => Target::Last,
             Bound::Included(key) | Bound::Excluded(key) => Target::Key(key),
@@ -126,10 +143,13 @@ impl BTree {
         let mut count = 0usize;
         let mut hops = 0u64;
         loop {
-            let piece = self.leaf_entries(&leaf, lower, upper)?;
+            // Mirror of `batch_forward`: below the smallest key taken.
+            let before = pieces.iter().rev().find_map(|piece| piece.first()).map(|(key, _)| key.clone());
+            let until = before.as_deref().map_or(upper, Bound::Excluded);
+            let piece = self.leaf_entries(&leaf, lower, until)?;
             count += piece.len();
             pieces.push(piece);
-            if count >= SCAN_BATCH_ENTRIES {
+            if count >= want {
                 break;
             }
             let left = {

@@ -308,6 +308,11 @@ impl<P: PageBuf> Node<P> {
 
     /// Where the value of leaf cell `index` is.
     pub fn value_ref(&self, index: usize) -> Result<ValueRef> {
+        Ok(self.entry(index)?.1)
+    }
+
+    /// Cell `index` of a leaf and where its value is, decoded once.
+    pub fn entry(&self, index: usize) -> Result<(Cell, ValueRef)> {
         let cell = self.cell(index)?;
         if !self.is_leaf() {
             return Err(corrupt(self.pid, "value of an inner cell"));
@@ -318,9 +323,9 @@ impl<P: PageBuf> Node<P> {
         if flags & CELL_OVERFLOW != 0 {
             let first = PageId::from_link(self.page.read_u64(at))
                 .ok_or_else(|| corrupt(self.pid, format!("slot {index} overflow link is null")))?;
-            Ok(ValueRef::Overflow { first, len })
+            Ok((cell, ValueRef::Overflow { first, len }))
         } else {
-            Ok(ValueRef::Inline { offset: at, len })
+            Ok((cell, ValueRef::Inline { offset: at, len }))
         }
     }
 
