@@ -24,6 +24,28 @@ struct Open<'a> {
     low: Option<Vec<u8>>,
     /// Last key added (the node's high key once it is closed).
     last: Vec<u8>,
+    /// Cells added so far.
+    cells: usize,
+}
+
+/// Whether the open node (if any) takes a cell of `size` bytes and still
+/// keeps `reserve` bytes free.
+fn has_room(open: Option<&Open<'_>>, size: usize, reserve: usize) -> Result<bool> {
+    let Some(current) = open else { return Ok(false) };
+    let node = Node::new(current.guard.page(), current.guard.pid())?;
+    Ok(node.free_space() >= size + SLOT_SIZE + reserve)
+}
+
+/// Appends `cell` as the last cell of the open node; `key` is the key it
+/// stands for (the separator of an inner cell even where cell 0 drops it).
+fn append(open: Option<&mut Open<'_>>, cell: &CellData<'_>, key: &[u8]) -> Result<()> {
+    let current = open.ok_or_else(|| Error::InvalidArgument("no open node".into()))?;
+    let pid = current.guard.pid();
+    let mut page = current.guard.page_mut();
+    NodeMut::new(&mut page, pid)?.insert(current.cells, cell)?;
+    current.cells += 1;
+    current.last = key.to_vec();
+    Ok(())
 }
 
 impl BTree {
@@ -85,11 +107,7 @@ impl BTree {
                 allocated.extend_from_slice(pages);
             }
             let cell = stored.cell(key);
-            let room = open.as_ref().map_or(Ok(false), |current| {
-                let node = Node::new(current.guard.page(), current.guard.pid())?;
-                Ok::<bool, Error>(node.free_space() >= cell.size() + SLOT_SIZE + budget.max(key.len()))
-            })?;
-            if !room {
+            if !has_room(open.as_ref(), cell.size(), budget.max(key.len()))? {
                 let mut next = self.open_node(PageType::Leaf, 0, open.as_ref().map(|o| o.last.clone()), allocated)?;
                 if let Some(done) = open.take() {
                     let next_pid = next.guard.pid();
@@ -99,13 +117,7 @@ impl BTree {
                 }
                 open = Some(next);
             }
-            let current = open.as_mut().ok_or_else(|| Error::InvalidArgument("no open node".into()))?;
-            let pid = current.guard.pid();
-            let mut page = current.guard.page_mut();
-            let mut node = NodeMut::new(&mut page, pid)?;
-            let slot = node.as_node()?.len();
-            node.insert(slot, &cell)?;
-            current.last = key.to_vec();
+            append(open.as_mut(), &cell, key)?;
             count += 1;
         }
         let Some(last) = open else {
@@ -137,12 +149,8 @@ impl BTree {
             // The node's high key, set when it is closed, is the lower bound
             // of the child after the last one it takes: any key, so room for
             // the largest is kept.
-            let room = open.as_ref().map_or(Ok(false), |current| {
-                let node = Node::new(current.guard.page(), current.guard.pid())?;
-                let cell = CellData::Inner { key, child: *child };
-                Ok::<bool, Error>(node.free_space() >= cell.size() + SLOT_SIZE + budget.max(self.key_size_max))
-            })?;
-            if !room {
+            let cell = CellData::Inner { key, child: *child };
+            if !has_room(open.as_ref(), cell.size(), budget.max(self.key_size_max))? {
                 let next = self.open_node(PageType::Inner, level, low.clone(), allocated)?;
                 if let Some(done) = open.take() {
                     let high = low.clone().ok_or_else(|| Error::InvalidArgument("inner bound missing".into()))?;
@@ -150,15 +158,10 @@ impl BTree {
                 }
                 open = Some(next);
             }
-            let current = open.as_mut().ok_or_else(|| Error::InvalidArgument("no open node".into()))?;
-            let pid = current.guard.pid();
-            let mut page = current.guard.page_mut();
-            let mut node = NodeMut::new(&mut page, pid)?;
-            let slot = node.as_node()?.len();
-            // Cell 0 of an inner node is minus infinity.
-            let stored_key = if slot == 0 { b"".as_slice() } else { key };
-            node.insert(slot, &CellData::Inner { key: stored_key, child: *child })?;
-            current.last = key.to_vec();
+            // Cell 0 of an inner node is minus infinity: its key is not kept.
+            let first = open.as_ref().is_some_and(|current| current.cells == 0);
+            let stored = if first { CellData::Inner { key: b"", child: *child } } else { cell };
+            append(open.as_mut(), &stored, key)?;
         }
         let last = open.ok_or_else(|| Error::InvalidArgument("empty level".into()))?;
         parents.push(self.close_last(last)?);
@@ -176,7 +179,7 @@ impl BTree {
         let pid = guard.pid();
         allocated.push(pid);
         NodeMut::init(&mut guard.page_mut(), pid, kind, level);
-        Ok(Open { guard, low, last: Vec::new() })
+        Ok(Open { guard, low, last: Vec::new(), cells: 0 })
     }
 
     /// Closes a node whose right sibling `right` starts above `high`.
