@@ -76,13 +76,15 @@ fn random_operations_match_a_btreemap() {
 fn delete_everything_frees_almost_every_page() {
     // Leaves are deleted, inner nodes are not, and each level-1 node keeps
     // its last child: with 4 KiB pages that is about 1.5% of the pages.
+    // 50,000 keys by default, 1M with CRABTREE_TEST_SIZE=long.
+    let count: u32 = if std::env::var("CRABTREE_TEST_SIZE").as_deref() == Ok("long") { 1_000_000 } else { 50_000 };
     let tree = tree(4096, 256);
     let value = [7u8; 100];
-    for i in 0..50_000 {
+    for i in 0..count {
         tree.insert(&key(i), &value).unwrap();
     }
     let full = tree.verify().unwrap();
-    for i in 0..50_000 {
+    for i in 0..count {
         tree.remove(&key(i)).unwrap();
     }
     tree.reclaim().unwrap();
@@ -96,7 +98,11 @@ fn delete_everything_frees_almost_every_page() {
         empty.levels
     );
     let before = tree.pool.page_count();
-    for i in 0..50_000 {
+    eprintln!(
+        "{count} keys: {} pages full, {live} live after deleting all ({} free, {} retired)",
+        full.page_count, empty.free_pages, empty.retired_pages
+    );
+    for i in 0..count {
         tree.insert(&key(i), &value).unwrap();
     }
     // Freed pages are used before the file grows: it may grow only once the
@@ -108,4 +114,31 @@ fn delete_everything_frees_almost_every_page() {
         assert_eq!(refilled.free_pages, 0, "file grew from {before} with pages still free");
     }
     assert!(refilled.page_count <= before + before / 10, "file grew from {before} to {}", refilled.page_count);
+}
+
+#[test]
+fn values_up_to_the_limit_round_trip_and_larger_ones_are_refused() {
+    let tree = tree(4096, 512);
+    let big: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
+    assert_eq!(tree.insert(b"big", &big).unwrap(), None);
+    assert_eq!(tree.get(b"big").unwrap().as_deref(), Some(big.as_slice()));
+    let report = tree.verify().unwrap();
+    assert!(report.is_ok(), "{:?}", report.violations);
+    assert!(report.overflow_pages as usize >= big.len() / 4096, "{} overflow pages", report.overflow_pages);
+    // One byte over the limit: refused before anything is written. (The
+    // buffer is calloc'ed, so this costs address space, not memory.)
+    let too_big = vec![0u8; crate::limits::VALUE_SIZE_MAX + 1];
+    let pages = tree.pool.page_count();
+    assert!(matches!(tree.insert(b"huge", &too_big), Err(crate::Error::ValueTooLarge { .. })));
+    assert_eq!(tree.pool.page_count(), pages);
+    assert_eq!(tree.get(b"huge").unwrap(), None);
+    // The largest value, 1 GiB, only in the long tier (it needs 2 GiB of memory).
+    if std::env::var("CRABTREE_TEST_SIZE").as_deref() == Ok("long") {
+        let largest = vec![0x5au8; crate::limits::VALUE_SIZE_MAX];
+        tree.insert(b"largest", &largest).unwrap();
+        assert!(tree.get(b"largest").unwrap() == Some(largest));
+    }
+    assert_eq!(tree.remove(b"big").unwrap().map(|v| v.len()), Some(big.len()));
+    tree.reclaim().unwrap();
+    assert!(tree.verify().unwrap().is_ok());
 }
