@@ -7,6 +7,7 @@
 //! random; a global set of live pages must never receive a duplicate
 //! (a page is removed from it before it is freed). Growth is bounded by the
 //! peak number of live pages. Size: `CRABTREE_TEST_SIZE=quick|long`.
+mod common;
 
 use crabtree::PageId;
 use crabtree::io::{MemStorage, Storage};
@@ -20,10 +21,7 @@ const PAGE: usize = 512;
 const THREADS: usize = 8;
 
 fn ops_per_thread() -> usize {
-    match std::env::var("CRABTREE_TEST_SIZE").as_deref() {
-        Ok("long") => 500_000,
-        _ => 20_000,
-    }
+    if common::long() { 500_000 } else { 20_000 }
 }
 
 fn opts() -> PoolOptions {

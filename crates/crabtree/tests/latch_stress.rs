@@ -8,6 +8,7 @@
 //! checks pattern and checksum. Validated (and shared) reads that fail the
 //! check fail the test; validated reads are counted so the test cannot pass
 //! by restarting forever. Size: `CRABTREE_TEST_SIZE=quick|long`.
+mod common;
 
 use crabtree::io::MemStorage;
 use crabtree::raw::page::{PageBufMut, PageType, header};
@@ -21,10 +22,7 @@ const BODY: usize = 32; // seed at 24, pattern from 32 to the last word
 const THREADS: usize = 8;
 
 fn ops_per_thread() -> u64 {
-    match std::env::var("CRABTREE_TEST_SIZE").as_deref() {
-        Ok("long") => 1_000_000,
-        _ => 20_000,
-    }
+    if common::long() { 1_000_000 } else { 20_000 }
 }
 
 fn pattern(seed: u64, index: usize) -> u64 {

@@ -11,6 +11,7 @@
 //! Writers bump the version under the model lock. At the end every page
 //! must equal the model, before and after flush, drop and reopen.
 //! Size: `CRABTREE_TEST_SIZE=quick|long`.
+mod common;
 
 use crabtree::io::{MemStorage, Storage};
 use crabtree::raw::page::{AtomicPage, PageBuf, PageBufMut, PageType, header};
@@ -24,10 +25,7 @@ const FRAMES: usize = 64;
 const THREADS: usize = 8;
 
 fn ops_per_thread() -> usize {
-    match std::env::var("CRABTREE_TEST_SIZE").as_deref() {
-        Ok("long") => 500_000,
-        _ => 10_000,
-    }
+    if common::long() { 500_000 } else { 10_000 }
 }
 
 fn opts() -> PoolOptions {
