@@ -1,8 +1,9 @@
-//! Deferred deletion of empty leaves.
+//! Deferred deletion of empty leaves, and of a level-1 node whose only
+//! child such a leaf is.
 //!
 //! A remove that empties a leaf `L` (not the rightmost of the tree) asks for
 //! its deletion once it has released every latch. The protocol, after
-//! PostgreSQL nbtree (differences: leaves only, one parent, no WAL yet):
+//! PostgreSQL nbtree (differences: at most two levels at once, no WAL yet):
 //!
 //! 1. **Half-dead**: latch `L`, then its parent `P` (upward). Proceed only
 //!    if `L` is still empty and live, `P` holds the downlink to `L` at some
@@ -11,16 +12,28 @@
 //!    repointed to `R` and cell `i + 1` removed: `R` now owns `L`'s key
 //!    range. `L` is flagged `HALF_DEAD`; readers and writers that still
 //!    reach it move right to `R`.
+//!    If instead `L` is `P`'s only child, `P` goes too (a two-level
+//!    "subtree" in nbtree's terms): latch the grandparent `G` (upward); if
+//!    `G` holds `P`'s downlink at cell `j >= 1` and `P`'s right sibling
+//!    `P2`'s at `j + 1`, cell `j` is repointed to `P2` and cell `j + 1`
+//!    removed, so `P2` (whose first child is `R`) owns `P`'s range; `P` and
+//!    `L` are flagged `HALF_DEAD`.
 //! 2. **Unlink**: latch the left neighbour `Lft` (found by `L`'s left-link,
 //!    checked by `Lft.right == L`), then `L`, then `R` (rightward order).
 //!    `Lft.right = R`, `R.left = Lft`, `L` flagged `DELETED`; `L` keeps its
-//!    right-link so a reader that is standing on it still moves right.
+//!    right-link so a reader that is standing on it still moves right. A
+//!    half-dead `P` is unlinked the same way at level 1; inner nodes have no
+//!    left-links, so its left neighbour is found as the level-1 node holding
+//!    `P`'s old lower bound (`G`'s key of cell `j`).
 //! 3. **Recycle**: `L` is retired; its id returns to the allocator only when
 //!    every operation pinned before the unlink has finished (`epoch`).
 //!
 //! Any condition that does not hold aborts the deletion harmlessly (an
 //! empty leaf is a valid leaf); a failure between steps 1 and 2 leaves a
-//! half-dead leaf that the next deletion attempt on it finishes.
+//! half-dead node that `repair` (or, for a leaf, the next deletion attempt
+//! on it) finishes. Not deleted: the rightmost node of a level, a leaf that
+//! is the last of several children, a parent that is its grandparent's
+//! first child, nodes above level 1.
 
 use super::BTree;
 use super::descend::Target;
@@ -29,6 +42,21 @@ use crate::Result;
 use crate::buffer::ExclusiveGuard;
 use crate::ids::PageId;
 use crate::page::node::{CellData, FLAG_DELETED, FLAG_HALF_DEAD, FLAG_INCOMPLETE_SPLIT, Node, NodeMut};
+
+/// What step 1 made half-dead.
+enum Marked {
+    /// Nothing: a precondition failed.
+    No,
+    /// The leaf.
+    Leaf,
+    /// The leaf and its level-1 parent, whose lower bound was `low`.
+    WithParent {
+        /// The parent.
+        parent: PageId,
+        /// The parent's lower bound (its cell key in the grandparent).
+        low: Vec<u8>,
+    },
+}
 
 /// Bound on attempts to find the left neighbour while others split it.
 const UNLINK_ATTEMPTS_MAX: usize = 16;
@@ -50,17 +78,22 @@ impl BTree {
                 None => return Ok(()),
             }
         };
-        let parent_pid = self.retry(|tree, pessimistic| {
+        let (parent_pid, grandparent) = self.retry(|tree, pessimistic| {
             let mut path = Path::new();
             let guard = tree.descend(Target::Key(&high), 0, Some(&mut path), pessimistic)?;
             guard.validate()?;
-            Ok(path.iter().rev().find(|(level, _)| *level == 1).map(|&(_, pid)| pid))
+            let at = |level: u8| path.iter().rev().find(|(l, _)| *l == level).map(|&(_, pid)| pid);
+            Ok((at(1), at(2)))
         })?;
         let Some(parent_pid) = parent_pid else { return Ok(()) };
-        if !self.mark_half_dead(pid, parent_pid)? {
-            return Ok(());
+        match self.mark_half_dead(pid, parent_pid, grandparent)? {
+            Marked::No => Ok(()),
+            Marked::Leaf => self.unlink(pid),
+            Marked::WithParent { parent, low } => {
+                self.unlink(pid)?;
+                self.unlink_inner(parent, &low)
+            }
         }
-        self.unlink(pid)
     }
 
     /// Finishes the deletion of a half-dead leaf (steps 2 and 3); returns
@@ -78,20 +111,21 @@ impl BTree {
         Ok(Node::new(leaf.page(), pid)?.header().flags & FLAG_DELETED != 0)
     }
 
-    /// Step 1. Returns whether `pid` is now half-dead.
-    fn mark_half_dead(&self, pid: PageId, parent_pid: PageId) -> Result<bool> {
+    /// Step 1: makes `pid` half-dead, and with it its parent when the leaf
+    /// is the parent's only child (see the module doc).
+    fn mark_half_dead(&self, pid: PageId, parent_pid: PageId, grandparent: Option<PageId>) -> Result<Marked> {
         let mut leaf = self.pool.exclusive(pid)?;
         let (right, high) = {
             let node = Node::new(leaf.page(), pid)?;
             let head = *node.header();
             if head.flags & FLAG_HALF_DEAD != 0 {
                 // An earlier attempt got this far: finish it.
-                return Ok(head.flags & FLAG_DELETED == 0);
+                return Ok(if head.flags & FLAG_DELETED == 0 { Marked::Leaf } else { Marked::No });
             }
             let busy = head.flags & (FLAG_DELETED | FLAG_INCOMPLETE_SPLIT) != 0;
             match (node.is_empty() && !busy, head.right, node.high_key()?) {
                 (true, Some(right), Some(high)) => (right, high),
-                _ => return Ok(false),
+                _ => return Ok(Marked::No),
             }
         };
         let mut parent = self.pool.exclusive(parent_pid)?;
@@ -99,25 +133,35 @@ impl BTree {
             let node = Node::new(parent.page(), parent.pid())?;
             let head = *node.header();
             if head.level != 1 {
-                return Ok(false);
+                return Ok(Marked::No);
             }
             if head.flags & (FLAG_HALF_DEAD | FLAG_DELETED) == 0 && !node.is_above_high_key(&high)? {
                 break;
             }
-            let Some(next) = head.right else { return Ok(false) };
+            let Some(next) = head.right else { return Ok(Marked::No) };
             parent = self.pool.exclusive(next)?;
         }
         let ppid = parent.pid();
-        let index = {
+        let (index, only_child) = {
             let node = Node::new(parent.page(), ppid)?;
             let Some(index) = (0..node.len()).find(|&i| node.child(i).ok() == Some(pid)) else {
-                return Ok(false);
+                return Ok(Marked::No);
             };
-            if index + 1 >= node.len() || node.child(index + 1)? != right {
-                return Ok(false);
+            let merges_right = index + 1 < node.len() && node.child(index + 1)? == right;
+            let clean = node.header().flags & FLAG_INCOMPLETE_SPLIT == 0;
+            match (merges_right, node.len() == 1 && clean) {
+                (true, _) => (index, false),
+                (false, true) => (index, true),
+                (false, false) => return Ok(Marked::No),
             }
-            index
         };
+        if only_child {
+            let Some(low) = self.detach_parent(&mut parent, grandparent)? else { return Ok(Marked::No) };
+            set_flag(&mut parent, FLAG_HALF_DEAD)?;
+            drop(parent);
+            set_flag(&mut leaf, FLAG_HALF_DEAD)?;
+            return Ok(Marked::WithParent { parent: ppid, low });
+        }
         {
             let key = Node::new(parent.page(), ppid)?.key(index)?;
             let mut page = parent.page_mut();
@@ -127,7 +171,97 @@ impl BTree {
         }
         drop(parent);
         set_flag(&mut leaf, FLAG_HALF_DEAD)?;
-        Ok(true)
+        Ok(Marked::Leaf)
+    }
+
+    /// For a level-1 node whose only child is being deleted: removes its
+    /// downlink from the grandparent so its right sibling takes its range
+    /// (cell `j` repointed to the sibling, cell `j + 1` removed). Only when
+    /// both downlinks sit in one grandparent and `j >= 1` (so the parent's
+    /// lower bound, needed to find its left neighbour, is a stored key).
+    /// Returns that lower bound. Entry: leaf and `parent` exclusive. Exit:
+    /// the same (the grandparent is released).
+    fn detach_parent(&self, parent: &mut ExclusiveGuard<'_>, grandparent: Option<PageId>) -> Result<Option<Vec<u8>>> {
+        let ppid = parent.pid();
+        let (right, high) = {
+            let node = Node::new(parent.page(), ppid)?;
+            match (node.header().right, node.high_key()?) {
+                (Some(right), Some(high)) => (right, high),
+                _ => return Ok(None),
+            }
+        };
+        let Some(gpid) = grandparent else { return Ok(None) };
+        let mut grand = self.pool.exclusive(gpid)?;
+        loop {
+            let node = Node::new(grand.page(), grand.pid())?;
+            let head = *node.header();
+            if head.level != 2 {
+                return Ok(None);
+            }
+            if head.flags & (FLAG_HALF_DEAD | FLAG_DELETED) == 0 && !node.is_above_high_key(&high)? {
+                break;
+            }
+            let Some(next) = head.right else { return Ok(None) };
+            grand = self.pool.exclusive(next)?;
+        }
+        let gpid = grand.pid();
+        let (index, low) = {
+            let node = Node::new(grand.page(), gpid)?;
+            let Some(index) = (1..node.len()).find(|&i| node.child(i).ok() == Some(ppid)) else {
+                return Ok(None);
+            };
+            if index + 1 >= node.len() || node.child(index + 1)? != right {
+                return Ok(None);
+            }
+            (index, node.key(index)?)
+        };
+        let mut page = grand.page_mut();
+        let mut node = NodeMut::new(&mut page, gpid)?;
+        node.replace(index, &CellData::Inner { key: &low, child: right })?;
+        node.remove(index + 1)?;
+        Ok(Some(low))
+    }
+
+    /// Unlinks the half-dead level-1 node `pid`, whose lower bound was
+    /// `low`, from its level and retires it. Its left neighbour is the node
+    /// holding `low` (inner nodes have no left-links). Entry and exit: no
+    /// latch; pinned.
+    fn unlink_inner(&self, pid: PageId, low: &[u8]) -> Result<()> {
+        for _ in 0..UNLINK_ATTEMPTS_MAX {
+            let mut left = self.pool.exclusive(self.find_node(low, 1)?)?;
+            for _ in 0..UNLINK_ATTEMPTS_MAX {
+                let head = *Node::new(left.page(), left.pid())?.header();
+                match head.right {
+                    Some(right) if right == pid => break,
+                    Some(right) => left = self.pool.exclusive(right)?,
+                    None => return Ok(()),
+                }
+            }
+            if Node::new(left.page(), left.pid())?.header().right != Some(pid) {
+                continue;
+            }
+            self.unlink_inner_from(left, pid)?;
+            return Ok(());
+        }
+        Ok(())
+    }
+
+    /// Unlinks the half-dead inner node `pid` whose left neighbour `left`
+    /// (exclusively latched, `left.right == pid`) is known, and retires it.
+    /// Entry: `left` exclusive. Exit: no latch.
+    pub(crate) fn unlink_inner_from(&self, mut left: ExclusiveGuard<'_>, pid: PageId) -> Result<()> {
+        let mut node = self.pool.exclusive(pid)?;
+        let head = *Node::new(node.page(), pid)?.header();
+        if head.flags & FLAG_HALF_DEAD == 0 || head.flags & FLAG_DELETED != 0 {
+            return Ok(());
+        }
+        let left_pid = left.pid();
+        NodeMut::new(&mut left.page_mut(), left_pid)?.set_right(head.right);
+        set_flag(&mut node, FLAG_DELETED)?;
+        drop(node);
+        drop(left);
+        self.retired.retire(pid);
+        Ok(())
     }
 
     /// Step 2 and 3 for the half-dead leaf `pid`.

@@ -1,8 +1,9 @@
 //! `repair`: finishes structure changes that an error interrupted.
 //!
 //! A split whose parent insert failed leaves its left node flagged
-//! `INCOMPLETE_SPLIT`; a leaf deletion that failed between marking the leaf
-//! half-dead and unlinking it leaves a half-dead leaf in its level's chain.
+//! `INCOMPLETE_SPLIT`; a deletion that failed between marking a leaf (and
+//! its single-child parent) half-dead and unlinking it leaves a half-dead
+//! node in its level's chain.
 //! Both are valid trees (readers move right past them) and writers finish
 //! what they meet, but a node nobody writes to again would stay that way, so
 //! after I/O errors (and, once the WAL exists, in recovery) `repair` walks
@@ -35,7 +36,7 @@ impl BTree {
         // Splits first, top-down, so a parent is complete before its child's
         // separator goes into it; new splits caused by the fixes finish
         // themselves.
-        let (incomplete, half_dead) = self.scan_unfinished()?;
+        let (incomplete, half_dead, half_dead_inner) = self.scan_unfinished()?;
         for pid in incomplete {
             let node = self.pool.exclusive(pid)?;
             let flags = Node::new(node.page(), pid)?.header().flags;
@@ -49,17 +50,28 @@ impl BTree {
                 report.deletions_finished += 1;
             }
         }
+        for (left, pid) in half_dead_inner {
+            let left = self.pool.exclusive(left)?;
+            if Node::new(left.page(), left.pid())?.header().right == Some(pid) {
+                self.unlink_inner_from(left, pid)?;
+                report.deletions_finished += 1;
+            }
+        }
         Ok(report)
     }
 
-    /// The flagged nodes of every level, top level first: incomplete splits
-    /// and half-dead (not yet deleted) leaves.
-    fn scan_unfinished(&self) -> Result<(Vec<PageId>, Vec<PageId>)> {
+    /// The flagged nodes of every level, top level first: incomplete
+    /// splits, half-dead (not yet deleted) leaves, and half-dead inner nodes
+    /// with their left neighbours.
+    #[allow(clippy::type_complexity)]
+    fn scan_unfinished(&self) -> Result<(Vec<PageId>, Vec<PageId>, Vec<(PageId, PageId)>)> {
         let mut incomplete = Vec::new();
         let mut half_dead = Vec::new();
+        let mut half_dead_inner = Vec::new();
         let mut first = self.root();
         loop {
             let mut pid = first;
+            let mut previous = None;
             let mut next_first = None;
             for _ in 0..=self.pool.page_count() {
                 let guard = self.pool.shared(pid)?;
@@ -72,8 +84,13 @@ impl BTree {
                     incomplete.push(pid);
                 }
                 if head.flags & FLAG_HALF_DEAD != 0 && head.flags & FLAG_DELETED == 0 {
-                    half_dead.push(pid);
+                    match (node.is_leaf(), previous) {
+                        (true, _) => half_dead.push(pid),
+                        (false, Some(left)) => half_dead_inner.push((left, pid)),
+                        (false, None) => {}
+                    }
                 }
+                previous = Some(pid);
                 match head.right {
                     Some(right) => pid = right,
                     None => break,
@@ -81,9 +98,9 @@ impl BTree {
             }
             match next_first {
                 Some(child) => first = child,
-                None => return Ok((incomplete, half_dead)),
+                None => return Ok((incomplete, half_dead, half_dead_inner)),
             }
-            if incomplete.len() + half_dead.len() > self.pool.page_count() as usize {
+            if incomplete.len() + half_dead.len() + half_dead_inner.len() > self.pool.page_count() as usize {
                 return Err(Error::corruption(pid, "repair found more flagged nodes than pages"));
             }
         }

@@ -74,8 +74,8 @@ fn random_operations_match_a_btreemap() {
 
 #[test]
 fn delete_everything_frees_almost_every_page() {
-    // Leaves are deleted, inner nodes are not, and each level-1 node keeps
-    // its last child: with 4 KiB pages that is about 1.5% of the pages.
+    // Leaves are deleted, and level-1 nodes with them when they are their
+    // only child; what stays is a few nodes per level above 1.
     // 50,000 keys by default, 1M with CRABTREE_TEST_SIZE=long.
     let count: u32 = if std::env::var("CRABTREE_TEST_SIZE").as_deref() == Ok("long") { 1_000_000 } else { 50_000 };
     let tree = tree(4096, 256);
@@ -92,7 +92,7 @@ fn delete_everything_frees_almost_every_page() {
     assert!(empty.is_ok(), "{:?}", empty.violations);
     let live = empty.page_count - 1 - empty.free_pages - empty.retired_pages;
     assert!(
-        live * 20 < full.page_count,
+        live * 100 < full.page_count,
         "live {live} of {} pages after deleting everything ({:?})",
         empty.page_count,
         empty.levels

@@ -337,7 +337,7 @@ impl BTree {
     }
 
     /// The pid of the node at `level` whose range holds `key` (not latched).
-    fn find_node(&self, key: &[u8], level: u8) -> Result<PageId> {
+    pub(crate) fn find_node(&self, key: &[u8], level: u8) -> Result<PageId> {
         self.retry(|tree, pessimistic| {
             let guard = tree.descend(Target::Key(key), level, None, pessimistic)?;
             guard.validate()?;
