@@ -171,7 +171,7 @@ impl BTree {
         if flags & FLAG_INCOMPLETE_SPLIT == 0 {
             return Ok(());
         }
-        self.finish_split(node, &path.to_vec())?;
+        self.finish_split(node, path)?;
         Ok(())
     }
 
@@ -196,8 +196,7 @@ impl BTree {
             match self.next_move(&guard, target, level, path.is_some())? {
                 Next::Here => return Ok(guard),
                 Next::Finish => {
-                    let path = path.as_deref_mut().map(|p| p.clone()).unwrap_or_default();
-                    self.finish_on_the_way(guard, &path)?;
+                    self.finish_on_the_way(guard, path.as_deref().map_or(&[], Vec::as_slice))?;
                     return Err(Step::Restart);
                 }
                 Next::Right(right) => guard = self.step(guard, right)?,

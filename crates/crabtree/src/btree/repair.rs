@@ -41,7 +41,7 @@ impl BTree {
             let node = self.pool.exclusive(pid)?;
             let flags = Node::new(node.page(), pid)?.header().flags;
             if flags & FLAG_INCOMPLETE_SPLIT != 0 && flags & (FLAG_HALF_DEAD | FLAG_DELETED) == 0 {
-                self.finish_split(node, &Vec::new())?;
+                self.finish_split(node, &[])?;
                 report.splits_finished += 1;
             }
         }

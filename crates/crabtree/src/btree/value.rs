@@ -101,7 +101,10 @@ impl BTree {
                         Ok(read)
                     }
                     Err(Step::Restart) => Err(Step::Restart),
-                    Err(Step::Fail(error)) => Err(leaf.check::<()>(Err(error)).err().unwrap_or(Step::Restart)),
+                    Err(Step::Fail(error)) => {
+                        leaf.validate()?;
+                        Err(Step::Fail(error))
+                    }
                 }
             }
         }

@@ -182,7 +182,7 @@ impl BTree {
         &self,
         mut left: ExclusiveGuard<'_>,
         cells: Vec<Vec<u8>>,
-        path: &Path,
+        path: &[(u8, PageId)],
         completes: Option<ExclusiveGuard<'_>>,
     ) -> Result<()> {
         let left_pid = left.pid();
@@ -260,7 +260,7 @@ impl BTree {
         mut child: ExclusiveGuard<'_>,
         separator: &[u8],
         right: PageId,
-        path: &Path,
+        path: &[(u8, PageId)],
     ) -> Result<()> {
         let child_pid = child.pid();
         let level = Node::new(child.page(), child_pid)?.header().level;
@@ -315,8 +315,7 @@ impl BTree {
         cells.insert(index, cell.encode());
         // The separator is in one of the parent's halves once the half-split
         // is done, so the child's split is complete from here on.
-        let mut upper_path = path.clone();
-        upper_path.retain(|(l, _)| *l > parent_level);
+        let upper_path: Path = path.iter().filter(|(l, _)| *l > parent_level).copied().collect();
         self.split(parent, cells, &upper_path, Some(child))
     }
 
@@ -347,7 +346,7 @@ impl BTree {
 
     /// Completes an abandoned split of the latched `node`: its right sibling
     /// has no downlink yet. Entry: `node` exclusive. Exit: no latch.
-    pub(crate) fn finish_split(&self, node: ExclusiveGuard<'_>, path: &Path) -> Result<()> {
+    pub(crate) fn finish_split(&self, node: ExclusiveGuard<'_>, path: &[(u8, PageId)]) -> Result<()> {
         let (right, high) = {
             let page = node.page();
             let decoded = Node::new(&page, node.pid())?;
