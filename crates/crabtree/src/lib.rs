@@ -16,6 +16,8 @@
 //! benchmarks and tests; they carry no stability promise.
 
 pub mod error;
+#[macro_use]
+pub mod failpoint;
 pub mod ids;
 pub mod io;
 pub mod limits;

@@ -69,7 +69,14 @@ impl BTree {
         let mut allocated = Vec::new();
         match self.build(entries, &mut allocated) {
             Ok((root, count)) => {
+                let level = {
+                    let guard = self.pool.shared(root)?;
+                    Node::new(guard.page(), root)?.header().level
+                };
+                let mut root_level = self.root_lock.lock();
                 self.pool.set_root(ROOT_SLOT, root);
+                *root_level = level;
+                drop(root_level);
                 self.len.store(count, Ordering::Relaxed);
                 self.pool.free_unread(old_root);
                 Ok(count)

@@ -42,6 +42,7 @@ use crate::Result;
 use crate::buffer::ExclusiveGuard;
 use crate::ids::PageId;
 use crate::page::node::{CellData, FLAG_DELETED, FLAG_HALF_DEAD, FLAG_INCOMPLETE_SPLIT, Node, NodeMut};
+use crate::sync::{AtomicUsize, Mutex, Ordering};
 
 /// What step 1 made half-dead.
 enum Marked {
@@ -61,7 +62,63 @@ enum Marked {
 /// Bound on attempts to find the left neighbour while others split it.
 const UNLINK_ATTEMPTS_MAX: usize = 16;
 
+/// A half-dead node whose unlink gave up after `UNLINK_ATTEMPTS_MAX`
+/// attempts (its left neighbour kept changing).
+enum Stalled {
+    /// A leaf.
+    Leaf(PageId),
+    /// A level-1 node and its old lower bound.
+    Inner(PageId, Vec<u8>),
+}
+
+/// Unlinks that gave up, retried by later removes and by `flush`, so a
+/// half-dead node does not wait for someone to call `repair`. (After a
+/// close or crash the list is gone; `repair`, and recovery once the WAL
+/// exists, find such nodes by scanning.)
+#[derive(Default)]
+pub(crate) struct Unfinished {
+    stalled: Mutex<Vec<Stalled>>,
+    /// `stalled.len()`, readable without the lock: every remove checks it.
+    count: AtomicUsize,
+}
+
+impl Unfinished {
+    fn push(&self, stalled: Stalled) {
+        let mut list = self.stalled.lock();
+        list.push(stalled);
+        // Relaxed: a hint; a remove that misses it retries on a later call.
+        self.count.store(list.len(), Ordering::Relaxed);
+    }
+
+    fn take(&self) -> Vec<Stalled> {
+        // Relaxed: see `push`.
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return Vec::new();
+        }
+        let mut list = self.stalled.lock();
+        self.count.store(0, Ordering::Relaxed);
+        std::mem::take(&mut *list)
+    }
+}
+
 impl BTree {
+    /// Retries the unlinks that gave up earlier (see [`Unfinished`]); one
+    /// that gives up again goes back on the list. Entry and exit: no latch.
+    pub(crate) fn retry_unfinished_deletions(&self) {
+        let stalled = self.unfinished.take();
+        if stalled.is_empty() {
+            return;
+        }
+        let _pin = super::epoch::pin();
+        for node in stalled {
+            // An error (I/O) leaves the node half-dead, for `repair`.
+            let _ = match node {
+                Stalled::Leaf(pid) => self.finish_deletion(pid).map(drop),
+                Stalled::Inner(pid, low) => self.unlink_inner(pid, &low),
+            };
+        }
+    }
+
     /// Tries to delete the empty leaf `pid`. Entry and exit: no latch held;
     /// the caller is pinned.
     pub(crate) fn try_delete_leaf(&self, pid: PageId) -> Result<()> {
@@ -78,7 +135,7 @@ impl BTree {
                 None => return Ok(()),
             }
         };
-        let (parent_pid, grandparent) = self.retry(|tree, pessimistic| {
+        let (parent_pid, grandparent) = self.retry(super::Pinning::SharedOnly, |tree, pessimistic| {
             let mut path = Path::new();
             let guard = tree.descend(Target::Key(&high), 0, Some(&mut path), pessimistic)?;
             guard.validate()?;
@@ -86,7 +143,10 @@ impl BTree {
             Ok((at(1), at(2)))
         })?;
         let Some(parent_pid) = parent_pid else { return Ok(()) };
-        match self.mark_half_dead(pid, parent_pid, grandparent)? {
+        failpoint!("delete.before_half_dead");
+        let marked = self.mark_half_dead(pid, parent_pid, grandparent)?;
+        failpoint!("delete.before_unlink");
+        match marked {
             Marked::No => Ok(()),
             Marked::Leaf => self.unlink(pid),
             Marked::WithParent { parent, low } => {
@@ -243,6 +303,7 @@ impl BTree {
             self.unlink_inner_from(left, pid)?;
             return Ok(());
         }
+        self.unfinished.push(Stalled::Inner(pid, low.to_vec()));
         Ok(())
     }
 
@@ -304,6 +365,7 @@ impl BTree {
             self.retired.retire(pid);
             return Ok(());
         }
+        self.unfinished.push(Stalled::Leaf(pid));
         Ok(())
     }
 }

@@ -121,32 +121,42 @@ impl BTree {
         let page = guard.page();
         let node = guard.check(Node::new(&page, guard.pid()))?;
         let head = *node.header();
+        if head.level < level {
+            // Every node of this level is below the target: only a root
+            // can be (a descent starts there, and goes down one level at a
+            // time). Either the root slot moved on since it was read, or no
+            // node of `level` exists. Moving right along the lower level
+            // would reach nodes the caller may hold latched.
+            guard.validate()?;
+            // (`insert_into_parent` checks the root's level under
+            // `root_lock` before it looks for a parent, and levels never
+            // shrink, so the second case is not asked for.)
+            if self.root() != guard.pid() {
+                return Err(Step::Restart);
+            }
+            let reason = format!("root at level {} below target {level}", head.level);
+            return Err(Step::Fail(Error::corruption(guard.pid(), reason)));
+        }
         let dead = head.flags & (FLAG_HALF_DEAD | FLAG_DELETED) != 0;
+        if dead {
+            return Self::move_right(guard, head.right);
+        }
+        // Writers finish an abandoned split before moving on, also when
+        // they would only move right past it (nbtree's rule): otherwise
+        // the right half could split in turn before its own downlink
+        // exists, and its parent insert would find no parent to go to.
+        if writer && head.flags & FLAG_INCOMPLETE_SPLIT != 0 {
+            return Ok(Next::Finish);
+        }
         let above = match target {
             Target::Key(key) => guard.check(node.is_above_high_key(key))?,
             Target::Last => head.right.is_some(),
         };
-        if dead || above {
-            return match head.right {
-                Some(right) => Ok(Next::Right(right)),
-                None => {
-                    guard.validate()?;
-                    Err(Step::Fail(Error::corruption(guard.pid(), "no right-link to move right along")))
-                }
-            };
+        if above {
+            return Self::move_right(guard, head.right);
         }
         if head.level == level {
             return Ok(Next::Here);
-        }
-        if writer && head.flags & FLAG_INCOMPLETE_SPLIT != 0 {
-            return Ok(Next::Finish);
-        }
-        if head.level < level {
-            guard.validate()?;
-            return Err(Step::Fail(Error::corruption(
-                guard.pid(),
-                format!("level {} below target {level}", head.level),
-            )));
         }
         let index = match target {
             Target::Key(key) => guard.check(node.child_index(key))?,
@@ -155,7 +165,18 @@ impl BTree {
         Ok(Next::Down(guard.check(node.child(index))?))
     }
 
-    /// Finishes the abandoned split of the inner node behind `guard`, found
+    /// The move along `right`, the node's right-link, which must exist.
+    fn move_right(guard: &ReadGuard<'_>, right: Option<PageId>) -> Attempt<Next> {
+        match right {
+            Some(right) => Ok(Next::Right(right)),
+            None => {
+                guard.validate()?;
+                Err(Step::Fail(Error::corruption(guard.pid(), "no right-link to move right along")))
+            }
+        }
+    }
+
+    /// Finishes the abandoned split of the node behind `guard`, found
     /// by a writer's descent (`path`: the nodes above it). Entry: no latch
     /// but `guard`'s. Exit: no latch.
     fn finish_on_the_way(&self, guard: ReadGuard<'_>, path: &[(u8, PageId)]) -> Attempt<()> {
@@ -190,8 +211,7 @@ impl BTree {
         loop {
             hops += 1;
             if hops > self.pool.page_count() + 64 {
-                guard.validate()?;
-                return Err(Step::Fail(Error::corruption(guard.pid(), "descent does not end: link cycle")));
+                return Err(link_cycle(&guard, "descent does not end: link cycle"));
             }
             match self.next_move(&guard, target, level, path.is_some())? {
                 Next::Here => return Ok(guard),
@@ -210,5 +230,18 @@ impl BTree {
                 }
             }
         }
+    }
+}
+
+/// The outcome of a walk that took more steps than the file has pages.
+/// Under shared latches the caller is pinned, so no page it passed can
+/// have been freed and reused: the links form a cycle (corruption).
+/// Optimistic walks are not pinned, and a page freed and reused further
+/// left between two validated steps can bring a slow walker back to where
+/// it was: restart (the retries end on the shared-latch path).
+pub(crate) fn link_cycle(guard: &ReadGuard<'_>, what: &str) -> Step {
+    match guard {
+        ReadGuard::Optimistic(_) => Step::Restart,
+        ReadGuard::Shared(_) => Step::Fail(Error::corruption(guard.pid(), what)),
     }
 }

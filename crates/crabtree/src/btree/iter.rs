@@ -90,10 +90,14 @@ impl<'t> Range<'t> {
         self.want[end] = (want * 2).min(SCAN_BATCH_ENTRIES_MAX);
         let batch = if forward {
             let (lower, upper) = (borrowed(&self.lower), self.back_boundary());
-            self.tree.retry(|tree, pessimistic| tree.batch_forward(lower, upper, want, pessimistic))?
+            self.tree.retry(super::Pinning::SharedOnly, |tree, pessimistic| {
+                tree.batch_forward(lower, upper, want, pessimistic)
+            })?
         } else {
             let (lower, upper) = (self.front_boundary(), borrowed(&self.upper));
-            self.tree.retry(|tree, pessimistic| tree.batch_backward(lower, upper, want, pessimistic))?
+            self.tree.retry(super::Pinning::SharedOnly, |tree, pessimistic| {
+                tree.batch_backward(lower, upper, want, pessimistic)
+            })?
         };
         if forward {
             if let Some((key, _)) = batch.last() {

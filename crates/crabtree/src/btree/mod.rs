@@ -64,7 +64,7 @@ use crate::buffer::{BufferPool, Restart};
 use crate::ids::PageId;
 use crate::limits;
 use crate::page::PageType;
-use crate::page::node::{NodeMut, SLOT_SIZE, SLOTS_START};
+use crate::page::node::{Node, NodeMut, SLOT_SIZE, SLOTS_START};
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 use crate::{Error, Result};
 use std::ops::RangeBounds;
@@ -76,6 +76,19 @@ use std::ops::RangeBounds;
 const ROOT_SLOT: usize = 0;
 /// Root slot holding the number of entries at the last flush.
 const LEN_SLOT: usize = 1;
+
+/// Which attempts of an operation run pinned (see `epoch`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pinning {
+    /// Only shared-latch attempts: they hold page ids across unlatched
+    /// gaps. Optimistic reads are protected by version validation alone
+    /// and write nothing shared.
+    SharedOnly,
+    /// Every attempt: writers keep page ids (the descent path, a found
+    /// parent) across latch waits and splits, and a page freed and reused
+    /// meanwhile would be latched as if it were still the node they saw.
+    Always,
+}
 
 /// Outcome of one attempt at an operation: done, restart, or failed.
 pub(crate) enum Step {
@@ -105,10 +118,12 @@ pub(crate) type Attempt<T> = std::result::Result<T, Step>;
 /// All methods take `&self` and may be called from many threads at once.
 pub struct BTree {
     pool: Arc<BufferPool>,
-    /// Serializes installing a new root.
-    root_lock: Mutex<()>,
+    /// Serializes installing a new root; holds the root's level.
+    root_lock: Mutex<u8>,
     /// Unlinked pages waiting for readers to finish.
     retired: epoch::Retired,
+    /// Half-dead nodes whose unlink gave up, to retry.
+    unfinished: delete::Unfinished,
     /// Number of entries (exact while the tree is open).
     len: AtomicU64,
     /// Largest cell (plus its slot) a node must accept: a quarter page.
@@ -137,6 +152,11 @@ impl BTree {
             return Err(Error::corruption(PageId::HEADER, format!("tree root {root:?} out of range")));
         }
         tree.len.store(tree.pool.root_value(LEN_SLOT), Ordering::Relaxed);
+        let level = {
+            let guard = tree.pool.shared(root)?;
+            Node::new(guard.page(), root)?.header().level
+        };
+        *tree.root_lock.lock() = level;
         Ok(tree)
     }
 
@@ -146,8 +166,9 @@ impl BTree {
             cell_size_max: (page_size - SLOTS_START) / 4 - SLOT_SIZE,
             key_size_max: limits::key_size_max(page_size),
             pool,
-            root_lock: Mutex::new(()),
+            root_lock: Mutex::new(0),
             retired: epoch::Retired::default(),
+            unfinished: delete::Unfinished::default(),
             len: AtomicU64::new(0),
         }
     }
@@ -176,7 +197,7 @@ impl BTree {
     /// The value stored under `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check_key(key)?;
-        self.retry(|tree, pessimistic| tree.get_attempt(key, pessimistic))
+        self.retry(Pinning::SharedOnly, |tree, pessimistic| tree.get_attempt(key, pessimistic))
     }
 
     /// Stores `value` under `key`, returning the previous value.
@@ -187,7 +208,7 @@ impl BTree {
         }
         self.reclaim()?;
         let stored = value::StoredValue::prepare(self, key, value)?;
-        let result = self.retry(|tree, pessimistic| tree.insert_attempt(key, &stored, pessimistic));
+        let result = self.retry(Pinning::Always, |tree, pessimistic| tree.insert_attempt(key, &stored, pessimistic));
         if result.is_err() {
             stored.discard(self);
         }
@@ -201,7 +222,7 @@ impl BTree {
     /// Removes `key`, returning its value.
     pub fn remove(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check_key(key)?;
-        let removed = self.retry(|tree, pessimistic| tree.remove_attempt(key, pessimistic))?;
+        let removed = self.retry(Pinning::Always, |tree, pessimistic| tree.remove_attempt(key, pessimistic))?;
         let Some((old, now_empty)) = removed else { return Ok(None) };
         self.len.fetch_sub(1, Ordering::Relaxed);
         if let Some(leaf) = now_empty {
@@ -211,7 +232,23 @@ impl BTree {
             let _pin = epoch::pin();
             let _ = self.try_delete_leaf(leaf);
         }
+        self.retry_unfinished_deletions();
         Ok(Some(old))
+    }
+
+    /// The pages from the root down to the leaf whose range holds `key`:
+    /// the inner nodes passed on the way down, then the leaf. A diagnostic
+    /// for tools and tests; other threads may change it as soon as it
+    /// returns. Like any writer's descent it finishes an abandoned split
+    /// it meets.
+    pub fn path_to(&self, key: &[u8]) -> Result<Vec<PageId>> {
+        self.check_key(key)?;
+        self.retry(Pinning::SharedOnly, |tree, pessimistic| {
+            let mut path = write::Path::new();
+            let leaf = tree.descend(descend::Target::Key(key), 0, Some(&mut path), pessimistic)?;
+            leaf.validate()?;
+            Ok(path.iter().map(|&(_, pid)| pid).chain([leaf.pid()]).collect())
+        })
     }
 
     /// Number of entries (exact in memory; counted from the leaves at open).
@@ -253,6 +290,7 @@ impl BTree {
     /// the file (leaked) after a close and reopen. Entry: no latch held and
     /// not inside a tree operation.
     pub fn flush(&self) -> Result<()> {
+        self.retry_unfinished_deletions();
         let horizon = self.retired.horizon();
         loop {
             self.reclaim()?;
@@ -267,7 +305,11 @@ impl BTree {
 
     /// Returns retired pages no reader can reach to the allocator.
     fn reclaim(&self) -> Result<()> {
-        for pid in self.retired.reclaimable() {
+        let reclaimable = self.retired.reclaimable();
+        if !reclaimable.is_empty() {
+            failpoint!("reclaim.before_free");
+        }
+        for pid in reclaimable {
             self.pool.free_unread(pid);
         }
         Ok(())
@@ -275,16 +317,14 @@ impl BTree {
 
     /// Runs `attempt` until it does not restart. After
     /// `OPTIMISTIC_RESTARTS_MAX` restarts, attempts run pessimistic (shared
-    /// latches instead of optimistic reads).
-    fn retry<T>(&self, mut attempt: impl FnMut(&BTree, bool) -> Attempt<T>) -> Result<T> {
+    /// latches instead of optimistic reads). Each attempt is pinned as
+    /// `pinning` says.
+    fn retry<T>(&self, pinning: Pinning, mut attempt: impl FnMut(&BTree, bool) -> Attempt<T>) -> Result<T> {
         let mut restarts = 0u32;
         let mut since: Option<std::time::Instant> = None;
         loop {
             let pessimistic = restarts >= limits::OPTIMISTIC_RESTARTS_MAX;
-            // Only the shared-latch path holds page ids across an unlatched
-            // gap, so only it pins (see `epoch`); optimistic attempts are
-            // protected by version validation and write nothing shared.
-            let pin = pessimistic.then(epoch::pin);
+            let pin = (pessimistic || pinning == Pinning::Always).then(epoch::pin);
             let outcome = attempt(self, pessimistic);
             drop(pin);
             match outcome {

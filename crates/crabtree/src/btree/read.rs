@@ -3,9 +3,8 @@
 //! Entry: no latch held. Exit: no latch held; results are copies validated
 //! against the leaf's version (optimistic) or read under its shared latch.
 
-use super::descend::{ReadGuard, Target};
+use super::descend::{ReadGuard, Target, link_cycle};
 use super::{Attempt, BTree, Step};
-use crate::Error;
 use crate::ids::PageId;
 use crate::page::node::{FLAG_DELETED, Node};
 use std::ops::Bound;
@@ -116,7 +115,7 @@ impl BTree {
             }
             hops += 1;
             if hops > self.pool.page_count() {
-                return Err(Step::Fail(Error::corruption(leaf.pid(), "right-link cycle")));
+                return Err(link_cycle(&leaf, "right-link cycle"));
             }
             leaf = self.step(leaf, right)?;
         }
@@ -160,7 +159,7 @@ impl BTree {
             let Some(left) = left else { break };
             hops += 1;
             if hops > self.pool.page_count() {
-                return Err(Step::Fail(Error::corruption(leaf.pid(), "left-link cycle")));
+                return Err(link_cycle(&leaf, "left-link cycle"));
             }
             leaf = self.walk_left(leaf, left)?;
             if self.below_lower(&leaf, lower)? {

@@ -142,3 +142,55 @@ fn values_up_to_the_limit_round_trip_and_larger_ones_are_refused() {
     tree.reclaim().unwrap();
     assert!(tree.verify().unwrap().is_ok());
 }
+
+/// A node that still carries an abandoned split (its right sibling `Q`
+/// has no downlink) splits again, as it does when a writer whose descent
+/// remembered it inserts a separator into it. The new right half takes
+/// over the right-link to `Q`, so it must take the flag too: otherwise
+/// the left half's flag is cleared by its own parent insert and nothing
+/// ever inserts `Q`'s downlink (`verify` reports `Q` without a parent).
+#[test]
+fn a_split_hands_an_abandoned_split_to_the_right_half() {
+    use crate::page::node::{FLAG_INCOMPLETE_SPLIT, Node, NodeMut};
+    let tree = tree(512, 4096);
+    for i in 0..3000 {
+        tree.insert(&key(i), b"v").unwrap();
+    }
+    let root = tree.root();
+    let (level, p, q) = {
+        let guard = tree.pool.shared(root).unwrap();
+        let node = Node::new(guard.page(), root).unwrap();
+        assert!(node.header().level >= 2, "precondition: P is an inner node");
+        assert!(node.len() >= 3);
+        (node.header().level, node.child(1).unwrap(), node.child(2).unwrap())
+    };
+    // The state a failed parent insert leaves: Q's downlink missing from
+    // the root, P flagged. (`verify` calls a flagged node a violation:
+    // it is valid, but unfinished.)
+    {
+        let mut guard = tree.pool.exclusive(root).unwrap();
+        NodeMut::new(&mut guard.page_mut(), root).unwrap().remove(2).unwrap();
+        let mut p_guard = tree.pool.exclusive(p).unwrap();
+        let node = Node::new(p_guard.page(), p).unwrap();
+        assert_eq!(node.header().right, Some(q), "precondition: Q is P's right sibling");
+        let flags = node.header().flags;
+        NodeMut::new(&mut p_guard.page_mut(), p).unwrap().set_flags(flags | FLAG_INCOMPLETE_SPLIT);
+    }
+    // P splits with a remembered path, not finishing its own split first.
+    let guard = tree.pool.exclusive(p).unwrap();
+    let cells = tree.raw_cells(&guard).unwrap();
+    tree.split(guard, cells, &[(level, root)], None).unwrap();
+    // P's own flag went with its parent insert; the abandoned split is the
+    // right half's now, and `repair` (or the next writer) finishes it.
+    let report = tree.repair().unwrap();
+    assert_eq!(report.splits_finished, 1, "the abandoned split was lost: {report:?}");
+    assert_verified(&tree);
+    for i in 0..3000 {
+        assert_eq!(tree.get(&key(i)).unwrap().as_deref(), Some(&b"v"[..]), "key {i}");
+    }
+}
+
+#[test]
+fn failpoints_are_compiled_into_the_tests() {
+    assert!(cfg!(feature = "failpoints"), "the dev-dependency on crabtree itself turns failpoints on");
+}

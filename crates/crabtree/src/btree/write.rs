@@ -49,6 +49,7 @@ impl BTree {
             self.finish_split(leaf, path)?;
             return Err(Step::Restart);
         }
+        failpoint!("write.leaf_latched");
         Ok(leaf)
     }
 
@@ -143,7 +144,7 @@ impl BTree {
     }
 
     /// Every cell of a latched node, as raw bytes.
-    fn raw_cells(&self, guard: &ExclusiveGuard<'_>) -> Result<Vec<Vec<u8>>> {
+    pub(super) fn raw_cells(&self, guard: &ExclusiveGuard<'_>) -> Result<Vec<Vec<u8>>> {
         let page = guard.page();
         let node = Node::new(&page, guard.pid())?;
         (0..node.len()).map(|index| node.raw_cell(index)).collect()
@@ -178,7 +179,7 @@ impl BTree {
     /// once the separator is in one of the halves, not before: a failure
     /// before that point leaves the child's split abandoned, for the next
     /// writer or `repair`.
-    fn split(
+    pub(super) fn split(
         &self,
         mut left: ExclusiveGuard<'_>,
         cells: Vec<Vec<u8>>,
@@ -199,12 +200,25 @@ impl BTree {
         let separator =
             if leaf { raw_cell_key(&cells[mid - 1], true).to_vec() } else { raw_cell_key(&cells[mid], false).to_vec() };
         // Everything that can fail (latching the old right neighbour, to fix
-        // its left-link, rightward; allocating) happens before any change.
+        // its left-link, rightward; allocating the sibling and, when `left`
+        // is the root, the new root) happens before any change. Holding
+        // `left`, we are the only thread that can replace it as the root.
+        failpoint!("split.before_neighbour");
         let mut neighbour = match (leaf, head.right) {
             (true, Some(pid)) => Some(self.pool.exclusive(pid)?),
             _ => None,
         };
-        let mut right = self.pool.allocate()?;
+        failpoint!("split.before_allocate");
+        let new_root = if self.root() == left_pid { Some(self.pool.allocate()?) } else { None };
+        let mut right = match self.pool.allocate() {
+            Ok(right) => right,
+            Err(error) => {
+                if let Some(new_root) = new_root {
+                    self.free_fresh(new_root);
+                }
+                return Err(error);
+            }
+        };
         let right_pid = right.pid();
         {
             let mut page = right.page_mut();
@@ -221,6 +235,10 @@ impl BTree {
             node.set_high_key(high.as_deref())?;
             node.set_right(head.right);
             node.set_left(if leaf { Some(left_pid) } else { None });
+            // An abandoned split of `left` (its old right sibling still
+            // lacks a downlink) is now the right half's: the flag travels
+            // with the right-link it is about.
+            node.set_flags(node.as_node()?.header().flags | (head.flags & FLAG_INCOMPLETE_SPLIT));
         }
         {
             let lsn = crate::page::header::lsn(&left.page());
@@ -248,19 +266,34 @@ impl BTree {
         // reachable. If the parent insert fails (I/O), `left` stays flagged
         // and the next writer that meets it, or `repair`, finishes it: the
         // operation itself succeeded, so its caller is not told otherwise.
-        let _ = self.insert_into_parent(left, &separator, right_pid, path);
+        failpoint!("split.before_parent", ignore);
+        let _ = self.insert_into_parent(left, &separator, right_pid, path, new_root);
         Ok(())
+    }
+
+    /// Gives back a page allocated by this thread that nobody else saw.
+    fn free_fresh(&self, guard: ExclusiveGuard<'_>) {
+        let pid = guard.pid();
+        drop(guard);
+        self.pool.free_unread(pid);
     }
 
     /// Inserts the downlink `(separator, right)` for the split of `child`
     /// (exclusively latched, flagged `INCOMPLETE_SPLIT`) into its parent,
-    /// then clears the flag. Entry: `child` exclusive. Exit: no latch.
+    /// then clears the flag. `new_root`: a fresh page for the new root if
+    /// `child` is the root (allocated before the half-split, so a full disk
+    /// fails the insert before it changes anything); allocated here if
+    /// needed and not given, freed if given and not needed. Entry: `child`
+    /// exclusive; the caller pinned (so a remembered or found parent id
+    /// still names the node it named, or a deleted one that moves right).
+    /// Exit: no latch. An error leaves `child` flagged and the tree valid.
     pub(crate) fn insert_into_parent(
         &self,
         mut child: ExclusiveGuard<'_>,
         separator: &[u8],
         right: PageId,
         path: &[(u8, PageId)],
+        mut new_root: Option<ExclusiveGuard<'_>>,
     ) -> Result<()> {
         let child_pid = child.pid();
         let level = Node::new(child.page(), child_pid)?.header().level;
@@ -269,31 +302,34 @@ impl BTree {
         let parent_pid = match remembered {
             Some(pid) => pid,
             None => {
-                let root_guard = self.root_lock.lock();
+                let mut root_level = self.root_lock.lock();
                 if self.root() == child_pid {
-                    self.grow_root(&mut child, separator, right, parent_level)?;
+                    self.grow_root(&mut child, separator, right, new_root)?;
+                    *root_level = parent_level;
                     clear_incomplete(&mut child)?;
-                    drop(root_guard);
                     return Ok(());
                 }
-                drop(root_guard);
+                let no_parent_level = *root_level < parent_level;
+                drop(root_level);
+                if let Some(new_root) = new_root.take() {
+                    self.free_fresh(new_root);
+                }
+                if no_parent_level {
+                    // The root is a node of `child`'s level left of it whose
+                    // own split was abandoned: no parent level exists yet.
+                    // Latching the root (leftward) could deadlock, so leave
+                    // this split flagged; writers finish the root's split
+                    // first, as they pass it on the way down, then this one.
+                    return Ok(());
+                }
                 self.find_node(separator, parent_level)?
             }
         };
-        let mut parent = self.pool.exclusive(parent_pid)?;
-        loop {
-            let node = Node::new(parent.page(), parent.pid())?;
-            let head = *node.header();
-            let dead = head.flags & (FLAG_HALF_DEAD | FLAG_DELETED) != 0;
-            if !dead && !node.is_above_high_key(separator)? {
-                break;
-            }
-            let next = head
-                .right
-                .ok_or_else(|| Error::corruption(parent.pid(), "separator above the last node's high key"))?;
-            let next = self.pool.exclusive(next)?;
-            parent = next;
+        if let Some(new_root) = new_root {
+            self.free_fresh(new_root);
         }
+        failpoint!("parent.before_latch");
+        let parent = self.latch_parent(parent_pid, separator, parent_level)?;
         let pid = parent.pid();
         let cell = CellData::Inner { key: separator, child: right };
         let (index, fits) = {
@@ -306,6 +342,7 @@ impl BTree {
             (index, node.free_space() >= cell.size() + SLOT_SIZE)
         };
         if fits {
+            let mut parent = parent;
             let mut page = parent.page_mut();
             NodeMut::new(&mut page, pid)?.insert(index, &cell)?;
             clear_incomplete(&mut child)?;
@@ -319,10 +356,67 @@ impl BTree {
         self.split(parent, cells, &upper_path, Some(child))
     }
 
+    /// Latches the parent for `separator` at `level`, starting from
+    /// `start` (a remembered or found id) and moving right past nodes
+    /// being deleted and nodes whose range ends below the separator. The
+    /// start must still be a node of `level` (the caller's pin keeps its
+    /// page from being reused); if it is not, the parent is looked for
+    /// again from the root, once. Entry: the child latched, pinned. Exit:
+    /// the parent exclusive as well.
+    fn latch_parent(&self, start: PageId, separator: &[u8], level: u8) -> Result<ExclusiveGuard<'_>> {
+        let mut parent = self.pool.exclusive(start)?;
+        let mut refound = false;
+        let mut hops = 0u64;
+        loop {
+            let node = Node::new(parent.page(), parent.pid())?;
+            let head = *node.header();
+            if head.kind != PageType::Inner || head.level != level {
+                // Cannot happen while pinned; checked because latching a
+                // reused page as a parent would corrupt it silently.
+                if refound {
+                    return Err(Error::corruption(parent.pid(), format!("parent level {level} not found")));
+                }
+                refound = true;
+                drop(parent);
+                parent = self.pool.exclusive(self.find_node(separator, level)?)?;
+                continue;
+            }
+            let dead = head.flags & (FLAG_HALF_DEAD | FLAG_DELETED) != 0;
+            if !dead && !node.is_above_high_key(separator)? {
+                return Ok(parent);
+            }
+            hops += 1;
+            if hops > self.pool.page_count() {
+                return Err(Error::corruption(parent.pid(), "parent level does not end: link cycle"));
+            }
+            let next = head
+                .right
+                .ok_or_else(|| Error::corruption(parent.pid(), "separator above the last node's high key"))?;
+            // Rightward while holding `parent`: allowed by the latch order.
+            let next = self.pool.exclusive(next)?;
+            parent = next;
+        }
+    }
+
     /// Installs a new root above `child` (the old root) and its new right
-    /// sibling. Entry: `child` exclusive and `root_lock` held.
-    fn grow_root(&self, child: &mut ExclusiveGuard<'_>, separator: &[u8], right: PageId, level: u8) -> Result<()> {
-        let mut root = self.pool.allocate()?;
+    /// sibling, on `new_root` (allocated now if `None`). Entry: `child`
+    /// exclusive and `root_lock` held.
+    fn grow_root(
+        &self,
+        child: &mut ExclusiveGuard<'_>,
+        separator: &[u8],
+        right: PageId,
+        new_root: Option<ExclusiveGuard<'_>>,
+    ) -> Result<()> {
+        let level = Node::new(child.page(), child.pid())?.header().level + 1;
+        let mut root = match new_root {
+            Some(root) => root,
+            None => self.pool.allocate()?,
+        };
+        if let Err(error) = root_growth_failpoint() {
+            self.free_fresh(root);
+            return Err(error);
+        }
         let root_pid = root.pid();
         {
             let mut page = root.page_mut();
@@ -337,7 +431,7 @@ impl BTree {
 
     /// The pid of the node at `level` whose range holds `key` (not latched).
     pub(crate) fn find_node(&self, key: &[u8], level: u8) -> Result<PageId> {
-        self.retry(|tree, pessimistic| {
+        self.retry(super::Pinning::SharedOnly, |tree, pessimistic| {
             let guard = tree.descend(Target::Key(key), level, None, pessimistic)?;
             guard.validate()?;
             Ok(guard.pid())
@@ -353,10 +447,17 @@ impl BTree {
             (decoded.header().right, decoded.high_key()?)
         };
         match (right, high) {
-            (Some(right), Some(high)) => self.insert_into_parent(node, &high, right, path),
+            (Some(right), Some(high)) => self.insert_into_parent(node, &high, right, path, None),
             _ => Err(Error::corruption(node.pid(), "incomplete split without a right sibling")),
         }
     }
+}
+
+/// The failpoint `root.before_grow`: the new root is allocated, nothing
+/// changed yet.
+fn root_growth_failpoint() -> Result<()> {
+    failpoint!("root.before_grow");
+    Ok(())
 }
 
 /// Clears `INCOMPLETE_SPLIT` on a latched node.

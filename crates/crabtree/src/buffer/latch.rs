@@ -79,9 +79,17 @@ fn blocks_optimistic(word: u64) -> bool {
     state(word) == EXCLUSIVE
 }
 
-/// Blocks a shared locker: a writer, or the shared count is full.
+/// Blocks a shared locker: a writer, the shared count is full, or the page
+/// is shared and someone waits (writer preference: WAITERS on a shared
+/// page means an exclusive locker, or a shared one at the full count, is
+/// parked; newcomers queue behind it instead of keeping the count above
+/// zero forever).
 fn blocks_shared(word: u64) -> bool {
-    matches!(state(word), EXCLUSIVE | SHARED_LAST)
+    match state(word) {
+        EXCLUSIVE | SHARED_LAST => true,
+        EVICTED | UNLOCKED | MARKED => false,
+        _ => word & WAITERS != 0,
+    }
 }
 
 /// Blocks an exclusive locker: any holder.
@@ -177,19 +185,22 @@ impl<'a> Latch<'a> {
         }
     }
 
-    /// Takes the shared latch, waiting while a writer holds the page.
+    /// Takes the shared latch, waiting while a writer holds the page or waits
+    /// for it (see `blocks_shared`).
     /// Returns false (holding nothing) when the page is not resident.
     pub fn lock_shared(&self) -> bool {
         loop {
             // Relaxed: the CAS below decides and carries the ordering.
             let word = self.word.load(Ordering::Relaxed);
+            if state(word) == EVICTED {
+                return false;
+            }
+            if blocks_shared(word) {
+                self.wait(blocks_shared);
+                continue;
+            }
             let next = match state(word) {
-                EVICTED => return false,
                 UNLOCKED | MARKED => EXCLUSIVE + 1,
-                EXCLUSIVE | SHARED_LAST => {
-                    self.wait(blocks_shared);
-                    continue;
-                }
                 holders => holders + 1,
             };
             // Acquire: pairs with the writer's Release unlock so our reads

@@ -1,0 +1,194 @@
+//! Failpoints: named places in the engine's rare paths where a test can
+//! pause a thread, run code, or make the operation fail.
+//!
+//! Compiled in only with the `failpoints` feature (the crate's own tests
+//! turn it on through a dev-dependency on the crate itself); without it the
+//! `failpoint!` macro macro expands to nothing. With the
+//! feature, a point costs one relaxed load while no point is configured, so
+//! benchmarks built with it measure the same code.
+//!
+//! A point is configured with [`set`] (any action: an error to inject, a
+//! barrier, a counter) or with a [`Pause`], which holds the first matching
+//! thread that reaches the point until the test resumes it. Tests that use
+//! failpoints run in one process with other tests of the same binary, so
+//! actions should filter by thread (see [`Pause::arm_for`]) and each test
+//! file serialises its scenarios.
+//!
+//! The points, by path (each is a place where a latch is released and
+//! re-taken, or where an error is rare):
+//! * `write.leaf_latched`: a writer holds its leaf exclusively (an insert
+//!   or remove, before it changes anything);
+//! * `split.before_neighbour`: a splitter holds the full node, about to
+//!   latch its right neighbour;
+//! * `split.before_allocate`: a splitter holds the full node (and right
+//!   neighbour), about to allocate the new sibling;
+//! * `split.before_parent`: the half-split is done, the left half is still
+//!   latched, the parent is not yet latched;
+//! * `parent.before_latch`: the parent's id is chosen (remembered or
+//!   found), not yet latched;
+//! * `root.before_grow`: the root's split is about to install a new root
+//!   (`root_lock` held);
+//! * `delete.before_half_dead`: an empty leaf's parent was found, nothing
+//!   is latched;
+//! * `delete.before_unlink`: step 1 of a deletion is done, no latch held;
+//! * `reclaim.before_free`: pages are about to return to the allocator.
+
+#[cfg(feature = "failpoints")]
+pub use imp::*;
+
+/// Runs the failpoint `name`: with the `failpoints` feature, calls its
+/// action if one is configured and returns early (`?`) with the error it
+/// injects; without the feature, nothing. `failpoint!(name, ignore)`
+/// discards an injected error (for points in functions that cannot fail).
+macro_rules! failpoint {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        crate::failpoint::hit($name)?;
+    };
+    ($name:literal, ignore) => {
+        #[cfg(feature = "failpoints")]
+        let _ = crate::failpoint::hit($name);
+    };
+}
+
+#[cfg(feature = "failpoints")]
+mod imp {
+    use crate::{Error, Result};
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar, LazyLock, Mutex};
+    use std::time::Duration;
+
+    /// What a configured point does when a thread reaches it: `Err` makes
+    /// the operation fail there with that error.
+    pub type Action = Arc<dyn Fn() -> Result<()> + Send + Sync>;
+
+    /// Number of configured points: the fast path of [`hit`].
+    static CONFIGURED: AtomicUsize = AtomicUsize::new(0);
+    static TABLE: LazyLock<Mutex<HashMap<&'static str, Action>>> = LazyLock::new(Default::default);
+
+    /// Runs the action configured for `name`, if any.
+    pub fn hit(name: &'static str) -> Result<()> {
+        // Relaxed: a test configures a point before it starts the threads
+        // that must see it (thread spawn or a channel orders the store).
+        if CONFIGURED.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        let action = table().get(name).cloned();
+        match action {
+            Some(action) => action(),
+            None => Ok(()),
+        }
+    }
+
+    /// Configures `name` to run `action` in every thread that reaches it.
+    pub fn set(name: &'static str, action: impl Fn() -> Result<()> + Send + Sync + 'static) {
+        if table().insert(name, Arc::new(action)).is_none() {
+            CONFIGURED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Makes `name` fail with the error `make` builds, in every thread.
+    pub fn fail_with(name: &'static str, make: impl Fn() -> Error + Send + Sync + 'static) {
+        set(name, move || Err(make()));
+    }
+
+    /// Removes the action of `name` (threads already inside it finish it).
+    pub fn clear(name: &'static str) {
+        if table().remove(name).is_some() {
+            CONFIGURED.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn table() -> std::sync::MutexGuard<'static, HashMap<&'static str, Action>> {
+        // A test that panicked inside an action poisons nothing we rely on.
+        TABLE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum State {
+        Armed,
+        Parked,
+        Released,
+    }
+
+    struct Shared {
+        state: Mutex<State>,
+        changed: Condvar,
+    }
+
+    impl Shared {
+        fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+            self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        }
+    }
+
+    /// Holds the first matching thread that reaches a point until
+    /// [`Pause::resume`] (or drop). Later threads pass through.
+    pub struct Pause {
+        name: &'static str,
+        shared: Arc<Shared>,
+    }
+
+    impl Pause {
+        /// Pauses the first thread of any kind that reaches `name`.
+        pub fn arm(name: &'static str) -> Pause {
+            Pause::arm_for(name, |_| true)
+        }
+
+        /// Pauses the first thread that reaches `name` for which `filter`
+        /// (called with the current thread) is true.
+        pub fn arm_for(
+            name: &'static str,
+            filter: impl Fn(&std::thread::Thread) -> bool + Send + Sync + 'static,
+        ) -> Pause {
+            let shared = Arc::new(Shared { state: Mutex::new(State::Armed), changed: Condvar::new() });
+            let inside = Arc::clone(&shared);
+            set(name, move || {
+                if !filter(&std::thread::current()) {
+                    return Ok(());
+                }
+                let mut state = inside.lock();
+                if *state != State::Armed {
+                    return Ok(());
+                }
+                *state = State::Parked;
+                inside.changed.notify_all();
+                while *state == State::Parked {
+                    state = inside.changed.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+                }
+                Ok(())
+            });
+            Pause { name, shared }
+        }
+
+        /// Waits until a thread is held at the point; false after `timeout`.
+        pub fn wait_parked(&self, timeout: Duration) -> bool {
+            let state = self.shared.lock();
+            let (state, _) = self
+                .shared
+                .changed
+                .wait_timeout_while(state, timeout, |state| *state == State::Armed)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            *state != State::Armed
+        }
+
+        /// Whether a thread has reached the point (and is held or was).
+        pub fn reached(&self) -> bool {
+            *self.shared.lock() != State::Armed
+        }
+
+        /// Lets the held thread go on and disarms the point.
+        pub fn resume(self) {
+            drop(self);
+        }
+    }
+
+    impl Drop for Pause {
+        fn drop(&mut self) {
+            clear(self.name);
+            *self.shared.lock() = State::Released;
+            self.shared.changed.notify_all();
+        }
+    }
+}
