@@ -31,6 +31,8 @@
 //! * `delete.before_half_dead`: an empty leaf's parent was found, nothing
 //!   is latched;
 //! * `delete.before_unlink`: step 1 of a deletion is done, no latch held;
+//! * `delete.unlink_attempt`: a leaf unlink attempt starts (an error makes
+//!   it count as one whose left neighbour changed);
 //! * `reclaim.before_free`: pages are about to return to the allocator.
 
 #[cfg(feature = "failpoints")]

@@ -21,7 +21,7 @@ use crabtree::PageId;
 use crabtree::failpoint::{self, Pause};
 use crabtree::io::{Fault, FaultOp, MemStorage, SimDisk, Storage};
 use crabtree::raw::BTree;
-use crabtree::raw::page::node::{FLAG_DELETED, Node};
+use crabtree::raw::page::node::{FLAG_DELETED, FLAG_HALF_DEAD, Node};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -390,4 +390,39 @@ fn abandoned_inner_splits_are_finished_by_later_writers() {
     check(&tree, &model, "after repair");
     // Only the last insert's abandoned split can remain (nobody passed it).
     assert!(report.splits_finished <= 1, "{report:?}: writers left splits unfinished");
+}
+
+/// A leaf whose unlink gives up (its left neighbour kept changing, forced
+/// by the failpoint for every attempt) stays half-dead, and the next
+/// remove retries it without anyone calling `repair`.
+#[test]
+fn a_stalled_unlink_is_retried_by_a_later_remove() {
+    let _serial = serial();
+    let _watchdog = common::Watchdog::arm("stalled unlink", 0, Duration::from_secs(60));
+    let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
+    let tree = common::create(storage, &common::options(512, 4096));
+    let mut model = BTreeMap::new();
+    for n in 0..400u64 {
+        tree.insert(&key(n * 10), &value(n)).unwrap();
+        model.insert(n * 10, value(n));
+    }
+    let path = tree.path_to(&key(2000)).unwrap();
+    let leaf = *path.last().unwrap();
+    let doomed: Vec<u64> = info(&tree, leaf).keys.iter().map(|k| number(k)).collect();
+    let me = std::thread::current().id();
+    failpoint::fail_with("delete.unlink_attempt", move || {
+        Error::Io(std::io::Error::other(format!("injected for {me:?}")))
+    });
+    for &n in &doomed {
+        tree.remove(&key(n)).unwrap();
+        model.remove(&n);
+    }
+    failpoint::clear("delete.unlink_attempt");
+    let flags = info(&tree, leaf).flags;
+    assert!(flags & FLAG_HALF_DEAD != 0 && flags & FLAG_DELETED == 0, "precondition: the unlink stalled");
+    // Any later remove retries it.
+    tree.remove(&key(0)).unwrap();
+    model.remove(&0);
+    assert!(info(&tree, leaf).flags & FLAG_DELETED != 0, "the stalled unlink was not retried");
+    check(&tree, &model, "after the retried unlink");
 }

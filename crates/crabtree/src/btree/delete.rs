@@ -328,6 +328,10 @@ impl BTree {
     /// Step 2 and 3 for the half-dead leaf `pid`.
     fn unlink(&self, pid: PageId) -> Result<()> {
         for _ in 0..UNLINK_ATTEMPTS_MAX {
+            if unlink_attempt_failpoint().is_err() {
+                // Injected: the left neighbour changed under us.
+                continue;
+            }
             let left_hint = Node::new(&self.pool.optimistic(pid)?.page(), pid).ok().and_then(|n| n.header().left);
             let mut left = match left_hint {
                 Some(left) => {
@@ -368,6 +372,13 @@ impl BTree {
         self.unfinished.push(Stalled::Leaf(pid));
         Ok(())
     }
+}
+
+/// The failpoint `delete.unlink_attempt`: an injected error stands for a
+/// left neighbour that changed before it could be latched.
+fn unlink_attempt_failpoint() -> Result<()> {
+    failpoint!("delete.unlink_attempt");
+    Ok(())
 }
 
 /// Sets `flag` on a latched node.
