@@ -230,6 +230,23 @@ mod tests {
         assert_eq!(reclaim_eventually(&retired), vec![PageId(9)]);
     }
 
+    /// Cost of one outermost pin + unpin (the lead's plan pins every write
+    /// attempt). Run with `cargo test --release -p crabtree --lib pin_cost
+    /// -- --ignored --nocapture`; prints nanoseconds per pair.
+    #[test]
+    #[ignore]
+    fn pin_cost() {
+        const PAIRS: u32 = 20_000_000;
+        for round in 0..3 {
+            let started = std::time::Instant::now();
+            for _ in 0..PAIRS {
+                drop(std::hint::black_box(pin()));
+            }
+            let nanos = started.elapsed().as_nanos() as f64 / f64::from(PAIRS);
+            eprintln!("pin_cost round {round}: {nanos:.2} ns per pin+unpin");
+        }
+    }
+
     /// Other tests in this process pin too; wait them out.
     fn reclaim_eventually(retired: &Retired) -> Vec<PageId> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
