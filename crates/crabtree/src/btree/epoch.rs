@@ -3,8 +3,9 @@
 //! A page unlinked from the tree (a deleted leaf, a replaced overflow chain)
 //! may still be reached by a thread that read a link to it before the unlink
 //! and follows it across an unlatched, unvalidated gap: a reader on the
-//! shared-latch path between two latches, or a leaf deletion walking to a
-//! left-link hint. Such an operation runs *pinned*: it publishes the global
+//! shared-latch path between two latches, a leaf deletion walking to a
+//! left-link hint, or a reader copying an overflow chain after it left the
+//! leaf that names it (`value`). Such an operation runs *pinned*: it publishes the global
 //! epoch it started in. `retire(pid)` records the epoch `r` of the unlink
 //! and advances the global epoch; the id is handed back to the allocator
 //! once no pin holds an epoch `<= r`.
