@@ -2,8 +2,13 @@
 //!
 //! Entry: no latch held. Exit: no latch held; results are copies validated
 //! against the leaf's version (optimistic) or read under its shared latch.
+//! Overflow values are read after the leaf (for scans: after the whole
+//! batch) is left, pinned in the epoch (see `value`), so no leaf latch is
+//! held across a chain's loads and the chain read cannot restart.
 
 use super::descend::{ReadGuard, Target, link_cycle};
+use super::epoch::Pin;
+use super::value::{self, Found};
 use super::{Attempt, BTree, Step};
 use crate::ids::PageId;
 use crate::page::node::{FLAG_DELETED, Node};
@@ -11,6 +16,9 @@ use std::ops::Bound;
 
 /// Entries copied out of one leaf.
 pub(crate) type Batch = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Entries found in leaves, overflow values not yet read.
+type FoundBatch = Vec<(Vec<u8>, Found)>;
 
 /// Whether `key` satisfies a lower bound.
 pub(crate) fn above(key: &[u8], lower: Bound<&[u8]>) -> bool {
@@ -41,14 +49,33 @@ impl BTree {
             return Ok(None);
         };
         let value = leaf.check(node.value_ref(slot))?;
-        let (bytes, _) = self.read_value(&leaf, value)?;
+        let mut pin = None;
+        let found = value::find(&leaf, value, &mut pin);
         leaf.validate()?;
-        Ok(Some(bytes))
+        drop(leaf);
+        Ok(Some(self.read_found(found)?))
+    }
+
+    /// Reads the overflow values of `entries`. Entry: no latch held,
+    /// `pin` taken by `value::find` for every chain in `entries`, each
+    /// leaf validated after. Exit: no latch held; `pin` released.
+    fn read_batch(&self, entries: FoundBatch, pin: Option<Pin>) -> Attempt<Batch> {
+        let batch: crate::Result<Batch> =
+            entries.into_iter().map(|(key, found)| Ok((key, self.read_found(found)?))).collect();
+        drop(pin);
+        Ok(batch?)
     }
 
     /// Copies the entries of the leaf behind `leaf` that lie within
-    /// `lower..upper`, in key order.
-    fn leaf_entries(&self, leaf: &ReadGuard<'_>, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> Attempt<Batch> {
+    /// `lower..upper`, in key order; overflow values as chains, pinned in
+    /// `pin` (see `value::find`).
+    fn leaf_entries(
+        &self,
+        leaf: &ReadGuard<'_>,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        pin: &mut Option<Pin>,
+    ) -> Attempt<FoundBatch> {
         let page = leaf.page();
         let node = leaf.check(Node::new(&page, leaf.pid()))?;
         let start = match lower {
@@ -58,15 +85,14 @@ impl BTree {
                 Ok(slot) | Err(slot) => slot,
             },
         };
-        let mut batch = Batch::new();
+        let mut batch = FoundBatch::new();
         for slot in start..node.len() {
             let (cell, value) = leaf.check(node.entry(slot))?;
             let key = node.read_bytes(cell.key_offset, cell.key_len);
             if !below(&key, upper) {
                 break;
             }
-            let (bytes, _) = self.read_value(leaf, value)?;
-            batch.push((key, bytes));
+            batch.push((key, value::find(leaf, value, pin)));
         }
         leaf.validate()?;
         Ok(batch)
@@ -84,12 +110,26 @@ impl BTree {
         want: usize,
         pessimistic: bool,
     ) -> Attempt<Batch> {
+        let mut pin = None;
+        let entries = self.leaves_forward(lower, upper, want, pessimistic, &mut pin)?;
+        self.read_batch(entries, pin)
+    }
+
+    /// `batch_forward` up to its overflow values. Exit: no latch held.
+    fn leaves_forward(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        want: usize,
+        pessimistic: bool,
+        pin: &mut Option<Pin>,
+    ) -> Attempt<FoundBatch> {
         let start = match lower {
             Bound::Unbounded => &[][..],
             Bound::Included(key) | Bound::Excluded(key) => key,
         };
         let mut leaf = self.descend(Target::Key(start), 0, None, pessimistic)?;
-        let mut batch = Batch::new();
+        let mut batch = FoundBatch::new();
         let mut hops = 0u64;
         loop {
             // Past the first leaf, keep only keys above the last one taken:
@@ -98,7 +138,7 @@ impl BTree {
             // and new keys, below what this batch already holds.
             let after = batch.last().map(|(key, _)| key.clone());
             let from = after.as_deref().map_or(lower, Bound::Excluded);
-            batch.extend(self.leaf_entries(&leaf, from, upper)?);
+            batch.extend(self.leaf_entries(&leaf, from, upper, pin)?);
             if batch.len() >= want {
                 return Ok(batch);
             }
@@ -132,20 +172,34 @@ impl BTree {
         want: usize,
         pessimistic: bool,
     ) -> Attempt<Batch> {
+        let mut pin = None;
+        let entries = self.leaves_backward(lower, upper, want, pessimistic, &mut pin)?;
+        self.read_batch(entries, pin)
+    }
+
+    /// `batch_backward` up to its overflow values. Exit: no latch held.
+    fn leaves_backward(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        want: usize,
+        pessimistic: bool,
+        pin: &mut Option<Pin>,
+    ) -> Attempt<FoundBatch> {
         let target = match upper {
             Bound::Unbounded => Target::Last,
             Bound::Included(key) | Bound::Excluded(key) => Target::Key(key),
         };
         let mut leaf = self.descend(target, 0, None, pessimistic)?;
         // Per leaf, right to left; reversed into one ascending batch.
-        let mut pieces: Vec<Batch> = Vec::new();
+        let mut pieces: Vec<FoundBatch> = Vec::new();
         let mut count = 0usize;
         let mut hops = 0u64;
         loop {
             // Mirror of `batch_forward`: below the smallest key taken.
             let before = pieces.iter().rev().find_map(|piece| piece.first()).map(|(key, _)| key.clone());
             let until = before.as_deref().map_or(upper, Bound::Excluded);
-            let piece = self.leaf_entries(&leaf, lower, until)?;
+            let piece = self.leaf_entries(&leaf, lower, until, pin)?;
             count += piece.len();
             pieces.push(piece);
             if count >= want {

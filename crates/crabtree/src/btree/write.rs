@@ -105,16 +105,12 @@ impl BTree {
     }
 
     /// The value of cell `slot` of a latched leaf, and its overflow pages.
+    /// Entry and exit: the leaf's exclusive latch, which pins the chain
+    /// (`value::read_chain` reads it without restarts, so no loop here).
     fn read_owned_value<P: crate::page::PageBuf>(&self, node: &Node<P>, slot: usize) -> Result<(Vec<u8>, Vec<PageId>)> {
         match node.value_ref(slot)? {
             ValueRef::Inline { offset, len } => Ok((node.read_bytes(offset, len), Vec::new())),
-            ValueRef::Overflow { first, len } => loop {
-                match self.read_chain(first, len) {
-                    Ok(read) => return Ok(read),
-                    Err(Step::Fail(error)) => return Err(error),
-                    Err(Step::Restart) => continue,
-                }
-            },
+            ValueRef::Overflow { first, len } => self.read_chain(first, len),
         }
     }
 
