@@ -16,6 +16,11 @@
 //! * **Writers** descend the same way, then upgrade the leaf's optimistic
 //!   version to the exclusive latch (CAS from the version read, so whatever
 //!   they checked still holds). Only the leaf is latched unless it splits.
+//!   Every write attempt runs pinned in the epoch (`Pinning::Always`): the
+//!   page ids it remembers (its descent path, a parent it found) stay the
+//!   nodes they were, or deleted nodes that move right, until it ends. A
+//!   writer finishes an abandoned split it meets before moving right past
+//!   it.
 //! * **Splits** are half-splits: with the full node latched, allocate the
 //!   right sibling, move the upper half there, give it the old high key and
 //!   right-link, make the left node's high key the separator and its
@@ -26,7 +31,8 @@
 //!   parent insert the tree is valid: the sibling is reachable by right-link.
 //!   A flagged node found unlatched was abandoned (an error, or later a
 //!   crash); the next writer that latches it finishes the split.
-//! * **Root splits** serialize on `root_lock`: the new root is built with
+//! * **Root splits** serialize on `root_lock` (which also holds the root's
+//!   level): the new root, allocated before the half-split, is built with
 //!   two children, then published with one store of the root slot; a reader
 //!   that read the old root moves right as from any node.
 //! * Latches are taken only rightward (same level) or upward while others
