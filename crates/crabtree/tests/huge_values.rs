@@ -5,7 +5,8 @@
 //! no operation reports a false `Corruption` or retries without bound.
 //! Method: one tree of small pages with the smallest pool (16 frames) holds
 //! values whose overflow chains are hundreds of times the pool. Several
-//! reader threads `get` them over and over (each read loads every page of
+//! reader threads read them over and over (`get`, forward and backward
+//! scans) (each read loads every page of
 //! the chain, evicting the pages the other readers are copying), and, in
 //! the write test, one writer replaces and removes a huge value (reading
 //! the old value under the leaf's exclusive latch) while the readers run.
@@ -76,11 +77,18 @@ fn huge_value_reads_under_eviction() {
     tree.insert(b"huge", &value).unwrap();
     let (readers, gets) = if common::long() { (3, 4) } else { (4, 3) };
     std::thread::scope(|scope| {
-        for _ in 0..readers {
-            scope.spawn(|| {
-                for _ in 0..gets {
-                    let got = tree.get(b"huge").unwrap().expect("the huge value is present");
-                    assert!(got == value, "read a different value ({} bytes)", got.len());
+        for reader in 0..readers {
+            let (tree, value) = (&tree, &value);
+            scope.spawn(move || {
+                for round in 0..gets {
+                    // Point reads and scans both ways (scans read chains
+                    // after leaving the leaves).
+                    let got = match (reader + round) % 3 {
+                        0 => tree.get(b"huge").unwrap().expect("the huge value is present"),
+                        1 => tree.range(b"h".as_slice()..b"i".as_slice()).next().expect("present").unwrap().1,
+                        _ => tree.range(b"h".as_slice()..b"i".as_slice()).next_back().expect("present").unwrap().1,
+                    };
+                    assert!(got == *value, "read a different value ({} bytes)", got.len());
                 }
             });
         }
