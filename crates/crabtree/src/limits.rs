@@ -35,6 +35,10 @@ pub const OPTIMISTIC_RESTARTS_MAX: u32 = 8;
 /// How long an operation keeps restarting under shared latches before it
 /// reports the tree's links as corrupt instead of hanging.
 pub const RESTART_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+/// ... and only after at least this many restarts under shared latches
+/// (each after a yield or a 100 µs sleep), so a thread that merely got
+/// little CPU is not told the tree is corrupt.
+pub const PESSIMISTIC_RESTARTS_MIN: u32 = 2_000;
 /// Most entries a range iterator asks for per refill (refills start at one
 /// leaf and double; whole leaves are read, so a refill may return more).
 pub const SCAN_BATCH_ENTRIES_MAX: usize = 256;
