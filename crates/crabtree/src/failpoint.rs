@@ -33,6 +33,13 @@
 //! * `delete.before_unlink`: step 1 of a deletion is done, no latch held;
 //! * `delete.unlink_attempt`: a leaf unlink attempt starts (an error makes
 //!   it count as one whose left neighbour changed);
+//! * `delete.unlink_inner_attempt`: an attempt to unlink a half-dead
+//!   level-1 node starts (an error makes it count as one whose left
+//!   neighbour changed);
+//! * `delete.retry_taken`: a remove or flush took the list of stalled
+//!   unlinks to retry, not yet pinned, no latch held;
+//! * `value.chain_page`: an overflow chain reader copied one page and
+//!   released its latch (pinned, or holding the owning leaf exclusively);
 //! * `reclaim.before_free`: pages are about to return to the allocator.
 
 #[cfg(feature = "failpoints")]

@@ -109,6 +109,7 @@ impl BTree {
         if stalled.is_empty() {
             return;
         }
+        failpoint!("delete.retry_taken", ignore);
         let _pin = super::epoch::pin();
         for node in stalled {
             // An error (I/O) leaves the node half-dead, for `repair`.
@@ -288,6 +289,10 @@ impl BTree {
     /// latch; pinned.
     fn unlink_inner(&self, pid: PageId, low: &[u8]) -> Result<()> {
         for _ in 0..UNLINK_ATTEMPTS_MAX {
+            if unlink_inner_attempt_failpoint().is_err() {
+                // Injected: the left neighbour changed under us.
+                continue;
+            }
             let mut left = self.pool.exclusive(self.find_node(low, 1)?)?;
             for _ in 0..UNLINK_ATTEMPTS_MAX {
                 let head = *Node::new(left.page(), left.pid())?.header();
@@ -378,6 +383,13 @@ impl BTree {
 /// left neighbour that changed before it could be latched.
 fn unlink_attempt_failpoint() -> Result<()> {
     failpoint!("delete.unlink_attempt");
+    Ok(())
+}
+
+/// The failpoint `delete.unlink_inner_attempt`: like
+/// `delete.unlink_attempt`, for a half-dead level-1 node.
+fn unlink_inner_attempt_failpoint() -> Result<()> {
+    failpoint!("delete.unlink_inner_attempt");
     Ok(())
 }
 
