@@ -580,3 +580,58 @@ fn two_finishers_race_on_one_abandoned_split() {
     check(&tree, &model, "after two finishers");
     assert_eq!(tree.repair().unwrap().splits_finished, 0);
 }
+
+/// DEFECT (fixed): a stalled unlink of a half-dead level-1 node stays on
+/// the list of unfinished deletions after `repair` unlinked the node, and
+/// every later remove retried it: 16 searches for a left neighbour that
+/// no longer links to it, each walking 16 nodes right, then back on the
+/// list, forever (when 16 or more level-1 nodes lie to its right).
+#[test]
+fn a_stalled_inner_unlink_finished_by_repair_is_not_retried_forever() {
+    let _serial = serial();
+    let _watchdog = common::Watchdog::arm("stale inner retry", 0, Duration::from_secs(120));
+    let tree = new_tree(4096);
+    let mut model = load(&tree, 4000);
+    let mut g = info(&tree, root(&tree));
+    while g.level > 2 {
+        g = info(&tree, g.children[0]);
+    }
+    assert_eq!(g.level, 2, "precondition: a level-2 node");
+    assert!(g.children.len() >= 3, "precondition: it has three children");
+    let p = g.children[1];
+    let mut right_of_p = 0;
+    let mut next = info(&tree, p).right;
+    while let Some(pid) = next {
+        right_of_p += 1;
+        next = info(&tree, pid).right;
+    }
+    assert!(right_of_p >= 17, "precondition: {right_of_p} level-1 nodes right of P, 17 needed");
+    // Delete P's leaves but the last, then the last with P, whose unlink
+    // stalls.
+    let (last, others) = info(&tree, p).children.split_last().map(|(l, o)| (*l, o.to_vec())).unwrap();
+    for leaf in others {
+        empty_leaf(&tree, &mut model, leaf);
+    }
+    fail_here("delete.unlink_inner_attempt");
+    empty_leaf(&tree, &mut model, last);
+    failpoint::clear("delete.unlink_inner_attempt");
+    let flags = info(&tree, p).flags;
+    assert!(flags & FLAG_HALF_DEAD != 0 && flags & FLAG_DELETED == 0, "precondition: P's unlink stalled");
+    assert!(tree.repair().unwrap().deletions_finished >= 1, "precondition: repair finished P");
+    assert!(info(&tree, p).flags & FLAG_DELETED != 0, "precondition: P is deleted");
+    let attempts = Arc::new(AtomicUsize::new(0));
+    {
+        let attempts = Arc::clone(&attempts);
+        failpoint::set("delete.unlink_inner_attempt", move || {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+    }
+    for n in [GAP, 2 * GAP, 3 * GAP] {
+        assert!(tree.remove(&key(n)).unwrap().is_some());
+        model.remove(&n);
+    }
+    failpoint::clear("delete.unlink_inner_attempt");
+    assert_eq!(attempts.load(Ordering::SeqCst), 0, "removes kept retrying the unlink of deleted P");
+    check(&tree, &model, "after the stale inner retry");
+}
