@@ -75,6 +75,13 @@ enum Stalled {
 /// half-dead node does not wait for someone to call `repair`. (After a
 /// close or crash the list is gone; `repair`, and recovery once the WAL
 /// exists, find such nodes by scanning.)
+///
+/// The ids are kept across unpinned gaps: meanwhile `repair` (or another
+/// retry) may finish the deletion and the page may be reclaimed and reused
+/// as any page, even a half-dead node of another kind. So a retry, pinned,
+/// first checks that the page is still a half-dead, not deleted node of
+/// the entry's kind and level (`finish_deletion`, `unlink_inner`), and
+/// drops the entry otherwise.
 #[derive(Default)]
 pub(crate) struct Unfinished {
     stalled: Mutex<Vec<Stalled>>,
@@ -159,12 +166,15 @@ impl BTree {
 
     /// Finishes the deletion of a half-dead leaf (steps 2 and 3); returns
     /// whether it is now deleted. Entry and exit: no latch; pinned.
+    /// `pid` may have been reused since it was recorded (see [`Unfinished`]):
+    /// anything but a half-dead leaf is left alone.
     pub(crate) fn finish_deletion(&self, pid: PageId) -> Result<bool> {
-        let flags = {
-            let leaf = self.pool.shared(pid)?;
-            Node::new(leaf.page(), pid)?.header().flags
+        let (leaf, flags) = {
+            let guard = self.pool.shared(pid)?;
+            let node = Node::new(guard.page(), pid)?;
+            (node.is_leaf() && node.header().level == 0, node.header().flags)
         };
-        if flags & FLAG_HALF_DEAD == 0 || flags & FLAG_DELETED != 0 {
+        if !leaf || flags & FLAG_HALF_DEAD == 0 || flags & FLAG_DELETED != 0 {
             return Ok(false);
         }
         self.unlink(pid)?;
@@ -286,8 +296,19 @@ impl BTree {
     /// Unlinks the half-dead level-1 node `pid`, whose lower bound was
     /// `low`, from its level and retires it. Its left neighbour is the node
     /// holding `low` (inner nodes have no left-links). Entry and exit: no
-    /// latch; pinned.
+    /// latch; pinned. `pid` may have been reused since it was recorded
+    /// (see [`Unfinished`]): anything but a half-dead level-1 node is left
+    /// alone (so an entry whose node was unlinked by `repair` is dropped,
+    /// not retried forever).
     fn unlink_inner(&self, pid: PageId, low: &[u8]) -> Result<()> {
+        {
+            let guard = self.pool.shared(pid)?;
+            let node = Node::new(guard.page(), pid)?;
+            let head = node.header();
+            if node.is_leaf() || head.level != 1 || head.flags & FLAG_HALF_DEAD == 0 || head.flags & FLAG_DELETED != 0 {
+                return Ok(());
+            }
+        }
         for _ in 0..UNLINK_ATTEMPTS_MAX {
             if unlink_inner_attempt_failpoint().is_err() {
                 // Injected: the left neighbour changed under us.
