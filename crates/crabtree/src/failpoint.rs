@@ -40,7 +40,8 @@
 //!   unlinks to retry, not yet pinned, no latch held;
 //! * `value.chain_page`: an overflow chain reader copied one page and
 //!   released its latch (pinned, or holding the owning leaf exclusively);
-//! * `reclaim.before_free`: pages are about to return to the allocator.
+//! * `reclaim.before_free`: retired pages wait, some may be about to return
+//!   to the allocator (none has left the retired list yet).
 
 #[cfg(feature = "failpoints")]
 pub use imp::*;

@@ -312,11 +312,12 @@ impl BTree {
 
     /// Returns retired pages no reader can reach to the allocator.
     fn reclaim(&self) -> Result<()> {
-        let reclaimable = self.retired.reclaimable();
-        if !reclaimable.is_empty() {
+        // Before the ids leave the retired list: an error injected here
+        // must not lose them (they would leak).
+        if !self.retired.is_empty() {
             failpoint!("reclaim.before_free");
         }
-        for pid in reclaimable {
+        for pid in self.retired.reclaimable() {
             self.pool.free_unread(pid);
         }
         Ok(())
