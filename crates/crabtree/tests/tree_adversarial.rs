@@ -635,3 +635,75 @@ fn a_stalled_inner_unlink_finished_by_repair_is_not_retried_forever() {
     assert_eq!(attempts.load(Ordering::SeqCst), 0, "removes kept retrying the unlink of deleted P");
     check(&tree, &model, "after the stale inner retry");
 }
+
+/// DEFECT: a full database must let keys be removed (removes allocate
+/// nothing), but a remove whose descent meets an abandoned split finishes
+/// it first, and the finish may need a page (the parent is full and must
+/// split): the remove fails with `DatabaseFull`, again on every retry, so
+/// the keys under that split cannot be removed until something else frees
+/// a page. Interleaving: P is one separator from full; C's split (C under
+/// P) is abandoned; the file reaches `max_pages`; then remove C's keys.
+#[test]
+fn removes_succeed_on_a_full_database_past_an_abandoned_split() {
+    let _serial = serial();
+    let _watchdog = common::Watchdog::arm("full database removes", 0, Duration::from_secs(60));
+    let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
+    let mut options = common::options(512, 4096);
+    options.max_pages = 400;
+    let tree = common::create(storage, &options);
+    let mut model = load(&tree, 400);
+    let g = info(&tree, root(&tree));
+    assert_eq!(g.level, 2, "precondition: a three-level tree");
+    let p = g.children[1];
+    let p_low = number(&g.keys[1]);
+    let p_high = info(&tree, p).high;
+    let inner_need = CellData::Inner { key: &key(0), child: p }.size() + SLOT_SIZE;
+    let mut n = p_low + 1;
+    while info(&tree, p).free_space >= inner_need {
+        tree.insert(&key(n), &value(n)).unwrap();
+        model.insert(n, value(n));
+        n += 1;
+        assert!(n < p_low + 2000, "P never filled");
+    }
+    assert!(info(&tree, p).high == p_high, "precondition: P did not split");
+    // Abandon the split of C, P's last leaf.
+    let c = *info(&tree, p).children.last().unwrap();
+    let c_first = leaf_keys(&tree, c)[0];
+    fail_here("parent.before_latch");
+    let mut n = c_first + 1;
+    while info(&tree, c).flags & FLAG_INCOMPLETE_SPLIT == 0 {
+        tree.insert(&key(n), &value(n)).unwrap();
+        model.insert(n, value(n));
+        n += 1;
+        assert!(n < c_first + 200, "C never split");
+    }
+    failpoint::clear("parent.before_latch");
+    // Fill the file elsewhere (ascending keys past the last one).
+    let mut n = 401 * GAP;
+    loop {
+        match tree.insert(&key(n), &value(n)) {
+            Ok(_) => {
+                model.insert(n, value(n));
+            }
+            Err(Error::DatabaseFull { .. }) => break,
+            Err(error) => panic!("insert {n}: {error:?}"),
+        }
+        n += 1;
+    }
+    assert!(info(&tree, c).flags & FLAG_INCOMPLETE_SPLIT != 0, "precondition: C's split is still abandoned");
+    let doomed: Vec<u64> = model.range(c_first..c_first + GAP).map(|(&n, _)| n).collect();
+    let mut failures = Vec::new();
+    for n in doomed {
+        match tree.remove(&key(n)) {
+            Ok(Some(_)) => {
+                model.remove(&n);
+            }
+            Ok(None) => panic!("key {n} vanished"),
+            Err(error) => failures.push(format!("remove {n}: {error}")),
+        }
+    }
+    assert!(failures.is_empty(), "{} removes failed, first: {:?}", failures.len(), failures.first());
+    for (&n, v) in &model {
+        assert_eq!(tree.get(&key(n)).unwrap().as_ref(), Some(v), "key {n}");
+    }
+}
