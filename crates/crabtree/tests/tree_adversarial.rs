@@ -707,3 +707,85 @@ fn removes_succeed_on_a_full_database_past_an_abandoned_split() {
         assert_eq!(tree.get(&key(n)).unwrap().as_ref(), Some(v), "key {n}");
     }
 }
+
+/// Attack withstood: more pinned threads than epoch slots (512). 700
+/// readers of one overflow value all sleep pinned between two chain
+/// pages, so 188 pins live in the overflow list; meanwhile the value is
+/// replaced and reclamation runs. No page of the old chain is freed, and
+/// every reader returns the old value.
+#[test]
+fn more_pinned_readers_than_epoch_slots_while_the_value_is_replaced() {
+    let _serial = serial();
+    let _watchdog = common::Watchdog::arm("many pinned readers", 0, Duration::from_secs(120));
+    const READERS: usize = 700;
+    let tree = Arc::new(new_tree(64));
+    let mut model = load(&tree, 100);
+    const K: u64 = 5;
+    let old: Vec<u8> = (0..9_000u32).map(|i| (i % 251) as u8).collect();
+    tree.insert(&key(K), &old).unwrap();
+    let first = {
+        let leaf = *tree.path_to(&key(K)).unwrap().last().unwrap();
+        let guard = tree.pool().shared(leaf).unwrap();
+        let node = Node::new(guard.page(), leaf).unwrap();
+        match node.value_ref(node.search(&key(K)).unwrap().unwrap()).unwrap() {
+            ValueRef::Overflow { first, .. } => first,
+            ValueRef::Inline { .. } => panic!("precondition: the value is in overflow pages"),
+        }
+    };
+    let gate = Arc::new((Mutex::new((0usize, false)), std::sync::Condvar::new()));
+    {
+        let gate = Arc::clone(&gate);
+        thread_local!(static WAITED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+        failpoint::set("value.chain_page", move || {
+            if std::thread::current().name() != Some("many-reader") || WAITED.with(|w| w.replace(true)) {
+                return Ok(());
+            }
+            let (lock, changed) = &*gate;
+            let mut state = lock.lock().unwrap();
+            state.0 += 1;
+            changed.notify_all();
+            while !state.1 {
+                state = changed.wait(state).unwrap();
+            }
+            Ok(())
+        });
+    }
+    let readers: Vec<_> = (0..READERS)
+        .map(|_| {
+            let tree = Arc::clone(&tree);
+            std::thread::Builder::new()
+                .name("many-reader".into())
+                .stack_size(256 * 1024)
+                .spawn(move || tree.get(&key(K)))
+                .unwrap()
+        })
+        .collect();
+    {
+        let (lock, changed) = &*gate;
+        let state = lock.lock().unwrap();
+        let (state, timeout) = changed.wait_timeout_while(state, PARK_TIMEOUT, |state| state.0 < READERS).unwrap();
+        assert!(!timeout.timed_out(), "only {} readers reached the chain", state.0);
+    }
+    let new = vec![9u8; 12_000];
+    assert!(tree.insert(&key(K), &new).unwrap().as_ref() == Some(&old));
+    for n in 0..50u64 {
+        tree.insert(&key(2 + n % 3), &vec![n as u8; 3_000]).unwrap();
+    }
+    assert!(!tree.pool().free_pages().contains(&first), "the old chain was freed under pinned readers");
+    {
+        let (lock, changed) = &*gate;
+        lock.lock().unwrap().1 = true;
+        changed.notify_all();
+    }
+    for reader in readers {
+        let got = reader.join().unwrap().unwrap();
+        assert!(got.as_ref() == Some(&old), "a reader returned something else");
+    }
+    failpoint::clear("value.chain_page");
+    model.insert(K, new);
+    for n in 0..50u64 {
+        model.insert(2 + n % 3, vec![n as u8; 3_000]);
+    }
+    tree.flush().unwrap();
+    check(&tree, &model, "after many pinned readers");
+}
