@@ -240,7 +240,7 @@ impl BTree {
             match self.next_move(&guard, target, level, finish)? {
                 Next::Here => return Ok(guard),
                 Next::Finish => match self.finish_on_the_way(guard, path.as_deref().map_or(&[], Vec::as_slice)) {
-                    Err(Step::Fail(_)) => {
+                    Err(Step::Fail(error)) if finish_can_wait(&error) => {
                         finish = false;
                         if let Some(path) = path.as_deref_mut() {
                             path.clear();
@@ -248,6 +248,7 @@ impl BTree {
                         guard = self.read(self.root(), pessimistic)?;
                         hops = 0;
                     }
+                    Err(Step::Fail(error)) => return Err(Step::Fail(error)),
                     Ok(()) | Err(Step::Restart) => return Err(Step::Restart),
                 },
                 Next::Right(right) => guard = self.step(guard, right)?,
@@ -262,6 +263,13 @@ impl BTree {
             }
         }
     }
+}
+
+/// Whether a failed finish of an abandoned split may be left for later
+/// (see `descend_finishing`): no page for a full parent's split, or an
+/// I/O error. Corruption is reported, not passed by.
+pub(crate) fn finish_can_wait(error: &Error) -> bool {
+    matches!(error, Error::DatabaseFull { .. } | Error::Io(_))
 }
 
 /// The outcome of a walk that took more steps than the file has pages.

@@ -30,7 +30,8 @@ impl BTree {
     /// holds `key` in its range and is not being deleted; an abandoned split
     /// on it is finished first (then the attempt restarts). If finishing
     /// fails (see `descend_finishing`) the leaf is latched again and
-    /// returned flagged: the operation may need no page, and a flagged
+    /// returned flagged (for `DatabaseFull` and I/O errors; corruption is
+    /// reported): the operation may need no page, and a flagged
     /// leaf takes inserts, removes and splits (its right half inherits the
     /// flag).
     fn latch_leaf(&self, key: &[u8], path: &mut Path, pessimistic: bool) -> Attempt<ExclusiveGuard<'_>> {
@@ -42,10 +43,11 @@ impl BTree {
             if finish && flags & FLAG_INCOMPLETE_SPLIT != 0 {
                 match self.finish_split(leaf, path) {
                     Ok(()) => return Err(Step::Restart),
-                    Err(_) => {
+                    Err(error) if super::descend::finish_can_wait(&error) => {
                         finish = false;
                         continue;
                     }
+                    Err(error) => return Err(Step::Fail(error)),
                 }
             }
             failpoint!("write.leaf_latched");
