@@ -789,3 +789,126 @@ fn more_pinned_readers_than_epoch_slots_while_the_value_is_replaced() {
     tree.flush().unwrap();
     check(&tree, &model, "after many pinned readers");
 }
+
+/// Attack withstood: a deletion sleeps after its descent found leaf L's
+/// parent P and grandparent, before latching anything; meanwhile P splits
+/// (L moves to P's right half P') and P is deleted with its last leaf.
+/// Resumed, the deletion latches the deleted P (pinned: not reused), moves
+/// right to P' and merges L into its right sibling there.
+#[test]
+fn deletion_paused_before_marking_while_the_parent_splits_and_goes() {
+    let _serial = serial();
+    let _watchdog = common::Watchdog::arm("paused deletion", 0, Duration::from_secs(120));
+    let tree = Arc::new(new_tree(4096));
+    let mut model = load(&tree, 400);
+    let g = info(&tree, root(&tree));
+    assert_eq!(g.level, 2, "precondition: a three-level tree");
+    let p = g.children[1];
+    let p_low = number(&g.keys[1]);
+    let p_info = info(&tree, p);
+    assert!(p_info.children.len() >= 4, "precondition: P has several leaves");
+    let l = p_info.children[p_info.children.len() - 2];
+    // Empty L but for one key; a deleter thread removes that one.
+    let l_keys = leaf_keys(&tree, l);
+    let (&last_key, rest) = l_keys.split_last().unwrap();
+    for &n in rest {
+        tree.remove(&key(n)).unwrap();
+        model.remove(&n);
+    }
+    let pause = pause_thread("delete.before_half_dead", "deleter");
+    let deleter = {
+        let tree = Arc::clone(&tree);
+        spawn_named("deleter", move || tree.remove(&key(last_key)))
+    };
+    model.remove(&last_key);
+    assert!(pause.wait_parked(PARK_TIMEOUT), "the deleter never found L's parent");
+    let mut n = p_low + 1;
+    while info(&tree, p).high == p_info.high {
+        tree.insert(&key(n), &value(n)).unwrap();
+        model.insert(n, value(n));
+        n += 1;
+        assert!(n < p_low + 500, "P never split");
+    }
+    let p_now = info(&tree, p);
+    assert!(!p_now.children.contains(&l), "precondition: L moved to P's right half");
+    assert_ne!(info(&tree, p_now.right.unwrap()).children.first(), Some(&l), "L must not follow P's last leaf");
+    let p_high = number(&p_now.high.unwrap());
+    let doomed: Vec<u64> = model.range(p_low + 1..=p_high).map(|(&n, _)| n).collect();
+    for n in doomed {
+        assert!(tree.remove(&key(n)).unwrap().is_some());
+        model.remove(&n);
+    }
+    assert!(info(&tree, p).flags & FLAG_DELETED != 0, "precondition: P was deleted");
+    let last = *model.keys().next_back().unwrap();
+    tree.insert(&key(last), &value(last)).unwrap();
+    assert!(!tree.pool().free_pages().contains(&p), "P was reclaimed under the pinned deleter");
+    pause.resume();
+    assert!(deleter.join().unwrap().unwrap().is_some());
+    assert!(info(&tree, l).flags & FLAG_DELETED != 0, "L was not deleted");
+    check(&tree, &model, "after the paused deletion");
+}
+
+/// Attack withstood: a deletion sleeps between marking leaf L half-dead
+/// and unlinking it; meanwhile L's left neighbour splits twice (L's
+/// left-link moves to each new right half) and the newest right half is
+/// emptied. Resumed, the unlink finds the current left neighbour by the
+/// left-link and finishes.
+#[test]
+fn deletion_paused_before_unlink_while_the_left_neighbour_splits() {
+    let _serial = serial();
+    let _watchdog = common::Watchdog::arm("paused unlink", 0, Duration::from_secs(120));
+    let tree = Arc::new(new_tree(4096));
+    let mut model = load(&tree, 400);
+    let g = info(&tree, root(&tree));
+    let p = g.children[1];
+    let p_info = info(&tree, p);
+    assert!(p_info.children.len() >= 4, "precondition: P has several leaves");
+    let left = p_info.children[1];
+    let l = p_info.children[2];
+    let l_keys = leaf_keys(&tree, l);
+    let (&last_key, rest) = l_keys.split_last().unwrap();
+    for &n in rest {
+        tree.remove(&key(n)).unwrap();
+        model.remove(&n);
+    }
+    let pause = pause_thread("delete.before_unlink", "deleter");
+    let deleter = {
+        let tree = Arc::clone(&tree);
+        spawn_named("deleter", move || tree.remove(&key(last_key)))
+    };
+    model.remove(&last_key);
+    assert!(pause.wait_parked(PARK_TIMEOUT), "the deleter never marked L");
+    let flags = info(&tree, l).flags;
+    assert!(flags & FLAG_HALF_DEAD != 0 && flags & FLAG_DELETED == 0, "precondition: L is half-dead");
+    // Split L's left neighbour twice (keys just above its first key): two
+    // new leaves between it and L.
+    let between = |tree: &BTree| {
+        let mut count = 0;
+        let mut pid = info(tree, left).right.unwrap();
+        while pid != l {
+            count += 1;
+            pid = info(tree, pid).right.unwrap();
+        }
+        count
+    };
+    let base = leaf_keys(&tree, left)[0];
+    let mut n = base + 1;
+    while between(&tree) < 2 {
+        tree.insert(&key(n), &value(n)).unwrap();
+        model.insert(n, value(n));
+        n += 1;
+        assert!(n < base + 1000, "the left neighbour never split");
+    }
+    // Empty the rightmost piece of the left neighbour (the one before L).
+    let mut before_l = left;
+    while info(&tree, before_l).right != Some(l) {
+        before_l = info(&tree, before_l).right.unwrap();
+    }
+    assert_ne!(before_l, left, "precondition: L's left neighbour is a new right half");
+    empty_leaf(&tree, &mut model, before_l);
+    pause.resume();
+    assert!(deleter.join().unwrap().unwrap().is_some());
+    assert!(info(&tree, l).flags & FLAG_DELETED != 0, "L was not deleted");
+    tree.repair().unwrap();
+    check(&tree, &model, "after the paused unlink");
+}
