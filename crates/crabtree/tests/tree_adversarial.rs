@@ -912,3 +912,49 @@ fn deletion_paused_before_unlink_while_the_left_neighbour_splits() {
     tree.repair().unwrap();
     check(&tree, &model, "after the paused unlink");
 }
+
+/// DEFECT (fixed): a deletion interrupted by an error between marking
+/// (step 1) and unlinking (step 2) left its half-dead leaf, and its
+/// half-dead level-1 parent, linked until someone called `repair`; unlike
+/// a stalled unlink, it was not put on the list later removes retry. Here
+/// every deletion of P's leaves fails right after marking: the leaves and
+/// finally P itself must still be unlinked by the removes, without
+/// `repair`.
+#[test]
+fn deletions_interrupted_after_marking_are_finished_by_later_removes() {
+    let _serial = serial();
+    let _watchdog = common::Watchdog::arm("interrupted deletions", 0, Duration::from_secs(120));
+    let tree = new_tree(4096);
+    let mut model = load(&tree, 400);
+    let g = info(&tree, root(&tree));
+    assert_eq!(g.level, 2, "precondition: a three-level tree");
+    let p = g.children[1];
+    let leaves = info(&tree, p).children;
+    assert!(leaves.len() >= 3, "precondition: P has several leaves");
+    let hits = Arc::new(AtomicUsize::new(0));
+    {
+        let hits = Arc::clone(&hits);
+        let me = std::thread::current().id();
+        failpoint::set("delete.before_unlink", move || {
+            if std::thread::current().id() != me {
+                return Ok(());
+            }
+            hits.fetch_add(1, Ordering::SeqCst);
+            Err(injected("delete.before_unlink"))
+        });
+    }
+    for &leaf in &leaves {
+        empty_leaf(&tree, &mut model, leaf);
+    }
+    failpoint::clear("delete.before_unlink");
+    assert_eq!(hits.load(Ordering::SeqCst), leaves.len(), "precondition: every deletion was interrupted");
+    // One more remove elsewhere retries whatever is left.
+    let last = *model.keys().next_back().unwrap();
+    tree.remove(&key(last)).unwrap();
+    model.remove(&last);
+    for &leaf in &leaves {
+        assert!(info(&tree, leaf).flags & FLAG_DELETED != 0, "leaf {leaf} was left half-dead");
+    }
+    assert!(info(&tree, p).flags & FLAG_DELETED != 0, "P was left half-dead");
+    check(&tree, &model, "after interrupted deletions, without repair");
+}
