@@ -230,7 +230,7 @@ fn path_to_finishing_a_split_keeps_its_remembered_parent_pinned() {
 /// remove takes the list to retry it and sleeps before it pins; `repair`
 /// unlinks Z, Z is reclaimed and reused as P's new right half (a level-1
 /// node); Z's children are deleted until one is left, and the last one's
-/// deletion marks it and Z half-dead, then fails before the unlink. The
+/// deletion marks it and Z half-dead, then sleeps before the unlink. The
 /// retry resumed and "finished" Z as a leaf: inner nodes have no
 /// left-link, so it flagged Z deleted and retired it without unlinking it
 /// from its left neighbour, whose right-link then pointed at a freed page.
@@ -317,9 +317,19 @@ fn stalled_unlink_retried_after_its_page_became_a_level1_node() {
         empty_leaf(&tree, &mut model, leaf);
         assert!(info(&tree, leaf).flags & FLAG_DELETED != 0, "precondition: Z's leaf {leaf} was deleted");
     }
-    fail_here("delete.before_unlink");
-    empty_leaf(&tree, &mut model, *last);
-    failpoint::clear("delete.before_unlink");
+    let last_keys = leaf_keys(&tree, *last);
+    let (&last_key, rest) = last_keys.split_last().unwrap();
+    for &n in rest {
+        tree.remove(&key(n)).unwrap();
+        model.remove(&n);
+    }
+    let marker_pause = pause_thread("delete.before_unlink", "marker");
+    let marker = {
+        let tree = Arc::clone(&tree);
+        spawn_named("marker", move || tree.remove(&key(last_key)))
+    };
+    model.remove(&last_key);
+    assert!(marker_pause.wait_parked(PARK_TIMEOUT), "the last leaf's deletion never marked it");
     let flags = info(&tree, z).flags;
     assert!(flags & FLAG_HALF_DEAD != 0 && flags & FLAG_DELETED == 0, "precondition: Z is a half-dead level-1 node");
 
@@ -327,7 +337,8 @@ fn stalled_unlink_retried_after_its_page_became_a_level1_node() {
     assert!(retrier.join().unwrap().unwrap().is_some(), "the retrier's remove");
     let flags = info(&tree, z).flags;
     assert!(flags & FLAG_DELETED == 0, "the stale retry unlinked level-1 node Z as if it were Z the leaf");
-    tree.repair().unwrap();
+    marker_pause.resume();
+    assert!(marker.join().unwrap().unwrap().is_some(), "the marker's remove");
     check(&tree, &model, "after the stale retry");
 }
 

@@ -30,8 +30,8 @@
 //!
 //! Any condition that does not hold aborts the deletion harmlessly (an
 //! empty leaf is a valid leaf); a failure between steps 1 and 2 leaves a
-//! half-dead node that `repair` (or, for a leaf, the next deletion attempt
-//! on it) finishes. Not deleted: the rightmost node of a level, a leaf that
+//! half-dead node, put on the list of unfinished deletions that later
+//! removes (and `flush`) retry; `repair` finishes it too. Not deleted: the rightmost node of a level, a leaf that
 //! is the last of several children, a parent that is its grandparent's
 //! first child, nodes above level 1.
 
@@ -119,11 +119,16 @@ impl BTree {
         failpoint!("delete.retry_taken", ignore);
         let _pin = super::epoch::pin();
         for node in stalled {
-            // An error (I/O) leaves the node half-dead, for `repair`.
-            let _ = match node {
-                Stalled::Leaf(pid) => self.finish_deletion(pid).map(drop),
-                Stalled::Inner(pid, low) => self.unlink_inner(pid, &low),
+            let result = match &node {
+                Stalled::Leaf(pid) => self.finish_deletion(*pid).map(drop),
+                Stalled::Inner(pid, low) => self.unlink_inner(*pid, low),
             };
+            // An I/O error leaves the node half-dead: back on the list, for
+            // a later remove (or `repair`). Any other error means the id no
+            // longer names such a node: dropped.
+            if let Err(crate::Error::Io(_)) = result {
+                self.unfinished.push(node);
+            }
         }
     }
 
@@ -153,13 +158,32 @@ impl BTree {
         let Some(parent_pid) = parent_pid else { return Ok(()) };
         failpoint!("delete.before_half_dead");
         let marked = self.mark_half_dead(pid, parent_pid, grandparent)?;
+        let unlinked = self.unlink_marked(pid, &marked);
+        if unlinked.is_err() {
+            // Step 1 is done and cannot be undone: leave the rest to a later
+            // remove (or `repair`), as for an unlink that gave up. (A node
+            // already unlinked is dropped from the list by its retry.)
+            match marked {
+                Marked::No => {}
+                Marked::Leaf => self.unfinished.push(Stalled::Leaf(pid)),
+                Marked::WithParent { parent, low } => {
+                    self.unfinished.push(Stalled::Leaf(pid));
+                    self.unfinished.push(Stalled::Inner(parent, low));
+                }
+            }
+        }
+        unlinked
+    }
+
+    /// Steps 2 and 3 for what `mark_half_dead` marked.
+    fn unlink_marked(&self, pid: PageId, marked: &Marked) -> Result<()> {
         failpoint!("delete.before_unlink");
         match marked {
             Marked::No => Ok(()),
             Marked::Leaf => self.unlink(pid),
             Marked::WithParent { parent, low } => {
                 self.unlink(pid)?;
-                self.unlink_inner(parent, &low)
+                self.unlink_inner(*parent, low)
             }
         }
     }
