@@ -969,3 +969,57 @@ fn deletions_interrupted_after_marking_are_finished_by_later_removes() {
     assert!(info(&tree, p).flags & FLAG_DELETED != 0, "P was left half-dead");
     check(&tree, &model, "after interrupted deletions, without repair");
 }
+
+/// Attack withstood: a thousand threads insert, read, replace (with
+/// overflow values) and remove interleaved keys at once over a 32-frame
+/// pool, then scans run while the last of them finish. Nothing hangs and
+/// the tree holds exactly what every thread left.
+#[test]
+fn a_thousand_writer_threads_on_a_tiny_pool() {
+    let _serial = serial();
+    let _watchdog = common::Watchdog::arm("thousand threads", 0, Duration::from_secs(240));
+    const THREADS: u64 = 1000;
+    const KEYS: u64 = 12;
+    let tree = Arc::new(new_tree(32));
+    let start = Arc::new(std::sync::Barrier::new(THREADS as usize));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let tree = Arc::clone(&tree);
+            let start = Arc::clone(&start);
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    start.wait();
+                    let mut kept = Vec::new();
+                    for i in 0..KEYS {
+                        let n = i * THREADS + t;
+                        tree.insert(&key(n), &value(n)).unwrap();
+                    }
+                    for i in 0..KEYS {
+                        let n = i * THREADS + t;
+                        assert_eq!(tree.get(&key(n)).unwrap(), Some(value(n)), "thread {t}: key {n}");
+                        if i % 3 == 0 {
+                            let big = vec![(n % 251) as u8; 600];
+                            assert_eq!(tree.insert(&key(n), &big).unwrap(), Some(value(n)));
+                            kept.push((n, big));
+                        } else if i % 3 == 1 {
+                            assert_eq!(tree.remove(&key(n)).unwrap(), Some(value(n)));
+                        } else {
+                            kept.push((n, value(n)));
+                        }
+                    }
+                    if t % 100 == 0 {
+                        let count = tree.range::<&[u8], _>(..).map(|entry| entry.unwrap()).count();
+                        assert!(count as u64 <= THREADS * KEYS, "scan of {count}");
+                    }
+                    kept
+                })
+                .unwrap()
+        })
+        .collect();
+    let mut model = BTreeMap::new();
+    for thread in threads {
+        model.extend(thread.join().unwrap());
+    }
+    check(&tree, &model, "after a thousand threads");
+}
