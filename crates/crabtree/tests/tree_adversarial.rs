@@ -1023,3 +1023,41 @@ fn a_thousand_writer_threads_on_a_tiny_pool() {
     }
     check(&tree, &model, "after a thousand threads");
 }
+
+/// DEFECT (fixed): `repair` unlinks half-dead level-1 nodes through the
+/// left neighbours its scan saw, in scan order, and did not check that
+/// such a neighbour was still linked. With two adjacent half-dead level-1
+/// nodes X and P (both stalled), it first unlinked X (X's left neighbour
+/// now links to P), then "unlinked" P from the deleted X: P was retired
+/// while X's left neighbour still linked to it.
+#[test]
+fn repair_unlinks_two_adjacent_half_dead_level1_nodes() {
+    let _serial = serial();
+    let _watchdog = common::Watchdog::arm("adjacent half-dead", 0, Duration::from_secs(120));
+    let tree = new_tree(4096);
+    let mut model = load(&tree, 400);
+    let g = info(&tree, root(&tree));
+    assert_eq!(g.level, 2, "precondition: a three-level tree");
+    assert!(g.children.len() >= 4, "precondition: the root has four children");
+    let (x, p) = (g.children[1], g.children[2]);
+    fail_here("delete.unlink_inner_attempt");
+    for node in [x, p] {
+        for leaf in info(&tree, node).children {
+            empty_leaf(&tree, &mut model, leaf);
+        }
+    }
+    failpoint::clear("delete.unlink_inner_attempt");
+    for node in [x, p] {
+        let flags = info(&tree, node).flags;
+        assert!(flags & FLAG_HALF_DEAD != 0 && flags & FLAG_DELETED == 0, "precondition: {node} is half-dead");
+    }
+    assert_eq!(info(&tree, x).right, Some(p), "precondition: X links to P");
+    let report = tree.repair().unwrap();
+    assert_eq!(report.deletions_finished, 2, "{report:?}");
+    check(&tree, &model, "after repairing adjacent half-dead nodes");
+    // Nothing is left for later removes to retry, and they still work.
+    let last = *model.keys().next_back().unwrap();
+    tree.remove(&key(last)).unwrap();
+    model.remove(&last);
+    check(&tree, &model, "after a later remove");
+}
