@@ -347,24 +347,34 @@ impl BTree {
                     None => return Ok(()),
                 }
             }
-            if Node::new(left.page(), left.pid())?.header().right != Some(pid) {
+            if !self.unlink_inner_from(left, pid)? {
+                // `left` was unlinked itself before we latched it (found
+                // unlatched), or no longer links to `pid`: look again.
                 continue;
             }
-            self.unlink_inner_from(left, pid)?;
             return Ok(());
         }
         self.unfinished.push(Stalled::Inner(pid, low.to_vec()));
         Ok(())
     }
 
-    /// Unlinks the half-dead inner node `pid` whose left neighbour `left`
-    /// (exclusively latched, `left.right == pid`) is known, and retires it.
-    /// Entry: `left` exclusive. Exit: no latch.
-    pub(crate) fn unlink_inner_from(&self, mut left: ExclusiveGuard<'_>, pid: PageId) -> Result<()> {
+    /// Unlinks the half-dead inner node `pid` from its left neighbour
+    /// `left` and retires it. Returns false, changing nothing, if `left` is
+    /// not that neighbour: it no longer links to `pid`, or it was deleted
+    /// itself (a deleted node keeps its right-link, but its own left
+    /// neighbour now links past it: unlinking `pid` from it would leave
+    /// `pid` linked, and retired). True once `pid` is unlinked (by us, or
+    /// before: it is no longer half-dead and live). Entry: `left`
+    /// exclusive. Exit: no latch.
+    pub(crate) fn unlink_inner_from(&self, mut left: ExclusiveGuard<'_>, pid: PageId) -> Result<bool> {
+        let left_head = *Node::new(left.page(), left.pid())?.header();
+        if left_head.right != Some(pid) || left_head.flags & FLAG_DELETED != 0 {
+            return Ok(false);
+        }
         let mut node = self.pool.exclusive(pid)?;
         let head = *Node::new(node.page(), pid)?.header();
         if head.flags & FLAG_HALF_DEAD == 0 || head.flags & FLAG_DELETED != 0 {
-            return Ok(());
+            return Ok(true);
         }
         let left_pid = left.pid();
         NodeMut::new(&mut left.page_mut(), left_pid)?.set_right(head.right);
@@ -372,7 +382,7 @@ impl BTree {
         drop(node);
         drop(left);
         self.retired.retire(pid);
-        Ok(())
+        Ok(true)
     }
 
     /// Step 2 and 3 for the half-dead leaf `pid`.
