@@ -38,6 +38,8 @@
 //!   neighbour changed);
 //! * `delete.retry_taken`: a remove or flush took the list of stalled
 //!   unlinks to retry, not yet pinned, no latch held;
+//! * `repair.scanned`: `repair` collected the flagged nodes (and the left
+//!   neighbours of half-dead level-1 nodes), pinned, no latch held;
 //! * `value.chain_page`: an overflow chain reader copied one page and
 //!   released its latch (pinned, or holding the owning leaf exclusively);
 //! * `reclaim.before_free`: retired pages wait, some may be about to return

@@ -1119,3 +1119,63 @@ fn flush_in_a_loop_beside_writers_on_a_tiny_pool() {
     tree.flush().unwrap();
     check(&tree, &model, "after flushes beside writers");
 }
+
+/// DEFECT (fixed, with `repair_unlinks_two_adjacent_half_dead_level1_nodes`):
+/// `repair` sleeps after its scan saw half-dead level-1 nodes X and P
+/// (X left of P); meanwhile a remove's retry unlinks X (X's left
+/// neighbour now links to P) while P's unlink stalls again. Resumed,
+/// `repair` must not unlink P from the deleted X.
+#[test]
+fn repair_paused_after_its_scan_while_a_retry_unlinks_the_left_neighbour() {
+    let _serial = serial();
+    let _watchdog = common::Watchdog::arm("paused repair", 0, Duration::from_secs(120));
+    let tree = Arc::new(new_tree(4096));
+    let mut model = load(&tree, 400);
+    let g = info(&tree, root(&tree));
+    assert_eq!(g.level, 2, "precondition: a three-level tree");
+    assert!(g.children.len() >= 4, "precondition: the root has four children");
+    let (x, p) = (g.children[1], g.children[2]);
+    fail_here("delete.unlink_inner_attempt");
+    for node in [x, p] {
+        for leaf in info(&tree, node).children {
+            empty_leaf(&tree, &mut model, leaf);
+        }
+    }
+    for node in [x, p] {
+        let flags = info(&tree, node).flags;
+        assert!(flags & FLAG_HALF_DEAD != 0 && flags & FLAG_DELETED == 0, "precondition: {node} is half-dead");
+    }
+    let pause = pause_thread("repair.scanned", "repairer");
+    let repairer = {
+        let tree = Arc::clone(&tree);
+        spawn_named("repairer", move || tree.repair())
+    };
+    assert!(pause.wait_parked(PARK_TIMEOUT), "repair never finished its scan");
+    // The next remove retries X (first attempt allowed) and P (refused).
+    let hits = Arc::new(AtomicUsize::new(0));
+    {
+        let hits = Arc::clone(&hits);
+        let me = std::thread::current().id();
+        failpoint::set("delete.unlink_inner_attempt", move || {
+            if std::thread::current().id() == me && hits.fetch_add(1, Ordering::SeqCst) > 0 {
+                return Err(injected("delete.unlink_inner_attempt"));
+            }
+            Ok(())
+        });
+    }
+    let last = *model.keys().next_back().unwrap();
+    tree.remove(&key(last)).unwrap();
+    model.remove(&last);
+    failpoint::clear("delete.unlink_inner_attempt");
+    assert!(info(&tree, x).flags & FLAG_DELETED != 0, "precondition: the retry unlinked X");
+    let flags = info(&tree, p).flags;
+    assert!(flags & FLAG_HALF_DEAD != 0 && flags & FLAG_DELETED == 0, "precondition: P's unlink stalled again");
+    pause.resume();
+    repairer.join().unwrap().unwrap();
+    // P is unlinked by now, or left half-dead for a later retry.
+    let first = *model.keys().next().unwrap();
+    tree.remove(&key(first)).unwrap();
+    model.remove(&first);
+    assert!(info(&tree, p).flags & FLAG_DELETED != 0, "P was not unlinked");
+    check(&tree, &model, "after the paused repair");
+}

@@ -37,6 +37,7 @@ impl BTree {
         // separator goes into it; new splits caused by the fixes finish
         // themselves.
         let (incomplete, half_dead, half_dead_inner) = self.scan_unfinished()?;
+        failpoint!("repair.scanned");
         for pid in incomplete {
             let node = self.pool.exclusive(pid)?;
             let flags = Node::new(node.page(), pid)?.header().flags;
