@@ -33,7 +33,17 @@
 //! * `delete.before_unlink`: step 1 of a deletion is done, no latch held;
 //! * `delete.unlink_attempt`: a leaf unlink attempt starts (an error makes
 //!   it count as one whose left neighbour changed);
-//! * `reclaim.before_free`: pages are about to return to the allocator.
+//! * `delete.unlink_inner_attempt`: an attempt to unlink a half-dead
+//!   level-1 node starts (an error makes it count as one whose left
+//!   neighbour changed);
+//! * `delete.retry_taken`: a remove or flush took the list of stalled
+//!   unlinks to retry, not yet pinned, no latch held;
+//! * `repair.scanned`: `repair` collected the flagged nodes (and the left
+//!   neighbours of half-dead level-1 nodes), pinned, no latch held;
+//! * `value.chain_page`: an overflow chain reader copied one page and
+//!   released its latch (pinned, or holding the owning leaf exclusively);
+//! * `reclaim.before_free`: retired pages wait, some may be about to return
+//!   to the allocator (none has left the retired list yet).
 
 #[cfg(feature = "failpoints")]
 pub use imp::*;

@@ -30,8 +30,8 @@
 //!
 //! Any condition that does not hold aborts the deletion harmlessly (an
 //! empty leaf is a valid leaf); a failure between steps 1 and 2 leaves a
-//! half-dead node that `repair` (or, for a leaf, the next deletion attempt
-//! on it) finishes. Not deleted: the rightmost node of a level, a leaf that
+//! half-dead node, put on the list of unfinished deletions that later
+//! removes (and `flush`) retry; `repair` finishes it too. Not deleted: the rightmost node of a level, a leaf that
 //! is the last of several children, a parent that is its grandparent's
 //! first child, nodes above level 1.
 
@@ -75,6 +75,13 @@ enum Stalled {
 /// half-dead node does not wait for someone to call `repair`. (After a
 /// close or crash the list is gone; `repair`, and recovery once the WAL
 /// exists, find such nodes by scanning.)
+///
+/// The ids are kept across unpinned gaps: meanwhile `repair` (or another
+/// retry) may finish the deletion and the page may be reclaimed and reused
+/// as any page, even a half-dead node of another kind. So a retry, pinned,
+/// first checks that the page is still a half-dead, not deleted node of
+/// the entry's kind and level (`finish_deletion`, `unlink_inner`), and
+/// drops the entry otherwise.
 #[derive(Default)]
 pub(crate) struct Unfinished {
     stalled: Mutex<Vec<Stalled>>,
@@ -109,13 +116,19 @@ impl BTree {
         if stalled.is_empty() {
             return;
         }
+        failpoint!("delete.retry_taken", ignore);
         let _pin = super::epoch::pin();
         for node in stalled {
-            // An error (I/O) leaves the node half-dead, for `repair`.
-            let _ = match node {
-                Stalled::Leaf(pid) => self.finish_deletion(pid).map(drop),
-                Stalled::Inner(pid, low) => self.unlink_inner(pid, &low),
+            let result = match &node {
+                Stalled::Leaf(pid) => self.finish_deletion(*pid).map(drop),
+                Stalled::Inner(pid, low) => self.unlink_inner(*pid, low),
             };
+            // An I/O error leaves the node half-dead: back on the list, for
+            // a later remove (or `repair`). Any other error means the id no
+            // longer names such a node: dropped.
+            if let Err(crate::Error::Io(_)) = result {
+                self.unfinished.push(node);
+            }
         }
     }
 
@@ -145,25 +158,47 @@ impl BTree {
         let Some(parent_pid) = parent_pid else { return Ok(()) };
         failpoint!("delete.before_half_dead");
         let marked = self.mark_half_dead(pid, parent_pid, grandparent)?;
+        let unlinked = self.unlink_marked(pid, &marked);
+        if unlinked.is_err() {
+            // Step 1 is done and cannot be undone: leave the rest to a later
+            // remove (or `repair`), as for an unlink that gave up. (A node
+            // already unlinked is dropped from the list by its retry.)
+            match marked {
+                Marked::No => {}
+                Marked::Leaf => self.unfinished.push(Stalled::Leaf(pid)),
+                Marked::WithParent { parent, low } => {
+                    self.unfinished.push(Stalled::Leaf(pid));
+                    self.unfinished.push(Stalled::Inner(parent, low));
+                }
+            }
+        }
+        unlinked
+    }
+
+    /// Steps 2 and 3 for what `mark_half_dead` marked.
+    fn unlink_marked(&self, pid: PageId, marked: &Marked) -> Result<()> {
         failpoint!("delete.before_unlink");
         match marked {
             Marked::No => Ok(()),
             Marked::Leaf => self.unlink(pid),
             Marked::WithParent { parent, low } => {
                 self.unlink(pid)?;
-                self.unlink_inner(parent, &low)
+                self.unlink_inner(*parent, low)
             }
         }
     }
 
     /// Finishes the deletion of a half-dead leaf (steps 2 and 3); returns
     /// whether it is now deleted. Entry and exit: no latch; pinned.
+    /// `pid` may have been reused since it was recorded (see [`Unfinished`]):
+    /// anything but a half-dead leaf is left alone.
     pub(crate) fn finish_deletion(&self, pid: PageId) -> Result<bool> {
-        let flags = {
-            let leaf = self.pool.shared(pid)?;
-            Node::new(leaf.page(), pid)?.header().flags
+        let (leaf, flags) = {
+            let guard = self.pool.shared(pid)?;
+            let node = Node::new(guard.page(), pid)?;
+            (node.is_leaf() && node.header().level == 0, node.header().flags)
         };
-        if flags & FLAG_HALF_DEAD == 0 || flags & FLAG_DELETED != 0 {
+        if !leaf || flags & FLAG_HALF_DEAD == 0 || flags & FLAG_DELETED != 0 {
             return Ok(false);
         }
         self.unlink(pid)?;
@@ -285,9 +320,24 @@ impl BTree {
     /// Unlinks the half-dead level-1 node `pid`, whose lower bound was
     /// `low`, from its level and retires it. Its left neighbour is the node
     /// holding `low` (inner nodes have no left-links). Entry and exit: no
-    /// latch; pinned.
+    /// latch; pinned. `pid` may have been reused since it was recorded
+    /// (see [`Unfinished`]): anything but a half-dead level-1 node is left
+    /// alone (so an entry whose node was unlinked by `repair` is dropped,
+    /// not retried forever).
     fn unlink_inner(&self, pid: PageId, low: &[u8]) -> Result<()> {
+        {
+            let guard = self.pool.shared(pid)?;
+            let node = Node::new(guard.page(), pid)?;
+            let head = node.header();
+            if node.is_leaf() || head.level != 1 || head.flags & FLAG_HALF_DEAD == 0 || head.flags & FLAG_DELETED != 0 {
+                return Ok(());
+            }
+        }
         for _ in 0..UNLINK_ATTEMPTS_MAX {
+            if unlink_inner_attempt_failpoint().is_err() {
+                // Injected: the left neighbour changed under us.
+                continue;
+            }
             let mut left = self.pool.exclusive(self.find_node(low, 1)?)?;
             for _ in 0..UNLINK_ATTEMPTS_MAX {
                 let head = *Node::new(left.page(), left.pid())?.header();
@@ -297,24 +347,34 @@ impl BTree {
                     None => return Ok(()),
                 }
             }
-            if Node::new(left.page(), left.pid())?.header().right != Some(pid) {
+            if !self.unlink_inner_from(left, pid)? {
+                // `left` was unlinked itself before we latched it (found
+                // unlatched), or no longer links to `pid`: look again.
                 continue;
             }
-            self.unlink_inner_from(left, pid)?;
             return Ok(());
         }
         self.unfinished.push(Stalled::Inner(pid, low.to_vec()));
         Ok(())
     }
 
-    /// Unlinks the half-dead inner node `pid` whose left neighbour `left`
-    /// (exclusively latched, `left.right == pid`) is known, and retires it.
-    /// Entry: `left` exclusive. Exit: no latch.
-    pub(crate) fn unlink_inner_from(&self, mut left: ExclusiveGuard<'_>, pid: PageId) -> Result<()> {
+    /// Unlinks the half-dead inner node `pid` from its left neighbour
+    /// `left` and retires it. Returns false, changing nothing, if `left` is
+    /// not that neighbour: it no longer links to `pid`, or it was deleted
+    /// itself (a deleted node keeps its right-link, but its own left
+    /// neighbour now links past it: unlinking `pid` from it would leave
+    /// `pid` linked, and retired). True once `pid` is unlinked (by us, or
+    /// before: it is no longer half-dead and live). Entry: `left`
+    /// exclusive. Exit: no latch.
+    pub(crate) fn unlink_inner_from(&self, mut left: ExclusiveGuard<'_>, pid: PageId) -> Result<bool> {
+        let left_head = *Node::new(left.page(), left.pid())?.header();
+        if left_head.right != Some(pid) || left_head.flags & FLAG_DELETED != 0 {
+            return Ok(false);
+        }
         let mut node = self.pool.exclusive(pid)?;
         let head = *Node::new(node.page(), pid)?.header();
         if head.flags & FLAG_HALF_DEAD == 0 || head.flags & FLAG_DELETED != 0 {
-            return Ok(());
+            return Ok(true);
         }
         let left_pid = left.pid();
         NodeMut::new(&mut left.page_mut(), left_pid)?.set_right(head.right);
@@ -322,7 +382,7 @@ impl BTree {
         drop(node);
         drop(left);
         self.retired.retire(pid);
-        Ok(())
+        Ok(true)
     }
 
     /// Step 2 and 3 for the half-dead leaf `pid`.
@@ -378,6 +438,13 @@ impl BTree {
 /// left neighbour that changed before it could be latched.
 fn unlink_attempt_failpoint() -> Result<()> {
     failpoint!("delete.unlink_attempt");
+    Ok(())
+}
+
+/// The failpoint `delete.unlink_inner_attempt`: like
+/// `delete.unlink_attempt`, for a half-dead level-1 node.
+fn unlink_inner_attempt_failpoint() -> Result<()> {
+    failpoint!("delete.unlink_inner_attempt");
     Ok(())
 }
 

@@ -198,13 +198,37 @@ impl BTree {
 
     /// Descends from the root to the node at `level` for `target`, pushing
     /// each inner node passed (on the way down, not when moving right past
-    /// it) onto `path` as `(level, pid)`.
+    /// it) onto `path` as `(level, pid)`. With a `path` (a writer's
+    /// descent) abandoned splits met on the way are finished first.
     pub(crate) fn descend(
+        &self,
+        target: Target<'_>,
+        level: u8,
+        path: Option<&mut Vec<(u8, PageId)>>,
+        pessimistic: bool,
+    ) -> Attempt<ReadGuard<'_>> {
+        let finish = path.is_some();
+        self.descend_finishing(target, level, path, pessimistic, finish)
+    }
+
+    /// `descend`, finishing abandoned splits on the way only if `finish`.
+    ///
+    /// A finish that fails (the parent is full and no page can be had,
+    /// `DatabaseFull`; an I/O error) does not fail the descent: the operation
+    /// may need no page at all (a remove), and the flagged node is valid as
+    /// it is. The descent starts over without finishing, passing flagged
+    /// nodes as readers do. A node right of an abandoned split may then
+    /// split in turn before its own downlink exists: its parent insert goes
+    /// to the parent its writer passed (or, at the top level, leaves the
+    /// split flagged, see `insert_into_parent`), so nothing depends on the
+    /// finish having happened.
+    pub(crate) fn descend_finishing(
         &self,
         target: Target<'_>,
         level: u8,
         mut path: Option<&mut Vec<(u8, PageId)>>,
         pessimistic: bool,
+        mut finish: bool,
     ) -> Attempt<ReadGuard<'_>> {
         let mut guard = self.read(self.root(), pessimistic)?;
         let mut hops = 0u64;
@@ -213,12 +237,20 @@ impl BTree {
             if hops > self.pool.page_count() + 64 {
                 return Err(link_cycle(&guard, "descent does not end: link cycle"));
             }
-            match self.next_move(&guard, target, level, path.is_some())? {
+            match self.next_move(&guard, target, level, finish)? {
                 Next::Here => return Ok(guard),
-                Next::Finish => {
-                    self.finish_on_the_way(guard, path.as_deref().map_or(&[], Vec::as_slice))?;
-                    return Err(Step::Restart);
-                }
+                Next::Finish => match self.finish_on_the_way(guard, path.as_deref().map_or(&[], Vec::as_slice)) {
+                    Err(Step::Fail(error)) if finish_can_wait(&error) => {
+                        finish = false;
+                        if let Some(path) = path.as_deref_mut() {
+                            path.clear();
+                        }
+                        guard = self.read(self.root(), pessimistic)?;
+                        hops = 0;
+                    }
+                    Err(Step::Fail(error)) => return Err(Step::Fail(error)),
+                    Ok(()) | Err(Step::Restart) => return Err(Step::Restart),
+                },
                 Next::Right(right) => guard = self.step(guard, right)?,
                 Next::Down(child) => {
                     if let Some(path) = path.as_deref_mut() {
@@ -231,6 +263,13 @@ impl BTree {
             }
         }
     }
+}
+
+/// Whether a failed finish of an abandoned split may be left for later
+/// (see `descend_finishing`): no page for a full parent's split, or an
+/// I/O error. Corruption is reported, not passed by.
+pub(crate) fn finish_can_wait(error: &Error) -> bool {
+    matches!(error, Error::DatabaseFull { .. } | Error::Io(_))
 }
 
 /// The outcome of a walk that took more steps than the file has pages.

@@ -271,6 +271,12 @@ impl Retired {
         self.pending.lock().iter().any(|&(epoch, _)| epoch < horizon)
     }
 
+    /// Whether any id is waiting (a hint: no lock taken).
+    pub fn is_empty(&self) -> bool {
+        // Relaxed: see `retire`.
+        self.waiting.load(Ordering::Relaxed) == 0
+    }
+
     /// Every id still waiting (for `verify`'s page accounting).
     pub fn pending(&self) -> Vec<PageId> {
         self.pending.lock().iter().map(|&(_, pid)| pid).collect()

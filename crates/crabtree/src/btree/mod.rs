@@ -246,10 +246,11 @@ impl BTree {
     /// the inner nodes passed on the way down, then the leaf. A diagnostic
     /// for tools and tests; other threads may change it as soon as it
     /// returns. Like any writer's descent it finishes an abandoned split
-    /// it meets.
+    /// it meets, so like a writer it runs pinned (`Pinning::Always`): the
+    /// finish latches a parent by the id its descent remembered.
     pub fn path_to(&self, key: &[u8]) -> Result<Vec<PageId>> {
         self.check_key(key)?;
-        self.retry(Pinning::SharedOnly, |tree, pessimistic| {
+        self.retry(Pinning::Always, |tree, pessimistic| {
             let mut path = write::Path::new();
             let leaf = tree.descend(descend::Target::Key(key), 0, Some(&mut path), pessimistic)?;
             leaf.validate()?;
@@ -311,11 +312,12 @@ impl BTree {
 
     /// Returns retired pages no reader can reach to the allocator.
     fn reclaim(&self) -> Result<()> {
-        let reclaimable = self.retired.reclaimable();
-        if !reclaimable.is_empty() {
+        // Before the ids leave the retired list: an error injected here
+        // must not lose them (they would leak).
+        if !self.retired.is_empty() {
             failpoint!("reclaim.before_free");
         }
-        for pid in reclaimable {
+        for pid in self.retired.reclaimable() {
             self.pool.free_unread(pid);
         }
         Ok(())

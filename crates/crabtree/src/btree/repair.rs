@@ -37,6 +37,7 @@ impl BTree {
         // separator goes into it; new splits caused by the fixes finish
         // themselves.
         let (incomplete, half_dead, half_dead_inner) = self.scan_unfinished()?;
+        failpoint!("repair.scanned");
         for pid in incomplete {
             let node = self.pool.exclusive(pid)?;
             let flags = Node::new(node.page(), pid)?.header().flags;
@@ -50,10 +51,20 @@ impl BTree {
                 report.deletions_finished += 1;
             }
         }
-        for (left, pid) in half_dead_inner {
+        // Right to left: of two adjacent half-dead nodes, the right one is
+        // unlinked from the left one while that is still linked (left to
+        // right, the left one's unlink would make the pair seen by the scan
+        // stale). A left neighbour unlinked meanwhile by another thread is
+        // refused by `unlink_inner_from`; that node stays half-dead (valid)
+        // for a later retry or `repair`.
+        for (left, pid) in half_dead_inner.into_iter().rev() {
+            let was_half_dead = {
+                let guard = self.pool.shared(pid)?;
+                let flags = Node::new(guard.page(), pid)?.header().flags;
+                flags & FLAG_HALF_DEAD != 0 && flags & FLAG_DELETED == 0
+            };
             let left = self.pool.exclusive(left)?;
-            if Node::new(left.page(), left.pid())?.header().right == Some(pid) {
-                self.unlink_inner_from(left, pid)?;
+            if was_half_dead && self.unlink_inner_from(left, pid)? {
                 report.deletions_finished += 1;
             }
         }

@@ -206,6 +206,7 @@ impl BTree {
             drop(guard);
             pages.push(pid);
             next = header.next;
+            failpoint!("value.chain_page");
         }
         if bytes.len() != len {
             let reason = format!("overflow chain holds {} of {len} bytes", bytes.len());

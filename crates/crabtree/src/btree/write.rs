@@ -28,9 +28,42 @@ pub(crate) type Removed = Option<(Vec<u8>, Option<PageId>)>;
 impl BTree {
     /// Descends to the leaf for `key` and latches it exclusively. The leaf
     /// holds `key` in its range and is not being deleted; an abandoned split
-    /// on it is finished first (then the attempt restarts).
+    /// on it is finished first (then the attempt restarts). If finishing
+    /// fails (see `descend_finishing`) the leaf is latched again and
+    /// returned flagged (for `DatabaseFull` and I/O errors; corruption is
+    /// reported): the operation may need no page, and a flagged
+    /// leaf takes inserts, removes and splits (its right half inherits the
+    /// flag).
     fn latch_leaf(&self, key: &[u8], path: &mut Path, pessimistic: bool) -> Attempt<ExclusiveGuard<'_>> {
-        let leaf = match self.descend(Target::Key(key), 0, Some(path), pessimistic)? {
+        let mut finish = true;
+        loop {
+            path.clear();
+            let leaf = self.latch_leaf_once(key, path, pessimistic, finish)?;
+            let flags = Node::new(leaf.page(), leaf.pid())?.header().flags;
+            if finish && flags & FLAG_INCOMPLETE_SPLIT != 0 {
+                match self.finish_split(leaf, path) {
+                    Ok(()) => return Err(Step::Restart),
+                    Err(error) if super::descend::finish_can_wait(&error) => {
+                        finish = false;
+                        continue;
+                    }
+                    Err(error) => return Err(Step::Fail(error)),
+                }
+            }
+            failpoint!("write.leaf_latched");
+            return Ok(leaf);
+        }
+    }
+
+    /// One descent of `latch_leaf`.
+    fn latch_leaf_once(
+        &self,
+        key: &[u8],
+        path: &mut Path,
+        pessimistic: bool,
+        finish: bool,
+    ) -> Attempt<ExclusiveGuard<'_>> {
+        Ok(match self.descend_finishing(Target::Key(key), 0, Some(path), pessimistic, finish)? {
             ReadGuard::Optimistic(guard) => guard.try_upgrade()?,
             ReadGuard::Shared(guard) => {
                 let pid = guard.pid();
@@ -43,14 +76,7 @@ impl BTree {
                 }
                 leaf
             }
-        };
-        let flags = Node::new(leaf.page(), leaf.pid())?.header().flags;
-        if flags & FLAG_INCOMPLETE_SPLIT != 0 {
-            self.finish_split(leaf, path)?;
-            return Err(Step::Restart);
-        }
-        failpoint!("write.leaf_latched");
-        Ok(leaf)
+        })
     }
 
     /// One attempt at storing `value` under `key`.
