@@ -31,7 +31,7 @@ fn key(i: u32) -> Vec<u8> {
 }
 
 fn value(i: u32, version: u32) -> Vec<u8> {
-    let len = if i % 37 == 0 { 700 } else { 20 };
+    let len = if i.is_multiple_of(37) { 700 } else { 20 };
     let mut value = format!("{i}:{version}:").into_bytes();
     value.resize(len, b'.');
     value
