@@ -28,7 +28,7 @@
 use super::guard::ExclusiveGuard;
 use super::pool::BufferPool;
 use crate::ids::PageId;
-use crate::page::bytes::PageBufMut;
+use crate::page::bytes::{AtomicPageMut, PageBufMut};
 use crate::page::freelist;
 use crate::page::meta::Meta;
 use crate::sync::Ordering;
@@ -101,10 +101,26 @@ impl BufferPool {
     /// Returns a page nobody can reach any more to the free list without
     /// reading it (its contents are dead), so it cannot fail: used for
     /// pages retired through epochs and for pages never published.
+    ///
+    /// Memory: a page that is not resident stays out of memory (freeing a
+    /// long overflow chain must not make it resident, which would push the
+    /// pool past its budget by the length of the chain); a resident one is
+    /// zeroed and marked clean (its contents are dead, so writing them back
+    /// would waste a write), and the release bumps its version so a stale
+    /// optimistic reader restarts. `allocate` zeroes the page again.
     /// Entry: no latch on `pid`. Exit: none.
     pub fn free_unread(&self, pid: PageId) {
-        let guard = self.lock_fresh(pid);
-        self.free(guard);
+        let latch = self.latch(pid);
+        // A stale reader may load the page right after we find it evicted:
+        // harmless, it is a clean resident page of a free id, which
+        // `lock_fresh` latches and zeroes when the id is reused.
+        if latch.lock_exclusive() {
+            AtomicPageMut::new(self.frame(pid)).zero(0, self.page_size);
+            latch.clear_dirty();
+            latch.unlock_exclusive(false);
+        }
+        let fresh = self.alloc.lock().push(pid);
+        assert!(fresh, "double free of {pid:?}");
     }
 
     /// The free pages (in reuse order, last first).
