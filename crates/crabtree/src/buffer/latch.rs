@@ -200,6 +200,21 @@ impl<'a> Latch<'a> {
         }
     }
 
+    /// Takes the shared latch only if that needs no wait (resident, no
+    /// writer, room for one more holder). Used by the cleaner, which must
+    /// not stall behind writers. Entry: no latch on this page. Exit: shared
+    /// latch if true.
+    pub fn try_lock_shared(&self) -> bool {
+        let word = self.peek();
+        let next = match state(word) {
+            EVICTED | EXCLUSIVE | SHARED_LAST => return false,
+            UNLOCKED | MARKED => EXCLUSIVE + 1,
+            holders => holders + 1,
+        };
+        // Acquire: as in `lock_shared`.
+        self.cas(word, with_state(word, next), Ordering::Acquire)
+    }
+
     /// Releases a shared latch. Entry: shared latch held. Exit: none.
     pub fn unlock_shared(&self) {
         self.release(|word| {
