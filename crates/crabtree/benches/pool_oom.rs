@@ -19,6 +19,9 @@
 //! * `get/update 50/50 xN`: half gets, half value replacements of random
 //!   keys (dirty pages: the cleaner's work).
 //!
+//! Before the pool is shrunk, `get x1` and `get x2` also run with every
+//! page resident: the in-memory ceiling of the same reads.
+//!
 //! Run: `cargo bench -p crabtree --bench pool_oom`. Quick:
 //! `CRABTREE_BENCH_KEYS=200000 CRABTREE_BENCH_SECS=1 CRABTREE_BENCH_ROUNDS=1`.
 
@@ -108,7 +111,7 @@ fn timed(threads: usize, secs: f64, op: impl Fn(&mut fastrand::Rng) + Sync) -> C
     Cell { ops: ops as f64 / elapsed, p99: Duration::from_nanos(p99 as u64) }
 }
 
-fn build(path: &Path, keys: u64) -> u64 {
+fn build(path: &Path, keys: u64, secs: f64) -> u64 {
     let big = PoolOptions { page_size: PAGE_SIZE, pool_bytes: 1 << 30, max_pages: 1 << 22 };
     let pool = BufferPool::create(Arc::new(FileStorage::open(path, true).expect("create file")), big).expect("pool");
     let tree = BTree::create(Arc::new(pool)).expect("tree");
@@ -116,6 +119,16 @@ fn build(path: &Path, keys: u64) -> u64 {
     sorted.sort_unstable();
     tree.bulk_load(sorted.iter().map(|(k, i)| (*k, value(*i)))).expect("bulk load");
     tree.flush().expect("flush");
+    // The ceiling: the same gets with every page resident.
+    let get = |rng: &mut fastrand::Rng| {
+        let i = rng.u64(0..keys);
+        let found = tree.get(&key(i)).expect("get").expect("key present");
+        assert_eq!(found[..8], i.to_le_bytes());
+    };
+    for n in [1, 2] {
+        let cell = timed(n, secs, get);
+        println!("in memory (every page resident): get x{n} {:.0}/s, p99 {:?}", cell.ops, cell.p99);
+    }
     std::fs::metadata(path).expect("stat").len()
 }
 
@@ -138,7 +151,7 @@ fn main() {
     }
     .expect("temp dir");
     let path = dir.path().join("oom.crab");
-    let file_bytes = build(&path, keys);
+    let file_bytes = build(&path, keys, secs);
     let pool_bytes = (file_bytes / ratio) as usize;
     let opts = PoolOptions { page_size: PAGE_SIZE, pool_bytes, max_pages: 1 << 22 };
     let pool = BufferPool::open(Arc::new(FileStorage::open(&path, false).expect("open")), opts).expect("open pool");
