@@ -152,7 +152,7 @@ impl BufferPool {
     /// syncs. Entry: the caller holds no latch (we wait for shared latches
     /// on dirty pages). See the module header for what is durable.
     pub fn flush(&self) -> Result<()> {
-        let meta = self.persist_free_list();
+        let meta = self.persist_free_list()?;
         self.write_dirty()?;
         self.storage.sync()?;
         self.storage.write_at(0, &meta.encode())?;
@@ -160,14 +160,20 @@ impl BufferPool {
     }
 
     /// Writes the free list into trunk pages (in their frames, dirty) and
-    /// returns the header page contents describing it.
-    fn persist_free_list(&self) -> Meta {
+    /// returns the header page contents describing it. Each trunk that is
+    /// not resident is made room for first, so a long free list (one
+    /// trunk per ~500 free 4 KiB pages) does not push the pool past its
+    /// budget. Errors: a failed eviction write-back.
+    fn persist_free_list(&self) -> Result<Meta> {
         let free = self.alloc.lock();
         let capacity = freelist::capacity(self.page_size);
         let trunk_count = free.stack.len().div_ceil(capacity + 1);
         let (trunks, ids) = free.stack.split_at(trunk_count);
         let mut chunks = ids.chunks(capacity);
         for (index, &trunk) in trunks.iter().enumerate() {
+            // Under `alloc`: eviction only try-locks latches and takes
+            // shard mutexes, both after `alloc` in the lock order.
+            self.ensure_budget()?;
             let mut guard = self.lock_fresh(trunk);
             let chunk = chunks.next().unwrap_or(&[]);
             freelist::encode(&mut guard.page_mut(), trunk, trunks.get(index + 1).copied(), chunk);
@@ -181,7 +187,7 @@ impl BufferPool {
         for (slot, root) in meta.roots.iter_mut().enumerate() {
             *root = self.root(slot).0;
         }
-        meta
+        Ok(meta)
     }
 
     /// Writes back every page that is dirty now. Entry: no latch held.

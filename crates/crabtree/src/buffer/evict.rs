@@ -25,8 +25,10 @@
 //! Invariants:
 //! * a page id is in the set iff its state is not EVICTED, except while its
 //!   exclusive holder (loader or evictor) is between the state change and
-//!   the set update; `count` equals the sum of the shard lengths except
-//!   inside those same windows;
+//!   the set update; `count` is the number of frames holding memory: the
+//!   shard lengths plus the victims whose memory is not returned yet, so
+//!   the budget check sees memory, not set membership (resident memory
+//!   stays within the budget plus one page per concurrent loader);
 //! * under a shard mutex we only try-lock (never wait on a latch), so no
 //!   latch holder can deadlock with the mutex holder; no thread holds two
 //!   shard mutexes;
@@ -88,7 +90,21 @@ impl Resident {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Number of resident pages.
+    /// Puts back a victim that could not be evicted (its count was never
+    /// taken off). Entry: its exclusive latch.
+    fn restore(&self, pid: PageId) {
+        self.shard_of(pid).0.lock().pids.push(pid);
+    }
+
+    /// Takes `count` evicted pages off the count, once their memory is
+    /// back with the kernel.
+    fn evicted(&self, count: usize) {
+        // Relaxed: see `insert`.
+        self.count.fetch_sub(count, Ordering::Relaxed);
+    }
+
+    /// Number of resident pages (victims being evicted included, until
+    /// their memory is returned).
     pub(super) fn len(&self) -> usize {
         // Relaxed: see `insert`.
         self.count.load(Ordering::Relaxed)
@@ -130,8 +146,10 @@ impl Resident {
     }
 
     /// Walks the clocks and returns up to `want` pages, each removed from
-    /// the set and exclusively latched by the caller. Each shard's hand
-    /// walks at most two rounds of its shard.
+    /// its shard and exclusively latched by the caller; they still count as
+    /// resident until `evicted` (so concurrent loaders see the memory that
+    /// is not returned yet and evict for themselves rather than overshoot).
+    /// Each shard's hand walks at most two rounds of its shard.
     fn choose_victims<'a>(&self, want: usize, latch_of: impl Fn(PageId) -> Latch<'a>) -> Vec<PageId> {
         let mut victims = Vec::with_capacity(want);
         // Relaxed: only spreads evictors over shards.
@@ -146,10 +164,7 @@ impl Resident {
                 let shard = &self.shards[(start + step) % RESIDENT_SHARDS];
                 let set = if pass == 0 { shard.0.try_lock() } else { Some(shard.0.lock()) };
                 let Some(mut set) = set else { continue };
-                let before = victims.len();
                 set.walk(want, &mut victims, &latch_of);
-                // Relaxed: see `insert`.
-                self.count.fetch_sub(victims.len() - before, Ordering::Relaxed);
             }
             if !victims.is_empty() {
                 break;
@@ -213,7 +228,7 @@ impl PoolCore {
                 self.counters.dirty_evictions.fetch_add(1, Ordering::Relaxed);
                 if let Err(error) = self.write_back(pid) {
                     // Keep the page: still resident, still dirty.
-                    self.resident.insert(pid);
+                    self.resident.restore(pid);
                     latch.unlock_exclusive(false);
                     first_error.get_or_insert(error);
                     continue;
@@ -228,12 +243,13 @@ impl PoolCore {
         if let Err(error) = self.discard_many(&clean) {
             // The memory could not be returned: keep the pages (clean now).
             for &pid in &clean {
-                self.resident.insert(pid);
+                self.resident.restore(pid);
                 self.latch(pid).clear_dirty();
                 self.latch(pid).unlock_exclusive(false);
             }
             return Err(first_error.unwrap_or(error));
         }
+        self.resident.evicted(clean.len());
         for &pid in &clean {
             self.latch(pid).unlock_evicted();
         }
