@@ -16,8 +16,13 @@
 //! * `pread xN`: raw `pread` of a random 4 KiB-aligned page of the file;
 //! * `get xN`: `BTree::get` of a uniformly random existing key (value
 //!   copied out, checked); p99 latency from every 8th operation;
+//! * `get zipf 0.99 xN`: the same with zipfian key popularity (YCSB's
+//!   scrambled zipfian, theta 0.99);
+//! * `scan100 xN`: 100 entries from a random key on;
 //! * `get/update 50/50 xN`: half gets, half value replacements of random
 //!   keys (dirty pages: the cleaner's work).
+//!
+//! `CRABTREE_BENCH_WORKLOADS` (comma list of name prefixes) narrows a run.
 //!
 //! Before the pool is shrunk, `get x1` and `get x2` also run with every
 //! page resident: the in-memory ceiling of the same reads.
@@ -38,6 +43,54 @@ use std::time::{Duration, Instant};
 const PAGE_SIZE: usize = 4096;
 const VALUE_SIZE: usize = 100;
 const BATCH: u64 = 32;
+const SCAN_LEN: usize = 100;
+
+/// Whether `CRABTREE_BENCH_WORKLOADS` (comma list of name prefixes) asks
+/// for `name`; all when unset.
+fn workload_on(name: &str) -> bool {
+    std::env::var("CRABTREE_BENCH_WORKLOADS")
+        .map(|list| list.split(',').any(|w| name.starts_with(w.trim())))
+        .unwrap_or(true)
+}
+
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Zipfian ranks in `0..n` (Gray et al., "Quickly generating
+/// billion-record synthetic databases", as in YCSB).
+struct Zipf {
+    n: f64,
+    theta: f64,
+    alpha: f64,
+    zetan: f64,
+    eta: f64,
+}
+
+impl Zipf {
+    fn new(n: u64, theta: f64) -> Zipf {
+        let zeta = |count: u64| (1..=count).map(|i| 1.0 / (i as f64).powf(theta)).sum::<f64>();
+        let (zetan, zeta2) = (zeta(n), zeta(2));
+        let n = n as f64;
+        let eta = (1.0 - (2.0 / n).powf(1.0 - theta)) / (1.0 - zeta2 / zetan);
+        Zipf { n, theta, alpha: 1.0 / (1.0 - theta), zetan, eta }
+    }
+
+    fn rank(&self, rng: &mut fastrand::Rng) -> u64 {
+        let u = rng.f64();
+        let uz = u * self.zetan;
+        if uz < 1.0 {
+            return 0;
+        }
+        if uz < 1.0 + 0.5f64.powf(self.theta) {
+            return 1;
+        }
+        ((self.n * (self.eta * u - self.eta + 1.0).powf(self.alpha)) as u64).min(self.n as u64 - 1)
+    }
+}
 
 fn env_parse<T: std::str::FromStr>(name: &str, default: T) -> T {
     match std::env::var(name) {
@@ -47,12 +100,8 @@ fn env_parse<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 fn key(i: u64) -> [u8; 16] {
-    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
     let mut key = [0u8; 16];
-    key[..8].copy_from_slice(&z.to_be_bytes());
+    key[..8].copy_from_slice(&splitmix(i).to_be_bytes());
     key[8..].copy_from_slice(&i.to_be_bytes());
     key
 }
@@ -174,6 +223,19 @@ fn main() {
         let found = tree.get(&key(i)).expect("get").expect("key present");
         assert_eq!(found[..8], i.to_le_bytes());
     };
+    let zipf = Zipf::new(keys, 0.99);
+    let get_zipf = |rng: &mut fastrand::Rng| {
+        // Rank r is hashed to a key index so hot keys are spread over the
+        // tree, as in YCSB's scrambled zipfian.
+        let i = splitmix(zipf.rank(rng)) % keys;
+        let found = tree.get(&key(i)).expect("get").expect("key present");
+        assert_eq!(found[..8], i.to_le_bytes());
+    };
+    let scan = |rng: &mut fastrand::Rng| {
+        let start = key(rng.u64(0..keys));
+        let seen = tree.seek(&start).take(SCAN_LEN).map(|entry| black_box(entry.expect("scan"))).count();
+        assert!(seen > 0);
+    };
     let mixed = |rng: &mut fastrand::Rng| {
         let i = rng.u64(0..keys);
         if rng.bool() {
@@ -188,7 +250,16 @@ fn main() {
     type Op<'a> = &'a (dyn Fn(&mut fastrand::Rng) + Sync);
     let mut table: Vec<(String, Vec<Cell>, Vec<Cell>)> = Vec::new();
     for &n in &threads {
-        for (name, op) in [("get", &get as Op), ("get/update 50/50", &mixed as Op)] {
+        let workloads = [
+            ("get", &get as Op),
+            ("get zipf 0.99", &get_zipf as Op),
+            ("scan100", &scan as Op),
+            ("get/update 50/50", &mixed as Op),
+        ];
+        for (name, op) in workloads {
+            if !workload_on(name) {
+                continue;
+            }
             let (mut ours, mut base) = (Vec::new(), Vec::new());
             for _ in 0..rounds {
                 base.push(timed(n, secs, pread));
