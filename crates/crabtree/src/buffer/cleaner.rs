@@ -13,11 +13,14 @@
 //! to `CLEANER_IDLE_MAX` (below the budget no clock runs, so nothing is
 //! MARKED and the cleaner idles at that rate).
 //!
-//! Cleaning one page (`clean_page`): try-lock it shared (never wait: a
-//! writer holds it, or it is being evicted, so skip it), and if it is still
-//! dirty call `write_back` (the WAL hook first, then `write_at`), then
-//! clear DIRTY, then release, then re-mark it if it was MARKED (taking the
-//! latch reset the mark; the cleaner is no access).
+//! Cleaning one page (`clean_page`): call the log hook with the page LSN
+//! read without a latch (a hint, so the latch is not held while the hook
+//! waits for the log), try-lock it shared (never wait: a writer holds it,
+//! or it is being evicted, so skip it), and if it is still dirty call
+//! `write_back` (the log hook again, now with the latched LSN: that call
+//! is what enforces the WAL rule; then `write_at`), then clear DIRTY, then
+//! release, then re-mark it if it was MARKED (taking the latch reset the
+//! mark; the cleaner is no access).
 //!
 //! Invariants (why a page is never marked clean with unwritten changes,
 //! and two writes of one page never race):
@@ -44,6 +47,8 @@ use super::pool::PoolCore;
 use crate::Result;
 use crate::ids::PageId;
 use crate::limits::{CLEAN_BATCH_MAX, CLEANER_IDLE_MAX, CLEANER_PERIOD};
+use crate::page::bytes::AtomicPage;
+use crate::page::header;
 use crate::sync::{Arc, Condvar, Mutex, Ordering};
 use std::time::Duration;
 
@@ -150,7 +155,16 @@ impl PoolCore {
     pub(super) fn clean_page(&self, pid: PageId) -> Result<bool> {
         let latch = self.latch(pid);
         let before = latch.peek();
-        if !latch.is_dirty() || !latch.try_lock_shared() {
+        if !latch.is_dirty() {
+            return Ok(false);
+        }
+        // Make the log durable up to the page LSN before latching, so the
+        // latch is not held while the log hook waits for the log (the
+        // hook runs again inside `write_back`, under the latch, and is
+        // cheap then unless the page changed). The LSN read here is only a
+        // hint: a relaxed read of a frame no latch protects.
+        self.log_flush_hook()(header::lsn(&AtomicPage::new(self.frame(pid))))?;
+        if !latch.try_lock_shared() {
             return Ok(false);
         }
         // Re-check under the latch: an evictor or flush may have written

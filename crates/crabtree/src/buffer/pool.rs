@@ -398,13 +398,18 @@ impl PoolCore {
             image.resize(self.page_size, 0);
             AtomicPage::new(self.frame(pid)).copy_to(image);
             header::seal(image);
-            let hook = self.log_flush.read().clone();
+            let hook = self.log_flush_hook();
             hook(header::lsn(image.as_slice()))?;
             self.storage.write_at(pid.0 * self.page_size as u64, image)
         })?;
         // Relaxed: a statistic.
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The current log hook.
+    pub(super) fn log_flush_hook(&self) -> LogFlush {
+        self.log_flush.read().clone()
     }
 
     /// Returns the memory of the frames of `pids` with as few TLB flushes

@@ -354,3 +354,40 @@ fn discard_many_zeroes_exactly_the_ranges_given() {
     }
     eprintln!("release mode: {}", BufferPool::release_mode());
 }
+
+#[test]
+fn the_cleaner_does_not_hold_the_latch_while_the_log_hook_waits() {
+    let pool = BufferPool::create(Arc::new(MemStorage::new()), opts(16)).unwrap();
+    pool.cleaner.set_paused(true);
+    let pid = new_leaf(&pool, 1);
+    header::set_lsn(&mut pool.exclusive(pid).unwrap().page_mut(), Lsn(77));
+    let (entered, release) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let (seen, gate) = (entered.clone(), release.clone());
+    pool.set_log_flush(Arc::new(move |lsn| {
+        // The log "syncs" slowly for LSN 77.
+        if lsn == Lsn(77) && !gate.load(Ordering::SeqCst) {
+            seen.store(true, Ordering::SeqCst);
+            while !gate.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        Ok(())
+    }));
+    std::thread::scope(|scope| {
+        let cleaner = scope.spawn(|| pool.clean_page(pid).unwrap());
+        while !entered.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        let writer = scope.spawn(|| header::set_lsn(&mut pool.exclusive(pid).unwrap().page_mut(), Lsn(78)));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let blocked = !writer.is_finished();
+        release.store(true, Ordering::SeqCst);
+        assert!(!blocked, "a writer waited for the log hook of the cleaner");
+        writer.join().unwrap();
+        cleaner.join().unwrap();
+    });
+    // Whatever the cleaner wrote, the page's last change is durable after
+    // a flush, and the hook saw its LSN.
+    pool.flush().unwrap();
+    assert!(!pool.latch(pid).is_dirty());
+}
