@@ -25,7 +25,10 @@
 //! `CRABTREE_BENCH_WORKLOADS` (comma list of name prefixes) narrows a run.
 //!
 //! Before the pool is shrunk, `get x1` and `get x2` also run with every
-//! page resident: the in-memory ceiling of the same reads.
+//! page resident: the in-memory ceiling of the same reads. `insert` (one
+//! thread, every key once in a spread order into a new file) runs with a
+//! 1 GiB pool and with the small pool (data ends at ~4x of it: the insert
+//! target of issue 7).
 //!
 //! Run: `cargo bench -p crabtree --bench pool_oom`. Quick:
 //! `CRABTREE_BENCH_KEYS=200000 CRABTREE_BENCH_SECS=1 CRABTREE_BENCH_ROUNDS=1`.
@@ -44,6 +47,7 @@ const PAGE_SIZE: usize = 4096;
 const VALUE_SIZE: usize = 100;
 const BATCH: u64 = 32;
 const SCAN_LEN: usize = 100;
+const SPREAD_PRIME: u64 = 2_147_483_647;
 
 /// Whether `CRABTREE_BENCH_WORKLOADS` (comma list of name prefixes) asks
 /// for `name`; all when unset.
@@ -181,6 +185,24 @@ fn build(path: &Path, keys: u64, secs: f64) -> u64 {
     std::fs::metadata(path).expect("stat").len()
 }
 
+/// Inserts every key once, in hash order, into a new tree on a new file
+/// with a pool of `pool_bytes`; returns inserts per second.
+fn insert_rate(path: &Path, keys: u64, pool_bytes: usize) -> f64 {
+    let opts = PoolOptions { page_size: PAGE_SIZE, pool_bytes, max_pages: 1 << 22 };
+    let pool = BufferPool::create(Arc::new(FileStorage::open(path, true).expect("create")), opts).expect("pool");
+    let tree = BTree::create(Arc::new(pool)).expect("tree");
+    let start = Instant::now();
+    for n in 0..keys {
+        // A permutation of 0..keys in a spread order: n * P mod keys with
+        // P prime (and keys not a multiple of it).
+        let i = ((n as u128 * SPREAD_PRIME as u128) % keys as u128) as u64;
+        tree.insert(&key(i), &value(i)).expect("insert");
+    }
+    let rate = keys as f64 / start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(path);
+    rate
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
@@ -203,6 +225,12 @@ fn main() {
     let file_bytes = build(&path, keys, secs);
     let pool_bytes = (file_bytes / ratio) as usize;
     let opts = PoolOptions { page_size: PAGE_SIZE, pool_bytes, max_pages: 1 << 22 };
+    if workload_on("insert") {
+        for (what, bytes) in [("in memory", 1usize << 30), ("pool 1/ratio of the bulk-loaded file", pool_bytes)] {
+            let rate = insert_rate(&dir.path().join(format!("insert-{bytes}.crab")), keys, bytes);
+            println!("insert x1 (random order, {what}: {} MiB pool): {rate:.0}/s", bytes >> 20);
+        }
+    }
     let pool = BufferPool::open(Arc::new(FileStorage::open(&path, false).expect("open")), opts).expect("open pool");
     let tree = BTree::open(Arc::new(pool)).expect("open tree");
     let raw = File::open(&path).expect("raw open");
