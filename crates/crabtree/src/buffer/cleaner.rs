@@ -30,9 +30,9 @@
 //!   the image written is the page DIRTY described;
 //! * an evictor only try-locks MARKED pages exclusively, which fails while
 //!   the cleaner holds the shared latch, and `flush` takes a shared latch
-//!   too; so the cleaner's write and any other write of the same page are
-//!   ordered by the latch, and a later image is never overwritten by an
-//!   earlier one;
+//!   too (a flush and the cleaner may write the same page at once, but
+//!   then both write the same image); so a later image is never
+//!   overwritten by an earlier one;
 //! * the cleaner waits on no latch and holds at most one, so it cannot
 //!   deadlock with anyone; a writer that wants a page the cleaner holds
 //!   waits for one `write_at` (the cleaner holds a latch across that I/O,
