@@ -30,6 +30,23 @@ pub const POOL_BYTES_DEFAULT: usize = 64 << 20;
 /// pages at once and the evictor needs room to work.
 pub const POOL_FRAMES_MIN: usize = 16;
 
+/// Partitions of the buffer pool's resident set (each a mutex with its own
+/// clock hand), so loaders and evictors of different pages rarely meet.
+pub const RESIDENT_SHARDS: usize = 16;
+/// Most pages one eviction call frees: their memory goes back to the
+/// kernel in one `process_madvise` (one TLB flush), and the loads after it
+/// find room without evicting. Bounded so one unlucky reader's wait is too.
+pub const EVICT_BATCH_MAX: usize = 32;
+/// Most dirty pages the background cleaner writes per round (in page-id
+/// order) before it looks again.
+pub const CLEAN_BATCH_MAX: usize = 256;
+/// How long the cleaner sleeps when it found nothing to do (a reader that
+/// meets a dirty victim wakes it sooner).
+pub const CLEANER_PERIOD: std::time::Duration = std::time::Duration::from_millis(5);
+/// Longest sleep of an idle cleaner (it backs off while rounds find
+/// nothing, since a round reads the state word of every resident page).
+pub const CLEANER_IDLE_MAX: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Optimistic restarts before a reader falls back to shared latches.
 pub const OPTIMISTIC_RESTARTS_MAX: u32 = 8;
 /// How long an operation keeps restarting under shared latches before it
@@ -61,6 +78,8 @@ pub const fn page_size_valid(size: usize) -> bool {
 }
 
 const _: () = assert!(page_size_valid(PAGE_SIZE_DEFAULT));
+// Eviction batches stay short (a reader waits for its batch); shards index by `pid % RESIDENT_SHARDS`.
+const _: () = assert!(EVICT_BATCH_MAX >= 1 && EVICT_BATCH_MAX <= 64 && RESIDENT_SHARDS.is_power_of_two());
 const _: () = assert!(PAGE_SIZE_MAX <= u16::MAX as usize + 1);
 const _: () = assert!(PAGE_SIZE_MIN.is_multiple_of(8));
 // Three maximal keys plus per-cell overhead and the header fit in the

@@ -4,7 +4,7 @@
 //! loom model of the hybrid latch (`tests/loom_latch.rs`) compiles the latch
 //! source against a loom-backed module with this same surface.
 
-pub use parking_lot::{Mutex, RwLock};
+pub use parking_lot::{Condvar, Mutex, RwLock};
 pub use std::sync::Arc;
 #[cfg(test)]
 pub use std::sync::atomic::AtomicBool;

@@ -28,7 +28,7 @@
 use super::guard::ExclusiveGuard;
 use super::pool::BufferPool;
 use crate::ids::PageId;
-use crate::page::bytes::PageBufMut;
+use crate::page::bytes::{AtomicPageMut, PageBufMut};
 use crate::page::freelist;
 use crate::page::meta::Meta;
 use crate::sync::Ordering;
@@ -101,10 +101,26 @@ impl BufferPool {
     /// Returns a page nobody can reach any more to the free list without
     /// reading it (its contents are dead), so it cannot fail: used for
     /// pages retired through epochs and for pages never published.
+    ///
+    /// Memory: a page that is not resident stays out of memory (freeing a
+    /// long overflow chain must not make it resident, which would push the
+    /// pool past its budget by the length of the chain); a resident one is
+    /// zeroed and marked clean (its contents are dead, so writing them back
+    /// would waste a write), and the release bumps its version so a stale
+    /// optimistic reader restarts. `allocate` zeroes the page again.
     /// Entry: no latch on `pid`. Exit: none.
     pub fn free_unread(&self, pid: PageId) {
-        let guard = self.lock_fresh(pid);
-        self.free(guard);
+        let latch = self.latch(pid);
+        // A stale reader may load the page right after we find it evicted:
+        // harmless, it is a clean resident page of a free id, which
+        // `lock_fresh` latches and zeroes when the id is reused.
+        if latch.lock_exclusive() {
+            AtomicPageMut::new(self.frame(pid)).zero(0, self.page_size);
+            latch.clear_dirty();
+            latch.unlock_exclusive(false);
+        }
+        let fresh = self.alloc.lock().push(pid);
+        assert!(fresh, "double free of {pid:?}");
     }
 
     /// The free pages (in reuse order, last first).
@@ -136,7 +152,7 @@ impl BufferPool {
     /// syncs. Entry: the caller holds no latch (we wait for shared latches
     /// on dirty pages). See the module header for what is durable.
     pub fn flush(&self) -> Result<()> {
-        let meta = self.persist_free_list();
+        let meta = self.persist_free_list()?;
         self.write_dirty()?;
         self.storage.sync()?;
         self.storage.write_at(0, &meta.encode())?;
@@ -144,14 +160,20 @@ impl BufferPool {
     }
 
     /// Writes the free list into trunk pages (in their frames, dirty) and
-    /// returns the header page contents describing it.
-    fn persist_free_list(&self) -> Meta {
+    /// returns the header page contents describing it. Each trunk that is
+    /// not resident is made room for first, so a long free list (one
+    /// trunk per ~500 free 4 KiB pages) does not push the pool past its
+    /// budget. Errors: a failed eviction write-back.
+    fn persist_free_list(&self) -> Result<Meta> {
         let free = self.alloc.lock();
         let capacity = freelist::capacity(self.page_size);
         let trunk_count = free.stack.len().div_ceil(capacity + 1);
         let (trunks, ids) = free.stack.split_at(trunk_count);
         let mut chunks = ids.chunks(capacity);
         for (index, &trunk) in trunks.iter().enumerate() {
+            // Under `alloc`: eviction only try-locks latches and takes
+            // shard mutexes, both after `alloc` in the lock order.
+            self.ensure_budget()?;
             let mut guard = self.lock_fresh(trunk);
             let chunk = chunks.next().unwrap_or(&[]);
             freelist::encode(&mut guard.page_mut(), trunk, trunks.get(index + 1).copied(), chunk);
@@ -165,7 +187,7 @@ impl BufferPool {
         for (slot, root) in meta.roots.iter_mut().enumerate() {
             *root = self.root(slot).0;
         }
-        meta
+        Ok(meta)
     }
 
     /// Writes back every page that is dirty now. Entry: no latch held.

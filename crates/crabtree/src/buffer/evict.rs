@@ -1,127 +1,260 @@
 //! The resident set and clock (second-chance) replacement.
 //!
-//! The resident set is a `Mutex<Vec<PageId>>` touched only when a page is
-//! loaded or evicted, never on a hit: readers of resident pages write no
-//! shared memory. The clock hand walks it: an UNLOCKED page is MARKED (first
-//! pass); any access resets MARKED to UNLOCKED (see `latch`); a page still
-//! MARKED when the hand returns is try-locked exclusively and evicted.
+//! The resident set is partitioned: `RESIDENT_SHARDS` shards, each a
+//! `Mutex<Vec<PageId>>` with its own clock hand; page `pid` lives in shard
+//! `pid % RESIDENT_SHARDS`. A shard is touched only when a page is loaded
+//! or evicted (never on a hit: readers of resident pages write no shared
+//! memory), and loaders and evictors of different shards never meet. The
+//! number of resident pages is one atomic counter, so the budget check
+//! takes no lock. An evictor starts at the shard after the last one any
+//! evictor started at and try-locks its way round, so concurrent evictors
+//! spread over shards instead of queueing on one.
+//!
+//! The hand walks a shard: an UNLOCKED page is MARKED (first pass); any
+//! access resets MARKED to UNLOCKED (see `latch`); a page still MARKED when
+//! the hand returns is try-locked exclusively and evicted.
+//!
+//! Eviction works in batches: the victims of one `ensure_budget` call (up
+//! to `EVICT_BATCH_MAX` pages) are chosen and latched first, dirty ones are
+//! written back (the background cleaner, `cleaner.rs`, normally got there
+//! first: a reader that writes a dirty victim itself is counted in
+//! `PoolStats::dirty_evictions`), and the memory of all of them is returned
+//! with one `Region::discard_many` (one TLB flush on kernels that allow it)
+//! before their words become EVICTED.
 //!
 //! Invariants:
 //! * a page id is in the set iff its state is not EVICTED, except while its
 //!   exclusive holder (loader or evictor) is between the state change and
-//!   the set update;
-//! * under the set mutex we only try-lock (never wait on a latch), so no
-//!   latch holder can deadlock with the mutex holder;
+//!   the set update; `count` is the number of frames holding memory: the
+//!   shard lengths plus the victims whose memory is not returned yet, so
+//!   the budget check sees memory, not set membership (resident memory
+//!   stays within the budget plus one page per concurrent loader);
+//! * under a shard mutex we only try-lock (never wait on a latch), so no
+//!   latch holder can deadlock with the mutex holder; no thread holds two
+//!   shard mutexes;
 //! * a latched page is never chosen, so eviction never blocks on (or
-//!   breaks) a caller's latches.
+//!   breaks) a caller's latches, nor on the cleaner's shared latch (a page
+//!   being written back is never evicted under it).
 //!
 //! The budget is soft: when every resident page is latched the pool grows
 //! past it rather than fail or wait (a few pages per concurrent operation).
 
-use super::latch::{Latch, MARKED, UNLOCKED, state};
-use super::pool::BufferPool;
+use super::latch::{DIRTY, Latch, MARKED, UNLOCKED, state};
+use super::pool::PoolCore;
 use crate::Result;
 use crate::ids::PageId;
-use crate::sync::{Mutex, Ordering};
+use crate::limits::{EVICT_BATCH_MAX, RESIDENT_SHARDS};
+use crate::sync::{AtomicUsize, Mutex, Ordering};
 
-/// The set of resident pages with the clock hand.
-#[derive(Default)]
+/// The set of resident pages with the clock hands.
 pub(super) struct Resident {
-    inner: Mutex<ResidentSet>,
+    shards: Box<[Shard]>,
+    /// Pages in the set.
+    count: AtomicUsize,
+    /// Where the next evictor starts.
+    next_shard: AtomicUsize,
 }
 
+/// One partition, on its own cache lines so shards do not false-share.
+#[repr(align(128))]
 #[derive(Default)]
-struct ResidentSet {
+struct Shard(Mutex<ShardSet>);
+
+#[derive(Default)]
+struct ShardSet {
     pids: Vec<PageId>,
     hand: usize,
 }
 
+impl Default for Resident {
+    fn default() -> Self {
+        Resident {
+            shards: (0..RESIDENT_SHARDS).map(|_| Shard::default()).collect(),
+            count: AtomicUsize::new(0),
+            next_shard: AtomicUsize::new(0),
+        }
+    }
+}
+
 impl Resident {
+    fn shard_of(&self, pid: PageId) -> &Shard {
+        &self.shards[(pid.0 % RESIDENT_SHARDS as u64) as usize]
+    }
+
     /// Adds a page that its caller (holding its exclusive latch) just made
     /// resident.
     pub(super) fn insert(&self, pid: PageId) {
-        self.inner.lock().pids.push(pid);
+        self.shard_of(pid).0.lock().pids.push(pid);
+        // Relaxed: a count for the budget check, which tolerates staleness
+        // (the budget is soft by a few pages per concurrent loader).
+        self.count.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Number of resident pages.
+    /// Puts back a victim that could not be evicted (its count was never
+    /// taken off). Entry: its exclusive latch.
+    fn restore(&self, pid: PageId) {
+        self.shard_of(pid).0.lock().pids.push(pid);
+    }
+
+    /// Takes `count` evicted pages off the count, once their memory is
+    /// back with the kernel.
+    fn evicted(&self, count: usize) {
+        // Relaxed: see `insert`.
+        self.count.fetch_sub(count, Ordering::Relaxed);
+    }
+
+    /// Number of resident pages (victims being evicted included, until
+    /// their memory is returned).
     pub(super) fn len(&self) -> usize {
-        self.inner.lock().pids.len()
+        // Relaxed: see `insert`.
+        self.count.load(Ordering::Relaxed)
     }
 
     /// A copy of the resident pages (for flush).
     pub(super) fn snapshot(&self) -> Vec<PageId> {
-        self.inner.lock().pids.clone()
+        let mut all = Vec::with_capacity(self.len());
+        for shard in self.shards.iter() {
+            all.extend_from_slice(&shard.0.lock().pids);
+        }
+        all
     }
 
-    /// Walks the clock at most two rounds and returns up to `want` pages,
-    /// each removed from the set and exclusively latched by the caller.
-    fn choose_victims<'a>(&self, want: usize, latch_of: impl Fn(PageId) -> Latch<'a>) -> Vec<PageId> {
-        let mut set = self.inner.lock();
-        let mut victims = Vec::with_capacity(want);
-        let steps_max = 2 * set.pids.len() + 1;
-        let mut steps = 0;
-        while victims.len() < want && !set.pids.is_empty() && steps < steps_max {
-            steps += 1;
-            if set.hand >= set.pids.len() {
-                set.hand = 0;
+    /// Up to `want` resident pages that are dirty and MARKED (the clock
+    /// passed them once and nobody touched them since: the next victims),
+    /// in page-id order. Takes each shard mutex in turn; no latch.
+    pub(super) fn dirty_candidates<'a>(&self, want: usize, latch_of: impl Fn(PageId) -> Latch<'a>) -> Vec<PageId> {
+        let mut found = Vec::new();
+        for shard in self.shards.iter() {
+            let set = shard.0.lock();
+            // Start at the hand: those are the pages it reaches first.
+            let (after, before) = set.pids.split_at(set.hand.min(set.pids.len()));
+            for &pid in before.iter().chain(after) {
+                let word = latch_of(pid).peek();
+                if word & DIRTY != 0 && state(word) == MARKED {
+                    found.push(pid);
+                    if found.len() >= want {
+                        break;
+                    }
+                }
             }
-            let hand = set.hand;
-            let pid = set.pids[hand];
-            let latch = latch_of(pid);
-            match state(latch.peek()) {
-                UNLOCKED => {
-                    latch.try_mark();
-                    set.hand += 1;
+            if found.len() >= want {
+                break;
+            }
+        }
+        found.sort_unstable();
+        found
+    }
+
+    /// Walks the clocks and returns up to `want` pages, each removed from
+    /// its shard and exclusively latched by the caller; they still count as
+    /// resident until `evicted` (so concurrent loaders see the memory that
+    /// is not returned yet and evict for themselves rather than overshoot).
+    /// Each shard's hand walks at most two rounds of its shard.
+    fn choose_victims<'a>(&self, want: usize, latch_of: impl Fn(PageId) -> Latch<'a>) -> Vec<PageId> {
+        let mut victims = Vec::with_capacity(want);
+        // Relaxed: only spreads evictors over shards.
+        let start = self.next_shard.fetch_add(1, Ordering::Relaxed);
+        // First pass: skip shards another evictor or loader holds; second
+        // pass: wait for them (we hold no latch a mutex holder could want).
+        for pass in 0..2 {
+            for step in 0..RESIDENT_SHARDS {
+                if victims.len() >= want {
+                    return victims;
                 }
-                MARKED if latch.try_lock_marked() => {
-                    set.pids.swap_remove(hand);
-                    victims.push(pid);
-                }
-                _ => set.hand += 1,
+                let shard = &self.shards[(start + step) % RESIDENT_SHARDS];
+                let set = if pass == 0 { shard.0.try_lock() } else { Some(shard.0.lock()) };
+                let Some(mut set) = set else { continue };
+                set.walk(want, &mut victims, &latch_of);
+            }
+            if !victims.is_empty() {
+                break;
             }
         }
         victims
     }
 }
 
-impl BufferPool {
-    /// Makes room for one more page if the pool is at its budget.
+impl ShardSet {
+    /// The clock in one shard: at most two rounds.
+    fn walk<'a>(&mut self, want: usize, victims: &mut Vec<PageId>, latch_of: &impl Fn(PageId) -> Latch<'a>) {
+        let steps_max = 2 * self.pids.len() + 1;
+        let mut steps = 0;
+        while victims.len() < want && !self.pids.is_empty() && steps < steps_max {
+            steps += 1;
+            if self.hand >= self.pids.len() {
+                self.hand = 0;
+            }
+            let hand = self.hand;
+            let pid = self.pids[hand];
+            let latch = latch_of(pid);
+            match state(latch.peek()) {
+                UNLOCKED => {
+                    latch.try_mark();
+                    self.hand += 1;
+                }
+                MARKED if latch.try_lock_marked() => {
+                    self.pids.swap_remove(hand);
+                    victims.push(pid);
+                }
+                _ => self.hand += 1,
+            }
+        }
+    }
+}
+
+impl PoolCore {
+    /// Makes room for one more page if the pool is at its budget, evicting
+    /// a batch so the next loads find room without coming here.
     ///
     /// Entry and exit: any latches the caller holds are untouched (we only
     /// try-lock other pages). Errors: a failed write-back of a dirty victim
-    /// (the victim stays resident and dirty).
+    /// (the victim stays resident and dirty; the others are evicted).
     pub(super) fn ensure_budget(&self) -> Result<()> {
         let resident = self.resident.len();
         if resident < self.frames_max {
             return Ok(());
         }
-        let batch = (self.frames_max / 64).clamp(1, 32);
-        let want = resident + 1 - self.frames_max + batch;
+        let batch = (self.frames_max / 64).clamp(1, EVICT_BATCH_MAX);
+        let want = (resident + 1 - self.frames_max).max(batch);
         let victims = self.resident.choose_victims(want, |pid| self.latch(pid));
         let mut first_error = None;
+        let mut clean = Vec::with_capacity(victims.len());
+        let mut dirty_seen = false;
         for pid in victims {
-            if let Err(error) = self.evict(pid) {
-                // Keep the page: still resident, still dirty.
-                self.resident.insert(pid);
-                self.latch(pid).unlock_exclusive(false);
-                first_error.get_or_insert(error);
+            let latch = self.latch(pid);
+            if latch.is_dirty() {
+                dirty_seen = true;
+                // Relaxed: a statistic.
+                self.counters.dirty_evictions.fetch_add(1, Ordering::Relaxed);
+                if let Err(error) = self.write_back(pid) {
+                    // Keep the page: still resident, still dirty.
+                    self.resident.restore(pid);
+                    latch.unlock_exclusive(false);
+                    first_error.get_or_insert(error);
+                    continue;
+                }
             }
+            clean.push(pid);
         }
-        first_error.map_or(Ok(()), Err)
-    }
-
-    /// Writes back (if dirty) and drops one page. Entry: exclusive latch on
-    /// `pid`, not in the resident set. Exit on `Ok`: page EVICTED, latch
-    /// released. Exit on `Err`: still latched, the caller restores it.
-    fn evict(&self, pid: PageId) -> Result<()> {
-        let latch = self.latch(pid);
-        if latch.is_dirty() {
-            self.write_back(pid)?;
+        if dirty_seen {
+            // The cleaner fell behind: wake it.
+            self.cleaner.request();
         }
-        self.discard(pid)?;
-        latch.unlock_evicted();
+        if let Err(error) = self.discard_many(&clean) {
+            // The memory could not be returned: keep the pages (clean now).
+            for &pid in &clean {
+                self.resident.restore(pid);
+                self.latch(pid).clear_dirty();
+                self.latch(pid).unlock_exclusive(false);
+            }
+            return Err(first_error.unwrap_or(error));
+        }
+        self.resident.evicted(clean.len());
+        for &pid in &clean {
+            self.latch(pid).unlock_evicted();
+        }
         // Relaxed: a statistic.
-        self.counters.evictions.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        self.counters.evictions.fetch_add(clean.len() as u64, Ordering::Relaxed);
+        first_error.map_or(Ok(()), Err)
     }
 }

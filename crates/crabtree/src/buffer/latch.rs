@@ -211,6 +211,23 @@ impl<'a> Latch<'a> {
         }
     }
 
+    /// Takes the shared latch only if that needs no wait (resident, no
+    /// writer holding or waiting, room for one more holder). Used by the
+    /// cleaner, which must not stall behind writers. Entry: no latch on this
+    /// page. Exit: shared latch if true.
+    pub fn try_lock_shared(&self) -> bool {
+        let word = self.peek();
+        if state(word) == EVICTED || blocks_shared(word) {
+            return false;
+        }
+        let next = match state(word) {
+            UNLOCKED | MARKED => EXCLUSIVE + 1,
+            holders => holders + 1,
+        };
+        // Acquire: as in `lock_shared`.
+        self.cas(word, with_state(word, next), Ordering::Acquire)
+    }
+
     /// Releases a shared latch. Entry: shared latch held. Exit: none.
     pub fn unlock_shared(&self) {
         self.release(|word| {

@@ -4,9 +4,11 @@
 //!
 //! * [`latch`]: the 64-bit state word of a page (residency, latch, dirty
 //!   bit, version) and its optimistic/shared/exclusive protocol.
-//! * `region`: the reserved virtual memory (the only `unsafe`).
+//! * `region`: the reserved virtual memory and the batched release of
+//!   frames (`process_madvise`); the only `unsafe`.
 //! * `pool`: [`BufferPool`], loading and write-back.
-//! * `evict`: the resident set and the clock.
+//! * `evict`: the partitioned resident set, the clock, batched eviction.
+//! * `cleaner`: the background thread that writes dirty victims back.
 //! * `alloc`: allocate/free, the persistent free list, `flush`.
 //! * `guard`: the guards handed to the tree.
 //!
@@ -15,11 +17,16 @@
 //! written only after the log hook made the log durable up to its LSN;
 //! optimistic readers write no shared memory on a hit; loading and eviction
 //! never wait on a latch other than the one of the page being loaded, so
-//! they cannot deadlock with latches their caller holds.
+//! they cannot deadlock with latches their caller holds; no single lock is
+//! on the load/evict path (the resident set is partitioned, the budget
+//! check reads one atomic count); the pool holds at most its budget plus
+//! the pages latched at once plus one eviction batch per concurrent
+//! loader; freeing a page never makes it resident.
 //!
 //! Lower layers used: `io` (Storage), `page` (header, meta, freelist), `sync`.
 
 mod alloc;
+mod cleaner;
 mod evict;
 mod guard;
 pub mod latch;

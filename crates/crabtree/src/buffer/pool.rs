@@ -13,8 +13,16 @@
 //! * a hit (resident page) writes no shared memory, unless the page is
 //!   MARKED by the clock (then one CAS resets it).
 //!
+//! Shape: [`BufferPool`] owns an `Arc<PoolCore>` (everything above: the
+//! regions, the resident set, the allocator, the counters) and the handle
+//! of the background cleaner thread (`cleaner.rs`), which holds the other
+//! reference to the core. `BufferPool` derefs to `PoolCore`, so pool code
+//! reads the same either way; dropping the pool stops and joins the
+//! cleaner.
+//!
 //! Lower layers used: `io::Storage`, `page::{header, meta, freelist}`.
 
+use super::cleaner::{self, CleanerSignal};
 use super::evict::Resident;
 use super::guard::{ExclusiveGuard, OptimisticGuard, SharedGuard};
 use super::latch::Latch;
@@ -66,6 +74,11 @@ pub struct PoolStats {
     pub writes: u64,
     /// Pages evicted.
     pub evictions: u64,
+    /// Dirty pages a reader or writer had to write back itself to evict
+    /// them (the background cleaner had not cleaned them yet).
+    pub dirty_evictions: u64,
+    /// Pages written by the background cleaner.
+    pub cleaner_writes: u64,
 }
 
 #[derive(Default)]
@@ -73,10 +86,39 @@ pub(super) struct Counters {
     pub(super) loads: AtomicU64,
     pub(super) writes: AtomicU64,
     pub(super) evictions: AtomicU64,
+    pub(super) dirty_evictions: AtomicU64,
+    pub(super) cleaner_writes: AtomicU64,
 }
 
 /// The page cache. `Send + Sync`; share it by reference or `Arc`.
 pub struct BufferPool {
+    core: Arc<PoolCore>,
+    cleaner: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::ops::Deref for BufferPool {
+    type Target = PoolCore;
+    #[inline]
+    fn deref(&self) -> &PoolCore {
+        &self.core
+    }
+}
+
+impl Drop for BufferPool {
+    fn drop(&mut self) {
+        self.core.cleaner.stop();
+        if let Some(handle) = self.cleaner.take() {
+            // A panic in the cleaner is a bug; surface it in debug builds.
+            let joined = handle.join();
+            debug_assert!(joined.is_ok(), "cleaner thread panicked");
+        }
+    }
+}
+
+/// The state of a pool shared with its cleaner thread (reached through
+/// `BufferPool`'s `Deref`; nothing of it is public).
+#[doc(hidden)]
+pub struct PoolCore {
     pub(super) storage: Arc<dyn Storage>,
     pub(super) page_size: usize,
     stride: usize,
@@ -91,6 +133,14 @@ pub struct BufferPool {
     pub(super) roots: [AtomicU64; ROOT_SLOTS],
     log_flush: RwLock<LogFlush>,
     pub(super) counters: Counters,
+    pub(super) cleaner: CleanerSignal,
+}
+
+thread_local! {
+    /// Each thread's buffer for page reads (no allocation per load).
+    static IMAGE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's buffer for page write-backs.
+    static WRITE_IMAGE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn no_log_flush() -> LogFlush {
@@ -149,7 +199,7 @@ impl BufferPool {
         let Some(frames_len) = max_pages.checked_mul(stride) else {
             return invalid(format!("max_pages {max_pages} x {stride} bytes overflows"));
         };
-        Ok(BufferPool {
+        let core = Arc::new(PoolCore {
             storage,
             page_size: opts.page_size,
             stride,
@@ -163,7 +213,21 @@ impl BufferPool {
             roots: meta.roots.map(AtomicU64::new),
             log_flush: RwLock::new(no_log_flush()),
             counters: Counters::default(),
-        })
+            cleaner: CleanerSignal::default(),
+        });
+        let cleaner = Some(cleaner::spawn(Arc::clone(&core))?);
+        Ok(BufferPool { core, cleaner })
+    }
+
+    /// How evicted frames are returned to the kernel in this process
+    /// (probed once): `"process_madvise(PIDFD_SELF)"`,
+    /// `"process_madvise(pidfd)"` or `"madvise"`.
+    pub fn release_mode() -> &'static str {
+        match super::region::release_mode() {
+            super::region::ReleaseMode::ProcessMadviseSelf => "process_madvise(PIDFD_SELF)",
+            super::region::ReleaseMode::ProcessMadvisePidfd => "process_madvise(pidfd)",
+            super::region::ReleaseMode::Madvise => "madvise",
+        }
     }
 
     /// Bytes per page.
@@ -221,6 +285,8 @@ impl BufferPool {
             loads: self.counters.loads.load(Ordering::Relaxed),
             writes: self.counters.writes.load(Ordering::Relaxed),
             evictions: self.counters.evictions.load(Ordering::Relaxed),
+            dirty_evictions: self.counters.dirty_evictions.load(Ordering::Relaxed),
+            cleaner_writes: self.counters.cleaner_writes.load(Ordering::Relaxed),
         }
     }
 
@@ -271,7 +337,9 @@ impl BufferPool {
         }
         Ok(())
     }
+}
 
+impl PoolCore {
     /// The frame of `pid` (any id below `max_pages`).
     #[inline]
     pub(super) fn frame(&self, pid: PageId) -> &[crate::sync::AtomicU64] {
@@ -284,7 +352,9 @@ impl BufferPool {
     pub(super) fn latch(&self, pid: PageId) -> Latch<'_> {
         Latch::new(&self.states.words(pid.0 as usize, 1)[0])
     }
+}
 
+impl BufferPool {
     /// Loads `pid` if it is not resident and no one else is loading it.
     /// Returns `Ok` also when another thread won the race; the caller
     /// retries its latch. Entry: no latch on `pid`. Exit: none.
@@ -294,19 +364,25 @@ impl BufferPool {
         if !latch.try_lock_evicted() {
             return Ok(());
         }
-        let mut image = vec![0u8; self.page_size];
-        if let Err(error) = self.read_page(pid, &mut image) {
+        let read = IMAGE.with_borrow_mut(|image| {
+            image.resize(self.page_size, 0);
+            self.read_page(pid, image)?;
+            AtomicPageMut::new(self.frame(pid)).copy_from(image);
+            Ok(())
+        });
+        if let Err(error) = read {
             latch.unlock_evicted();
             return Err(error);
         }
-        AtomicPageMut::new(self.frame(pid)).copy_from(&image);
         self.resident.insert(pid);
         // Relaxed: a statistic.
         self.counters.loads.fetch_add(1, Ordering::Relaxed);
         latch.unlock_exclusive(false);
         Ok(())
     }
+}
 
+impl PoolCore {
     /// Reads and verifies page `pid` from storage into `image`.
     pub(super) fn read_page(&self, pid: PageId, image: &mut [u8]) -> Result<()> {
         read_exact(&*self.storage, pid, pid.0 * self.page_size as u64, image)?;
@@ -318,20 +394,29 @@ impl BufferPool {
     /// its LSN. Entry: shared or exclusive latch on `pid` (the frame is
     /// stable). Exit: same; the caller clears the dirty bit on `Ok`.
     pub(super) fn write_back(&self, pid: PageId) -> Result<()> {
-        let mut image = vec![0u8; self.page_size];
-        AtomicPage::new(self.frame(pid)).copy_to(&mut image);
-        header::seal(&mut image);
-        let hook = self.log_flush.read().clone();
-        hook(header::lsn(image.as_slice()))?;
-        self.storage.write_at(pid.0 * self.page_size as u64, &image)?;
+        WRITE_IMAGE.with_borrow_mut(|image| {
+            image.resize(self.page_size, 0);
+            AtomicPage::new(self.frame(pid)).copy_to(image);
+            header::seal(image);
+            let hook = self.log_flush_hook();
+            hook(header::lsn(image.as_slice()))?;
+            self.storage.write_at(pid.0 * self.page_size as u64, image)
+        })?;
         // Relaxed: a statistic.
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Returns the memory of `pid`'s frame. Entry: exclusive latch.
-    pub(super) fn discard(&self, pid: PageId) -> Result<()> {
-        self.frames.discard(pid.0 as usize * self.stride, self.stride)
+    /// The current log hook.
+    pub(super) fn log_flush_hook(&self) -> LogFlush {
+        self.log_flush.read().clone()
+    }
+
+    /// Returns the memory of the frames of `pids` with as few TLB flushes
+    /// as the kernel allows. Entry: exclusive latch on each.
+    pub(super) fn discard_many(&self, pids: &[PageId]) -> Result<()> {
+        let offsets: Vec<usize> = pids.iter().map(|pid| pid.0 as usize * self.stride).collect();
+        self.frames.discard_many(&offsets, self.stride)
     }
 }
 

@@ -1,0 +1,320 @@
+//! Larger than memory: B-link tree reads from a file several times larger
+//! than the buffer pool, against raw 4 KiB random `pread` of the same file
+//! in the same run.
+//!
+//! Setup: `CRABTREE_BENCH_KEYS` keys (default 1,000,000) of 16 bytes (the
+//! tree bench's keys), 100-byte values, bulk-loaded into a file in a temp
+//! directory (`CRABTREE_BENCH_DIR` to choose where), flushed, closed and
+//! reopened with a pool budget of file size / `CRABTREE_BENCH_RATIO`
+//! (default 4). The file stays in the OS page cache, so both sides measure
+//! the cost of getting a page from the kernel into user memory, not the
+//! disk.
+//!
+//! Workloads, each `CRABTREE_BENCH_SECS` (default 3) seconds, for
+//! `CRABTREE_BENCH_ROUNDS` rounds (default 3; medians printed), with N = 1,
+//! 2 and 8 threads (`CRABTREE_BENCH_THREADS` to choose):
+//! * `pread xN`: raw `pread` of a random 4 KiB-aligned page of the file;
+//! * `get xN`: `BTree::get` of a uniformly random existing key (value
+//!   copied out, checked); p99 latency from every 8th operation;
+//! * `get zipf 0.99 xN`: the same with zipfian key popularity (YCSB's
+//!   scrambled zipfian, theta 0.99);
+//! * `scan100 xN`: 100 entries from a random key on;
+//! * `get/update 50/50 xN`: half gets, half value replacements of random
+//!   keys (dirty pages: the cleaner's work).
+//!
+//! `CRABTREE_BENCH_WORKLOADS` (comma list of name prefixes) narrows a run.
+//!
+//! Before the pool is shrunk, `get x1` and `get x2` also run with every
+//! page resident: the in-memory ceiling of the same reads. `insert` (one
+//! thread, every key once in a spread order into a new file) runs with a
+//! 1 GiB pool and with the small pool (data ends at ~4x of it: the insert
+//! target of issue 7).
+//!
+//! Run: `cargo bench -p crabtree --bench pool_oom`. Quick:
+//! `CRABTREE_BENCH_KEYS=200000 CRABTREE_BENCH_SECS=1 CRABTREE_BENCH_ROUNDS=1`.
+
+use crabtree::io::FileStorage;
+use crabtree::raw::{BTree, BufferPool, PoolOptions};
+use std::fs::File;
+use std::hint::black_box;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const PAGE_SIZE: usize = 4096;
+const VALUE_SIZE: usize = 100;
+const BATCH: u64 = 32;
+const SCAN_LEN: usize = 100;
+const SPREAD_PRIME: u64 = 2_147_483_647;
+
+/// Whether `CRABTREE_BENCH_WORKLOADS` (comma list of name prefixes) asks
+/// for `name`; all when unset.
+fn workload_on(name: &str) -> bool {
+    std::env::var("CRABTREE_BENCH_WORKLOADS")
+        .map(|list| list.split(',').any(|w| name.starts_with(w.trim())))
+        .unwrap_or(true)
+}
+
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Zipfian ranks in `0..n` (Gray et al., "Quickly generating
+/// billion-record synthetic databases", as in YCSB).
+struct Zipf {
+    n: f64,
+    theta: f64,
+    alpha: f64,
+    zetan: f64,
+    eta: f64,
+}
+
+impl Zipf {
+    fn new(n: u64, theta: f64) -> Zipf {
+        let zeta = |count: u64| (1..=count).map(|i| 1.0 / (i as f64).powf(theta)).sum::<f64>();
+        let (zetan, zeta2) = (zeta(n), zeta(2));
+        let n = n as f64;
+        let eta = (1.0 - (2.0 / n).powf(1.0 - theta)) / (1.0 - zeta2 / zetan);
+        Zipf { n, theta, alpha: 1.0 / (1.0 - theta), zetan, eta }
+    }
+
+    fn rank(&self, rng: &mut fastrand::Rng) -> u64 {
+        let u = rng.f64();
+        let uz = u * self.zetan;
+        if uz < 1.0 {
+            return 0;
+        }
+        if uz < 1.0 + 0.5f64.powf(self.theta) {
+            return 1;
+        }
+        ((self.n * (self.eta * u - self.eta + 1.0).powf(self.alpha)) as u64).min(self.n as u64 - 1)
+    }
+}
+
+fn env_parse<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(text) => text.replace('_', "").parse().unwrap_or_else(|_| panic!("{name}={text} does not parse")),
+        Err(_) => default,
+    }
+}
+
+fn key(i: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&splitmix(i).to_be_bytes());
+    key[8..].copy_from_slice(&i.to_be_bytes());
+    key
+}
+
+fn value(i: u64) -> [u8; VALUE_SIZE] {
+    let mut value = [(i % 251) as u8; VALUE_SIZE];
+    value[..8].copy_from_slice(&i.to_le_bytes());
+    value
+}
+
+/// One measurement: operations per second and p99 latency.
+#[derive(Clone, Copy)]
+struct Cell {
+    ops: f64,
+    p99: Duration,
+}
+
+/// Runs `op(thread, rng)` on `threads` threads for `secs`; every 8th
+/// operation is timed for the p99.
+fn timed(threads: usize, secs: f64, op: impl Fn(&mut fastrand::Rng) + Sync) -> Cell {
+    let stop = AtomicBool::new(false);
+    let start = Instant::now();
+    let results: Vec<(u64, Vec<u32>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|thread| {
+                let (stop, op) = (&stop, &op);
+                scope.spawn(move || {
+                    let mut rng = fastrand::Rng::with_seed(thread as u64 * 7919 + 1);
+                    let mut done = 0u64;
+                    let mut samples = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        for n in 0..BATCH {
+                            if n % 8 == 0 {
+                                let t = Instant::now();
+                                op(&mut rng);
+                                samples.push(t.elapsed().as_nanos().min(u32::MAX as u128) as u32);
+                            } else {
+                                op(&mut rng);
+                            }
+                        }
+                        done += BATCH;
+                    }
+                    (done, samples)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        stop.store(true, Ordering::Relaxed);
+        handles.into_iter().map(|h| h.join().expect("bench thread")).collect()
+    });
+    let elapsed = start.elapsed().as_secs_f64();
+    let ops: u64 = results.iter().map(|(n, _)| n).sum();
+    let mut all: Vec<u32> = results.into_iter().flat_map(|(_, s)| s).collect();
+    all.sort_unstable();
+    let p99 = all.get(all.len() * 99 / 100).copied().unwrap_or(0);
+    Cell { ops: ops as f64 / elapsed, p99: Duration::from_nanos(p99 as u64) }
+}
+
+fn build(path: &Path, keys: u64, secs: f64) -> u64 {
+    let big = PoolOptions { page_size: PAGE_SIZE, pool_bytes: 1 << 30, max_pages: 1 << 22 };
+    let pool = BufferPool::create(Arc::new(FileStorage::open(path, true).expect("create file")), big).expect("pool");
+    let tree = BTree::create(Arc::new(pool)).expect("tree");
+    let mut sorted: Vec<([u8; 16], u64)> = (0..keys).map(|i| (key(i), i)).collect();
+    sorted.sort_unstable();
+    tree.bulk_load(sorted.iter().map(|(k, i)| (*k, value(*i)))).expect("bulk load");
+    tree.flush().expect("flush");
+    // The ceiling: the same gets with every page resident.
+    let get = |rng: &mut fastrand::Rng| {
+        let i = rng.u64(0..keys);
+        let found = tree.get(&key(i)).expect("get").expect("key present");
+        assert_eq!(found[..8], i.to_le_bytes());
+    };
+    for n in [1, 2] {
+        let cell = timed(n, secs, get);
+        println!("in memory (every page resident): get x{n} {:.0}/s, p99 {:?}", cell.ops, cell.p99);
+    }
+    std::fs::metadata(path).expect("stat").len()
+}
+
+/// Inserts every key once, in hash order, into a new tree on a new file
+/// with a pool of `pool_bytes`; returns inserts per second.
+fn insert_rate(path: &Path, keys: u64, pool_bytes: usize) -> f64 {
+    let opts = PoolOptions { page_size: PAGE_SIZE, pool_bytes, max_pages: 1 << 22 };
+    let pool = BufferPool::create(Arc::new(FileStorage::open(path, true).expect("create")), opts).expect("pool");
+    let tree = BTree::create(Arc::new(pool)).expect("tree");
+    let start = Instant::now();
+    for n in 0..keys {
+        // A permutation of 0..keys in a spread order: n * P mod keys with
+        // P prime (and keys not a multiple of it).
+        let i = ((n as u128 * SPREAD_PRIME as u128) % keys as u128) as u64;
+        tree.insert(&key(i), &value(i)).expect("insert");
+    }
+    let rate = keys as f64 / start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(path);
+    rate
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn main() {
+    let keys: u64 = env_parse("CRABTREE_BENCH_KEYS", 1_000_000);
+    let secs: f64 = env_parse("CRABTREE_BENCH_SECS", 3.0);
+    let rounds: usize = env_parse("CRABTREE_BENCH_ROUNDS", 3usize).max(1);
+    let ratio: u64 = env_parse("CRABTREE_BENCH_RATIO", 4);
+    let threads: Vec<usize> = std::env::var("CRABTREE_BENCH_THREADS")
+        .map(|list| list.split(',').map(|t| t.trim().parse().expect("thread count")).collect())
+        .unwrap_or_else(|_| vec![1, 2, 8]);
+    let dir = match std::env::var("CRABTREE_BENCH_DIR") {
+        Ok(dir) => tempfile::tempdir_in(dir),
+        Err(_) => tempfile::tempdir(),
+    }
+    .expect("temp dir");
+    let path = dir.path().join("oom.crab");
+    let file_bytes = build(&path, keys, secs);
+    let pool_bytes = (file_bytes / ratio) as usize;
+    let opts = PoolOptions { page_size: PAGE_SIZE, pool_bytes, max_pages: 1 << 22 };
+    if workload_on("insert") {
+        for (what, bytes) in [("in memory", 1usize << 30), ("pool 1/ratio of the bulk-loaded file", pool_bytes)] {
+            let rate = insert_rate(&dir.path().join(format!("insert-{bytes}.crab")), keys, bytes);
+            println!("insert x1 (random order, {what}: {} MiB pool): {rate:.0}/s", bytes >> 20);
+        }
+    }
+    let pool = BufferPool::open(Arc::new(FileStorage::open(&path, false).expect("open")), opts).expect("open pool");
+    let tree = BTree::open(Arc::new(pool)).expect("open tree");
+    let raw = File::open(&path).expect("raw open");
+    let pages = file_bytes / PAGE_SIZE as u64;
+    eprintln!(
+        "pool_oom bench: {keys} keys, file {} MiB, pool {} MiB (1/{ratio}), {secs} s x {rounds} rounds, threads {threads:?}, release {}",
+        file_bytes >> 20,
+        pool_bytes >> 20,
+        BufferPool::release_mode()
+    );
+    let pread = |rng: &mut fastrand::Rng| {
+        let mut buf = [0u8; PAGE_SIZE];
+        raw.read_exact_at(&mut buf, rng.u64(1..pages) * PAGE_SIZE as u64).expect("pread");
+        black_box(&buf);
+    };
+    let get = |rng: &mut fastrand::Rng| {
+        let i = rng.u64(0..keys);
+        let found = tree.get(&key(i)).expect("get").expect("key present");
+        assert_eq!(found[..8], i.to_le_bytes());
+    };
+    let zipf = Zipf::new(keys, 0.99);
+    let get_zipf = |rng: &mut fastrand::Rng| {
+        // Rank r is hashed to a key index so hot keys are spread over the
+        // tree, as in YCSB's scrambled zipfian.
+        let i = splitmix(zipf.rank(rng)) % keys;
+        let found = tree.get(&key(i)).expect("get").expect("key present");
+        assert_eq!(found[..8], i.to_le_bytes());
+    };
+    let scan = |rng: &mut fastrand::Rng| {
+        let start = key(rng.u64(0..keys));
+        let mut seen = 0;
+        for entry in tree.seek(&start).take(SCAN_LEN) {
+            black_box(entry.expect("scan"));
+            seen += 1;
+        }
+        assert!(seen > 0);
+    };
+    let mixed = |rng: &mut fastrand::Rng| {
+        let i = rng.u64(0..keys);
+        if rng.bool() {
+            black_box(tree.get(&key(i)).expect("get"));
+        } else {
+            tree.insert(&key(i), &value(i)).expect("update");
+        }
+    };
+    // Warm-up: fill the pool and the OS page cache.
+    timed(2, secs.min(2.0), get);
+    timed(2, secs.min(1.0), pread);
+    type Op<'a> = &'a (dyn Fn(&mut fastrand::Rng) + Sync);
+    let mut table: Vec<(String, Vec<Cell>, Vec<Cell>)> = Vec::new();
+    for &n in &threads {
+        let workloads = [
+            ("get", &get as Op),
+            ("get zipf 0.99", &get_zipf as Op),
+            ("scan100", &scan as Op),
+            ("get/update 50/50", &mixed as Op),
+        ];
+        for (name, op) in workloads {
+            if !workload_on(name) {
+                continue;
+            }
+            let (mut ours, mut base) = (Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                base.push(timed(n, secs, pread));
+                ours.push(timed(n, secs, op));
+            }
+            eprintln!("  done: {name} x{n}");
+            table.push((format!("{name} x{n}"), ours, base));
+        }
+    }
+    let stats = tree.pool().stats();
+    println!("| workload | crabtree ops/s | p99 | raw pread/s | ratio (median of rounds) |");
+    println!("|---|---|---|---|---|");
+    for (name, ours, base) in &table {
+        let ratios: Vec<f64> = ours.iter().zip(base).map(|(o, b)| o.ops / b.ops).collect();
+        let p99 = median(ours.iter().map(|c| c.p99.as_secs_f64() * 1e6).collect());
+        println!(
+            "| {name} | {:.0} | {p99:.0} µs | {:.0} | {:.2} ({:.2}-{:.2}) |",
+            median(ours.iter().map(|c| c.ops).collect()),
+            median(base.iter().map(|c| c.ops).collect()),
+            median(ratios.clone()),
+            ratios.iter().copied().fold(f64::INFINITY, f64::min),
+            ratios.iter().copied().fold(0.0, f64::max),
+        );
+    }
+    println!("pool stats at the end: {stats:?}");
+}

@@ -1,0 +1,190 @@
+//! The background cleaner: writes dirty pages back before the clock wants
+//! to evict them, so a reader that misses finds clean victims and never
+//! waits for a write.
+//!
+//! One thread per pool (`crabtree-cleaner`), started by `BufferPool::build`
+//! and stopped and joined by `BufferPool`'s `Drop`. It holds an
+//! `Arc<PoolCore>`, never the `BufferPool`. A round collects up to
+//! `CLEAN_BATCH_MAX` pages that are dirty and MARKED (the clock passed them
+//! and nobody touched them since: the next victims), sorts them by page id
+//! and writes each one back. Then it sleeps `CLEANER_PERIOD`, or less when
+//! an evictor met a dirty victim (`CleanerSignal::request`), or not at all
+//! when the round was full; rounds that find nothing double the sleep up
+//! to `CLEANER_IDLE_MAX` (below the budget no clock runs, so nothing is
+//! MARKED and the cleaner idles at that rate).
+//!
+//! Cleaning one page (`clean_page`): call the log hook with the page LSN
+//! read without a latch (a hint, so the latch is not held while the hook
+//! waits for the log), try-lock it shared (never wait: a writer holds it,
+//! or it is being evicted, so skip it), and if it is still dirty call
+//! `write_back` (the log hook again, now with the latched LSN: that call
+//! is what enforces the WAL rule; then `write_at`), then clear DIRTY, then
+//! release, then re-mark it if it was MARKED (taking the latch reset the
+//! mark; the cleaner is no access).
+//!
+//! Invariants (why a page is never marked clean with unwritten changes,
+//! and two writes of one page never race):
+//! * DIRTY is set only when an exclusive latch is released, and the
+//!   cleaner holds a shared latch from before its copy of the frame until
+//!   after it clears DIRTY: no writer can change the page in between, so
+//!   the image written is the page DIRTY described;
+//! * an evictor only try-locks MARKED pages exclusively, which fails while
+//!   the cleaner holds the shared latch, and `flush` takes a shared latch
+//!   too (a flush and the cleaner may write the same page at once, but
+//!   then both write the same image); so a later image is never
+//!   overwritten by an earlier one;
+//! * the cleaner waits on no latch and holds at most one, so it cannot
+//!   deadlock with anyone; a writer that wants a page the cleaner holds
+//!   waits for one `write_at` (the cleaner holds a latch across that I/O,
+//!   as `flush` does; tree operations never do).
+//!
+//! A failed write-back leaves the page dirty; the cleaner stops the round
+//! and tries again after its period; the eviction or `flush` that meets
+//! the page reports the error to its caller.
+
+use super::latch::{MARKED, state};
+use super::pool::PoolCore;
+use crate::Result;
+use crate::ids::PageId;
+use crate::limits::{CLEAN_BATCH_MAX, CLEANER_IDLE_MAX, CLEANER_PERIOD};
+use crate::page::bytes::AtomicPage;
+use crate::page::header;
+use crate::sync::{Arc, Condvar, Mutex, Ordering};
+use std::time::Duration;
+
+/// Wake-ups and the stop request, shared by the pool and its cleaner.
+#[derive(Default)]
+pub(super) struct CleanerSignal {
+    state: Mutex<SignalState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct SignalState {
+    stop: bool,
+    requested: bool,
+    /// Test hook: the cleaner does nothing while set.
+    paused: bool,
+}
+
+impl CleanerSignal {
+    /// Asks the cleaner for a round now.
+    pub(super) fn request(&self) {
+        let mut state = self.state.lock();
+        if !state.requested {
+            state.requested = true;
+            self.wake.notify_one();
+        }
+    }
+
+    /// Asks the cleaner thread to exit.
+    pub(super) fn stop(&self) {
+        self.state.lock().stop = true;
+        self.wake.notify_one();
+    }
+
+    /// Stops (true) or resumes (false) cleaning; for tests that need to
+    /// know who writes what.
+    #[cfg(test)]
+    pub(super) fn set_paused(&self, paused: bool) {
+        self.state.lock().paused = paused;
+        self.wake.notify_one();
+    }
+
+    /// Sleeps up to `timeout` or until requested. Returns `None` to exit,
+    /// else whether cleaning is paused.
+    fn wait(&self, timeout: Duration) -> Option<bool> {
+        let mut state = self.state.lock();
+        if !state.stop && !state.requested && !timeout.is_zero() {
+            self.wake.wait_for(&mut state, timeout);
+        }
+        state.requested = false;
+        if state.stop { None } else { Some(state.paused) }
+    }
+}
+
+/// Starts the cleaner thread of `core`.
+pub(super) fn spawn(core: Arc<PoolCore>) -> Result<std::thread::JoinHandle<()>> {
+    let handle = std::thread::Builder::new().name("crabtree-cleaner".into()).spawn(move || run(&core))?;
+    Ok(handle)
+}
+
+fn run(core: &PoolCore) {
+    let mut timeout = CLEANER_PERIOD;
+    while let Some(paused) = core.cleaner.wait(timeout) {
+        if paused {
+            timeout = CLEANER_PERIOD;
+            continue;
+        }
+        let (written, full) = core.clean_round();
+        timeout = if full && written > 0 {
+            Duration::ZERO
+        } else if written == 0 {
+            // Found nothing: back off (a scan reads every resident word),
+            // up to `CLEANER_IDLE_MAX`; an evictor meeting a dirty victim
+            // wakes us at once.
+            (timeout * 2).clamp(CLEANER_PERIOD, CLEANER_IDLE_MAX)
+        } else {
+            CLEANER_PERIOD
+        };
+    }
+}
+
+impl PoolCore {
+    /// One round of the cleaner: writes back the dirty MARKED pages it
+    /// finds (up to `CLEAN_BATCH_MAX`, in page-id order). Returns how many
+    /// it wrote and whether it found a full batch. Entry and exit: no latch.
+    pub(super) fn clean_round(&self) -> (usize, bool) {
+        let candidates = self.resident.dirty_candidates(CLEAN_BATCH_MAX, |pid| self.latch(pid));
+        let full = candidates.len() >= CLEAN_BATCH_MAX;
+        let mut written = 0;
+        for pid in candidates {
+            match self.clean_page(pid) {
+                Ok(true) => written += 1,
+                Ok(false) => {}
+                // Left dirty; whoever evicts or flushes it reports the error.
+                Err(_) => return (written, false),
+            }
+        }
+        (written, full)
+    }
+
+    /// Writes `pid` back if it is dirty and can be latched shared without
+    /// waiting. Returns whether it wrote. Entry: no latch on `pid`. Exit:
+    /// none; on `Ok(true)` the page was clean when the latch was released.
+    pub(super) fn clean_page(&self, pid: PageId) -> Result<bool> {
+        let latch = self.latch(pid);
+        let before = latch.peek();
+        if !latch.is_dirty() {
+            return Ok(false);
+        }
+        // Make the log durable up to the page LSN before latching, so the
+        // latch is not held while the log hook waits for the log (the
+        // hook runs again inside `write_back`, under the latch, and is
+        // cheap then unless the page changed). The LSN read here is only a
+        // hint: a relaxed read of a frame no latch protects.
+        self.log_flush_hook()(header::lsn(&AtomicPage::new(self.frame(pid))))?;
+        if !latch.try_lock_shared() {
+            return Ok(false);
+        }
+        // Re-check under the latch: an evictor or flush may have written
+        // it between our look and the latch.
+        let result = if latch.is_dirty() {
+            self.write_back(pid).map(|()| {
+                latch.clear_dirty();
+                true
+            })
+        } else {
+            Ok(false)
+        };
+        latch.unlock_shared();
+        if state(before) == MARKED {
+            latch.try_mark();
+        }
+        if matches!(result, Ok(true)) {
+            // Relaxed: a statistic.
+            self.counters.cleaner_writes.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+}
