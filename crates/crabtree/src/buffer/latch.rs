@@ -5,7 +5,7 @@
 //! ```text
 //!  63                        16 15    10  9       8       7      0
 //! +----------------------------+--------+-------+---------+--------+
-//! |          version           |  zero  | DIRTY | WAITERS |  state |
+//! |          version           | zero |WW| DIRTY | WAITERS |  state |
 //! +----------------------------+--------+-------+---------+--------+
 //! state: 0 EVICTED   1 UNLOCKED   2 MARKED (clock: eviction candidate)
 //!        3 EXCLUSIVE 4..=255 SHARED with (state - 3) holders
@@ -30,6 +30,12 @@
 //!   wake-up cannot fall between a waiter's check and its sleep.
 //! * DIRTY is set by the exclusive holder's release and cleared by the
 //!   holder of a shared or exclusive latch after a successful write-back.
+//! * WW (writer waiting, bit 10) is set by an exclusive locker before it
+//!   waits and cleared by every exclusive acquisition (the waiter's own or
+//!   another's, whose release wakes the waiter to set it again). While it is
+//!   set, shared lockers wait (writer preference), so readers that overlap
+//!   cannot keep a writer out forever. A thread therefore never takes a
+//!   second shared latch on a page it holds shared.
 //!
 //! This file uses only `crate::sync` and `crate::limits`: the loom model
 //! (`tests/loom_latch.rs`) compiles this same source against loom-backed
@@ -55,6 +61,8 @@ const SHARED_LAST: u64 = 255;
 pub const WAITERS: u64 = 1 << 8;
 /// The frame differs from the page on disk.
 pub const DIRTY: u64 = 1 << 9;
+/// An exclusive locker is waiting: shared lockers wait too.
+pub const WRITER_WAITING: u64 = 1 << 10;
 /// Shift of the version field.
 const VERSION_SHIFT: u32 = 16;
 /// One version step.
@@ -79,16 +87,13 @@ fn blocks_optimistic(word: u64) -> bool {
     state(word) == EXCLUSIVE
 }
 
-/// Blocks a shared locker: a writer, the shared count is full, or the page
-/// is shared and someone waits (writer preference: WAITERS on a shared
-/// page means an exclusive locker, or a shared one at the full count, is
-/// parked; newcomers queue behind it instead of keeping the count above
-/// zero forever).
+/// Blocks a shared locker: a writer holds the page or waits for it
+/// (writer preference), or the shared count is full.
 fn blocks_shared(word: u64) -> bool {
     match state(word) {
         EXCLUSIVE | SHARED_LAST => true,
-        EVICTED | UNLOCKED | MARKED => false,
-        _ => word & WAITERS != 0,
+        EVICTED => false,
+        _ => word & WRITER_WAITING != 0,
     }
 }
 
@@ -175,7 +180,7 @@ impl<'a> Latch<'a> {
             }
             // Acquire on success: pairs with the last shared holder's
             // Release unlock, so its reads happen before our writes.
-            let new = with_state(word, EXCLUSIVE);
+            let new = with_state(word, EXCLUSIVE) & !WRITER_WAITING;
             if self.cas(word, new, Ordering::Acquire) {
                 // Release fence: our later relaxed page stores cannot be
                 // seen by an optimistic reader that misses this CAS.
@@ -250,7 +255,14 @@ impl<'a> Latch<'a> {
                         return true;
                     }
                 }
-                _ => self.wait(blocks_exclusive),
+                _ => {
+                    // Relaxed: a flag read only to decide to wait; the
+                    // parking protocol orders the wake-up (see `wait`).
+                    if word & WRITER_WAITING == 0 {
+                        self.word.fetch_or(WRITER_WAITING, Ordering::Relaxed);
+                    }
+                    self.wait(blocks_exclusive)
+                }
             }
         }
     }
@@ -279,7 +291,7 @@ impl<'a> Latch<'a> {
 
     fn try_exclusive_from(&self, word: u64) -> bool {
         // Acquire: pairs with the previous holder's Release unlock.
-        if self.cas(word, with_state(word, EXCLUSIVE), Ordering::Acquire) {
+        if self.cas(word, with_state(word, EXCLUSIVE) & !WRITER_WAITING, Ordering::Acquire) {
             // Release fence: page stores after this point cannot be
             // observed by a reader whose validation misses the lock.
             fence(Ordering::Release);
