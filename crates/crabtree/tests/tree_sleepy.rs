@@ -139,7 +139,7 @@ fn writers_sleeping_at_every_failpoint() {
                 let mut scans = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let mut previous: Option<Vec<u8>> = None;
-                    let forward = scans % 2 == 0;
+                    let forward = scans.is_multiple_of(2);
                     let range = tree.range::<&[u8], _>(..);
                     let entries: Box<dyn Iterator<Item = _>> =
                         if forward { Box::new(range) } else { Box::new(range.rev()) };

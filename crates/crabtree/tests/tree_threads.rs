@@ -22,7 +22,7 @@ fn key(thread: u64, i: u64) -> Vec<u8> {
 }
 
 fn value(thread: u64, i: u64) -> Vec<u8> {
-    let len = if (thread + i) % 97 == 0 { 900 } else { 12 };
+    let len = if (thread + i).is_multiple_of(97) { 900 } else { 12 };
     let mut value = format!("{thread}:{i}:").into_bytes();
     value.resize(len, b'v');
     value

@@ -189,8 +189,3 @@ fn a_split_hands_an_abandoned_split_to_the_right_half() {
         assert_eq!(tree.get(&key(i)).unwrap().as_deref(), Some(&b"v"[..]), "key {i}");
     }
 }
-
-#[test]
-fn failpoints_are_compiled_into_the_tests() {
-    assert!(cfg!(feature = "failpoints"), "the dev-dependency on crabtree itself turns failpoints on");
-}
