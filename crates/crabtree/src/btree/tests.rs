@@ -189,3 +189,25 @@ fn a_split_hands_an_abandoned_split_to_the_right_half() {
         assert_eq!(tree.get(&key(i)).unwrap().as_deref(), Some(&b"v"[..]), "key {i}");
     }
 }
+
+/// A walk that takes more steps than the file has pages: a cycle (and so
+/// `Corruption`) only under shared latches, where the walker is pinned and
+/// no page it passed can have been reused; an optimistic walker is not
+/// pinned, so it restarts (issue 6: a false "cycle" under heavy preemption
+/// with page reuse).
+#[test]
+fn an_overlong_walk_is_corruption_only_under_shared_latches() {
+    use super::Step;
+    use super::descend::link_cycle;
+    let tree = tree(512, 64);
+    tree.insert(b"k", b"v").unwrap();
+    let root = tree.root();
+    let optimistic = tree.read(root, false).unwrap();
+    assert!(matches!(link_cycle(&optimistic, "cycle"), Step::Restart));
+    drop(optimistic);
+    let shared = tree.read(root, true).unwrap();
+    match link_cycle(&shared, "cycle") {
+        Step::Fail(crate::Error::Corruption { page, .. }) => assert_eq!(page, root),
+        _ => panic!("a cycle under shared latches must be corruption"),
+    }
+}
