@@ -16,6 +16,8 @@
 
 mod common;
 
+use common::scenario::*;
+
 use crabtree::Error;
 use crabtree::PageId;
 use crabtree::failpoint::{self, Pause};
@@ -27,98 +29,6 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Scenarios run one at a time: failpoints are process-wide.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-const PARK_TIMEOUT: Duration = Duration::from_secs(20);
-/// Loaded keys are multiples of this, so inserts fit anywhere between.
-const GAP: u64 = 1 << 20;
-
-fn key(n: u64) -> Vec<u8> {
-    n.to_be_bytes().to_vec()
-}
-
-fn value(n: u64) -> Vec<u8> {
-    let mut value = format!("value-{n}-").into_bytes();
-    value.resize(40, b'.');
-    value
-}
-
-fn number(key: &[u8]) -> u64 {
-    u64::from_be_bytes(key.try_into().expect("8-byte key"))
-}
-
-fn injected(what: &str) -> Error {
-    Error::Io(std::io::Error::other(format!("injected: {what}")))
-}
-
-/// A tree of 512-byte pages with `frames` frames.
-fn new_tree(frames: usize) -> BTree {
-    let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
-    common::create(storage, &common::options(512, frames))
-}
-
-/// Loads `count` keys `GAP, 2 * GAP, ...`: three levels for 400 keys.
-fn load(tree: &BTree, count: u64) -> BTreeMap<u64, Vec<u8>> {
-    let mut model = BTreeMap::new();
-    for i in 1..=count {
-        tree.insert(&key(i * GAP), &value(i * GAP)).unwrap();
-        model.insert(i * GAP, value(i * GAP));
-    }
-    model
-}
-
-/// Header fields of a page, read under a shared latch.
-struct Info {
-    level: u8,
-    flags: u16,
-    high: Option<Vec<u8>>,
-    right: Option<PageId>,
-    children: Vec<PageId>,
-    keys: Vec<Vec<u8>>,
-    free_space: usize,
-}
-
-fn info(tree: &BTree, pid: PageId) -> Info {
-    let guard = tree.pool().shared(pid).unwrap();
-    let node = Node::new(guard.page(), pid).unwrap();
-    let head = *node.header();
-    let inner = !node.is_leaf();
-    Info {
-        level: head.level,
-        flags: head.flags,
-        high: node.high_key().unwrap(),
-        right: head.right,
-        children: if inner { (0..node.len()).map(|i| node.child(i).unwrap()).collect() } else { Vec::new() },
-        keys: (0..node.len()).map(|i| node.key(i).unwrap()).collect(),
-        free_space: node.free_space(),
-    }
-}
-
-fn leaf_keys(tree: &BTree, leaf: PageId) -> Vec<u64> {
-    info(tree, leaf).keys.iter().map(|k| number(k)).collect()
-}
-
-fn root(tree: &BTree) -> PageId {
-    tree.path_to(&key(0)).unwrap()[0]
-}
-
-/// The tree must hold exactly `model`: every key by `get`, all by a scan.
-fn check(tree: &BTree, model: &BTreeMap<u64, Vec<u8>>, what: &str) {
-    common::verified(tree);
-    for (&n, v) in model {
-        assert_eq!(tree.get(&key(n)).unwrap().as_ref(), Some(v), "{what}: key {n} reads wrong");
-    }
-    let scanned: Vec<(u64, Vec<u8>)> = common::contents(tree).into_iter().map(|(k, v)| (number(&k), v)).collect();
-    let expected: Vec<(u64, Vec<u8>)> = model.iter().map(|(&n, v)| (n, v.clone())).collect();
-    assert_eq!(scanned.len(), expected.len(), "{what}: scan length");
-    assert!(scanned == expected, "{what}: scan differs from the model");
-}
 
 /// Pauses the first thread named `name` that reaches `point`.
 fn pause_thread(point: &'static str, name: &'static str) -> Pause {

@@ -16,78 +16,17 @@
 
 mod common;
 
+use common::scenario::*;
+
 use crabtree::Error;
-use crabtree::PageId;
 use crabtree::failpoint::{self, Pause};
 use crabtree::io::{Fault, FaultOp, MemStorage, SimDisk, Storage};
 use crabtree::raw::BTree;
-use crabtree::raw::page::node::{FLAG_DELETED, FLAG_HALF_DEAD, Node};
+use crabtree::raw::page::node::{FLAG_DELETED, FLAG_HALF_DEAD};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Scenarios run one at a time: failpoints are process-wide.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-const PARK_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Keys are big-endian integers, so numeric and byte order agree and the
-/// gaps between loaded keys leave room for inserts anywhere.
-fn key(n: u64) -> Vec<u8> {
-    n.to_be_bytes().to_vec()
-}
-
-fn value(n: u64) -> Vec<u8> {
-    let mut value = format!("value-{n}-").into_bytes();
-    value.resize(40, b'.');
-    value
-}
-
-fn number(key: &[u8]) -> u64 {
-    u64::from_be_bytes(key.try_into().expect("8-byte key"))
-}
-
-/// Header fields of a page, read under a shared latch.
-struct Info {
-    level: u8,
-    flags: u16,
-    high: Option<Vec<u8>>,
-    right: Option<PageId>,
-    children: Vec<PageId>,
-    keys: Vec<Vec<u8>>,
-}
-
-fn info(tree: &BTree, pid: PageId) -> Info {
-    let guard = tree.pool().shared(pid).unwrap();
-    let node = Node::new(guard.page(), pid).unwrap();
-    let head = *node.header();
-    let inner = !node.is_leaf();
-    Info {
-        level: head.level,
-        flags: head.flags,
-        high: node.high_key().unwrap(),
-        right: head.right,
-        children: if inner { (0..node.len()).map(|i| node.child(i).unwrap()).collect() } else { Vec::new() },
-        keys: (0..node.len()).map(|i| node.key(i).unwrap()).collect(),
-    }
-}
-
-/// The tree must hold exactly `model`: every key by `get`, all by a scan.
-fn check(tree: &BTree, model: &BTreeMap<u64, Vec<u8>>, what: &str) {
-    common::verified(tree);
-    for (&n, v) in model {
-        assert_eq!(tree.get(&key(n)).unwrap().as_ref(), Some(v), "{what}: key {n} reads wrong");
-    }
-    let scanned: Vec<(u64, Vec<u8>)> = common::contents(tree).into_iter().map(|(k, v)| (number(&k), v)).collect();
-    let expected: Vec<(u64, Vec<u8>)> = model.iter().map(|(&n, v)| (n, v.clone())).collect();
-    assert_eq!(scanned.len(), expected.len(), "{what}: scan length");
-    assert!(scanned == expected, "{what}: scan differs from the model");
-}
 
 /// Pauses the thread named `name` at `point`; the flag tells that thread,
 /// once resumed, that its last operation was the one that paused.

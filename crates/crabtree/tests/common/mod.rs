@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod scenario;
+
 use crabtree::io::Storage;
 use crabtree::raw::{BTree, BufferPool, PoolOptions, VerifyReport};
 use std::sync::Arc;
