@@ -6,6 +6,7 @@
 //! ```text
 //!   btree    B-link tree: search, insert + split, delete, iterators, verify
 //!   buffer   page states + hybrid latches, page cache, eviction, allocator
+//!   wal      write-ahead log: records, segments, group commit, reader
 //!   page     page ids, header, checksum, slotted node layout, overflow pages
 //!   io       storage trait: real files, simulated disk with faults
 //!   ids / limits / sync / error   newtypes, limits, atomics, the error enum
@@ -21,6 +22,7 @@ pub mod failpoint;
 pub mod ids;
 pub mod io;
 pub mod limits;
+pub mod wal;
 
 mod btree;
 mod buffer;

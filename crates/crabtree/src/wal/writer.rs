@@ -1,0 +1,551 @@
+//! The log writer: concurrent append, one flusher, group commit, poisoning.
+//!
+//! # Who holds what
+//! * An appender holds nothing: it reserves `[start, end)` with one
+//!   `fetch_add` on `reserved`, waits (parked) only if the ring has no room,
+//!   copies its record into the ring and publishes it (`buffer.rs`). It
+//!   never takes a lock.
+//! * The flusher thread alone advances `filled` (a local), `written` and
+//!   `durable`, and alone touches the segment files while the WAL is open
+//!   (it holds the `segments` mutex for each batch; `recycle_below` takes it
+//!   between batches).
+//! * A committer in [`Wal::wait_durable`] parks on `durable` until it
+//!   passes its LSN or the log is poisoned.
+//!
+//! # The flusher's loop (group commit)
+//! 1. Walk the links from `filled` as far as records are complete.
+//! 2. If there is something new and the last sync is not yet claimed in
+//!    the log, append a horizon record (see `reader.rs`) and walk again.
+//! 3. Copy `[written, filled)` out of the ring and write it to the segment
+//!    files (activating the next segment when the range crosses into it),
+//!    then publish `written` (frees ring space; wakes appenders waiting for
+//!    room).
+//! 4. If anyone may wait for it (mode `Immediate`, an explicit request, the
+//!    `Eventual` deadline, room, or close), `fdatasync` every segment written
+//!    since the last sync, publish `durable = written` and wake the
+//!    committers. Whatever arrived while the sync ran is the next batch: one
+//!    sync covers every commit that arrived during the previous one.
+//! 5. Nothing to do: park until an appender or committer wakes it, or the
+//!    `Eventual` deadline / idle-horizon delay passes.
+//!
+//! # Poisoning
+//! A failed write or sync is never retried (after a failed `fdatasync`
+//! Linux may have dropped the dirty pages and will report the next sync as
+//! a success). The flusher records the error, sets `poisoned`, wakes every
+//! parked thread and exits. Committers waiting for an LSN above `durable`
+//! get `Error::Io` with the failure's kind and message; every later append
+//! gets `Error::Poisoned`. Reopening recovers from what is durable.
+//!
+//! # Memory orderings
+//! `reserved`: relaxed (uniqueness only). `written`, `durable`: release by
+//! the flusher, acquire by waiters (a committer that sees `durable >= lsn`
+//! sees the sync's effects; an appender that sees `written` knows the
+//! flusher's copy of the old words is done). The idle handshake is a
+//! Dekker pattern: the appender publishes its link, `fence(SeqCst)`, loads
+//! `flusher_idle`; the flusher stores `flusher_idle`, `fence(SeqCst)`, loads
+//! the link at `filled`; one of them sees the other.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::buffer::LogBuffer;
+use super::record::{self, RecordType, record_size};
+use super::segment::Segments;
+use super::{Durability, WalOptions};
+use crate::ids::Lsn;
+use crate::limits::{WAL_RECORD_PAYLOAD_MAX, WAL_WRITE_CHUNK_MAX};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, fence, park, park_until, unpark_all};
+use crate::{Error, Result};
+
+/// Counters of the writer (for benchmarks and tests).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WalStats {
+    /// Successful `fdatasync`s of segment files by the flusher.
+    pub syncs: u64,
+    /// Batches written (one `write` pass each).
+    pub batches: u64,
+    /// Log bytes written (records and padding).
+    pub bytes_written: u64,
+    /// Horizon records appended by the flusher.
+    pub horizons: u64,
+    /// Segment files created.
+    pub segments_created: u64,
+    /// Segments reused from the free list.
+    pub segments_recycled: u64,
+}
+
+struct Shared {
+    buffer: LogBuffer,
+    options: WalOptions,
+    incarnation: u32,
+    /// Next LSN to reserve.
+    reserved: AtomicU64,
+    /// Everything below is written to the files (ring space free).
+    written: AtomicU64,
+    /// Everything below is durable.
+    durable: AtomicU64,
+    /// Highest LSN a committer asked to be made durable.
+    requested: AtomicU64,
+    /// Appenders are waiting for ring space.
+    room_wanted: AtomicBool,
+    /// The flusher is idle (or about to park); wakers clear it.
+    flusher_idle: AtomicBool,
+    /// Parking key of the flusher.
+    flusher_key: AtomicU64,
+    shutdown: AtomicBool,
+    poisoned: AtomicBool,
+    failure: Mutex<Option<(io::ErrorKind, String)>>,
+    segments: Mutex<Segments>,
+    stats: Mutex<WalStats>,
+}
+
+/// The write-ahead log. Shared by reference (`&Wal`) between appenders;
+/// see the module doc of `wal` for the whole design.
+pub struct Wal {
+    shared: Arc<Shared>,
+    flusher: Option<JoinHandle<()>>,
+}
+
+/// What the flusher knows across batches.
+struct FlusherState {
+    filled: Lsn,
+    /// First record start of each segment index not yet activated.
+    first_records: BTreeMap<u64, Lsn>,
+    /// Segment indices written since the last sync.
+    touched: Vec<u64>,
+    /// Largest durable LSN claimed by a horizon record so far.
+    claimed: Lsn,
+    /// End of the last horizon record (nothing but it after a claim).
+    horizon_end: Lsn,
+    staging: Vec<u8>,
+    last_sync: Instant,
+}
+
+impl Wal {
+    /// Starts the writer on opened `segments` whose log ends at `end`.
+    pub(super) fn start(segments: Segments, end: Lsn, options: WalOptions) -> Result<Wal> {
+        let incarnation = segments.incarnation();
+        let shared = Arc::new(Shared {
+            buffer: LogBuffer::new(options.buffer_size),
+            options,
+            incarnation,
+            reserved: AtomicU64::new(end.0),
+            written: AtomicU64::new(end.0),
+            durable: AtomicU64::new(end.0),
+            requested: AtomicU64::new(0),
+            room_wanted: AtomicBool::new(false),
+            flusher_idle: AtomicBool::new(false),
+            flusher_key: AtomicU64::new(0),
+            shutdown: AtomicBool::new(false),
+            poisoned: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            segments: Mutex::new(segments),
+            stats: Mutex::new(WalStats::default()),
+        });
+        let mut first_records = BTreeMap::new();
+        let payload = shared.segments.lock().payload();
+        first_records.insert(end.0 / payload, end);
+        let state = FlusherState {
+            filled: end,
+            first_records,
+            touched: Vec::new(),
+            claimed: end,
+            horizon_end: end,
+            staging: Vec::new(),
+            last_sync: Instant::now(),
+        };
+        let flusher_shared = Arc::clone(&shared);
+        let flusher = std::thread::Builder::new()
+            .name("crabtree-wal-flusher".into())
+            .spawn(move || flusher_main(&flusher_shared, state))?;
+        Ok(Wal { shared, flusher: Some(flusher) })
+    }
+
+    /// Appends a record of type `kind` and returns its end LSN: the LSN to
+    /// pass to [`Wal::wait_durable`]. Never waits for I/O, only (parked) for
+    /// room in the log buffer. `Error::Poisoned` after a failed write or
+    /// sync; `Error::InvalidArgument` for a payload over the limit.
+    pub fn append(&self, kind: RecordType, payload: &[u8]) -> Result<Lsn> {
+        if payload.len() > WAL_RECORD_PAYLOAD_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "WAL record payload {} bytes, limit {WAL_RECORD_PAYLOAD_MAX}",
+                payload.len()
+            )));
+        }
+        if kind.0 == 0 || kind == RecordType::HORIZON {
+            return Err(Error::InvalidArgument(format!("WAL record type {} is reserved", kind.0)));
+        }
+        self.shared.append(kind, payload, false)?.ok_or(Error::Poisoned)
+    }
+
+    /// Appends and, in `Immediate` mode, waits until the record is durable.
+    pub fn commit(&self, kind: RecordType, payload: &[u8]) -> Result<Lsn> {
+        let lsn = self.append(kind, payload)?;
+        if self.shared.options.durability == Durability::Immediate {
+            self.wait_durable(lsn)?;
+        }
+        Ok(lsn)
+    }
+
+    /// Waits (parked, no spinning) until the log is durable up to `lsn`.
+    /// `Ok` only if every byte below `lsn` was synced; if a write or sync
+    /// failed first, `Error::Io` with that failure (every waiter gets it).
+    pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
+        let shared = &self.shared;
+        loop {
+            // Acquire: pairs with the flusher's release after its sync.
+            if shared.durable.load(Ordering::Acquire) >= lsn.0 {
+                return Ok(());
+            }
+            if shared.poisoned.load(Ordering::Acquire) {
+                return Err(shared.failure_error());
+            }
+            shared.requested.fetch_max(lsn.0, Ordering::SeqCst);
+            shared.wake_flusher();
+            park(&shared.durable, || {
+                shared.durable.load(Ordering::Acquire) < lsn.0 && !shared.poisoned.load(Ordering::Acquire)
+            });
+        }
+    }
+
+    /// The LSN below which the log is durable.
+    pub fn durable_lsn(&self) -> Lsn {
+        Lsn(self.shared.durable.load(Ordering::Acquire))
+    }
+
+    /// The next LSN to be reserved (the end of the log in memory).
+    pub fn end_lsn(&self) -> Lsn {
+        Lsn(self.shared.reserved.load(Ordering::Acquire))
+    }
+
+    /// Whether a write or sync failed.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.poisoned.load(Ordering::Acquire)
+    }
+
+    /// The incarnation this handle writes records with.
+    pub fn incarnation(&self) -> u32 {
+        self.shared.incarnation
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> WalStats {
+        let mut stats = *self.shared.stats.lock();
+        let segments = self.shared.segments.lock();
+        stats.segments_created = segments.created;
+        stats.segments_recycled = segments.recycled;
+        stats
+    }
+
+    /// Recycles the segments that lie wholly below `lsn` (which the caller,
+    /// e.g. a checkpoint, no longer needs). Returns how many.
+    pub fn recycle_below(&self, lsn: Lsn) -> Result<usize> {
+        let lsn = lsn.min(self.durable_lsn());
+        self.shared.segments.lock().recycle_below(lsn)
+    }
+
+    /// Flushes and syncs everything appended, appends a final horizon
+    /// record so the whole log is covered, stops the flusher. The same
+    /// happens on drop, without the error.
+    pub fn close(mut self) -> Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        let Some(flusher) = self.flusher.take() else { return Ok(()) };
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        self.shared.wake_flusher();
+        let _ = flusher.join();
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return Err(self.shared.failure_error());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+impl Shared {
+    fn failure_error(&self) -> Error {
+        match &*self.failure.lock() {
+            Some((kind, message)) => Error::Io(io::Error::new(*kind, message.clone())),
+            None => Error::Poisoned,
+        }
+    }
+
+    fn wake_flusher(&self) {
+        // Load first: a swap on every append would bounce the line.
+        if self.flusher_idle.load(Ordering::SeqCst) && self.flusher_idle.swap(false, Ordering::SeqCst) {
+            unpark_all(&self.flusher_key);
+        }
+    }
+
+    /// Reserves, waits for room, copies and publishes one record. `None`
+    /// if poisoned. With `try_only` (the flusher's own horizon records), a
+    /// full ring gives `None` instead of a wait.
+    fn append(&self, kind: RecordType, payload: &[u8], try_only: bool) -> Result<Option<Lsn>> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let size = record_size(payload.len()) as u64;
+        let capacity = self.buffer.capacity();
+        let start = if try_only {
+            // The flusher must never wait for room it alone can make.
+            let mut start = self.reserved.load(Ordering::Relaxed);
+            loop {
+                if start + size > self.written.load(Ordering::Acquire) + capacity {
+                    return Ok(None);
+                }
+                match self.reserved.compare_exchange_weak(start, start + size, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => break start,
+                    Err(now) => start = now,
+                }
+            }
+        } else {
+            // Relaxed: the counter only hands out disjoint ranges.
+            self.reserved.fetch_add(size, Ordering::Relaxed)
+        };
+        let end = start + size;
+        if !self.wait_for_room(end) {
+            return Ok(None);
+        }
+        let header = record::encode_header(Lsn(start), kind, self.incarnation, payload);
+        let mut at = start;
+        record::for_each_word(&header, payload, |word| {
+            self.buffer.put(at, word);
+            at += 8;
+        });
+        self.buffer.publish(Lsn(start), Lsn(end));
+        // Dekker with the flusher going idle (module doc).
+        fence(Ordering::SeqCst);
+        if self.options.durability == Durability::Immediate || self.requested.load(Ordering::SeqCst) > start {
+            self.wake_flusher();
+        }
+        Ok(Some(Lsn(end)))
+    }
+
+    /// Waits until ring space up to `end` is free; false if poisoned.
+    fn wait_for_room(&self, end: u64) -> bool {
+        let capacity = self.buffer.capacity();
+        loop {
+            // Acquire: the flusher copied the old words out before its
+            // release store of `written`.
+            if end <= self.written.load(Ordering::Acquire) + capacity {
+                return true;
+            }
+            if self.poisoned.load(Ordering::Acquire) {
+                return false;
+            }
+            self.room_wanted.store(true, Ordering::SeqCst);
+            self.wake_flusher();
+            park(&self.written, || {
+                end > self.written.load(Ordering::Acquire) + capacity && !self.poisoned.load(Ordering::Acquire)
+            });
+        }
+    }
+
+    fn poison(&self, err: &Error) {
+        let (kind, message) = match err {
+            Error::Io(io) => (io.kind(), io.to_string()),
+            other => (io::ErrorKind::Other, other.to_string()),
+        };
+        *self.failure.lock() = Some((kind, message));
+        self.poisoned.store(true, Ordering::SeqCst);
+        unpark_all(&self.durable);
+        unpark_all(&self.written);
+    }
+}
+
+fn flusher_main(shared: &Shared, mut state: FlusherState) {
+    if let Err(err) = flusher_loop(shared, &mut state) {
+        shared.poison(&err);
+    }
+}
+
+fn flusher_loop(shared: &Shared, state: &mut FlusherState) -> Result<()> {
+    let delay = shared.options.flush_delay;
+    loop {
+        let shutdown = shared.shutdown.load(Ordering::SeqCst);
+        advance(shared, state);
+        let written = Lsn(shared.written.load(Ordering::Relaxed));
+        let durable = Lsn(shared.durable.load(Ordering::Relaxed));
+        if state.filled > written && durable > state.claimed {
+            append_horizon(shared, state, durable);
+        }
+        if state.filled > written {
+            write_batch(shared, state, written)?;
+        }
+        let written = Lsn(shared.written.load(Ordering::Relaxed));
+        let requested = shared.requested.load(Ordering::SeqCst);
+        let due = match shared.options.durability {
+            Durability::Immediate => true,
+            Durability::Eventual => requested > durable.0 || state.last_sync.elapsed() >= delay || shutdown,
+        };
+        if written > durable && due {
+            sync_batch(shared, state, written)?;
+            continue;
+        }
+        if shutdown {
+            let reserved = shared.reserved.load(Ordering::SeqCst);
+            if state.filled.0 < reserved {
+                // An append is still copying (or was abandoned by a panic):
+                // wait for it briefly.
+                std::thread::sleep(Duration::from_micros(50));
+                continue;
+            }
+            if durable > state.claimed && durable != state.horizon_end {
+                append_horizon(shared, state, durable);
+                continue;
+            }
+            return Ok(());
+        }
+        if state.filled > written {
+            // One pass writes at most half the ring; go on.
+            continue;
+        }
+        let horizon_pending = durable > state.claimed && durable != state.horizon_end;
+        let deadline = if written > durable {
+            // `Eventual`, not yet due.
+            Some(state.last_sync + delay)
+        } else if horizon_pending {
+            // A horizon record after `delay` of quiet, so the last batch is
+            // covered too (reader.rs).
+            if state.last_sync.elapsed() >= delay {
+                append_horizon(shared, state, durable);
+                continue;
+            }
+            Some(state.last_sync + delay)
+        } else if shared.options.durability == Durability::Eventual {
+            Some(Instant::now() + delay)
+        } else {
+            None
+        };
+        idle(shared, state, deadline);
+    }
+}
+
+/// Parks the flusher until woken or `deadline`.
+fn idle(shared: &Shared, state: &FlusherState, deadline: Option<Instant>) {
+    shared.flusher_idle.store(true, Ordering::SeqCst);
+    fence(Ordering::SeqCst);
+    let requested = shared.requested.load(Ordering::SeqCst) > shared.durable.load(Ordering::SeqCst);
+    let filled = shared.buffer.filled_at_seqcst(state.filled);
+    let unsynced = shared.written.load(Ordering::SeqCst) > shared.durable.load(Ordering::SeqCst);
+    // A request for a record not yet filled waits for its appender's wake.
+    let work = filled && (shared.options.durability == Durability::Immediate || requested)
+        || unsynced && requested
+        || shared.room_wanted.load(Ordering::SeqCst)
+        || shared.shutdown.load(Ordering::SeqCst);
+    if work {
+        shared.flusher_idle.store(false, Ordering::SeqCst);
+        return;
+    }
+    let should_park = || shared.flusher_idle.load(Ordering::SeqCst);
+    match deadline {
+        Some(at) => park_until(&shared.flusher_key, should_park, at),
+        None => park(&shared.flusher_key, should_park),
+    }
+    shared.flusher_idle.store(false, Ordering::SeqCst);
+}
+
+/// Walks the links from `filled`; records the first record start of every
+/// segment boundary crossed.
+fn advance(shared: &Shared, state: &mut FlusherState) {
+    let payload = shared.options.segment_payload();
+    let limit = state.filled.0 + shared.buffer.capacity() / 2;
+    while state.filled.0 < limit {
+        let Some(end) = shared.buffer.next_filled(state.filled) else { break };
+        let start = state.filled.0;
+        if start.is_multiple_of(payload) {
+            state.first_records.entry(start / payload).or_insert(Lsn(start));
+        }
+        // Every boundary strictly inside the record: the first record of
+        // that segment starts at `end`.
+        let mut boundary = (start / payload + 1) * payload;
+        while boundary < end.0 {
+            state.first_records.entry(boundary / payload).or_insert(end);
+            boundary += payload;
+        }
+        state.filled = end;
+    }
+}
+
+fn append_horizon(shared: &Shared, state: &mut FlusherState, durable: Lsn) {
+    if let Ok(Some(end)) = shared.append(RecordType::HORIZON, &record::horizon_payload(durable), true) {
+        state.claimed = durable;
+        state.horizon_end = end;
+        shared.stats.lock().horizons += 1;
+        advance(shared, state);
+    }
+}
+
+/// Writes `[written, filled)` to the segment files and publishes `written`.
+fn write_batch(shared: &Shared, state: &mut FlusherState, written: Lsn) -> Result<()> {
+    failpoint!("wal.before_write");
+    let mut segments = shared.segments.lock();
+    let mut at = written;
+    while at < state.filled {
+        let (index, offset) = segments.locate(at);
+        if segments.live(index).is_none() {
+            let first = state.first_records.get(&index).copied().unwrap_or(at);
+            segments.activate(index, first)?;
+        }
+        state.first_records.retain(|&k, _| k > index);
+        let room = segments.size() - offset;
+        let len = (state.filled.0 - at.0).min(room).min(WAL_WRITE_CHUNK_MAX as u64) as usize;
+        state.staging.resize(len, 0);
+        shared.buffer.copy_out(at, &mut state.staging);
+        let segment = segments.live(index).ok_or_else(|| Error::InvalidArgument("segment vanished".into()))?;
+        segment.storage.write_at(offset, &state.staging)?;
+        if state.touched.last() != Some(&index) {
+            state.touched.push(index);
+        }
+        at = Lsn(at.0 + len as u64);
+    }
+    drop(segments);
+    {
+        let mut stats = shared.stats.lock();
+        stats.batches += 1;
+        stats.bytes_written += state.filled.0 - written.0;
+    }
+    // Release: the copies out of the ring are done before appenders reuse
+    // the space (they acquire `written`).
+    shared.written.store(state.filled.0, Ordering::Release);
+    if shared.room_wanted.swap(false, Ordering::SeqCst) {
+        unpark_all(&shared.written);
+    }
+    Ok(())
+}
+
+/// Syncs every segment written since the last sync, publishes `durable`.
+fn sync_batch(shared: &Shared, state: &mut FlusherState, written: Lsn) -> Result<()> {
+    failpoint!("wal.before_sync");
+    {
+        let segments = shared.segments.lock();
+        for index in state.touched.drain(..) {
+            if let Some(segment) = segments.live(index) {
+                segment.storage.sync()?;
+                shared.stats.lock().syncs += 1;
+            }
+        }
+    }
+    failpoint!("wal.after_sync");
+    state.last_sync = Instant::now();
+    // Release: everything the sync made durable happens-before a
+    // committer's acquire load that sees the new value.
+    shared.durable.store(written.0, Ordering::Release);
+    unpark_all(&shared.durable);
+    // A spare segment off the commit path, so a switch rarely creates one.
+    let payload = shared.options.segment_payload();
+    let offset = written.0 % payload;
+    if offset > payload / 2 {
+        shared.segments.lock().prepare_spare()?;
+    }
+    Ok(())
+}
