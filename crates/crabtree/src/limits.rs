@@ -95,7 +95,8 @@ pub const WAL_WRITE_CHUNK_MAX: usize = 1 << 20;
 const _: () = assert!(WAL_RECORD_HEADER_SIZE.is_multiple_of(WAL_RECORD_ALIGN));
 const _: () = assert!(WAL_SEGMENT_HEADER_SIZE.is_multiple_of(WAL_RECORD_ALIGN));
 const _: () = assert!(WAL_SEGMENT_SIZE_MIN >= 2 * WAL_SEGMENT_HEADER_SIZE as u64);
-const _: () = assert!(WAL_SEGMENT_SIZE_DEFAULT >= WAL_SEGMENT_SIZE_MIN && WAL_SEGMENT_SIZE_DEFAULT <= WAL_SEGMENT_SIZE_MAX);
+const _: () =
+    assert!(WAL_SEGMENT_SIZE_DEFAULT >= WAL_SEGMENT_SIZE_MIN && WAL_SEGMENT_SIZE_DEFAULT <= WAL_SEGMENT_SIZE_MAX);
 const _: () = assert!(WAL_SEGMENT_SIZE_MIN.is_multiple_of(WAL_RECORD_ALIGN as u64));
 const _: () = assert!(WAL_BUFFER_SIZE_DEFAULT >= WAL_BUFFER_SIZE_MIN);
 const _: () = assert!(WAL_BUFFER_SIZE_MIN.is_power_of_two() && WAL_BUFFER_SIZE_DEFAULT.is_power_of_two());

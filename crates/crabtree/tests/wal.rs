@@ -57,7 +57,6 @@ fn records_round_trip_across_segments_and_reopen() -> Result<()> {
         for (i, record) in records.iter().enumerate() {
             let i = if i < 200 { i as u64 } else { 1000 + (i as u64 - 200) % 10 };
             assert_eq!(record.2, payload(i));
-            
         }
         for (record, end) in records.iter().zip(&ends) {
             assert_eq!(Lsn(record.0.0 + record_size(record.2.len()) as u64), *end);

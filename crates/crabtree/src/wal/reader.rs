@@ -38,7 +38,7 @@
 use super::record::{self, RecordHeader, RecordType};
 use super::segment::Segments;
 use crate::ids::Lsn;
-use crate::limits::{WAL_RECORD_HEADER_SIZE, WAL_SEGMENT_HEADER_SIZE};
+use crate::limits::WAL_RECORD_HEADER_SIZE;
 use crate::{Error, Result};
 
 /// Where the log ends.
@@ -123,29 +123,34 @@ fn read_record(
 
 /// The largest durable LSN claimed by a valid horizon record found at an
 /// 8-aligned position after `after` in the live segments (see module doc).
+/// Reads the log stream run by run of contiguous live segments, in chunks
+/// that overlap by a horizon record, so one spanning a chunk or segment
+/// boundary is found too.
 fn claim_beyond(segments: &Segments, after: Lsn, incarnation: u32) -> Result<Lsn> {
     let size = record::record_size(8);
     let payload = segments.payload();
     let mut claim = Lsn::ZERO;
     let mut chunk = vec![0u8; 64 * 1024];
-    for index in segments.live_indices() {
-        let base = index * payload;
-        if base + payload <= after.0 {
-            continue;
+    let indices = segments.live_indices();
+    let mut run = 0;
+    while let Some(&first) = indices.get(run) {
+        // The run of contiguous indices starting at `first`.
+        let mut last = first;
+        while indices.get(run + 1) == Some(&(last + 1)) {
+            last += 1;
+            run += 1;
         }
-        let Some(segment) = segments.live(index) else { continue };
-        // Read the segment's log area in chunks that overlap by one horizon
-        // record, so none is missed at a chunk boundary.
-        let mut offset = 0u64;
-        while offset < payload {
-            let n = (payload - offset).min(chunk.len() as u64) as usize;
+        run += 1;
+        let run_end = (last + 1) * payload;
+        let mut pos = (first * payload).max(after.0 + 8) & !7;
+        while pos + size as u64 <= run_end {
+            let n = (run_end - pos).min(chunk.len() as u64) as usize;
             let Some(buf) = chunk.get_mut(..n) else { break };
-            segment.storage.read_at(WAL_SEGMENT_HEADER_SIZE as u64 + offset, buf)?;
+            if !segments.read(Lsn(pos), buf)? {
+                break;
+            }
             for i in (0..n.saturating_sub(size - 1)).step_by(8) {
-                let lsn = Lsn(base + offset + i as u64);
-                if lsn <= after {
-                    continue;
-                }
+                let lsn = Lsn(pos + i as u64);
                 let Some(bytes) = buf.get(i..i + size) else { break };
                 // Cheap filters first: the LSN field and the type byte.
                 if bytes.get(8..16) != Some(&lsn.0.to_le_bytes()[..]) || bytes.get(16) != Some(&RecordType::HORIZON.0) {
@@ -160,10 +165,10 @@ fn claim_beyond(segments: &Segments, after: Lsn, incarnation: u32) -> Result<Lsn
                     claim = claim.max(x);
                 }
             }
-            if offset + n as u64 >= payload {
+            if pos + n as u64 >= run_end {
                 break;
             }
-            offset += (n - (size - 8)) as u64;
+            pos += (n - (size - 8)) as u64;
         }
     }
     Ok(claim)

@@ -245,7 +245,8 @@ impl Segments {
     /// Takes a new incarnation (largest on disk + 1) and makes it durable
     /// in one header before this handle writes any record.
     pub fn stamp(&mut self) -> Result<u32> {
-        self.incarnation = self.incarnation.checked_add(1).ok_or(Error::InvalidArgument("incarnation overflow".into()))?;
+        self.incarnation =
+            self.incarnation.checked_add(1).ok_or(Error::InvalidArgument("incarnation overflow".into()))?;
         let target = match self.live.values_mut().next_back() {
             Some(segment) => Some(segment),
             None => self.free.iter_mut().find(|(_, whole)| *whole).map(|(segment, _)| segment),
@@ -265,7 +266,8 @@ impl Segments {
         let slot = self.next_slot;
         self.next_slot += 1;
         let storage = self.dir.open(&format!("{slot:08}{SUFFIX}"), true)?;
-        let header = SegmentHeader { size: self.size, index: None, first_record: Lsn::ZERO, incarnation: self.incarnation };
+        let header =
+            SegmentHeader { size: self.size, index: None, first_record: Lsn::ZERO, incarnation: self.incarnation };
         fill(storage.as_ref(), self.size, &header)?;
         self.dir.sync()?;
         self.created += 1;

@@ -117,7 +117,8 @@ struct FlusherState {
     touched: Vec<u64>,
     /// Largest durable LSN claimed by a horizon record so far.
     claimed: Lsn,
-    /// End of the last horizon record (nothing but it after a claim).
+    /// Where the last horizon record starts and ends.
+    horizon_start: Lsn,
     horizon_end: Lsn,
     staging: Vec<u8>,
     last_sync: Instant,
@@ -152,6 +153,7 @@ impl Wal {
             first_records,
             touched: Vec::new(),
             claimed: end,
+            horizon_start: end,
             horizon_end: end,
             staging: Vec::new(),
             last_sync: Instant::now(),
@@ -399,7 +401,7 @@ fn flusher_loop(shared: &Shared, state: &mut FlusherState) -> Result<()> {
                 std::thread::sleep(Duration::from_micros(50));
                 continue;
             }
-            if durable > state.claimed && durable != state.horizon_end {
+            if horizon_pending(state, durable) {
                 append_horizon(shared, state, durable);
                 continue;
             }
@@ -409,11 +411,10 @@ fn flusher_loop(shared: &Shared, state: &mut FlusherState) -> Result<()> {
             // One pass writes at most half the ring; go on.
             continue;
         }
-        let horizon_pending = durable > state.claimed && durable != state.horizon_end;
         let deadline = if written > durable {
             // `Eventual`, not yet due.
             Some(state.last_sync + delay)
-        } else if horizon_pending {
+        } else if horizon_pending(state, durable) {
             // A horizon record after `delay` of quiet, so the last batch is
             // covered too (reader.rs).
             if state.last_sync.elapsed() >= delay {
@@ -476,9 +477,17 @@ fn advance(shared: &Shared, state: &mut FlusherState) {
     }
 }
 
+/// Whether durable log is not yet claimed by a horizon record: false once
+/// the last horizon record starts exactly at the LSN it claims and nothing
+/// follows it (so an idle log does not claim its own claims forever).
+fn horizon_pending(state: &FlusherState, durable: Lsn) -> bool {
+    durable > state.claimed && !(durable == state.horizon_end && state.horizon_start == state.claimed)
+}
+
 fn append_horizon(shared: &Shared, state: &mut FlusherState, durable: Lsn) {
     if let Ok(Some(end)) = shared.append(RecordType::HORIZON, &record::horizon_payload(durable), true) {
         state.claimed = durable;
+        state.horizon_start = Lsn(end.0 - record_size(8) as u64);
         state.horizon_end = end;
         shared.stats.lock().horizons += 1;
         advance(shared, state);
