@@ -23,7 +23,7 @@
 mod common;
 
 use crabtree::io::{CrashModel, Dir, Fault, FaultOp, SimDir};
-use crabtree::wal::{Durability, RecordType, Wal, WalOptions, record_size};
+use crabtree::wal::{Durability, RecordType, SegmentHeader, Wal, WalOptions, record_size};
 use crabtree::{Error, Lsn, Result};
 use std::sync::Arc;
 use std::time::Duration;
@@ -178,10 +178,21 @@ fn closed_log(seed: u64, count: usize) -> Result<(SimDir, Arc<dyn Dir>, Vec<(Lsn
     Ok((sim, dir, spans))
 }
 
-/// The segment file and offset of `lsn` (8192-byte segments).
-fn locate(lsn: Lsn) -> (String, usize) {
+/// The segment file holding `lsn` (found by its header: files are named by
+/// slot, not by index) and the offset in it (8192-byte segments).
+fn locate(dir: &Arc<dyn Dir>, sim: &SimDir, lsn: Lsn) -> (String, usize) {
     let payload = 8192 - 4096;
-    (format!("{:08}.wal", lsn.0 / payload), 4096 + (lsn.0 % payload) as usize)
+    let index = lsn.0 / payload;
+    let file = dir
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|name| {
+            let image = sim.disk(name).unwrap().durable_image();
+            SegmentHeader::decode(&image).is_some_and(|h| h.index == Some(index))
+        })
+        .expect("segment of the LSN");
+    (file, 4096 + (lsn.0 % payload) as usize)
 }
 
 #[test]
@@ -198,7 +209,7 @@ fn f3_damage_to_synced_log_is_corruption_naming_the_lsn() -> Result<()> {
         // padding, which nothing reads), or a zeroed run of bytes.
         let covered = 24 + body(victim).len();
         let at = Lsn(lsn.0 + rng.u64(..covered as u64));
-        let (file, offset) = locate(at);
+        let (file, offset) = locate(&dir, &sim, at);
         let disk = sim.disk(&file).expect("segment");
         let mut image = disk.durable_image();
         if case % 4 == 0 {

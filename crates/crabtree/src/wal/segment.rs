@@ -263,15 +263,29 @@ impl Segments {
     /// Creates a new segment file, zero-filled with a free header, synced,
     /// its directory entry synced.
     fn create(&mut self) -> Result<Segment> {
+        let plan = self.plan_spare();
+        let segment = plan.create()?;
+        self.created += 1;
+        Ok(segment)
+    }
+
+    /// Whether a free, preallocated segment is ready.
+    pub fn has_spare(&self) -> bool {
+        self.free.iter().any(|(_, whole)| *whole)
+    }
+
+    /// Reserves a slot for a new file, to be created by [`SparePlan::create`]
+    /// without holding the segments' lock (a background thread does it).
+    pub fn plan_spare(&mut self) -> SparePlan {
         let slot = self.next_slot;
         self.next_slot += 1;
-        let storage = self.dir.open(&format!("{slot:08}{SUFFIX}"), true)?;
-        let header =
-            SegmentHeader { size: self.size, index: None, first_record: Lsn::ZERO, incarnation: self.incarnation };
-        fill(storage.as_ref(), self.size, &header)?;
-        self.dir.sync()?;
+        SparePlan { dir: Arc::clone(&self.dir), slot, size: self.size, incarnation: self.incarnation }
+    }
+
+    /// Adds a segment made by [`SparePlan::create`] to the free list.
+    pub fn add_spare(&mut self, segment: Segment) {
         self.created += 1;
-        Ok(Segment { storage, header })
+        self.free.push((segment, true));
     }
 
     /// Makes `index` live, with `first_record` as its first record start:
@@ -297,10 +311,10 @@ impl Segments {
         Ok(self.live.entry(index).or_insert(segment))
     }
 
-    /// Makes sure one free, preallocated segment is ready, so the next
-    /// switch does not create a file on the commit path.
+    /// Makes sure one free, preallocated segment is ready (synchronously).
+    #[cfg(test)]
     pub fn prepare_spare(&mut self) -> Result<()> {
-        if self.free.iter().any(|(_, whole)| *whole) {
+        if self.has_spare() {
             return Ok(());
         }
         let segment = self.create()?;
@@ -363,6 +377,27 @@ impl Segments {
             done += n;
         }
         Ok(true)
+    }
+}
+
+/// A new segment file to create: slot reserved, nothing on disk yet.
+pub struct SparePlan {
+    dir: Arc<dyn Dir>,
+    slot: u64,
+    size: u64,
+    incarnation: u32,
+}
+
+impl SparePlan {
+    /// Creates the file, zero-filled with a free header, synced, and syncs
+    /// the directory entry.
+    pub fn create(&self) -> Result<Segment> {
+        let storage = self.dir.open(&format!("{:08}{SUFFIX}", self.slot), true)?;
+        let header =
+            SegmentHeader { size: self.size, index: None, first_record: Lsn::ZERO, incarnation: self.incarnation };
+        fill(storage.as_ref(), self.size, &header)?;
+        self.dir.sync()?;
+        Ok(Segment { storage, header })
     }
 }
 

@@ -95,6 +95,9 @@ struct Shared {
     /// Parking key of the flusher.
     flusher_key: AtomicU64,
     shutdown: AtomicBool,
+    /// The flusher asks the preparer thread for a spare segment.
+    spare_wanted: AtomicBool,
+    preparer_key: AtomicU64,
     poisoned: AtomicBool,
     failure: Mutex<Option<(io::ErrorKind, String)>>,
     segments: Mutex<Segments>,
@@ -106,6 +109,7 @@ struct Shared {
 pub struct Wal {
     shared: Arc<Shared>,
     flusher: Option<JoinHandle<()>>,
+    preparer: Option<JoinHandle<()>>,
 }
 
 /// What the flusher knows across batches.
@@ -140,6 +144,8 @@ impl Wal {
             flusher_idle: AtomicBool::new(false),
             flusher_key: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
+            spare_wanted: AtomicBool::new(false),
+            preparer_key: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             failure: Mutex::new(None),
             segments: Mutex::new(segments),
@@ -162,7 +168,11 @@ impl Wal {
         let flusher = std::thread::Builder::new()
             .name("crabtree-wal-flusher".into())
             .spawn(move || flusher_main(&flusher_shared, state))?;
-        Ok(Wal { shared, flusher: Some(flusher) })
+        let preparer_shared = Arc::clone(&shared);
+        let preparer = std::thread::Builder::new()
+            .name("crabtree-wal-preparer".into())
+            .spawn(move || preparer_main(&preparer_shared))?;
+        Ok(Wal { shared, flusher: Some(flusher), preparer: Some(preparer) })
     }
 
     /// Appends a record of type `kind` and returns its end LSN: the LSN to
@@ -260,6 +270,10 @@ impl Wal {
         self.shared.shutdown.store(true, Ordering::SeqCst);
         self.shared.wake_flusher();
         let _ = flusher.join();
+        if let Some(preparer) = self.preparer.take() {
+            unpark_all(&self.shared.preparer_key);
+            let _ = preparer.join();
+        }
         if self.shared.poisoned.load(Ordering::Acquire) {
             return Err(self.shared.failure_error());
         }
@@ -550,11 +564,40 @@ fn sync_batch(shared: &Shared, state: &mut FlusherState, written: Lsn) -> Result
     // committer's acquire load that sees the new value.
     shared.durable.store(written.0, Ordering::Release);
     unpark_all(&shared.durable);
-    // A spare segment off the commit path, so a switch rarely creates one.
+    // A spare segment, made off the commit path by the preparer thread,
+    // so a switch rarely creates one.
     let payload = shared.options.segment_payload();
-    let offset = written.0 % payload;
-    if offset > payload / 2 {
-        shared.segments.lock().prepare_spare()?;
+    if written.0 % payload > payload / 2
+        && !shared.spare_wanted.load(Ordering::Relaxed)
+        && !shared.segments.lock().has_spare()
+    {
+        shared.spare_wanted.store(true, Ordering::SeqCst);
+        unpark_all(&shared.preparer_key);
     }
     Ok(())
+}
+
+/// The preparer thread: creates a spare segment (zero-fill, sync, directory
+/// sync) whenever the flusher asks, holding the segments' lock only to
+/// reserve a slot and to hand the file over. A failure is left for the
+/// flusher to meet (it creates the segment itself when it must).
+fn preparer_main(shared: &Shared) {
+    loop {
+        park(&shared.preparer_key, || {
+            !shared.spare_wanted.load(Ordering::SeqCst) && !shared.shutdown.load(Ordering::SeqCst)
+        });
+        if shared.shutdown.load(Ordering::SeqCst) || shared.poisoned.load(Ordering::SeqCst) {
+            return;
+        }
+        let plan = {
+            let mut segments = shared.segments.lock();
+            if segments.has_spare() { None } else { Some(segments.plan_spare()) }
+        };
+        if let Some(plan) = plan
+            && let Ok(segment) = plan.create()
+        {
+            shared.segments.lock().add_spare(segment);
+        }
+        shared.spare_wanted.store(false, Ordering::SeqCst);
+    }
 }
