@@ -3,7 +3,9 @@
 //! In one run, on real files in one directory (`CRABTREE_BENCH_DIR`,
 //! default a temp dir under the system temp directory):
 //! * `raw overwrite`: one thread, a loop of a 4 KiB `pwrite` at offset 0 of
-//!   a preallocated file + `fdatasync` (what a log sync costs at best);
+//!   a preallocated file + `fdatasync` (what a log sync costs at best),
+//!   measured right before every WAL run: each WAL rate is divided by the
+//!   raw rate measured just before it (the shared disk drifts a lot);
 //! * `raw append`: the same, but each write extends the file (what a sync
 //!   costs when it must also persist a size change: why segments are
 //!   preallocated);
@@ -126,18 +128,22 @@ fn main() {
     let mut overwrite = Vec::new();
     let mut append = Vec::new();
     let mut runs: Vec<Vec<WalRun>> = writers.iter().map(|_| Vec::new()).collect();
+    // The raw loop right before each WAL run, so each ratio compares runs a
+    // few seconds apart (the shared disk's rate drifts by 10x over minutes).
+    let mut adjacent: Vec<Vec<f64>> = writers.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds {
-        // Interleave the raw loops with the WAL runs in every round, so a
-        // noisy neighbour hits both alike.
-        overwrite.push(raw(dir, false, secs));
+        let before = raw(dir, false, secs);
         append.push(raw(dir, true, secs));
+        overwrite.push(before);
         for (i, &n) in writers.iter().enumerate() {
+            let raw_rate = raw(dir, false, secs);
+            adjacent[i].push(raw_rate);
             runs[i].push(wal_run(dir, n, secs, round));
         }
     }
-    // Ratios are taken per round (each WAL run against the raw loop of its
-    // own round), then the median of the rounds is reported.
-    let raw_rate = median(overwrite.clone());
+    // Ratios are taken per run (each WAL run against the raw loop just
+    // before it), then the median over the rounds is reported.
+    let raw_rate = median(adjacent.iter().flatten().copied().chain(overwrite.iter().copied()).collect());
     let append_rate = median(append.clone());
     println!("{:<18} {:>12} {:>8} {:>14} {:>14}", "", "per sec", "x raw", "commits/fsync", "bytes/commit");
     println!("{:<18} {:>12.0} {:>8.2} {:>14} {:>14}", "raw overwrite 4K", raw_rate, 1.0, "", "");
@@ -154,14 +160,15 @@ fn main() {
     );
     for (i, &n) in writers.iter().enumerate() {
         let rate = median(runs[i].iter().map(|r| r.commits_per_sec).collect());
-        let ratio = median(runs[i].iter().zip(&overwrite).map(|(r, o)| r.commits_per_sec / o).collect());
+        let ratio = median(runs[i].iter().zip(&adjacent[i]).map(|(r, o)| r.commits_per_sec / o).collect());
         let per_sync = median(runs[i].iter().map(|r| r.commits_per_sync).collect());
         let bytes = median(runs[i].iter().map(|r| r.bytes_per_commit).collect());
         println!("{:<18} {:>12.0} {:>8.2} {:>14.1} {:>14.0}", format!("wal x{n}"), rate, ratio, per_sync, bytes);
     }
-    println!("per round (raw overwrite, raw append, then wal x{writers:?}, commits/s):");
+    println!("per round: raw overwrite, raw append, then (raw just before, wal) for x{writers:?}:");
     for round in 0..rounds as usize {
-        let wal: Vec<f64> = runs.iter().map(|r| r[round].commits_per_sec.round()).collect();
-        println!("  {:>6.0} {:>6.0} {wal:?}", overwrite[round], append[round]);
+        let pairs: Vec<(f64, f64)> =
+            runs.iter().zip(&adjacent).map(|(r, a)| (a[round].round(), r[round].commits_per_sec.round())).collect();
+        println!("  {:>6.0} {:>6.0} {pairs:?}", overwrite[round], append[round]);
     }
 }
