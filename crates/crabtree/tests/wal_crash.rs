@@ -173,7 +173,10 @@ fn f1_power_loss_at_every_io_point() -> Result<()> {
 
 /// A log of `count` committed records, closed cleanly; returns the
 /// directory and each record's (start LSN, size).
-fn closed_log(seed: u64, count: usize) -> Result<(SimDir, Arc<dyn Dir>, Vec<(Lsn, usize)>)> {
+/// A simulated log directory (two handles) and each record's (LSN, size).
+type ClosedLog = (SimDir, Arc<dyn Dir>, Vec<(Lsn, usize)>);
+
+fn closed_log(seed: u64, count: usize) -> Result<ClosedLog> {
     let sim = SimDir::new(seed, CrashModel::default());
     let dir: Arc<dyn Dir> = Arc::new(sim.clone());
     let (wal, _) = read(&dir, options())?;

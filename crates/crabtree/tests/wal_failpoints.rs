@@ -57,7 +57,7 @@ fn one_sync_acknowledges_every_commit_that_arrived_during_the_last() -> Result<(
             std::thread::sleep(Duration::from_millis(1));
         }
         std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(wal.durable_lsn() < first, true, "nothing acknowledged while the sync is held");
+        assert!(wal.durable_lsn() < first, "nothing acknowledged while the sync is held");
         pause.resume();
         for handle in handles {
             handle.join().expect("committer").expect("commit");

@@ -204,11 +204,9 @@ impl Storage for SimFile {
         self.disk.write_at(offset, buf)
     }
     fn sync(&self) -> Result<()> {
-        if let Err(err) = self.power.begin() {
-            // A sync that fails for power loss made nothing durable; the
-            // crash that follows decides the pending writes.
-            return Err(err);
-        }
+        // A sync that fails for power loss made nothing durable; the crash
+        // that follows decides the pending writes.
+        self.power.begin()?;
         self.disk.sync()
     }
     fn len(&self) -> Result<u64> {
