@@ -340,7 +340,10 @@ impl Shared {
         self.buffer.publish(Lsn(start), Lsn(end));
         // Dekker with the flusher going idle (module doc).
         fence(Ordering::SeqCst);
-        if self.options.durability == Durability::Immediate || self.requested.load(Ordering::SeqCst) > start {
+        if self.options.durability == Durability::Immediate
+            || self.requested.load(Ordering::SeqCst) > start
+            || self.room_wanted.load(Ordering::SeqCst)
+        {
             self.wake_flusher();
         }
         Ok(Some(Lsn(end)))
@@ -453,9 +456,11 @@ fn idle(shared: &Shared, state: &FlusherState, deadline: Option<Instant>) {
     let filled = shared.buffer.filled_at_seqcst(state.filled);
     let unsynced = shared.written.load(Ordering::SeqCst) > shared.durable.load(Ordering::SeqCst);
     // A request for a record not yet filled waits for its appender's wake.
-    let work = filled && (shared.options.durability == Durability::Immediate || requested)
+    // Room is wanted: write what is filled; if nothing is, the appender
+    // that fills the next record wakes the flusher (it sees `room_wanted`).
+    let room = shared.room_wanted.load(Ordering::SeqCst);
+    let work = filled && (shared.options.durability == Durability::Immediate || requested || room)
         || unsynced && requested
-        || shared.room_wanted.load(Ordering::SeqCst)
         || shared.shutdown.load(Ordering::SeqCst);
     if work {
         shared.flusher_idle.store(false, Ordering::SeqCst);
