@@ -12,8 +12,9 @@
 //!   ids / limits / sync / error   newtypes, limits, atomics, the error enum
 //! ```
 //!
-//! The public surface is small: [`Error`], [`Result`], the id newtypes and the
-//! storage layer. The lower layers are reachable through [`raw`] for tools,
+//! The public surface is small: [`Error`], [`Result`], the id newtypes, the
+//! storage layer and (standalone until the tree logs through it) the
+//! write-ahead log, [`wal`]. The lower layers are reachable through [`raw`] for tools,
 //! benchmarks and tests; they carry no stability promise.
 
 pub mod error;
