@@ -72,7 +72,8 @@ pub struct WalStats {
     pub horizons: u64,
     /// Segment files created.
     pub segments_created: u64,
-    /// Segments reused from the free list.
+    /// Segments activated from the free list (recycled ones and spares
+    /// made ahead by the preparer) instead of created on the commit path.
     pub segments_recycled: u64,
 }
 
