@@ -87,8 +87,6 @@ struct Shared {
     written: AtomicU64,
     /// Everything below is durable.
     durable: AtomicU64,
-    /// Highest LSN a committer asked to be made durable.
-    requested: AtomicU64,
     /// Appenders are waiting for ring space.
     room_wanted: AtomicBool,
     /// The flusher is idle (or about to park); wakers clear it.
@@ -102,6 +100,9 @@ struct Shared {
     poisoned: AtomicBool,
     failure: Mutex<Option<(io::ErrorKind, String)>>,
     segments: Mutex<Segments>,
+    /// The flushing role: whoever holds it (a committer leading a group, or
+    /// the flusher thread) writes and syncs.
+    state: Mutex<FlusherState>,
     stats: Mutex<WalStats>,
 }
 
@@ -133,28 +134,8 @@ impl Wal {
     /// Starts the writer on opened `segments` whose log ends at `end`.
     pub(super) fn start(segments: Segments, end: Lsn, options: WalOptions) -> Result<Wal> {
         let incarnation = segments.incarnation();
-        let shared = Arc::new(Shared {
-            buffer: LogBuffer::new(options.buffer_size),
-            options,
-            incarnation,
-            reserved: AtomicU64::new(end.0),
-            written: AtomicU64::new(end.0),
-            durable: AtomicU64::new(end.0),
-            requested: AtomicU64::new(0),
-            room_wanted: AtomicBool::new(false),
-            flusher_idle: AtomicBool::new(false),
-            flusher_key: AtomicU64::new(0),
-            shutdown: AtomicBool::new(false),
-            spare_wanted: AtomicBool::new(false),
-            preparer_key: AtomicU64::new(0),
-            poisoned: AtomicBool::new(false),
-            failure: Mutex::new(None),
-            segments: Mutex::new(segments),
-            stats: Mutex::new(WalStats::default()),
-        });
         let mut first_records = BTreeMap::new();
-        let payload = shared.segments.lock().payload();
-        first_records.insert(end.0 / payload, end);
+        first_records.insert(end.0 / segments.payload(), end);
         let state = FlusherState {
             filled: end,
             first_records,
@@ -165,10 +146,29 @@ impl Wal {
             staging: Vec::new(),
             last_sync: Instant::now(),
         };
+        let shared = Arc::new(Shared {
+            buffer: LogBuffer::new(options.buffer_size),
+            options,
+            incarnation,
+            reserved: AtomicU64::new(end.0),
+            written: AtomicU64::new(end.0),
+            durable: AtomicU64::new(end.0),
+            room_wanted: AtomicBool::new(false),
+            flusher_idle: AtomicBool::new(false),
+            flusher_key: AtomicU64::new(0),
+            shutdown: AtomicBool::new(false),
+            spare_wanted: AtomicBool::new(false),
+            preparer_key: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            segments: Mutex::new(segments),
+            state: Mutex::new(state),
+            stats: Mutex::new(WalStats::default()),
+        });
         let flusher_shared = Arc::clone(&shared);
         let flusher = std::thread::Builder::new()
             .name("crabtree-wal-flusher".into())
-            .spawn(move || flusher_main(&flusher_shared, state))?;
+            .spawn(move || flusher_main(&flusher_shared))?;
         let preparer_shared = Arc::clone(&shared);
         let preparer = std::thread::Builder::new()
             .name("crabtree-wal-preparer".into())
@@ -205,21 +205,54 @@ impl Wal {
     /// Waits (parked, no spinning) until the log is durable up to `lsn`.
     /// `Ok` only if every byte below `lsn` was synced; if a write or sync
     /// failed first, `Error::Io` with that failure (every waiter gets it).
+    ///
+    /// Group commit, leader and followers: a waiter that finds the flushing
+    /// role free takes it and writes and syncs everything filled so far
+    /// (its own record and whatever others appended), then hands the role
+    /// back and wakes the others; a waiter that finds it taken parks until
+    /// the holder releases it. So one sync serves every commit that arrived
+    /// while the previous one ran, and a lone committer syncs its own record
+    /// with no thread hand-off.
     pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
         let shared = &self.shared;
+        let mut stalls = 0u32;
         loop {
-            // Acquire: pairs with the flusher's release after its sync.
+            // Acquire: pairs with the release store after the sync.
             if shared.durable.load(Ordering::Acquire) >= lsn.0 {
                 return Ok(());
             }
             if shared.poisoned.load(Ordering::Acquire) {
                 return Err(shared.failure_error());
             }
-            shared.requested.fetch_max(lsn.0, Ordering::SeqCst);
-            shared.wake_flusher();
-            park(&shared.durable, || {
-                shared.durable.load(Ordering::Acquire) < lsn.0 && !shared.poisoned.load(Ordering::Acquire)
-            });
+            let Some(mut state) = shared.state.try_lock() else {
+                // A leader is flushing: park until it hands the role back
+                // (it unparks after unlocking; the check runs under the
+                // parking bucket's lock, so the wake-up cannot be missed).
+                park(&shared.durable, || {
+                    shared.durable.load(Ordering::Acquire) < lsn.0
+                        && !shared.poisoned.load(Ordering::Acquire)
+                        && shared.state.is_locked()
+                });
+                continue;
+            };
+            let before = shared.durable.load(Ordering::Relaxed);
+            let result = flush_step(shared, &mut state, true);
+            drop(state);
+            unpark_all(&shared.durable);
+            if let Err(err) = result {
+                shared.poison(&err);
+                return Err(shared.failure_error());
+            }
+            if shared.durable.load(Ordering::Acquire) < lsn.0 && shared.durable.load(Ordering::Relaxed) == before {
+                // No progress: an earlier reservation is still being copied
+                // into the buffer. Let its appender run, then retry.
+                stalls += 1;
+                if stalls < 4 {
+                    std::thread::yield_now();
+                } else {
+                    park_until(&shared.durable, || true, Instant::now() + Duration::from_micros(50));
+                }
+            }
         }
     }
 
@@ -341,10 +374,7 @@ impl Shared {
         self.buffer.publish(Lsn(start), Lsn(end));
         // Dekker with the flusher going idle (module doc).
         fence(Ordering::SeqCst);
-        if self.options.durability == Durability::Immediate
-            || self.requested.load(Ordering::SeqCst) > start
-            || self.room_wanted.load(Ordering::SeqCst)
-        {
+        if self.room_wanted.load(Ordering::SeqCst) {
             self.wake_flusher();
         }
         Ok(Some(Lsn(end)))
@@ -382,96 +412,109 @@ impl Shared {
     }
 }
 
-fn flusher_main(shared: &Shared, mut state: FlusherState) {
-    if let Err(err) = flusher_loop(shared, &mut state) {
+fn flusher_main(shared: &Shared) {
+    if let Err(err) = flusher_loop(shared) {
         shared.poison(&err);
     }
 }
 
-fn flusher_loop(shared: &Shared, state: &mut FlusherState) -> Result<()> {
+/// One step of whoever holds the flushing role: walk the links, add a
+/// horizon record if the last sync is unclaimed, write what is filled, and
+/// with `sync` make it durable.
+fn flush_step(shared: &Shared, state: &mut FlusherState, sync: bool) -> Result<()> {
+    advance(shared, state);
+    let written = Lsn(shared.written.load(Ordering::Relaxed));
+    let durable = Lsn(shared.durable.load(Ordering::Relaxed));
+    if state.filled > written && durable > state.claimed {
+        append_horizon(shared, state, durable);
+    }
+    if state.filled > written {
+        write_batch(shared, state, written)?;
+    }
+    let written = Lsn(shared.written.load(Ordering::Relaxed));
+    if sync && written > durable {
+        sync_batch(shared, state, written)?;
+    }
+    Ok(())
+}
+
+/// The flusher thread: the background half of group commit. Committers
+/// that wait lead their own flushes (`Wal::wait_durable`); this thread
+/// makes everything else durable within `flush_delay` of the last sync
+/// (appends nobody waits for, `Eventual` commits), writes out the buffer
+/// when appenders wait for room, appends a horizon record after
+/// `flush_delay` of quiet, and flushes everything at close.
+fn flusher_loop(shared: &Shared) -> Result<()> {
     let delay = shared.options.flush_delay;
     loop {
-        let shutdown = shared.shutdown.load(Ordering::SeqCst);
-        advance(shared, state);
-        let written = Lsn(shared.written.load(Ordering::Relaxed));
-        let durable = Lsn(shared.durable.load(Ordering::Relaxed));
-        if state.filled > written && durable > state.claimed {
-            append_horizon(shared, state, durable);
-        }
-        if state.filled > written {
-            write_batch(shared, state, written)?;
-        }
-        let written = Lsn(shared.written.load(Ordering::Relaxed));
-        let requested = shared.requested.load(Ordering::SeqCst);
-        let due = match shared.options.durability {
-            Durability::Immediate => true,
-            Durability::Eventual => requested > durable.0 || state.last_sync.elapsed() >= delay || shutdown,
-        };
-        if written > durable && due {
-            sync_batch(shared, state, written)?;
-            continue;
-        }
-        if shutdown {
-            let reserved = shared.reserved.load(Ordering::SeqCst);
-            if state.filled.0 < reserved {
-                // An append is still copying (or was abandoned by a panic):
-                // wait for it briefly.
-                std::thread::sleep(Duration::from_micros(50));
-                continue;
-            }
-            if horizon_pending(state, durable) {
-                append_horizon(shared, state, durable);
-                continue;
-            }
+        if shared.poisoned.load(Ordering::SeqCst) {
+            // A leader's write or sync failed; it recorded the error.
             return Ok(());
         }
-        if state.filled > written {
-            // One pass writes at most half the ring; go on.
-            continue;
-        }
-        let deadline = if written > durable {
-            // `Eventual`, not yet due.
-            Some(state.last_sync + delay)
-        } else if horizon_pending(state, durable) {
-            // A horizon record after `delay` of quiet, so the last batch is
-            // covered too (reader.rs).
-            if state.last_sync.elapsed() >= delay {
-                append_horizon(shared, state, durable);
-                continue;
+        let shutdown = shared.shutdown.load(Ordering::SeqCst);
+        let mut state = shared.state.lock();
+        let due = shutdown || state.last_sync.elapsed() >= delay;
+        let result = flush_step(shared, &mut state, due);
+        let written = Lsn(shared.written.load(Ordering::Relaxed));
+        let durable = Lsn(shared.durable.load(Ordering::Relaxed));
+        let pending = state.filled > written || written > durable || shared.buffer.next_filled(state.filled).is_some();
+        let mut next = Next::Idle;
+        if result.is_ok() {
+            if shutdown {
+                if pending {
+                    next = Next::Again;
+                } else if state.filled.0 < shared.reserved.load(Ordering::SeqCst) {
+                    // An append is still copying: wait for it briefly.
+                    next = Next::Pause;
+                } else if horizon_pending(&state, durable) && append_horizon(shared, &mut state, durable) {
+                    next = Next::Again;
+                } else {
+                    next = Next::Stop;
+                }
+            } else if !pending
+                && horizon_pending(&state, durable)
+                && state.last_sync.elapsed() >= delay
+                && append_horizon(shared, &mut state, durable)
+            {
+                // Quiet for `delay`: claim the last batch too (reader.rs).
+                next = Next::Again;
             }
-            Some(state.last_sync + delay)
-        } else if shared.options.durability == Durability::Eventual {
-            Some(Instant::now() + delay)
-        } else {
-            None
-        };
-        idle(shared, state, deadline);
+        }
+        let deadline =
+            if pending || horizon_pending(&state, durable) { state.last_sync + delay } else { Instant::now() + delay };
+        let filled = state.filled;
+        drop(state);
+        unpark_all(&shared.durable);
+        result?;
+        match next {
+            Next::Again => {}
+            Next::Stop => return Ok(()),
+            Next::Pause => std::thread::sleep(Duration::from_micros(50)),
+            Next::Idle => idle(shared, filled, deadline),
+        }
     }
 }
 
-/// Parks the flusher until woken or `deadline`.
-fn idle(shared: &Shared, state: &FlusherState, deadline: Option<Instant>) {
+/// What the flusher thread does after a step.
+enum Next {
+    Again,
+    Pause,
+    Idle,
+    Stop,
+}
+
+/// Parks the flusher until woken (room wanted, close) or `deadline`.
+fn idle(shared: &Shared, filled: Lsn, deadline: Instant) {
     shared.flusher_idle.store(true, Ordering::SeqCst);
     fence(Ordering::SeqCst);
-    let requested = shared.requested.load(Ordering::SeqCst) > shared.durable.load(Ordering::SeqCst);
-    let filled = shared.buffer.filled_at_seqcst(state.filled);
-    let unsynced = shared.written.load(Ordering::SeqCst) > shared.durable.load(Ordering::SeqCst);
-    // A request for a record not yet filled waits for its appender's wake.
     // Room is wanted: write what is filled; if nothing is, the appender
     // that fills the next record wakes the flusher (it sees `room_wanted`).
-    let room = shared.room_wanted.load(Ordering::SeqCst);
-    let work = filled && (shared.options.durability == Durability::Immediate || requested || room)
-        || unsynced && requested
-        || shared.shutdown.load(Ordering::SeqCst);
-    if work {
+    let room = shared.room_wanted.load(Ordering::SeqCst) && shared.buffer.filled_at_seqcst(filled);
+    if room || shared.shutdown.load(Ordering::SeqCst) {
         shared.flusher_idle.store(false, Ordering::SeqCst);
         return;
     }
-    let should_park = || shared.flusher_idle.load(Ordering::SeqCst);
-    match deadline {
-        Some(at) => park_until(&shared.flusher_key, should_park, at),
-        None => park(&shared.flusher_key, should_park),
-    }
+    park_until(&shared.flusher_key, || shared.flusher_idle.load(Ordering::SeqCst), deadline);
     shared.flusher_idle.store(false, Ordering::SeqCst);
 }
 
@@ -504,14 +547,18 @@ fn horizon_pending(state: &FlusherState, durable: Lsn) -> bool {
     durable > state.claimed && !(durable == state.horizon_end && state.horizon_start == state.claimed)
 }
 
-fn append_horizon(shared: &Shared, state: &mut FlusherState, durable: Lsn) {
+/// Appends a horizon record claiming `durable`; false if it could not
+/// (poisoned, or no room in the buffer: a later batch claims it).
+fn append_horizon(shared: &Shared, state: &mut FlusherState, durable: Lsn) -> bool {
     if let Ok(Some(end)) = shared.append(RecordType::HORIZON, &record::horizon_payload(durable), true) {
         state.claimed = durable;
         state.horizon_start = Lsn(end.0 - record_size(8) as u64);
         state.horizon_end = end;
         shared.stats.lock().horizons += 1;
         advance(shared, state);
+        return true;
     }
+    false
 }
 
 /// Writes `[written, filled)` to the segment files and publishes `written`.
@@ -569,7 +616,6 @@ fn sync_batch(shared: &Shared, state: &mut FlusherState, written: Lsn) -> Result
     // Release: everything the sync made durable happens-before a
     // committer's acquire load that sees the new value.
     shared.durable.store(written.0, Ordering::Release);
-    unpark_all(&shared.durable);
     // A spare segment, made off the commit path by the preparer thread,
     // so a switch rarely creates one.
     let payload = shared.options.segment_payload();
