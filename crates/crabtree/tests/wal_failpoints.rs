@@ -1,9 +1,9 @@
 //! The WAL's flusher stopped or failed at its named failpoints.
 //!
-//! * Group commit, deterministically: the flusher is held at
-//!   `wal.before_sync` while committers pile up; once released, one sync
-//!   (plus at most one more for records that arrived meanwhile) acknowledges
-//!   all of them.
+//! * Group commit, deterministically: the flusher thread (syncing an
+//!   append nobody waited for) is held at `wal.before_sync` with the
+//!   flushing role while 16 committers pile up as followers; once released,
+//!   its sync plus one leader's sync acknowledge all of them.
 //! * An error injected at `wal.before_write` or `wal.before_sync` poisons
 //!   the log: every waiting committer gets the error, later appends get
 //!   `Error::Poisoned`, and a reopen finds exactly the acknowledged prefix.

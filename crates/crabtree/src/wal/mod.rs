@@ -16,8 +16,9 @@
 //!   place, with a header naming the log segment they hold;
 //! * `buffer.rs`: the log buffer (a ring of atomic words) and the links
 //!   that track which reserved ranges are filled;
-//! * `writer.rs`: [`Wal`]: append (one `fetch_add`), the flusher thread
-//!   (group commit), `wait_durable`, durability modes, poisoning;
+//! * `writer.rs`: [`Wal`]: append (one `fetch_add`), group commit (waiting
+//!   committers lead, a flusher thread does the rest), `wait_durable`,
+//!   durability modes, poisoning;
 //! * `reader.rs`: replay in LSN order; torn tail vs corruption via the
 //!   horizon records.
 //!
@@ -61,12 +62,12 @@ use crate::sync::Arc;
 /// When an appended record becomes durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
-    /// The flusher writes and syncs as soon as records arrive; a committer
-    /// returns after its record is durable ([`Wal::commit`]).
+    /// [`Wal::commit`] returns after its record is durable; waiting
+    /// committers lead the group flushes themselves.
     Immediate,
-    /// The flusher syncs at most every `flush_delay` (or sooner when a
-    /// committer waits, or the buffer fills): durable within a bounded
-    /// delay, in the background.
+    /// [`Wal::commit`] returns at once; the flusher thread makes the record
+    /// durable within about `flush_delay` (sooner if someone waits for it
+    /// with [`Wal::wait_durable`]).
     Eventual,
 }
 

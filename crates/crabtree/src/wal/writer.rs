@@ -1,49 +1,58 @@
-//! The log writer: concurrent append, one flusher, group commit, poisoning.
+//! The log writer: concurrent append, group commit with leaders and
+//! followers, a background flusher, poisoning.
 //!
 //! # Who holds what
 //! * An appender holds nothing: it reserves `[start, end)` with one
 //!   `fetch_add` on `reserved`, waits (parked) only if the ring has no room,
 //!   copies its record into the ring and publishes it (`buffer.rs`). It
 //!   never takes a lock.
-//! * The flusher thread alone advances `filled` (a local), `written` and
-//!   `durable`, and alone touches the segment files while the WAL is open
-//!   (it holds the `segments` mutex for each batch; `recycle_below` takes it
-//!   between batches).
-//! * A committer in [`Wal::wait_durable`] parks on `durable` until it
-//!   passes its LSN or the log is poisoned.
+//! * The *flushing role* is the `state` mutex (`FlusherState`: `filled`,
+//!   the segments written since the last sync, the horizon bookkeeping).
+//!   Whoever holds it alone advances `filled`, `written` and `durable` and
+//!   touches the segment files (taking the `segments` mutex inside it).
+//! * A committer in [`Wal::wait_durable`] either takes the role (leader) or
+//!   parks on `durable` while someone else holds it (follower).
+//! * The flusher thread takes the role for the background work.
 //!
-//! # The flusher's loop (group commit)
-//! 1. Walk the links from `filled` as far as records are complete.
-//! 2. If there is something new and the last sync is not yet claimed in
-//!    the log, append a horizon record (see `reader.rs`) and walk again.
-//! 3. Copy `[written, filled)` out of the ring and write it to the segment
-//!    files (activating the next segment when the range crosses into it),
-//!    then publish `written` (frees ring space; wakes appenders waiting for
-//!    room).
-//! 4. If anyone may wait for it (mode `Immediate`, an explicit request, the
-//!    `Eventual` deadline, room, or close), `fdatasync` every segment written
-//!    since the last sync, publish `durable = written` and wake the
-//!    committers. Whatever arrived while the sync ran is the next batch: one
-//!    sync covers every commit that arrived during the previous one.
-//! 5. Nothing to do: park until an appender or committer wakes it, or the
-//!    `Eventual` deadline / idle-horizon delay passes.
+//! # Group commit: leaders and followers
+//! A waiter whose LSN is not durable tries the role. As leader it runs one
+//! *flush step*: walk the links as far as records are complete; if the last
+//! sync is not yet claimed in the log, append a horizon record (`reader.rs`);
+//! copy `[written, filled)` out of the ring and `pwrite` it (activating the
+//! next segment when the range crosses into it); publish `written` (frees
+//! ring room); `fdatasync` every segment written since the last sync;
+//! publish `durable`. Then it releases the role and wakes every parked
+//! waiter. Followers whose records the step covered return; the others
+//! try the role again, so the next leader takes everything appended while
+//! the previous sync ran: one sync per group, and a lone committer syncs its
+//! own record without a thread hand-off. A leader that made no progress (an
+//! earlier reservation is still being copied) yields, then parks for 50 µs,
+//! and retries.
 //!
+//! The flusher thread (never on the commit path of a waiting committer)
+//! makes everything else durable within `flush_delay` of the last sync
+//! (appends nobody waits for, `Eventual` commits), writes the buffer out
+//! when appenders wait for room, appends a horizon record after
+//! `flush_delay` of quiet, and flushes and claims everything at close.
+
 //! # Poisoning
 //! A failed write or sync is never retried (after a failed `fdatasync`
 //! Linux may have dropped the dirty pages and will report the next sync as
-//! a success). The flusher records the error, sets `poisoned`, wakes every
-//! parked thread and exits. Committers waiting for an LSN above `durable`
+//! a success). The role holder records the error, sets `poisoned` and wakes
+//! every parked thread; the flusher thread exits. Committers waiting for an LSN above `durable`
 //! get `Error::Io` with the failure's kind and message; every later append
 //! gets `Error::Poisoned`. Reopening recovers from what is durable.
 //!
 //! # Memory orderings
 //! `reserved`: relaxed (uniqueness only). `written`, `durable`: release by
-//! the flusher, acquire by waiters (a committer that sees `durable >= lsn`
-//! sees the sync's effects; an appender that sees `written` knows the
-//! flusher's copy of the old words is done). The idle handshake is a
-//! Dekker pattern: the appender publishes its link, `fence(SeqCst)`, loads
-//! `flusher_idle`; the flusher stores `flusher_idle`, `fence(SeqCst)`, loads
-//! the link at `filled`; one of them sees the other.
+//! the role holder, acquire by waiters (a committer that sees `durable >=
+//! lsn` sees the sync's effects; an appender that sees `written` knows the
+//! copy of the old words is done). A follower parks only while the role is
+//! held (checked under the parking bucket's lock) and the holder unparks
+//! after releasing it, so no wake-up is lost. The flusher's idle handshake
+//! with an appender that needs room is a Dekker pattern: the appender
+//! publishes its link, `fence(SeqCst)`, loads `flusher_idle`; the flusher
+//! stores `flusher_idle`, `fence(SeqCst)`, loads the link at `filled`.
 
 use std::collections::BTreeMap;
 use std::io;
