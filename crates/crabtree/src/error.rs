@@ -4,7 +4,7 @@
 //! files, limits, a second open of the same file) is an [`Error`]. Programmer
 //! errors are assertions, not errors.
 
-use crate::ids::PageId;
+use crate::ids::{Lsn, PageId};
 
 /// Result alias used throughout crabtree.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -22,6 +22,16 @@ pub enum Error {
     Corruption {
         /// The page whose contents failed validation.
         page: PageId,
+        /// What was wrong with it.
+        reason: String,
+    },
+
+    /// Bytes of the write-ahead log that were already synced are damaged
+    /// (a torn tail, never synced, is cut off silently instead).
+    #[error("corruption in the log at LSN {}: {reason}", lsn.0)]
+    LogCorruption {
+        /// The LSN of the first record that failed validation.
+        lsn: Lsn,
         /// What was wrong with it.
         reason: String,
     },

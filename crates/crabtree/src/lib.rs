@@ -6,13 +6,15 @@
 //! ```text
 //!   btree    B-link tree: search, insert + split, delete, iterators, verify
 //!   buffer   page states + hybrid latches, page cache, eviction, allocator
+//!   wal      write-ahead log: records, segments, group commit, reader
 //!   page     page ids, header, checksum, slotted node layout, overflow pages
 //!   io       storage trait: real files, simulated disk with faults
 //!   ids / limits / sync / error   newtypes, limits, atomics, the error enum
 //! ```
 //!
-//! The public surface is small: [`Error`], [`Result`], the id newtypes and the
-//! storage layer. The lower layers are reachable through [`raw`] for tools,
+//! The public surface is small: [`Error`], [`Result`], the id newtypes, the
+//! storage layer and (standalone until the tree logs through it) the
+//! write-ahead log, [`wal`]. The lower layers are reachable through [`raw`] for tools,
 //! benchmarks and tests; they carry no stability promise.
 
 pub mod error;
@@ -21,6 +23,7 @@ pub mod failpoint;
 pub mod ids;
 pub mod io;
 pub mod limits;
+pub mod wal;
 
 mod btree;
 mod buffer;

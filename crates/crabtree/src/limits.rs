@@ -86,3 +86,43 @@ const _: () = assert!(PAGE_SIZE_MIN.is_multiple_of(8));
 // smallest page.
 const _: () = assert!(3 * (key_size_max(PAGE_SIZE_MIN) + 32) + PAGE_HEADER_SIZE + 64 <= PAGE_SIZE_MIN);
 const _: () = assert!(key_size_max(PAGE_SIZE_MIN) >= 64);
+
+/// Bytes of a WAL record header (`wal/record.rs`).
+pub const WAL_RECORD_HEADER_SIZE: usize = 24;
+/// Records start at LSNs that are multiples of this, and their sizes are.
+pub const WAL_RECORD_ALIGN: usize = 8;
+/// Largest WAL record payload: a full-page image of the largest page plus
+/// room for its description. The reader rejects longer lengths before it
+/// allocates anything.
+pub const WAL_RECORD_PAYLOAD_MAX: usize = 1 << 20;
+/// Bytes at the start of each WAL segment file reserved for its header; log
+/// data starts after it, block-aligned.
+pub const WAL_SEGMENT_HEADER_SIZE: usize = 4096;
+/// Smallest WAL segment file (tests use small ones to cross boundaries).
+pub const WAL_SEGMENT_SIZE_MIN: u64 = 8192;
+/// Largest WAL segment file.
+pub const WAL_SEGMENT_SIZE_MAX: u64 = 1 << 30;
+/// Default WAL segment file size.
+pub const WAL_SEGMENT_SIZE_DEFAULT: u64 = 16 << 20;
+/// Default size of the in-memory log buffer.
+pub const WAL_BUFFER_SIZE_DEFAULT: usize = 8 << 20;
+/// Smallest log buffer (a power of two, like every buffer size): at least
+/// two maximal records, so the oldest unfilled
+/// reservation can always be copied (no backpressure deadlock).
+pub const WAL_BUFFER_SIZE_MIN: usize = 4 << 20;
+/// Default bound on how long an `Eventual` append waits to become durable.
+pub const WAL_FLUSH_DELAY_DEFAULT: std::time::Duration = std::time::Duration::from_millis(10);
+/// Most bytes the flusher hands to one `write` call (its staging buffer).
+pub const WAL_WRITE_CHUNK_MAX: usize = 1 << 20;
+
+const _: () = assert!(WAL_RECORD_HEADER_SIZE.is_multiple_of(WAL_RECORD_ALIGN));
+const _: () = assert!(WAL_SEGMENT_HEADER_SIZE.is_multiple_of(WAL_RECORD_ALIGN));
+const _: () = assert!(WAL_SEGMENT_SIZE_MIN >= 2 * WAL_SEGMENT_HEADER_SIZE as u64);
+const _: () =
+    assert!(WAL_SEGMENT_SIZE_DEFAULT >= WAL_SEGMENT_SIZE_MIN && WAL_SEGMENT_SIZE_DEFAULT <= WAL_SEGMENT_SIZE_MAX);
+const _: () = assert!(WAL_SEGMENT_SIZE_MIN.is_multiple_of(WAL_RECORD_ALIGN as u64));
+const _: () = assert!(WAL_BUFFER_SIZE_DEFAULT >= WAL_BUFFER_SIZE_MIN);
+const _: () = assert!(WAL_BUFFER_SIZE_MIN.is_power_of_two() && WAL_BUFFER_SIZE_DEFAULT.is_power_of_two());
+const _: () = assert!(WAL_BUFFER_SIZE_MIN >= 2 * (WAL_RECORD_HEADER_SIZE + WAL_RECORD_PAYLOAD_MAX + WAL_RECORD_ALIGN));
+const _: () = assert!(WAL_RECORD_PAYLOAD_MAX >= 2 * PAGE_SIZE_MAX);
+const _: () = assert!(WAL_RECORD_PAYLOAD_MAX <= u32::MAX as usize);

@@ -6,7 +6,6 @@
 
 pub use parking_lot::{Condvar, Mutex, RwLock};
 pub use std::sync::Arc;
-#[cfg(test)]
 pub use std::sync::atomic::AtomicBool;
 pub use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
 
@@ -20,6 +19,23 @@ pub fn park(key: &AtomicU64, should_park: impl FnOnce() -> bool) {
     // an atomic. The key is an address we own for the duration of the call.
     unsafe {
         parking_lot_core::park(addr, should_park, || {}, |_, _| {}, parking_lot_core::DEFAULT_PARK_TOKEN, None);
+    }
+}
+
+/// Like [`park`], but returns by `deadline` at the latest.
+pub fn park_until(key: &AtomicU64, should_park: impl FnOnce() -> bool, deadline: std::time::Instant) {
+    let addr = key as *const AtomicU64 as usize;
+    // SAFETY: as in `park`: the callback only loads atomics and cannot
+    // panic; the key is an address the caller owns for the call.
+    unsafe {
+        parking_lot_core::park(
+            addr,
+            should_park,
+            || {},
+            |_, _| {},
+            parking_lot_core::DEFAULT_PARK_TOKEN,
+            Some(deadline),
+        );
     }
 }
 

@@ -4,6 +4,8 @@
 //! * [`FileStorage`]: a real file with `pread`/`pwrite`, `fdatasync` and an
 //!   exclusive advisory lock (a second open fails with [`Error::Locked`]).
 //! * [`MemStorage`]: a plain byte vector, no faults, for tests and benchmarks.
+//! * [`Dir`] ([`FileDir`], [`SimDir`]): a directory of storages, for the
+//!   WAL's segment files.
 //! * [`SimDisk`]: a deterministic simulated disk for tests. It keeps synced
 //!   and unsynced data apart; [`SimDisk::crash`] keeps, drops or tears (at
 //!   512-byte sector boundaries) each unsynced write as a seeded [`CrashModel`]
@@ -17,10 +19,12 @@
 //!
 //! [`Error::Locked`]: crate::Error::Locked
 
+mod dir;
 mod file;
 mod mem;
 mod sim;
 
+pub use dir::{Dir, FileDir, SimDir};
 pub use file::FileStorage;
 pub use mem::MemStorage;
 pub use sim::{CrashModel, Fault, FaultOp, SECTOR_SIZE, SIM_DISK_SIZE_MAX, SimDisk, SimStats};

@@ -1,0 +1,664 @@
+//! The log writer: concurrent append, group commit with leaders and
+//! followers, a background flusher, poisoning.
+//!
+//! # Who holds what
+//! * An appender holds nothing: it reserves `[start, end)` with one
+//!   `fetch_add` on `reserved`, waits (parked) only if the ring has no room,
+//!   copies its record into the ring and publishes it (`buffer.rs`). It
+//!   never takes a lock.
+//! * The *flushing role* is the `state` mutex (`FlusherState`: `filled`,
+//!   the segments written since the last sync, the horizon bookkeeping).
+//!   Whoever holds it alone advances `filled`, `written` and `durable` and
+//!   touches the segment files (taking the `segments` mutex inside it).
+//! * A committer in [`Wal::wait_durable`] either takes the role (leader) or
+//!   parks on `durable` while someone else holds it (follower).
+//! * The flusher thread takes the role for the background work.
+//!
+//! # Group commit: leaders and followers
+//! A waiter whose LSN is not durable tries the role. As leader it runs one
+//! *flush step*: walk the links as far as records are complete; if the last
+//! sync is not yet claimed in the log, append a horizon record (`reader.rs`);
+//! copy `[written, filled)` out of the ring and `pwrite` it (activating the
+//! next segment when the range crosses into it); publish `written` (frees
+//! ring room); `fdatasync` every segment written since the last sync;
+//! publish `durable`. Then it releases the role and wakes every parked
+//! waiter. Followers whose records the step covered return; the others
+//! try the role again, so the next leader takes everything appended while
+//! the previous sync ran: one sync per group, and a lone committer syncs its
+//! own record without a thread hand-off. A leader that made no progress (an
+//! earlier reservation is still being copied) yields, then parks for 50 µs,
+//! and retries.
+//!
+//! The flusher thread (never on the commit path of a waiting committer)
+//! makes everything else durable within `flush_delay` of the last sync
+//! (appends nobody waits for, `Eventual` commits), writes the buffer out
+//! when appenders wait for room, appends a horizon record after
+//! `flush_delay` of quiet, and flushes and claims everything at close.
+
+//! # Poisoning
+//! A failed write or sync is never retried (after a failed `fdatasync`
+//! Linux may have dropped the dirty pages and will report the next sync as
+//! a success). The role holder records the error, sets `poisoned` and wakes
+//! every parked thread; the flusher thread exits. Committers waiting for an LSN above `durable`
+//! get `Error::Io` with the failure's kind and message; every later append
+//! gets `Error::Poisoned`. Reopening recovers from what is durable.
+//!
+//! # Memory orderings
+//! `reserved`: relaxed (uniqueness only). `written`, `durable`: release by
+//! the role holder, acquire by waiters (a committer that sees `durable >=
+//! lsn` sees the sync's effects; an appender that sees `written` knows the
+//! copy of the old words is done). A follower parks only while the role is
+//! held (checked under the parking bucket's lock) and the holder unparks
+//! after releasing it, so no wake-up is lost. The flusher's idle handshake
+//! with an appender that needs room is a Dekker pattern: the appender
+//! publishes its link, `fence(SeqCst)`, loads `flusher_idle`; the flusher
+//! stores `flusher_idle`, `fence(SeqCst)`, loads the link at `filled`.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::buffer::LogBuffer;
+use super::record::{self, RecordType, record_size};
+use super::segment::Segments;
+use super::{Durability, WalOptions};
+use crate::ids::Lsn;
+use crate::limits::{WAL_RECORD_PAYLOAD_MAX, WAL_WRITE_CHUNK_MAX};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, fence, park, park_until, unpark_all};
+use crate::{Error, Result};
+
+/// Counters of the writer (for benchmarks and tests).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WalStats {
+    /// Successful `fdatasync`s of segment files by the flusher.
+    pub syncs: u64,
+    /// Batches written (one `write` pass each).
+    pub batches: u64,
+    /// Log bytes written (records and padding).
+    pub bytes_written: u64,
+    /// Horizon records appended by the flusher.
+    pub horizons: u64,
+    /// Segment files created.
+    pub segments_created: u64,
+    /// Segments activated from the free list (recycled ones and spares
+    /// made ahead by the preparer) instead of created on the commit path.
+    pub segments_recycled: u64,
+}
+
+struct Shared {
+    buffer: LogBuffer,
+    options: WalOptions,
+    incarnation: u32,
+    /// Next LSN to reserve.
+    reserved: AtomicU64,
+    /// Everything below is written to the files (ring space free).
+    written: AtomicU64,
+    /// Everything below is durable.
+    durable: AtomicU64,
+    /// Appenders are waiting for ring space.
+    room_wanted: AtomicBool,
+    /// The flusher is idle (or about to park); wakers clear it.
+    flusher_idle: AtomicBool,
+    /// Parking key of the flusher.
+    flusher_key: AtomicU64,
+    shutdown: AtomicBool,
+    /// The flusher asks the preparer thread for a spare segment.
+    spare_wanted: AtomicBool,
+    preparer_key: AtomicU64,
+    poisoned: AtomicBool,
+    failure: Mutex<Option<(io::ErrorKind, String)>>,
+    segments: Mutex<Segments>,
+    /// The flushing role: whoever holds it (a committer leading a group, or
+    /// the flusher thread) writes and syncs.
+    state: Mutex<FlusherState>,
+    stats: Mutex<WalStats>,
+}
+
+/// The write-ahead log. Shared by reference (`&Wal`) between appenders;
+/// see the module doc of `wal` for the whole design.
+pub struct Wal {
+    shared: Arc<Shared>,
+    flusher: Option<JoinHandle<()>>,
+    preparer: Option<JoinHandle<()>>,
+}
+
+/// What the flusher knows across batches.
+struct FlusherState {
+    filled: Lsn,
+    /// First record start of each segment index not yet activated.
+    first_records: BTreeMap<u64, Lsn>,
+    /// Segment indices written since the last sync.
+    touched: Vec<u64>,
+    /// Largest durable LSN claimed by a horizon record so far.
+    claimed: Lsn,
+    /// Where the last horizon record starts and ends.
+    horizon_start: Lsn,
+    horizon_end: Lsn,
+    staging: Vec<u8>,
+    last_sync: Instant,
+}
+
+impl Wal {
+    /// Starts the writer on opened `segments` whose log ends at `end`.
+    pub(super) fn start(segments: Segments, end: Lsn, options: WalOptions) -> Result<Wal> {
+        let incarnation = segments.incarnation();
+        let mut first_records = BTreeMap::new();
+        first_records.insert(end.0 / segments.payload(), end);
+        let state = FlusherState {
+            filled: end,
+            first_records,
+            touched: Vec::new(),
+            claimed: end,
+            horizon_start: end,
+            horizon_end: end,
+            staging: Vec::new(),
+            last_sync: Instant::now(),
+        };
+        let shared = Arc::new(Shared {
+            buffer: LogBuffer::new(options.buffer_size),
+            options,
+            incarnation,
+            reserved: AtomicU64::new(end.0),
+            written: AtomicU64::new(end.0),
+            durable: AtomicU64::new(end.0),
+            room_wanted: AtomicBool::new(false),
+            flusher_idle: AtomicBool::new(false),
+            flusher_key: AtomicU64::new(0),
+            shutdown: AtomicBool::new(false),
+            spare_wanted: AtomicBool::new(false),
+            preparer_key: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            segments: Mutex::new(segments),
+            state: Mutex::new(state),
+            stats: Mutex::new(WalStats::default()),
+        });
+        let flusher_shared = Arc::clone(&shared);
+        let flusher = std::thread::Builder::new()
+            .name("crabtree-wal-flusher".into())
+            .spawn(move || flusher_main(&flusher_shared))?;
+        let preparer_shared = Arc::clone(&shared);
+        let preparer = std::thread::Builder::new()
+            .name("crabtree-wal-preparer".into())
+            .spawn(move || preparer_main(&preparer_shared))?;
+        Ok(Wal { shared, flusher: Some(flusher), preparer: Some(preparer) })
+    }
+
+    /// Appends a record of type `kind` and returns its end LSN: the LSN to
+    /// pass to [`Wal::wait_durable`]. Never waits for I/O, only (parked) for
+    /// room in the log buffer. `Error::Poisoned` after a failed write or
+    /// sync; `Error::InvalidArgument` for a payload over the limit.
+    pub fn append(&self, kind: RecordType, payload: &[u8]) -> Result<Lsn> {
+        if payload.len() > WAL_RECORD_PAYLOAD_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "WAL record payload {} bytes, limit {WAL_RECORD_PAYLOAD_MAX}",
+                payload.len()
+            )));
+        }
+        if kind.0 == 0 || kind == RecordType::HORIZON {
+            return Err(Error::InvalidArgument(format!("WAL record type {} is reserved", kind.0)));
+        }
+        self.shared.append(kind, payload, false)?.ok_or(Error::Poisoned)
+    }
+
+    /// Appends and, in `Immediate` mode, waits until the record is durable.
+    pub fn commit(&self, kind: RecordType, payload: &[u8]) -> Result<Lsn> {
+        let lsn = self.append(kind, payload)?;
+        if self.shared.options.durability == Durability::Immediate {
+            self.wait_durable(lsn)?;
+        }
+        Ok(lsn)
+    }
+
+    /// Waits (parked, no spinning) until the log is durable up to `lsn`.
+    /// `Ok` only if every byte below `lsn` was synced; if a write or sync
+    /// failed first, `Error::Io` with that failure (every waiter gets it).
+    ///
+    /// Group commit, leader and followers: a waiter that finds the flushing
+    /// role free takes it and writes and syncs everything filled so far
+    /// (its own record and whatever others appended), then hands the role
+    /// back and wakes the others; a waiter that finds it taken parks until
+    /// the holder releases it. So one sync serves every commit that arrived
+    /// while the previous one ran, and a lone committer syncs its own record
+    /// with no thread hand-off.
+    pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
+        let shared = &self.shared;
+        let mut stalls = 0u32;
+        loop {
+            // Acquire: pairs with the release store after the sync.
+            if shared.durable.load(Ordering::Acquire) >= lsn.0 {
+                return Ok(());
+            }
+            if shared.poisoned.load(Ordering::Acquire) {
+                return Err(shared.failure_error());
+            }
+            let Some(mut state) = shared.state.try_lock() else {
+                // A leader is flushing: park until it hands the role back
+                // (it unparks after unlocking; the check runs under the
+                // parking bucket's lock, so the wake-up cannot be missed).
+                park(&shared.durable, || {
+                    shared.durable.load(Ordering::Acquire) < lsn.0
+                        && !shared.poisoned.load(Ordering::Acquire)
+                        && shared.state.is_locked()
+                });
+                continue;
+            };
+            let before = shared.durable.load(Ordering::Relaxed);
+            let result = flush_step(shared, &mut state, true);
+            drop(state);
+            unpark_all(&shared.durable);
+            if let Err(err) = result {
+                shared.poison(&err);
+                return Err(shared.failure_error());
+            }
+            if shared.durable.load(Ordering::Acquire) < lsn.0 && shared.durable.load(Ordering::Relaxed) == before {
+                // No progress: an earlier reservation is still being copied
+                // into the buffer. Let its appender run, then retry.
+                stalls += 1;
+                if stalls < 4 {
+                    std::thread::yield_now();
+                } else {
+                    park_until(&shared.durable, || true, Instant::now() + Duration::from_micros(50));
+                }
+            }
+        }
+    }
+
+    /// The LSN below which the log is durable.
+    pub fn durable_lsn(&self) -> Lsn {
+        Lsn(self.shared.durable.load(Ordering::Acquire))
+    }
+
+    /// The next LSN to be reserved (the end of the log in memory).
+    pub fn end_lsn(&self) -> Lsn {
+        Lsn(self.shared.reserved.load(Ordering::Acquire))
+    }
+
+    /// Whether a write or sync failed.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.poisoned.load(Ordering::Acquire)
+    }
+
+    /// The incarnation this handle writes records with.
+    pub fn incarnation(&self) -> u32 {
+        self.shared.incarnation
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> WalStats {
+        let mut stats = *self.shared.stats.lock();
+        let segments = self.shared.segments.lock();
+        stats.segments_created = segments.created;
+        stats.segments_recycled = segments.recycled;
+        stats
+    }
+
+    /// Recycles the segments that lie wholly below `lsn` (which the caller,
+    /// e.g. a checkpoint, no longer needs). Returns how many.
+    pub fn recycle_below(&self, lsn: Lsn) -> Result<usize> {
+        let lsn = lsn.min(self.durable_lsn());
+        self.shared.segments.lock().recycle_below(lsn)
+    }
+
+    /// Flushes and syncs everything appended, appends a final horizon
+    /// record so the whole log is covered, stops the flusher. The same
+    /// happens on drop, without the error.
+    pub fn close(mut self) -> Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        let Some(flusher) = self.flusher.take() else { return Ok(()) };
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        self.shared.wake_flusher();
+        let _ = flusher.join();
+        if let Some(preparer) = self.preparer.take() {
+            unpark_all(&self.shared.preparer_key);
+            let _ = preparer.join();
+        }
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return Err(self.shared.failure_error());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+impl Shared {
+    fn failure_error(&self) -> Error {
+        match &*self.failure.lock() {
+            Some((kind, message)) => Error::Io(io::Error::new(*kind, message.clone())),
+            None => Error::Poisoned,
+        }
+    }
+
+    fn wake_flusher(&self) {
+        // Load first: a swap on every append would bounce the line.
+        if self.flusher_idle.load(Ordering::SeqCst) && self.flusher_idle.swap(false, Ordering::SeqCst) {
+            unpark_all(&self.flusher_key);
+        }
+    }
+
+    /// Reserves, waits for room, copies and publishes one record. `None`
+    /// if poisoned. With `try_only` (the flusher's own horizon records), a
+    /// full ring gives `None` instead of a wait.
+    fn append(&self, kind: RecordType, payload: &[u8], try_only: bool) -> Result<Option<Lsn>> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let size = record_size(payload.len()) as u64;
+        let capacity = self.buffer.capacity();
+        let start = if try_only {
+            // The flusher must never wait for room it alone can make.
+            let mut start = self.reserved.load(Ordering::Relaxed);
+            loop {
+                if start + size > self.written.load(Ordering::Acquire) + capacity {
+                    return Ok(None);
+                }
+                match self.reserved.compare_exchange_weak(start, start + size, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => break start,
+                    Err(now) => start = now,
+                }
+            }
+        } else {
+            // Relaxed: the counter only hands out disjoint ranges.
+            self.reserved.fetch_add(size, Ordering::Relaxed)
+        };
+        let end = start + size;
+        if !self.wait_for_room(end) {
+            return Ok(None);
+        }
+        let header = record::encode_header(Lsn(start), kind, self.incarnation, payload);
+        let mut at = start;
+        record::for_each_word(&header, payload, |word| {
+            self.buffer.put(at, word);
+            at += 8;
+        });
+        self.buffer.publish(Lsn(start), Lsn(end));
+        // Dekker with the flusher going idle (module doc).
+        fence(Ordering::SeqCst);
+        if self.room_wanted.load(Ordering::SeqCst) {
+            self.wake_flusher();
+        }
+        Ok(Some(Lsn(end)))
+    }
+
+    /// Waits until ring space up to `end` is free; false if poisoned.
+    fn wait_for_room(&self, end: u64) -> bool {
+        let capacity = self.buffer.capacity();
+        loop {
+            // Acquire: the flusher copied the old words out before its
+            // release store of `written`.
+            if end <= self.written.load(Ordering::Acquire) + capacity {
+                return true;
+            }
+            if self.poisoned.load(Ordering::Acquire) {
+                return false;
+            }
+            self.room_wanted.store(true, Ordering::SeqCst);
+            self.wake_flusher();
+            park(&self.written, || {
+                end > self.written.load(Ordering::Acquire) + capacity && !self.poisoned.load(Ordering::Acquire)
+            });
+        }
+    }
+
+    fn poison(&self, err: &Error) {
+        let (kind, message) = match err {
+            Error::Io(io) => (io.kind(), io.to_string()),
+            other => (io::ErrorKind::Other, other.to_string()),
+        };
+        *self.failure.lock() = Some((kind, message));
+        self.poisoned.store(true, Ordering::SeqCst);
+        unpark_all(&self.durable);
+        unpark_all(&self.written);
+    }
+}
+
+fn flusher_main(shared: &Shared) {
+    if let Err(err) = flusher_loop(shared) {
+        shared.poison(&err);
+    }
+}
+
+/// One step of whoever holds the flushing role: walk the links, add a
+/// horizon record if the last sync is unclaimed, write what is filled, and
+/// with `sync` make it durable.
+fn flush_step(shared: &Shared, state: &mut FlusherState, sync: bool) -> Result<()> {
+    advance(shared, state);
+    let written = Lsn(shared.written.load(Ordering::Relaxed));
+    let durable = Lsn(shared.durable.load(Ordering::Relaxed));
+    if state.filled > written && durable > state.claimed {
+        append_horizon(shared, state, durable);
+    }
+    if state.filled > written {
+        write_batch(shared, state, written)?;
+    }
+    let written = Lsn(shared.written.load(Ordering::Relaxed));
+    if sync && written > durable {
+        sync_batch(shared, state, written)?;
+    }
+    Ok(())
+}
+
+/// The flusher thread: the background half of group commit. Committers
+/// that wait lead their own flushes (`Wal::wait_durable`); this thread
+/// makes everything else durable within `flush_delay` of the last sync
+/// (appends nobody waits for, `Eventual` commits), writes out the buffer
+/// when appenders wait for room, appends a horizon record after
+/// `flush_delay` of quiet, and flushes everything at close.
+fn flusher_loop(shared: &Shared) -> Result<()> {
+    let delay = shared.options.flush_delay;
+    loop {
+        if shared.poisoned.load(Ordering::SeqCst) {
+            // A leader's write or sync failed; it recorded the error.
+            return Ok(());
+        }
+        let shutdown = shared.shutdown.load(Ordering::SeqCst);
+        let mut state = shared.state.lock();
+        let due = shutdown || state.last_sync.elapsed() >= delay;
+        let result = flush_step(shared, &mut state, due);
+        let written = Lsn(shared.written.load(Ordering::Relaxed));
+        let durable = Lsn(shared.durable.load(Ordering::Relaxed));
+        let pending = state.filled > written || written > durable || shared.buffer.next_filled(state.filled).is_some();
+        let mut next = Next::Idle;
+        if result.is_ok() {
+            if shutdown {
+                if pending {
+                    next = Next::Again;
+                } else if state.filled.0 < shared.reserved.load(Ordering::SeqCst) {
+                    // An append is still copying: wait for it briefly.
+                    next = Next::Pause;
+                } else if horizon_pending(&state, durable) && append_horizon(shared, &mut state, durable) {
+                    next = Next::Again;
+                } else {
+                    next = Next::Stop;
+                }
+            } else if !pending
+                && horizon_pending(&state, durable)
+                && state.last_sync.elapsed() >= delay
+                && append_horizon(shared, &mut state, durable)
+            {
+                // Quiet for `delay`: claim the last batch too (reader.rs).
+                next = Next::Again;
+            }
+        }
+        let deadline =
+            if pending || horizon_pending(&state, durable) { state.last_sync + delay } else { Instant::now() + delay };
+        let filled = state.filled;
+        drop(state);
+        unpark_all(&shared.durable);
+        result?;
+        match next {
+            Next::Again => {}
+            Next::Stop => return Ok(()),
+            Next::Pause => std::thread::sleep(Duration::from_micros(50)),
+            Next::Idle => idle(shared, filled, deadline),
+        }
+    }
+}
+
+/// What the flusher thread does after a step.
+enum Next {
+    Again,
+    Pause,
+    Idle,
+    Stop,
+}
+
+/// Parks the flusher until woken (room wanted, close) or `deadline`.
+fn idle(shared: &Shared, filled: Lsn, deadline: Instant) {
+    shared.flusher_idle.store(true, Ordering::SeqCst);
+    fence(Ordering::SeqCst);
+    // Room is wanted: write what is filled; if nothing is, the appender
+    // that fills the next record wakes the flusher (it sees `room_wanted`).
+    let room = shared.room_wanted.load(Ordering::SeqCst) && shared.buffer.filled_at_seqcst(filled);
+    if room || shared.shutdown.load(Ordering::SeqCst) {
+        shared.flusher_idle.store(false, Ordering::SeqCst);
+        return;
+    }
+    park_until(&shared.flusher_key, || shared.flusher_idle.load(Ordering::SeqCst), deadline);
+    shared.flusher_idle.store(false, Ordering::SeqCst);
+}
+
+/// Walks the links from `filled`; records the first record start of every
+/// segment boundary crossed.
+fn advance(shared: &Shared, state: &mut FlusherState) {
+    let payload = shared.options.segment_payload();
+    let limit = state.filled.0 + shared.buffer.capacity() / 2;
+    while state.filled.0 < limit {
+        let Some(end) = shared.buffer.next_filled(state.filled) else { break };
+        let start = state.filled.0;
+        if start.is_multiple_of(payload) {
+            state.first_records.entry(start / payload).or_insert(Lsn(start));
+        }
+        // Every boundary strictly inside the record: the first record of
+        // that segment starts at `end`.
+        let mut boundary = (start / payload + 1) * payload;
+        while boundary < end.0 {
+            state.first_records.entry(boundary / payload).or_insert(end);
+            boundary += payload;
+        }
+        state.filled = end;
+    }
+}
+
+/// Whether durable log is not yet claimed by a horizon record: false once
+/// the last horizon record starts exactly at the LSN it claims and nothing
+/// follows it (so an idle log does not claim its own claims forever).
+fn horizon_pending(state: &FlusherState, durable: Lsn) -> bool {
+    durable > state.claimed && !(durable == state.horizon_end && state.horizon_start == state.claimed)
+}
+
+/// Appends a horizon record claiming `durable`; false if it could not
+/// (poisoned, or no room in the buffer: a later batch claims it).
+fn append_horizon(shared: &Shared, state: &mut FlusherState, durable: Lsn) -> bool {
+    if let Ok(Some(end)) = shared.append(RecordType::HORIZON, &record::horizon_payload(durable), true) {
+        state.claimed = durable;
+        state.horizon_start = Lsn(end.0 - record_size(8) as u64);
+        state.horizon_end = end;
+        shared.stats.lock().horizons += 1;
+        advance(shared, state);
+        return true;
+    }
+    false
+}
+
+/// Writes `[written, filled)` to the segment files and publishes `written`.
+fn write_batch(shared: &Shared, state: &mut FlusherState, written: Lsn) -> Result<()> {
+    failpoint!("wal.before_write");
+    let mut segments = shared.segments.lock();
+    let mut at = written;
+    while at < state.filled {
+        let (index, offset) = segments.locate(at);
+        if segments.live(index).is_none() {
+            let first = state.first_records.get(&index).copied().unwrap_or(at);
+            segments.activate(index, first)?;
+        }
+        state.first_records.retain(|&k, _| k > index);
+        let room = segments.size() - offset;
+        let len = (state.filled.0 - at.0).min(room).min(WAL_WRITE_CHUNK_MAX as u64) as usize;
+        state.staging.resize(len, 0);
+        shared.buffer.copy_out(at, &mut state.staging);
+        let segment = segments.live(index).ok_or_else(|| Error::InvalidArgument("segment vanished".into()))?;
+        segment.storage.write_at(offset, &state.staging)?;
+        if state.touched.last() != Some(&index) {
+            state.touched.push(index);
+        }
+        at = Lsn(at.0 + len as u64);
+    }
+    drop(segments);
+    {
+        let mut stats = shared.stats.lock();
+        stats.batches += 1;
+        stats.bytes_written += state.filled.0 - written.0;
+    }
+    // Release: the copies out of the ring are done before appenders reuse
+    // the space (they acquire `written`).
+    shared.written.store(state.filled.0, Ordering::Release);
+    if shared.room_wanted.swap(false, Ordering::SeqCst) {
+        unpark_all(&shared.written);
+    }
+    Ok(())
+}
+
+/// Syncs every segment written since the last sync, publishes `durable`.
+fn sync_batch(shared: &Shared, state: &mut FlusherState, written: Lsn) -> Result<()> {
+    failpoint!("wal.before_sync");
+    {
+        let segments = shared.segments.lock();
+        for index in state.touched.drain(..) {
+            if let Some(segment) = segments.live(index) {
+                segment.storage.sync()?;
+                shared.stats.lock().syncs += 1;
+            }
+        }
+    }
+    failpoint!("wal.after_sync");
+    state.last_sync = Instant::now();
+    // Release: everything the sync made durable happens-before a
+    // committer's acquire load that sees the new value.
+    shared.durable.store(written.0, Ordering::Release);
+    // A spare segment, made off the commit path by the preparer thread,
+    // so a switch rarely creates one.
+    let payload = shared.options.segment_payload();
+    if written.0 % payload > payload / 2
+        && !shared.spare_wanted.load(Ordering::Relaxed)
+        && !shared.segments.lock().has_spare()
+    {
+        shared.spare_wanted.store(true, Ordering::SeqCst);
+        unpark_all(&shared.preparer_key);
+    }
+    Ok(())
+}
+
+/// The preparer thread: creates a spare segment (zero-fill, sync, directory
+/// sync) whenever the flusher asks, holding the segments' lock only to
+/// reserve a slot and to hand the file over. A failure is left for the
+/// flusher to meet (it creates the segment itself when it must).
+fn preparer_main(shared: &Shared) {
+    loop {
+        park(&shared.preparer_key, || {
+            !shared.spare_wanted.load(Ordering::SeqCst) && !shared.shutdown.load(Ordering::SeqCst)
+        });
+        if shared.shutdown.load(Ordering::SeqCst) || shared.poisoned.load(Ordering::SeqCst) {
+            return;
+        }
+        let plan = {
+            let mut segments = shared.segments.lock();
+            if segments.has_spare() { None } else { Some(segments.plan_spare()) }
+        };
+        if let Some(plan) = plan
+            && let Ok(segment) = plan.create()
+        {
+            shared.segments.lock().add_spare(segment);
+        }
+        shared.spare_wanted.store(false, Ordering::SeqCst);
+    }
+}
