@@ -6,7 +6,9 @@
 //!   unsynced writes, keep all, tear with garbage sectors, an even mix);
 //!   then power comes back, the log is reopened (and, for some k, loses
 //!   power again during that reopen: F7) and read. Checked: every record
-//!   whose `wait_durable` returned `Ok` is there (P1); the records read are
+//!   whose `wait_durable` returned `Ok`, and every record below any
+//!   `durable_lsn()` the workload saw (also right after a failed sync), is
+//!   there (P1); the records read are
 //!   exactly a prefix of the appended sequence (P3: no hole, nothing
 //!   invented); the reopened log takes new records.
 //! * F3: damage to synced log (a flipped byte in any record, a zeroed
@@ -82,8 +84,13 @@ fn workload(dir: &Arc<dyn Dir>, count: usize) -> Outcome {
             }
             i += 1;
         }
-        match wal.wait_durable(last) {
-            Ok(()) => outcome.acked = outcome.appended.len(),
+        let result = wal.wait_durable(last);
+        // `durable_lsn` is a promise too: everything below it must survive,
+        // also when a sync just failed.
+        let durable = wal.durable_lsn();
+        outcome.acked = outcome.appended.iter().take_while(|(end, _)| *end <= durable).count();
+        match result {
+            Ok(()) => assert_eq!(outcome.acked, outcome.appended.len(), "Ok below the durable LSN"),
             Err(_) => return outcome,
         }
     }
