@@ -43,7 +43,11 @@
 //! * `value.chain_page`: an overflow chain reader copied one page and
 //!   released its latch (pinned, or holding the owning leaf exclusively);
 //! * `reclaim.before_free`: retired pages wait, some may be about to return
-//!   to the allocator (none has left the retired list yet).
+//!   to the allocator (none has left the retired list yet);
+//! * `wal.before_write`, `wal.before_sync`, `wal.after_sync`: the log's
+//!   flushing thread (a leader committer or the background flusher) is
+//!   about to write a batch, about to sync it, or has synced it and not
+//!   yet published the durable LSN (see `wal`).
 
 #[cfg(feature = "failpoints")]
 pub use imp::*;
