@@ -80,14 +80,8 @@ fn writer_until_paused(
 fn split_parent_deleted_and_reused_while_the_splitter_waits() {
     let _serial = serial();
     let _watchdog = common::Watchdog::arm("parent reuse", 0, Duration::from_secs(120));
-    let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
-    let tree = Arc::new(common::create(storage, &common::options(512, 4096)));
-    let mut model = BTreeMap::new();
-    const GAP: u64 = 1 << 20;
-    for i in 1..=400u64 {
-        tree.insert(&key(i * GAP), &value(i * GAP)).unwrap();
-        model.insert(i * GAP, value(i * GAP));
-    }
+    let tree = Arc::new(new_tree(4096));
+    let mut model = load(&tree, 400);
     let root = tree.path_to(&key(GAP)).unwrap()[0];
     let g = info(&tree, root);
     assert_eq!(g.level, 2, "precondition: a three-level tree");
@@ -151,8 +145,7 @@ fn split_parent_deleted_and_reused_while_the_splitter_waits() {
 fn failed_root_growth_is_finished_by_the_next_writer() {
     let _serial = serial();
     let _watchdog = common::Watchdog::arm("root growth", 0, Duration::from_secs(60));
-    let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
-    let tree = common::create(storage, &common::options(512, 4096));
+    let tree = new_tree(4096);
     let failed = Arc::new(AtomicUsize::new(0));
     {
         let failed = Arc::clone(&failed);
@@ -251,14 +244,8 @@ fn write_error_during_ascending_inserts_does_not_hang() {
 fn paused_half_split_while_the_parent_splits() {
     let _serial = serial();
     let _watchdog = common::Watchdog::arm("paused half-split", 0, Duration::from_secs(120));
-    let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
-    let tree = Arc::new(common::create(storage, &common::options(512, 4096)));
-    let mut model = BTreeMap::new();
-    const GAP: u64 = 1 << 20;
-    for i in 1..=400u64 {
-        tree.insert(&key(i * GAP), &value(i * GAP)).unwrap();
-        model.insert(i * GAP, value(i * GAP));
-    }
+    let tree = Arc::new(new_tree(4096));
+    let mut model = load(&tree, 400);
     let root = tree.path_to(&key(GAP)).unwrap()[0];
     let g = info(&tree, root);
     assert!(g.level >= 2 && g.children.len() >= 2, "precondition: a three-level tree");
@@ -301,8 +288,7 @@ fn paused_half_split_while_the_parent_splits() {
 fn abandoned_inner_splits_are_finished_by_later_writers() {
     let _serial = serial();
     let _watchdog = common::Watchdog::arm("abandoned inner split", 0, Duration::from_secs(120));
-    let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
-    let tree = common::create(storage, &common::options(512, 4096));
+    let tree = new_tree(4096);
     let mut model = BTreeMap::new();
     let hits = Arc::new(AtomicUsize::new(0));
     let abandoned = Arc::new(AtomicUsize::new(0));
@@ -338,8 +324,7 @@ fn abandoned_inner_splits_are_finished_by_later_writers() {
 fn a_stalled_unlink_is_retried_by_a_later_remove() {
     let _serial = serial();
     let _watchdog = common::Watchdog::arm("stalled unlink", 0, Duration::from_secs(60));
-    let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
-    let tree = common::create(storage, &common::options(512, 4096));
+    let tree = new_tree(4096);
     let mut model = BTreeMap::new();
     for n in 0..400u64 {
         tree.insert(&key(n * 10), &value(n)).unwrap();
