@@ -22,6 +22,9 @@
 //!   latch its right neighbour;
 //! * `split.before_allocate`: a splitter holds the full node (and right
 //!   neighbour), about to allocate the new sibling;
+//! * `split.right_written`: the new right half is written (fresh pages,
+//!   not yet reachable), nothing reachable changed; an error here fails
+//!   the operation;
 //! * `split.before_parent`: the half-split is done, the left half is still
 //!   latched, the parent is not yet latched;
 //! * `parent.before_latch`: the parent's id is chosen (remembered or

@@ -242,25 +242,14 @@ impl BTree {
             }
         };
         let right_pid = right.pid();
-        {
-            let mut page = right.page_mut();
-            let mut node = NodeMut::init(&mut page, right_pid, head.kind, head.level);
-            for (index, raw) in cells[mid..].iter().enumerate() {
-                if !leaf && index == 0 {
-                    // Cell 0 of an inner node is minus infinity: drop its key.
-                    let child = raw_cell_child(raw).ok_or_else(|| Error::corruption(left_pid, "null child"))?;
-                    node.insert(0, &CellData::Inner { key: b"", child })?;
-                } else {
-                    node.insert_raw(index, raw)?;
-                }
+        // The right half is not reachable yet: if writing it fails, both
+        // fresh pages go back and nothing changed.
+        if let Err(error) = Self::fill_right_half(&mut right, &cells[mid..], &head, high.as_deref(), left_pid) {
+            self.free_fresh(right);
+            if let Some(new_root) = new_root {
+                self.free_fresh(new_root);
             }
-            node.set_high_key(high.as_deref())?;
-            node.set_right(head.right);
-            node.set_left(if leaf { Some(left_pid) } else { None });
-            // An abandoned split of `left` (its old right sibling still
-            // lacks a downlink) is now the right half's: the flag travels
-            // with the right-link it is about.
-            node.set_flags(node.as_node()?.header().flags | (head.flags & FLAG_INCOMPLETE_SPLIT));
+            return Err(error);
         }
         {
             let lsn = crate::page::header::lsn(&left.page());
@@ -290,6 +279,42 @@ impl BTree {
         // operation itself succeeded, so its caller is not told otherwise.
         failpoint!("split.before_parent", ignore);
         let _ = self.insert_into_parent(left, &separator, right_pid, path, new_root);
+        Ok(())
+    }
+
+    /// Writes the right half of a split of the node `left_pid` (header
+    /// `head`, high key `high`) into the fresh page `right`: `cells`, the
+    /// old high key and right-link, and an abandoned split of the left
+    /// node, whose right-link it takes over. Entry and exit: `right`
+    /// exclusive, not yet reachable.
+    fn fill_right_half(
+        right: &mut ExclusiveGuard<'_>,
+        cells: &[Vec<u8>],
+        head: &crate::page::node::NodeHeader,
+        high: Option<&[u8]>,
+        left_pid: PageId,
+    ) -> Result<()> {
+        let leaf = head.kind == PageType::Leaf;
+        let right_pid = right.pid();
+        let mut page = right.page_mut();
+        let mut node = NodeMut::init(&mut page, right_pid, head.kind, head.level);
+        for (index, raw) in cells.iter().enumerate() {
+            if !leaf && index == 0 {
+                // Cell 0 of an inner node is minus infinity: drop its key.
+                let child = raw_cell_child(raw).ok_or_else(|| Error::corruption(left_pid, "null child"))?;
+                node.insert(0, &CellData::Inner { key: b"", child })?;
+            } else {
+                node.insert_raw(index, raw)?;
+            }
+        }
+        node.set_high_key(high)?;
+        node.set_right(head.right);
+        node.set_left(if leaf { Some(left_pid) } else { None });
+        // An abandoned split of `left` (its old right sibling still lacks a
+        // downlink) is now the right half's: the flag travels with the
+        // right-link it is about.
+        node.set_flags(node.as_node()?.header().flags | (head.flags & FLAG_INCOMPLETE_SPLIT));
+        failpoint!("split.right_written");
         Ok(())
     }
 
