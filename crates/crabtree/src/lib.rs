@@ -28,6 +28,7 @@ pub mod wal;
 mod btree;
 mod buffer;
 mod page;
+mod store;
 mod sync;
 
 pub use error::{Error, Result};
@@ -38,8 +39,10 @@ pub use ids::{Lsn, PageId};
 pub mod raw {
     pub use crate::btree::{BTree, LevelReport, Range, RepairReport, VerifyReport};
     pub use crate::buffer::{
-        BufferPool, ExclusiveGuard, LogFlush, OptimisticGuard, PoolOptions, PoolStats, Restart, SharedGuard,
+        AllocState, BufferPool, CheckpointReport, ExclusiveGuard, LogFlush, OptimisticGuard, PoolOptions, PoolStats,
+        Restart, SharedGuard,
     };
+    pub use crate::store::{RecoveryReport, RetainHook, Store, StoreOptions, last_lsn};
 
     /// Page formats and byte access.
     pub mod page {

@@ -74,7 +74,7 @@ impl BTree {
                     Node::new(guard.page(), root)?.header().level
                 };
                 let mut root_level = self.root_lock.lock();
-                self.pool.set_root(ROOT_SLOT, root);
+                self.pool.set_root(ROOT_SLOT, root)?;
                 *root_level = level;
                 drop(root_level);
                 self.len.store(count, Ordering::Relaxed);

@@ -251,10 +251,11 @@ impl BTree {
             }
         };
         if only_child {
-            let Some(low) = self.detach_parent(&mut parent, grandparent)? else { return Ok(Marked::No) };
+            let Some((low, mut grand)) = self.detach_parent(&mut parent, grandparent)? else { return Ok(Marked::No) };
             set_flag(&mut parent, FLAG_HALF_DEAD)?;
-            drop(parent);
             set_flag(&mut leaf, FLAG_HALF_DEAD)?;
+            // The grandparent's change and both flags: one mini-transaction.
+            self.pool.log_images(&mut [&mut grand, &mut parent, &mut leaf], &[], None)?;
             return Ok(Marked::WithParent { parent: ppid, low });
         }
         {
@@ -264,8 +265,9 @@ impl BTree {
             node.replace(index, &CellData::Inner { key: &key, child: right })?;
             node.remove(index + 1)?;
         }
-        drop(parent);
         set_flag(&mut leaf, FLAG_HALF_DEAD)?;
+        // The parent's change and the flag: one mini-transaction.
+        self.pool.log_images(&mut [&mut parent, &mut leaf], &[], None)?;
         Ok(Marked::Leaf)
     }
 
@@ -274,9 +276,14 @@ impl BTree {
     /// (cell `j` repointed to the sibling, cell `j + 1` removed). Only when
     /// both downlinks sit in one grandparent and `j >= 1` (so the parent's
     /// lower bound, needed to find its left neighbour, is a stored key).
-    /// Returns that lower bound. Entry: leaf and `parent` exclusive. Exit:
-    /// the same (the grandparent is released).
-    fn detach_parent(&self, parent: &mut ExclusiveGuard<'_>, grandparent: Option<PageId>) -> Result<Option<Vec<u8>>> {
+    /// Returns that lower bound and the changed grandparent, still latched
+    /// (its change is logged with the flags that go with it). Entry: leaf
+    /// and `parent` exclusive. Exit: the same.
+    fn detach_parent<'t>(
+        &'t self,
+        parent: &mut ExclusiveGuard<'t>,
+        grandparent: Option<PageId>,
+    ) -> Result<Option<(Vec<u8>, ExclusiveGuard<'t>)>> {
         let ppid = parent.pid();
         let (right, high) = {
             let node = Node::new(parent.page(), ppid)?;
@@ -310,11 +317,13 @@ impl BTree {
             }
             (index, node.key(index)?)
         };
-        let mut page = grand.page_mut();
-        let mut node = NodeMut::new(&mut page, gpid)?;
-        node.replace(index, &CellData::Inner { key: &low, child: right })?;
-        node.remove(index + 1)?;
-        Ok(Some(low))
+        {
+            let mut page = grand.page_mut();
+            let mut node = NodeMut::new(&mut page, gpid)?;
+            node.replace(index, &CellData::Inner { key: &low, child: right })?;
+            node.remove(index + 1)?;
+        }
+        Ok(Some((low, grand)))
     }
 
     /// Unlinks the half-dead level-1 node `pid`, whose lower bound was
@@ -366,7 +375,7 @@ impl BTree {
     /// `pid` linked, and retired). True once `pid` is unlinked (by us, or
     /// before: it is no longer half-dead and live). Entry: `left`
     /// exclusive. Exit: no latch.
-    pub(crate) fn unlink_inner_from(&self, mut left: ExclusiveGuard<'_>, pid: PageId) -> Result<bool> {
+    pub(crate) fn unlink_inner_from<'t>(&'t self, mut left: ExclusiveGuard<'t>, pid: PageId) -> Result<bool> {
         let left_head = *Node::new(left.page(), left.pid())?.header();
         if left_head.right != Some(pid) || left_head.flags & FLAG_DELETED != 0 {
             return Ok(false);
@@ -379,6 +388,9 @@ impl BTree {
         let left_pid = left.pid();
         NodeMut::new(&mut left.page_mut(), left_pid)?.set_right(head.right);
         set_flag(&mut node, FLAG_DELETED)?;
+        // Unlink and free: one mini-transaction (after a crash no reader
+        // can stand on the node, so the log calls it free at once).
+        self.pool.log_images(&mut [&mut left, &mut node], &[pid], None)?;
         drop(node);
         drop(left);
         self.retired.retire(pid);
@@ -423,6 +435,13 @@ impl BTree {
             }
             NodeMut::new(&mut right.page_mut(), right_pid)?.set_left(head.left);
             set_flag(&mut leaf, FLAG_DELETED)?;
+            {
+                // Unlink and free: one mini-transaction.
+                let mut guards: Vec<&mut ExclusiveGuard<'_>> = left.as_mut().into_iter().collect();
+                guards.push(&mut leaf);
+                guards.push(&mut right);
+                self.pool.log_images(&mut guards, &[pid], None)?;
+            }
             drop(right);
             drop(leaf);
             drop(left);

@@ -79,7 +79,7 @@ use std::ops::RangeBounds;
 /// (Root slots hold page ids below the page count, checked by the pool and
 /// by the header decoder, so the entry count is not kept in one: `open`
 /// counts the leaves' cells instead.)
-const ROOT_SLOT: usize = 0;
+pub(crate) const ROOT_SLOT: usize = 0;
 /// Root slot holding the number of entries at the last flush.
 const LEN_SLOT: usize = 1;
 
@@ -145,7 +145,7 @@ impl BTree {
         let pid = root.pid();
         NodeMut::init(&mut root.page_mut(), pid, PageType::Leaf, 0);
         drop(root);
-        tree.pool.set_root(ROOT_SLOT, pid);
+        tree.pool.set_root(ROOT_SLOT, pid)?;
         tree.pool.set_root_value(LEN_SLOT, 0);
         Ok(tree)
     }
@@ -212,6 +212,7 @@ impl BTree {
         if value.len() > limits::VALUE_SIZE_MAX {
             return Err(Error::ValueTooLarge { size: value.len(), max: limits::VALUE_SIZE_MAX });
         }
+        self.pool.check_poisoned()?;
         self.reclaim()?;
         let stored = value::StoredValue::prepare(self, key, value)?;
         let result = self.retry(Pinning::Always, |tree, pessimistic| tree.insert_attempt(key, &stored, pessimistic));
@@ -228,6 +229,7 @@ impl BTree {
     /// Removes `key`, returning its value.
     pub fn remove(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check_key(key)?;
+        self.pool.check_poisoned()?;
         let removed = self.retry(Pinning::Always, |tree, pessimistic| tree.remove_attempt(key, pessimistic))?;
         let Some((old, now_empty)) = removed else { return Ok(None) };
         self.len.fetch_sub(1, Ordering::Relaxed);
@@ -308,6 +310,27 @@ impl BTree {
         }
         self.pool.set_root_value(LEN_SLOT, self.len());
         self.pool.flush()
+    }
+
+    /// Takes a checkpoint of the pool's log (see `buffer::checkpoint`)
+    /// after returning the retired pages readers are done with. `retain`:
+    /// the oldest log position the caller still needs.
+    pub fn checkpoint(&self, retain: Option<crate::ids::Lsn>) -> Result<crate::buffer::CheckpointReport> {
+        self.reclaim()?;
+        self.pool.set_root_value(LEN_SLOT, self.len());
+        self.pool.checkpoint(retain)
+    }
+
+    /// Counts the entries from the leaves (after recovery, where the count
+    /// kept in memory is lost) and returns it.
+    pub fn recount(&self) -> Result<u64> {
+        let mut count = 0u64;
+        for item in self.range::<&[u8], _>(..) {
+            item?;
+            count += 1;
+        }
+        self.len.store(count, Ordering::Relaxed);
+        Ok(count)
     }
 
     /// Returns retired pages no reader can reach to the allocator.

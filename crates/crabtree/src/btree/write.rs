@@ -110,19 +110,22 @@ impl BTree {
             node.free_space() + freed >= cell.size() + SLOT_SIZE
         };
         if fits {
-            let mut page = leaf.page_mut();
-            let mut node = NodeMut::new(&mut page, pid)?;
-            match slot {
-                Ok(index) => node.replace(index, &cell)?,
-                Err(index) => node.insert(index, &cell)?,
+            {
+                let mut page = leaf.page_mut();
+                let mut node = NodeMut::new(&mut page, pid)?;
+                match slot {
+                    Ok(index) => node.replace(index, &cell)?,
+                    Err(index) => node.insert(index, &cell)?,
+                }
             }
+            self.pool.log_leaf_put(&mut leaf, &cell, &old_pages)?;
         } else {
             let mut cells = self.raw_cells(&leaf)?;
             match slot {
                 Ok(index) => cells[index] = cell.encode(),
                 Err(index) => cells.insert(index, cell.encode()),
             }
-            self.split(leaf, cells, &path, None)?;
+            self.split(leaf, cells, &path, None, &old_pages)?;
         }
         for pid in old_pages {
             self.retired.retire(pid);
@@ -152,10 +155,13 @@ impl BTree {
         };
         let (old, pages) = self.read_owned_value(&node, slot)?;
         let right = node.header().right;
-        let mut page = leaf.page_mut();
-        let mut node = NodeMut::new(&mut page, pid)?;
-        node.remove(slot)?;
-        let empty = node.as_node()?.is_empty();
+        let empty = {
+            let mut page = leaf.page_mut();
+            let mut node = NodeMut::new(&mut page, pid)?;
+            node.remove(slot)?;
+            node.as_node()?.is_empty()
+        };
+        self.pool.log_leaf_remove(&mut leaf, key, &pages)?;
         drop(leaf);
         for pid in pages {
             self.retired.retire(pid);
@@ -201,12 +207,13 @@ impl BTree {
     /// once the separator is in one of the halves, not before: a failure
     /// before that point leaves the child's split abandoned, for the next
     /// writer or `repair`.
-    pub(super) fn split(
-        &self,
-        mut left: ExclusiveGuard<'_>,
+    pub(super) fn split<'t>(
+        &'t self,
+        mut left: ExclusiveGuard<'t>,
         cells: Vec<Vec<u8>>,
         path: &[(u8, PageId)],
-        completes: Option<ExclusiveGuard<'_>>,
+        completes: Option<ExclusiveGuard<'t>>,
+        frees: &[PageId],
     ) -> Result<()> {
         let left_pid = left.pid();
         let (head, high) = {
@@ -268,11 +275,21 @@ impl BTree {
             let pid = guard.pid();
             NodeMut::new(&mut guard.page_mut(), pid)?.set_left(Some(right_pid));
         }
+        let mut completes = completes;
+        if let Some(child) = completes.as_mut() {
+            clear_incomplete(child)?;
+        }
+        // One mini-transaction: the half-split (both halves, the neighbour's
+        // left-link) and the child split it completes are atomic in the log.
+        {
+            let mut guards: Vec<&mut ExclusiveGuard<'_>> = vec![&mut right, &mut left];
+            guards.extend(neighbour.as_mut());
+            guards.extend(completes.as_mut());
+            self.pool.log_images(&mut guards, frees, None)?;
+        }
+        drop(completes);
         drop(neighbour);
         drop(right);
-        if let Some(mut child) = completes {
-            clear_incomplete(&mut child)?;
-        }
         // The change that caused the split is in place and every key is
         // reachable. If the parent insert fails (I/O), `left` stays flagged
         // and the next writer that meets it, or `repair`, finishes it: the
@@ -334,13 +351,13 @@ impl BTree {
     /// exclusive; the caller pinned (so a remembered or found parent id
     /// still names the node it named, or a deleted one that moves right).
     /// Exit: no latch. An error leaves `child` flagged and the tree valid.
-    pub(crate) fn insert_into_parent(
-        &self,
-        mut child: ExclusiveGuard<'_>,
+    pub(crate) fn insert_into_parent<'t>(
+        &'t self,
+        mut child: ExclusiveGuard<'t>,
         separator: &[u8],
         right: PageId,
         path: &[(u8, PageId)],
-        mut new_root: Option<ExclusiveGuard<'_>>,
+        mut new_root: Option<ExclusiveGuard<'t>>,
     ) -> Result<()> {
         let child_pid = child.pid();
         let level = Node::new(child.page(), child_pid)?.header().level;
@@ -353,7 +370,6 @@ impl BTree {
                 if self.root() == child_pid {
                     self.grow_root(&mut child, separator, right, new_root)?;
                     *root_level = parent_level;
-                    clear_incomplete(&mut child)?;
                     return Ok(());
                 }
                 let no_parent_level = *root_level < parent_level;
@@ -390,9 +406,10 @@ impl BTree {
         };
         if fits {
             let mut parent = parent;
-            let mut page = parent.page_mut();
-            NodeMut::new(&mut page, pid)?.insert(index, &cell)?;
+            NodeMut::new(&mut parent.page_mut(), pid)?.insert(index, &cell)?;
             clear_incomplete(&mut child)?;
+            // The downlink and the cleared flag: one mini-transaction.
+            self.pool.log_images(&mut [&mut parent, &mut child], &[], None)?;
             return Ok(());
         }
         let mut cells = self.raw_cells(&parent)?;
@@ -400,7 +417,7 @@ impl BTree {
         // The separator is in one of the parent's halves once the half-split
         // is done, so the child's split is complete from here on.
         let upper_path: Path = path.iter().filter(|(l, _)| *l > parent_level).copied().collect();
-        self.split(parent, cells, &upper_path, Some(child))
+        self.split(parent, cells, &upper_path, Some(child), &[])
     }
 
     /// Latches the parent for `separator` at `level`, starting from
@@ -446,14 +463,16 @@ impl BTree {
     }
 
     /// Installs a new root above `child` (the old root) and its new right
-    /// sibling, on `new_root` (allocated now if `None`). Entry: `child`
-    /// exclusive and `root_lock` held.
-    fn grow_root(
-        &self,
-        child: &mut ExclusiveGuard<'_>,
+    /// sibling, on `new_root` (allocated now if `None`), and clears
+    /// `child`'s incomplete split: the new root, the flag and the root slot
+    /// are one mini-transaction. Entry: `child` exclusive and `root_lock`
+    /// held.
+    fn grow_root<'t>(
+        &'t self,
+        child: &mut ExclusiveGuard<'t>,
         separator: &[u8],
         right: PageId,
-        new_root: Option<ExclusiveGuard<'_>>,
+        new_root: Option<ExclusiveGuard<'t>>,
     ) -> Result<()> {
         let level = Node::new(child.page(), child.pid())?.header().level + 1;
         let mut root = match new_root {
@@ -471,8 +490,8 @@ impl BTree {
             node.insert(0, &CellData::Inner { key: b"", child: child.pid() })?;
             node.insert(1, &CellData::Inner { key: separator, child: right })?;
         }
-        drop(root);
-        self.pool.set_root(super::ROOT_SLOT, root_pid);
+        clear_incomplete(child)?;
+        self.pool.log_images(&mut [&mut root, child], &[], Some((super::ROOT_SLOT, root_pid)))?;
         Ok(())
     }
 

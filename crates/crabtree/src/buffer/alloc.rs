@@ -36,14 +36,22 @@ use crate::{Error, Result};
 use std::collections::HashSet;
 
 /// Free pages: a stack for LIFO reuse and a set for double-free checks.
+/// With a log, also the pages whose state the log tells differently from
+/// memory (see `buffer::mtr`): a checkpoint records them as free.
 #[derive(Default)]
 pub(super) struct FreeSet {
-    stack: Vec<PageId>,
+    pub(super) stack: Vec<PageId>,
     members: HashSet<PageId>,
+    /// Allocated, but no record of the page logged yet: a crash now
+    /// leaves it free.
+    pub(super) pending: HashSet<PageId>,
+    /// Logged free (unlinked by a logged mini-transaction), still waiting
+    /// in memory for readers to finish (`btree::epoch`).
+    pub(super) retired: HashSet<PageId>,
 }
 
 impl FreeSet {
-    fn push(&mut self, pid: PageId) -> bool {
+    pub(super) fn push(&mut self, pid: PageId) -> bool {
         if !self.members.insert(pid) {
             return false;
         }
@@ -85,7 +93,12 @@ impl BufferPool {
                 }
             }
         };
-        Ok(self.lock_fresh(pid))
+        if self.logging() {
+            self.alloc.lock().pending.insert(pid);
+        }
+        let mut guard = self.lock_fresh(pid);
+        guard.set_fresh();
+        Ok(guard)
     }
 
     /// Returns a page to the free list; it is immediately reusable (the
@@ -94,7 +107,26 @@ impl BufferPool {
     pub fn free(&self, page: ExclusiveGuard<'_>) {
         let pid = page.pid();
         drop(page);
-        let fresh = self.alloc.lock().push(pid);
+        self.release_id(pid);
+    }
+
+    /// Puts `pid` on the free list; logs it free unless a logged
+    /// mini-transaction already did (a retired page). A failed log append
+    /// (the log is poisoned) leaves the page allocated in the log: a leak
+    /// at worst, and nothing more is written anyway.
+    fn release_id(&self, pid: PageId) {
+        let mut free = self.alloc.lock();
+        free.pending.remove(&pid);
+        if !free.retired.remove(&pid)
+            && let Some(wal) = self.wal()
+        {
+            let mut entry = Vec::with_capacity(9);
+            crate::page::redo::put_free(&mut entry, pid);
+            if let Ok(lsn) = wal.append(crate::wal::RecordType::MTR, &entry) {
+                super::mtr::note_lsn(lsn);
+            }
+        }
+        let fresh = free.push(pid);
         assert!(fresh, "double free of {pid:?}");
     }
 
@@ -119,8 +151,7 @@ impl BufferPool {
             latch.clear_dirty();
             latch.unlock_exclusive(false);
         }
-        let fresh = self.alloc.lock().push(pid);
-        assert!(fresh, "double free of {pid:?}");
+        self.release_id(pid);
     }
 
     /// The free pages (in reuse order, last first).
@@ -152,6 +183,11 @@ impl BufferPool {
     /// syncs. Entry: the caller holds no latch (we wait for shared latches
     /// on dirty pages). See the module header for what is durable.
     pub fn flush(&self) -> Result<()> {
+        if self.logging() {
+            // With a log the header page is written only at creation; the
+            // allocator state lives in checkpoints.
+            return self.checkpoint(None).map(|_| ());
+        }
         let meta = self.persist_free_list()?;
         self.write_dirty()?;
         self.storage.sync()?;
@@ -191,7 +227,7 @@ impl BufferPool {
     }
 
     /// Writes back every page that is dirty now. Entry: no latch held.
-    fn write_dirty(&self) -> Result<()> {
+    pub(super) fn write_dirty(&self) -> Result<()> {
         for pid in self.resident.snapshot() {
             let latch = self.latch(pid);
             if !latch.is_dirty() || !latch.lock_shared() {

@@ -93,15 +93,29 @@ impl Drop for SharedGuard<'_> {
 
 /// The exclusive latch on a resident page; released on drop with a version
 /// bump (invalidating optimistic readers).
+///
+/// With a log attached, a change made through [`ExclusiveGuard::page_mut`]
+/// must be logged before the latch is released: explicitly, as part of a
+/// mini-transaction (`BufferPool::log_images`, `log_leaf_put`, ...), or, for
+/// a change of this page alone, by the guard's drop, which logs the page's
+/// image (`buffer::mtr`).
 pub struct ExclusiveGuard<'a> {
-    pool: &'a BufferPool,
+    pub(super) pool: &'a BufferPool,
     pid: PageId,
     dirty: bool,
+    /// Changed since the last log record of this guard.
+    pub(super) changed: bool,
+    /// Allocated by this guard and not logged yet.
+    pub(super) fresh: bool,
 }
 
 impl<'a> ExclusiveGuard<'a> {
     pub(super) fn new(pool: &'a BufferPool, pid: PageId, dirty: bool) -> Self {
-        ExclusiveGuard { pool, pid, dirty }
+        ExclusiveGuard { pool, pid, dirty, changed: false, fresh: false }
+    }
+
+    pub(super) fn set_fresh(&mut self) {
+        self.fresh = self.pool.logging();
     }
 
     /// The latched page.
@@ -117,6 +131,10 @@ impl<'a> ExclusiveGuard<'a> {
     /// Write access to the frame; marks the page dirty.
     pub fn page_mut(&mut self) -> AtomicPageMut<'_> {
         self.dirty = true;
+        if !self.changed && self.pool.logging() {
+            self.pool.latch(self.pid).mark_dirty_held();
+        }
+        self.changed = true;
         AtomicPageMut::new(self.pool.frame(self.pid))
     }
 
@@ -128,6 +146,12 @@ impl<'a> ExclusiveGuard<'a> {
 
 impl Drop for ExclusiveGuard<'_> {
     fn drop(&mut self) {
+        if self.changed && self.pool.logging() {
+            // A change of this page alone: log its image. An error means
+            // the log is poisoned; the pool then writes nothing back, so
+            // the unlogged change never reaches the disk.
+            let _ = self.pool.log_images(&mut [self], &[], None);
+        }
         self.pool.latch(self.pid).unlock_exclusive(self.dirty);
     }
 }

@@ -324,6 +324,15 @@ impl<'a> Latch<'a> {
         self.peek() & DIRTY != 0
     }
 
+    /// Sets the dirty bit while the exclusive latch is held, before the
+    /// change is logged: a checkpoint that starts after the change's log
+    /// record was reserved writes the page back. Entry: exclusive latch.
+    pub fn mark_dirty_held(&self) {
+        // SeqCst: a checkpoint that reserves its log position after this
+        // page's record must see the bit (see `buffer::mtr`).
+        self.word.fetch_or(DIRTY, Ordering::SeqCst);
+    }
+
     /// Clears the dirty bit after a write-back. Entry: shared or exclusive
     /// latch (no writer can dirty the page concurrently).
     pub fn clear_dirty(&self) {

@@ -26,17 +26,21 @@
 //! Lower layers used: `io` (Storage), `page` (header, meta, freelist), `sync`.
 
 mod alloc;
+mod checkpoint;
 mod cleaner;
 mod evict;
 mod guard;
 pub mod latch;
+mod mtr;
 mod pool;
 mod region;
 
 #[cfg(test)]
 mod tests;
 
+pub use checkpoint::{AllocState, CheckpointRecord, CheckpointReport, decode_free_chunk};
 pub use guard::{ExclusiveGuard, OptimisticGuard, SharedGuard};
+pub use mtr::last_lsn;
 pub use pool::{BufferPool, LogFlush, PoolOptions, PoolStats};
 
 /// An optimistic read failed validation (or an upgrade lost a race):

@@ -79,6 +79,12 @@ pub struct PoolStats {
     pub dirty_evictions: u64,
     /// Pages written by the background cleaner.
     pub cleaner_writes: u64,
+    /// Log payload bytes of page images (structure changes, fresh pages,
+    /// full-page images), with a log attached.
+    pub image_bytes: u64,
+    /// Of `image_bytes`: full-page images logged after a logical change, the
+    /// first change of a page since the last checkpoint.
+    pub fpi_bytes: u64,
 }
 
 #[derive(Default)]
@@ -88,6 +94,8 @@ pub(super) struct Counters {
     pub(super) evictions: AtomicU64,
     pub(super) dirty_evictions: AtomicU64,
     pub(super) cleaner_writes: AtomicU64,
+    pub(super) image_bytes: AtomicU64,
+    pub(super) fpi_bytes: AtomicU64,
 }
 
 /// The page cache. `Send + Sync`; share it by reference or `Arc`.
@@ -132,6 +140,16 @@ pub struct PoolCore {
     pub(super) alloc: Mutex<super::alloc::FreeSet>,
     pub(super) roots: [AtomicU64; ROOT_SLOTS],
     log_flush: RwLock<LogFlush>,
+    /// The log every page change goes to (`buffer::mtr`); unset: changes
+    /// are not logged (a pool without durability, `flush` only).
+    pub(super) wal: std::sync::OnceLock<Arc<crate::wal::Wal>>,
+    /// Full-page-image horizon: the first change of a page whose LSN is
+    /// below it logs the page's image (`buffer::checkpoint`).
+    pub(super) fpi_horizon: AtomicU64,
+    /// Serializes checkpoints.
+    pub(super) checkpoint_lock: Mutex<()>,
+    /// Last checkpoint id used.
+    pub(super) checkpoint_seq: AtomicU64,
     pub(super) counters: Counters,
     pub(super) cleaner: CleanerSignal,
 }
@@ -181,7 +199,7 @@ impl BufferPool {
         Ok(pool)
     }
 
-    fn build(storage: Arc<dyn Storage>, opts: &PoolOptions, meta: Meta) -> Result<BufferPool> {
+    pub(super) fn build(storage: Arc<dyn Storage>, opts: &PoolOptions, meta: Meta) -> Result<BufferPool> {
         let invalid = |what: String| Err(Error::InvalidArgument(what));
         if !page_size_valid(opts.page_size) {
             return invalid(format!("page size {}", opts.page_size));
@@ -212,6 +230,10 @@ impl BufferPool {
             alloc: Mutex::new(Default::default()),
             roots: meta.roots.map(AtomicU64::new),
             log_flush: RwLock::new(no_log_flush()),
+            wal: std::sync::OnceLock::new(),
+            fpi_horizon: AtomicU64::new(0),
+            checkpoint_lock: Mutex::new(()),
+            checkpoint_seq: AtomicU64::new(0),
             counters: Counters::default(),
             cleaner: CleanerSignal::default(),
         });
@@ -256,8 +278,21 @@ impl BufferPool {
         PageId(self.roots[slot].load(Ordering::Acquire))
     }
 
-    /// Sets root slot `slot`; persisted by the next `flush`.
-    pub fn set_root(&self, slot: usize, pid: PageId) {
+    /// Sets root slot `slot`: logged when a log is attached (the root page
+    /// must be logged first), else persisted by the next `flush`.
+    pub fn set_root(&self, slot: usize, pid: PageId) -> Result<()> {
+        if self.logging() {
+            let mut record = Vec::with_capacity(10);
+            crate::page::redo::put_set_root(&mut record, slot as u8, pid.0);
+            self.commit_mtr(&record, &[], &[], Some((slot, pid)))?;
+            return Ok(());
+        }
+        self.store_root(slot, pid);
+        Ok(())
+    }
+
+    /// Stores root slot `slot` in memory.
+    pub(super) fn store_root(&self, slot: usize, pid: PageId) {
         assert!(pid.0 < self.page_count(), "root {pid:?} past the end");
         // Release: see `root`.
         self.roots[slot].store(pid.0, Ordering::Release);
@@ -287,6 +322,8 @@ impl BufferPool {
             evictions: self.counters.evictions.load(Ordering::Relaxed),
             dirty_evictions: self.counters.dirty_evictions.load(Ordering::Relaxed),
             cleaner_writes: self.counters.cleaner_writes.load(Ordering::Relaxed),
+            image_bytes: self.counters.image_bytes.load(Ordering::Relaxed),
+            fpi_bytes: self.counters.fpi_bytes.load(Ordering::Relaxed),
         }
     }
 

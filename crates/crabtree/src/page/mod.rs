@@ -15,3 +15,4 @@ pub use bytes::{AtomicPage, AtomicPageMut, PageBuf, PageBufMut};
 pub use header::PageType;
 pub mod node;
 pub mod overflow;
+pub mod redo;

@@ -522,6 +522,14 @@ impl CellData<'_> {
         raw
     }
 
+    /// Appends the cell's bytes to `out` (no allocation when `out` has
+    /// room): what a mini-transaction logs.
+    pub fn encode_to(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.resize(start + self.size(), 0);
+        encode_into(&mut out[start..], 0, self);
+    }
+
     /// Bytes the cell occupies (without its slot).
     pub fn size(&self) -> usize {
         match self {
@@ -711,6 +719,23 @@ impl<'p, P: PageBufMut + ?Sized> NodeMut<'p, P> {
         }
         self.remove(index)?;
         self.insert(index, cell)
+    }
+
+    /// Replaces cell `index` with a raw cell (from [`CellData::encode`]),
+    /// byte for byte as [`NodeMut::replace`] would with the decoded cell:
+    /// redo of a logged upsert uses it.
+    pub fn replace_raw(&mut self, index: usize, raw: &[u8]) -> Result<()> {
+        let node = self.as_node()?;
+        let old = node.cell(index)?;
+        if node.free_space() + old.size < raw.len() {
+            return Err(corrupt(self.pid, "replacement cell does not fit"));
+        }
+        if raw.len() == old.size {
+            self.page.write(old.offset, raw);
+            return Ok(());
+        }
+        self.remove(index)?;
+        self.insert_raw(index, raw)
     }
 
     /// Sets the high key (`None`: +infinity). Its old bytes become

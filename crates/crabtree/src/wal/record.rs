@@ -38,6 +38,17 @@ impl RecordType {
     /// An opaque payload (tests and benchmarks, until mini-transactions
     /// define their own types).
     pub const DATA: RecordType = RecordType(2);
+    /// A mini-transaction: redo entries for pages and the allocator
+    /// (`page::redo`).
+    pub const MTR: RecordType = RecordType(3);
+    /// A completed checkpoint (`buffer::checkpoint`).
+    pub const CHECKPOINT: RecordType = RecordType(4);
+    /// Part of a checkpoint's free-page list, written before it.
+    pub const CHECKPOINT_FREE: RecordType = RecordType(5);
+    /// Marks where a checkpoint's redo starts (no payload).
+    pub const CHECKPOINT_BEGIN: RecordType = RecordType(6);
+    /// A commit record of the transaction layer (opaque here).
+    pub const COMMIT: RecordType = RecordType(7);
 }
 
 /// A decoded, validated record header.

@@ -280,6 +280,14 @@ impl Wal {
         self.shared.poisoned.load(Ordering::Acquire)
     }
 
+    /// Poisons the log from outside: a failed write or sync of the data
+    /// file makes the database's durable state unknown just as a failed
+    /// log sync does. Every waiter gets `err`; nothing is acknowledged any
+    /// more.
+    pub fn poison(&self, err: &Error) {
+        self.shared.poison(err);
+    }
+
     /// The incarnation this handle writes records with.
     pub fn incarnation(&self) -> u32 {
         self.shared.incarnation
@@ -361,14 +369,18 @@ impl Shared {
                 if start + size > self.written.load(Ordering::Acquire) + capacity {
                     return Ok(None);
                 }
-                match self.reserved.compare_exchange_weak(start, start + size, Ordering::Relaxed, Ordering::Relaxed) {
+                match self.reserved.compare_exchange_weak(start, start + size, Ordering::AcqRel, Ordering::Relaxed) {
                     Ok(_) => break start,
                     Err(now) => start = now,
                 }
             }
         } else {
-            // Relaxed: the counter only hands out disjoint ranges.
-            self.reserved.fetch_add(size, Ordering::Relaxed)
+            // AcqRel: besides handing out disjoint ranges, the reservation
+            // orders a mini-transaction's dirty-bit store before a
+            // checkpoint that reserves later, and a checkpoint's horizon
+            // store before a mini-transaction that reserves later
+            // (`buffer::mtr`). Free on x86, where every RMW is a barrier.
+            self.reserved.fetch_add(size, Ordering::AcqRel)
         };
         let end = start + size;
         if !self.wait_for_room(end) {

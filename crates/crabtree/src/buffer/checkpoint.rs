@@ -1,0 +1,231 @@
+//! Fuzzy checkpoints and the allocator state they record; opening a pool
+//! from a recovered state.
+//!
+//! A checkpoint bounds recovery: pages changed before its redo start `R`
+//! are on disk once it completes, so recovery needs the log from `R` on
+//! (and segments wholly below it are recycled). Writers never stop.
+//!
+//! 1. Publish the "checkpoint starting" marker (`u64::MAX`) as the
+//!    full-page-image horizon, append a `CHECKPOINT_BEGIN` record; its end
+//!    is `R`; publish `R` as the horizon. A mini-transaction that reserves
+//!    after the begin record sees the marker or `R` (acquire-release on the
+//!    log's reservation counter), so the first change of a page at or after
+//!    `R` logs the page's image: a torn write of the page after `R` can be
+//!    rebuilt from the log.
+//! 2. Under the allocator mutex, snapshot the allocator (page count, roots,
+//!    free pages: the free stack, the pages allocated but never logged and
+//!    the pages logged free but still retired in memory) and the log's end
+//!    `A` (`mtr` rule 4).
+//! 3. Write back every page dirty now (a page changed by a record below
+//!    `R` had its dirty bit set before that record was reserved, so it is
+//!    seen), then sync the data file. A failure poisons the log.
+//! 4. Append the free list (`CHECKPOINT_FREE` records) and the `CHECKPOINT`
+//!    record `{id, R, A, retain, page count, roots, free count}`, wait until
+//!    durable. Only now is the checkpoint complete: a crash before leaves
+//!    the previous one in force.
+//! 5. Recycle the segments wholly below `min(R, retain)`, where `retain` is
+//!    the oldest record the layer above still needs (commit records).
+
+use super::pool::BufferPool;
+use crate::ids::{Lsn, PageId};
+use crate::page::meta::{Meta, ROOT_SLOTS};
+use crate::sync::Ordering;
+use crate::wal::RecordType;
+use crate::{Error, Result};
+
+/// The allocator's persistent state: what a checkpoint records and what
+/// recovery rebuilds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AllocState {
+    /// Pages `0..page_count` exist.
+    pub page_count: u64,
+    /// Root slots.
+    pub roots: [u64; ROOT_SLOTS],
+    /// Free pages.
+    pub free: Vec<PageId>,
+}
+
+/// What a checkpoint record says (its free list arrives separately).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointRecord {
+    /// Sequence number (matches its `CHECKPOINT_FREE` records).
+    pub id: u64,
+    /// Redo start.
+    pub redo: Lsn,
+    /// The log's end when the allocator snapshot was taken.
+    pub alloc: Lsn,
+    /// Oldest record the layer above still needed.
+    pub retain: Lsn,
+    /// Pages in the file.
+    pub page_count: u64,
+    /// Root slots.
+    pub roots: [u64; ROOT_SLOTS],
+    /// Number of free pages listed in the `CHECKPOINT_FREE` records.
+    pub free_count: u64,
+}
+
+const CHECKPOINT_BYTES: usize = 8 * (6 + ROOT_SLOTS);
+/// Page ids per `CHECKPOINT_FREE` record.
+const FREE_CHUNK: usize = 64 * 1024;
+
+impl CheckpointRecord {
+    /// The record's payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(CHECKPOINT_BYTES);
+        for word in [self.id, self.redo.0, self.alloc.0, self.retain.0, self.page_count] {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
+        for root in self.roots {
+            out.extend_from_slice(&root.to_le_bytes());
+        }
+        out.extend_from_slice(&self.free_count.to_le_bytes());
+        out
+    }
+
+    /// Decodes a payload; `LogCorruption` at `lsn` if malformed.
+    pub fn decode(bytes: &[u8], lsn: Lsn) -> Result<CheckpointRecord> {
+        let bad = || Error::LogCorruption { lsn, reason: "malformed checkpoint record".into() };
+        if bytes.len() != CHECKPOINT_BYTES {
+            return Err(bad());
+        }
+        let word = |i: usize| u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().unwrap_or_default());
+        let mut roots = [0u64; ROOT_SLOTS];
+        for (slot, root) in roots.iter_mut().enumerate() {
+            *root = word(5 + slot);
+        }
+        let record = CheckpointRecord {
+            id: word(0),
+            redo: Lsn(word(1)),
+            alloc: Lsn(word(2)),
+            retain: Lsn(word(3)),
+            page_count: word(4),
+            roots,
+            free_count: word(5 + ROOT_SLOTS),
+        };
+        if record.page_count == 0 || record.free_count >= record.page_count || record.redo > lsn {
+            return Err(bad());
+        }
+        Ok(record)
+    }
+}
+
+/// Decodes a `CHECKPOINT_FREE` payload: the checkpoint id and page ids.
+pub fn decode_free_chunk(bytes: &[u8], lsn: Lsn) -> Result<(u64, Vec<PageId>)> {
+    if bytes.len() < 8 || bytes.len() % 8 != 0 {
+        return Err(Error::LogCorruption { lsn, reason: "malformed checkpoint free list".into() });
+    }
+    let mut words = bytes.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()));
+    let id = words.next().unwrap_or_default();
+    Ok((id, words.map(PageId).collect()))
+}
+
+/// What a checkpoint did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointReport {
+    /// Redo start of the new checkpoint.
+    pub redo: Lsn,
+    /// Pages written back.
+    pub pages_written: u64,
+    /// Log segments recycled.
+    pub segments_recycled: usize,
+}
+
+impl BufferPool {
+    /// Takes a fuzzy checkpoint (module doc). `retain`: the oldest log
+    /// record the caller still needs (`None`: only the pool's records).
+    /// Entry: no latch held. Errors: `InvalidArgument` without a log; a
+    /// failed write or sync (the log is then poisoned).
+    pub fn checkpoint(&self, retain: Option<Lsn>) -> Result<CheckpointReport> {
+        let wal = self.wal().ok_or_else(|| Error::InvalidArgument("checkpoint without a log".into()))?.clone();
+        let _serial = self.checkpoint_lock.lock();
+        self.check_poisoned()?;
+        // Step 1. SeqCst stores; the begin record's reservation orders them
+        // against mini-transactions (module doc).
+        self.fpi_horizon.store(u64::MAX, Ordering::SeqCst);
+        let redo = wal.append(RecordType::CHECKPOINT_BEGIN, &[0u8; 8])?;
+        self.fpi_horizon.store(redo.0, Ordering::SeqCst);
+        failpoint!("checkpoint.begun");
+        // Step 2.
+        let (state, alloc) = {
+            let free = self.alloc.lock();
+            let alloc = wal.end_lsn();
+            let mut ids: Vec<PageId> = free.stack.clone();
+            ids.extend(free.pending.iter().copied());
+            ids.extend(free.retired.iter().copied());
+            ids.sort_unstable();
+            ids.dedup();
+            let mut roots = [0u64; ROOT_SLOTS];
+            for (slot, root) in roots.iter_mut().enumerate() {
+                *root = self.root_value(slot);
+            }
+            // Relaxed: `alloc` is held, which orders page_count changes.
+            (AllocState { page_count: self.page_count.load(Ordering::Relaxed), roots, free: ids }, alloc)
+        };
+        // Step 3.
+        let before = self.stats().writes;
+        let written = self.write_dirty().and_then(|()| {
+            failpoint!("checkpoint.before_sync");
+            self.storage.sync()
+        });
+        if let Err(error) = written {
+            wal.poison(&error);
+            return Err(error);
+        }
+        let pages_written = self.stats().writes - before;
+        // Step 4.
+        let id = self.checkpoint_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        for chunk in state.free.chunks(FREE_CHUNK) {
+            let mut payload = Vec::with_capacity(8 * (chunk.len() + 1));
+            payload.extend_from_slice(&id.to_le_bytes());
+            for pid in chunk {
+                payload.extend_from_slice(&pid.0.to_le_bytes());
+            }
+            wal.append(RecordType::CHECKPOINT_FREE, &payload)?;
+        }
+        let record = CheckpointRecord {
+            id,
+            redo,
+            alloc,
+            retain: retain.unwrap_or(redo).min(redo),
+            page_count: state.page_count,
+            roots: state.roots,
+            free_count: state.free.len() as u64,
+        };
+        failpoint!("checkpoint.before_record");
+        let end = wal.append(RecordType::CHECKPOINT, &record.encode())?;
+        wal.wait_durable(end)?;
+        // Step 5.
+        let segments_recycled = wal.recycle_below(record.retain)?;
+        Ok(CheckpointReport { redo, pages_written, segments_recycled })
+    }
+
+    /// Opens a pool on `storage` whose allocator state recovery rebuilt
+    /// (the header page's allocator fields are not used: with a log they
+    /// are written only at creation). The log is attached by the caller.
+    pub fn open_recovered(
+        storage: crate::sync::Arc<dyn crate::io::Storage>,
+        opts: super::PoolOptions,
+        page_size: usize,
+        state: &AllocState,
+    ) -> Result<BufferPool> {
+        if state.page_count > opts.max_pages {
+            return Err(Error::InvalidArgument(format!(
+                "file has {} pages, max_pages is {}",
+                state.page_count, opts.max_pages
+            )));
+        }
+        let mut meta = Meta::new(page_size);
+        meta.page_count = state.page_count;
+        meta.roots = state.roots;
+        let pool = BufferPool::build(storage, &super::PoolOptions { page_size, ..opts }, meta)?;
+        {
+            let mut free = pool.alloc.lock();
+            for &pid in state.free.iter().rev() {
+                if pid.0 == 0 || pid.0 >= state.page_count || !free.push(pid) {
+                    return Err(Error::corruption(pid, "recovered free list names a page twice or out of range"));
+                }
+            }
+        }
+        Ok(pool)
+    }
+}

@@ -1,0 +1,327 @@
+//! The durable store: a B-link tree in a data file whose every change is
+//! logged, recovered on open, checkpointed in the background.
+//!
+//! This is the layer the transaction layer builds on, and the raw durable
+//! key-value interface for tests and benchmarks until it exists:
+//! [`Store::put`] and [`Store::delete`] return the LSN of their last log
+//! record, and [`Store::wait_durable`] waits for it with group commit
+//! underneath (one sync serves every writer that arrived meanwhile).
+//!
+//! * `recover.rs`: redo into the data file and the allocator's rebuild.
+//! * `buffer::mtr`: how each page change is logged (mini-transactions).
+//! * `buffer::checkpoint`: fuzzy checkpoints.
+//!
+//! Open: the data file's header page is written and synced before the log
+//! is created; recovery redoes the log (`recover`), the pool opens on the
+//! recovered allocator state, the log is attached, then the tree finishes
+//! the structure changes the crash interrupted (`BTree::repair`: abandoned
+//! splits, half-dead pages), recounts its entries, and a checkpoint makes
+//! it all the new starting point.
+//!
+//! Failure: a failed write or sync of the log or of the data file poisons
+//! the store (every waiting writer gets the error, further writes return
+//! `Error::Poisoned`, reads of what is in memory still work); reopening
+//! recovers. No sync is ever retried.
+//!
+//! Protocol doc: `docs/protocols/recovery-and-checkpoints.md`.
+
+mod recover;
+
+pub use recover::RecoveryReport;
+
+use crate::btree::BTree;
+use crate::buffer::{BufferPool, CheckpointReport, PoolOptions, PoolStats};
+use crate::ids::Lsn;
+use crate::io::{Dir, FileDir, FileStorage, Storage};
+use crate::page::meta::Meta;
+use crate::sync::{Arc, AtomicBool, Mutex, Ordering};
+use crate::wal::{Durability, RecordType, Wal, WalOptions, WalStats};
+use crate::{Error, Result};
+use std::path::Path;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Options of a [`Store`].
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// The buffer pool: page size (new files), memory budget, page limit.
+    pub pool: PoolOptions,
+    /// The log: segment size, buffer, durability mode, flush delay.
+    pub wal: WalOptions,
+    /// A checkpoint starts once this many log bytes were written since the
+    /// last one's redo start.
+    pub checkpoint_bytes: u64,
+    /// ... or once this much time passed with any log written.
+    pub checkpoint_interval: Duration,
+    /// Run the background checkpointer (tests that want every checkpoint
+    /// at a known moment turn it off).
+    pub background_checkpoints: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            pool: PoolOptions::default(),
+            wal: WalOptions::default(),
+            checkpoint_bytes: 256 << 20,
+            checkpoint_interval: Duration::from_secs(60),
+            background_checkpoints: true,
+        }
+    }
+}
+
+/// Oldest log position the layer above still needs (its commit records):
+/// checkpoints keep the log from there on.
+pub type RetainHook = Box<dyn Fn() -> Option<Lsn> + Send + Sync>;
+
+struct Inner {
+    tree: BTree,
+    wal: Arc<Wal>,
+    durability: Durability,
+    options: StoreOptions,
+    retain: Mutex<Option<RetainHook>>,
+    stop: AtomicBool,
+    wake: parking_lot::Condvar,
+    wake_lock: parking_lot::Mutex<()>,
+    last_checkpoint: Mutex<(Lsn, Instant)>,
+    checkpoint_error: Mutex<Option<String>>,
+}
+
+/// A durable B-link tree: data file plus log directory (module doc).
+pub struct Store {
+    inner: Arc<Inner>,
+    checkpointer: Option<JoinHandle<()>>,
+    recovery: RecoveryReport,
+    commits: Vec<(Lsn, Vec<u8>)>,
+}
+
+impl Store {
+    /// Opens the store at `path` (the data file) with its log in the
+    /// directory `<path>-wal`, creating both if the data file does not
+    /// exist or is empty. The data file is locked (`Error::Locked` if
+    /// another handle has it).
+    pub fn open_path(path: &Path, options: StoreOptions) -> Result<Store> {
+        if path.is_dir() {
+            return Err(Error::InvalidArgument(format!("{} is a directory, not a database file", path.display())));
+        }
+        let data: Arc<dyn Storage> = Arc::new(FileStorage::open(path, true)?);
+        let mut log_path = path.as_os_str().to_owned();
+        log_path.push("-wal");
+        let log: Arc<dyn Dir> = Arc::new(FileDir::open(Path::new(&log_path))?);
+        Store::open(data, log, options)
+    }
+
+    /// Opens (creating if new) the store on `data` with its log in `log`,
+    /// running recovery.
+    pub fn open(data: Arc<dyn Storage>, log: Arc<dyn Dir>, options: StoreOptions) -> Result<Store> {
+        if recover::is_new(&*data, &*log)? {
+            let page_size = options.pool.page_size;
+            if !crate::limits::page_size_valid(page_size) {
+                return Err(Error::InvalidArgument(format!("page size {page_size}")));
+            }
+            data.write_at(0, &Meta::new(page_size).encode())?;
+            data.sync()?;
+        }
+        let recovered = recover::recover(&data, Arc::clone(&log), options.wal.clone())?;
+        let wal = Arc::new(recovered.wal);
+        let pool = Arc::new(BufferPool::open_recovered(
+            Arc::clone(&data),
+            options.pool.clone(),
+            recovered.page_size,
+            &recovered.state,
+        )?);
+        pool.attach_wal(Arc::clone(&wal))?;
+        let root = pool.root(crate::btree::ROOT_SLOT);
+        let tree = if root.0 == 0 { BTree::create(Arc::clone(&pool))? } else { BTree::open(Arc::clone(&pool))? };
+        if recovered.report.records > 0 {
+            // Finish what the crash interrupted, count the entries, and make
+            // this state the new starting point.
+            tree.repair()?;
+            tree.recount()?;
+        }
+        pool.checkpoint(None)?;
+        let inner = Arc::new(Inner {
+            tree,
+            durability: options.wal.durability,
+            wal,
+            retain: Mutex::new(None),
+            stop: AtomicBool::new(false),
+            wake: parking_lot::Condvar::new(),
+            wake_lock: parking_lot::Mutex::new(()),
+            last_checkpoint: Mutex::new((Lsn::ZERO, Instant::now())),
+            checkpoint_error: Mutex::new(None),
+            options,
+        });
+        *inner.last_checkpoint.lock() = (inner.wal.end_lsn(), Instant::now());
+        let checkpointer = if inner.options.background_checkpoints {
+            let worker = Arc::clone(&inner);
+            Some(std::thread::Builder::new().name("crabtree-checkpointer".into()).spawn(move || worker.run())?)
+        } else {
+            None
+        };
+        Ok(Store { inner, checkpointer, recovery: recovered.report, commits: recovered.commits })
+    }
+
+    /// The tree. Its writes are logged; use [`Store::wait_durable`] with the
+    /// LSN from [`last_lsn`] to make them durable.
+    pub fn tree(&self) -> &BTree {
+        &self.inner.tree
+    }
+
+    /// The buffer pool.
+    pub fn pool(&self) -> &Arc<BufferPool> {
+        self.inner.tree.pool()
+    }
+
+    /// The log.
+    pub fn wal(&self) -> &Arc<Wal> {
+        &self.inner.wal
+    }
+
+    /// What recovery did when this store was opened.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// The commit records of the layer above that recovery found (at or
+    /// after the retain position of the last checkpoint), in log order,
+    /// as `(end LSN, payload)`; taken once.
+    pub fn take_recovered_commits(&mut self) -> Vec<(Lsn, Vec<u8>)> {
+        std::mem::take(&mut self.commits)
+    }
+
+    /// Installs the hook telling checkpoints the oldest log position the
+    /// layer above still needs.
+    pub fn set_retain_hook(&self, hook: RetainHook) {
+        *self.inner.retain.lock() = Some(hook);
+    }
+
+    /// Stores `value` under `key`; returns the end LSN of the last log
+    /// record this write made (wait on it for durability).
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<Lsn> {
+        self.inner.tree.insert(key, value)?;
+        Ok(last_lsn())
+    }
+
+    /// Removes `key`; returns whether it was there and the LSN to wait on.
+    pub fn delete(&self, key: &[u8]) -> Result<(bool, Lsn)> {
+        let old = self.inner.tree.remove(key)?;
+        Ok((old.is_some(), last_lsn()))
+    }
+
+    /// The value under `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.inner.tree.get(key)
+    }
+
+    /// `put`, then waits for durability as the store's mode says
+    /// (`Immediate`: until durable; `Eventual`: returns at once).
+    pub fn put_durable(&self, key: &[u8], value: &[u8]) -> Result<Lsn> {
+        let lsn = self.put(key, value)?;
+        if self.inner.durability == Durability::Immediate {
+            self.wait_durable(lsn)?;
+        }
+        Ok(lsn)
+    }
+
+    /// Appends a commit record of the layer above (opaque here); returns
+    /// its end LSN. Recovery hands it back through
+    /// [`Store::take_recovered_commits`] until a checkpoint's retain
+    /// position passes it.
+    pub fn append_commit(&self, payload: &[u8]) -> Result<Lsn> {
+        self.inner.tree.pool().check_poisoned()?;
+        self.inner.wal.append(RecordType::COMMIT, payload)
+    }
+
+    /// Waits until the log is durable up to `lsn` (group commit).
+    pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
+        if self.inner.wal.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        self.inner.wal.wait_durable(lsn)
+    }
+
+    /// Takes a checkpoint now.
+    pub fn checkpoint(&self) -> Result<CheckpointReport> {
+        self.inner.checkpoint()
+    }
+
+    /// Whether a failed write or sync poisoned the store.
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.wal.is_poisoned()
+    }
+
+    /// Counters of the pool and the log.
+    pub fn stats(&self) -> (PoolStats, WalStats) {
+        (self.pool().stats(), self.inner.wal.stats())
+    }
+
+    /// Stops the checkpointer, takes a last checkpoint (so the next open
+    /// replays nothing) and closes the log. Dropping the store does the
+    /// same without the error.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        self.inner.stop.store(true, Ordering::SeqCst);
+        {
+            let _guard = self.inner.wake_lock.lock();
+            self.inner.wake.notify_all();
+        }
+        if let Some(worker) = self.checkpointer.take() {
+            let _ = worker.join();
+        }
+        if self.inner.wal.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        self.inner.tree.flush()
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if self.checkpointer.is_some() || !self.inner.stop.load(Ordering::SeqCst) {
+            let _ = self.shutdown();
+        }
+    }
+}
+
+/// The end LSN of the last log record this thread appended (zero if none):
+/// what a writer waits on to make its change durable.
+pub fn last_lsn() -> Lsn {
+    crate::buffer::last_lsn()
+}
+
+impl Inner {
+    fn checkpoint(&self) -> Result<CheckpointReport> {
+        let retain = self.retain.lock().as_ref().and_then(|hook| hook());
+        let report = self.tree.checkpoint(retain)?;
+        *self.last_checkpoint.lock() = (report.redo, Instant::now());
+        Ok(report)
+    }
+
+    /// The checkpointer: a checkpoint when enough log was written since
+    /// the last one, or enough time passed with any written.
+    fn run(&self) {
+        let poll = Duration::from_millis(50).min(self.options.checkpoint_interval);
+        while !self.stop.load(Ordering::SeqCst) {
+            {
+                let mut guard = self.wake_lock.lock();
+                if !self.stop.load(Ordering::SeqCst) {
+                    self.wake.wait_for(&mut guard, poll);
+                }
+            }
+            if self.stop.load(Ordering::SeqCst) || self.wal.is_poisoned() {
+                return;
+            }
+            let (redo, at) = *self.last_checkpoint.lock();
+            let written = self.wal.end_lsn().0.saturating_sub(redo.0);
+            let due = written >= self.options.checkpoint_bytes
+                || (written > 64 && at.elapsed() >= self.options.checkpoint_interval);
+            if due && let Err(error) = self.checkpoint() {
+                *self.checkpoint_error.lock() = Some(error.to_string());
+            }
+        }
+    }
+}

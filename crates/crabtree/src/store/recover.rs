@@ -1,0 +1,307 @@
+//! Recovery: redo the log into the data file and rebuild the allocator.
+//!
+//! Runs on open, before the pool exists, on the data file directly:
+//!
+//! 1. **Scan** every record from the oldest live log segment, in LSN order
+//!    (`wal::reader` stops at the first invalid record, telling a torn tail
+//!    from damaged synced log). Each page named by a mini-transaction is
+//!    read once into a private map; a page that fails its checksum (a torn
+//!    write) or lies past the end of the file is *unknown*.
+//! 2. **Redo** each page entry whose record ends above the page's LSN
+//!    (idempotent: a page already on disk with the change is skipped). An
+//!    unknown page takes only an image, after which it is known; logical
+//!    entries before its first image are skipped (the image that follows
+//!    contains them). An unknown page that got a logical entry and no image
+//!    after it cannot be rebuilt: `Error::Corruption`.
+//! 3. **Allocator**: the last complete checkpoint's snapshot (page count,
+//!    roots, free pages) taken at log position `A`, then every record ending
+//!    after `A` in order: a page entry makes its page used, `Free` makes it
+//!    free, `SetRoot` sets a slot, and the page count covers every id named.
+//!    Ids past the snapshot's page count that no record names were handed
+//!    out by an allocation whose first record never reached the log: free.
+//! 4. **Write** the redone pages, sync the data file.
+//!
+//! Nothing is written before the whole log has been read, so recovery that
+//! fails (damaged log, an I/O error) or crashes leaves the files as they
+//! were and can run again with the same result.
+
+use crate::buffer::{AllocState, CheckpointRecord, decode_free_chunk};
+use crate::ids::{Lsn, PageId};
+use crate::io::{Dir, Storage};
+use crate::page::header;
+use crate::page::meta::{Meta, ROOT_SLOTS};
+use crate::page::redo::{self, Entry};
+use crate::sync::Arc;
+use crate::wal::{RecordType, Wal, WalOptions, record_size};
+use crate::{Error, Result};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// What recovery found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Records read (horizon records not counted).
+    pub records: u64,
+    /// Log bytes read.
+    pub log_bytes: u64,
+    /// Page entries applied.
+    pub entries_applied: u64,
+    /// Page entries skipped (already on the page).
+    pub entries_skipped: u64,
+    /// Pages written back.
+    pub pages_written: u64,
+    /// Pages found torn (or missing) and rebuilt from an image.
+    pub pages_rebuilt: u64,
+    /// Where the log ended.
+    pub end: Lsn,
+    /// Redo start of the last complete checkpoint (zero if none).
+    pub checkpoint_redo: Lsn,
+    /// Time spent.
+    pub duration: Duration,
+}
+
+/// A page recovery holds.
+struct Page {
+    image: Vec<u8>,
+    /// Read intact (or rebuilt from an image).
+    known: bool,
+    /// Was torn or missing when read.
+    was_unknown: bool,
+    /// A logical entry was skipped while unknown, at this LSN.
+    skipped_at: Option<Lsn>,
+    changed: bool,
+}
+
+/// The outcome of recovery.
+pub(crate) struct Recovered {
+    pub wal: Wal,
+    pub state: AllocState,
+    pub page_size: usize,
+    pub report: RecoveryReport,
+    /// Commit records of the layer above at or after the last
+    /// checkpoint's `retain` LSN, in log order: `(end LSN, payload)`.
+    pub commits: Vec<(Lsn, Vec<u8>)>,
+}
+
+/// Whether this data file and log hold nothing yet.
+pub(crate) fn is_new(data: &dyn Storage, log: &dyn Dir) -> Result<bool> {
+    if !data.is_empty()? {
+        return Ok(false);
+    }
+    let segments = log.list()?.into_iter().filter(|name| name.ends_with(".wal")).count();
+    if segments > 0 {
+        // The data file's header is synced before the log is created, so a
+        // log beside an empty data file is not ours to overwrite.
+        return Err(Error::InvalidArgument("the data file is empty but a log exists beside it".into()));
+    }
+    Ok(true)
+}
+
+/// Redoes the log in `log` into `data` (module doc) and opens the log for
+/// appending.
+pub(crate) fn recover(data: &Arc<dyn Storage>, log: Arc<dyn Dir>, options: WalOptions) -> Result<Recovered> {
+    let started = Instant::now();
+    let meta = read_meta(&**data)?;
+    if meta.free_head.is_some() {
+        return Err(Error::InvalidArgument(
+            "the file was flushed without a log (free-list trunks in its header); open it with BTree::open".into(),
+        ));
+    }
+    let page_size = meta.page_size;
+    let file_pages = data.len()? / page_size as u64;
+    let mut pages: HashMap<PageId, Page> = HashMap::new();
+    let mut events: HashMap<PageId, (Lsn, bool)> = HashMap::new();
+    let mut root_events: Vec<(Lsn, u8, u64)> = Vec::new();
+    let mut checkpoint: Option<(CheckpointRecord, Vec<PageId>)> = None;
+    let mut chunk: (u64, Vec<PageId>) = (0, Vec::new());
+    let mut commits: Vec<(Lsn, Vec<u8>)> = Vec::new();
+    let mut report = RecoveryReport::default();
+    let mut read_error: Option<Error> = None;
+    let (wal, end) = Wal::open(log, options, |lsn, kind, payload| {
+        let end = Lsn(lsn.0 + record_size(payload.len()) as u64);
+        report.log_bytes += record_size(payload.len()) as u64;
+        match kind {
+            RecordType::MTR => {
+                for entry in redo::decode(payload, lsn) {
+                    let entry = entry?;
+                    match entry {
+                        Entry::Free { pid } => {
+                            events.insert(pid, (end, false));
+                        }
+                        Entry::SetRoot { slot, value } => root_events.push((end, slot, value)),
+                        _ => {
+                            let Some(pid) = entry.page() else { continue };
+                            if pid.0 == 0 {
+                                return Err(Error::LogCorruption { lsn, reason: "redo entry for page 0".into() });
+                            }
+                            events.insert(pid, (end, true));
+                            let page = match pages.entry(pid) {
+                                std::collections::hash_map::Entry::Occupied(slot) => slot.into_mut(),
+                                std::collections::hash_map::Entry::Vacant(slot) => {
+                                    match load(&**data, pid, page_size, file_pages) {
+                                        Ok(page) => slot.insert(page),
+                                        Err(error) => {
+                                            read_error = Some(error);
+                                            return Err(Error::Poisoned);
+                                        }
+                                    }
+                                }
+                            };
+                            apply(page, &entry, end, &mut report)?;
+                        }
+                    }
+                }
+            }
+            RecordType::CHECKPOINT_FREE => {
+                let (id, ids) = decode_free_chunk(payload, lsn)?;
+                if id != chunk.0 {
+                    chunk = (id, Vec::new());
+                }
+                chunk.1.extend(ids);
+            }
+            RecordType::CHECKPOINT => {
+                let record = CheckpointRecord::decode(payload, lsn)?;
+                let free = if chunk.0 == record.id { std::mem::take(&mut chunk.1) } else { Vec::new() };
+                if free.len() as u64 != record.free_count {
+                    return Err(Error::LogCorruption { lsn, reason: "checkpoint free list incomplete".into() });
+                }
+                commits.retain(|(at, _)| *at > record.retain);
+                checkpoint = Some((record, free));
+            }
+            RecordType::COMMIT => commits.push((end, payload.to_vec())),
+            _ => {}
+        }
+        Ok(())
+    })
+    .map_err(|error| read_error.take().unwrap_or(error))?;
+    report.records = end.records;
+    report.end = end.end;
+    // Step 2's last check: unknown pages that were never rebuilt.
+    for (pid, page) in &pages {
+        if let (false, Some(at)) = (page.known, page.skipped_at) {
+            return Err(Error::corruption(
+                *pid,
+                format!("page is torn or missing and the log has no image of it after LSN {}", at.0),
+            ));
+        }
+        if page.known && header::lsn(page.image.as_slice()) > end.end {
+            return Err(Error::corruption(*pid, "page is newer than the end of the log (log lost or damaged)"));
+        }
+    }
+    // Step 3.
+    let (base, alloc_lsn) = match checkpoint {
+        Some((record, free)) => {
+            report.checkpoint_redo = record.redo;
+            (AllocState { page_count: record.page_count, roots: record.roots, free }, record.alloc)
+        }
+        None => (AllocState { page_count: meta.page_count, roots: meta.roots, free: Vec::new() }, Lsn::ZERO),
+    };
+    let state = rebuild_alloc(base, alloc_lsn, &events, &root_events)?;
+    // Step 4.
+    let mut order: Vec<(&PageId, &mut Page)> = pages.iter_mut().filter(|(_, p)| p.changed).collect();
+    order.sort_unstable_by_key(|(pid, _)| **pid);
+    for (pid, page) in order {
+        header::seal(&mut page.image);
+        data.write_at(pid.0 * page_size as u64, &page.image)?;
+        report.pages_written += 1;
+        report.pages_rebuilt += u64::from(page.was_unknown);
+    }
+    data.sync()?;
+    report.duration = started.elapsed();
+    Ok(Recovered { wal, state, page_size, report, commits })
+}
+
+fn read_meta(data: &dyn Storage) -> Result<Meta> {
+    let mut prefix = vec![0u8; crate::page::meta::META_SIZE];
+    data.read_at(0, &mut prefix).map_err(|_| Error::corruption(PageId::HEADER, "header page missing"))?;
+    let page_size = Meta::peek_page_size(&prefix)?;
+    let mut image = vec![0u8; page_size];
+    data.read_at(0, &mut image).map_err(|_| Error::corruption(PageId::HEADER, "header page cut short"))?;
+    Meta::decode(&image)
+}
+
+/// Reads `pid` for redo: known if intact, unknown (zeroed) if torn or past
+/// the end of the file. Errors: I/O.
+fn load(data: &dyn Storage, pid: PageId, page_size: usize, file_pages: u64) -> Result<Page> {
+    let mut image = vec![0u8; page_size];
+    let known = if pid.0 < file_pages {
+        data.read_at(pid.0 * page_size as u64, &mut image)?;
+        header::verify(&image, pid).is_ok()
+    } else {
+        false
+    };
+    if !known {
+        image.fill(0);
+    }
+    Ok(Page { image, known, was_unknown: !known, skipped_at: None, changed: false })
+}
+
+fn apply(page: &mut Page, entry: &Entry<'_>, end: Lsn, report: &mut RecoveryReport) -> Result<()> {
+    let image = matches!(entry, Entry::Image { .. });
+    if !page.known {
+        if !image {
+            page.skipped_at = Some(end);
+            report.entries_skipped += 1;
+            return Ok(());
+        }
+        page.known = true;
+        page.skipped_at = None;
+    } else if header::lsn(page.image.as_slice()) >= end {
+        report.entries_skipped += 1;
+        return Ok(());
+    }
+    redo::apply(entry, &mut page.image, end)?;
+    page.changed = true;
+    report.entries_applied += 1;
+    Ok(())
+}
+
+/// Step 3 of the module doc.
+fn rebuild_alloc(
+    base: AllocState,
+    after: Lsn,
+    events: &HashMap<PageId, (Lsn, bool)>,
+    root_events: &[(Lsn, u8, u64)],
+) -> Result<AllocState> {
+    let mut free: HashSet<PageId> = base.free.iter().copied().collect();
+    if free.len() != base.free.len() {
+        return Err(Error::corruption(PageId::HEADER, "checkpoint lists a free page twice"));
+    }
+    let mut page_count = base.page_count;
+    let mut named = HashSet::new();
+    for (&pid, &(lsn, used)) in events {
+        if lsn <= after {
+            continue;
+        }
+        named.insert(pid);
+        page_count = page_count.max(pid.0 + 1);
+        if used {
+            free.remove(&pid);
+        } else {
+            free.insert(pid);
+        }
+    }
+    if page_count > crate::limits::MAX_PAGES_LIMIT {
+        return Err(Error::corruption(PageId::HEADER, format!("log names page {} past any file", page_count - 1)));
+    }
+    for id in base.page_count..page_count {
+        if !named.contains(&PageId(id)) {
+            free.insert(PageId(id));
+        }
+    }
+    let mut roots = base.roots;
+    for &(lsn, slot, value) in root_events {
+        if lsn > after {
+            let slot = usize::from(slot);
+            if slot >= ROOT_SLOTS || value >= page_count {
+                return Err(Error::corruption(PageId::HEADER, format!("logged root slot {slot} = {value} invalid")));
+            }
+            roots[slot] = value;
+        }
+    }
+    let mut free: Vec<PageId> = free.into_iter().collect();
+    free.sort_unstable();
+    // Reuse the lowest ids first (the pool's stack pops from the back).
+    free.reverse();
+    Ok(AllocState { page_count, roots, free })
+}
