@@ -107,6 +107,12 @@ impl<'v> StoredValue<'v> {
             let pid = guard.pid();
             overflow::write(&mut guard.page_mut(), pid, chunk, next);
             pages.push(pid);
+            // Logged now, owned (claimed) by the record of the leaf cell.
+            if let Err(error) = tree.pool.log_provisional(&mut guard) {
+                drop(guard);
+                free_now(tree, &pages);
+                return Err(error);
+            }
             next = Some(pid);
         }
         pages.reverse();
@@ -118,6 +124,14 @@ impl<'v> StoredValue<'v> {
         match self {
             StoredValue::Inline(value) => CellData::Leaf { key, value },
             StoredValue::Overflow { first, len, .. } => CellData::LeafOverflow { key, first: *first, len: *len },
+        }
+    }
+
+    /// The overflow pages the value's cell will own.
+    pub(crate) fn pages(&self) -> &[PageId] {
+        match self {
+            StoredValue::Inline(_) => &[],
+            StoredValue::Overflow { pages, .. } => pages,
         }
     }
 

@@ -118,14 +118,14 @@ impl BTree {
                     Err(index) => node.insert(index, &cell)?,
                 }
             }
-            self.pool.log_leaf_put(&mut leaf, &cell, &old_pages)?;
+            self.pool.log_leaf_put(&mut leaf, &cell, &old_pages, value.pages())?;
         } else {
             let mut cells = self.raw_cells(&leaf)?;
             match slot {
                 Ok(index) => cells[index] = cell.encode(),
                 Err(index) => cells.insert(index, cell.encode()),
             }
-            self.split(leaf, cells, &path, None, &old_pages)?;
+            self.split(leaf, cells, &path, None, &old_pages, value.pages())?;
         }
         for pid in old_pages {
             self.retired.retire(pid);
@@ -214,6 +214,7 @@ impl BTree {
         path: &[(u8, PageId)],
         completes: Option<ExclusiveGuard<'t>>,
         frees: &[PageId],
+        claims: &[PageId],
     ) -> Result<()> {
         let left_pid = left.pid();
         let (head, high) = {
@@ -285,7 +286,7 @@ impl BTree {
             let mut guards: Vec<&mut ExclusiveGuard<'_>> = vec![&mut right, &mut left];
             guards.extend(neighbour.as_mut());
             guards.extend(completes.as_mut());
-            self.pool.log_images(&mut guards, frees, None)?;
+            self.pool.log_images_claiming(&mut guards, frees, claims)?;
         }
         drop(completes);
         drop(neighbour);
@@ -417,7 +418,7 @@ impl BTree {
         // The separator is in one of the parent's halves once the half-split
         // is done, so the child's split is complete from here on.
         let upper_path: Path = path.iter().filter(|(l, _)| *l > parent_level).copied().collect();
-        self.split(parent, cells, &upper_path, Some(child), &[])
+        self.split(parent, cells, &upper_path, Some(child), &[], &[])
     }
 
     /// Latches the parent for `separator` at `level`, starting from

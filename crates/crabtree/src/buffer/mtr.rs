@@ -51,6 +51,15 @@ use crate::wal::{RecordType, Wal};
 use crate::{Error, Result};
 use std::cell::RefCell;
 
+/// What a mini-transaction changes besides its pages' images.
+#[derive(Default)]
+struct Extra<'a> {
+    frees: &'a [PageId],
+    claims: &'a [PageId],
+    root: Option<(usize, PageId)>,
+    provisional: bool,
+}
+
 thread_local! {
     /// Each thread's record under construction and page copy.
     static SCRATCH: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
@@ -115,16 +124,34 @@ impl BufferPool {
         frees: &[PageId],
         root: Option<(usize, PageId)>,
     ) -> Result<()> {
-        self.log_images_sized(guards, frees, root).map(|_| ())
+        self.log_images_sized(guards, Extra { frees, claims: &[], root, provisional: false }).map(|_| ())
     }
 
-    /// `log_images`, returning the record's payload bytes.
-    fn log_images_sized(
+    /// `log_images` that also claims `claims`: pages of a value logged
+    /// provisionally ([`BufferPool::log_provisional`]) that a cell in one
+    /// of `guards` now owns.
+    pub fn log_images_claiming(
         &self,
         guards: &mut [&mut ExclusiveGuard<'_>],
         frees: &[PageId],
-        root: Option<(usize, PageId)>,
-    ) -> Result<usize> {
+        claims: &[PageId],
+    ) -> Result<()> {
+        self.log_images_sized(guards, Extra { frees, claims, root: None, provisional: false }).map(|_| ())
+    }
+
+    /// Logs the image of a fresh overflow page written before the leaf
+    /// cell that will own it. The page stays allocated-but-unclaimed
+    /// (free, to a checkpoint and to recovery) until the record with the
+    /// cell claims it, so a crash in between frees it instead of leaking
+    /// it.
+    pub fn log_provisional(&self, guard: &mut ExclusiveGuard<'_>) -> Result<()> {
+        self.log_images_sized(&mut [guard], Extra { frees: &[], claims: &[], root: None, provisional: true })
+            .map(|_| ())
+    }
+
+    /// `log_images`, returning the record's payload bytes.
+    fn log_images_sized(&self, guards: &mut [&mut ExclusiveGuard<'_>], extra: Extra<'_>) -> Result<usize> {
+        let Extra { frees, claims, root, provisional } = extra;
         if !self.logging() {
             if let Some((slot, pid)) = root {
                 self.store_root(slot, pid);
@@ -139,16 +166,24 @@ impl BufferPool {
             for guard in guards.iter() {
                 page.resize(self.page_size, 0);
                 AtomicPage::new(self.frame(guard.pid())).copy_to(page);
-                redo::put_image(record, guard.pid(), page);
+                redo::put_image(record, guard.pid(), page, provisional);
             }
             for &pid in frees {
                 redo::put_free(record, pid);
             }
+            for &pid in claims {
+                redo::put_claim(record, pid);
+            }
             if let Some((slot, pid)) = root {
                 redo::put_set_root(record, slot as u8, pid.0);
             }
-            let fresh: Vec<PageId> = guards.iter().filter(|g| g.fresh).map(|g| g.pid()).collect();
-            let lsn = self.commit_mtr(record, &fresh, frees, root)?;
+            let mut fresh: Vec<PageId> = Vec::new();
+            if !provisional {
+                fresh.extend(guards.iter().filter(|g| g.fresh).map(|g| g.pid()));
+                fresh.extend_from_slice(claims);
+            }
+            let lsn =
+                if provisional { self.append_mtr(record)? } else { self.commit_mtr(record, &fresh, frees, root)? };
             for guard in guards.iter_mut() {
                 self.stamp(guard, lsn);
             }
@@ -161,9 +196,16 @@ impl BufferPool {
     /// Logs an upsert of `cell` into the latched leaf `guard` (already
     /// applied) and the overflow pages its old value held (`frees`), then
     /// stamps the page. Without a log: nothing.
-    pub fn log_leaf_put(&self, guard: &mut ExclusiveGuard<'_>, cell: &CellData<'_>, frees: &[PageId]) -> Result<()> {
+    /// `claims`: the overflow pages of the new value (logged provisionally).
+    pub fn log_leaf_put(
+        &self,
+        guard: &mut ExclusiveGuard<'_>,
+        cell: &CellData<'_>,
+        frees: &[PageId],
+        claims: &[PageId],
+    ) -> Result<()> {
         let pid = guard.pid();
-        self.log_logical(guard, frees, |record| {
+        self.log_logical(guard, frees, claims, |record| {
             let start = record.len();
             redo::put_leaf_put(record, pid, &[]);
             cell.encode_to(record);
@@ -176,13 +218,14 @@ impl BufferPool {
     /// applied) and the overflow pages of its value, then stamps the page.
     pub fn log_leaf_remove(&self, guard: &mut ExclusiveGuard<'_>, key: &[u8], frees: &[PageId]) -> Result<()> {
         let pid = guard.pid();
-        self.log_logical(guard, frees, |record| redo::put_leaf_remove(record, pid, key))
+        self.log_logical(guard, frees, &[], |record| redo::put_leaf_remove(record, pid, key))
     }
 
     fn log_logical(
         &self,
         guard: &mut ExclusiveGuard<'_>,
         frees: &[PageId],
+        claims: &[PageId],
         entry: impl FnOnce(&mut Vec<u8>),
     ) -> Result<()> {
         if !self.logging() {
@@ -191,7 +234,7 @@ impl BufferPool {
         }
         if guard.fresh {
             // A fresh page's first record is its image.
-            return self.log_images(&mut [guard], frees, None);
+            return self.log_images_claiming(&mut [guard], frees, claims);
         }
         let before = header::lsn(&guard.page());
         let lsn = SCRATCH.with_borrow_mut(|(record, _)| {
@@ -200,7 +243,10 @@ impl BufferPool {
             for &pid in frees {
                 redo::put_free(record, pid);
             }
-            self.commit_mtr(record, &[], frees, None)
+            for &pid in claims {
+                redo::put_claim(record, pid);
+            }
+            self.commit_mtr(record, claims, frees, None)
         })?;
         self.stamp(guard, lsn);
         // SeqCst, after the reservation (rule 3): a checkpoint whose begin
@@ -209,11 +255,19 @@ impl BufferPool {
         let horizon = self.fpi_horizon.load(Ordering::SeqCst);
         if before.0 < horizon {
             guard.changed = true;
-            let bytes = self.log_images_sized(&mut [guard], &[], None)?;
+            let bytes = self.log_images_sized(&mut [guard], Extra::default())?;
             // Relaxed: statistics.
             self.counters.fpi_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// Appends a record that changes no allocator state.
+    fn append_mtr(&self, record: &[u8]) -> Result<Lsn> {
+        let wal = self.wal.get().ok_or_else(|| Error::InvalidArgument("no log attached".into()))?;
+        let lsn = wal.append(RecordType::MTR, record)?;
+        note_lsn(lsn);
+        Ok(lsn)
     }
 
     /// Appends one mini-transaction record; under the allocator mutex when
@@ -227,9 +281,7 @@ impl BufferPool {
     ) -> Result<Lsn> {
         let wal = self.wal.get().ok_or_else(|| Error::InvalidArgument("no log attached".into()))?;
         if fresh.is_empty() && frees.is_empty() && root.is_none() {
-            let lsn = wal.append(RecordType::MTR, record)?;
-            note_lsn(lsn);
-            return Ok(lsn);
+            return self.append_mtr(record);
         }
         let mut alloc = self.alloc.lock();
         let lsn = wal.append(RecordType::MTR, record)?;

@@ -107,9 +107,28 @@ struct Power {
     ops: AtomicU64,
     /// Operations with an index at or past this fail; `u64::MAX`: never.
     off_at: AtomicU64,
+    /// Lives of the "process": each crash starts a new one, and a file
+    /// handle opened in an earlier life fails every operation (the process
+    /// that held it is dead; its threads must not write into the new life).
+    life: AtomicU64,
+    /// Held (shared) across each file operation and (exclusive) by a crash,
+    /// so no operation of the old life lands after the crash.
+    gate: parking_lot::RwLock<()>,
 }
 
 impl Power {
+    /// Starts an operation of a handle opened in `life`; the guard keeps a
+    /// crash out until the operation is done.
+    fn enter(&self, life: u64) -> Result<parking_lot::RwLockReadGuard<'_, ()>> {
+        let gate = self.gate.read();
+        // Relaxed: changed only under the exclusive gate.
+        if self.life.load(Ordering::Relaxed) != life {
+            return Err(io::Error::other("simulated file handle from before a crash").into());
+        }
+        self.begin()?;
+        Ok(gate)
+    }
+
     fn begin(&self) -> Result<()> {
         // Relaxed: tests drive power-off from one thread at a time per op;
         // the counter only needs to be exact, not ordered with other memory.
@@ -138,7 +157,12 @@ impl SimDir {
             rng: fastrand::Rng::with_seed(seed),
             model,
         };
-        let power = Power { ops: AtomicU64::new(0), off_at: AtomicU64::new(u64::MAX) };
+        let power = Power {
+            ops: AtomicU64::new(0),
+            off_at: AtomicU64::new(u64::MAX),
+            life: AtomicU64::new(0),
+            gate: parking_lot::RwLock::new(()),
+        };
         SimDir { state: Arc::new(Mutex::new(state)), power: Arc::new(power) }
     }
 
@@ -170,8 +194,12 @@ impl SimDir {
 
     /// Simulates power loss: every file crashes ([`SimDisk::crash`]), each
     /// entry created since the last directory sync is kept or dropped, power
-    /// comes back.
+    /// comes back. Handles opened before fail from now on (a new life of the
+    /// process opens the files again), so threads of the dead process that
+    /// are still running cannot touch the disks.
     pub fn crash(&self) {
+        let _gate = self.power.gate.write();
+        self.power.life.fetch_add(1, Ordering::Relaxed);
         let mut state = self.state.lock();
         let names: Vec<String> = state.files.keys().cloned().collect();
         for name in names {
@@ -192,28 +220,29 @@ impl SimDir {
 struct SimFile {
     disk: SimDisk,
     power: Arc<Power>,
+    life: u64,
 }
 
 impl Storage for SimFile {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        self.power.begin()?;
+        let _op = self.power.enter(self.life)?;
         self.disk.read_at(offset, buf)
     }
     fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
-        self.power.begin()?;
+        let _op = self.power.enter(self.life)?;
         self.disk.write_at(offset, buf)
     }
     fn sync(&self) -> Result<()> {
         // A sync that fails for power loss made nothing durable; the crash
         // that follows decides the pending writes.
-        self.power.begin()?;
+        let _op = self.power.enter(self.life)?;
         self.disk.sync()
     }
     fn len(&self) -> Result<u64> {
         self.disk.len()
     }
     fn set_len(&self, len: u64) -> Result<()> {
-        self.power.begin()?;
+        let _op = self.power.enter(self.life)?;
         self.disk.set_len(len)
     }
 }
@@ -236,7 +265,10 @@ impl Dir for SimDir {
             }
             None => return Err(io::Error::from(io::ErrorKind::NotFound).into()),
         };
-        Ok(Arc::new(SimFile { disk, power: Arc::clone(&self.power) }))
+        // Relaxed: changed only under the exclusive gate, which a crash
+        // holds; a handle opened concurrently with a crash is a test bug.
+        let life = self.power.life.load(Ordering::Relaxed);
+        Ok(Arc::new(SimFile { disk, power: Arc::clone(&self.power), life }))
     }
 
     fn sync(&self) -> Result<()> {

@@ -12,6 +12,8 @@
 //! kind u8 = 3  LeafRemove pid u64 | key length u32 | key
 //! kind u8 = 4  Free       pid u64            (the page is free from here on)
 //! kind u8 = 5  SetRoot    slot u8 | value u64
+//! kind u8 = 6  Provisional  as Image: the page of a value not yet stored
+//! kind u8 = 7  Claim      pid u64            (a provisional page is used)
 //! ```
 //!
 //! * `Image` is physical: the whole page after the change, minus the free
@@ -25,6 +27,10 @@
 //!   order is log order, and a page's records are applied only above its
 //!   page LSN), so it rebuilds the same bytes.
 //! * `Free` and `SetRoot` change the allocator's state, not a page.
+//! * `Provisional` is an image of an overflow page written before the leaf
+//!   cell that will own it: recovery restores its bytes but counts the
+//!   page as used only once a `Claim` for it (logged with that cell) is in
+//!   the log; a crash in between leaves it free, not leaked.
 //!
 //! Invariant: `decode` of any bytes yields entries or
 //! `Error::LogCorruption`, never a panic; `apply` of a valid entry to any
@@ -43,6 +49,8 @@ const KIND_LEAF_PUT: u8 = 2;
 const KIND_LEAF_REMOVE: u8 = 3;
 const KIND_FREE: u8 = 4;
 const KIND_SET_ROOT: u8 = 5;
+const KIND_PROVISIONAL: u8 = 6;
+const KIND_CLAIM: u8 = 7;
 
 /// One decoded entry, borrowing the record's bytes.
 #[derive(Debug, PartialEq, Eq)]
@@ -61,6 +69,8 @@ pub enum Entry<'a> {
         head: &'a [u8],
         /// Bytes after the gap.
         tail: &'a [u8],
+        /// Written before its owner: used only once claimed.
+        provisional: bool,
     },
     /// Upsert of a raw leaf cell.
     LeafPut {
@@ -81,6 +91,11 @@ pub enum Entry<'a> {
         /// The page.
         pid: PageId,
     },
+    /// A provisional page is used from this record on.
+    Claim {
+        /// The page.
+        pid: PageId,
+    },
     /// A root slot changes.
     SetRoot {
         /// The slot.
@@ -95,7 +110,7 @@ impl Entry<'_> {
     pub fn page(&self) -> Option<PageId> {
         match self {
             Entry::Image { pid, .. } | Entry::LeafPut { pid, .. } | Entry::LeafRemove { pid, .. } => Some(*pid),
-            Entry::Free { .. } | Entry::SetRoot { .. } => None,
+            Entry::Free { .. } | Entry::SetRoot { .. } | Entry::Claim { .. } => None,
         }
     }
 }
@@ -113,10 +128,11 @@ pub fn hole(page: &[u8]) -> (usize, usize) {
     if start <= cell_start && cell_start <= page.len() { (start, cell_start) } else { (page.len(), page.len()) }
 }
 
-/// Appends an `Image` entry for `page` (the page's bytes after the change).
-pub fn put_image(out: &mut Vec<u8>, pid: PageId, page: &[u8]) {
+/// Appends an `Image` entry for `page` (the page's bytes after the change),
+/// or a `Provisional` one.
+pub fn put_image(out: &mut Vec<u8>, pid: PageId, page: &[u8], provisional: bool) {
     let (start, end) = hole(page);
-    out.push(KIND_IMAGE);
+    out.push(if provisional { KIND_PROVISIONAL } else { KIND_IMAGE });
     out.extend_from_slice(&pid.0.to_le_bytes());
     out.extend_from_slice(&(page.len() as u32).to_le_bytes());
     out.extend_from_slice(&(start as u32).to_le_bytes());
@@ -144,6 +160,12 @@ pub fn put_leaf_remove(out: &mut Vec<u8>, pid: PageId, key: &[u8]) {
 /// Appends a `Free` entry.
 pub fn put_free(out: &mut Vec<u8>, pid: PageId) {
     out.push(KIND_FREE);
+    out.extend_from_slice(&pid.0.to_le_bytes());
+}
+
+/// Appends a `Claim` entry.
+pub fn put_claim(out: &mut Vec<u8>, pid: PageId) {
+    out.push(KIND_CLAIM);
     out.extend_from_slice(&pid.0.to_le_bytes());
 }
 
@@ -190,7 +212,7 @@ impl<'a> Entries<'a> {
 
     fn entry(&mut self, kind: u8) -> Option<std::result::Result<Entry<'a>, &'static str>> {
         Some(Ok(match kind {
-            KIND_IMAGE => {
+            KIND_IMAGE | KIND_PROVISIONAL => {
                 let pid = PageId(self.u64()?);
                 let size = self.u32()? as usize;
                 let start = self.u32()? as usize;
@@ -200,7 +222,15 @@ impl<'a> Entries<'a> {
                 }
                 let head = self.take(start)?;
                 let tail = self.take(size - end)?;
-                Entry::Image { pid, size, hole_start: start, hole_end: end, head, tail }
+                Entry::Image {
+                    pid,
+                    size,
+                    hole_start: start,
+                    hole_end: end,
+                    head,
+                    tail,
+                    provisional: kind == KIND_PROVISIONAL,
+                }
             }
             KIND_LEAF_PUT => {
                 let pid = PageId(self.u64()?);
@@ -213,6 +243,7 @@ impl<'a> Entries<'a> {
                 Entry::LeafRemove { pid, key: self.take(len)? }
             }
             KIND_FREE => Entry::Free { pid: PageId(self.u64()?) },
+            KIND_CLAIM => Entry::Claim { pid: PageId(self.u64()?) },
             KIND_SET_ROOT => {
                 let slot = self.take(1)?[0];
                 Entry::SetRoot { slot, value: self.u64()? }
@@ -240,7 +271,7 @@ impl<'a> Iterator for Entries<'a> {
 /// `SetRoot` are not page entries: the caller handles them.
 pub fn apply(entry: &Entry<'_>, page: &mut [u8], lsn: Lsn) -> Result<()> {
     match entry {
-        Entry::Image { pid, size, hole_start, hole_end, head, tail } => {
+        Entry::Image { pid, size, hole_start, hole_end, head, tail, .. } => {
             if page.len() != *size {
                 return Err(Error::corruption(*pid, format!("image of {size} bytes for a {}-byte page", page.len())));
             }
@@ -263,7 +294,7 @@ pub fn apply(entry: &Entry<'_>, page: &mut [u8], lsn: Lsn) -> Result<()> {
                 node.remove(index)?;
             }
         }
-        Entry::Free { .. } | Entry::SetRoot { .. } => return Ok(()),
+        Entry::Free { .. } | Entry::SetRoot { .. } | Entry::Claim { .. } => return Ok(()),
     }
     header::set_lsn(page, lsn);
     Ok(())
@@ -323,7 +354,7 @@ mod tests {
         let mut node = NodeMut::new(page.as_mut_slice(), PageId(3)).unwrap();
         node.insert(0, &CellData::Leaf { key: b"k", value: b"v" }).unwrap();
         let mut log = Vec::new();
-        put_image(&mut log, PageId(3), &page);
+        put_image(&mut log, PageId(3), &page, false);
         assert!(log.len() < 200, "hole omitted: {} bytes", log.len());
         let mut out = vec![0xAAu8; 4096];
         let entry = decode(&log, Lsn(1)).next().unwrap().unwrap();
@@ -337,7 +368,7 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..20_000 {
             let len = rng.usize(0..64);
-            let bytes: Vec<u8> = (0..len).map(|_| if rng.bool() { rng.u8(0..6) } else { rng.u8(..) }).collect();
+            let bytes: Vec<u8> = (0..len).map(|_| if rng.bool() { rng.u8(0..8) } else { rng.u8(..) }).collect();
             for entry in decode(&bytes, Lsn(0)) {
                 if let Ok(entry) = entry {
                     let mut page = leaf(4096);

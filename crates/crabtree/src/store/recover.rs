@@ -129,12 +129,17 @@ pub(crate) fn recover(data: &Arc<dyn Storage>, log: Arc<dyn Dir>, options: WalOp
                             events.insert(pid, (end, false));
                         }
                         Entry::SetRoot { slot, value } => root_events.push((end, slot, value)),
+                        Entry::Claim { pid } => {
+                            events.insert(pid, (end, true));
+                        }
                         _ => {
                             let Some(pid) = entry.page() else { continue };
                             if pid.0 == 0 {
                                 return Err(Error::LogCorruption { lsn, reason: "redo entry for page 0".into() });
                             }
-                            events.insert(pid, (end, true));
+                            if !matches!(entry, Entry::Image { provisional: true, .. }) {
+                                events.insert(pid, (end, true));
+                            }
                             let page = match pages.entry(pid) {
                                 std::collections::hash_map::Entry::Occupied(slot) => slot.into_mut(),
                                 std::collections::hash_map::Entry::Vacant(slot) => {

@@ -1,0 +1,267 @@
+//! Crash tests of the durable store (tree + log + checkpoints + recovery)
+//! on the simulated directory: fault class F1 (power loss at every I/O
+//! point of fixed workloads, several damage draws), F7 (a crash during
+//! recovery, then recovery again), with post-conditions after every crash:
+//!
+//! * P1: every write acknowledged durable is there;
+//! * P3: the state is exactly the one after some prefix of the operations,
+//!   at least the acknowledged ones (nothing half-done, nothing invented);
+//!   with one writer waiting for each operation the prefix is the
+//!   acknowledged ones, or those plus the one in flight;
+//! * the tree verifies (`verify`: links, order, levels, and every page
+//!   either reachable, free or awaiting reuse: no leak);
+//! * the recovered store takes new writes, and survives another crash.
+//!
+//! Workloads (each small, deterministic, single writer): leaf splits, a
+//! root split, page deletions, a checkpoint in the middle, log segment
+//! switches (tiny segments), overflow values, and a small pool so pages are
+//! evicted (written back under the WAL rule) while the workload runs.
+//!
+//! Sizes: quick by default; `CRABTREE_TEST_SIZE=long` crashes under more
+//! damage models and seeds. `CRABTREE_SEED` replays a seed.
+
+mod common;
+
+use crabtree::io::{CrashModel, Dir, SimDir};
+use crabtree::raw::{PoolOptions, Store, StoreOptions};
+use crabtree::wal::{Durability, WalOptions};
+use crabtree::{Error, Result};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One operation of a workload.
+#[derive(Clone, Debug)]
+enum Op {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+    Checkpoint,
+}
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn options() -> StoreOptions {
+    StoreOptions {
+        pool: PoolOptions { page_size: 512, pool_bytes: 512 * 24, max_pages: 1 << 16 },
+        wal: WalOptions {
+            segment_size: 16 * 1024,
+            buffer_size: 4 << 20,
+            durability: Durability::Immediate,
+            flush_delay: Duration::from_secs(3600),
+        },
+        checkpoint_bytes: u64::MAX,
+        checkpoint_interval: Duration::from_secs(3600),
+        background_checkpoints: false,
+    }
+}
+
+fn key(i: u32) -> Vec<u8> {
+    format!("key{:05}", (i * 7919) % 100_000).into_bytes()
+}
+
+fn value(i: u32, round: u32) -> Vec<u8> {
+    let len = if i % 17 == 3 { 700 } else { 20 + (i % 5) as usize * 9 };
+    (0..len).map(|j| (i as usize * 31 + j + round as usize) as u8).collect()
+}
+
+/// Splits, a root split, deletions emptying leaves, overflow values, a
+/// checkpoint in the middle, updates after it (full-page images).
+fn workload(n: u32) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for i in 0..n {
+        ops.push(Op::Put(key(i), value(i, 0)));
+    }
+    ops.push(Op::Checkpoint);
+    for i in (0..n).filter(|i| i % 4 != 0) {
+        ops.push(Op::Delete(key(i)));
+    }
+    for i in (0..n).step_by(3) {
+        ops.push(Op::Put(key(i), value(i, 1)));
+    }
+    ops
+}
+
+fn model_after(ops: &[Op]) -> Model {
+    let mut model = Model::new();
+    for op in ops {
+        match op {
+            Op::Put(k, v) => {
+                model.insert(k.clone(), v.clone());
+            }
+            Op::Delete(k) => {
+                model.remove(k);
+            }
+            Op::Checkpoint => {}
+        }
+    }
+    model
+}
+
+fn open(dir: &SimDir) -> Result<Store> {
+    let data = dir.open("data", true)?;
+    dir.sync()?;
+    Store::open(data, Arc::new(dir.clone()), options())
+}
+
+/// Runs `ops` until the first error; returns how many were acknowledged.
+fn run(store: &Store, ops: &[Op]) -> usize {
+    for (done, op) in ops.iter().enumerate() {
+        let result = match op {
+            Op::Put(k, v) => store.put_durable(k, v).map(|_| ()),
+            Op::Delete(k) => store.delete(k).and_then(|(_, lsn)| store.wait_durable(lsn)),
+            Op::Checkpoint => store.checkpoint().map(|_| ()),
+        };
+        if result.is_err() {
+            return done;
+        }
+    }
+    ops.len()
+}
+
+/// The process dies: power fails (every handle it holds goes dead), then
+/// its threads stop without touching the disks.
+fn die(dir: &SimDir, store: Store) {
+    dir.crash();
+    drop(store);
+}
+
+fn contents(store: &Store) -> Model {
+    store.tree().range::<&[u8], _>(..).map(|item| item.unwrap()).collect()
+}
+
+/// Recovers and checks P1/P3 and the tree; returns the store.
+fn check_recovered(dir: &SimDir, ops: &[Op], acked: usize, context: &str) -> Store {
+    let store = match open(dir) {
+        Ok(store) => store,
+        Err(error) => panic!("{context}: recovery failed: {error}"),
+    };
+    let report = store.tree().verify().unwrap_or_else(|e| panic!("{context}: verify errored: {e}"));
+    assert!(report.is_ok(), "{context}: verify: {report:?}");
+    let got = contents(&store);
+    let acked_state = model_after(&ops[..acked]);
+    let in_flight = model_after(&ops[..(acked + 1).min(ops.len())]);
+    assert!(
+        got == acked_state || got == in_flight,
+        "{context}: recovered {} entries; acknowledged prefix has {}, with the op in flight {}",
+        got.len(),
+        acked_state.len(),
+        in_flight.len()
+    );
+    assert_eq!(store.tree().len(), got.len() as u64, "{context}: entry count");
+    store
+}
+
+fn crash_every_io_point(name: &str, ops: &[Op], model: CrashModel, seed: u64, stride: u64) {
+    // Count the I/O points of a clean run.
+    let dir = SimDir::new(seed, model);
+    let store = open(&dir).unwrap();
+    let start = dir.op_count();
+    assert_eq!(run(&store, ops), ops.len());
+    let total = dir.op_count() - start;
+    drop(store);
+    let mut states = 0u64;
+    let mut k = 0;
+    while k <= total {
+        let context = format!("{name}: seed {seed}, model {model:?}, crash after {k} of {total} I/O ops");
+        let dir = SimDir::new(seed ^ k, model);
+        let store = open(&dir).unwrap();
+        dir.power_off_after(k);
+        let acked = run(&store, ops);
+        die(&dir, store);
+        // F7 on some points: lose power again during recovery.
+        if k % 7 == 3 {
+            let again = SimDir::clone(&dir);
+            again.power_off_after(k % 23);
+            match open(&again) {
+                Ok(store) => die(&again, store),
+                Err(_) => again.crash(),
+            }
+        }
+        let store = check_recovered(&dir, ops, acked, &context);
+        // The recovered store takes writes and survives another crash.
+        store.put_durable(b"after", b"crash").unwrap_or_else(|e| panic!("{context}: write after recovery: {e}"));
+        die(&dir, store);
+        let store = open(&dir).unwrap_or_else(|e| panic!("{context}: second recovery: {e}"));
+        assert_eq!(store.get(b"after").unwrap().as_deref(), Some(&b"crash"[..]), "{context}");
+        assert!(store.tree().verify().unwrap().is_ok(), "{context}: verify after second recovery");
+        drop(store);
+        states += 1;
+        k += stride;
+    }
+    eprintln!("{name}: {states} crash states over {total} I/O points ({model:?})");
+}
+
+fn models() -> Vec<CrashModel> {
+    let mut models = vec![
+        CrashModel { keep: 0, drop: 1, tear: 0, garbage: 0, fsync_failure_drops_pending: true },
+        CrashModel { keep: 1, drop: 1, tear: 1, garbage: 50, fsync_failure_drops_pending: true },
+    ];
+    if common::long() {
+        models.push(CrashModel { keep: 1, drop: 0, tear: 0, garbage: 0, fsync_failure_drops_pending: true });
+        models.push(CrashModel { keep: 0, drop: 0, tear: 1, garbage: 100, fsync_failure_drops_pending: true });
+    }
+    models
+}
+
+#[test]
+fn f1_crash_at_every_io_point_of_splits_deletions_and_a_checkpoint() {
+    let seed = common::seed("f1_splits");
+    let ops = workload(if common::long() { 160 } else { 70 });
+    for model in models() {
+        crash_every_io_point("f1_splits", &ops, model, seed, 1);
+    }
+}
+
+#[test]
+fn clean_close_and_reopen_keeps_everything_and_replays_nothing() {
+    let dir = SimDir::new(1, CrashModel::default());
+    let ops = workload(300);
+    let store = open(&dir).unwrap();
+    assert_eq!(run(&store, &ops), ops.len());
+    store.close().unwrap();
+    let store = open(&dir).unwrap();
+    assert_eq!(contents(&store), model_after(&ops));
+    assert!(store.tree().verify().unwrap().is_ok());
+}
+
+#[test]
+fn crash_without_any_checkpoint_recovers_from_the_log_alone() {
+    let dir = SimDir::new(2, CrashModel { keep: 0, drop: 1, tear: 0, garbage: 0, fsync_failure_drops_pending: true });
+    let ops: Vec<Op> = workload(300).into_iter().filter(|op| !matches!(op, Op::Checkpoint)).collect();
+    let store = open(&dir).unwrap();
+    assert_eq!(run(&store, &ops), ops.len());
+    die(&dir, store);
+    let store = check_recovered(&dir, &ops, ops.len(), "no checkpoint");
+    assert!(store.recovery().entries_applied > 0, "{:?}", store.recovery());
+}
+
+#[test]
+fn a_torn_data_page_is_rebuilt_from_its_full_page_image() {
+    // Every pending write is torn with garbage: pages written back after
+    // the checkpoint are damaged on disk; their images in the log rebuild them.
+    let model = CrashModel { keep: 0, drop: 0, tear: 1, garbage: 100, fsync_failure_drops_pending: true };
+    let dir = SimDir::new(3, model);
+    let ops = workload(300);
+    let store = open(&dir).unwrap();
+    assert_eq!(run(&store, &ops), ops.len());
+    // Pages the small pool wrote back since the checkpoint are pending
+    // (unsynced) when power fails, and torn.
+    die(&dir, store);
+    let store = check_recovered(&dir, &ops, ops.len(), "torn pages");
+    drop(store);
+}
+
+#[test]
+fn an_empty_data_file_beside_a_log_is_refused_and_left_alone() {
+    let dir = SimDir::new(4, CrashModel::default());
+    let store = open(&dir).unwrap();
+    store.put_durable(b"k", b"v").unwrap();
+    store.close().unwrap();
+    let data = dir.open("data", false).unwrap();
+    data.set_len(0).unwrap();
+    match open(&dir) {
+        Err(Error::InvalidArgument(message)) => assert!(message.contains("log exists"), "{message}"),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("opened an empty data file beside a log"),
+    }
+}
