@@ -91,7 +91,7 @@ fn create_write_evict_reload_reopen() {
         guard.validate().unwrap();
         assert_eq!(read, tag as u64);
     }
-    pool.set_root(2, pids[7]);
+    pool.set_root(2, pids[7]).unwrap();
     pool.flush().unwrap();
     drop(pool);
     let pool = BufferPool::open(storage, PoolOptions { page_size: 4096, ..opts(16) }).unwrap();
