@@ -22,7 +22,7 @@
 
 mod common;
 
-use crabtree::io::{CrashModel, Dir, SimDir};
+use crabtree::io::{CrashModel, Dir, Fault, FaultOp, SimDir};
 use crabtree::raw::{PoolOptions, Store, StoreOptions};
 use crabtree::wal::{Durability, WalOptions};
 use crabtree::{Error, Result};
@@ -98,9 +98,13 @@ fn model_after(ops: &[Op]) -> Model {
 }
 
 fn open(dir: &SimDir) -> Result<Store> {
+    open_with(dir, options())
+}
+
+fn open_with(dir: &SimDir, options: StoreOptions) -> Result<Store> {
     let data = dir.open("data", true)?;
     dir.sync()?;
-    Store::open(data, Arc::new(dir.clone()), options())
+    Store::open(data, Arc::new(dir.clone()), options)
 }
 
 /// Runs `ops` until the first error; returns how many were acknowledged.
@@ -131,7 +135,11 @@ fn contents(store: &Store) -> Model {
 
 /// Recovers and checks P1/P3 and the tree; returns the store.
 fn check_recovered(dir: &SimDir, ops: &[Op], acked: usize, context: &str) -> Store {
-    let store = match open(dir) {
+    check_recovered_with(dir, ops, acked, context, options())
+}
+
+fn check_recovered_with(dir: &SimDir, ops: &[Op], acked: usize, context: &str, options: StoreOptions) -> Store {
+    let store = match open_with(dir, options) {
         Ok(store) => store,
         Err(error) => panic!("{context}: recovery failed: {error}"),
     };
@@ -263,5 +271,105 @@ fn an_empty_data_file_beside_a_log_is_refused_and_left_alone() {
         Err(Error::InvalidArgument(message)) => assert!(message.contains("log exists"), "{message}"),
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("opened an empty data file beside a log"),
+    }
+}
+
+/// One segment for the whole F4 workload, so "the k-th write of the log"
+/// names one file.
+fn f4_options() -> StoreOptions {
+    let mut options = options();
+    options.wal.segment_size = 4 << 20;
+    // The smallest pool: pages are evicted and read back during the run.
+    options.pool.pool_bytes = 512 * 16;
+    options
+}
+
+/// F4: EIO on the k-th read, write or sync of the data file or of the log
+/// segment, once and forever, for every k of a fixed workload; then the
+/// process restarts (power loss, faults cleared) and recovers. An error
+/// must be a clear `Io` or `Poisoned` (never a panic); after the restart
+/// P1 and P3 hold and the tree verifies. With Linux fsync semantics a
+/// failed sync drops the pending writes (F5): the writer waiting on it
+/// gets the error and nothing acknowledged is lost.
+#[test]
+fn f4_io_error_at_every_kth_read_write_and_sync_once_and_forever() {
+    let ops = workload(if common::long() { 150 } else { 60 });
+    let model = CrashModel { keep: 1, drop: 1, tear: 1, garbage: 0, fsync_failure_drops_pending: true };
+    // Count each file's operations in a clean run.
+    let dir = SimDir::new(11, model);
+    let store = open_with(&dir, f4_options()).unwrap();
+    let base: Vec<(String, u64, u64, u64)> = ["data", "00000000.wal"]
+        .iter()
+        .map(|name| {
+            let stats = dir.disk(name).unwrap().stats();
+            (name.to_string(), stats.reads, stats.writes, stats.syncs)
+        })
+        .collect();
+    assert_eq!(run(&store, &ops), ops.len());
+    let counts: Vec<(String, [u64; 3])> = base
+        .iter()
+        .map(|(name, reads, writes, syncs)| {
+            let stats = dir.disk(name).unwrap().stats();
+            (name.clone(), [stats.reads - reads, stats.writes - writes, stats.syncs - syncs])
+        })
+        .collect();
+    drop(store);
+    let mut states = 0u64;
+    let mut errors = 0u64;
+    for (name, count) in &counts {
+        for (kind, op) in [FaultOp::Read, FaultOp::Write, FaultOp::Sync].into_iter().enumerate() {
+            for k in 0..count[kind] {
+                for sticky in [false, true] {
+                    let context = format!("F4: {name} {op:?} #{k} (of {}), sticky {sticky}", count[kind]);
+                    let dir = SimDir::new(k * 31 + kind as u64, model);
+                    let store = open_with(&dir, f4_options()).unwrap();
+                    let fault = if sticky { Fault::sticky(op, k) } else { Fault::once(op, k) };
+                    dir.disk(name).unwrap().inject(fault);
+                    let acked = run(&store, &ops);
+                    if acked < ops.len() {
+                        errors += 1;
+                    }
+                    dir.crash();
+                    drop(store);
+                    dir.disk(name).unwrap().clear_faults();
+                    let store = check_recovered_with(&dir, &ops, acked, &context, f4_options());
+                    drop(store);
+                    states += 1;
+                }
+            }
+        }
+    }
+    eprintln!("F4: {states} fault states, {errors} stopped the workload; per-file op counts {counts:?}");
+    assert!(errors > 0);
+    assert!(counts[0].1[0] > 0, "the data file was never read: the pool did not evict");
+}
+
+/// F4 during recovery: an EIO on the k-th read or write of the data file
+/// while recovering gives a clear error (or is not hit); recovery run
+/// again gives the same state (F7 for errors).
+#[test]
+fn f4_io_error_during_recovery_then_recovery_again() {
+    let ops = workload(60);
+    let model = CrashModel { keep: 0, drop: 1, tear: 0, garbage: 0, fsync_failure_drops_pending: true };
+    for (kind, op) in [FaultOp::Read, FaultOp::Write, FaultOp::Sync].into_iter().enumerate() {
+        for k in 0..40u64 {
+            let dir = SimDir::new(k + 100 * kind as u64, model);
+            let store = open(&dir).unwrap();
+            assert_eq!(run(&store, &ops), ops.len());
+            dir.crash();
+            drop(store);
+            dir.disk("data").unwrap().inject(Fault::once(op, k));
+            match open(&dir) {
+                Ok(store) => drop(store),
+                Err(error) => assert!(
+                    matches!(error, Error::Io(_) | Error::Poisoned),
+                    "{op:?} #{k}: unexpected error {error}"
+                ),
+            }
+            dir.crash();
+            dir.disk("data").unwrap().clear_faults();
+            let context = format!("recovery with {op:?} #{k} failing, then again");
+            drop(check_recovered(&dir, &ops, ops.len(), &context));
+        }
     }
 }

@@ -217,11 +217,15 @@ pub(crate) fn recover(data: &Arc<dyn Storage>, log: Arc<dyn Dir>, options: WalOp
 }
 
 fn read_meta(data: &dyn Storage) -> Result<Meta> {
+    let short = |error: Error, what: &str| match error {
+        Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => Error::corruption(PageId::HEADER, what),
+        other => other,
+    };
     let mut prefix = vec![0u8; crate::page::meta::META_SIZE];
-    data.read_at(0, &mut prefix).map_err(|_| Error::corruption(PageId::HEADER, "header page missing"))?;
+    data.read_at(0, &mut prefix).map_err(|e| short(e, "header page missing: not a crabtree file"))?;
     let page_size = Meta::peek_page_size(&prefix)?;
     let mut image = vec![0u8; page_size];
-    data.read_at(0, &mut image).map_err(|_| Error::corruption(PageId::HEADER, "header page cut short"))?;
+    data.read_at(0, &mut image).map_err(|e| short(e, "header page cut short"))?;
     Meta::decode(&image)
 }
 
