@@ -199,6 +199,12 @@ impl BufferPool {
         Ok(CheckpointReport { redo, pages_written, segments_recycled })
     }
 
+    /// Continues checkpoint ids after `last` (the last one recovered), so an
+    /// id names one checkpoint over the whole life of the log.
+    pub fn set_checkpoint_id(&self, last: u64) {
+        self.checkpoint_seq.store(last, Ordering::Relaxed);
+    }
+
     /// Opens a pool on `storage` whose allocator state recovery rebuilt
     /// (the header page's allocator fields are not used: with a log they
     /// are written only at creation). The log is attached by the caller.

@@ -437,7 +437,13 @@ impl PoolCore {
             header::seal(image);
             let hook = self.log_flush_hook();
             hook(header::lsn(image.as_slice()))?;
-            self.storage.write_at(pid.0 * self.page_size as u64, image)
+            let written = self.storage.write_at(pid.0 * self.page_size as u64, image);
+            if let (Err(error), Some(wal)) = (&written, self.wal.get()) {
+                // The page on disk may now be torn: with a log the database
+                // stops taking writes (reopening recovers it from the log).
+                wal.poison(error);
+            }
+            written
         })?;
         // Relaxed: a statistic.
         self.counters.writes.fetch_add(1, Ordering::Relaxed);

@@ -130,13 +130,17 @@ impl Store {
             recovered.page_size,
             &recovered.state,
         )?);
+        pool.set_checkpoint_id(recovered.checkpoint_id);
         pool.attach_wal(Arc::clone(&wal))?;
         let root = pool.root(crate::btree::ROOT_SLOT);
         let tree = if root.0 == 0 { BTree::create(Arc::clone(&pool))? } else { BTree::open(Arc::clone(&pool))? };
-        if recovered.report.records > 0 {
+        let mut report = recovered.report;
+        if report.records > 0 {
             // Finish what the crash interrupted, count the entries, and make
             // this state the new starting point.
-            tree.repair()?;
+            let repaired = tree.repair()?;
+            report.splits_finished = repaired.splits_finished;
+            report.deletions_finished = repaired.deletions_finished;
             tree.recount()?;
         }
         pool.checkpoint(None)?;
@@ -159,7 +163,7 @@ impl Store {
         } else {
             None
         };
-        Ok(Store { inner, checkpointer, recovery: recovered.report, commits: recovered.commits })
+        Ok(Store { inner, checkpointer, recovery: report, commits: recovered.commits })
     }
 
     /// The tree. Its writes are logged; use [`Store::wait_durable`] with the

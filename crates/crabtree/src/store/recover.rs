@@ -56,8 +56,12 @@ pub struct RecoveryReport {
     pub end: Lsn,
     /// Redo start of the last complete checkpoint (zero if none).
     pub checkpoint_redo: Lsn,
-    /// Time spent.
+    /// Time spent (redo and write-back; not the tree's repair).
     pub duration: Duration,
+    /// Splits the crash interrupted, finished after redo.
+    pub splits_finished: u64,
+    /// Page deletions the crash interrupted, finished after redo.
+    pub deletions_finished: u64,
 }
 
 /// A page recovery holds.
@@ -81,6 +85,8 @@ pub(crate) struct Recovered {
     /// Commit records of the layer above at or after the last
     /// checkpoint's `retain` LSN, in log order: `(end LSN, payload)`.
     pub commits: Vec<(Lsn, Vec<u8>)>,
+    /// Id of the last complete checkpoint (new ones count on from it).
+    pub checkpoint_id: u64,
 }
 
 /// Whether this data file and log hold nothing yet.
@@ -112,7 +118,7 @@ pub(crate) fn recover(data: &Arc<dyn Storage>, log: Arc<dyn Dir>, options: WalOp
     let mut pages: HashMap<PageId, Page> = HashMap::new();
     let mut events: HashMap<PageId, (Lsn, bool)> = HashMap::new();
     let mut root_events: Vec<(Lsn, u8, u64)> = Vec::new();
-    let mut checkpoint: Option<(CheckpointRecord, Vec<PageId>)> = None;
+    let mut checkpoint: Option<(CheckpointRecord, Vec<PageId>, bool, Lsn)> = None;
     let mut chunk: (u64, Vec<PageId>) = (0, Vec::new());
     let mut commits: Vec<(Lsn, Vec<u8>)> = Vec::new();
     let mut report = RecoveryReport::default();
@@ -164,14 +170,19 @@ pub(crate) fn recover(data: &Arc<dyn Storage>, log: Arc<dyn Dir>, options: WalOp
                 }
                 chunk.1.extend(ids);
             }
+            RecordType::CHECKPOINT_BEGIN => chunk = (0, Vec::new()),
             RecordType::CHECKPOINT => {
                 let record = CheckpointRecord::decode(payload, lsn)?;
-                let free = if chunk.0 == record.id { std::mem::take(&mut chunk.1) } else { Vec::new() };
-                if free.len() as u64 != record.free_count {
-                    return Err(Error::LogCorruption { lsn, reason: "checkpoint free list incomplete".into() });
-                }
+                // The free list of this checkpoint follows its begin record
+                // (checkpoints never interleave); anything else is stale.
+                let (id, ids) = std::mem::take(&mut chunk);
+                let free = if id == record.id { ids } else { Vec::new() };
+                // The free list of a checkpoint that is not the last may lie
+                // in a recycled segment (the next checkpoint recycles below
+                // its own redo start); the last one's never does.
+                let complete = free.len() as u64 == record.free_count;
                 commits.retain(|(at, _)| *at > record.retain);
-                checkpoint = Some((record, free));
+                checkpoint = Some((record, free, complete, lsn));
             }
             RecordType::COMMIT => commits.push((end, payload.to_vec())),
             _ => {}
@@ -194,8 +205,12 @@ pub(crate) fn recover(data: &Arc<dyn Storage>, log: Arc<dyn Dir>, options: WalOp
         }
     }
     // Step 3.
+    let checkpoint_id = checkpoint.as_ref().map_or(0, |(record, ..)| record.id);
     let (base, alloc_lsn) = match checkpoint {
-        Some((record, free)) => {
+        Some((_, _, false, lsn)) => {
+            return Err(Error::LogCorruption { lsn, reason: "the last checkpoint's free list is incomplete".into() });
+        }
+        Some((record, free, true, _)) => {
             report.checkpoint_redo = record.redo;
             (AllocState { page_count: record.page_count, roots: record.roots, free }, record.alloc)
         }
@@ -213,7 +228,7 @@ pub(crate) fn recover(data: &Arc<dyn Storage>, log: Arc<dyn Dir>, options: WalOp
     }
     data.sync()?;
     report.duration = started.elapsed();
-    Ok(Recovered { wal, state, page_size, report, commits })
+    Ok(Recovered { wal, state, page_size, report, commits, checkpoint_id })
 }
 
 fn read_meta(data: &dyn Storage) -> Result<Meta> {

@@ -1,0 +1,204 @@
+//! Crashes between the steps of a split, a page deletion and a checkpoint,
+//! forced with failpoints: a thread is held between two steps (its first
+//! step logged), another thread makes the log durable past that step, and
+//! power fails while the first thread is still held. Recovery must redo
+//! the first step, finish the structure change (`repair` after redo), and
+//! keep every acknowledged write; the tree must verify with no leaked page.
+
+mod common;
+
+use common::scenario::{PARK_TIMEOUT, serial};
+use crabtree::failpoint::{self, Pause};
+use crabtree::io::{CrashModel, Dir, SimDir};
+use crabtree::raw::{PoolOptions, Store, StoreOptions};
+use crabtree::wal::{Durability, WalOptions};
+use crabtree::{Error, Result};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+fn options() -> StoreOptions {
+    StoreOptions {
+        pool: PoolOptions { page_size: 512, pool_bytes: 512 * 64, max_pages: 1 << 16 },
+        wal: WalOptions {
+            segment_size: 64 * 1024,
+            buffer_size: 4 << 20,
+            durability: Durability::Immediate,
+            flush_delay: Duration::from_secs(3600),
+        },
+        checkpoint_bytes: u64::MAX,
+        checkpoint_interval: Duration::from_secs(3600),
+        background_checkpoints: false,
+    }
+}
+
+fn open(dir: &SimDir) -> Result<Store> {
+    let data = dir.open("data", true)?;
+    dir.sync()?;
+    Store::open(data, Arc::new(dir.clone()), options())
+}
+
+fn key(n: u32) -> Vec<u8> {
+    format!("key-{n:06}").into_bytes()
+}
+
+fn value(n: u32) -> Vec<u8> {
+    format!("value-{n}-{}", "x".repeat(30)).into_bytes()
+}
+
+fn drop_model() -> CrashModel {
+    CrashModel { keep: 0, drop: 1, tear: 0, garbage: 0, fsync_failure_drops_pending: true }
+}
+
+fn pause_for(point: &'static str, thread: &'static str) -> Pause {
+    Pause::arm_for(point, move |current| current.name() == Some(thread))
+}
+
+fn check(store: &Store, expect: impl Fn(u32) -> bool, upto: u32, context: &str) {
+    let report = store.tree().verify().unwrap();
+    assert!(report.is_ok(), "{context}: {report:?}");
+    for n in 0..upto {
+        let got = store.get(&key(n)).unwrap();
+        if expect(n) {
+            assert_eq!(got, Some(value(n)), "{context}: key {n} lost");
+        } else {
+            assert_eq!(got, None, "{context}: key {n} should be gone");
+        }
+    }
+}
+
+#[test]
+fn a_crash_between_half_split_and_parent_insert_is_finished_by_recovery() {
+    let _serial = serial();
+    let dir = SimDir::new(1, drop_model());
+    let store = Arc::new(open(&dir).unwrap());
+    for n in 0..40 {
+        store.put_durable(&key(n * 2), &value(n * 2)).unwrap();
+    }
+    let pause = pause_for("split.before_parent", "splitter");
+    let written = Arc::new(AtomicU32::new(0));
+    let splitter = {
+        let store = Arc::clone(&store);
+        let written = Arc::clone(&written);
+        std::thread::Builder::new()
+            .name("splitter".into())
+            .spawn(move || {
+                for n in 0..200 {
+                    if store.put(&key(n * 2 + 1), &value(n * 2 + 1)).is_err() {
+                        return;
+                    }
+                    written.store(n + 1, Ordering::SeqCst);
+                }
+            })
+            .unwrap()
+    };
+    assert!(pause.wait_parked(PARK_TIMEOUT), "no split");
+    // Another writer makes the log durable past the half-split.
+    store.put_durable(b"other", b"durable").unwrap();
+    let split_key = written.load(Ordering::SeqCst); // the insert that split
+    dir.crash();
+    pause.resume();
+    splitter.join().unwrap();
+    drop(store);
+    let store = open(&dir).unwrap();
+    let recovery = store.recovery().clone();
+    assert!(recovery.splits_finished >= 1, "no incomplete split found: {recovery:?}");
+    check(&store, |n| n % 2 == 0 || n / 2 <= split_key, 80, "split");
+    assert_eq!(store.get(b"other").unwrap().as_deref(), Some(&b"durable"[..]));
+}
+
+#[test]
+fn a_crash_between_half_dead_and_unlink_is_finished_by_recovery() {
+    let _serial = serial();
+    let dir = SimDir::new(2, drop_model());
+    let store = Arc::new(open(&dir).unwrap());
+    for n in 0..120 {
+        store.put_durable(&key(n), &value(n)).unwrap();
+    }
+    let pause = pause_for("delete.before_unlink", "deleter");
+    let removed = Arc::new(AtomicU32::new(0));
+    let deleter = {
+        let store = Arc::clone(&store);
+        let removed = Arc::clone(&removed);
+        std::thread::Builder::new()
+            .name("deleter".into())
+            .spawn(move || {
+                for n in 10..110 {
+                    if store.delete(&key(n)).is_err() {
+                        return;
+                    }
+                    removed.store(n + 1 - 10, Ordering::SeqCst);
+                }
+            })
+            .unwrap()
+    };
+    assert!(pause.wait_parked(PARK_TIMEOUT), "no leaf emptied");
+    store.put_durable(b"other", b"durable").unwrap();
+    // The removal that paused emptied its leaf: its own record is logged
+    // (and made durable by the write above) before the deletion starts.
+    let upto = removed.load(Ordering::SeqCst) + 10;
+    dir.crash();
+    pause.resume();
+    deleter.join().unwrap();
+    drop(store);
+    let store = open(&dir).unwrap();
+    let recovery = store.recovery().clone();
+    assert!(recovery.deletions_finished >= 1, "no half-dead page found: {recovery:?}");
+    check(&store, |n| !(10..=upto).contains(&n), 120, "deletion");
+}
+
+#[test]
+fn a_checkpoint_that_fails_before_its_record_leaves_the_previous_one_in_force() {
+    let _serial = serial();
+    let dir = SimDir::new(3, drop_model());
+    let store = open(&dir).unwrap();
+    for n in 0..100 {
+        store.put_durable(&key(n), &value(n)).unwrap();
+    }
+    failpoint::fail_with("checkpoint.before_record", || Error::InvalidArgument("injected".into()));
+    assert!(store.checkpoint().is_err());
+    failpoint::clear("checkpoint.before_record");
+    for n in 100..150 {
+        store.put_durable(&key(n), &value(n)).unwrap();
+    }
+    dir.crash();
+    drop(store);
+    let store = open(&dir).unwrap();
+    check(&store, |_| true, 150, "failed checkpoint");
+}
+
+#[test]
+fn a_crash_in_the_middle_of_a_checkpoint_while_writers_run() {
+    let _serial = serial();
+    for round in 0..6u32 {
+        let dir = SimDir::new(10 + u64::from(round), drop_model());
+        let store = Arc::new(open(&dir).unwrap());
+        for n in 0..200 {
+            store.put_durable(&key(n), &value(n)).unwrap();
+        }
+        // Hold the checkpoint after its begin record (FPI horizon set),
+        // before (round even) or after (round odd) its page write-back.
+        let point = if round % 2 == 0 { "checkpoint.begun" } else { "checkpoint.before_record" };
+        let pause = pause_for(point, "checkpointer");
+        let checkpointer = {
+            let store = Arc::clone(&store);
+            std::thread::Builder::new().name("checkpointer".into()).spawn(move || store.checkpoint().is_ok()).unwrap()
+        };
+        assert!(pause.wait_parked(PARK_TIMEOUT));
+        // Writers change pages the checkpoint has (or has not) written.
+        for n in (0..200).step_by(3) {
+            store.put_durable(&key(n), &value(n + 1000 * round)).unwrap();
+        }
+        dir.crash();
+        pause.resume();
+        let _ = checkpointer.join().unwrap();
+        drop(store);
+        let store = open(&dir).unwrap();
+        let report = store.tree().verify().unwrap();
+        assert!(report.is_ok(), "round {round}: {report:?}");
+        for n in 0..200 {
+            let want = if n % 3 == 0 { value(n + 1000 * round) } else { value(n) };
+            assert_eq!(store.get(&key(n)).unwrap(), Some(want), "round {round}: key {n}");
+        }
+    }
+}
