@@ -4,8 +4,10 @@
 //! point down only:
 //!
 //! ```text
+//!   store    durable tree: data file + log, recovery, checkpointer
 //!   btree    B-link tree: search, insert + split, delete, iterators, verify
-//!   buffer   page states + hybrid latches, page cache, eviction, allocator
+//!   buffer   page states + hybrid latches, page cache, eviction, allocator,
+//!            mini-transactions (logging), checkpoints
 //!   wal      write-ahead log: records, segments, group commit, reader
 //!   page     page ids, header, checksum, slotted node layout, overflow pages
 //!   io       storage trait: real files, simulated disk with faults
@@ -13,9 +15,10 @@
 //! ```
 //!
 //! The public surface is small: [`Error`], [`Result`], the id newtypes, the
-//! storage layer and (standalone until the tree logs through it) the
-//! write-ahead log, [`wal`]. The lower layers are reachable through [`raw`] for tools,
-//! benchmarks and tests; they carry no stability promise.
+//! storage layer and the write-ahead log, [`wal`]. The lower layers,
+//! including the durable tree [`raw::Store`] (every change logged,
+//! recovered on open), are reachable through [`raw`] for tools, benchmarks
+//! and tests; they carry no stability promise.
 
 pub mod error;
 #[macro_use]

@@ -5,9 +5,9 @@
 //! before it writes the page), above `io`. It uses only the [`Dir`] and
 //! [`Storage`](crate::io::Storage) traits for its files, so the same code
 //! runs on real files ([`FileDir`](crate::io::FileDir)) and on the
-//! simulated disk ([`SimDir`](crate::io::SimDir)). Not yet wired into the
-//! tree: mini-transactions, checkpoints and recovery are later steps of
-//! issue 8.
+//! simulated disk ([`SimDir`](crate::io::SimDir)). The tree logs every page
+//! change through it (`buffer::mtr`); checkpoints and recovery are in
+//! `buffer::checkpoint` and `store`.
 //!
 //! Files, one concept each:
 //! * `record.rs`: the record layout (LSN, type, length, CRC-32C), encoder
