@@ -16,10 +16,10 @@
 
 mod common;
 
+use crabtree::Result;
 use crabtree::io::{CrashModel, Dir, SimDir};
 use crabtree::raw::{PoolOptions, Store, StoreOptions};
 use crabtree::wal::{Durability, WalOptions};
-use crabtree::Result;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -83,7 +83,7 @@ fn model_after(ops: &[Op]) -> Model {
 fn open(dir: &SimDir, options: StoreOptions) -> Result<Store> {
     let data = dir.open("data", true)?;
     dir.sync()?;
-    Store::open(data, Arc::new(dir.clone()), options)
+    Store::open(data, Arc::new(dir.this_life()), options)
 }
 
 /// One crash state; panics with `context` on a violated post-condition.
@@ -138,12 +138,37 @@ fn one_state(seed: u64) -> bool {
     assert_eq!(store.tree().len(), got.len() as u64, "{context}: entry count");
     for w in 0..WRITERS {
         let prefix = format!("w{w}-").into_bytes();
-        let mine: Model = got.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mine: Model =
+            got.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(k, v)| (k.clone(), v.clone())).collect();
         let done = acked[w].load(Ordering::SeqCst);
         let all: Vec<Op> = history[w].iter().chain(&ops[w]).cloned().collect();
         let base = history[w].len();
         let fits = [done, done + 1].iter().any(|&n| n <= ops[w].len() && model_after(&all[..base + n]) == mine);
-        assert!(fits, "{context}: writer {w} acknowledged {done} ops; recovered state matches neither that prefix nor one more");
+        if !fits {
+            let want = model_after(&all[..base + done]);
+            let missing: Vec<_> = want
+                .iter()
+                .filter(|(k, v)| mine.get(*k) != Some(v))
+                .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v.len(), mine.get(k).map(Vec::len)))
+                .collect();
+            let extra: Vec<_> = mine
+                .keys()
+                .filter(|k| !want.contains_key(*k))
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect();
+            let tail: Vec<String> = ops[w][done.saturating_sub(3)..(done + 1).min(ops[w].len())]
+                .iter()
+                .map(|op| match op {
+                    Op::Put(k, v) => format!("put {} ({} B)", String::from_utf8_lossy(k), v.len()),
+                    Op::Delete(k) => format!("delete {}", String::from_utf8_lossy(k)),
+                })
+                .collect();
+            panic!(
+                "{context}: writer {w} acknowledged {done} of {} ops; recovered state matches neither that prefix nor one more; differs at {missing:?}, extra {extra:?}; last ops {tail:?}; recovery {:?}",
+                ops[w].len(),
+                store.recovery()
+            );
+        }
     }
     drop(store);
     (0..WRITERS).any(|w| acked[w].load(Ordering::SeqCst) < ops[w].len())
@@ -172,9 +197,6 @@ fn f2_concurrent_writers_and_checkpoints_crash_at_random_points() {
     for i in 0..states {
         cut += u64::from(one_state(base.wrapping_add(i)));
     }
-    eprintln!(
-        "f2: {states} crash states ({cut} cut a writer short) in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("f2: {states} crash states ({cut} cut a writer short) in {:.1} s", started.elapsed().as_secs_f64());
     assert!(cut * 4 >= states, "too few crashes landed inside the workload: {cut} of {states}");
 }

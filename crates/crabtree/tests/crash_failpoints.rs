@@ -35,7 +35,7 @@ fn options() -> StoreOptions {
 fn open(dir: &SimDir) -> Result<Store> {
     let data = dir.open("data", true)?;
     dir.sync()?;
-    Store::open(data, Arc::new(dir.clone()), options())
+    Store::open(data, Arc::new(dir.this_life()), options())
 }
 
 fn key(n: u32) -> Vec<u8> {

@@ -104,7 +104,7 @@ fn open(dir: &SimDir) -> Result<Store> {
 fn open_with(dir: &SimDir, options: StoreOptions) -> Result<Store> {
     let data = dir.open("data", true)?;
     dir.sync()?;
-    Store::open(data, Arc::new(dir.clone()), options)
+    Store::open(data, Arc::new(dir.this_life()), options)
 }
 
 /// Runs `ops` until the first error; returns how many were acknowledged.
@@ -361,15 +361,166 @@ fn f4_io_error_during_recovery_then_recovery_again() {
             dir.disk("data").unwrap().inject(Fault::once(op, k));
             match open(&dir) {
                 Ok(store) => drop(store),
-                Err(error) => assert!(
-                    matches!(error, Error::Io(_) | Error::Poisoned),
-                    "{op:?} #{k}: unexpected error {error}"
-                ),
+                Err(error) => {
+                    assert!(matches!(error, Error::Io(_) | Error::Poisoned), "{op:?} #{k}: unexpected error {error}")
+                }
             }
             dir.crash();
             dir.disk("data").unwrap().clear_faults();
             let context = format!("recovery with {op:?} #{k} failing, then again");
             drop(check_recovered(&dir, &ops, ops.len(), &context));
         }
+    }
+}
+
+/// F3 on the store: damage to synced log in the middle is
+/// `Error::LogCorruption` naming an LSN, and the open changes neither file;
+/// a cut-off tail (unsynced records lost) recovers.
+#[test]
+fn f3_damaged_synced_log_is_corruption_and_a_torn_tail_recovers() {
+    let ops = workload(120);
+    let dir = SimDir::new(21, CrashModel::default());
+    let store = open(&dir).unwrap();
+    assert_eq!(run(&store, &ops), ops.len());
+    dir.crash();
+    drop(store);
+    let segments: Vec<String> = dir.list().unwrap().into_iter().filter(|n| n.ends_with(".wal")).collect();
+    let mut corrupted = 0;
+    for name in &segments {
+        let disk = dir.disk(name).unwrap();
+        let image = disk.durable_image();
+        if image.len() < 4096 + 200 {
+            continue;
+        }
+        // Flip a byte inside the first record payload area of the segment.
+        let mut damaged = image.clone();
+        damaged[4096 + 100] ^= 0x40;
+        disk.set_durable_image(damaged.clone());
+        let data_before = dir.disk("data").unwrap().durable_image();
+        match open(&dir) {
+            Err(Error::LogCorruption { lsn, reason }) => {
+                corrupted += 1;
+                assert!(!reason.is_empty(), "{lsn:?}");
+            }
+            Err(other) => panic!("{name}: unexpected error {other}"),
+            // The damaged segment held no live records (recycled): fine.
+            Ok(store) => drop(store),
+        }
+        if corrupted > 0 {
+            assert_eq!(dir.disk("data").unwrap().durable_image(), data_before, "a failed open wrote the data file");
+            assert_eq!(disk.durable_image(), damaged, "a failed open wrote the log");
+        }
+        disk.set_durable_image(image);
+        if corrupted > 0 {
+            break;
+        }
+    }
+    assert!(corrupted > 0, "no live segment to damage among {segments:?}");
+    // The undamaged log opens and holds everything.
+    let store = check_recovered(&dir, &ops, ops.len(), "after undoing the damage");
+    drop(store);
+}
+
+/// Bad bytes anywhere (data file or log) never panic: open and verify give
+/// `Ok` or a clear error.
+#[test]
+fn random_damage_to_any_file_never_panics() {
+    let ops = workload(80);
+    let rounds = if common::long() { 2_000 } else { 200 };
+    let seed = common::seed("random_damage");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let dir = SimDir::new(seed, CrashModel::default());
+    let store = open(&dir).unwrap();
+    assert_eq!(run(&store, &ops), ops.len());
+    dir.crash();
+    drop(store);
+    let names = dir.list().unwrap();
+    let originals: Vec<Vec<u8>> = names.iter().map(|n| dir.disk(n).unwrap().durable_image()).collect();
+    for round in 0..rounds {
+        let victim = rng.usize(..names.len());
+        let disk = dir.disk(&names[victim]).unwrap();
+        let mut image = originals[victim].clone();
+        if image.is_empty() {
+            continue;
+        }
+        for _ in 0..rng.usize(1..8) {
+            let at = rng.usize(..image.len());
+            image[at] = rng.u8(..);
+        }
+        if rng.u8(..8) == 0 {
+            image.truncate(rng.usize(..image.len()));
+        }
+        disk.set_durable_image(image);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if let Ok(store) = open(&dir) {
+                let _ = store.tree().verify();
+                let _ = store.tree().range::<&[u8], _>(..).count();
+                drop(store);
+            }
+        }));
+        assert!(outcome.is_ok(), "seed {seed} round {round}: panic with {} damaged", names[victim]);
+        // Restore every file (a successful open may have written).
+        for (name, original) in names.iter().zip(&originals) {
+            dir.disk(name).unwrap().set_durable_image(original.clone());
+        }
+        dir.crash();
+    }
+}
+
+/// F5: a failed fsync of the log with Linux semantics (the pending writes
+/// are dropped, a later sync would report success). Every writer waiting
+/// for durability gets the error; the store is poisoned: further writes
+/// return `Poisoned`, reads of what is in memory still work; after a
+/// restart the acknowledged writes are all there and nothing else is.
+#[test]
+fn f5_failed_log_fsync_fails_every_waiter_and_poisons() {
+    for nth in [0u64, 1, 3, 8] {
+        let dir = SimDir::new(
+            40 + nth,
+            CrashModel { keep: 0, drop: 1, tear: 0, garbage: 0, fsync_failure_drops_pending: true },
+        );
+        let store = Arc::new(open(&dir).unwrap());
+        for n in 0..50u32 {
+            store.put_durable(&key(n), &value(n, 0)).unwrap();
+        }
+        // The active segment's (and any spare's) n-th sync fails.
+        for segment in dir.list().unwrap().into_iter().filter(|n| n.ends_with(".wal")) {
+            dir.disk(&segment).unwrap().inject(Fault::once(FaultOp::Sync, nth));
+        }
+        let acked: Vec<Vec<u32>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4u32)
+                .map(|t| {
+                    let store = Arc::clone(&store);
+                    scope.spawn(move || {
+                        let mut acked = Vec::new();
+                        for n in (1000 + t * 100)..(1000 + t * 100 + 40) {
+                            match store.put_durable(&key(n), &value(n, 0)) {
+                                Ok(_) => acked.push(n),
+                                Err(Error::Io(_) | Error::Poisoned) => break,
+                                Err(other) => panic!("unexpected error {other}"),
+                            }
+                        }
+                        acked
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let total: usize = acked.iter().map(Vec::len).sum();
+        assert!(total < 160, "nth {nth}: the failed sync stopped nobody");
+        assert!(store.is_poisoned(), "nth {nth}");
+        assert!(matches!(store.put_durable(b"late", b"x"), Err(Error::Poisoned)), "nth {nth}");
+        assert_eq!(store.get(&key(7)).unwrap(), Some(value(7, 0)), "reads work after poisoning");
+        dir.crash();
+        drop(store);
+        let store = open(&dir).unwrap();
+        assert!(store.tree().verify().unwrap().is_ok());
+        for n in 0..50u32 {
+            assert_eq!(store.get(&key(n)).unwrap(), Some(value(n, 0)), "nth {nth}: key {n}");
+        }
+        for n in acked.iter().flatten() {
+            assert_eq!(store.get(&key(*n)).unwrap(), Some(value(*n, 0)), "nth {nth}: acknowledged {n} lost");
+        }
+        assert_eq!(store.get(b"late").unwrap(), None);
     }
 }

@@ -145,6 +145,8 @@ impl Power {
 pub struct SimDir {
     state: Arc<Mutex<SimDirState>>,
     power: Arc<Power>,
+    /// Set on a handle from [`SimDir::this_life`]: the life it belongs to.
+    life: Option<u64>,
 }
 
 impl SimDir {
@@ -163,7 +165,28 @@ impl SimDir {
             life: AtomicU64::new(0),
             gate: parking_lot::RwLock::new(()),
         };
-        SimDir { state: Arc::new(Mutex::new(state)), power: Arc::new(power) }
+        SimDir { state: Arc::new(Mutex::new(state)), power: Arc::new(power), life: None }
+    }
+
+    /// A handle on this directory for the current life of the "process":
+    /// after the next [`SimDir::crash`] it can neither open nor sync
+    /// anything (its files fail too), so threads of a dead process that are
+    /// still running (a log's segment preparer) cannot create or sync files
+    /// in the new life. Give a store this handle; keep the plain one to
+    /// crash, inspect and reopen.
+    pub fn this_life(&self) -> SimDir {
+        // Relaxed: changed only under the exclusive gate by `crash`.
+        SimDir { life: Some(self.power.life.load(Ordering::Relaxed)), ..self.clone() }
+    }
+
+    fn check_life(&self) -> Result<()> {
+        // Relaxed: see `this_life`.
+        match self.life {
+            Some(life) if life != self.power.life.load(Ordering::Relaxed) => {
+                Err(io::Error::other("simulated directory handle from before a crash").into())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The simulated disk behind `name`, to inject faults or damage it.
@@ -254,6 +277,8 @@ impl Dir for SimDir {
 
     fn open(&self, name: &str, create: bool) -> Result<Arc<dyn Storage>> {
         check_name(name)?;
+        let _gate = self.power.gate.read();
+        self.check_life()?;
         let mut state = self.state.lock();
         let disk = match state.files.get(name) {
             Some(disk) => disk.clone(),
@@ -272,6 +297,8 @@ impl Dir for SimDir {
     }
 
     fn sync(&self) -> Result<()> {
+        let _gate = self.power.gate.read();
+        self.check_life()?;
         self.power.begin()?;
         let mut state = self.state.lock();
         let names: Vec<String> = state.files.keys().cloned().collect();
