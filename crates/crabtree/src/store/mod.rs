@@ -129,7 +129,7 @@ impl Store {
             data.write_at(0, &Meta::new(page_size).encode())?;
             data.sync()?;
         }
-        let recovered = recover::recover(&data, Arc::clone(&log), options.wal.clone())?;
+        let recovered = recover::recover(&data, Arc::clone(&log), options.wal.clone(), options.pool.pool_bytes)?;
         let wal = Arc::new(recovered.wal);
         let pool = Arc::new(BufferPool::open_recovered(
             Arc::clone(&data),

@@ -21,9 +21,11 @@
 //!    out by an allocation whose first record never reached the log: free.
 //! 4. **Write** the redone pages, sync the data file.
 //!
-//! Nothing is written before the whole log has been read, so recovery that
-//! fails (damaged log, an I/O error) or crashes leaves the files as they
-//! were and can run again with the same result.
+//! Memory is bounded: past the pool's budget of held pages, the redone
+//! pages are written and forgotten (a later entry reads them back with
+//! their new LSN). Each page on disk then holds a prefix of its own log,
+//! stamped with its LSN, so recovery that fails (damaged log, an I/O
+//! error) or crashes can run again with the same result.
 
 use crate::buffer::{AllocState, CheckpointRecord, decode_free_chunk};
 use crate::ids::{Lsn, PageId};
@@ -105,7 +107,12 @@ pub(crate) fn is_new(data: &dyn Storage, log: &dyn Dir) -> Result<bool> {
 
 /// Redoes the log in `log` into `data` (module doc) and opens the log for
 /// appending.
-pub(crate) fn recover(data: &Arc<dyn Storage>, log: Arc<dyn Dir>, options: WalOptions) -> Result<Recovered> {
+pub(crate) fn recover(
+    data: &Arc<dyn Storage>,
+    log: Arc<dyn Dir>,
+    options: WalOptions,
+    memory: usize,
+) -> Result<Recovered> {
     let started = Instant::now();
     let meta = read_meta(&**data)?;
     if meta.free_head.is_some() {
@@ -114,7 +121,10 @@ pub(crate) fn recover(data: &Arc<dyn Storage>, log: Arc<dyn Dir>, options: WalOp
         ));
     }
     let page_size = meta.page_size;
-    let file_pages = data.len()? / page_size as u64;
+    let mut file_pages = data.len()? / page_size as u64;
+    // Pages held at once: the pool's budget (recovery runs before the
+    // pool exists).
+    let held_max = (memory / page_size).max(64);
     let mut pages: HashMap<PageId, Page> = HashMap::new();
     let mut events: HashMap<PageId, (Lsn, bool)> = HashMap::new();
     let mut root_events: Vec<(Lsn, u8, u64)> = Vec::new();
@@ -159,6 +169,18 @@ pub(crate) fn recover(data: &Arc<dyn Storage>, log: Arc<dyn Dir>, options: WalOp
                                 }
                             };
                             apply(page, &entry, end, &mut report)?;
+                            if pages.len() > held_max {
+                                let spilled =
+                                    spill(&**data, &mut pages, page_size, &mut report).and_then(|()| data.len());
+                                match spilled {
+                                    // Pages written past the old end exist now.
+                                    Ok(len) => file_pages = len / page_size as u64,
+                                    Err(error) => {
+                                        read_error = Some(error);
+                                        return Err(Error::Poisoned);
+                                    }
+                                }
+                            }
                         }
                     }
                 }
@@ -218,17 +240,47 @@ pub(crate) fn recover(data: &Arc<dyn Storage>, log: Arc<dyn Dir>, options: WalOp
     };
     let state = rebuild_alloc(base, alloc_lsn, &events, &root_events)?;
     // Step 4.
+    write_changed(&**data, &mut pages, page_size, &mut report)?;
+    data.sync()?;
+    report.duration = started.elapsed();
+    Ok(Recovered { wal, state, page_size, report, commits, checkpoint_id })
+}
+
+/// Writes every changed page in page order (marking it unchanged).
+fn write_changed(
+    data: &dyn Storage,
+    pages: &mut HashMap<PageId, Page>,
+    page_size: usize,
+    report: &mut RecoveryReport,
+) -> Result<()> {
     let mut order: Vec<(&PageId, &mut Page)> = pages.iter_mut().filter(|(_, p)| p.changed).collect();
     order.sort_unstable_by_key(|(pid, _)| **pid);
     for (pid, page) in order {
         header::seal(&mut page.image);
         data.write_at(pid.0 * page_size as u64, &page.image)?;
+        page.changed = false;
         report.pages_written += 1;
         report.pages_rebuilt += u64::from(page.was_unknown);
+        page.was_unknown = false;
     }
-    data.sync()?;
-    report.duration = started.elapsed();
-    Ok(Recovered { wal, state, page_size, report, commits, checkpoint_id })
+    Ok(())
+}
+
+/// Bounds recovery's memory: writes the changed pages and forgets every
+/// known one (a later entry reads it back, with the LSN written). Unknown
+/// pages stay: only an image can make them known. Writing redone pages
+/// before the whole log is read keeps recovery idempotent (each page holds
+/// a prefix of its log, stamped with its LSN); if the log turns out
+/// damaged further on, the open fails all the same.
+fn spill(
+    data: &dyn Storage,
+    pages: &mut HashMap<PageId, Page>,
+    page_size: usize,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    write_changed(data, pages, page_size, report)?;
+    pages.retain(|_, page| !page.known);
+    Ok(())
 }
 
 fn read_meta(data: &dyn Storage) -> Result<Meta> {
