@@ -115,15 +115,18 @@ fn one_state(seed: u64) -> bool {
     let store = Arc::new(open(&dir, options.clone()).unwrap_or_else(|e| panic!("{context}: open: {e}")));
     dir.power_off_after(crash_after);
     let acked: Vec<Arc<AtomicUsize>> = (0..WRITERS).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let lsns: Vec<Arc<std::sync::Mutex<Vec<(u64, u64)>>>> = (0..WRITERS).map(|_| Arc::default()).collect();
     std::thread::scope(|scope| {
         for (w, ops) in ops.iter().enumerate() {
             let store = Arc::clone(&store);
             let acked = Arc::clone(&acked[w]);
+            let lsns = Arc::clone(&lsns[w]);
             scope.spawn(move || {
                 for op in ops {
                     if apply(&store, op).is_err() {
                         return;
                     }
+                    lsns.lock().unwrap().push((crabtree::raw::last_lsn().0, store.wal().durable_lsn().0));
                     acked.fetch_add(1, Ordering::SeqCst);
                 }
             });
@@ -131,6 +134,8 @@ fn one_state(seed: u64) -> bool {
     });
     dir.crash();
     drop(store);
+    let images: Vec<(String, Vec<u8>)> =
+        dir.list().unwrap().into_iter().map(|name| (name.clone(), dir.disk(&name).unwrap().durable_image())).collect();
     let store = open(&dir, options).unwrap_or_else(|e| panic!("{context}: recovery: {e}"));
     let report = store.tree().verify().unwrap_or_else(|e| panic!("{context}: verify: {e}"));
     assert!(report.is_ok(), "{context}: verify: {report:?}");
@@ -163,15 +168,131 @@ fn one_state(seed: u64) -> bool {
                     Op::Delete(k) => format!("delete {}", String::from_utf8_lossy(k)),
                 })
                 .collect();
+            for (key, _, _) in &missing {
+                dump(&images, key.as_bytes());
+            }
             panic!(
-                "{context}: writer {w} acknowledged {done} of {} ops; recovered state matches neither that prefix nor one more; differs at {missing:?}, extra {extra:?}; last ops {tail:?}; recovery {:?}",
+                "{context}: writer {w} acknowledged {done} of {} ops; recovered state matches neither that prefix nor one more; differs at {missing:?}, extra {extra:?}; last ops {tail:?}; acked (lsn, durable) {:?}; recovery {:?}",
                 ops[w].len(),
+                lsns[w].lock().unwrap(),
                 store.recovery()
             );
         }
     }
     drop(store);
     (0..WRITERS).any(|w| acked[w].load(Ordering::SeqCst) < ops[w].len())
+}
+
+/// Diagnostics for a failure: every log record touching `key` and the
+/// state of the pages they name in the crashed data file.
+fn dump(images: &[(String, Vec<u8>)], key: &[u8]) {
+    use crabtree::raw::page::redo::{self, Entry};
+    use crabtree::wal::{RecordType, Wal};
+    let dir = SimDir::new(0, CrashModel::default());
+    for (name, image) in images {
+        dir.open(name, true).unwrap();
+        dir.disk(name).unwrap().set_durable_image(image.clone());
+    }
+    let data = images.iter().find(|(n, _)| n == "data").map(|(_, i)| i.clone()).unwrap_or_default();
+    let page_lsn = |pid: u64| {
+        let at = pid as usize * 512;
+        data.get(at + 8..at + 16).map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    };
+    let contains = |hay: &[u8]| hay.windows(key.len()).any(|w| w == key);
+    let wal = WalOptions {
+        segment_size: 16 * 1024,
+        buffer_size: 4 << 20,
+        durability: Durability::Immediate,
+        flush_delay: Duration::from_secs(3600),
+    };
+    eprintln!("--- data pages holding {:?}", String::from_utf8_lossy(key));
+    for (pid, page) in data.chunks(512).enumerate() {
+        if contains(page) {
+            eprintln!(
+                "  page {pid}: type {} flags {:#x} lsn {:?}",
+                page[4],
+                u16::from_le_bytes([page[6], page[7]]),
+                page_lsn(pid as u64)
+            );
+        }
+    }
+    eprintln!("--- log records touching {:?}", String::from_utf8_lossy(key));
+    let result = Wal::open(Arc::new(dir.clone()), wal, |lsn, kind, payload| {
+        let end = lsn.0 + crabtree::wal::record_size(payload.len()) as u64;
+        match kind {
+            RecordType::MTR => {
+                for entry in redo::decode(payload, lsn).flatten() {
+                    let hit = match &entry {
+                        Entry::LeafPut { cell, .. } => contains(cell),
+                        Entry::LeafRemove { key: k, .. } => *k == key,
+                        Entry::Image { head, tail, .. } => contains(head) || contains(tail),
+                        _ => false,
+                    };
+                    if !hit {
+                        let what = match &entry {
+                            Entry::Free { pid } => format!("free {}", pid.0),
+                            Entry::Claim { pid } => format!("claim {}", pid.0),
+                            Entry::SetRoot { slot, value } => format!("root {slot}={value}"),
+                            other => format!(
+                                "{} page {}",
+                                match other {
+                                    Entry::LeafPut { .. } => "put",
+                                    Entry::LeafRemove { .. } => "remove",
+                                    Entry::Image { provisional: true, .. } => "prov",
+                                    _ => "img",
+                                },
+                                other.page().map(|p| p.0).unwrap_or(0)
+                            ),
+                        };
+                        eprintln!("    (lsn {} {what})", lsn.0);
+                    }
+                    if hit {
+                        let pid = entry.page().map(|p| p.0).unwrap_or(0);
+                        let what = match &entry {
+                            Entry::LeafPut { .. } => "put",
+                            Entry::LeafRemove { .. } => "remove",
+                            Entry::Image { provisional: true, .. } => "provisional image",
+                            _ => "image",
+                        };
+                        eprintln!("  lsn {}..{end} page {pid} (disk LSN {:?}): {what}", lsn.0, page_lsn(pid));
+                    }
+                }
+            }
+            RecordType::CHECKPOINT => eprintln!(
+                "  lsn {}..{end}: checkpoint {:?}",
+                lsn.0,
+                payload.chunks(8).map(|w| u64::from_le_bytes(w.try_into().unwrap())).collect::<Vec<_>>()
+            ),
+            RecordType::CHECKPOINT_FREE => eprintln!(
+                "  lsn {}..{end}: free {:?}",
+                lsn.0,
+                payload.chunks(8).map(|w| u64::from_le_bytes(w.try_into().unwrap())).collect::<Vec<_>>()
+            ),
+            RecordType::CHECKPOINT_BEGIN => eprintln!("  lsn {}..{end}: begin", lsn.0),
+            _ => {}
+        }
+        Ok(())
+    });
+    let end = result.map(|(_, end)| end);
+    eprintln!("--- log end {end:?}");
+    if let Ok(end) = end {
+        let payload = 16 * 1024 - 4096;
+        let index = end.end.0 / payload;
+        let offset = 4096 + (end.end.0 % payload) as usize;
+        for (name, image) in images.iter().filter(|(n, _)| n.ends_with(".wal")) {
+            let header: Vec<u8> = image.iter().take(48).copied().collect();
+            eprintln!("  segment {name}: header {header:?}");
+            if let Some(bytes) = image.get(offset..offset + 48) {
+                let len = u32::from_le_bytes(bytes[4..8].try_into().unwrap());
+                let lsn = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
+                let inc = u32::from_le_bytes(bytes[20..24].try_into().unwrap());
+                eprintln!(
+                    "    at end (index {index}, offset {offset}): len {len} lsn {lsn} type {} inc {inc} raw {bytes:?}",
+                    bytes[16]
+                );
+            }
+        }
+    }
 }
 
 fn apply(store: &Store, op: &Op) -> Result<()> {

@@ -246,10 +246,16 @@ impl Wal {
             };
             let before = shared.durable.load(Ordering::Relaxed);
             let result = flush_step(shared, &mut state, true);
+            if let Err(err) = &result {
+                // Poison before handing the role on: the next leader must
+                // not find `touched` emptied by this failed sync (whose
+                // pending writes the kernel may have dropped) and publish
+                // `durable` over them with a sync of nothing.
+                shared.poison(err);
+            }
             drop(state);
             unpark_all(&shared.durable);
-            if let Err(err) = result {
-                shared.poison(&err);
+            if result.is_err() {
                 return Err(shared.failure_error());
             }
             if shared.durable.load(Ordering::Acquire) < lsn.0 && shared.durable.load(Ordering::Relaxed) == before {
@@ -426,7 +432,8 @@ impl Shared {
             Error::Io(io) => (io.kind(), io.to_string()),
             other => (io::ErrorKind::Other, other.to_string()),
         };
-        *self.failure.lock() = Some((kind, message));
+        // The first failure is the one every waiter reports.
+        self.failure.lock().get_or_insert((kind, message));
         self.poisoned.store(true, Ordering::SeqCst);
         unpark_all(&self.durable);
         unpark_all(&self.written);
@@ -443,6 +450,11 @@ fn flusher_main(shared: &Shared) {
 /// horizon record if the last sync is unclaimed, write what is filled, and
 /// with `sync` make it durable.
 fn flush_step(shared: &Shared, state: &mut FlusherState, sync: bool) -> Result<()> {
+    // A failed write or sync is never retried or papered over: whoever
+    // failed poisoned the log before releasing the role (invariant 3).
+    if shared.poisoned.load(Ordering::SeqCst) {
+        return Err(shared.failure_error());
+    }
     advance(shared, state);
     let written = Lsn(shared.written.load(Ordering::Relaxed));
     let durable = Lsn(shared.durable.load(Ordering::Relaxed));
@@ -476,6 +488,10 @@ fn flusher_loop(shared: &Shared) -> Result<()> {
         let mut state = shared.state.lock();
         let due = shutdown || state.last_sync.elapsed() >= delay;
         let result = flush_step(shared, &mut state, due);
+        if let Err(err) = &result {
+            // Under the lock, as in `wait_durable`.
+            shared.poison(err);
+        }
         let written = Lsn(shared.written.load(Ordering::Relaxed));
         let durable = Lsn(shared.durable.load(Ordering::Relaxed));
         let pending = state.filled > written || written > durable || shared.buffer.next_filled(state.filled).is_some();
