@@ -35,6 +35,9 @@ enum Op {
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
+/// Per writer: `(LSN waited for, durable LSN seen)` of each acknowledged op.
+type Acks = Arc<std::sync::Mutex<Vec<(u64, u64)>>>;
+
 fn options(rng: &mut fastrand::Rng) -> StoreOptions {
     StoreOptions {
         pool: PoolOptions { page_size: 512, pool_bytes: 512 * rng.usize(16..40), max_pages: 1 << 16 },
@@ -115,7 +118,7 @@ fn one_state(seed: u64) -> bool {
     let store = Arc::new(open(&dir, options.clone()).unwrap_or_else(|e| panic!("{context}: open: {e}")));
     dir.power_off_after(crash_after);
     let acked: Vec<Arc<AtomicUsize>> = (0..WRITERS).map(|_| Arc::new(AtomicUsize::new(0))).collect();
-    let lsns: Vec<Arc<std::sync::Mutex<Vec<(u64, u64)>>>> = (0..WRITERS).map(|_| Arc::default()).collect();
+    let lsns: Vec<Acks> = (0..WRITERS).map(|_| Arc::default()).collect();
     std::thread::scope(|scope| {
         for (w, ops) in ops.iter().enumerate() {
             let store = Arc::clone(&store);

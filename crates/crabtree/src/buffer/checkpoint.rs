@@ -111,7 +111,7 @@ impl CheckpointRecord {
 
 /// Decodes a `CHECKPOINT_FREE` payload: the checkpoint id and page ids.
 pub fn decode_free_chunk(bytes: &[u8], lsn: Lsn) -> Result<(u64, Vec<PageId>)> {
-    if bytes.len() < 8 || bytes.len() % 8 != 0 {
+    if bytes.len() < 8 || !bytes.len().is_multiple_of(8) {
         return Err(Error::LogCorruption { lsn, reason: "malformed checkpoint free list".into() });
     }
     let mut words = bytes.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()));

@@ -369,11 +369,9 @@ mod tests {
         for _ in 0..20_000 {
             let len = rng.usize(0..64);
             let bytes: Vec<u8> = (0..len).map(|_| if rng.bool() { rng.u8(0..8) } else { rng.u8(..) }).collect();
-            for entry in decode(&bytes, Lsn(0)) {
-                if let Ok(entry) = entry {
-                    let mut page = leaf(4096);
-                    let _ = apply(&entry, &mut page, Lsn(1));
-                }
+            for entry in decode(&bytes, Lsn(0)).flatten() {
+                let mut page = leaf(4096);
+                let _ = apply(&entry, &mut page, Lsn(1));
             }
         }
     }
