@@ -141,7 +141,10 @@ fn one_state(seed: u64) -> bool {
         dir.list().unwrap().into_iter().map(|name| (name.clone(), dir.disk(&name).unwrap().durable_image())).collect();
     let store = open(&dir, options).unwrap_or_else(|e| panic!("{context}: recovery: {e}"));
     let report = store.tree().verify().unwrap_or_else(|e| panic!("{context}: verify: {e}"));
-    assert!(report.is_ok(), "{context}: verify: {report:?}");
+    if !report.is_ok() {
+        dump(&images, b"\xff\xfe-no-such-key");
+        panic!("{context}: verify: {report:?}; recovery {:?}", store.recovery());
+    }
     let got: Model = store.tree().range::<&[u8], _>(..).map(|item| item.unwrap()).collect();
     assert_eq!(store.tree().len(), got.len() as u64, "{context}: entry count");
     for w in 0..WRITERS {

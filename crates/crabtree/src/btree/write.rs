@@ -10,12 +10,12 @@
 use super::descend::{ReadGuard, Target};
 use super::value::StoredValue;
 use super::{Attempt, BTree, Step};
-use crate::buffer::ExclusiveGuard;
+use crate::buffer::{Change, ExclusiveGuard};
 use crate::ids::PageId;
 use crate::page::PageType;
 use crate::page::node::{
-    CellData, FLAG_DELETED, FLAG_HALF_DEAD, FLAG_INCOMPLETE_SPLIT, Node, NodeMut, SLOT_SIZE, SLOTS_START, ValueRef,
-    raw_cell_child, raw_cell_key,
+    CellData, FLAG_DELETED, FLAG_HALF_DEAD, FLAG_INCOMPLETE_SPLIT, Node, NodeMut, OFFSET_LEFT, SLOT_SIZE, SLOTS_START,
+    ValueRef, raw_cell_child, raw_cell_key,
 };
 use crate::{Error, Result};
 
@@ -284,9 +284,16 @@ impl BTree {
         // left-link) and the child split it completes are atomic in the log.
         {
             let mut guards: Vec<&mut ExclusiveGuard<'_>> = vec![&mut right, &mut left];
-            guards.extend(neighbour.as_mut());
-            guards.extend(completes.as_mut());
-            self.pool.log_images_claiming(&mut guards, frees, claims)?;
+            let mut changes = vec![Change::Image, Change::Image];
+            if let Some(guard) = neighbour.as_mut() {
+                guards.push(guard);
+                changes.push(Change::Bytes { offset: OFFSET_LEFT, len: 8 });
+            }
+            if let Some(guard) = completes.as_mut() {
+                guards.push(guard);
+                changes.push(FLAGS_CHANGE);
+            }
+            self.pool.log_changes_claiming(&mut guards, &changes, frees, claims)?;
         }
         drop(completes);
         drop(neighbour);
@@ -410,7 +417,13 @@ impl BTree {
             NodeMut::new(&mut parent.page_mut(), pid)?.insert(index, &cell)?;
             clear_incomplete(&mut child)?;
             // The downlink and the cleared flag: one mini-transaction.
-            self.pool.log_images(&mut [&mut parent, &mut child], &[], None)?;
+            let raw = cell.encode();
+            self.pool.log_changes(
+                &mut [&mut parent, &mut child],
+                &[Change::Insert { index, raw: &raw }, FLAGS_CHANGE],
+                &[],
+                None,
+            )?;
             return Ok(());
         }
         let mut cells = self.raw_cells(&parent)?;
@@ -492,7 +505,12 @@ impl BTree {
             node.insert(1, &CellData::Inner { key: separator, child: right })?;
         }
         clear_incomplete(child)?;
-        self.pool.log_images(&mut [&mut root, child], &[], Some((super::ROOT_SLOT, root_pid)))?;
+        self.pool.log_changes(
+            &mut [&mut root, child],
+            &[Change::Image, FLAGS_CHANGE],
+            &[],
+            Some((super::ROOT_SLOT, root_pid)),
+        )?;
         Ok(())
     }
 
@@ -526,6 +544,9 @@ fn root_growth_failpoint() -> Result<()> {
     failpoint!("root.before_grow");
     Ok(())
 }
+
+/// How a node whose flags alone changed is logged.
+const FLAGS_CHANGE: Change<'static> = Change::Bytes { offset: crate::page::header::OFFSET_FLAGS, len: 2 };
 
 /// Clears `INCOMPLETE_SPLIT` on a latched node.
 fn clear_incomplete(guard: &mut ExclusiveGuard<'_>) -> Result<()> {

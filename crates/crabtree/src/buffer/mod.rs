@@ -40,7 +40,7 @@ mod tests;
 
 pub use checkpoint::{AllocState, CheckpointRecord, CheckpointReport, decode_free_chunk};
 pub use guard::{ExclusiveGuard, OptimisticGuard, SharedGuard};
-pub use mtr::last_lsn;
+pub use mtr::{Change, last_lsn};
 pub use pool::{BufferPool, LogFlush, PoolOptions, PoolStats};
 
 /// An optimistic read failed validation (or an upgrade lost a race):

@@ -51,6 +51,27 @@ use crate::wal::{RecordType, Wal};
 use crate::{Error, Result};
 use std::cell::RefCell;
 
+/// How one page of a mini-transaction changed (`log_changes`).
+#[derive(Clone, Copy, Debug)]
+pub enum Change<'c> {
+    /// Anything: log the page's image.
+    Image,
+    /// Only the bytes `offset..offset + len` (a link, the flags).
+    Bytes {
+        /// First byte changed.
+        offset: usize,
+        /// Bytes changed.
+        len: usize,
+    },
+    /// One raw cell inserted as slot `index` (the node's own insert).
+    Insert {
+        /// Slot index.
+        index: usize,
+        /// The raw cell.
+        raw: &'c [u8],
+    },
+}
+
 /// What a mini-transaction changes besides its pages' images.
 #[derive(Default)]
 struct Extra<'a> {
@@ -124,7 +145,21 @@ impl BufferPool {
         frees: &[PageId],
         root: Option<(usize, PageId)>,
     ) -> Result<()> {
-        self.log_images_sized(guards, Extra { frees, claims: &[], root, provisional: false }).map(|_| ())
+        self.log_images_sized(guards, &[], Extra { frees, claims: &[], root, provisional: false }).map(|_| ())
+    }
+
+    /// Like [`BufferPool::log_images`], but each page says how it changed
+    /// (`changes[i]` for `guards[i]`; missing: an image), so a small change
+    /// (a link, a flag, one cell) is not logged as a whole page. A fresh
+    /// page is always logged whole.
+    pub fn log_changes(
+        &self,
+        guards: &mut [&mut ExclusiveGuard<'_>],
+        changes: &[Change<'_>],
+        frees: &[PageId],
+        root: Option<(usize, PageId)>,
+    ) -> Result<()> {
+        self.log_images_sized(guards, changes, Extra { frees, claims: &[], root, provisional: false }).map(|_| ())
     }
 
     /// `log_images` that also claims `claims`: pages of a value logged
@@ -136,7 +171,19 @@ impl BufferPool {
         frees: &[PageId],
         claims: &[PageId],
     ) -> Result<()> {
-        self.log_images_sized(guards, Extra { frees, claims, root: None, provisional: false }).map(|_| ())
+        self.log_images_sized(guards, &[], Extra { frees, claims, root: None, provisional: false }).map(|_| ())
+    }
+
+    /// [`BufferPool::log_changes`] that also claims `claims` (see
+    /// [`BufferPool::log_images_claiming`]).
+    pub fn log_changes_claiming(
+        &self,
+        guards: &mut [&mut ExclusiveGuard<'_>],
+        changes: &[Change<'_>],
+        frees: &[PageId],
+        claims: &[PageId],
+    ) -> Result<()> {
+        self.log_images_sized(guards, changes, Extra { frees, claims, root: None, provisional: false }).map(|_| ())
     }
 
     /// Logs the image of a fresh overflow page written before the leaf
@@ -145,12 +192,17 @@ impl BufferPool {
     /// cell claims it, so a crash in between frees it instead of leaking
     /// it.
     pub fn log_provisional(&self, guard: &mut ExclusiveGuard<'_>) -> Result<()> {
-        self.log_images_sized(&mut [guard], Extra { frees: &[], claims: &[], root: None, provisional: true })
+        self.log_images_sized(&mut [guard], &[], Extra { frees: &[], claims: &[], root: None, provisional: true })
             .map(|_| ())
     }
 
     /// `log_images`, returning the record's payload bytes.
-    fn log_images_sized(&self, guards: &mut [&mut ExclusiveGuard<'_>], extra: Extra<'_>) -> Result<usize> {
+    fn log_images_sized(
+        &self,
+        guards: &mut [&mut ExclusiveGuard<'_>],
+        changes: &[Change<'_>],
+        extra: Extra<'_>,
+    ) -> Result<usize> {
         let Extra { frees, claims, root, provisional } = extra;
         if !self.logging() {
             if let Some((slot, pid)) = root {
@@ -163,10 +215,41 @@ impl BufferPool {
         }
         SCRATCH.with_borrow_mut(|(record, page)| {
             record.clear();
-            for guard in guards.iter() {
-                page.resize(self.page_size, 0);
-                AtomicPage::new(self.frame(guard.pid())).copy_to(page);
-                redo::put_image(record, guard.pid(), page, provisional);
+            let mut images = 0usize;
+            // Rule 3 for small changes: a page whose LSN is below the
+            // full-page-image horizon is logged whole (checked again after
+            // the reservation, below).
+            let horizon = self.fpi_horizon.load(Ordering::SeqCst);
+            let mut small: Vec<(usize, Lsn)> = Vec::new();
+            for (i, guard) in guards.iter().enumerate() {
+                let frame = AtomicPage::new(self.frame(guard.pid()));
+                let before = header::lsn(&frame);
+                let mut change = changes.get(i).copied().unwrap_or(Change::Image);
+                if guard.fresh || before.0 < horizon {
+                    change = Change::Image;
+                }
+                if !matches!(change, Change::Image) {
+                    small.push((i, before));
+                }
+                match change {
+                    Change::Image => {
+                        let start = record.len();
+                        page.resize(self.page_size, 0);
+                        frame.copy_to(page);
+                        redo::put_image(record, guard.pid(), page, provisional);
+                        images += record.len() - start;
+                    }
+                    Change::Bytes { offset, len } => {
+                        let end = offset.checked_add(len).filter(|&end| end <= self.page_size);
+                        let Some(end) = end else {
+                            return Err(Error::corruption(guard.pid(), "logged byte range outside the page"));
+                        };
+                        page.resize(self.page_size, 0);
+                        frame.copy_to(page);
+                        redo::put_bytes(record, guard.pid(), offset, &page[offset..end]);
+                    }
+                    Change::Insert { index, raw } => redo::put_node_insert(record, guard.pid(), index, raw),
+                }
             }
             for &pid in frees {
                 redo::put_free(record, pid);
@@ -187,8 +270,23 @@ impl BufferPool {
             for guard in guards.iter_mut() {
                 self.stamp(guard, lsn);
             }
+            // A checkpoint that began before our reservation is seen now.
+            let horizon = self.fpi_horizon.load(Ordering::SeqCst);
+            for (i, before) in small {
+                if before.0 < horizon {
+                    record.clear();
+                    page.resize(self.page_size, 0);
+                    AtomicPage::new(self.frame(guards[i].pid())).copy_to(page);
+                    redo::put_image(record, guards[i].pid(), page, false);
+                    let lsn = self.append_mtr(record)?;
+                    self.stamp(guards[i], lsn);
+                    // Relaxed: statistics.
+                    self.counters.fpi_bytes.fetch_add(record.len() as u64, Ordering::Relaxed);
+                    images += record.len();
+                }
+            }
             // Relaxed: statistics.
-            self.counters.image_bytes.fetch_add(record.len() as u64, Ordering::Relaxed);
+            self.counters.image_bytes.fetch_add(images as u64, Ordering::Relaxed);
             Ok(record.len())
         })
     }
@@ -255,7 +353,7 @@ impl BufferPool {
         let horizon = self.fpi_horizon.load(Ordering::SeqCst);
         if before.0 < horizon {
             guard.changed = true;
-            let bytes = self.log_images_sized(&mut [guard], Extra::default())?;
+            let bytes = self.log_images_sized(&mut [guard], &[], Extra::default())?;
             // Relaxed: statistics.
             self.counters.fpi_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         }

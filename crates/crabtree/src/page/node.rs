@@ -46,7 +46,9 @@ use crate::{Error, Result};
 use std::cmp::Ordering;
 
 const OFFSET_RIGHT: usize = 24;
-const OFFSET_LEFT: usize = 32;
+/// Offset of the left link (8 bytes): a split logs only these bytes of the
+/// old right neighbour.
+pub const OFFSET_LEFT: usize = 32;
 const OFFSET_SLOT_COUNT: usize = 40;
 const OFFSET_CELL_START: usize = 44;
 const OFFSET_FRAGMENTED: usize = 48;

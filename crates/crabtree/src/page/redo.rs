@@ -14,6 +14,8 @@
 //! kind u8 = 5  SetRoot    slot u8 | value u64
 //! kind u8 = 6  Provisional  as Image: the page of a value not yet stored
 //! kind u8 = 7  Claim      pid u64            (a provisional page is used)
+//! kind u8 = 8  Bytes      pid u64 | offset u32 | length u32 | bytes
+//! kind u8 = 9  NodeInsert pid u64 | slot index u32 | cell length u32 | raw cell
 //! ```
 //!
 //! * `Image` is physical: the whole page after the change, minus the free
@@ -26,6 +28,10 @@
 //!   runs the same node code the writer ran, on the same page state (redo
 //!   order is log order, and a page's records are applied only above its
 //!   page LSN), so it rebuilds the same bytes.
+//! * `Bytes` is physical and small: a link or the flags of a node (the
+//!   neighbour's left-link in a split, a cleared incomplete-split flag).
+//! * `NodeInsert` is physiological: one raw cell inserted at a slot (the
+//!   separator a split adds to its parent), redone by the same node code.
 //! * `Free` and `SetRoot` change the allocator's state, not a page.
 //! * `Provisional` is an image of an overflow page written before the leaf
 //!   cell that will own it: recovery restores its bytes but counts the
@@ -51,6 +57,8 @@ const KIND_FREE: u8 = 4;
 const KIND_SET_ROOT: u8 = 5;
 const KIND_PROVISIONAL: u8 = 6;
 const KIND_CLAIM: u8 = 7;
+const KIND_BYTES: u8 = 8;
+const KIND_NODE_INSERT: u8 = 9;
 
 /// One decoded entry, borrowing the record's bytes.
 #[derive(Debug, PartialEq, Eq)]
@@ -91,6 +99,24 @@ pub enum Entry<'a> {
         /// The page.
         pid: PageId,
     },
+    /// Raw bytes of a page.
+    Bytes {
+        /// The page.
+        pid: PageId,
+        /// Where.
+        offset: usize,
+        /// The new bytes.
+        bytes: &'a [u8],
+    },
+    /// A raw cell inserted at a slot of a node.
+    NodeInsert {
+        /// The node.
+        pid: PageId,
+        /// The slot index.
+        index: usize,
+        /// The raw cell.
+        cell: &'a [u8],
+    },
     /// A provisional page is used from this record on.
     Claim {
         /// The page.
@@ -109,7 +135,11 @@ impl Entry<'_> {
     /// The page the entry changes, if it changes one.
     pub fn page(&self) -> Option<PageId> {
         match self {
-            Entry::Image { pid, .. } | Entry::LeafPut { pid, .. } | Entry::LeafRemove { pid, .. } => Some(*pid),
+            Entry::Image { pid, .. }
+            | Entry::LeafPut { pid, .. }
+            | Entry::LeafRemove { pid, .. }
+            | Entry::Bytes { pid, .. }
+            | Entry::NodeInsert { pid, .. } => Some(*pid),
             Entry::Free { .. } | Entry::SetRoot { .. } | Entry::Claim { .. } => None,
         }
     }
@@ -161,6 +191,24 @@ pub fn put_leaf_remove(out: &mut Vec<u8>, pid: PageId, key: &[u8]) {
 pub fn put_free(out: &mut Vec<u8>, pid: PageId) {
     out.push(KIND_FREE);
     out.extend_from_slice(&pid.0.to_le_bytes());
+}
+
+/// Appends a `Bytes` entry.
+pub fn put_bytes(out: &mut Vec<u8>, pid: PageId, offset: usize, bytes: &[u8]) {
+    out.push(KIND_BYTES);
+    out.extend_from_slice(&pid.0.to_le_bytes());
+    out.extend_from_slice(&(offset as u32).to_le_bytes());
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// Appends a `NodeInsert` entry.
+pub fn put_node_insert(out: &mut Vec<u8>, pid: PageId, index: usize, cell: &[u8]) {
+    out.push(KIND_NODE_INSERT);
+    out.extend_from_slice(&pid.0.to_le_bytes());
+    out.extend_from_slice(&(index as u32).to_le_bytes());
+    out.extend_from_slice(&(cell.len() as u32).to_le_bytes());
+    out.extend_from_slice(cell);
 }
 
 /// Appends a `Claim` entry.
@@ -244,6 +292,18 @@ impl<'a> Entries<'a> {
             }
             KIND_FREE => Entry::Free { pid: PageId(self.u64()?) },
             KIND_CLAIM => Entry::Claim { pid: PageId(self.u64()?) },
+            KIND_BYTES => {
+                let pid = PageId(self.u64()?);
+                let offset = self.u32()? as usize;
+                let len = self.u32()? as usize;
+                Entry::Bytes { pid, offset, bytes: self.take(len)? }
+            }
+            KIND_NODE_INSERT => {
+                let pid = PageId(self.u64()?);
+                let index = self.u32()? as usize;
+                let len = self.u32()? as usize;
+                Entry::NodeInsert { pid, index, cell: self.take(len)? }
+            }
             KIND_SET_ROOT => {
                 let slot = self.take(1)?[0];
                 Entry::SetRoot { slot, value: self.u64()? }
@@ -288,6 +348,15 @@ pub fn apply(entry: &Entry<'_>, page: &mut [u8], lsn: Lsn) -> Result<()> {
                 Err(index) => node.insert_raw(index, cell)?,
             }
         }
+        Entry::Bytes { pid, offset, bytes } => {
+            // Never the checksum or the page's own id: those are the page's.
+            let end = offset.checked_add(bytes.len()).filter(|&end| end <= page.len());
+            match end {
+                Some(end) if *offset >= header::OFFSET_TYPE && *offset < end => page[*offset..end].copy_from_slice(bytes),
+                _ => return Err(Error::corruption(*pid, format!("logged bytes at {offset}+{} outside the page", bytes.len()))),
+            }
+        }
+        Entry::NodeInsert { pid, index, cell } => NodeMut::new(page, *pid)?.insert_raw(*index, cell)?,
         Entry::LeafRemove { pid, key } => {
             let mut node = NodeMut::new(page, *pid)?;
             if let Ok(index) = node.as_node()?.search(key)? {
@@ -368,7 +437,7 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..20_000 {
             let len = rng.usize(0..64);
-            let bytes: Vec<u8> = (0..len).map(|_| if rng.bool() { rng.u8(0..8) } else { rng.u8(..) }).collect();
+            let bytes: Vec<u8> = (0..len).map(|_| if rng.bool() { rng.u8(0..10) } else { rng.u8(..) }).collect();
             for entry in decode(&bytes, Lsn(0)).flatten() {
                 let mut page = leaf(4096);
                 let _ = apply(&entry, &mut page, Lsn(1));
