@@ -10,7 +10,7 @@
 //! tree must verify (no leaked page either), and the entry count must match.
 //!
 //! Sizes: 10,000 crash states by default (CI), `CRABTREE_TEST_SIZE=long`:
-//! 100,000; `CRABTREE_F2_STATES=n` sets the count. `CRABTREE_SEED` sets the
+//! 1,000,000; `CRABTREE_F2_STATES=n` sets the count. `CRABTREE_SEED` sets the
 //! base seed (threads make a replay approximate: the crash point and the
 //! operations are the same, the interleaving may differ).
 
@@ -315,7 +315,7 @@ fn apply(store: &Store, op: &Op) -> Result<()> {
 fn f2_concurrent_writers_and_checkpoints_crash_at_random_points() {
     let states: u64 = match std::env::var("CRABTREE_F2_STATES") {
         Ok(n) => n.parse().expect("CRABTREE_F2_STATES must be a number"),
-        Err(_) if common::long() => 100_000,
+        Err(_) if common::long() => 1_000_000,
         Err(_) => 10_000,
     };
     let base = common::seed("f2");

@@ -212,11 +212,68 @@ fn models() -> Vec<CrashModel> {
 }
 
 #[test]
-fn f1_crash_at_every_io_point_of_splits_deletions_and_a_checkpoint() {
-    let seed = common::seed("f1_splits");
+fn f1_crash_at_every_io_point_of_a_mixed_workload() {
+    let seed = common::seed("f1_mixed");
     let ops = workload(if common::long() { 160 } else { 70 });
     for model in models() {
-        crash_every_io_point("f1_splits", &ops, model, seed, 1);
+        crash_every_io_point("f1_mixed", &ops, model, seed, 1);
+    }
+}
+
+/// Leaf splits only: ascending and descending inserts into a few leaves.
+fn leaf_splits() -> Vec<Op> {
+    (0..24).map(|i| if i % 2 == 0 { i } else { 1000 - i }).map(|i| Op::Put(key(i), value(i, 0))).collect()
+}
+
+/// Enough inserts for the root to split (a 512-byte page holds ~8 cells,
+/// so the root leaf splits, then the root inner node).
+fn root_split() -> Vec<Op> {
+    (0..90).map(|i| Op::Put(key(i), value(i % 16, 0))).collect()
+}
+
+/// Page deletions: fill, then empty whole leaves (half-dead, unlink,
+/// level-1 parents going with their only child).
+fn page_deletions() -> Vec<Op> {
+    let mut ops: Vec<Op> = (0..60).map(|i| Op::Put(key(i), value(i % 16, 0))).collect();
+    ops.extend((5..55).map(|i| Op::Delete(key(i))));
+    ops
+}
+
+/// A checkpoint between two batches of changes to the same pages (the
+/// second batch logs full-page images).
+fn checkpoint_between() -> Vec<Op> {
+    let mut ops: Vec<Op> = (0..30).map(|i| Op::Put(key(i), value(i % 16, 0))).collect();
+    ops.push(Op::Checkpoint);
+    ops.extend((0..30).step_by(2).map(|i| Op::Put(key(i), value(i % 16, 1))));
+    ops.push(Op::Checkpoint);
+    ops.extend((0..30).step_by(3).map(|i| Op::Delete(key(i))));
+    ops
+}
+
+/// Log segment switches: large values (overflow chains, big records)
+/// through 16 KiB segments, with a checkpoint recycling segments.
+fn segment_switches() -> Vec<Op> {
+    let mut ops: Vec<Op> = (0..40u32).map(|i| Op::Put(key(i), vec![i as u8; 700 + (i as usize % 3) * 400])).collect();
+    ops.push(Op::Checkpoint);
+    ops.extend((0..40u32).step_by(3).map(|i| Op::Put(key(i), vec![i as u8 ^ 1; 1500])));
+    ops
+}
+
+#[test]
+fn f1_crash_at_every_io_point_of_five_fixed_workloads() {
+    let seed = common::seed("f1_fixed");
+    let workloads: [(&str, fn() -> Vec<Op>); 5] = [
+        ("leaf splits", leaf_splits),
+        ("root split", root_split),
+        ("page deletions", page_deletions),
+        ("checkpoint", checkpoint_between),
+        ("segment switches", segment_switches),
+    ];
+    for (name, ops) in workloads {
+        let ops = ops();
+        for model in models() {
+            crash_every_io_point(name, &ops, model, seed, 1);
+        }
     }
 }
 

@@ -352,8 +352,15 @@ pub fn apply(entry: &Entry<'_>, page: &mut [u8], lsn: Lsn) -> Result<()> {
             // Never the checksum or the page's own id: those are the page's.
             let end = offset.checked_add(bytes.len()).filter(|&end| end <= page.len());
             match end {
-                Some(end) if *offset >= header::OFFSET_TYPE && *offset < end => page[*offset..end].copy_from_slice(bytes),
-                _ => return Err(Error::corruption(*pid, format!("logged bytes at {offset}+{} outside the page", bytes.len()))),
+                Some(end) if *offset >= header::OFFSET_TYPE && *offset < end => {
+                    page[*offset..end].copy_from_slice(bytes)
+                }
+                _ => {
+                    return Err(Error::corruption(
+                        *pid,
+                        format!("logged bytes at {offset}+{} outside the page", bytes.len()),
+                    ));
+                }
             }
         }
         Entry::NodeInsert { pid, index, cell } => NodeMut::new(page, *pid)?.insert_raw(*index, cell)?,
