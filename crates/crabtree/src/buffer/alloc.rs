@@ -79,7 +79,7 @@ impl BufferPool {
         self.ensure_budget()?;
         let pid = {
             let mut free = self.alloc.lock();
-            match free.pop() {
+            let pid = match free.pop() {
                 Some(pid) => pid,
                 None => {
                     // Relaxed: page_count only changes under `alloc`.
@@ -91,11 +91,15 @@ impl BufferPool {
                     self.page_count.store(count + 1, Ordering::Release);
                     PageId(count)
                 }
+            };
+            // In the same critical section as the pop: a checkpoint's
+            // snapshot must see the page free or pending, never neither
+            // (it would record a page no record names as used: a leak).
+            if self.logging() {
+                free.pending.insert(pid);
             }
+            pid
         };
-        if self.logging() {
-            self.alloc.lock().pending.insert(pid);
-        }
         let mut guard = self.lock_fresh(pid);
         guard.set_fresh();
         Ok(guard)
