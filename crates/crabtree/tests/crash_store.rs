@@ -285,7 +285,9 @@ fn clean_close_and_reopen_keeps_everything_and_replays_nothing() {
     assert_eq!(run(&store, &ops), ops.len());
     store.close().unwrap();
     let store = open(&dir).unwrap();
+    assert!(store.recovery().clean, "{:?}", store.recovery());
     assert_eq!(contents(&store), model_after(&ops));
+    assert_eq!(store.tree().len(), model_after(&ops).len() as u64, "entry count from the checkpoint");
     assert!(store.tree().verify().unwrap().is_ok());
 }
 

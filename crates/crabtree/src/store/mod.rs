@@ -139,10 +139,12 @@ impl Store {
         )?);
         pool.set_checkpoint_id(recovered.checkpoint_id);
         pool.attach_wal(Arc::clone(&wal))?;
+        // After a clean close the checkpoint's entry count is exact;
+        // otherwise it is recounted below.
         let root = pool.root(crate::btree::ROOT_SLOT);
         let tree = if root.0 == 0 { BTree::create(Arc::clone(&pool))? } else { BTree::open(Arc::clone(&pool))? };
         let mut report = recovered.report;
-        if report.records > 0 {
+        if !report.clean {
             // Finish what the crash interrupted, count the entries, and make
             // this state the new starting point.
             let repaired = tree.repair()?;
@@ -286,7 +288,11 @@ impl Store {
         if self.inner.wal.is_poisoned() {
             return Err(Error::Poisoned);
         }
-        self.inner.tree.flush()
+        self.inner.tree.flush()?;
+        // Nothing runs any more: the next open has nothing to finish and
+        // can trust the entry count of the checkpoint just taken.
+        let end = self.inner.wal.append(RecordType::CLEAN_CLOSE, &[0u8; 8])?;
+        self.inner.wal.wait_durable(end)
     }
 }
 

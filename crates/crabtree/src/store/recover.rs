@@ -64,6 +64,8 @@ pub struct RecoveryReport {
     pub splits_finished: u64,
     /// Page deletions the crash interrupted, finished after redo.
     pub deletions_finished: u64,
+    /// The log ends with a clean close (nothing to finish or recount).
+    pub clean: bool,
 }
 
 /// A page recovery holds.
@@ -136,6 +138,9 @@ pub(crate) fn recover(
     let (wal, end) = Wal::open(log, options, |lsn, kind, payload| {
         let end = Lsn(lsn.0 + record_size(payload.len()) as u64);
         report.log_bytes += record_size(payload.len()) as u64;
+        // Any record but the flusher's horizons (not passed here) after a
+        // clean-close marker means the store was used again.
+        report.clean = kind == RecordType::CLEAN_CLOSE;
         match kind {
             RecordType::MTR => {
                 for entry in redo::decode(payload, lsn) {

@@ -49,6 +49,9 @@ impl RecordType {
     pub const CHECKPOINT_BEGIN: RecordType = RecordType(6);
     /// A commit record of the transaction layer (opaque here).
     pub const COMMIT: RecordType = RecordType(7);
+    /// Written by a clean close after its last checkpoint: nothing was in
+    /// flight, so recovery has nothing to finish and counts are exact.
+    pub const CLEAN_CLOSE: RecordType = RecordType(8);
 }
 
 /// A decoded, validated record header.
