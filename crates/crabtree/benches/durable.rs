@@ -211,6 +211,7 @@ fn durable_phase(dir: &Path, config: &Config) -> Result<()> {
     }
     store.wait_durable(last)?;
     let mut raw = Raw::new(&log_dir(&path).join("raw-overwrite.bench"))?;
+    let (pool_base, wal_base) = store.stats();
     let mut runs: Vec<Vec<Durable>> = config.writers.iter().map(|_| Vec::new()).collect();
     for _ in 0..config.rounds {
         for (i, &writers) in config.writers.iter().enumerate() {
@@ -242,13 +243,14 @@ fn durable_phase(dir: &Path, config: &Config) -> Result<()> {
         println!("  {pairs:?}");
     }
     let (pool, wal) = store.stats();
+    let bytes = wal.bytes_written.saturating_sub(wal_base.bytes_written);
     println!(
-        "log over the whole phase: {} syncs, {:.0} MB written; page images {:.1}% of log bytes, \
-         of which full-page images (first change after a checkpoint) {:.1}%",
-        wal.syncs,
-        wal.bytes_written as f64 / 1e6,
-        100.0 * pool.image_bytes as f64 / wal.bytes_written.max(1) as f64,
-        100.0 * pool.fpi_bytes as f64 / wal.bytes_written.max(1) as f64
+        "log over the measured writes: {} syncs, {:.0} MB written; page images {:.1}% of log bytes, \
+         full-page images (first change of a page after a checkpoint) {:.1}%",
+        wal.syncs.saturating_sub(wal_base.syncs),
+        bytes as f64 / 1e6,
+        100.0 * pool.image_bytes.saturating_sub(pool_base.image_bytes) as f64 / bytes.max(1) as f64,
+        100.0 * pool.fpi_bytes.saturating_sub(pool_base.fpi_bytes) as f64 / bytes.max(1) as f64
     );
     store.close()
 }
@@ -292,6 +294,19 @@ fn insert_run(dir: &Path, kind: Inserter, round: u64, config: &Config) -> Result
                 };
             }
             let secs = started.elapsed().as_secs_f64();
+            let (pool, wal) = store.stats();
+            if round == 0 {
+                // Where the log's bytes come from: a split logs both pages
+                // whole, and the first change of a page after the open's
+                // checkpoint logs its image.
+                println!(
+                    "  {}: {:.0} log bytes per insert, {:.0}% of them page images ({:.0}% full-page images)",
+                    if matches!(kind, Inserter::StoreNoWait) { "put, Immediate" } else { "put_durable, Eventual" },
+                    wal.bytes_written as f64 / n as f64,
+                    100.0 * pool.image_bytes as f64 / wal.bytes_written.max(1) as f64,
+                    100.0 * pool.fpi_bytes as f64 / wal.bytes_written.max(1) as f64,
+                );
+            }
             // Closing is a checkpoint (not measured; the plain tree's drop
             // does not flush either).
             drop(store);
@@ -304,6 +319,8 @@ fn insert_run(dir: &Path, kind: Inserter, round: u64, config: &Config) -> Result
 }
 
 fn insert_phase(dir: &Path, config: &Config) -> Result<()> {
+    println!();
+    println!("non-durable inserts (log statistics of the first round; the rates follow):");
     let (mut plain, mut no_wait, mut eventual) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..config.rounds {
         let p = insert_run(dir, Inserter::Plain, round, config)?;
