@@ -30,7 +30,9 @@
 //! `CRABTREE_BENCH_SLICES` (6), `CRABTREE_BENCH_ROUNDS` (3, medians kept),
 //! `CRABTREE_BENCH_WRITERS` (comma list), `CRABTREE_BENCH_INSERTS`
 //! (500,000), `CRABTREE_BENCH_RECOVERY_MB` (1024), `CRABTREE_BENCH_DIR`
-//! (default a temp dir under the system temp directory).
+//! (default a temp dir under the system temp directory),
+//! `CRABTREE_BENCH_PHASES` (comma list of `durable`, `insert`, `recovery`;
+//! default all).
 //! Run: `cargo bench -p crabtree --bench durable`.
 
 use crabtree::io::{FileStorage, Storage};
@@ -463,8 +465,16 @@ fn main() -> Result<()> {
         config.rounds,
         config.writers
     );
-    durable_phase(dir, &config)?;
-    insert_phase(dir, &config)?;
-    recovery_phase(dir, &config)?;
+    let phases = std::env::var("CRABTREE_BENCH_PHASES").unwrap_or_else(|_| "durable,insert,recovery".into());
+    let wanted = |name: &str| phases.split(',').any(|p| p.trim() == name);
+    if wanted("durable") {
+        durable_phase(dir, &config)?;
+    }
+    if wanted("insert") {
+        insert_phase(dir, &config)?;
+    }
+    if wanted("recovery") {
+        recovery_phase(dir, &config)?;
+    }
     Ok(())
 }
