@@ -3,6 +3,11 @@
 //! the same work on a `parking_lot::RwLock<BTreeMap>` in the same run, and
 //! prints a table with the ratio. Ends with `verify()`, a flush, a reopen
 //! and a full comparison of the contents, so a fast but wrong run fails.
+//! Then a durable-write phase (`bench/durable.rs`): `put_durable` with 1
+//! and 32 writers against the disk's own overwrite + `fdatasync` rate in
+//! the same run.
+
+mod durable;
 
 use crabtree::io::FileStorage;
 use crabtree::raw::{BTree, BufferPool, PoolOptions};
@@ -30,6 +35,10 @@ pub struct BenchArgs {
     /// Page size in bytes.
     #[arg(long, default_value_t = 4096)]
     pub page_size: usize,
+    /// Seconds per durable-write measurement (1 and 32 writers, each
+    /// interleaved with the raw fdatasync loop); 0 skips the phase.
+    #[arg(long, default_value_t = 2.0)]
+    pub durable_secs: f64,
 }
 
 /// The key of index `i`: 16 bytes, spread so inserts land all over the tree.
@@ -235,7 +244,15 @@ pub fn run(args: &BenchArgs) -> crabtree::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     drop(tree);
-    check_reopen(&path, options, &map.into_inner())
+    let code = check_reopen(&path, options, &map.into_inner())?;
+    if code != ExitCode::SUCCESS || args.durable_secs <= 0.0 {
+        return Ok(code);
+    }
+    let time = Duration::try_from_secs_f64(args.durable_secs)
+        .map_err(|_| crabtree::Error::InvalidArgument(format!("--durable-secs {}", args.durable_secs)))?;
+    let rows = durable::run(&dir.path().join("durable.crab"), time, args.value_size)?;
+    durable::print(&rows);
+    Ok(code)
 }
 
 /// Reopens the database and compares it with the baseline map.
