@@ -4,6 +4,8 @@
 //! point down only:
 //!
 //! ```text
+//!   db       Db, Options, Transaction, Snapshot, Keyspace, CommitTicket
+//!   mvcc     versions, timestamps + watermark, key locks, commit, vacuum
 //!   btree    B-link tree: search, insert + split, delete, iterators, verify
 //!   buffer   page states + hybrid latches, page cache, eviction, allocator
 //!   wal      write-ahead log: records, segments, group commit, reader
@@ -12,7 +14,9 @@
 //!   ids / limits / sync / error   newtypes, limits, atomics, the error enum
 //! ```
 //!
-//! The public surface is small: [`Error`], [`Result`], the id newtypes, the
+//! The public surface is small: [`Db`] and the handles it gives out
+//! ([`Transaction`], [`Snapshot`], [`Keyspace`], [`CommitTicket`], [`Iter`]),
+//! [`Options`], [`Stats`], [`Durability`], [`Error`], [`Result`], the id newtypes, the
 //! storage layer and (standalone until the tree logs through it) the
 //! write-ahead log, [`wal`]. The lower layers are reachable through [`raw`] for tools,
 //! benchmarks and tests; they carry no stability promise.
@@ -27,8 +31,13 @@ pub mod wal;
 
 mod btree;
 mod buffer;
+mod db;
+mod mvcc;
 mod page;
 mod sync;
+
+pub use db::{CommitTicket, Db, Iter, Keyspace, Options, Snapshot, Stats, Transaction};
+pub use wal::Durability;
 
 pub use error::{Error, Result};
 pub use ids::{Lsn, PageId};
