@@ -63,7 +63,6 @@ const LAST_TS_SLOT: usize = 7;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug)]
-#[non_exhaustive]
 pub struct Options {
     /// Page size of a new database (a power of two, 512 B to 64 KiB); an
     /// existing database keeps its own.
