@@ -76,7 +76,8 @@ fn transfers_keep_the_total_in_every_snapshot() {
     .unwrap();
     let total = ACCOUNTS * INITIAL;
     let done = Arc::new(AtomicBool::new(false));
-    let (committed, conflicts, sums) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (committed, conflicts, sums) =
+        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let transfers = 300 * scale();
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
@@ -114,7 +115,8 @@ fn transfers_keep_the_total_in_every_snapshot() {
         .collect();
     let readers: Vec<_> = (0..READERS)
         .map(|r| {
-            let (db, ks, default, done, sums) = (db.clone(), ks.clone(), default.clone(), Arc::clone(&done), Arc::clone(&sums));
+            let (db, ks, default, done, sums) =
+                (db.clone(), ks.clone(), default.clone(), Arc::clone(&done), Arc::clone(&sums));
             std::thread::spawn(move || {
                 let mut round = 0u64;
                 while !done.load(Ordering::Relaxed) {

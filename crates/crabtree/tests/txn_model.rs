@@ -142,7 +142,12 @@ fn real_range(mut iter: crabtree::Iter, ends: &[bool]) -> Vec<(Vec<u8>, Vec<u8>)
 }
 
 fn options() -> Options {
-    Options { vacuum_interval: Some(Duration::from_millis(1)), memory_budget: 1 << 20, page_size: 512, ..Options::default() }
+    Options {
+        vacuum_interval: Some(Duration::from_millis(1)),
+        memory_budget: 1 << 20,
+        page_size: 512,
+        ..Options::default()
+    }
 }
 
 fn run(steps: Vec<Step>) {
@@ -157,7 +162,10 @@ fn run(steps: Vec<Step>) {
         match step {
             Step::Begin(t) => {
                 let tx = handle.begin();
-                txs[t] = Some((tx, ModelTx { start: model.state.clone(), start_seq: model.commits.len(), writes: BTreeMap::new() }));
+                txs[t] = Some((
+                    tx,
+                    ModelTx { start: model.state.clone(), start_seq: model.commits.len(), writes: BTreeMap::new() },
+                ));
             }
             Step::Put(t, k, v) => {
                 if let Some((tx, m)) = &mut txs[t] {
