@@ -121,7 +121,7 @@ fn transfers_keep_the_total_in_every_snapshot() {
                 let mut round = 0u64;
                 while !done.load(Ordering::Relaxed) {
                     let snap = db.snapshot();
-                    assert_eq!(sum_by_scan(&snap, &ks, (round + r) % 2 == 0), total, "scan sum");
+                    assert_eq!(sum_by_scan(&snap, &ks, (round + r).is_multiple_of(2)), total, "scan sum");
                     assert_eq!(sum_by_gets(&snap, &ks, &default), total, "point-read sum");
                     sums.fetch_add(2, Ordering::Relaxed);
                     round += 1;

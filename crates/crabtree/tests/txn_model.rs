@@ -277,14 +277,14 @@ fn ranges_over_many_versions_match_the_model() {
         steps.push(Step::Snapshot((round % 2) as usize));
         steps.push(Step::Begin(0));
         for k in 0..6u8 {
-            if (round + k) % 5 == 0 {
+            if (round + k).is_multiple_of(5) {
                 steps.push(Step::Delete(0, vec![b'k', k]));
             } else {
                 steps.push(Step::Put(0, vec![b'k', k], vec![round, k]));
             }
         }
         steps.push(Step::Commit(0));
-        let ends: Vec<bool> = (0..8).map(|i| (i + round) % 3 == 0).collect();
+        let ends: Vec<bool> = (0..8).map(|i| (i + round).is_multiple_of(3)).collect();
         steps.push(Step::SnapRange((round % 2) as usize, Bound::Unbounded, Bound::Unbounded, ends));
     }
     run(steps);

@@ -46,8 +46,12 @@ pub struct Keyspace {
 }
 
 impl Keyspace {
-    pub(crate) fn default_keyspace() -> Keyspace {
-        Keyspace { id: DEFAULT_KEYSPACE, name: Arc::from(DEFAULT_NAME) }
+    /// The default keyspace (one shared handle: the plain `get`/`put` use
+    /// it on every call, so it must not allocate).
+    pub(crate) fn default_keyspace() -> &'static Keyspace {
+        static DEFAULT: std::sync::LazyLock<Keyspace> =
+            std::sync::LazyLock::new(|| Keyspace { id: DEFAULT_KEYSPACE, name: Arc::from(DEFAULT_NAME) });
+        &DEFAULT
     }
 
     /// The keyspace's name.
@@ -162,7 +166,7 @@ pub(crate) fn load_catalog(inner: &Inner) -> Result<()> {
 pub(crate) fn open(inner: &Arc<Inner>, name: &str) -> Result<Keyspace> {
     check_name(name)?;
     if name == DEFAULT_NAME {
-        return Ok(Keyspace::default_keyspace());
+        return Ok(Keyspace::default_keyspace().clone());
     }
     let mut catalog = inner.catalog.lock();
     if let Some(&id) = catalog.by_name.get(name) {

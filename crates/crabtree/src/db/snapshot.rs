@@ -101,7 +101,7 @@ impl Snapshot {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.get_in(&Keyspace::default_keyspace(), key)
+        self.get_in(Keyspace::default_keyspace(), key)
     }
 
     /// The value of `key` in keyspace `ks`.
@@ -133,7 +133,7 @@ impl Snapshot {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Result<Iter> {
-        self.range_in(&Keyspace::default_keyspace(), range)
+        self.range_in(Keyspace::default_keyspace(), range)
     }
 
     /// The entries of keyspace `ks` with keys in `range`.

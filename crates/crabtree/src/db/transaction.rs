@@ -109,7 +109,7 @@ impl Transaction {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.get_in(&Keyspace::default_keyspace(), key)
+        self.get_in(Keyspace::default_keyspace(), key)
     }
 
     /// The value of `key` in keyspace `ks`.
@@ -146,7 +146,7 @@ impl Transaction {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.put_in(&Keyspace::default_keyspace(), key, value)
+        self.put_in(Keyspace::default_keyspace(), key, value)
     }
 
     /// Buffers `key = value` in keyspace `ks`.
@@ -180,7 +180,7 @@ impl Transaction {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn delete(&mut self, key: &[u8]) -> Result<()> {
-        self.delete_in(&Keyspace::default_keyspace(), key)
+        self.delete_in(Keyspace::default_keyspace(), key)
     }
 
     /// Buffers the delete of `key` in keyspace `ks`.
@@ -218,7 +218,7 @@ impl Transaction {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Result<Iter> {
-        self.range_in(&Keyspace::default_keyspace(), range)
+        self.range_in(Keyspace::default_keyspace(), range)
     }
 
     /// The entries of keyspace `ks` with keys in `range`, as this

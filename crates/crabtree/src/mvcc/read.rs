@@ -39,10 +39,7 @@ fn after_versions(prefix: &[u8]) -> Vec<u8> {
 pub(crate) fn version_at(tree: &BTree, prefix: &[u8], ts: Ts) -> Result<Option<Vec<u8>>> {
     let lower = encoding::version_key(prefix, ts);
     let upper = after_versions(prefix);
-    match tree.range(lower..=upper).next() {
-        Some(entry) => Ok(Some(entry?.1)),
-        None => Ok(None),
-    }
+    Ok(tree.first_in(&lower, &upper)?.map(|(_, value)| value))
 }
 
 /// The value of `prefix` at snapshot `ts`.

@@ -76,15 +76,18 @@ pub(crate) fn pass(engine: &Engine, stop: &dyn Fn() -> bool) -> Result<Report> {
     Ok(report)
 }
 
-/// Per-key version lists of one batch (prefix, versions newest first)
-/// and the last tree key read, or `None` at the end of the tree.
-type Batch = (Vec<(Vec<u8>, Vec<(Ts, bool)>)>, Vec<u8>);
+/// The versions of one key: its prefix, then (timestamp, is tombstone),
+/// newest first.
+type Group = (Vec<u8>, Vec<(Ts, bool)>);
+
+/// Per-key version lists of one batch and the last tree key read, or
+/// `None` at the end of the tree.
+type Batch = (Vec<Group>, Vec<u8>);
 
 fn batch(engine: &Engine, lower: &Bound<Vec<u8>>) -> Result<Option<Batch>> {
-    let mut groups: Vec<(Vec<u8>, Vec<(Ts, bool)>)> = Vec::new();
+    let mut groups: Vec<Group> = Vec::new();
     let mut last = None;
-    let mut taken = 0usize;
-    for entry in engine.tree.range((lower.clone(), Bound::<Vec<u8>>::Unbounded)) {
+    for (taken, entry) in engine.tree.range((lower.clone(), Bound::<Vec<u8>>::Unbounded)).enumerate() {
         let (key, value) = entry?;
         let (prefix, ts) = encoding::split_version(&key)?;
         let version = (ts, encoding::is_tombstone(&value));
@@ -93,7 +96,6 @@ fn batch(engine: &Engine, lower: &Bound<Vec<u8>>) -> Result<Option<Batch>> {
             _ if taken >= BATCH => break,
             _ => groups.push((prefix.to_vec(), vec![version])),
         }
-        taken += 1;
         last = Some(key);
     }
     Ok(last.map(|last| (groups, last)))
