@@ -549,6 +549,7 @@ fn spawn_vacuum(inner: std::sync::Weak<Inner>, interval: Duration) -> Result<Wor
     let stop = Arc::new((Mutex::new(false), Condvar::new()));
     let signal = Arc::clone(&stop);
     let thread = std::thread::Builder::new().name("crabtree-vacuum".into()).spawn(move || {
+        let mut last = None;
         loop {
             {
                 let mut stopped = signal.0.lock();
@@ -560,9 +561,18 @@ fn spawn_vacuum(inner: std::sync::Weak<Inner>, interval: Duration) -> Result<Wor
                 }
             }
             let Some(inner) = inner.upgrade() else { return };
+            // A pass reads the whole tree: skip it when nothing changed
+            // since the last one (no commit, same horizon).
+            let engine = &inner.engine;
+            let now = (engine.counters.commits.load(Ordering::Relaxed), engine.oracle.horizon());
+            if last == Some(now) {
+                continue;
+            }
             let stopping = || *signal.0.lock();
             // An error (I/O) ends this pass; the next one tries again.
-            let _ = mvcc::vacuum::pass(&inner.engine, &stopping);
+            if mvcc::vacuum::pass(engine, &stopping).is_ok() {
+                last = Some(now);
+            }
         }
     })?;
     Ok(Worker { stop, thread: Some(thread) })
