@@ -154,6 +154,8 @@ pub(crate) struct Inner {
     pub(crate) notifier: Arc<Notifier>,
     notifier_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub(crate) options: Options,
+    /// Serializes vacuum passes, and keeps them out of `check`.
+    vacuuming: Mutex<()>,
     path: PathBuf,
 }
 
@@ -433,13 +435,15 @@ impl Db {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn vacuum(&self) -> Result<u64> {
+        let _alone = self.inner().vacuuming.lock();
         Ok(mvcc::vacuum::pass(&self.inner().engine, &|| false)?.removed)
     }
 
     /// Runs the full structural check of the tree and decodes every stored
-    /// version; `Err` ([`Error::Corruption`]) names the first problem. Run
-    /// it on a quiet database: concurrent writers can make the tree's entry
-    /// count disagree for a moment.
+    /// version; `Err` ([`Error::Corruption`]) names the first problem. The
+    /// background vacuum waits meanwhile; run it with no commit in
+    /// progress (a concurrent commit can make the tree's entry count
+    /// disagree for a moment).
     ///
     /// ```
     /// let dir = tempfile::tempdir()?;
@@ -449,6 +453,7 @@ impl Db {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn check(&self) -> Result<()> {
+        let _no_vacuum = self.inner().vacuuming.lock();
         let tree = &self.inner().engine.tree;
         let report = tree.verify()?;
         if !report.is_ok() {
@@ -520,6 +525,7 @@ impl Inner {
             notifier,
             notifier_thread: Mutex::new(Some(thread)),
             options,
+            vacuuming: Mutex::new(()),
             path: path.to_path_buf(),
         })
     }
@@ -570,6 +576,7 @@ fn spawn_vacuum(inner: std::sync::Weak<Inner>, interval: Duration) -> Result<Wor
             }
             let stopping = || *signal.0.lock();
             // An error (I/O) ends this pass; the next one tries again.
+            let _alone = inner.vacuuming.lock();
             if mvcc::vacuum::pass(engine, &stopping).is_ok() {
                 last = Some(now);
             }
