@@ -16,6 +16,7 @@
 //!   read (read skew, G-single, fractured reads);
 //! * the write-write and write-read dependency graph of the committed
 //!   transactions is acyclic (G0, G1c).
+//!
 //! Size: 4 threads x 150 transactions x `CRABTREE_TEST_SCALE`; seed from
 //! `CRABTREE_SEED` (printed).
 
