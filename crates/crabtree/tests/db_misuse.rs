@@ -57,6 +57,11 @@ fn limits_are_enforced_and_leave_the_transaction_usable() {
     assert!(matches!(tx.put(&vec![2u8; max + 1], b"v"), Err(Error::KeyTooLarge { size, .. }) if size == max + 1));
     assert!(matches!(tx.get(&vec![2u8; max + 1]), Err(Error::KeyTooLarge { .. })));
     assert!(matches!(tx.delete(&vec![2u8; max + 1]), Err(Error::KeyTooLarge { .. })));
+    // A zero byte is stored escaped, so it counts twice.
+    tx.put(&vec![0u8; max / 2], b"zeros at the limit").unwrap();
+    assert!(
+        matches!(tx.put(&vec![0u8; max / 2 + 1], b"v"), Err(Error::KeyTooLarge { size, .. }) if size == 2 * (max / 2 + 1))
+    );
     // A value one byte past the limit (calloc'd: no memory is touched).
     let huge = vec![0u8; crabtree::limits::VALUE_SIZE_MAX];
     assert!(matches!(tx.put(b"big", &huge), Err(Error::ValueTooLarge { .. })));
@@ -65,6 +70,7 @@ fn limits_are_enforced_and_leave_the_transaction_usable() {
     tx.commit().unwrap();
     let snap = db.snapshot();
     assert_eq!(snap.get(&vec![1u8; max]).unwrap(), Some(b"at the limit".to_vec()));
+    assert_eq!(snap.get(&vec![0u8; max / 2]).unwrap(), Some(b"zeros at the limit".to_vec()));
     assert_eq!(snap.get(b"after").unwrap(), Some(b"errors".to_vec()));
     assert_eq!(snap.get(b"big").unwrap(), None);
     // A large value (overflow pages) round-trips.

@@ -1,7 +1,7 @@
 //! Named keyspaces and their catalog.
 //!
-//! All keyspaces share one tree: a keyspace is a 4-byte id prefix on every
-//! version key. The catalog maps names to ids; it is itself keyspace 0,
+//! All keyspaces share one tree: a keyspace is an id prefix (one byte for
+//! the first 240 ids) on every version key. The catalog maps names to ids; it is itself keyspace 0,
 //! written through the ordinary commit protocol (so creating or dropping a
 //! keyspace is a commit), and mirrored in memory ([`Catalog`]) under a
 //! mutex that serializes catalog changes.

@@ -24,7 +24,9 @@ use std::ops::{Bound, RangeBounds};
 /// it back. After `commit` or `rollback` every operation returns
 /// [`Error::TransactionClosed`]. An operation rejected for its arguments
 /// (e.g. [`Error::KeyTooLarge`]) changes nothing and leaves the
-/// transaction usable. Empty keys and empty values are allowed.
+/// transaction usable. Empty keys and empty values are allowed. Keys are
+/// limited by the page size (967 bytes with 4 KiB pages, where a zero byte
+/// counts twice: it is stored escaped); values to 1 GiB - 1.
 ///
 /// `Send + 'static`: it may move between threads and across `.await`.
 ///

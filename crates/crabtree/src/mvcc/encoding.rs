@@ -5,19 +5,21 @@
 //! key
 //!
 //! ```text
-//!   ks (u32 BE) | groups(k) | (u64::MAX - ts) (u64 BE)
+//!   ks(ks) | escaped(k) 0x00 0x00 | (u64::MAX - ts) (u64 BE)
 //! ```
 //!
-//! `groups(k)` is the memcomparable group encoding (TiDB, MyRocks): `k` is
-//! cut into 8-byte groups, the last one padded with zeros; each group is
-//! followed by a marker byte, `0xFF` for a full group with more to come,
-//! else `0xFF - padding` (`0xF7..=0xFE`); a key whose length is a multiple
-//! of 8 ends with an all-padding group. The encoding preserves memcmp order
-//! and is prefix-free (no encoded key is a prefix of another), so the
-//! versions of one user key are contiguous, ordered by user key ascending,
-//! then, through the inverted timestamp, by commit timestamp descending. Its
-//! length, `9 * (len / 8 + 1)`, depends only on the key's length, so the
-//! largest user key is a fixed number ([`user_key_size_max`]).
+//! `ks(ks)` is an order-preserving, prefix-free variable-length integer:
+//! one byte for ids below `0xF0`, else `0xF0 + (n - 1)` followed by the `n`
+//! big-endian bytes of the id (`n` = 1..=4). `escaped(k)` is `k` with every
+//! `0x00` written `0x00 0xFF` (FoundationDB's tuple layer, with a two-byte
+//! terminator so that a key is never confused with a longer one whatever
+//! follows). Together they preserve memcmp order and are prefix-free, so
+//! the versions of one user key are contiguous, ordered by keyspace, then
+//! user key ascending, then (through the inverted timestamp) commit
+//! timestamp descending. A user key costs its length plus one byte per
+//! zero byte plus 2; with the 1-byte keyspace id and the timestamp, a
+//! 16-byte key is stored in 27 bytes. The largest user key
+//! ([`user_key_size_max`]) counts zero bytes twice.
 //!
 //! # Version values
 //! One tag byte, [`TAG_VALUE`] followed by the user's value, or
@@ -45,52 +47,90 @@ pub(crate) const TAG_VALUE: u8 = 0;
 /// The tag of a version that records a delete.
 pub(crate) const TAG_TOMBSTONE: u8 = 1;
 
-/// Bytes of the keyspace prefix.
-pub(crate) const KEYSPACE_SIZE: usize = 4;
+/// Most bytes of the keyspace prefix.
+pub(crate) const KEYSPACE_SIZE_MAX: usize = 5;
 /// Bytes of the inverted timestamp suffix.
 pub(crate) const TS_SIZE: usize = 8;
-const GROUP: usize = 8;
-const GROUP_ENCODED: usize = GROUP + 1;
-const MARKER_FULL: u8 = 0xFF;
+/// Bytes of the key terminator.
+const TERMINATOR: [u8; 2] = [0, 0];
+/// The byte after an escaped zero.
+const ESCAPED_ZERO: u8 = 0xFF;
+/// First lead byte of a multi-byte keyspace id.
+const KS_MULTI: u8 = 0xF0;
 
 /// Current commit record format.
 const RECORD_VERSION: u8 = 1;
 
-/// The largest user key whose version key fits in `tree_key_size_max`.
+/// The largest user key (without zero bytes; each zero byte counts twice)
+/// whose version key fits in `tree_key_size_max`, in any keyspace.
 pub(crate) const fn user_key_size_max(tree_key_size_max: usize) -> usize {
-    let room = tree_key_size_max.saturating_sub(KEYSPACE_SIZE + TS_SIZE);
-    let groups = room / GROUP_ENCODED;
-    if groups == 0 { 0 } else { (groups - 1) * GROUP + (GROUP - 1) }
+    tree_key_size_max.saturating_sub(KEYSPACE_SIZE_MAX + TERMINATOR.len() + TS_SIZE)
 }
 
-/// Length of `groups(k)` for a key of `len` bytes.
-pub(crate) const fn groups_size(len: usize) -> usize {
-    (len / GROUP + 1) * GROUP_ENCODED
+/// The size a user key counts against [`user_key_size_max`]: its length
+/// plus one per zero byte (escaped).
+pub(crate) fn key_size(key: &[u8]) -> usize {
+    key.len() + key.iter().filter(|&&b| b == 0).count()
 }
 
-/// Appends `ks | groups(key)`: the prefix every version of `key` shares.
+/// Appends the keyspace prefix of `ks`.
+pub(crate) fn encode_keyspace(ks: u32, out: &mut Vec<u8>) {
+    if ks < u32::from(KS_MULTI) {
+        out.push(ks as u8);
+        return;
+    }
+    let bytes = ks.to_be_bytes();
+    let skip = (ks.leading_zeros() / 8) as usize;
+    let tail = bytes.get(skip..).unwrap_or_default();
+    // tail is 1..=4 bytes long, so the lead byte is 0xF0..=0xF3.
+    out.push(KS_MULTI + (tail.len() - 1) as u8);
+    out.extend_from_slice(tail);
+}
+
+/// The keyspace prefix of `ks` as a vector.
+pub(crate) fn keyspace_prefix(ks: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(KEYSPACE_SIZE_MAX);
+    encode_keyspace(ks, &mut out);
+    out
+}
+
+/// Decodes a keyspace prefix; returns the id and the bytes after it.
+pub(crate) fn decode_keyspace(bytes: &[u8]) -> Result<(u32, &[u8])> {
+    let bad = || corrupt("bad keyspace prefix".into());
+    let (&lead, rest) = bytes.split_first().ok_or_else(bad)?;
+    if lead < KS_MULTI {
+        return Ok((u32::from(lead), rest));
+    }
+    let len = usize::from(lead - KS_MULTI) + 1;
+    if len > 4 || rest.len() < len {
+        return Err(bad());
+    }
+    let (id, rest) = rest.split_at(len);
+    let mut be = [0u8; 4];
+    be.get_mut(4 - len..).ok_or_else(bad)?.copy_from_slice(id);
+    let ks = u32::from_be_bytes(be);
+    // The shortest form only, so each id has one encoding.
+    if ks < u32::from(KS_MULTI) || (len > 1 && id.first() == Some(&0)) {
+        return Err(bad());
+    }
+    Ok((ks, rest))
+}
+
+/// Appends `ks(ks) | escaped(key) | 0x00 0x00`: the prefix every version of
+/// `key` shares.
 pub(crate) fn encode_prefix(ks: u32, key: &[u8], out: &mut Vec<u8>) {
-    out.reserve(KEYSPACE_SIZE + groups_size(key.len()) + TS_SIZE);
-    out.extend_from_slice(&ks.to_be_bytes());
-    let mut rest = key;
-    loop {
-        if rest.len() >= GROUP {
-            let (group, tail) = rest.split_at(GROUP);
-            out.extend_from_slice(group);
-            out.push(MARKER_FULL);
-            rest = tail;
-        } else {
-            let padding = GROUP - rest.len();
-            out.extend_from_slice(rest);
-            out.extend(std::iter::repeat_n(0u8, padding));
-            // padding is 1..=8, so the marker is 0xF7..=0xFE.
-            out.push(MARKER_FULL - padding as u8);
-            return;
+    out.reserve(KEYSPACE_SIZE_MAX + key_size(key) + TERMINATOR.len() + TS_SIZE);
+    encode_keyspace(ks, out);
+    for &byte in key {
+        out.push(byte);
+        if byte == 0 {
+            out.push(ESCAPED_ZERO);
         }
     }
+    out.extend_from_slice(&TERMINATOR);
 }
 
-/// `ks | groups(key)` as a new vector.
+/// `ks(ks) | escaped(key) | 0x00 0x00` as a new vector.
 pub(crate) fn prefix(ks: u32, key: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     encode_prefix(ks, key, &mut out);
@@ -114,7 +154,7 @@ pub(crate) fn version_key(prefix: &[u8], ts: Ts) -> Vec<u8> {
 pub(crate) fn split_version(tree_key: &[u8]) -> Result<(&[u8], Ts)> {
     let bad = || corrupt(format!("version key of {} bytes is too short", tree_key.len()));
     let cut = tree_key.len().checked_sub(TS_SIZE).ok_or_else(bad)?;
-    if cut < KEYSPACE_SIZE + GROUP_ENCODED {
+    if cut < 1 + TERMINATOR.len() {
         return Err(bad());
     }
     let (prefix, suffix) = tree_key.split_at(cut);
@@ -124,36 +164,26 @@ pub(crate) fn split_version(tree_key: &[u8]) -> Result<(&[u8], Ts)> {
 
 /// Decodes a prefix into its keyspace and user key.
 pub(crate) fn decode_prefix(prefix: &[u8]) -> Result<(u32, Vec<u8>)> {
-    let (ks, mut rest) =
-        prefix.split_first_chunk::<KEYSPACE_SIZE>().ok_or_else(|| corrupt("version key without a keyspace".into()))?;
-    let mut key = Vec::with_capacity(rest.len());
-    loop {
-        let Some((group, tail)) = rest.split_first_chunk::<GROUP_ENCODED>() else {
-            return Err(corrupt("version key ends inside a group".into()));
-        };
-        let (data, marker) = group.split_at(GROUP);
-        let marker = marker.first().copied().unwrap_or(0);
-        rest = tail;
-        if marker == MARKER_FULL {
-            key.extend_from_slice(data);
+    let (ks, escaped) = decode_keyspace(prefix)?;
+    let mut key = Vec::with_capacity(escaped.len());
+    let mut bytes = escaped.iter();
+    while let Some(&byte) = bytes.next() {
+        if byte != 0 {
+            key.push(byte);
             continue;
         }
-        let padding = usize::from(MARKER_FULL.wrapping_sub(marker));
-        if !(1..=GROUP).contains(&padding) || !rest.is_empty() {
-            return Err(corrupt(format!("bad group marker {marker:#x}")));
+        match bytes.next() {
+            Some(&ESCAPED_ZERO) => key.push(0),
+            Some(0) if bytes.as_slice().is_empty() => return Ok((ks, key)),
+            _ => return Err(corrupt("bad escape in a version key".into())),
         }
-        let (kept, pad) = data.split_at(GROUP - padding);
-        if pad.iter().any(|&b| b != 0) {
-            return Err(corrupt("nonzero group padding".into()));
-        }
-        key.extend_from_slice(kept);
-        return Ok((u32::from_be_bytes(*ks), key));
     }
+    Err(corrupt("version key without a terminator".into()))
 }
 
 /// The keyspace of a prefix or version key.
 pub(crate) fn keyspace_of(tree_key: &[u8]) -> Option<u32> {
-    tree_key.first_chunk::<KEYSPACE_SIZE>().map(|ks| u32::from_be_bytes(*ks))
+    decode_keyspace(tree_key).ok().map(|(ks, _)| ks)
 }
 
 /// A stored version value: the tag byte, then the value.
@@ -314,33 +344,41 @@ mod tests {
     }
 
     #[test]
-    fn groups_size_is_exact() {
-        for len in 0..40 {
-            assert_eq!(prefix(1, &vec![7u8; len]).len(), KEYSPACE_SIZE + groups_size(len));
-        }
+    fn a_sixteen_byte_key_costs_eleven_bytes_more() {
+        assert_eq!(version(1, &[7u8; 16], 1).len(), 27);
+        assert_eq!(prefix(1, &[0, 1, 0]).len(), 1 + 5 + 2, "zero bytes are escaped");
     }
 
     #[test]
-    fn largest_user_key_fits_and_one_more_does_not() {
+    fn largest_user_key_fits_in_every_keyspace() {
         for tree_max in [100usize, 982, 4000] {
             let max = user_key_size_max(tree_max);
-            assert!(version(1, &vec![0; max], 1).len() <= tree_max);
-            assert!(version(1, &vec![0; max + 1], 1).len() > tree_max);
+            for ks in [0, 1, 0xEF, 0xF0, 0x1_0000, u32::MAX] {
+                assert!(version(ks, &vec![1; max], 1).len() <= tree_max);
+                assert!(version(ks, &vec![0; max / 2], 1).len() <= tree_max);
+            }
+            assert!(version(u32::MAX, &vec![1; max + 1], 1).len() > tree_max);
+            assert_eq!(key_size(&vec![0; max / 2 + 1]), 2 * (max / 2 + 1));
         }
+    }
+
+    fn keyspace() -> impl Strategy<Value = u32> {
+        prop_oneof![0u32..3, 0xEEu32..0x102, 0xFFF0u32..0x1_0010, any::<u32>()]
     }
 
     proptest! {
         #[test]
         fn order_is_key_then_ts_descending(
-            a in proptest::collection::vec(0u8..4, 0..20), b in proptest::collection::vec(0u8..4, 0..20),
-            ka in 0u32..3, kb in 0u32..3, ta in 1u64..5, tb in 1u64..5,
+            a in proptest::collection::vec(prop_oneof![0u8..3, 254u8..=255], 0..20),
+            b in proptest::collection::vec(prop_oneof![0u8..3, 254u8..=255], 0..20),
+            ka in keyspace(), kb in keyspace(), ta in prop_oneof![1u64..5, (u64::MAX - 3)..], tb in prop_oneof![1u64..5, (u64::MAX - 3)..],
         ) {
             let expected = (ka, &a, std::cmp::Reverse(ta)).cmp(&(kb, &b, std::cmp::Reverse(tb)));
             prop_assert_eq!(version(ka, &a, ta).cmp(&version(kb, &b, tb)), expected);
         }
 
         #[test]
-        fn prefix_round_trips(key in proptest::collection::vec(any::<u8>(), 0..40), ks in any::<u32>(), ts in 1u64..) {
+        fn prefix_round_trips(key in proptest::collection::vec(any::<u8>(), 0..40), ks in keyspace(), ts in 1u64..) {
             let tree_key = version(ks, &key, ts);
             let (prefix, got_ts) = split_version(&tree_key).unwrap();
             prop_assert_eq!(got_ts, ts);

@@ -113,9 +113,12 @@ impl Engine {
         crate::limits::VALUE_SIZE_MAX - 1
     }
 
+    /// Rejects a key whose stored form would not fit (a zero byte counts
+    /// twice: it is escaped).
     pub(crate) fn check_key(&self, key: &[u8]) -> Result<()> {
-        if key.len() > self.key_size_max {
-            return Err(Error::KeyTooLarge { size: key.len(), max: self.key_size_max });
+        let size = encoding::key_size(key);
+        if size > self.key_size_max {
+            return Err(Error::KeyTooLarge { size, max: self.key_size_max });
         }
         Ok(())
     }

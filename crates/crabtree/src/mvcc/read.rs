@@ -16,7 +16,7 @@
 //! skipped, and neither pruning nor vacuum removes a version a registered
 //! snapshot can see.
 
-use super::encoding::{self, KEYSPACE_SIZE, TS_SIZE, Ts};
+use super::encoding::{self, TS_SIZE, Ts};
 use crate::btree::BTree;
 use crate::sync::Arc;
 use crate::{Error, Result};
@@ -79,13 +79,13 @@ pub(crate) fn invisible(versions: &[(Ts, bool)], horizon: Ts) -> impl Iterator<I
 /// Tree-key bounds of a user-key range in keyspace `ks`.
 pub(crate) fn tree_bounds(ks: u32, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     let lower = match lower {
-        Bound::Unbounded => Bound::Included(ks.to_be_bytes().to_vec()),
+        Bound::Unbounded => Bound::Included(encoding::keyspace_prefix(ks)),
         Bound::Included(key) => Bound::Included(encoding::prefix(ks, key)),
         Bound::Excluded(key) => Bound::Excluded(after_versions(&encoding::prefix(ks, key))),
     };
     let upper = match upper {
         Bound::Unbounded => match ks.checked_add(1) {
-            Some(next) => Bound::Excluded(next.to_be_bytes().to_vec()),
+            Some(next) => Bound::Excluded(encoding::keyspace_prefix(next)),
             None => Bound::Unbounded,
         },
         Bound::Included(key) => Bound::Included(after_versions(&encoding::prefix(ks, key))),
@@ -243,7 +243,7 @@ impl DoubleEndedIterator for VersionRange {
 
 /// The first keyspace id the tree holds entries of at or above `ks`.
 pub(crate) fn keyspace_at_or_after(tree: &BTree, ks: u32) -> Result<Option<u32>> {
-    match tree.range(ks.to_be_bytes().to_vec()..).next() {
+    match tree.range(encoding::keyspace_prefix(ks)..).next() {
         Some(entry) => {
             let (key, _) = entry?;
             encoding::keyspace_of(&key)
@@ -253,8 +253,6 @@ pub(crate) fn keyspace_at_or_after(tree: &BTree, ks: u32) -> Result<Option<u32>>
         None => Ok(None),
     }
 }
-
-const _: () = assert!(KEYSPACE_SIZE == 4);
 
 #[cfg(test)]
 mod tests {
