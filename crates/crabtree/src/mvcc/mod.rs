@@ -133,7 +133,7 @@ impl Engine {
     /// The value of `key` in keyspace `ks` at snapshot `ts`.
     pub(crate) fn get(&self, ks: u32, key: &[u8], ts: Ts) -> Result<Option<Vec<u8>>> {
         self.check_key(key)?;
-        read::get_at(&self.tree, &encoding::prefix(ks, key), ts)
+        read::get_at(&self.tree, ks, key, ts)
     }
 
     /// Marks keyspace `ks` dropped at `ts`: commits that write it are

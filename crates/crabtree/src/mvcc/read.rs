@@ -34,18 +34,18 @@ fn after_versions(prefix: &[u8]) -> Vec<u8> {
     key
 }
 
-/// The stored value of the newest version of `prefix` at or below `ts`,
-/// tombstones included (`Some(tagged)`), or `None` when there is none.
-pub(crate) fn version_at(tree: &BTree, prefix: &[u8], ts: Ts) -> Result<Option<Vec<u8>>> {
-    let lower = encoding::version_key(prefix, ts);
-    let upper = after_versions(prefix);
-    Ok(tree.first_in(&lower, &upper)?.map(|(_, value)| value))
-}
-
-/// The value of `prefix` at snapshot `ts`.
-pub(crate) fn get_at(tree: &BTree, prefix: &[u8], ts: Ts) -> Result<Option<Vec<u8>>> {
-    match version_at(tree, prefix, ts)? {
-        Some(stored) => encoding::decode_value(stored),
+/// The value of `key` in keyspace `ks` at snapshot `ts`: the newest
+/// version at or below `ts`, `None` if there is none or it is a tombstone.
+pub(crate) fn get_at(tree: &BTree, ks: u32, key: &[u8], ts: Ts) -> Result<Option<Vec<u8>>> {
+    // The bounds share the prefix: build it once (this is the hot path of
+    // every point read).
+    let mut lower = Vec::new();
+    encoding::encode_prefix(ks, key, &mut lower);
+    let mut upper = lower.clone();
+    lower.extend_from_slice(&encoding::ts_suffix(ts));
+    upper.extend_from_slice(&[0xFF; TS_SIZE]);
+    match tree.first_in(&lower, &upper)? {
+        Some((_, stored)) => encoding::decode_value(stored),
         None => Ok(None),
     }
 }
