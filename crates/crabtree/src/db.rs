@@ -156,6 +156,9 @@ pub(crate) struct Inner {
     pub(crate) options: Options,
     /// Serializes vacuum passes, and keeps them out of `check`.
     vacuuming: Mutex<()>,
+    /// Set once open or create succeeded: a failed open must not write
+    /// (flush) the file it found.
+    opened: bool,
     path: PathBuf,
 }
 
@@ -165,6 +168,9 @@ impl Drop for Inner {
         if let Some(thread) = self.notifier_thread.lock().take() {
             let joined = thread.join();
             debug_assert!(joined.is_ok(), "durability notifier panicked");
+        }
+        if !self.opened {
+            return;
         }
         let tree = &self.engine.tree;
         tree.pool().set_root_value(LAST_TS_SLOT, self.engine.oracle.last_allocated());
@@ -268,8 +274,17 @@ impl Db {
         };
         let fresh = storage.is_empty()?;
         let inner = if fresh {
-            let pool = Arc::new(BufferPool::create(storage, pool_options)?);
-            Inner::create(pool, options, path)?
+            let created = BufferPool::create(Arc::clone(&storage) as Arc<dyn Storage>, pool_options)
+                .and_then(|pool| Inner::create(Arc::new(pool), options, path));
+            match created {
+                Ok(inner) => inner,
+                Err(error) => {
+                    // Leave the file empty, as found, rather than a header
+                    // without a catalog that no later open would accept.
+                    let _ = storage.set_len(0);
+                    return Err(error);
+                }
+            }
         } else {
             let file_len = storage.len()?;
             let pool = Arc::new(BufferPool::open(storage, pool_options)?);
@@ -526,24 +541,27 @@ impl Inner {
             notifier_thread: Mutex::new(Some(thread)),
             options,
             vacuuming: Mutex::new(()),
+            opened: false,
             path: path.to_path_buf(),
         })
     }
 
     fn create(pool: Arc<BufferPool>, options: Options, path: &Path) -> Result<Inner> {
         let tree = BTree::create(pool)?;
-        let inner = Inner::new(tree, 0, options, path)?;
+        let mut inner = Inner::new(tree, 0, options, path)?;
         keyspace::create_catalog(&inner)?;
         inner.engine.tree.pool().set_root_value(LAST_TS_SLOT, inner.engine.oracle.last_allocated());
         inner.engine.tree.flush()?;
+        inner.opened = true;
         Ok(inner)
     }
 
     fn open(pool: Arc<BufferPool>, options: Options, path: &Path) -> Result<Inner> {
         let last_ts = pool.root_value(LAST_TS_SLOT);
         let tree = BTree::open(pool)?;
-        let inner = Inner::new(tree, last_ts, options, path)?;
+        let mut inner = Inner::new(tree, last_ts, options, path)?;
         keyspace::load_catalog(&inner)?;
+        inner.opened = true;
         Ok(inner)
     }
 }
