@@ -45,7 +45,7 @@ pub(crate) fn get_at(tree: &BTree, ks: u32, key: &[u8], ts: Ts) -> Result<Option
     lower.extend_from_slice(&encoding::ts_suffix(ts));
     upper.extend_from_slice(&[0xFF; TS_SIZE]);
     match tree.first_in(&lower, &upper)? {
-        Some((_, stored)) => encoding::decode_value(stored),
+        Some(stored) => encoding::decode_value(stored),
         None => Ok(None),
     }
 }
