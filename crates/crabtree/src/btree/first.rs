@@ -58,3 +58,25 @@ impl BTree {
         Ok(InLeaf::Found(self.read_found(found)?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::tree;
+
+    /// Against the range iterator, for probes inside leaves, between them
+    /// (the first entry in the next leaf) and past the end, with small
+    /// pages so there are many leaf boundaries.
+    #[test]
+    fn first_in_agrees_with_range() {
+        let tree = tree(512, 256);
+        let key = |i: u32| format!("{i:06}").into_bytes();
+        for i in (0..3000).step_by(3) {
+            tree.insert(&key(i), &i.to_le_bytes()).unwrap();
+        }
+        for probe in 0..3010 {
+            let (lower, upper) = (key(probe), key(probe + 1));
+            let expected = tree.range(lower.clone()..=upper.clone()).next().map(|e| e.unwrap().1);
+            assert_eq!(tree.first_in(&lower, &upper).unwrap(), expected, "probe {probe}");
+        }
+    }
+}
