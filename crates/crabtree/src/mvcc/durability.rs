@@ -160,3 +160,78 @@ impl Notifier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::AtomicUsize;
+    use std::task::Wake;
+    use std::time::{Duration, Instant};
+
+    /// A log made durable by hand: `wait_durable` parks until `advance`.
+    #[derive(Default)]
+    struct SlowLog {
+        end: AtomicU64,
+        durable: Mutex<u64>,
+        synced: Condvar,
+    }
+
+    impl SlowLog {
+        fn advance(&self) {
+            *self.durable.lock() = self.end.load(Ordering::Relaxed);
+            self.synced.notify_all();
+        }
+    }
+
+    impl CommitLog for SlowLog {
+        fn append_commit(&self, record: &[u8]) -> crate::Result<Lsn> {
+            let len = record.len() as u64;
+            Ok(Lsn(self.end.fetch_add(len, Ordering::Relaxed) + len))
+        }
+        fn wait_durable(&self, lsn: Lsn) -> crate::Result<()> {
+            let mut durable = self.durable.lock();
+            while *durable < lsn.0 {
+                self.synced.wait(&mut durable);
+            }
+            Ok(())
+        }
+        fn durable_lsn(&self) -> Lsn {
+            Lsn(*self.durable.lock())
+        }
+    }
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn eventually(what: &str, condition: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_registered_waker_is_woken_once_durable_and_not_before() {
+        let log = Arc::new(SlowLog::default());
+        let (notifier, thread) = Notifier::spawn(Arc::clone(&log) as Arc<dyn CommitLog>).unwrap();
+        let lsn = log.append_commit(b"record").unwrap();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        assert!(matches!(notifier.poll(lsn, &waker), Durable::No));
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(count.0.load(Ordering::Relaxed), 0, "woken before the log was durable");
+        log.advance();
+        eventually("the waker was never woken", || count.0.load(Ordering::Relaxed) == 1);
+        assert!(matches!(notifier.poll(lsn, &waker), Durable::Yes));
+        // After stop, a poll for an LSN never made durable reports Closed.
+        let later = log.append_commit(b"lost").unwrap();
+        notifier.stop();
+        thread.join().unwrap();
+        assert!(matches!(notifier.poll(later, &waker), Durable::Closed));
+    }
+}
