@@ -71,6 +71,16 @@ pub enum Error {
     #[error("database poisoned by an earlier failed sync; reopen to recover")]
     Poisoned,
 
+    /// A write-write conflict: another transaction committed a write to a
+    /// key this transaction writes after this one began (first committer
+    /// wins). Nothing of this transaction was applied; run it again.
+    #[error("write-write conflict: another transaction committed a key this one writes; retry")]
+    Conflict,
+
+    /// The transaction already committed or rolled back.
+    #[error("the transaction is closed: it already committed or rolled back")]
+    TransactionClosed,
+
     /// An argument or option is out of its documented range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

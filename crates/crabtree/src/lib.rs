@@ -4,6 +4,8 @@
 //! point down only:
 //!
 //! ```text
+//!   db       Db, Options, Transaction, Snapshot, Keyspace, CommitTicket
+//!   mvcc     versions, timestamps + watermark, key locks, commit, vacuum
 //!   store    durable tree: data file + log, recovery, checkpointer
 //!   btree    B-link tree: search, insert + split, delete, iterators, verify
 //!   buffer   page states + hybrid latches, page cache, eviction, allocator,
@@ -14,9 +16,11 @@
 //!   ids / limits / sync / error   newtypes, limits, atomics, the error enum
 //! ```
 //!
-//! The public surface is small: [`Error`], [`Result`], the id newtypes, the
-//! storage layer and the write-ahead log, [`wal`]. The lower layers,
-//! including the durable tree [`raw::Store`] (every change logged,
+//! The public surface is small: [`Db`] and the handles it gives out
+//! ([`Transaction`], [`Snapshot`], [`Keyspace`], [`CommitTicket`], [`Iter`]),
+//! [`Options`], [`Stats`], [`Durability`], [`Error`], [`Result`], the id
+//! newtypes, the storage layer and the write-ahead log, [`wal`]. The lower
+//! layers, including the durable tree [`raw::Store`] (every change logged,
 //! recovered on open), are reachable through [`raw`] for tools, benchmarks
 //! and tests; they carry no stability promise.
 
@@ -30,9 +34,14 @@ pub mod wal;
 
 mod btree;
 mod buffer;
+mod db;
+mod mvcc;
 mod page;
 mod store;
 mod sync;
+
+pub use db::{CommitTicket, Db, Iter, Keyspace, Options, Snapshot, Stats, Transaction};
+pub use wal::Durability;
 
 pub use error::{Error, Result};
 pub use ids::{Lsn, PageId};

@@ -52,6 +52,7 @@ mod bulk;
 mod delete;
 mod descend;
 mod epoch;
+mod first;
 mod iter;
 mod read;
 mod repair;

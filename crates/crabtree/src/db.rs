@@ -1,0 +1,604 @@
+//! The public database: [`Db`], its [`Options`], and the handles it gives
+//! out ([`Transaction`], [`Snapshot`], [`Keyspace`], [`CommitTicket`]).
+//!
+//! A `Db` is an `Arc` around the open database (`Inner`): the MVCC engine
+//! over one B-link tree in one data file, the keyspace catalog, the
+//! durability notifier, and a background vacuum worker. Transactions,
+//! snapshots and iterators own an `Arc` of `Inner` too, so they may cross
+//! threads and `.await` points; the database closes (flushes, releases the
+//! file lock) when the last of them is dropped.
+//!
+//! # Invariants
+//! * One `Inner` per file: the data file is `flock`ed for the life of the
+//!   `Inner` ([`crate::io::FileStorage`]); a second open gets
+//!   [`Error::Locked`].
+//! * A failed open writes nothing to the file it found.
+//! * The keyspace catalog lives in keyspace 0 of the tree, as ordinary MVCC
+//!   versions (`name -> id`); ids are never reused while the database is
+//!   open, and ids found in the tree but not in the catalog at open belong
+//!   to dropped keyspaces (vacuum removes them).
+//!
+//! Durability: until the tree logs through the WAL (issue 8), commits go to
+//! an in-memory [`CommitLog`](crate::mvcc::durability::CommitLog) and the
+//! data file is made durable by `flush` at close: a crash loses what was
+//! committed since the open.
+//!
+//! Lower layers used: `mvcc`, `btree`, `buffer`, `io`.
+
+mod iter;
+mod keyspace;
+mod snapshot;
+mod ticket;
+mod transaction;
+
+pub use iter::Iter;
+pub use keyspace::Keyspace;
+pub use snapshot::Snapshot;
+pub use ticket::CommitTicket;
+pub use transaction::Transaction;
+
+use crate::btree::BTree;
+use crate::buffer::{BufferPool, PoolOptions};
+use crate::io::{FileStorage, Storage};
+use crate::mvcc::durability::{MemCommitLog, Notifier};
+use crate::mvcc::encoding::{self, Ts};
+use crate::mvcc::{self, Engine};
+use crate::sync::{Arc, Condvar, Mutex, Ordering};
+use crate::wal::Durability;
+use crate::{Error, Result, limits};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Root slot of the header page holding the last commit timestamp, saved
+/// at close (slots 0 and 1 are the tree's).
+const LAST_TS_SLOT: usize = 7;
+
+/// How a database is opened. `Options::default()` is what [`Db::open`]
+/// uses.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let options = crabtree::Options { memory_budget: 16 << 20, ..Default::default() };
+/// let db = crabtree::Db::open_with(dir.path().join("db.crab"), options)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Page size of a new database (a power of two, 512 B to 64 KiB); an
+    /// existing database keeps its own.
+    pub page_size: usize,
+    /// Bytes of memory the page cache may use.
+    pub memory_budget: usize,
+    /// Largest number of pages the data file may grow to.
+    pub max_pages: u64,
+    /// When [`Transaction::commit`] returns: once the commit is durable
+    /// (`Immediate`, the default) or at once (`Eventual`).
+    pub durability: Durability,
+    /// Size of each write-ahead log segment file (used once the tree logs
+    /// through the WAL).
+    pub log_segment_size: u64,
+    /// Log bytes between checkpoints (used once the tree logs through the
+    /// WAL).
+    pub checkpoint_bytes: u64,
+    /// How often the background vacuum runs; `None` turns it off
+    /// ([`Db::vacuum`] still works).
+    pub vacuum_interval: Option<Duration>,
+    /// How many times [`Db::update`] retries a transaction that conflicts.
+    pub update_retries: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            page_size: limits::PAGE_SIZE_DEFAULT,
+            memory_budget: limits::POOL_BYTES_DEFAULT,
+            max_pages: limits::MAX_PAGES_DEFAULT,
+            durability: Durability::Immediate,
+            log_segment_size: limits::WAL_SEGMENT_SIZE_DEFAULT,
+            checkpoint_bytes: 64 << 20,
+            vacuum_interval: Some(Duration::from_secs(1)),
+            update_retries: 32,
+        }
+    }
+}
+
+/// Counters and gauges of an open database, from [`Db::stats`].
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let db = crabtree::Db::open(dir.path().join("db.crab"))?;
+/// let snap = db.snapshot();
+/// let stats = db.stats();
+/// assert_eq!(stats.snapshots_active, 1);
+/// assert!(stats.oldest_snapshot_age.is_some());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// The newest commit timestamp handed out.
+    pub last_commit_ts: u64,
+    /// The visibility watermark: new snapshots read at this timestamp.
+    pub visible_ts: u64,
+    /// Snapshots and transactions open now.
+    pub snapshots_active: usize,
+    /// How long the oldest open snapshot (or transaction) has been open.
+    pub oldest_snapshot_age: Option<Duration>,
+    /// The timestamp the oldest open snapshot reads at.
+    pub oldest_snapshot_ts: Option<u64>,
+    /// Versions the last vacuum pass had to keep only for snapshots older
+    /// than the watermark (what the oldest snapshot pins).
+    pub versions_pinned: u64,
+    /// Transactions committed (with at least one write) since open.
+    pub commits: u64,
+    /// Commits refused with [`Error::Conflict`] since open.
+    pub conflicts: u64,
+    /// Old versions removed by writers at commit.
+    pub versions_pruned: u64,
+    /// Old versions and tombstones removed by vacuum.
+    pub versions_vacuumed: u64,
+    /// Vacuum passes run.
+    pub vacuum_passes: u64,
+    /// Entries (versions) in the tree.
+    pub tree_entries: u64,
+    /// Pages in the data file.
+    pub page_count: u64,
+    /// Bytes per page.
+    pub page_size: usize,
+}
+
+/// The open database, shared by every handle.
+pub(crate) struct Inner {
+    pub(crate) engine: Engine,
+    pub(crate) catalog: Mutex<keyspace::Catalog>,
+    pub(crate) notifier: Arc<Notifier>,
+    notifier_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    pub(crate) options: Options,
+    /// Serializes vacuum passes, and keeps them out of `check`.
+    vacuuming: Mutex<()>,
+    /// Set once open or create succeeded: a failed open must not write
+    /// (flush) the file it found.
+    opened: bool,
+    path: PathBuf,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.notifier.stop();
+        if let Some(thread) = self.notifier_thread.lock().take() {
+            let joined = thread.join();
+            debug_assert!(joined.is_ok(), "durability notifier panicked");
+        }
+        if !self.opened {
+            return;
+        }
+        let tree = &self.engine.tree;
+        tree.pool().set_root_value(LAST_TS_SLOT, self.engine.oracle.last_allocated());
+        // Nothing to report a close error to; what was committed since
+        // the last flush is lost only as after a crash.
+        let _ = tree.flush();
+    }
+}
+
+/// The background vacuum worker: a thread and how to stop it.
+struct Worker {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        *self.stop.0.lock() = true;
+        self.stop.1.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let joined = thread.join();
+            debug_assert!(joined.is_ok(), "vacuum worker panicked");
+        }
+    }
+}
+
+/// What `Db` clones share. The worker is declared (so dropped, joined)
+/// first: the database closes after it stopped.
+struct Shared {
+    _worker: Option<Worker>,
+    inner: Arc<Inner>,
+}
+
+/// An open database: a handle to share between threads (clones are cheap
+/// and refer to the same database).
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let db = crabtree::Db::open(dir.path().join("data.crab"))?;
+/// let mut tx = db.begin();
+/// tx.put(b"apple", b"red")?;
+/// tx.commit()?;
+/// assert_eq!(db.snapshot().get(b"apple")?, Some(b"red".to_vec()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Db {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("path", &self.shared.inner.path).finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    /// Opens the database at `path`, creating it if the file is missing
+    /// or empty, with default [`Options`]. Takes an exclusive lock on the
+    /// file: a second open, in this process or another, fails with
+    /// [`Error::Locked`] until every handle of the first is dropped.
+    ///
+    /// A directory, a file that is not a crabtree database, or a damaged
+    /// one gives an error and is left as it was.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = crabtree::Db::open(dir.path().join("data.crab"))?;
+    /// assert!(matches!(crabtree::Db::open(dir.path().join("data.crab")), Err(crabtree::Error::Locked)));
+    /// assert!(crabtree::Db::open(dir.path()).is_err(), "a directory is not a database");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open(path: impl AsRef<Path>) -> Result<Db> {
+        Db::open_with(path, Options::default())
+    }
+
+    /// Opens (or creates) the database at `path` with `options`; see
+    /// [`Db::open`].
+    ///
+    /// ```
+    /// use crabtree::{Db, Durability, Options};
+    /// let dir = tempfile::tempdir()?;
+    /// let options = Options { durability: Durability::Eventual, page_size: 8192, ..Default::default() };
+    /// let db = Db::open_with(dir.path().join("data.crab"), options)?;
+    /// assert_eq!(db.stats().page_size, 8192);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Db> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            return Err(Error::InvalidArgument(format!("{} is a directory, not a crabtree database", path.display())));
+        }
+        if options.update_retries == 0 {
+            return Err(Error::InvalidArgument("update_retries must be at least 1".into()));
+        }
+        let storage = Arc::new(FileStorage::open(path, true)?);
+        let pool_options = PoolOptions {
+            page_size: options.page_size,
+            pool_bytes: options.memory_budget,
+            max_pages: options.max_pages,
+        };
+        let fresh = storage.is_empty()?;
+        let inner = if fresh {
+            let created = BufferPool::create(Arc::clone(&storage) as Arc<dyn Storage>, pool_options)
+                .and_then(|pool| Inner::create(Arc::new(pool), options, path));
+            match created {
+                Ok(inner) => inner,
+                Err(error) => {
+                    // Leave the file empty, as found, rather than a header
+                    // without a catalog that no later open would accept.
+                    let _ = storage.set_len(0);
+                    return Err(error);
+                }
+            }
+        } else {
+            let file_len = storage.len()?;
+            let pool = Arc::new(BufferPool::open(storage, pool_options)?);
+            let needed = pool.page_count().saturating_mul(pool.page_size() as u64);
+            if file_len < needed {
+                return Err(Error::corruption(
+                    crate::ids::PageId::HEADER,
+                    format!("file truncated: {file_len} bytes, the header says {needed}"),
+                ));
+            }
+            Inner::open(pool, options, path)?
+        };
+        let inner = Arc::new(inner);
+        let worker = match inner.options.vacuum_interval {
+            Some(interval) => Some(spawn_vacuum(Arc::downgrade(&inner), interval)?),
+            None => None,
+        };
+        Ok(Db { shared: Arc::new(Shared { _worker: worker, inner }) })
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.shared.inner
+    }
+
+    /// Begins a read-write transaction at the current snapshot. Its writes
+    /// are buffered until [`Transaction::commit`]; dropping it rolls back.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = crabtree::Db::open(dir.path().join("data.crab"))?;
+    /// let mut tx = db.begin();
+    /// tx.put(b"k", b"v")?;
+    /// assert_eq!(tx.get(b"k")?, Some(b"v".to_vec()), "reads its own writes");
+    /// assert_eq!(db.snapshot().get(b"k")?, None, "nobody else sees them yet");
+    /// tx.commit()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn begin(&self) -> Transaction {
+        Transaction::new(Arc::clone(self.inner()))
+    }
+
+    /// A read-only snapshot of the latest committed state. Never blocks and
+    /// never conflicts; it keeps the versions it reads from vacuum until
+    /// it is dropped.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = crabtree::Db::open(dir.path().join("data.crab"))?;
+    /// db.update(|tx| tx.put(b"k", b"1"))?;
+    /// let snap = db.snapshot();
+    /// db.update(|tx| tx.put(b"k", b"2"))?;
+    /// assert_eq!(snap.get(b"k")?, Some(b"1".to_vec()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot::new(Arc::clone(self.inner()))
+    }
+
+    /// Runs `f` in a transaction and commits it, running it again (up to
+    /// [`Options::update_retries`] times) when the commit conflicts. `f`
+    /// may run more than once, so it should have no other side effects.
+    /// An error from `f` rolls back and is returned as is.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = crabtree::Db::open(dir.path().join("data.crab"))?;
+    /// let balance = db.update(|tx| {
+    ///     let old = tx.get(b"balance")?.map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap()));
+    ///     tx.put(b"balance", &(old + 10).to_le_bytes())?;
+    ///     Ok(old + 10)
+    /// })?;
+    /// assert_eq!(balance, 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn update<T>(&self, mut f: impl FnMut(&mut Transaction) -> Result<T>) -> Result<T> {
+        let retries = self.inner().options.update_retries;
+        let mut attempt = 0u32;
+        loop {
+            let mut tx = self.begin();
+            let outcome = f(&mut tx).and_then(|value| {
+                if !tx.is_closed() {
+                    tx.commit()?;
+                }
+                Ok(value)
+            });
+            match outcome {
+                Err(Error::Conflict) if attempt + 1 < retries => {
+                    attempt += 1;
+                    // Back off a little, randomly, so two hot writers stop
+                    // colliding in lockstep.
+                    let micros = fastrand::u64(0..(10u64 << attempt.min(10)));
+                    std::thread::sleep(Duration::from_micros(micros));
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// The keyspace named `name`, created (empty) if it does not exist.
+    /// `"default"` is the keyspace the plain `get`/`put`/`delete`/`range`
+    /// use.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = crabtree::Db::open(dir.path().join("data.crab"))?;
+    /// let users = db.keyspace("users")?;
+    /// let mut tx = db.begin();
+    /// tx.put_in(&users, b"alice", b"admin")?;
+    /// tx.put(b"alice", b"in the default keyspace")?;
+    /// tx.commit()?;
+    /// assert_eq!(db.snapshot().get_in(&users, b"alice")?, Some(b"admin".to_vec()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn keyspace(&self, name: &str) -> Result<Keyspace> {
+        keyspace::open(self.inner(), name)
+    }
+
+    /// The names of every keyspace, `"default"` included, sorted.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = crabtree::Db::open(dir.path().join("data.crab"))?;
+    /// db.keyspace("b")?;
+    /// db.keyspace("a")?;
+    /// assert_eq!(db.keyspaces(), ["a", "b", "default"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn keyspaces(&self) -> Vec<String> {
+        self.inner().catalog.lock().names()
+    }
+
+    /// Drops the keyspace named `name`; returns whether it existed.
+    /// Snapshots taken before still read it; its space is reclaimed by
+    /// vacuum once they end. Commits that write through an old handle of
+    /// it fail with [`Error::InvalidArgument`]. The default keyspace cannot
+    /// be dropped.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = crabtree::Db::open(dir.path().join("data.crab"))?;
+    /// let tmp = db.keyspace("tmp")?;
+    /// db.update(|tx| tx.put_in(&tmp, b"k", b"v"))?;
+    /// assert!(db.drop_keyspace("tmp")?);
+    /// assert!(!db.keyspaces().contains(&"tmp".to_string()));
+    /// assert_eq!(db.snapshot().get_in(&db.keyspace("tmp")?, b"k")?, None, "a new, empty keyspace");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn drop_keyspace(&self, name: &str) -> Result<bool> {
+        keyspace::drop_keyspace(self.inner(), name)
+    }
+
+    /// Runs one vacuum pass now: removes every version no snapshot can see
+    /// (and tombstones past the oldest snapshot), and the versions of
+    /// dropped keyspaces. Returns how many versions it removed.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = crabtree::Db::open(dir.path().join("data.crab"))?;
+    /// db.update(|tx| tx.put(b"k", b"v"))?;
+    /// db.update(|tx| tx.delete(b"k"))?;
+    /// db.vacuum()?;
+    /// assert_eq!(db.stats().tree_entries, 1, "only the catalog's entry for `default` is left");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn vacuum(&self) -> Result<u64> {
+        let _alone = self.inner().vacuuming.lock();
+        Ok(mvcc::vacuum::pass(&self.inner().engine, &|| false)?.removed)
+    }
+
+    /// Runs the full structural check of the tree and decodes every stored
+    /// version; `Err` ([`Error::Corruption`]) names the first problem. The
+    /// background vacuum waits meanwhile; run it with no commit in
+    /// progress (a concurrent commit can make the tree's entry count
+    /// disagree for a moment).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = crabtree::Db::open(dir.path().join("data.crab"))?;
+    /// db.update(|tx| tx.put(b"k", b"v"))?;
+    /// db.check()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn check(&self) -> Result<()> {
+        let _no_vacuum = self.inner().vacuuming.lock();
+        let tree = &self.inner().engine.tree;
+        let report = tree.verify()?;
+        if !report.is_ok() {
+            let shown: Vec<_> = report.violations.iter().take(5).cloned().collect();
+            let reason = format!("{} violations: {}", report.violations.len(), shown.join("; "));
+            return Err(Error::corruption(crate::ids::PageId::HEADER, reason));
+        }
+        for entry in tree.range::<&[u8], _>(..) {
+            let (key, value) = entry?;
+            let (prefix, _) = encoding::split_version(&key)?;
+            encoding::decode_prefix(prefix)?;
+            encoding::decode_value(value)?;
+        }
+        Ok(())
+    }
+
+    /// Counters and gauges; see [`Stats`].
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = crabtree::Db::open(dir.path().join("data.crab"))?;
+    /// db.update(|tx| tx.put(b"k", b"v"))?;
+    /// assert!(db.stats().commits >= 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stats(&self) -> Stats {
+        let engine = &self.inner().engine;
+        let counters = &engine.counters;
+        let (snapshots_active, oldest) = engine.oracle.snapshots();
+        // Relaxed: statistics.
+        Stats {
+            last_commit_ts: engine.oracle.last_allocated(),
+            visible_ts: engine.oracle.visible(),
+            snapshots_active,
+            oldest_snapshot_age: oldest.map(|(age, _)| age),
+            oldest_snapshot_ts: oldest.map(|(_, ts)| ts),
+            versions_pinned: counters.pinned.load(Ordering::Relaxed),
+            commits: counters.commits.load(Ordering::Relaxed),
+            conflicts: counters.conflicts.load(Ordering::Relaxed),
+            versions_pruned: counters.pruned.load(Ordering::Relaxed),
+            versions_vacuumed: counters.vacuumed.load(Ordering::Relaxed),
+            vacuum_passes: counters.vacuum_passes.load(Ordering::Relaxed),
+            tree_entries: engine.tree.len(),
+            page_count: engine.tree.pool().page_count(),
+            page_size: engine.tree.pool().page_size(),
+        }
+    }
+
+    /// The path the database was opened with.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("data.crab");
+    /// assert_eq!(crabtree::Db::open(&path)?.path(), path);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn path(&self) -> &Path {
+        &self.inner().path
+    }
+}
+
+impl Inner {
+    fn new(tree: BTree, last_ts: Ts, options: Options, path: &Path) -> Result<Inner> {
+        let log: Arc<dyn crate::mvcc::durability::CommitLog> = Arc::new(MemCommitLog::default());
+        let (notifier, thread) = Notifier::spawn(Arc::clone(&log))?;
+        Ok(Inner {
+            engine: Engine::new(Arc::new(tree), log, last_ts),
+            catalog: Mutex::new(keyspace::Catalog::default()),
+            notifier,
+            notifier_thread: Mutex::new(Some(thread)),
+            options,
+            vacuuming: Mutex::new(()),
+            opened: false,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn create(pool: Arc<BufferPool>, options: Options, path: &Path) -> Result<Inner> {
+        let tree = BTree::create(pool)?;
+        let mut inner = Inner::new(tree, 0, options, path)?;
+        keyspace::create_catalog(&inner)?;
+        inner.engine.tree.pool().set_root_value(LAST_TS_SLOT, inner.engine.oracle.last_allocated());
+        inner.engine.tree.flush()?;
+        inner.opened = true;
+        Ok(inner)
+    }
+
+    fn open(pool: Arc<BufferPool>, options: Options, path: &Path) -> Result<Inner> {
+        let last_ts = pool.root_value(LAST_TS_SLOT);
+        let tree = BTree::open(pool)?;
+        let mut inner = Inner::new(tree, last_ts, options, path)?;
+        keyspace::load_catalog(&inner)?;
+        inner.opened = true;
+        Ok(inner)
+    }
+}
+
+/// Starts the vacuum worker: a pass every `interval` while the database is
+/// open. It holds only a weak reference between passes, so it never keeps
+/// the database open.
+fn spawn_vacuum(inner: std::sync::Weak<Inner>, interval: Duration) -> Result<Worker> {
+    let stop = Arc::new((Mutex::new(false), Condvar::new()));
+    let signal = Arc::clone(&stop);
+    let thread = std::thread::Builder::new().name("crabtree-vacuum".into()).spawn(move || {
+        let mut last = None;
+        loop {
+            {
+                let mut stopped = signal.0.lock();
+                if !*stopped {
+                    signal.1.wait_for(&mut stopped, interval);
+                }
+                if *stopped {
+                    return;
+                }
+            }
+            let Some(inner) = inner.upgrade() else { return };
+            // A pass reads the whole tree: skip it when nothing changed
+            // since the last one (no commit, same horizon).
+            let engine = &inner.engine;
+            let now = (engine.counters.commits.load(Ordering::Relaxed), engine.oracle.horizon());
+            if last == Some(now) {
+                continue;
+            }
+            let stopping = || *signal.0.lock();
+            // An error (I/O) ends this pass; the next one tries again.
+            let _alone = inner.vacuuming.lock();
+            if mvcc::vacuum::pass(engine, &stopping).is_ok() {
+                last = Some(now);
+            }
+        }
+    })?;
+    Ok(Worker { stop, thread: Some(thread) })
+}

@@ -1,0 +1,269 @@
+//! Reads at a snapshot: the newest version at or below the snapshot's
+//! timestamp, for one key or a range.
+//!
+//! A range is read in batches from the tree, each batch a fresh tree
+//! iterator over the part of the range not yet returned from that end, so
+//! the iterator owns its state (an `Arc` of the tree, two bounds, two
+//! buffers) and holds no latch or epoch pin between calls. A batch always
+//! ends on a user-key boundary (all versions of a key are read together),
+//! so the versions of one key are never split between the two ends and
+//! each key is resolved once: every key visible at the snapshot is
+//! returned exactly once, in order, from either end.
+//!
+//! Why it is consistent without locks: every version with a timestamp at
+//! or below the snapshot was applied before the snapshot began (the
+//! watermark), versions written later have larger timestamps and are
+//! skipped, and neither pruning nor vacuum removes a version a registered
+//! snapshot can see.
+
+use super::encoding::{self, TS_SIZE, Ts};
+use crate::btree::BTree;
+use crate::sync::Arc;
+use crate::{Error, Result};
+use std::collections::VecDeque;
+use std::ops::Bound;
+
+/// Most entries a range batch asks for (it then finishes the key it is in).
+const BATCH_MAX: usize = 256;
+
+/// The bytes after every version key of `prefix` (a timestamp suffix of all
+/// ones would be commit timestamp 0, which no commit has).
+fn after_versions(prefix: &[u8]) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(&[0xFF; TS_SIZE]);
+    key
+}
+
+/// The value of `key` in keyspace `ks` at snapshot `ts`: the newest
+/// version at or below `ts`, `None` if there is none or it is a tombstone.
+pub(crate) fn get_at(tree: &BTree, ks: u32, key: &[u8], ts: Ts) -> Result<Option<Vec<u8>>> {
+    // The bounds share the prefix: build it once (this is the hot path of
+    // every point read).
+    let mut lower = Vec::new();
+    encoding::encode_prefix(ks, key, &mut lower);
+    let mut upper = lower.clone();
+    lower.extend_from_slice(&encoding::ts_suffix(ts));
+    upper.extend_from_slice(&[0xFF; TS_SIZE]);
+    match tree.first_in(&lower, &upper)? {
+        Some(stored) => encoding::decode_value(stored),
+        None => Ok(None),
+    }
+}
+
+/// Up to `limit` versions of `prefix`, newest first: (timestamp, is tombstone).
+pub(crate) fn versions(tree: &BTree, prefix: &[u8], limit: usize) -> Result<Vec<(Ts, bool)>> {
+    let lower = encoding::version_key(prefix, u64::MAX);
+    let upper = after_versions(prefix);
+    let mut out = Vec::new();
+    for entry in tree.range(lower..=upper).take(limit) {
+        let (key, value) = entry?;
+        let (_, ts) = encoding::split_version(&key)?;
+        out.push((ts, encoding::is_tombstone(&value)));
+    }
+    Ok(out)
+}
+
+/// Which versions of one key (newest first) no snapshot at or above
+/// `horizon` can see: those below the newest version at or below the
+/// horizon, and that version too when it is a tombstone.
+pub(crate) fn invisible(versions: &[(Ts, bool)], horizon: Ts) -> impl Iterator<Item = Ts> + '_ {
+    let keep_above = versions.iter().position(|&(ts, _)| ts <= horizon).unwrap_or(versions.len());
+    let first_dead = match versions.get(keep_above) {
+        Some(&(_, true)) => keep_above,
+        Some(_) => keep_above + 1,
+        None => versions.len(),
+    };
+    versions.get(first_dead..).unwrap_or_default().iter().map(|&(ts, _)| ts)
+}
+
+/// Tree-key bounds of a user-key range in keyspace `ks`.
+pub(crate) fn tree_bounds(ks: u32, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let lower = match lower {
+        Bound::Unbounded => Bound::Included(encoding::keyspace_prefix(ks)),
+        Bound::Included(key) => Bound::Included(encoding::prefix(ks, key)),
+        Bound::Excluded(key) => Bound::Excluded(after_versions(&encoding::prefix(ks, key))),
+    };
+    let upper = match upper {
+        Bound::Unbounded => match ks.checked_add(1) {
+            Some(next) => Bound::Excluded(encoding::keyspace_prefix(next)),
+            None => Bound::Unbounded,
+        },
+        Bound::Included(key) => Bound::Included(after_versions(&encoding::prefix(ks, key))),
+        Bound::Excluded(key) => Bound::Excluded(encoding::prefix(ks, key)),
+    };
+    (lower, upper)
+}
+
+/// Whether a user-key range is empty by its bounds alone (inverted, or
+/// an excluded point).
+pub(crate) fn bounds_empty(lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> bool {
+    match (lower, upper) {
+        (Bound::Included(a), Bound::Included(b)) => a > b,
+        (Bound::Included(a), Bound::Excluded(b))
+        | (Bound::Excluded(a), Bound::Included(b))
+        | (Bound::Excluded(a), Bound::Excluded(b)) => a >= b,
+        _ => false,
+    }
+}
+
+/// The visible entries of a key range at a snapshot; double-ended.
+pub(crate) struct VersionRange {
+    tree: Arc<BTree>,
+    ts: Ts,
+    lower: Bound<Vec<u8>>,
+    upper: Bound<Vec<u8>>,
+    /// Resolved entries, ascending (the front pops its front).
+    front: VecDeque<(Vec<u8>, Vec<u8>)>,
+    /// Resolved entries, descending (the back pops its front).
+    back: VecDeque<(Vec<u8>, Vec<u8>)>,
+    /// No tree entry is left between the bounds.
+    drained: bool,
+    failed: bool,
+    want: usize,
+}
+
+impl VersionRange {
+    /// Entries of keyspace `ks` in the user-key range at snapshot `ts`.
+    pub(crate) fn new(tree: Arc<BTree>, ts: Ts, ks: u32, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> VersionRange {
+        let drained = bounds_empty(lower, upper);
+        let (lower, upper) = tree_bounds(ks, lower, upper);
+        VersionRange {
+            tree,
+            ts,
+            lower,
+            upper,
+            front: VecDeque::new(),
+            back: VecDeque::new(),
+            drained,
+            failed: false,
+            want: 4,
+        }
+    }
+
+    /// Reads the next batch for one end and resolves it into entries.
+    fn refill(&mut self, forward: bool) -> Result<()> {
+        let want = self.want;
+        self.want = (want * 2).min(BATCH_MAX);
+        let tree = Arc::clone(&self.tree);
+        let mut range = tree.range((self.lower.clone(), self.upper.clone()));
+        // Versions of the key being read, in tree order.
+        let mut group: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut taken = 0usize;
+        let mut last_key: Option<Vec<u8>> = None;
+        loop {
+            let next = if forward { range.next() } else { range.next_back() };
+            let Some(entry) = next else {
+                self.drained = true;
+                break;
+            };
+            let entry = entry?;
+            let (prefix, _) = encoding::split_version(&entry.0)?;
+            let same = match group.first() {
+                Some(first) => encoding::split_version(&first.0)?.0 == prefix,
+                None => true,
+            };
+            if !same && !group.is_empty() {
+                self.resolve(&mut group, forward)?;
+                if taken >= want {
+                    break;
+                }
+            }
+            taken += 1;
+            last_key = Some(entry.0.clone());
+            group.push(entry);
+        }
+        if !group.is_empty() {
+            self.resolve(&mut group, forward)?;
+        }
+        if let Some(key) = last_key {
+            if forward {
+                self.lower = Bound::Excluded(key);
+            } else {
+                self.upper = Bound::Excluded(key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Picks the version of one key visible at the snapshot and buffers it
+    /// for the end that read it; empties `group`.
+    fn resolve(&mut self, group: &mut Vec<(Vec<u8>, Vec<u8>)>, forward: bool) -> Result<()> {
+        let mut best: Option<(Ts, usize)> = None;
+        for (index, (key, _)) in group.iter().enumerate() {
+            let (_, ts) = encoding::split_version(key)?;
+            if ts <= self.ts && best.is_none_or(|(best_ts, _)| ts > best_ts) {
+                best = Some((ts, index));
+            }
+        }
+        if let Some((_, index)) = best {
+            let (key, stored) = group.swap_remove(index);
+            if let Some(value) = encoding::decode_value(stored)? {
+                let (prefix, _) = encoding::split_version(&key)?;
+                let (_, user_key) = encoding::decode_prefix(prefix)?;
+                if forward { &mut self.front } else { &mut self.back }.push_back((user_key, value));
+            }
+        }
+        group.clear();
+        Ok(())
+    }
+
+    fn advance(&mut self, forward: bool) -> Option<Result<(Vec<u8>, Vec<u8>)>> {
+        loop {
+            let own = if forward { self.front.pop_front() } else { self.back.pop_front() };
+            if let Some(entry) = own {
+                return Some(Ok(entry));
+            }
+            if self.failed {
+                return None;
+            }
+            if self.drained {
+                // The other end's buffer holds the rest, in its order.
+                return if forward { self.back.pop_back() } else { self.front.pop_back() }.map(Ok);
+            }
+            if let Err(error) = self.refill(forward) {
+                self.failed = true;
+                return Some(Err(error));
+            }
+        }
+    }
+}
+
+impl Iterator for VersionRange {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.advance(true)
+    }
+}
+
+impl DoubleEndedIterator for VersionRange {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.advance(false)
+    }
+}
+
+/// The first keyspace id the tree holds entries of at or above `ks`.
+pub(crate) fn keyspace_at_or_after(tree: &BTree, ks: u32) -> Result<Option<u32>> {
+    match tree.range(encoding::keyspace_prefix(ks)..).next() {
+        Some(entry) => {
+            let (key, _) = entry?;
+            encoding::keyspace_of(&key)
+                .map(Some)
+                .ok_or_else(|| Error::corruption(crate::ids::PageId::HEADER, "mvcc: key shorter than a keyspace id"))
+        }
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invisible_keeps_what_the_horizon_needs() {
+        let v = [(9, false), (7, false), (5, true), (3, false)];
+        assert_eq!(invisible(&v, 8).collect::<Vec<_>>(), vec![5, 3]);
+        assert_eq!(invisible(&v, 6).collect::<Vec<_>>(), vec![5, 3], "a tombstone at the horizon goes too");
+        assert_eq!(invisible(&v, 4).collect::<Vec<_>>(), Vec::<Ts>::new());
+        assert_eq!(invisible(&v, 100).collect::<Vec<_>>(), vec![7, 5, 3]);
+    }
+}

@@ -1,0 +1,90 @@
+//! Goal: the database does not grow without bound under updates, and the
+//! space a long snapshot pinned comes back once it ends.
+//!
+//! Method: K keys (100-byte values) are updated in passes (each pass one
+//! transaction per 100 keys). (1) With no snapshot open, after P passes
+//! the file is within 3x of its size after the first pass (writers prune
+//! the versions nobody can see as they commit). (2) With a snapshot held
+//! for the first half of the passes the file grows (the snapshot pins a
+//! version per key per pass); once it is dropped and vacuum runs, the
+//! second half of the passes reuses that space: the file does not grow
+//! past its size at the drop. Background vacuum is off, so the numbers are
+//! deterministic. Sizes: K = 1,000 x `CRABTREE_TEST_SCALE`, P = 40.
+
+use crabtree::{Db, Options};
+
+const PASSES: u32 = 40;
+
+fn keys() -> u32 {
+    1_000 * std::env::var("CRABTREE_TEST_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1u32).max(1)
+}
+
+fn pass(db: &Db, round: u32) {
+    let value = [round as u8; 100];
+    for chunk in (0..keys()).collect::<Vec<_>>().chunks(100) {
+        db.update(|tx| {
+            for &k in chunk {
+                tx.put(format!("key-{k:08}").as_bytes(), &value)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+}
+
+fn open(dir: &tempfile::TempDir) -> Db {
+    Db::open_with(dir.path().join("db.crab"), Options { vacuum_interval: None, ..Options::default() }).unwrap()
+}
+
+#[test]
+fn updates_without_snapshots_stay_within_three_times_the_first_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir);
+    pass(&db, 0);
+    let first = db.stats().page_count;
+    for round in 1..PASSES {
+        pass(&db, round);
+    }
+    let stats = db.stats();
+    eprintln!(
+        "space: first pass {first} pages, after {PASSES} passes {} pages, {} versions",
+        stats.page_count, stats.tree_entries
+    );
+    assert!(stats.page_count <= 3 * first, "{} pages after {PASSES} passes, {first} after the first", stats.page_count);
+    assert!(stats.tree_entries <= 2 * u64::from(keys()) + 2, "pruning keeps at most two versions a key: {stats:?}");
+    db.check().unwrap();
+}
+
+#[test]
+fn space_pinned_by_a_snapshot_is_reused_after_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir);
+    pass(&db, 0);
+    let first = db.stats().page_count;
+    let snapshot = db.snapshot();
+    for round in 1..PASSES / 2 {
+        pass(&db, round);
+    }
+    let pinned = db.stats();
+    assert!(pinned.page_count > 2 * first, "the snapshot pins versions: {first} -> {}", pinned.page_count);
+    assert_eq!(snapshot.get(b"key-00000000").unwrap(), Some(vec![0u8; 100]));
+    drop(snapshot);
+    db.vacuum().unwrap();
+    let vacuumed = db.stats();
+    assert!(vacuumed.tree_entries <= u64::from(keys()) + 2, "{vacuumed:?}");
+    for round in PASSES / 2..PASSES {
+        pass(&db, round);
+    }
+    let end = db.stats();
+    eprintln!(
+        "space: first {first} pages, pinned {} pages ({} versions), vacuumed {} versions, end {} pages",
+        pinned.page_count, pinned.tree_entries, vacuumed.tree_entries, end.page_count
+    );
+    assert!(
+        end.page_count <= pinned.page_count,
+        "the file grew after vacuum: {} -> {}",
+        pinned.page_count,
+        end.page_count
+    );
+    db.check().unwrap();
+}

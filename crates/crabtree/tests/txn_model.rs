@@ -1,0 +1,291 @@
+//! Goal: transactions and snapshots behave exactly like a simple model of
+//! snapshot isolation, whatever the interleaving of operations, including
+//! reopen and vacuum.
+//!
+//! Method: proptest generates a sequence of steps over up to three open
+//! transactions and two snapshots (begin, put, delete, get, range in both
+//! directions with the ends interleaved, commit, rollback, snapshot reads,
+//! vacuum, clean reopen) and runs it against the database and against a
+//! model: a `BTreeMap` per committed state, each transaction a start state
+//! plus its buffered writes, and first-committer-wins computed from which
+//! keys each commit wrote. Every read must match; a commit must conflict
+//! exactly when the model says so. The background vacuum runs every
+//! millisecond meanwhile. Keys are drawn from a small alphabet with zero
+//! bytes and lengths around the 8-byte group of the key encoding.
+//! Cases: `CRABTREE_TEST_SCALE` (default 1) x 48.
+
+use crabtree::{Db, Error, Options, Snapshot, Transaction};
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+use std::time::Duration;
+
+type Map = BTreeMap<Vec<u8>, Vec<u8>>;
+
+#[derive(Clone, Debug)]
+enum Step {
+    Begin(usize),
+    Put(usize, Vec<u8>, Vec<u8>),
+    Delete(usize, Vec<u8>),
+    Get(usize, Vec<u8>),
+    Range(usize, Bound<Vec<u8>>, Bound<Vec<u8>>, Vec<bool>),
+    Commit(usize),
+    Rollback(usize),
+    Snapshot(usize),
+    SnapGet(usize, Vec<u8>),
+    SnapRange(usize, Bound<Vec<u8>>, Bound<Vec<u8>>, Vec<bool>),
+    DropSnapshot(usize),
+    Vacuum,
+    Reopen,
+}
+
+fn key() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), Just(255u8)], 0..10),
+        (0u8..12).prop_map(|i| vec![b'k', i]),
+    ]
+}
+
+fn bound() -> impl Strategy<Value = Bound<Vec<u8>>> {
+    prop_oneof![Just(Bound::Unbounded), key().prop_map(Bound::Included), key().prop_map(Bound::Excluded)]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let tx = 0usize..3;
+    let snap = 0usize..2;
+    let value = proptest::collection::vec(any::<u8>(), 0..4);
+    let ends = proptest::collection::vec(any::<bool>(), 0..12);
+    prop_oneof![
+        2 => tx.clone().prop_map(Step::Begin),
+        6 => (tx.clone(), key(), value).prop_map(|(t, k, v)| Step::Put(t, k, v)),
+        2 => (tx.clone(), key()).prop_map(|(t, k)| Step::Delete(t, k)),
+        3 => (tx.clone(), key()).prop_map(|(t, k)| Step::Get(t, k)),
+        3 => (tx.clone(), bound(), bound(), ends.clone()).prop_map(|(t, a, b, e)| Step::Range(t, a, b, e)),
+        3 => tx.clone().prop_map(Step::Commit),
+        1 => tx.prop_map(Step::Rollback),
+        1 => snap.clone().prop_map(Step::Snapshot),
+        2 => (snap.clone(), key()).prop_map(|(s, k)| Step::SnapGet(s, k)),
+        2 => (snap.clone(), bound(), bound(), ends).prop_map(|(s, a, b, e)| Step::SnapRange(s, a, b, e)),
+        1 => snap.prop_map(Step::DropSnapshot),
+        1 => Just(Step::Vacuum),
+        1 => Just(Step::Reopen),
+    ]
+}
+
+/// The model of one open transaction.
+struct ModelTx {
+    start: Map,
+    /// Commits seen at start (index into `Model::commits`).
+    start_seq: usize,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl ModelTx {
+    fn view(&self) -> Map {
+        let mut view = self.start.clone();
+        for (k, v) in &self.writes {
+            match v {
+                Some(v) => view.insert(k.clone(), v.clone()),
+                None => view.remove(k),
+            };
+        }
+        view
+    }
+}
+
+struct Model {
+    state: Map,
+    /// Keys written by each commit, in commit order.
+    commits: Vec<BTreeSet<Vec<u8>>>,
+}
+
+fn in_range(key: &[u8], lower: &Bound<Vec<u8>>, upper: &Bound<Vec<u8>>) -> bool {
+    let above = match lower {
+        Bound::Unbounded => true,
+        Bound::Included(b) => key >= b.as_slice(),
+        Bound::Excluded(b) => key > b.as_slice(),
+    };
+    let below = match upper {
+        Bound::Unbounded => true,
+        Bound::Included(b) => key <= b.as_slice(),
+        Bound::Excluded(b) => key < b.as_slice(),
+    };
+    above && below
+}
+
+/// The model's answer to a range read with the ends interleaved as `ends`
+/// says (true = front), then the rest from the front.
+fn model_range(view: &Map, lower: &Bound<Vec<u8>>, upper: &Bound<Vec<u8>>, ends: &[bool]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut entries: std::collections::VecDeque<_> =
+        view.iter().filter(|(k, _)| in_range(k, lower, upper)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut out = Vec::new();
+    for &front in ends {
+        match if front { entries.pop_front() } else { entries.pop_back() } {
+            Some(e) => out.push(e),
+            None => break,
+        }
+    }
+    out.extend(entries);
+    out
+}
+
+fn real_range(mut iter: crabtree::Iter, ends: &[bool]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for &front in ends {
+        match if front { iter.next() } else { iter.next_back() } {
+            Some(e) => out.push(e.unwrap()),
+            None => return out,
+        }
+    }
+    out.extend(iter.map(Result::unwrap));
+    out
+}
+
+fn options() -> Options {
+    Options {
+        vacuum_interval: Some(Duration::from_millis(1)),
+        memory_budget: 1 << 20,
+        page_size: 512,
+        ..Options::default()
+    }
+}
+
+fn run(steps: Vec<Step>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.crab");
+    let mut db = Some(Db::open_with(&path, options()).unwrap());
+    let mut model = Model { state: Map::new(), commits: Vec::new() };
+    let mut txs: Vec<Option<(Transaction, ModelTx)>> = (0..3).map(|_| None).collect();
+    let mut snaps: Vec<Option<(Snapshot, Map)>> = (0..2).map(|_| None).collect();
+    for step in steps {
+        let handle = db.as_ref().unwrap();
+        match step {
+            Step::Begin(t) => {
+                let tx = handle.begin();
+                txs[t] = Some((
+                    tx,
+                    ModelTx { start: model.state.clone(), start_seq: model.commits.len(), writes: BTreeMap::new() },
+                ));
+            }
+            Step::Put(t, k, v) => {
+                if let Some((tx, m)) = &mut txs[t] {
+                    tx.put(&k, &v).unwrap();
+                    m.writes.insert(k, Some(v));
+                }
+            }
+            Step::Delete(t, k) => {
+                if let Some((tx, m)) = &mut txs[t] {
+                    tx.delete(&k).unwrap();
+                    m.writes.insert(k, None);
+                }
+            }
+            Step::Get(t, k) => {
+                if let Some((tx, m)) = &txs[t] {
+                    assert_eq!(tx.get(&k).unwrap(), m.view().get(&k).cloned(), "tx get {k:?}");
+                }
+            }
+            Step::Range(t, a, b, ends) => {
+                if let Some((tx, m)) = &txs[t] {
+                    let got = real_range(tx.range((a.clone(), b.clone())).unwrap(), &ends);
+                    assert_eq!(got, model_range(&m.view(), &a, &b, &ends), "tx range {a:?}..{b:?} ends {ends:?}");
+                }
+            }
+            Step::Commit(t) => {
+                if let Some((mut tx, m)) = txs[t].take() {
+                    let written: BTreeSet<Vec<u8>> = m.writes.keys().cloned().collect();
+                    let conflict = model.commits[m.start_seq..].iter().any(|keys| !keys.is_disjoint(&written));
+                    match tx.commit() {
+                        Err(Error::Conflict) => assert!(conflict, "unexpected conflict"),
+                        Ok(()) => {
+                            assert!(!conflict, "missed a conflict");
+                            if !written.is_empty() {
+                                for (k, v) in m.writes {
+                                    match v {
+                                        Some(v) => model.state.insert(k, v),
+                                        None => model.state.remove(&k),
+                                    };
+                                }
+                                model.commits.push(written);
+                            }
+                        }
+                        Err(e) => panic!("commit: {e}"),
+                    }
+                    assert!(matches!(tx.get(b"x"), Err(Error::TransactionClosed)));
+                }
+            }
+            Step::Rollback(t) => {
+                if let Some((mut tx, _)) = txs[t].take() {
+                    tx.rollback();
+                }
+            }
+            Step::Snapshot(s) => snaps[s] = Some((handle.snapshot(), model.state.clone())),
+            Step::SnapGet(s, k) => {
+                if let Some((snap, m)) = &snaps[s] {
+                    assert_eq!(snap.get(&k).unwrap(), m.get(&k).cloned(), "snapshot get {k:?}");
+                }
+            }
+            Step::SnapRange(s, a, b, ends) => {
+                if let Some((snap, m)) = &snaps[s] {
+                    let got = real_range(snap.range((a.clone(), b.clone())).unwrap(), &ends);
+                    assert_eq!(got, model_range(m, &a, &b, &ends), "snapshot range {a:?}..{b:?}");
+                }
+            }
+            Step::DropSnapshot(s) => snaps[s] = None,
+            Step::Vacuum => {
+                handle.vacuum().unwrap();
+            }
+            Step::Reopen => {
+                txs.iter_mut().for_each(|t| *t = None);
+                snaps.iter_mut().for_each(|s| *s = None);
+                drop(db.take());
+                let reopened = Db::open_with(&path, options()).unwrap();
+                let all: Map = reopened.snapshot().range::<&[u8], _>(..).unwrap().map(Result::unwrap).collect();
+                assert_eq!(all, model.state, "state after reopen");
+                db = Some(reopened);
+            }
+        }
+    }
+    drop(txs);
+    drop(snaps);
+    let db = db.unwrap();
+    db.vacuum().unwrap();
+    db.check().unwrap();
+    let all: Map = db.snapshot().range::<&[u8], _>(..).unwrap().map(Result::unwrap).collect();
+    assert_eq!(all, model.state);
+}
+
+fn cases() -> u32 {
+    let scale: u32 = std::env::var("CRABTREE_TEST_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    48 * scale.max(1)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn transactions_match_the_model(steps in proptest::collection::vec(step(), 1..120)) {
+        run(steps);
+    }
+}
+
+/// Many versions of few keys, so range batches end inside runs of
+/// versions and the two ends of an iterator meet inside one.
+#[test]
+fn ranges_over_many_versions_match_the_model() {
+    let mut steps = Vec::new();
+    for round in 0..60u8 {
+        steps.push(Step::Snapshot((round % 2) as usize));
+        steps.push(Step::Begin(0));
+        for k in 0..6u8 {
+            if (round + k).is_multiple_of(5) {
+                steps.push(Step::Delete(0, vec![b'k', k]));
+            } else {
+                steps.push(Step::Put(0, vec![b'k', k], vec![round, k]));
+            }
+        }
+        steps.push(Step::Commit(0));
+        let ends: Vec<bool> = (0..8).map(|i| (i + round).is_multiple_of(3)).collect();
+        steps.push(Step::SnapRange((round % 2) as usize, Bound::Unbounded, Bound::Unbounded, ends));
+    }
+    run(steps);
+}
