@@ -18,10 +18,14 @@
 //!   open, and ids found in the tree but not in the catalog at open belong
 //!   to dropped keyspaces (vacuum removes them).
 //!
-//! Durability: until the tree logs through the WAL (issue 8), commits go to
-//! an in-memory [`CommitLog`](crate::mvcc::durability::CommitLog) and the
-//! data file is made durable by `flush` at close: a crash loses what was
-//! committed since the open.
+//! Durability: the database is a [`Store`](crate::store::Store) (data file
+//! plus log directory `<path>-wal`, every page change logged, recovery on
+//! open). Commit records go into the same log ([`StoreCommitLog`]) before
+//! the versions are applied, so a commit whose record is durable is
+//! re-applied by recovery (`mvcc::replay`) if the crash cut its apply
+//! short, and a commit whose record was lost left nothing in the log
+//! after it. Checkpoints keep the log from the oldest commit still being
+//! applied (the retain hook), and record the last commit timestamp.
 //!
 //! Lower layers used: `mvcc`, `btree`, `buffer`, `io`.
 
@@ -38,20 +42,68 @@ pub use ticket::CommitTicket;
 pub use transaction::Transaction;
 
 use crate::btree::BTree;
-use crate::buffer::{BufferPool, PoolOptions};
-use crate::io::{FileStorage, Storage};
-use crate::mvcc::durability::{MemCommitLog, Notifier};
+use crate::buffer::PoolOptions;
+use crate::ids::Lsn;
+use crate::mvcc::durability::{CommitLog, Notifier};
 use crate::mvcc::encoding::{self, Ts};
 use crate::mvcc::{self, Engine};
+use crate::store::{Store, StoreOptions};
 use crate::sync::{Arc, Condvar, Mutex, Ordering};
 use crate::wal::Durability;
 use crate::{Error, Result, limits};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Root slot of the header page holding the last commit timestamp, saved
-/// at close (slots 0 and 1 are the tree's).
+/// Root slot holding the last commit timestamp, saved into every
+/// checkpoint (slots 0 and 1 are the tree's).
 const LAST_TS_SLOT: usize = 7;
+
+/// Commit records into the store's log, and the oldest one whose versions
+/// are not all applied yet (checkpoints keep the log from there).
+struct StoreCommitLog {
+    store: Store,
+    /// Commits appended and not yet applied: end LSN -> start LSN.
+    in_flight: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
+}
+
+impl CommitLog for StoreCommitLog {
+    fn append_commit(&self, record: &[u8]) -> Result<Lsn> {
+        if record.len() > limits::WAL_RECORD_PAYLOAD_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "a commit of {} bytes is larger than one log record ({} bytes): commit in smaller transactions",
+                record.len(),
+                limits::WAL_RECORD_PAYLOAD_MAX
+            )));
+        }
+        // Under the mutex, so the retain hook never sees a commit appended
+        // but not yet registered.
+        let mut in_flight = self.in_flight.lock();
+        let end = self.store.append_commit(record)?;
+        in_flight.insert(end.0, end.0 - crate::wal::record_size(record.len()) as u64);
+        Ok(end)
+    }
+    fn applied(&self, lsn: Lsn) {
+        self.in_flight.lock().remove(&lsn.0);
+    }
+    fn wait_durable(&self, lsn: Lsn) -> Result<()> {
+        self.store.wait_durable(lsn)
+    }
+    fn durable_lsn(&self) -> Lsn {
+        self.store.wal().durable_lsn()
+    }
+}
+
+impl StoreCommitLog {
+    /// Where the log must be kept from: the oldest in-flight commit record,
+    /// or (none) the log's end now, which every later commit is past.
+    fn retain(&self) -> Lsn {
+        let in_flight = self.in_flight.lock();
+        match in_flight.values().min() {
+            Some(&start) => Lsn(start),
+            None => self.store.wal().end_lsn(),
+        }
+    }
+}
 
 /// How a database is opened. `Options::default()` is what [`Db::open`]
 /// uses.
@@ -150,6 +202,7 @@ pub struct Stats {
 /// The open database, shared by every handle.
 pub(crate) struct Inner {
     pub(crate) engine: Engine,
+    log: Arc<StoreCommitLog>,
     pub(crate) catalog: Mutex<keyspace::Catalog>,
     pub(crate) notifier: Arc<Notifier>,
     notifier_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -174,9 +227,8 @@ impl Drop for Inner {
         }
         let tree = &self.engine.tree;
         tree.pool().set_root_value(LAST_TS_SLOT, self.engine.oracle.last_allocated());
-        // Nothing to report a close error to; what was committed since
-        // the last flush is lost only as after a crash.
-        let _ = tree.flush();
+        // The store closes when the last reference to the log goes (the
+        // engine's goes with `self`): a checkpoint and a clean-close record.
     }
 }
 
@@ -266,38 +318,33 @@ impl Db {
         if options.update_retries == 0 {
             return Err(Error::InvalidArgument("update_retries must be at least 1".into()));
         }
-        let storage = Arc::new(FileStorage::open(path, true)?);
-        let pool_options = PoolOptions {
-            page_size: options.page_size,
-            pool_bytes: options.memory_budget,
-            max_pages: options.max_pages,
+        let store_options = StoreOptions {
+            pool: PoolOptions {
+                page_size: options.page_size,
+                pool_bytes: options.memory_budget,
+                max_pages: options.max_pages,
+            },
+            wal: crate::wal::WalOptions {
+                segment_size: options.log_segment_size,
+                durability: options.durability,
+                ..Default::default()
+            },
+            checkpoint_bytes: options.checkpoint_bytes,
+            ..StoreOptions::default()
         };
-        let fresh = storage.is_empty()?;
-        let inner = if fresh {
-            let created = BufferPool::create(Arc::clone(&storage) as Arc<dyn Storage>, pool_options)
-                .and_then(|pool| Inner::create(Arc::new(pool), options, path));
-            match created {
-                Ok(inner) => inner,
-                Err(error) => {
-                    // Leave the file empty, as found, rather than a header
-                    // without a catalog that no later open would accept.
-                    let _ = storage.set_len(0);
-                    return Err(error);
-                }
-            }
-        } else {
-            let file_len = storage.len()?;
-            let pool = Arc::new(BufferPool::open(storage, pool_options)?);
-            let needed = pool.page_count().saturating_mul(pool.page_size() as u64);
-            if file_len < needed {
-                return Err(Error::corruption(
-                    crate::ids::PageId::HEADER,
-                    format!("file truncated: {file_len} bytes, the header says {needed}"),
-                ));
-            }
-            Inner::open(pool, options, path)?
-        };
-        let inner = Arc::new(inner);
+        let mut store = Store::open_path(path, store_options)?;
+        let commits = store.take_recovered_commits();
+        let inner = Arc::new(Inner::open(store, commits, options, path)?);
+        // Checkpoints keep the log from the oldest commit still being
+        // applied, and save the clock (every commit below the retain point
+        // has a timestamp at most the one saved).
+        let weak = Arc::downgrade(&inner);
+        inner.log.store.set_retain_hook(Box::new(move || {
+            let inner = weak.upgrade()?;
+            let retain = inner.log.retain();
+            inner.engine.tree.pool().set_root_value(LAST_TS_SLOT, inner.engine.oracle.last_allocated());
+            Some(retain)
+        }));
         let worker = match inner.options.vacuum_interval {
             Some(interval) => Some(spawn_vacuum(Arc::downgrade(&inner), interval)?),
             None => None,
@@ -531,11 +578,26 @@ impl Db {
 }
 
 impl Inner {
-    fn new(tree: BTree, last_ts: Ts, options: Options, path: &Path) -> Result<Inner> {
-        let log: Arc<dyn crate::mvcc::durability::CommitLog> = Arc::new(MemCommitLog::default());
-        let (notifier, thread) = Notifier::spawn(Arc::clone(&log))?;
-        Ok(Inner {
-            engine: Engine::new(Arc::new(tree), log, last_ts),
+    /// Opens the database on a recovered store: re-applies the commit
+    /// records recovery handed back (idempotent), raises the clock past
+    /// them, installs the retain hook, then loads (or, for an empty tree,
+    /// creates) the keyspace catalog.
+    fn open(store: Store, commits: Vec<(Lsn, Vec<u8>)>, options: Options, path: &Path) -> Result<Inner> {
+        let tree: Arc<BTree> = store.tree_arc();
+        let mut last_ts: Ts = tree.pool().root_value(LAST_TS_SLOT);
+        for (lsn, record) in &commits {
+            let ts = mvcc::replay(&tree, record).map_err(|error| match error {
+                Error::LogCorruption { reason, .. } => Error::LogCorruption { lsn: *lsn, reason },
+                other => other,
+            })?;
+            last_ts = last_ts.max(ts);
+        }
+        let log = Arc::new(StoreCommitLog { store, in_flight: parking_lot::Mutex::new(Default::default()) });
+        let (notifier, thread) = Notifier::spawn(Arc::clone(&log) as Arc<dyn CommitLog>)?;
+        let fresh = tree.is_empty();
+        let mut inner = Inner {
+            engine: Engine::new(tree, Arc::clone(&log) as Arc<dyn CommitLog>, last_ts),
+            log,
             catalog: Mutex::new(keyspace::Catalog::default()),
             notifier,
             notifier_thread: Mutex::new(Some(thread)),
@@ -543,24 +605,12 @@ impl Inner {
             vacuuming: Mutex::new(()),
             opened: false,
             path: path.to_path_buf(),
-        })
-    }
-
-    fn create(pool: Arc<BufferPool>, options: Options, path: &Path) -> Result<Inner> {
-        let tree = BTree::create(pool)?;
-        let mut inner = Inner::new(tree, 0, options, path)?;
-        keyspace::create_catalog(&inner)?;
-        inner.engine.tree.pool().set_root_value(LAST_TS_SLOT, inner.engine.oracle.last_allocated());
-        inner.engine.tree.flush()?;
-        inner.opened = true;
-        Ok(inner)
-    }
-
-    fn open(pool: Arc<BufferPool>, options: Options, path: &Path) -> Result<Inner> {
-        let last_ts = pool.root_value(LAST_TS_SLOT);
-        let tree = BTree::open(pool)?;
-        let mut inner = Inner::new(tree, last_ts, options, path)?;
-        keyspace::load_catalog(&inner)?;
+        };
+        if fresh {
+            keyspace::create_catalog(&inner)?;
+        } else {
+            keyspace::load_catalog(&inner)?;
+        }
         inner.opened = true;
         Ok(inner)
     }

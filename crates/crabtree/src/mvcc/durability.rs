@@ -4,9 +4,9 @@
 //! The commit protocol appends each commit's record *before* it applies the
 //! versions, so recovery can re-apply every commit whose record is durable
 //! ([`super::replay`]), and a commit whose record was lost left nothing in
-//! the tree's log after it. Until the tree logs its pages (issue 8) the
-//! database uses [`MemCommitLog`], which keeps nothing and is durable at
-//! once.
+//! the tree's log after it. The database appends into its store's log
+//! (`db::StoreCommitLog`); tests of this layer alone use `MemCommitLog`,
+//! which keeps nothing and is durable at once.
 //!
 //! [`Notifier`] serves tickets that want to be woken without blocking a
 //! thread (`Future`s): they register a waker with their LSN; one
@@ -19,7 +19,9 @@
 //! happen under one mutex, so no wake-up is lost.
 
 use crate::ids::Lsn;
-use crate::sync::{Arc, AtomicU64, Condvar, Mutex, Ordering};
+use crate::sync::{Arc, Condvar, Mutex};
+#[cfg(test)]
+use crate::sync::{AtomicU64, Ordering};
 use std::task::Waker;
 
 /// Where commit records go. The commit record carries the whole write set
@@ -34,16 +36,22 @@ pub(crate) trait CommitLog: Send + Sync + 'static {
     fn wait_durable(&self, lsn: crate::Lsn) -> crate::Result<()>;
     /// The LSN up to which the log is durable now.
     fn durable_lsn(&self) -> crate::Lsn;
+    /// The versions of the commit whose record ends at `lsn` are all in
+    /// the tree (or its apply failed and the engine is poisoned): the log
+    /// need not keep the record for recovery any more.
+    fn applied(&self, _lsn: crate::Lsn) {}
 }
 
 /// A commit log that keeps nothing: every record is "durable" as soon as it
 /// is appended (the durability of the database is that of its data file,
 /// flushed at close, until the tree logs through the WAL).
+#[cfg(test)]
 #[derive(Default)]
 pub(crate) struct MemCommitLog {
     end: AtomicU64,
 }
 
+#[cfg(test)]
 impl CommitLog for MemCommitLog {
     fn append_commit(&self, record: &[u8]) -> crate::Result<Lsn> {
         // Relaxed: the LSN only has to be unique and increasing.

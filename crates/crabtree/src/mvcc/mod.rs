@@ -193,9 +193,11 @@ impl Engine {
             }
         };
         if let Err(error) = self.apply(locks.keys(), writes, ts) {
+            // Not `applied`: the log keeps the record, for recovery.
             self.oracle.finish(ts);
             return Err(error);
         }
+        self.log.applied(lsn);
         self.prune(locks.keys(), &histories);
         drop(locks);
         let durable = if wait_durable { self.log.wait_durable(lsn) } else { Ok(()) };

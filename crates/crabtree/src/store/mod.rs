@@ -75,7 +75,7 @@ impl Default for StoreOptions {
 pub type RetainHook = Box<dyn Fn() -> Option<Lsn> + Send + Sync>;
 
 struct Inner {
-    tree: BTree,
+    tree: Arc<BTree>,
     wal: Arc<Wal>,
     durability: Durability,
     options: StoreOptions,
@@ -106,15 +106,31 @@ impl Store {
         }
         let existed = path.exists();
         let data: Arc<dyn Storage> = Arc::new(FileStorage::open(path, true)?);
+        let mut log_path = path.as_os_str().to_owned();
+        log_path.push("-wal");
+        let log_path = std::path::PathBuf::from(log_path);
+        if !data.is_empty()? {
+            // Check the file before anything is created beside it: a
+            // foreign or damaged file is refused and left as found.
+            let meta = recover::read_meta(&*data)?;
+            let beyond = data.len()? > meta.page_count.saturating_mul(meta.page_size as u64);
+            if !log_path.is_dir() && beyond {
+                // With a log the header is written once, at creation: pages
+                // past its page count exist only in the log's terms.
+                return Err(Error::InvalidArgument(format!(
+                    "{} has no log directory {} (deleted?): its pages cannot be trusted without it",
+                    path.display(),
+                    log_path.display()
+                )));
+            }
+        }
         if !existed {
             // The new file's directory entry must be durable before the log
             // beside it is (an empty data file beside a log is refused).
             let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             std::fs::File::open(parent)?.sync_all()?;
         }
-        let mut log_path = path.as_os_str().to_owned();
-        log_path.push("-wal");
-        let log: Arc<dyn Dir> = Arc::new(FileDir::open(Path::new(&log_path))?);
+        let log: Arc<dyn Dir> = Arc::new(FileDir::open(&log_path)?);
         Store::open(data, log, options)
     }
 
@@ -142,7 +158,8 @@ impl Store {
         // After a clean close the checkpoint's entry count is exact;
         // otherwise it is recounted below.
         let root = pool.root(crate::btree::ROOT_SLOT);
-        let tree = if root.0 == 0 { BTree::create(Arc::clone(&pool))? } else { BTree::open(Arc::clone(&pool))? };
+        let tree =
+            Arc::new(if root.0 == 0 { BTree::create(Arc::clone(&pool))? } else { BTree::open(Arc::clone(&pool))? });
         let mut report = recovered.report;
         if !report.clean {
             // Finish what the crash interrupted, count the entries, and make
@@ -179,6 +196,11 @@ impl Store {
     /// LSN from [`last_lsn`] to make them durable.
     pub fn tree(&self) -> &BTree {
         &self.inner.tree
+    }
+
+    /// The tree, shared (for layers that keep it).
+    pub fn tree_arc(&self) -> Arc<BTree> {
+        Arc::clone(&self.inner.tree)
     }
 
     /// The buffer pool.

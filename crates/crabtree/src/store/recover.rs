@@ -244,6 +244,19 @@ pub(crate) fn recover(
         None => (AllocState { page_count: meta.page_count, roots: meta.roots, free: Vec::new() }, Lsn::ZERO),
     };
     let state = rebuild_alloc(base, alloc_lsn, &events, &root_events)?;
+    // A page past the end of the file is fine only if it is free or the
+    // redo just rebuilt it (a truncated file is refused before any write).
+    let free: HashSet<PageId> = state.free.iter().copied().collect();
+    let file_pages = data.len()? / page_size as u64;
+    for id in file_pages..state.page_count {
+        let pid = PageId(id);
+        if !free.contains(&pid) && !pages.get(&pid).is_some_and(|page| page.known) {
+            return Err(Error::corruption(
+                pid,
+                format!("page lies past the end of the file ({file_pages} pages): truncated?"),
+            ));
+        }
+    }
     // Step 4.
     write_changed(&**data, &mut pages, page_size, &mut report)?;
     data.sync()?;
@@ -288,7 +301,7 @@ fn spill(
     Ok(())
 }
 
-fn read_meta(data: &dyn Storage) -> Result<Meta> {
+pub(crate) fn read_meta(data: &dyn Storage) -> Result<Meta> {
     let short = |error: Error, what: &str| match error {
         Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => Error::corruption(PageId::HEADER, what),
         other => other,
