@@ -250,9 +250,6 @@ impl Engine {
 /// bytes). Returns the commit's timestamp, so recovery can raise the
 /// clock past it. Malformed bytes are [`Error::LogCorruption`], never a
 /// panic.
-// Called by recovery once the tree logs through the WAL (issue 8); until
-// then only by the tests.
-#[allow(dead_code)]
 pub(crate) fn replay(tree: &BTree, record: &[u8]) -> Result<Ts> {
     let record = encoding::decode_commit(record)?;
     for write in &record.writes {
