@@ -138,7 +138,7 @@ impl BufferPool {
                 break;
             }
             if latch.try_lock_evicted() {
-                self.resident.insert(pid);
+                self.install(pid);
                 break;
             }
         }
