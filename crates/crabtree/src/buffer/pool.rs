@@ -220,7 +220,7 @@ impl BufferPool {
             storage,
             page_size: opts.page_size,
             max_pages: opts.max_pages,
-            frames: Frames::new(frame_capacity, opts.page_size, opts.page_size)?,
+            frames: Frames::new(frame_capacity, opts.page_size, opts.page_size, frames_max * opts.page_size)?,
             states: Region::new(max_pages * 16)?,
             frames_max,
             resident: Resident::default(),

@@ -335,7 +335,7 @@ fn readers_that_evict_dirty_pages_are_counted_and_the_cleaner_cleans_victims() {
 fn frames_are_recycled_before_fresh_ones_are_touched() {
     use super::frames::Frames;
     use crate::ids::FrameIndex;
-    let frames = Frames::new(4, 512, 512).unwrap();
+    let frames = Frames::new(4, 512, 512, 2048).unwrap();
     let taken: Vec<FrameIndex> = (0..4).map(|_| frames.take().unwrap()).collect();
     assert_eq!(taken, (0..4).map(FrameIndex).collect::<Vec<_>>());
     assert_eq!(frames.take(), None, "every frame in use");
