@@ -34,8 +34,8 @@
 //! `fresh`) or held by exactly one resident page (named by that page's
 //! page-table word), except while the exclusive holder that moves it is
 //! between the two; `free_count` is the number of frames on the stacks
-//! (updated after a push, before a pop completes, so it may lag but is
-//! never used for more than a hint); no thread holds two shard mutexes.
+//! (changed under the stack's mutex with each push and pop; read without
+//! it only as a hint); no thread holds two shard mutexes.
 //!
 //! Lower layers used: `sync`; the memory is a [`Region`] (the `unsafe`
 //! lives there).
@@ -172,8 +172,11 @@ impl Frames {
             return;
         }
         debug_assert!(frames.iter().all(|index| (index.0 as usize) < self.capacity));
-        self.free[home_shard()].0.lock().extend_from_slice(frames);
-        // Relaxed: a hint (see `take`).
+        let mut stack = self.free[home_shard()].0.lock();
+        stack.extend_from_slice(frames);
+        // Relaxed: a hint (see `take`). Under the stack's mutex, so a pop
+        // of these frames (which subtracts under the same mutex) comes
+        // after the addition and the count never wraps below zero.
         self.free_count.fetch_add(frames.len(), Ordering::Relaxed);
     }
 

@@ -27,9 +27,9 @@
 //!   MARKED by the clock (then one CAS resets it).
 //!
 //! Shape: [`BufferPool`] owns an `Arc<PoolCore>` (everything above: the
-//! state region, the frame array, the resident set, the allocator, the counters) and the handle
-//! of the background cleaner thread (`cleaner.rs`), which holds the other
-//! reference to the core. `BufferPool` derefs to `PoolCore`, so pool code
+//! state region, the frame array, the resident set, the allocator, the
+//! counters) and the handle of the background cleaner thread
+//! (`cleaner.rs`), which holds the other reference to the core. `BufferPool` derefs to `PoolCore`, so pool code
 //! reads the same either way; dropping the pool stops and joins the
 //! cleaner.
 //!
