@@ -148,8 +148,9 @@ impl Resident {
 
     /// Walks the clocks and returns up to `want` pages, each removed from
     /// its shard and exclusively latched by the caller; they still count as
-    /// resident until `evicted` (so concurrent loaders see the memory that
-    /// is not returned yet and evict for themselves rather than overshoot).
+    /// resident until `evicted` (so concurrent loaders see the frames that
+    /// are not free yet and evict for themselves rather than touch fresh
+    /// frames).
     /// Each shard's hand walks at most two rounds of its shard.
     fn choose_victims<'a>(&self, want: usize, latch_of: impl Fn(PageId) -> Latch<'a>) -> Vec<PageId> {
         let mut victims = Vec::with_capacity(want);
