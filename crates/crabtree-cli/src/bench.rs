@@ -3,6 +3,14 @@
 //! the same work on a `parking_lot::RwLock<BTreeMap>` in the same run, and
 //! prints a table with the ratio. Ends with `verify()`, a flush, a reopen
 //! and a full comparison of the contents, so a fast but wrong run fails.
+//!
+//! When the file outgrows the pool (`--pool-mb` below the file size, e.g.
+//! `--keys 1000000 --pool-mb 32`), a larger-than-memory phase follows the
+//! flush: random point reads of live keys with 1 and `--threads` threads
+//! next to raw 4 KiB random `pread`s of the same file in the same run (the
+//! file is in the OS page cache, so both sides pay for getting a page from
+//! the kernel, not the disk), with the ratio and the p99 latency.
+//!
 //! Then a durable-write phase (`bench/durable.rs`): `put_durable` with 1
 //! and 32 writers against the disk's own overwrite + `fdatasync` rate in
 //! the same run.
@@ -227,12 +235,18 @@ pub fn run(args: &BenchArgs) -> crabtree::Result<ExitCode> {
     });
 
     print_table(&rows);
+    if !past_memory(&tree, &path, args)? {
+        eprintln!("error: larger-than-memory lookups returned wrong values");
+        return Ok(ExitCode::FAILURE);
+    }
     let stats = tree.pool().stats();
     println!(
-        "pool: {} loads, {} writes, {} evictions; tree: {} levels, {} pages, leaf fill {:.0}%",
+        "pool: {} loads, {} writes, {} evictions, {} of {} frames touched; tree: {} levels, {} pages, leaf fill {:.0}%",
         stats.loads,
         stats.writes,
         stats.evictions,
+        stats.frames_touched,
+        stats.frames_max,
         report.levels.len(),
         report.page_count,
         report.levels.first().map_or(0.0, |l| l.fill * 100.0)
@@ -253,6 +267,103 @@ pub fn run(args: &BenchArgs) -> crabtree::Result<ExitCode> {
     let rows = durable::run(&dir.path().join("durable.crab"), time, args.value_size)?;
     durable::print(&rows);
     Ok(code)
+}
+
+/// Seconds each larger-than-memory cell runs.
+const PAST_MEMORY_SECS: f64 = 1.5;
+
+/// Runs `op` on `threads` threads for `PAST_MEMORY_SECS`; ops/s and the p99
+/// latency of every 8th operation.
+fn rate_and_p99(threads: usize, op: impl Fn(&mut fastrand::Rng) + Sync) -> (f64, Duration) {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let start = Instant::now();
+    let per_thread: Vec<(u64, Vec<Duration>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|thread| {
+                let (stop, op) = (&stop, &op);
+                scope.spawn(move || {
+                    let mut rng = fastrand::Rng::with_seed(thread as u64 * 7919 + 1);
+                    let (mut done, mut samples) = (0u64, Vec::new());
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let t = Instant::now();
+                        op(&mut rng);
+                        samples.push(t.elapsed());
+                        for _ in 0..7 {
+                            op(&mut rng);
+                        }
+                        done += 8;
+                    }
+                    (done, samples)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs_f64(PAST_MEMORY_SECS));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        workers.into_iter().map(|w| w.join().expect("bench thread")).collect()
+    });
+    let elapsed = start.elapsed();
+    let ops: u64 = per_thread.iter().map(|(done, _)| done).sum();
+    let mut samples: Vec<Duration> = per_thread.into_iter().flat_map(|(_, samples)| samples).collect();
+    samples.sort_unstable();
+    let p99 = samples.get(samples.len() * 99 / 100).copied().unwrap_or_default();
+    (ops_per_sec(ops, elapsed), p99)
+}
+
+/// The larger-than-memory phase (see the module header): only when the
+/// file is larger than the pool. Reads the keys left after the remove
+/// phase (odd indices). Returns false if any read returned a wrong value.
+fn past_memory(tree: &BTree, path: &std::path::Path, args: &BenchArgs) -> crabtree::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let file_bytes = std::fs::metadata(path)?.len();
+    let pool_bytes = (args.pool_mb as u64) << 20;
+    if file_bytes <= pool_bytes || args.keys < 2 {
+        println!(
+            "larger than memory: skipped, the {} MiB file fits the {} MiB pool (pass a smaller --pool-mb)",
+            file_bytes >> 20,
+            args.pool_mb
+        );
+        return Ok(true);
+    }
+    let raw = std::fs::File::open(path)?;
+    let pages = file_bytes / args.page_size as u64;
+    let live = args.keys / 2;
+    let wrong = std::sync::atomic::AtomicU64::new(0);
+    println!(
+        "larger than memory: file {} MiB, pool {} MiB ({:.1}x), {PAST_MEMORY_SECS} s per cell",
+        file_bytes >> 20,
+        args.pool_mb,
+        file_bytes as f64 / pool_bytes as f64
+    );
+    println!(
+        "{:<16} {:>14} {:>10} {:>14} {:>10} {:>8}",
+        "reads", "crabtree op/s", "p99", "raw pread/s", "p99", "ratio"
+    );
+    let mut thread_counts = vec![1, args.threads.max(1)];
+    thread_counts.dedup();
+    for threads in thread_counts {
+        let (raw_rate, raw_p99) = rate_and_p99(threads, |rng| {
+            let mut page = vec![0u8; args.page_size];
+            raw.read_exact_at(&mut page, rng.u64(1..pages) * args.page_size as u64).expect("pread of the bench file");
+            std::hint::black_box(&page);
+        });
+        let (rate, p99) = rate_and_p99(threads, |rng| {
+            let i = rng.u64(0..live) * 2 + 1;
+            if !tree.get(&key(i)).ok().flatten().is_some_and(|v| names(&v, i, args.value_size)) {
+                wrong.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        println!(
+            "{:<16} {:>14.0} {:>10.1?} {:>14.0} {:>10.1?} {:>7.2}x",
+            format!("get x{threads}"),
+            rate,
+            p99,
+            raw_rate,
+            raw_p99,
+            rate / raw_rate
+        );
+    }
+    println!();
+    Ok(wrong.into_inner() == 0)
 }
 
 /// Reopens the database and compares it with the baseline map.

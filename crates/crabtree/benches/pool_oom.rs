@@ -236,10 +236,9 @@ fn main() {
     let raw = File::open(&path).expect("raw open");
     let pages = file_bytes / PAGE_SIZE as u64;
     eprintln!(
-        "pool_oom bench: {keys} keys, file {} MiB, pool {} MiB (1/{ratio}), {secs} s x {rounds} rounds, threads {threads:?}, release {}",
+        "pool_oom bench: {keys} keys, file {} MiB, pool {} MiB (1/{ratio}), {secs} s x {rounds} rounds, threads {threads:?}",
         file_bytes >> 20,
         pool_bytes >> 20,
-        BufferPool::release_mode()
     );
     let pread = |rng: &mut fastrand::Rng| {
         let mut buf = [0u8; PAGE_SIZE];

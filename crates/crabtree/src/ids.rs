@@ -50,3 +50,8 @@ impl Lsn {
     /// The LSN of a page that no log record has touched.
     pub const ZERO: Lsn = Lsn(0);
 }
+
+/// The number of a frame in the buffer pool's frame array (memory, not a
+/// disk position): the frame's bytes are at `index * stride` in the array.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
+pub struct FrameIndex(pub u32);

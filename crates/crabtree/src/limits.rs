@@ -33,10 +33,20 @@ pub const POOL_FRAMES_MIN: usize = 16;
 /// Partitions of the buffer pool's resident set (each a mutex with its own
 /// clock hand), so loaders and evictors of different pages rarely meet.
 pub const RESIDENT_SHARDS: usize = 16;
-/// Most pages one eviction call frees: their memory goes back to the
-/// kernel in one `process_madvise` (one TLB flush), and the loads after it
-/// find room without evicting. Bounded so one unlucky reader's wait is too.
+/// Most pages one eviction call frees: the loads after it find free
+/// frames without evicting (and the victims' dirty pages are written in
+/// one go). Bounded so one unlucky reader's wait is too.
 pub const EVICT_BATCH_MAX: usize = 32;
+/// Smallest pool budget whose frame array asks for transparent huge pages
+/// (2 MiB on x86-64): fewer TLB misses on the hit path (measured: tree
+/// bench `get x1`, `docs/BENCHMARKS.md`), but the memory touched grows in
+/// 2 MiB steps, which only a budget this large absorbs (at most ~3%; a
+/// 32 MiB pool with 32 threads measured 5 MiB over its budget with huge
+/// pages against 3 MiB without).
+pub const POOL_HUGE_PAGES_MIN_BYTES: usize = 64 << 20;
+/// Stacks of free frames in the buffer pool's frame array (each a mutex;
+/// a thread pushes and pops on its own first).
+pub const FRAME_FREE_SHARDS: usize = 16;
 /// Most dirty pages the background cleaner writes per round (in page-id
 /// order) before it looks again.
 pub const CLEAN_BATCH_MAX: usize = 256;
@@ -80,6 +90,7 @@ pub const fn page_size_valid(size: usize) -> bool {
 const _: () = assert!(page_size_valid(PAGE_SIZE_DEFAULT));
 // Eviction batches stay short (a reader waits for its batch); shards index by `pid % RESIDENT_SHARDS`.
 const _: () = assert!(EVICT_BATCH_MAX >= 1 && EVICT_BATCH_MAX <= 64 && RESIDENT_SHARDS.is_power_of_two());
+const _: () = assert!(FRAME_FREE_SHARDS >= 1);
 const _: () = assert!(PAGE_SIZE_MAX <= u16::MAX as usize + 1);
 const _: () = assert!(PAGE_SIZE_MIN.is_multiple_of(8));
 // Three maximal keys plus per-cell overhead and the header fit in the

@@ -173,7 +173,7 @@ impl BufferPool {
                 break;
             }
             if latch.try_lock_evicted() {
-                self.resident.insert(pid);
+                self.install(pid);
                 break;
             }
         }

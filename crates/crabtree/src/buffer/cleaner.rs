@@ -162,7 +162,9 @@ impl PoolCore {
         // latch is not held while the log hook waits for the log (the
         // hook runs again inside `write_back`, under the latch, and is
         // cheap then unless the page changed). The LSN read here is only a
-        // hint: a relaxed read of a frame no latch protects.
+        // hint: a relaxed read of a frame no latch protects (after an
+        // eviction, another page's frame: still a whole-word LSN some page
+        // carried, so no further than the log has reached).
         self.log_flush_hook()(header::lsn(&AtomicPage::new(self.frame(pid))))?;
         if !latch.try_lock_shared() {
             return Ok(false);

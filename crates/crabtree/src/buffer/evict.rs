@@ -18,17 +18,18 @@
 //! to `EVICT_BATCH_MAX` pages) are chosen and latched first, dirty ones are
 //! written back (the background cleaner, `cleaner.rs`, normally got there
 //! first: a reader that writes a dirty victim itself is counted in
-//! `PoolStats::dirty_evictions`), and the memory of all of them is returned
-//! with one `Region::discard_many` (one TLB flush on kernels that allow it)
-//! before their words become EVICTED.
+//! `PoolStats::dirty_evictions`), then their words become EVICTED and their
+//! frames go back to the frame array's free list (`frames.rs`): no system
+//! call, the memory stays mapped for the next load.
 //!
 //! Invariants:
 //! * a page id is in the set iff its state is not EVICTED, except while its
 //!   exclusive holder (loader or evictor) is between the state change and
-//!   the set update; `count` is the number of frames holding memory: the
-//!   shard lengths plus the victims whose memory is not returned yet, so
-//!   the budget check sees memory, not set membership (resident memory
-//!   stays within the budget plus one page per concurrent loader);
+//!   the set update; `count` is the number of frames in use: the shard
+//!   lengths plus the victims whose frames are not back on the free list
+//!   yet, so the budget check sees frames, not set membership (the frames
+//!   ever touched stay within the budget plus about one page per
+//!   concurrent loader);
 //! * under a shard mutex we only try-lock (never wait on a latch), so no
 //!   latch holder can deadlock with the mutex holder; no thread holds two
 //!   shard mutexes;
@@ -96,15 +97,15 @@ impl Resident {
         self.shard_of(pid).0.lock().pids.push(pid);
     }
 
-    /// Takes `count` evicted pages off the count, once their memory is
-    /// back with the kernel.
+    /// Takes `count` evicted pages off the count, once their frames are
+    /// back on the free list.
     fn evicted(&self, count: usize) {
         // Relaxed: see `insert`.
         self.count.fetch_sub(count, Ordering::Relaxed);
     }
 
     /// Number of resident pages (victims being evicted included, until
-    /// their memory is returned).
+    /// their frames are free).
     pub(super) fn len(&self) -> usize {
         // Relaxed: see `insert`.
         self.count.load(Ordering::Relaxed)
@@ -147,8 +148,9 @@ impl Resident {
 
     /// Walks the clocks and returns up to `want` pages, each removed from
     /// its shard and exclusively latched by the caller; they still count as
-    /// resident until `evicted` (so concurrent loaders see the memory that
-    /// is not returned yet and evict for themselves rather than overshoot).
+    /// resident until `evicted` (so concurrent loaders see the frames that
+    /// are not free yet and evict for themselves rather than touch fresh
+    /// frames).
     /// Each shard's hand walks at most two rounds of its shard.
     fn choose_victims<'a>(&self, want: usize, latch_of: impl Fn(PageId) -> Latch<'a>) -> Vec<PageId> {
         let mut victims = Vec::with_capacity(want);
@@ -214,11 +216,17 @@ impl PoolCore {
         if resident < self.frames_max {
             return Ok(());
         }
+        self.evict_batch(resident + 1 - self.frames_max)
+    }
+
+    /// Evicts at least `want` pages if the clock finds them (a batch of
+    /// `frames_max / 64`, within `1..=EVICT_BATCH_MAX`, when that is more),
+    /// whatever the budget. Entry, exit and errors as for `ensure_budget`.
+    pub(super) fn evict_batch(&self, want: usize) -> Result<()> {
         let batch = (self.frames_max / 64).clamp(1, EVICT_BATCH_MAX);
-        let want = (resident + 1 - self.frames_max).max(batch);
-        let victims = self.resident.choose_victims(want, |pid| self.latch(pid));
+        let victims = self.resident.choose_victims(want.max(batch), |pid| self.latch(pid));
         let mut first_error = None;
-        let mut clean = Vec::with_capacity(victims.len());
+        let mut freed = Vec::with_capacity(victims.len());
         let mut dirty_seen = false;
         for pid in victims {
             let latch = self.latch(pid);
@@ -234,27 +242,19 @@ impl PoolCore {
                     continue;
                 }
             }
-            clean.push(pid);
+            freed.push(self.frame_index(pid));
+            latch.unlock_evicted();
         }
         if dirty_seen {
             // The cleaner fell behind: wake it.
             self.cleaner.request();
         }
-        if let Err(error) = self.discard_many(&clean) {
-            // The memory could not be returned: keep the pages (clean now).
-            for &pid in &clean {
-                self.resident.restore(pid);
-                self.latch(pid).clear_dirty();
-                self.latch(pid).unlock_exclusive(false);
-            }
-            return Err(first_error.unwrap_or(error));
-        }
-        self.resident.evicted(clean.len());
-        for &pid in &clean {
-            self.latch(pid).unlock_evicted();
-        }
+        // Free list first, count second: a loader that sees room under the
+        // budget then finds these frames instead of touching a fresh one.
+        self.frames.put(&freed);
+        self.resident.evicted(freed.len());
         // Relaxed: a statistic.
-        self.counters.evictions.fetch_add(clean.len() as u64, Ordering::Relaxed);
+        self.counters.evictions.fetch_add(freed.len() as u64, Ordering::Relaxed);
         first_error.map_or(Ok(()), Err)
     }
 }

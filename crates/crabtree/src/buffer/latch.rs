@@ -46,7 +46,7 @@ use crate::sync::{AtomicU64, Ordering, fence, park, spin_hint, unpark_all};
 
 /// Bits of the state field.
 pub const STATE_MASK: u64 = 0xFF;
-/// Not resident: the frame holds no page (and is zero).
+/// Not resident: no frame holds the page (its frame word is stale).
 pub const EVICTED: u64 = 0;
 /// Resident, no latch held.
 pub const UNLOCKED: u64 = 1;

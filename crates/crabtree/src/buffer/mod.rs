@@ -4,9 +4,12 @@
 //!
 //! * [`latch`]: the 64-bit state word of a page (residency, latch, dirty
 //!   bit, version) and its optimistic/shared/exclusive protocol.
-//! * `region`: the reserved virtual memory and the batched release of
-//!   frames (`process_madvise`); the only `unsafe`.
-//! * `pool`: [`BufferPool`], loading and write-back.
+//! * `region`: reserved, lazily backed virtual memory seen as atomic
+//!   words; the only `unsafe`.
+//! * `frames`: the frame array (page memory, faulted once, recycled) and
+//!   its sharded free lists.
+//! * `pool`: [`BufferPool`], the page table (frame word beside each state
+//!   word), loading and write-back.
 //! * `evict`: the partitioned resident set, the clock, batched eviction.
 //! * `cleaner`: the background thread that writes dirty victims back.
 //! * `alloc`: allocate/free, the persistent free list, `flush`.
@@ -19,9 +22,11 @@
 //! never wait on a latch other than the one of the page being loaded, so
 //! they cannot deadlock with latches their caller holds; no single lock is
 //! on the load/evict path (the resident set is partitioned, the budget
-//! check reads one atomic count); the pool holds at most its budget plus
-//! the pages latched at once plus one eviction batch per concurrent
-//! loader; freeing a page never makes it resident.
+//! check reads one atomic count); the frames in use are at most the
+//! budget plus the pages latched at once plus one page per concurrent
+//! loader, and the frames ever touched (the pool's memory) at most that
+//! plus the victims of the evictions in flight; freeing a page never makes
+//! it resident; evicting a page makes no system call.
 //!
 //! Lower layers used: `io` (Storage), `page` (header, meta, freelist), `sync`.
 
@@ -29,6 +34,7 @@ mod alloc;
 mod checkpoint;
 mod cleaner;
 mod evict;
+mod frames;
 mod guard;
 pub mod latch;
 mod mtr;

@@ -1,10 +1,23 @@
-//! The buffer pool: one reserved virtual range with page `pid` at
-//! `pid * stride`, one hybrid latch word per page, load on demand,
-//! write-back under the WAL rule.
+//! The buffer pool: one hybrid latch word per page, next to it the page's
+//! page-table word (which frame of the frame array holds it), load on
+//! demand, write-back under the WAL rule.
+//!
+//! Page table: the state region holds two words per page id, the latch
+//! word (`latch.rs`) at `2 * pid` and the frame word at `2 * pid + 1`, so
+//! a hit reads one cache line to latch the page and find its frame and
+//! does no hash lookup (the frame array: `frames.rs`).
 //!
 //! Invariants:
 //! * a frame is written only by the holder of its exclusive latch; loading
 //!   and eviction are done by such a holder;
+//! * a page's frame word is written only by the exclusive holder that makes
+//!   the page resident, after its locking CAS and before its release (so
+//!   a latch holder reads a stable frame, and an optimistic reader that
+//!   read a frame word or frame bytes stored after it read the latch word
+//!   fails validation: the frame word changes only across a version bump);
+//!   it names a frame that page holds while it is resident; an EVICTED
+//!   page's frame word is stale and read only by optimistic readers, whose
+//!   validation fails;
 //! * a page is read from storage only for ids in `1..page_count`, and only
 //!   a page that verifies (checksum, own id, type) enters a frame;
 //! * before a dirty page is written the log hook is called with the page
@@ -14,9 +27,9 @@
 //!   MARKED by the clock (then one CAS resets it).
 //!
 //! Shape: [`BufferPool`] owns an `Arc<PoolCore>` (everything above: the
-//! regions, the resident set, the allocator, the counters) and the handle
-//! of the background cleaner thread (`cleaner.rs`), which holds the other
-//! reference to the core. `BufferPool` derefs to `PoolCore`, so pool code
+//! state region, the frame array, the resident set, the allocator, the
+//! counters) and the handle of the background cleaner thread
+//! (`cleaner.rs`), which holds the other reference to the core. `BufferPool` derefs to `PoolCore`, so pool code
 //! reads the same either way; dropping the pool stops and joins the
 //! cleaner.
 //!
@@ -24,10 +37,11 @@
 
 use super::cleaner::{self, CleanerSignal};
 use super::evict::Resident;
+use super::frames::Frames;
 use super::guard::{ExclusiveGuard, OptimisticGuard, SharedGuard};
 use super::latch::Latch;
-use super::region::{Region, os_page_size};
-use crate::ids::{Lsn, PageId};
+use super::region::Region;
+use crate::ids::{FrameIndex, Lsn, PageId};
 use crate::io::Storage;
 use crate::limits::{MAX_PAGES_DEFAULT, MAX_PAGES_LIMIT, POOL_BYTES_DEFAULT, POOL_FRAMES_MIN, page_size_valid};
 use crate::page::bytes::{AtomicPage, AtomicPageMut};
@@ -68,6 +82,9 @@ pub struct PoolStats {
     pub resident: usize,
     /// The memory budget in frames.
     pub frames_max: usize,
+    /// Frames of the frame array touched so far (their memory stays
+    /// mapped and is recycled): the pool's page memory is this many pages.
+    pub frames_touched: usize,
     /// Pages read from storage.
     pub loads: u64,
     /// Pages written to storage (eviction and flush).
@@ -129,9 +146,9 @@ impl Drop for BufferPool {
 pub struct PoolCore {
     pub(super) storage: Arc<dyn Storage>,
     pub(super) page_size: usize,
-    stride: usize,
     pub(super) max_pages: u64,
-    frames: Region,
+    pub(super) frames: Frames,
+    /// Two words per page id: latch word, frame word (see the module doc).
     states: Region,
     pub(super) frames_max: usize,
     pub(super) resident: Resident,
@@ -211,19 +228,18 @@ impl BufferPool {
         if frames_max < POOL_FRAMES_MIN {
             return invalid(format!("pool of {frames_max} frames, minimum {POOL_FRAMES_MIN}"));
         }
-        // Each page gets whole OS pages so eviction can return its memory.
-        let stride = opts.page_size.max(os_page_size());
         let max_pages = usize::try_from(opts.max_pages).map_err(|_| Error::InvalidArgument("max_pages".into()))?;
-        let Some(frames_len) = max_pages.checked_mul(stride) else {
-            return invalid(format!("max_pages {max_pages} x {stride} bytes overflows"));
-        };
+        // One frame per page id: more pages than that are never resident
+        // at once, so a loader always finds a frame. Only address space (the
+        // same as one page per id); frames are touched when first needed.
+        // (Page 0 is never resident, so `u32::MAX` frames cover 2^32 ids.)
+        let frame_capacity = max_pages.min(u32::MAX as usize);
         let core = Arc::new(PoolCore {
             storage,
             page_size: opts.page_size,
-            stride,
             max_pages: opts.max_pages,
-            frames: Region::new(frames_len)?,
-            states: Region::new(max_pages * 8)?,
+            frames: Frames::new(frame_capacity, opts.page_size, opts.page_size, frames_max * opts.page_size)?,
+            states: Region::new(max_pages * 16)?,
             frames_max,
             resident: Resident::default(),
             page_count: AtomicU64::new(meta.page_count),
@@ -239,17 +255,6 @@ impl BufferPool {
         });
         let cleaner = Some(cleaner::spawn(Arc::clone(&core))?);
         Ok(BufferPool { core, cleaner })
-    }
-
-    /// How evicted frames are returned to the kernel in this process
-    /// (probed once): `"process_madvise(PIDFD_SELF)"`,
-    /// `"process_madvise(pidfd)"` or `"madvise"`.
-    pub fn release_mode() -> &'static str {
-        match super::region::release_mode() {
-            super::region::ReleaseMode::ProcessMadviseSelf => "process_madvise(PIDFD_SELF)",
-            super::region::ReleaseMode::ProcessMadvisePidfd => "process_madvise(pidfd)",
-            super::region::ReleaseMode::Madvise => "madvise",
-        }
     }
 
     /// Bytes per page.
@@ -317,6 +322,7 @@ impl BufferPool {
         PoolStats {
             resident: self.resident.len(),
             frames_max: self.frames_max,
+            frames_touched: self.frames.touched(),
             loads: self.counters.loads.load(Ordering::Relaxed),
             writes: self.counters.writes.load(Ordering::Relaxed),
             evictions: self.counters.evictions.load(Ordering::Relaxed),
@@ -377,17 +383,53 @@ impl BufferPool {
 }
 
 impl PoolCore {
-    /// The frame of `pid` (any id below `max_pages`).
+    /// The frame of `pid` (any id below `max_pages`): stable under a latch
+    /// on `pid`; for an optimistic reader possibly another page's frame
+    /// (validation then fails), never out of the array.
     #[inline]
     pub(super) fn frame(&self, pid: PageId) -> &[crate::sync::AtomicU64] {
-        debug_assert!(pid.0 < self.max_pages);
-        self.frames.words(pid.0 as usize * (self.stride / 8), self.page_size / 8)
+        // Relaxed: under a latch the latch's Acquire ordered the loader's
+        // store before us; an optimistic reader validates afterwards (see
+        // the module doc), and every value ever stored is a valid index.
+        let index = self.frame_word(pid).load(Ordering::Relaxed);
+        self.frames.frame(FrameIndex(index as u32))
     }
 
     /// The latch of `pid` (any id below `max_pages`).
     #[inline]
     pub(super) fn latch(&self, pid: PageId) -> Latch<'_> {
-        Latch::new(&self.states.words(pid.0 as usize, 1)[0])
+        Latch::new(&self.states.words(pid.0 as usize * 2, 1)[0])
+    }
+
+    /// The page-table word of `pid`: the frame it is in while resident.
+    #[inline]
+    fn frame_word(&self, pid: PageId) -> &AtomicU64 {
+        &self.states.words(pid.0 as usize * 2 + 1, 1)[0]
+    }
+
+    /// Gives a frame to `pid`, which the caller is making resident, and
+    /// counts it resident. Entry: exclusive latch on `pid`, which is not
+    /// resident. Exit: same, `frame(pid)` is the page's (old contents).
+    pub(super) fn install(&self, pid: PageId) {
+        // The array has a frame per page id, so one is free unless
+        // evictors hold frames of pages that were evicted and are being
+        // loaded again; those frames come back without waiting on anything.
+        let index = loop {
+            if let Some(index) = self.frames.take() {
+                break index;
+            }
+            std::thread::yield_now();
+        };
+        // Relaxed: ordered for readers by our exclusive latch (module doc).
+        self.frame_word(pid).store(u64::from(index.0), Ordering::Relaxed);
+        self.resident.insert(pid);
+    }
+
+    /// The frame of `pid`, which the caller is evicting. Entry: exclusive
+    /// latch on `pid`, resident.
+    pub(super) fn frame_index(&self, pid: PageId) -> FrameIndex {
+        // Relaxed: see `frame`.
+        FrameIndex(self.frame_word(pid).load(Ordering::Relaxed) as u32)
     }
 }
 
@@ -404,6 +446,7 @@ impl BufferPool {
         let read = IMAGE.with_borrow_mut(|image| {
             image.resize(self.page_size, 0);
             self.read_page(pid, image)?;
+            self.install(pid);
             AtomicPageMut::new(self.frame(pid)).copy_from(image);
             Ok(())
         });
@@ -411,7 +454,6 @@ impl BufferPool {
             latch.unlock_evicted();
             return Err(error);
         }
-        self.resident.insert(pid);
         // Relaxed: a statistic.
         self.counters.loads.fetch_add(1, Ordering::Relaxed);
         latch.unlock_exclusive(false);
@@ -453,13 +495,6 @@ impl PoolCore {
     /// The current log hook.
     pub(super) fn log_flush_hook(&self) -> LogFlush {
         self.log_flush.read().clone()
-    }
-
-    /// Returns the memory of the frames of `pids` with as few TLB flushes
-    /// as the kernel allows. Entry: exclusive latch on each.
-    pub(super) fn discard_many(&self, pids: &[PageId]) -> Result<()> {
-        let offsets: Vec<usize> = pids.iter().map(|pid| pid.0 as usize * self.stride).collect();
-        self.frames.discard_many(&offsets, self.stride)
     }
 }
 

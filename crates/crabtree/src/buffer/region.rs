@@ -3,19 +3,11 @@
 //! This is the only file of the buffer pool with `unsafe`. A [`Region`] is
 //! mapped `PRIVATE | NORESERVE` and zero-filled by the kernel on first touch,
 //! so reserving far more address space than memory costs nothing until a
-//! page is touched; [`Region::discard`] gives touched memory back
-//! (`MADV_DONTNEED`: the range reads as zeros afterwards), and
-//! [`Region::discard_many`] gives back many scattered ranges at once.
-//!
-//! Why batches: every `madvise(MADV_DONTNEED)` ends with a TLB flush that
-//! interrupts every other core running this process (an IPI each, a VM exit
-//! each under a hypervisor). `process_madvise(2)` with an iovec of ranges
-//! does all of them under one flush on the kernels that allow it on the
-//! calling process (6.13+; batched flush 6.15+). Which system call is used
-//! is probed once per process ([`release_mode`]): `process_madvise` on
-//! `PIDFD_SELF`, else on a pidfd of our own pid, else one `madvise` per
-//! run of adjacent ranges. `CRABTREE_POOL_RELEASE=madvise` forces the
-//! fallback (for measurements and tests).
+//! word is touched. The pool never gives touched memory back: the state
+//! region only grows with the page ids used, and the frame array
+//! (`frames.rs`) recycles its frames instead of returning them (returning
+//! memory costs a TLB flush per call and a page fault to refill it; see
+//! `docs/BENCHMARKS.md`, "pool_oom").
 //!
 //! Invariants: the mapping lives exactly as long as the `Region`; every
 //! slice handed out is inside it and borrows the `Region`, so no slice
@@ -27,7 +19,6 @@ use crate::{Error, Result};
 use rustix::mm::{Advice, MapFlags, ProtFlags, madvise, mmap_anonymous, munmap};
 use std::ffi::c_void;
 use std::ptr::NonNull;
-use std::sync::OnceLock;
 
 /// An anonymous, zero-filled mapping of `len` bytes (a multiple of 8).
 pub struct Region {
@@ -64,6 +55,18 @@ impl Region {
         Ok(Region { base, len })
     }
 
+    /// Asks the kernel to back the region with transparent huge pages where
+    /// it can (`MADV_HUGEPAGE`; honoured when THP is `madvise` or `always`):
+    /// fewer TLB misses for memory that is touched once and kept. Touched
+    /// memory then grows in huge-page steps. Failure (no THP) is ignored.
+    pub fn advise_huge_pages(&self) {
+        // SAFETY: the range is exactly our private anonymous mapping;
+        // MADV_HUGEPAGE changes how the kernel backs it, never its contents.
+        let result = unsafe { madvise(self.base.as_ptr().cast::<c_void>(), self.len, Advice::LinuxHugepage) };
+        // No THP support is fine: the region works with small pages.
+        let _ = result;
+    }
+
     /// Number of words in the region.
     #[inline]
     pub fn word_count(&self) -> usize {
@@ -83,192 +86,6 @@ impl Region {
         // atomic, so shared references from many threads are sound.
         unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(start), count) }
     }
-
-    /// Returns the memory of bytes `offset..offset + len` to the kernel;
-    /// the range reads as zeros afterwards. Both must be multiples of the
-    /// OS page size. Callers hold the exclusive latch of every page in the
-    /// range, so no thread writes it concurrently; optimistic readers may
-    /// still load from it and see old bytes or zeros, which their
-    /// validation rejects (the latch version changes on eviction).
-    pub fn discard(&self, offset: usize, len: usize) -> Result<()> {
-        let end = offset.checked_add(len).expect("discard range overflows");
-        assert!(end <= self.len, "discard {offset}..{end} past region of {}", self.len);
-        // SAFETY: the range is inside our private anonymous mapping, so
-        // dropping its contents affects no other memory. The kernel makes
-        // the range read as zeros afterwards, a valid value for every
-        // `AtomicU64`; outstanding `&[AtomicU64]` slices stay valid (the
-        // mapping itself remains). Concurrent atomic loads observe either
-        // the old word or zero, which is no data race at the language level
-        // (the kernel replaces whole pages) and is caught by validation.
-        unsafe { madvise(self.base.as_ptr().cast::<u8>().add(offset).cast::<c_void>(), len, Advice::LinuxDontNeed) }
-            .map_err(|errno| Error::Io(errno.into()))
-    }
-
-    /// Returns the memory of the ranges `offset..offset + len` for every
-    /// offset in `offsets` (sorted or not), like [`Region::discard`] on
-    /// each but with as few TLB flushes as the kernel allows (see the module
-    /// header). Same preconditions as `discard` for every range.
-    pub fn discard_many(&self, offsets: &[usize], len: usize) -> Result<()> {
-        for &offset in offsets {
-            let end = offset.checked_add(len).expect("discard range overflows");
-            assert!(end <= self.len, "discard {offset}..{end} past region of {}", self.len);
-        }
-        let pidfd = match release_mode() {
-            ReleaseMode::Madvise => None,
-            ReleaseMode::ProcessMadviseSelf => Some(PIDFD_SELF_PROCESS),
-            ReleaseMode::ProcessMadvisePidfd => own_pidfd(),
-        };
-        let Some(pidfd) = pidfd else {
-            return self.discard_runs(offsets, len);
-        };
-        let mut iovecs: Vec<libc::iovec> = Vec::with_capacity(offsets.len().min(IOVECS_MAX));
-        for chunk in offsets.chunks(IOVECS_MAX) {
-            iovecs.clear();
-            for &offset in chunk {
-                // SAFETY: `offset + len` is inside the mapping (checked
-                // above), so the pointer stays in the same allocation.
-                let base = unsafe { self.base.as_ptr().cast::<u8>().add(offset) };
-                iovecs.push(libc::iovec { iov_base: base.cast::<c_void>(), iov_len: len });
-            }
-            if process_madvise_all(pidfd, &mut iovecs).is_err() {
-                // The kernel refused part of it (it should not after the
-                // probe): do it the slow, sure way.
-                self.discard_runs(chunk, len)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// One `madvise` per run of adjacent ranges.
-    pub(super) fn discard_runs(&self, offsets: &[usize], len: usize) -> Result<()> {
-        let mut sorted = offsets.to_vec();
-        sorted.sort_unstable();
-        let mut index = 0;
-        while index < sorted.len() {
-            let start = sorted[index];
-            let mut end = start + len;
-            index += 1;
-            while index < sorted.len() && sorted[index] == end {
-                end += len;
-                index += 1;
-            }
-            self.discard(start, end - start)?;
-        }
-        Ok(())
-    }
-}
-
-/// How [`Region::discard_many`] returns memory in this process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReleaseMode {
-    /// `process_madvise(PIDFD_SELF, iovec, MADV_DONTNEED)`: one TLB flush
-    /// per call (Linux 6.15+).
-    ProcessMadviseSelf,
-    /// The same on a pidfd of our own pid (kernels before `PIDFD_SELF`).
-    ProcessMadvisePidfd,
-    /// One `madvise(MADV_DONTNEED)` per run of adjacent ranges.
-    Madvise,
-}
-
-/// `PIDFD_SELF_THREAD_GROUP` (linux/pidfd.h): "the calling process"
-/// without opening a descriptor.
-const PIDFD_SELF_PROCESS: i32 = -10001;
-/// Ranges per `process_madvise` call (the kernel caps an iovec at
-/// `UIO_MAXIOV` = 1024).
-const IOVECS_MAX: usize = 512;
-
-struct Probe {
-    mode: ReleaseMode,
-    /// For `ProcessMadvisePidfd`: the descriptor and the pid it names (a
-    /// forked child must not advise its parent's memory).
-    pidfd: i32,
-    pid: u32,
-}
-
-static PROBE: OnceLock<Probe> = OnceLock::new();
-
-/// The release mode of this process, probed on first use.
-pub fn release_mode() -> ReleaseMode {
-    PROBE.get_or_init(probe).mode
-}
-
-fn own_pidfd() -> Option<i32> {
-    let probe = PROBE.get_or_init(probe);
-    (probe.pid == std::process::id()).then_some(probe.pidfd)
-}
-
-/// Tries `process_madvise` on a scratch page and checks that it really
-/// dropped the page (reads as zero afterwards).
-fn probe() -> Probe {
-    let forced = std::env::var("CRABTREE_POOL_RELEASE").ok();
-    let madvise_only = Probe { mode: ReleaseMode::Madvise, pidfd: -1, pid: 0 };
-    if forced.as_deref() == Some("madvise") {
-        return madvise_only;
-    }
-    let Ok(scratch) = Region::new(os_page_size()) else { return madvise_only };
-    let works = |pidfd: i32| {
-        scratch.words(0, 1)[0].store(0xC0FFEE, crate::sync::Ordering::Relaxed);
-        let mut iovec = [libc::iovec { iov_base: scratch.base.as_ptr().cast::<c_void>(), iov_len: scratch.len }];
-        process_madvise_all(pidfd, &mut iovec).is_ok()
-            && scratch.words(0, 1)[0].load(crate::sync::Ordering::Relaxed) == 0
-    };
-    if works(PIDFD_SELF_PROCESS) {
-        return Probe { mode: ReleaseMode::ProcessMadviseSelf, pidfd: -1, pid: 0 };
-    }
-    let pid = std::process::id();
-    // SAFETY: pidfd_open takes a pid and flags by value; no memory is passed.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if pidfd >= 0 {
-        let pidfd = pidfd as i32;
-        if works(pidfd) {
-            // The descriptor is kept for the life of the process.
-            return Probe { mode: ReleaseMode::ProcessMadvisePidfd, pidfd, pid };
-        }
-        // SAFETY: `pidfd` is a descriptor we opened and nobody else uses.
-        unsafe { libc::close(pidfd) };
-    }
-    madvise_only
-}
-
-/// `process_madvise(pidfd, iovecs, MADV_DONTNEED)` until every range is
-/// done (the call may stop early and report how many bytes it did).
-fn process_madvise_all(pidfd: i32, iovecs: &mut [libc::iovec]) -> std::result::Result<(), ()> {
-    let mut rest = iovecs;
-    while !rest.is_empty() {
-        let count = rest.len().min(IOVECS_MAX);
-        // SAFETY: every iovec names a range inside a private anonymous
-        // mapping of ours (see `discard` for why dropping it is sound);
-        // the kernel only reads the iovec array, which lives across the
-        // call.
-        let done =
-            unsafe { libc::syscall(libc::SYS_process_madvise, pidfd, rest.as_ptr(), count, libc::MADV_DONTNEED, 0u32) };
-        if done < 0 {
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(());
-        }
-        if done == 0 {
-            // No progress: do not loop.
-            return Err(());
-        }
-        // Skip the ranges done, and the done part of a partial one.
-        let mut done = done as usize;
-        while done > 0 {
-            let Some(first) = rest.first_mut() else { return Err(()) };
-            if done < first.iov_len {
-                // SAFETY: `done < iov_len`, so the pointer stays inside
-                // the same range.
-                first.iov_base = unsafe { first.iov_base.cast::<u8>().add(done) }.cast::<c_void>();
-                first.iov_len -= done;
-                done = 0;
-            } else {
-                done -= first.iov_len;
-                rest = &mut rest[1..];
-            }
-        }
-    }
-    Ok(())
 }
 
 impl Drop for Region {
@@ -278,9 +95,4 @@ impl Drop for Region {
         let result = unsafe { munmap(self.base.as_ptr().cast::<c_void>(), self.len) };
         debug_assert!(result.is_ok(), "munmap failed: {result:?}");
     }
-}
-
-/// The operating system's page size (the granularity of [`Region::discard`]).
-pub fn os_page_size() -> usize {
-    rustix::param::page_size()
 }

@@ -332,27 +332,62 @@ fn readers_that_evict_dirty_pages_are_counted_and_the_cleaner_cleans_victims() {
 }
 
 #[test]
-fn discard_many_zeroes_exactly_the_ranges_given() {
-    use super::region::{Region, os_page_size};
-    let page = os_page_size();
-    let region = Region::new(8 * page).unwrap();
-    for discard_runs in [false, true] {
-        for index in 0..8 {
-            region.words(index * page / 8, 1)[0].store(index as u64 + 1, Ordering::Relaxed);
-        }
-        let offsets = [7 * page, page, 3 * page, 4 * page];
-        if discard_runs {
-            region.discard_runs(&offsets, page).unwrap();
-        } else {
-            region.discard_many(&offsets, page).unwrap();
-        }
-        for index in 0..8 {
-            let word = region.words(index * page / 8, 1)[0].load(Ordering::Relaxed);
-            let dropped = offsets.contains(&(index * page));
-            assert_eq!(word, if dropped { 0 } else { index as u64 + 1 }, "page {index}, runs {discard_runs}");
+fn frames_are_recycled_before_fresh_ones_are_touched() {
+    use super::frames::Frames;
+    use crate::ids::FrameIndex;
+    let frames = Frames::new(4, 512, 512, 2048).unwrap();
+    let taken: Vec<FrameIndex> = (0..4).map(|_| frames.take().unwrap()).collect();
+    assert_eq!(taken, (0..4).map(FrameIndex).collect::<Vec<_>>());
+    assert_eq!(frames.take(), None, "every frame in use");
+    frames.frame(taken[3])[63].store(7, Ordering::Relaxed);
+    frames.put(&taken[2..]);
+    let again = [frames.take().unwrap(), frames.take().unwrap()];
+    assert!(again.contains(&taken[2]) && again.contains(&taken[3]), "{again:?}");
+    assert_eq!(frames.touched(), 4);
+    assert_eq!(frames.frame(taken[3])[63].load(Ordering::Relaxed), 7, "a frame keeps its memory");
+    // A thread with another home shard finds frames put by this one.
+    frames.put(&again);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let _ = frames.take();
+            assert!(frames.take().is_some() && frames.take().is_none());
+        });
+    });
+}
+
+#[test]
+fn frames_in_use_stay_within_the_budget_with_data_larger_than_it() {
+    let pool = BufferPool::create(Arc::new(MemStorage::new()), opts(32)).unwrap();
+    let pids: Vec<PageId> = (0..320).map(|tag| new_leaf(&pool, tag)).collect();
+    for round in 0..3 {
+        for (tag, &pid) in pids.iter().enumerate().rev() {
+            assert_eq!(tag_of(&pool, pid), tag as u64, "round {round}");
         }
     }
-    eprintln!("release mode: {}", BufferPool::release_mode());
+    let touched = pool.frames.touched();
+    assert!(touched <= 32 + 1, "{touched} frames touched for a budget of 32");
+    assert!(pool.stats().evictions >= 320 * 3 - 32, "{:?}", pool.stats());
+}
+
+#[test]
+fn an_optimistic_reader_of_a_page_whose_frame_was_reused_fails_validation() {
+    let pool = BufferPool::create(Arc::new(MemStorage::new()), opts(16)).unwrap();
+    pool.cleaner.set_paused(true);
+    let first = new_leaf(&pool, 1);
+    pool.flush().unwrap();
+    let guard = pool.optimistic(first).unwrap();
+    assert_eq!(guard.page().read_u64(100), 1);
+    assert!(guard.validate().is_ok());
+    // Push `first` out and fill its frame with other pages.
+    for tag in 2..100 {
+        new_leaf(&pool, tag);
+    }
+    assert_eq!(state(pool.latch(first).peek()), super::latch::EVICTED);
+    // The guard now reads whatever frame the stale page-table word names
+    // (another page's, or a free one): in bounds, and caught below.
+    let _ = guard.page().read_u64(100);
+    assert_eq!(guard.validate(), Err(Restart), "a reused frame is caught by the version");
+    assert_eq!(tag_of(&pool, first), 1, "and the page reloads into some frame");
 }
 
 #[test]

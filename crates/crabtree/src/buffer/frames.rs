@@ -1,0 +1,189 @@
+//! The frame array: the pool's page memory, a fixed number of page-sized
+//! frames that are faulted in once and then recycled, never returned to
+//! the kernel.
+//!
+//! Why not vmcache's layout (page `pid` at `base + pid * stride`, evicted
+//! with `madvise`): returning a page's memory and faulting it back costs a
+//! TLB flush per release call and a zero-filling page fault per load,
+//! together more than the `pread` a miss needs (measured:
+//! `docs/BENCHMARKS.md`, "pool_oom"). A frame that stays mapped costs
+//! neither: a miss takes a free frame, copies the page in, and an eviction
+//! puts the frame back on a free list, with no system call and no change
+//! to the process's page tables.
+//!
+//! Which frame holds a page is in the page table, the word next to the
+//! page's state word (`pool.rs`); this module only hands frames out and
+//! takes them back.
+//!
+//! Free frames are kept in `FRAME_FREE_SHARDS` mutex-protected stacks.
+//! Each thread has a home shard (assigned round-robin on first use): an
+//! evictor pushes its batch onto its home shard and a loader pops from its
+//! home shard first, so the reader that evicted a batch finds its frames
+//! with one uncontended lock; a shard that is empty sends it round the
+//! others (try-lock, then lock). Frames never handed out yet come from a
+//! bump counter (`fresh`), used only when no frame is free, so the frames
+//! ever touched (the RSS of the array) stay at the most frames in use at
+//! once: the budget plus the soft overshoot of `evict.rs`.
+//!
+//! Pools of at least `POOL_HUGE_PAGES_MIN_BYTES` ask for transparent huge
+//! pages on the array (`MADV_HUGEPAGE`): frames are touched once and kept,
+//! so the 2 MiB pages are never split by a release, and a hit misses the
+//! TLB far less often.
+//!
+//! Invariants: a frame is either free (on exactly one stack, or past
+//! `fresh`) or held by exactly one resident page (named by that page's
+//! page-table word), except while the exclusive holder that moves it is
+//! between the two; `free_count` is the number of frames on the stacks
+//! (changed under the stack's mutex with each push and pop; read without
+//! it only as a hint); no thread holds two shard mutexes.
+//!
+//! Lower layers used: `sync`; the memory is a [`Region`] (the `unsafe`
+//! lives there).
+
+use super::region::Region;
+use crate::ids::FrameIndex;
+use crate::limits::{FRAME_FREE_SHARDS, POOL_HUGE_PAGES_MIN_BYTES};
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::{Error, Result};
+
+/// The frame array and its free lists.
+pub(super) struct Frames {
+    region: Region,
+    /// Words from one frame to the next.
+    stride_words: usize,
+    /// Words of a page (the part of a frame handed out).
+    page_words: usize,
+    /// Frames in the array (most of them never touched).
+    capacity: usize,
+    free: Box<[FreeShard]>,
+    /// Frames on the stacks (a hint: skips the round of the shards when
+    /// nothing is free).
+    free_count: AtomicUsize,
+    /// Frames `0..fresh` have been handed out at least once.
+    fresh: AtomicUsize,
+}
+
+/// One stack of free frames, on its own cache lines.
+#[repr(align(128))]
+#[derive(Default)]
+struct FreeShard(Mutex<Vec<FrameIndex>>);
+
+/// Where a thread's home shard counter starts.
+static NEXT_HOME: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's home free-list shard.
+    static HOME: usize = NEXT_HOME.fetch_add(1, Ordering::Relaxed) % FRAME_FREE_SHARDS;
+}
+
+/// Whether the frame array may ask for transparent huge pages:
+/// `CRABTREE_POOL_HUGE_PAGES=0` turns it off (for measurements).
+fn huge_pages_allowed() -> bool {
+    std::env::var("CRABTREE_POOL_HUGE_PAGES").map_or(true, |value| value != "0")
+}
+
+fn home_shard() -> usize {
+    HOME.with(|home| *home)
+}
+
+impl Frames {
+    /// Reserves `capacity` frames of `stride` bytes each (multiples of 8),
+    /// of which `page_size` bytes are handed out. Nothing is touched yet.
+    /// `budget_bytes` decides whether to ask for transparent huge pages
+    /// (see `POOL_HUGE_PAGES_MIN_BYTES`).
+    pub(super) fn new(capacity: usize, stride: usize, page_size: usize, budget_bytes: usize) -> Result<Frames> {
+        if capacity == 0 || capacity > u32::MAX as usize || page_size > stride {
+            return Err(Error::InvalidArgument(format!("{capacity} frames of {stride} bytes")));
+        }
+        let Some(len) = capacity.checked_mul(stride) else {
+            return Err(Error::InvalidArgument(format!("{capacity} frames x {stride} bytes overflows")));
+        };
+        let region = Region::new(len)?;
+        if budget_bytes >= POOL_HUGE_PAGES_MIN_BYTES && huge_pages_allowed() {
+            region.advise_huge_pages();
+        }
+        Ok(Frames {
+            region,
+            stride_words: stride / 8,
+            page_words: page_size / 8,
+            capacity,
+            free: (0..FRAME_FREE_SHARDS).map(|_| FreeShard::default()).collect(),
+            free_count: AtomicUsize::new(0),
+            fresh: AtomicUsize::new(0),
+        })
+    }
+
+    /// The page words of frame `index`. Panics past the array (a
+    /// programmer error: indices come from `take` or from a page-table word
+    /// that only ever holds such indices).
+    #[inline]
+    pub(super) fn frame(&self, index: FrameIndex) -> &[AtomicU64] {
+        self.region.words(index.0 as usize * self.stride_words, self.page_words)
+    }
+
+    /// A free frame for the caller to fill, or `None` when every frame of
+    /// the array is in use. Prefers recycled frames; touches a new one only
+    /// when none is free. Entry: no shard mutex held. Exit: the frame is
+    /// the caller's (its contents are some old page's, or zeros).
+    pub(super) fn take(&self) -> Option<FrameIndex> {
+        // Relaxed: a hint; a frame pushed concurrently may be missed, which
+        // costs one fresh frame, not correctness.
+        if self.free_count.load(Ordering::Relaxed) > 0
+            && let Some(index) = self.pop_free()
+        {
+            return Some(index);
+        }
+        // Relaxed: the counter only hands out distinct indices; the frame's
+        // memory is ordered by the latch of the page that fills it.
+        match self
+            .fresh
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |fresh| (fresh < self.capacity).then_some(fresh + 1))
+        {
+            Ok(index) => Some(FrameIndex(index as u32)),
+            // Every frame touched: look again whatever the hint said.
+            Err(_) => self.pop_free(),
+        }
+    }
+
+    /// A frame from the free stacks, home shard first (try-lock round,
+    /// then lock round).
+    fn pop_free(&self) -> Option<FrameIndex> {
+        let home = home_shard();
+        for pass in 0..2 {
+            for step in 0..FRAME_FREE_SHARDS {
+                let shard = &self.free[(home + step) % FRAME_FREE_SHARDS];
+                let stack = if pass == 0 { shard.0.try_lock() } else { Some(shard.0.lock()) };
+                let Some(mut stack) = stack else { continue };
+                if let Some(index) = stack.pop() {
+                    // Relaxed: see `take`.
+                    self.free_count.fetch_sub(1, Ordering::Relaxed);
+                    return Some(index);
+                }
+            }
+        }
+        None
+    }
+
+    /// Puts frames back on this thread's free list. Entry: the caller
+    /// owns every frame (they belonged to pages it evicted), no shard
+    /// mutex. Exit: the frames are free.
+    pub(super) fn put(&self, frames: &[FrameIndex]) {
+        if frames.is_empty() {
+            return;
+        }
+        debug_assert!(frames.iter().all(|index| (index.0 as usize) < self.capacity));
+        let mut stack = self.free[home_shard()].0.lock();
+        stack.extend_from_slice(frames);
+        // Relaxed: a hint (see `take`). Under the stack's mutex, so a pop
+        // of these frames (which subtracts under the same mutex) comes
+        // after the addition and the count never wraps below zero.
+        self.free_count.fetch_add(frames.len(), Ordering::Relaxed);
+    }
+
+    /// Frames that have been handed out at least once (their memory is
+    /// touched; the array's share of RSS).
+    pub(super) fn touched(&self) -> usize {
+        // Relaxed: a statistic.
+        self.fresh.load(Ordering::Relaxed)
+    }
+}
