@@ -323,6 +323,9 @@ fn f2_concurrent_writers_and_checkpoints_crash_at_random_points() {
     let mut cut = 0u64;
     for i in 0..states {
         cut += u64::from(one_state(base.wrapping_add(i)));
+        if (i + 1) % 10_000 == 0 {
+            eprintln!("f2: {} states, {:.0} s", i + 1, started.elapsed().as_secs_f64());
+        }
     }
     eprintln!("f2: {states} crash states ({cut} cut a writer short) in {:.1} s", started.elapsed().as_secs_f64());
     assert!(cut * 4 >= states, "too few crashes landed inside the workload: {cut} of {states}");
