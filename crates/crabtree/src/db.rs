@@ -62,8 +62,28 @@ const LAST_TS_SLOT: usize = 7;
 /// are not all applied yet (checkpoints keep the log from there).
 struct StoreCommitLog {
     store: Store,
-    /// Commits appended and not yet applied: end LSN -> start LSN.
-    in_flight: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
+    in_flight: Arc<InFlight>,
+}
+
+/// Commits appended and not yet applied, for the retain hook. Shared with
+/// the hook without the store, so a checkpoint never holds the last
+/// reference to the database (whose drop joins the checkpointer).
+struct InFlight {
+    /// End LSN -> start LSN of each commit record not yet applied.
+    records: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
+    wal: Arc<crate::wal::Wal>,
+}
+
+impl InFlight {
+    /// Where the log must be kept from: the oldest in-flight commit record,
+    /// or (none) the log's end now, which every later commit is past.
+    fn retain(&self) -> Lsn {
+        let records = self.records.lock();
+        match records.values().min() {
+            Some(&start) => Lsn(start),
+            None => self.wal.end_lsn(),
+        }
+    }
 }
 
 impl CommitLog for StoreCommitLog {
@@ -76,14 +96,19 @@ impl CommitLog for StoreCommitLog {
             )));
         }
         // Under the mutex, so the retain hook never sees a commit appended
-        // but not yet registered.
-        let mut in_flight = self.in_flight.lock();
+        // but not yet registered. The clock in root slot 7 (saved by every
+        // checkpoint) covers every commit appended before the hook runs;
+        // later ones lie past the retain point and are replayed.
+        let mut in_flight = self.in_flight.records.lock();
         let end = self.store.append_commit(record)?;
         in_flight.insert(end.0, end.0 - crate::wal::record_size(record.len()) as u64);
+        if let Some(ts) = record.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes) {
+            self.store.pool().raise_root_value(LAST_TS_SLOT, ts);
+        }
         Ok(end)
     }
     fn applied(&self, lsn: Lsn) {
-        self.in_flight.lock().remove(&lsn.0);
+        self.in_flight.records.lock().remove(&lsn.0);
     }
     fn wait_durable(&self, lsn: Lsn) -> Result<()> {
         self.store.wait_durable(lsn)
@@ -93,17 +118,7 @@ impl CommitLog for StoreCommitLog {
     }
 }
 
-impl StoreCommitLog {
-    /// Where the log must be kept from: the oldest in-flight commit record,
-    /// or (none) the log's end now, which every later commit is past.
-    fn retain(&self) -> Lsn {
-        let in_flight = self.in_flight.lock();
-        match in_flight.values().min() {
-            Some(&start) => Lsn(start),
-            None => self.store.wal().end_lsn(),
-        }
-    }
-}
+
 
 /// How a database is opened. `Options::default()` is what [`Db::open`]
 /// uses.
@@ -202,7 +217,6 @@ pub struct Stats {
 /// The open database, shared by every handle.
 pub(crate) struct Inner {
     pub(crate) engine: Engine,
-    log: Arc<StoreCommitLog>,
     pub(crate) catalog: Mutex<keyspace::Catalog>,
     pub(crate) notifier: Arc<Notifier>,
     notifier_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -335,16 +349,6 @@ impl Db {
         let mut store = Store::open_path(path, store_options)?;
         let commits = store.take_recovered_commits();
         let inner = Arc::new(Inner::open(store, commits, options, path)?);
-        // Checkpoints keep the log from the oldest commit still being
-        // applied, and save the clock (every commit below the retain point
-        // has a timestamp at most the one saved).
-        let weak = Arc::downgrade(&inner);
-        inner.log.store.set_retain_hook(Box::new(move || {
-            let inner = weak.upgrade()?;
-            let retain = inner.log.retain();
-            inner.engine.tree.pool().set_root_value(LAST_TS_SLOT, inner.engine.oracle.last_allocated());
-            Some(retain)
-        }));
         let worker = match inner.options.vacuum_interval {
             Some(interval) => Some(spawn_vacuum(Arc::downgrade(&inner), interval)?),
             None => None,
@@ -592,12 +596,15 @@ impl Inner {
             })?;
             last_ts = last_ts.max(ts);
         }
-        let log = Arc::new(StoreCommitLog { store, in_flight: parking_lot::Mutex::new(Default::default()) });
+        tree.pool().raise_root_value(LAST_TS_SLOT, last_ts);
+        let in_flight = Arc::new(InFlight { records: Default::default(), wal: Arc::clone(store.wal()) });
+        let hook = Arc::clone(&in_flight);
+        store.set_retain_hook(Box::new(move || Some(hook.retain())));
+        let log = Arc::new(StoreCommitLog { store, in_flight });
         let (notifier, thread) = Notifier::spawn(Arc::clone(&log) as Arc<dyn CommitLog>)?;
         let fresh = tree.is_empty();
         let mut inner = Inner {
-            engine: Engine::new(tree, Arc::clone(&log) as Arc<dyn CommitLog>, last_ts),
-            log,
+            engine: Engine::new(tree, log as Arc<dyn CommitLog>, last_ts),
             catalog: Mutex::new(keyspace::Catalog::default()),
             notifier,
             notifier_thread: Mutex::new(Some(thread)),

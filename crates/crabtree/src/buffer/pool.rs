@@ -316,6 +316,13 @@ impl BufferPool {
         self.roots[slot].store(value, Ordering::Relaxed);
     }
 
+    /// Raises root slot `slot`, a plain number, to at least `value`
+    /// (concurrent raisers keep the largest).
+    pub fn raise_root_value(&self, slot: usize, value: u64) {
+        // Relaxed: see `root_value`.
+        self.roots[slot].fetch_max(value, Ordering::Relaxed);
+    }
+
     /// Counters.
     pub fn stats(&self) -> PoolStats {
         // Relaxed: statistics.
