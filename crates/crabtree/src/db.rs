@@ -118,8 +118,6 @@ impl CommitLog for StoreCommitLog {
     }
 }
 
-
-
 /// How a database is opened. `Options::default()` is what [`Db::open`]
 /// uses.
 ///

@@ -179,7 +179,7 @@ fn a_split_hands_an_abandoned_split_to_the_right_half() {
     // P splits with a remembered path, not finishing its own split first.
     let guard = tree.pool.exclusive(p).unwrap();
     let cells = tree.raw_cells(&guard).unwrap();
-    tree.split(guard, cells, &[(level, root)], None, &[], &[]).unwrap();
+    tree.split(guard, cells, crate::page::redo::CellChange::None, &[(level, root)], None, &[], &[]).unwrap();
     // P's own flag went with its parent insert; the abandoned split is the
     // right half's now, and `repair` (or the next writer) finishes it.
     let report = tree.repair().unwrap();

@@ -17,6 +17,7 @@ use crate::page::node::{
     CellData, FLAG_DELETED, FLAG_HALF_DEAD, FLAG_INCOMPLETE_SPLIT, Node, NodeMut, OFFSET_LEFT, SLOT_SIZE, SLOTS_START,
     ValueRef, raw_cell_child, raw_cell_key,
 };
+use crate::page::redo::{CellChange, build_left_half};
 use crate::{Error, Result};
 
 /// Inner nodes passed on the way down: `(level, pid)`.
@@ -121,11 +122,13 @@ impl BTree {
             self.pool.log_leaf_put(&mut leaf, &cell, &old_pages, value.pages())?;
         } else {
             let mut cells = self.raw_cells(&leaf)?;
-            match slot {
-                Ok(index) => cells[index] = cell.encode(),
-                Err(index) => cells.insert(index, cell.encode()),
-            }
-            self.split(leaf, cells, &path, None, &old_pages, value.pages())?;
+            let raw = cell.encode();
+            let change = match slot {
+                Ok(index) => CellChange::Replace(index, &raw),
+                Err(index) => CellChange::Insert(index, &raw),
+            };
+            change.apply(&mut cells, pid)?;
+            self.split(leaf, cells, change, &path, None, &old_pages, value.pages())?;
         }
         for pid in old_pages {
             self.retired.retire(pid);
@@ -207,10 +210,12 @@ impl BTree {
     /// once the separator is in one of the halves, not before: a failure
     /// before that point leaves the child's split abandoned, for the next
     /// writer or `repair`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn split<'t>(
         &'t self,
         mut left: ExclusiveGuard<'t>,
         cells: Vec<Vec<u8>>,
+        change: CellChange<'_>,
         path: &[(u8, PageId)],
         completes: Option<ExclusiveGuard<'t>>,
         frees: &[PageId],
@@ -259,19 +264,8 @@ impl BTree {
             }
             return Err(error);
         }
-        {
-            let lsn = crate::page::header::lsn(&left.page());
-            let mut page = left.page_mut();
-            let mut node = NodeMut::init(&mut page, left_pid, head.kind, head.level);
-            for (index, raw) in cells[..mid].iter().enumerate() {
-                node.insert_raw(index, raw)?;
-            }
-            node.set_high_key(Some(&separator))?;
-            node.set_right(Some(right_pid));
-            node.set_left(head.left);
-            node.set_flags(node.as_node()?.header().flags | FLAG_INCOMPLETE_SPLIT);
-            crate::page::header::set_lsn(&mut page, lsn);
-        }
+        // The same function redo runs for the `SplitLeft` entry logged below.
+        build_left_half(&mut left.page_mut(), left_pid, &cells, mid, right_pid)?;
         if let Some(guard) = neighbour.as_mut() {
             let pid = guard.pid();
             NodeMut::new(&mut guard.page_mut(), pid)?.set_left(Some(right_pid));
@@ -284,7 +278,7 @@ impl BTree {
         // left-link) and the child split it completes are atomic in the log.
         {
             let mut guards: Vec<&mut ExclusiveGuard<'_>> = vec![&mut right, &mut left];
-            let mut changes = vec![Change::Image, Change::Image];
+            let mut changes = vec![Change::Image, Change::SplitLeft { mid, right: right_pid, change }];
             if let Some(guard) = neighbour.as_mut() {
                 guards.push(guard);
                 changes.push(Change::Bytes { offset: OFFSET_LEFT, len: 8 });
@@ -427,11 +421,13 @@ impl BTree {
             return Ok(());
         }
         let mut cells = self.raw_cells(&parent)?;
-        cells.insert(index, cell.encode());
+        let raw = cell.encode();
+        let change = CellChange::Insert(index, &raw);
+        change.apply(&mut cells, pid)?;
         // The separator is in one of the parent's halves once the half-split
         // is done, so the child's split is complete from here on.
         let upper_path: Path = path.iter().filter(|(l, _)| *l > parent_level).copied().collect();
-        self.split(parent, cells, &upper_path, Some(child), &[], &[])
+        self.split(parent, cells, change, &upper_path, Some(child), &[], &[])
     }
 
     /// Latches the parent for `separator` at `level`, starting from

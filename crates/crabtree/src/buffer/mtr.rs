@@ -63,6 +63,15 @@ pub enum Change<'c> {
         /// Bytes changed.
         len: usize,
     },
+    /// The node became the left half of a split (`page::redo::build_left_half`).
+    SplitLeft {
+        /// Cells kept.
+        mid: usize,
+        /// The new right sibling.
+        right: PageId,
+        /// The change of the cells that caused the split.
+        change: redo::CellChange<'c>,
+    },
     /// One raw cell inserted as slot `index` (the node's own insert).
     Insert {
         /// Slot index.
@@ -249,6 +258,9 @@ impl BufferPool {
                         redo::put_bytes(record, guard.pid(), offset, &page[offset..end]);
                     }
                     Change::Insert { index, raw } => redo::put_node_insert(record, guard.pid(), index, raw),
+                    Change::SplitLeft { mid, right, change } => {
+                        redo::put_split_left(record, guard.pid(), mid, right, change)
+                    }
                 }
             }
             for &pid in frees {

@@ -16,6 +16,8 @@
 //! kind u8 = 7  Claim      pid u64            (a provisional page is used)
 //! kind u8 = 8  Bytes      pid u64 | offset u32 | length u32 | bytes
 //! kind u8 = 9  NodeInsert pid u64 | slot index u32 | cell length u32 | raw cell
+//! kind u8 = 10 SplitLeft  pid u64 | mid u32 | right u64 | change u8 (0 none,
+//!                         1 insert, 2 replace) | index u32 | cell length u32 | raw cell
 //! ```
 //!
 //! * `Image` is physical: the whole page after the change, minus the free
@@ -32,6 +34,11 @@
 //!   neighbour's left-link in a split, a cleared incomplete-split flag).
 //! * `NodeInsert` is physiological: one raw cell inserted at a slot (the
 //!   separator a split adds to its parent), redone by the same node code.
+//! * `SplitLeft` is physiological: the node becomes the left half of a
+//!   split (its cells, with one inserted or replaced, cut at `mid`; the
+//!   separator as high key; the new right sibling as right-link; flagged
+//!   incomplete), rebuilt by [`build_left_half`], the function the writer
+//!   itself runs, from the page as it was before the split.
 //! * `Free` and `SetRoot` change the allocator's state, not a page.
 //! * `Provisional` is an image of an overflow page written before the leaf
 //!   cell that will own it: recovery restores its bytes but counts the
@@ -59,6 +66,67 @@ const KIND_PROVISIONAL: u8 = 6;
 const KIND_CLAIM: u8 = 7;
 const KIND_BYTES: u8 = 8;
 const KIND_NODE_INSERT: u8 = 9;
+const KIND_SPLIT_LEFT: u8 = 10;
+
+/// How a node's cells change in the step that splits it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CellChange<'a> {
+    /// No change (a split alone).
+    None,
+    /// A raw cell inserted at a slot.
+    Insert(usize, &'a [u8]),
+    /// The cell at a slot replaced by a raw cell.
+    Replace(usize, &'a [u8]),
+}
+
+impl CellChange<'_> {
+    /// Applies the change to a node's raw cells.
+    pub fn apply(&self, cells: &mut Vec<Vec<u8>>, pid: PageId) -> Result<()> {
+        match *self {
+            CellChange::None => {}
+            CellChange::Insert(index, raw) if index <= cells.len() => cells.insert(index, raw.to_vec()),
+            CellChange::Replace(index, raw) if index < cells.len() => cells[index] = raw.to_vec(),
+            _ => return Err(Error::corruption(pid, "logged split change outside the node")),
+        }
+        Ok(())
+    }
+}
+
+/// The separator of a split of `cells` at `mid`: the last key of the left
+/// half of a leaf, the first key of the right half of an inner node.
+pub fn split_separator(cells: &[Vec<u8>], mid: usize, leaf: bool) -> Option<&[u8]> {
+    let cell = if leaf { cells.get(mid.checked_sub(1)?)? } else { cells.get(mid)? };
+    Some(raw_cell_key(cell, leaf))
+}
+
+/// Rebuilds the node `page` as the left half of a split: `cells[..mid]`,
+/// the separator as high key, `right` as right-link, its old left-link,
+/// flagged incomplete; its page LSN is kept. The writer and redo both
+/// call this, so they build the same bytes.
+pub fn build_left_half<P: crate::page::bytes::PageBufMut + ?Sized>(
+    page: &mut P,
+    pid: PageId,
+    cells: &[Vec<u8>],
+    mid: usize,
+    right: PageId,
+) -> Result<()> {
+    let head = *Node::new(&*page, pid)?.header();
+    let leaf = head.kind == PageType::Leaf;
+    let separator = split_separator(cells, mid, leaf)
+        .ok_or_else(|| Error::corruption(pid, "split point outside the node"))?
+        .to_vec();
+    let lsn = header::lsn(&*page);
+    let mut node = NodeMut::init(page, pid, head.kind, head.level);
+    for (index, raw) in cells.get(..mid).unwrap_or(&[]).iter().enumerate() {
+        node.insert_raw(index, raw)?;
+    }
+    node.set_high_key(Some(&separator))?;
+    node.set_right(Some(right));
+    node.set_left(head.left);
+    node.set_flags(node.as_node()?.header().flags | crate::page::node::FLAG_INCOMPLETE_SPLIT);
+    header::set_lsn(page, lsn);
+    Ok(())
+}
 
 /// One decoded entry, borrowing the record's bytes.
 #[derive(Debug, PartialEq, Eq)]
@@ -108,6 +176,17 @@ pub enum Entry<'a> {
         /// The new bytes.
         bytes: &'a [u8],
     },
+    /// The node becomes the left half of a split.
+    SplitLeft {
+        /// The node.
+        pid: PageId,
+        /// Cells kept.
+        mid: usize,
+        /// The new right sibling.
+        right: PageId,
+        /// The change of the cells that caused the split.
+        change: CellChange<'a>,
+    },
     /// A raw cell inserted at a slot of a node.
     NodeInsert {
         /// The node.
@@ -139,6 +218,7 @@ impl Entry<'_> {
             | Entry::LeafPut { pid, .. }
             | Entry::LeafRemove { pid, .. }
             | Entry::Bytes { pid, .. }
+            | Entry::SplitLeft { pid, .. }
             | Entry::NodeInsert { pid, .. } => Some(*pid),
             Entry::Free { .. } | Entry::SetRoot { .. } | Entry::Claim { .. } => None,
         }
@@ -200,6 +280,23 @@ pub fn put_bytes(out: &mut Vec<u8>, pid: PageId, offset: usize, bytes: &[u8]) {
     out.extend_from_slice(&(offset as u32).to_le_bytes());
     out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
     out.extend_from_slice(bytes);
+}
+
+/// Appends a `SplitLeft` entry.
+pub fn put_split_left(out: &mut Vec<u8>, pid: PageId, mid: usize, right: PageId, change: CellChange<'_>) {
+    out.push(KIND_SPLIT_LEFT);
+    out.extend_from_slice(&pid.0.to_le_bytes());
+    out.extend_from_slice(&(mid as u32).to_le_bytes());
+    out.extend_from_slice(&right.0.to_le_bytes());
+    let (kind, index, raw): (u8, usize, &[u8]) = match change {
+        CellChange::None => (0, 0, &[]),
+        CellChange::Insert(index, raw) => (1, index, raw),
+        CellChange::Replace(index, raw) => (2, index, raw),
+    };
+    out.push(kind);
+    out.extend_from_slice(&(index as u32).to_le_bytes());
+    out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+    out.extend_from_slice(raw);
 }
 
 /// Appends a `NodeInsert` entry.
@@ -298,6 +395,22 @@ impl<'a> Entries<'a> {
                 let len = self.u32()? as usize;
                 Entry::Bytes { pid, offset, bytes: self.take(len)? }
             }
+            KIND_SPLIT_LEFT => {
+                let pid = PageId(self.u64()?);
+                let mid = self.u32()? as usize;
+                let right = PageId(self.u64()?);
+                let kind = self.take(1)?[0];
+                let index = self.u32()? as usize;
+                let len = self.u32()? as usize;
+                let raw = self.take(len)?;
+                let change = match kind {
+                    0 => CellChange::None,
+                    1 => CellChange::Insert(index, raw),
+                    2 => CellChange::Replace(index, raw),
+                    _ => return Some(Err("split change kind")),
+                };
+                Entry::SplitLeft { pid, mid, right, change }
+            }
             KIND_NODE_INSERT => {
                 let pid = PageId(self.u64()?);
                 let index = self.u32()? as usize;
@@ -364,6 +477,17 @@ pub fn apply(entry: &Entry<'_>, page: &mut [u8], lsn: Lsn) -> Result<()> {
             }
         }
         Entry::NodeInsert { pid, index, cell } => NodeMut::new(page, *pid)?.insert_raw(*index, cell)?,
+        Entry::SplitLeft { pid, mid, right, change } => {
+            let mut cells = {
+                let node = Node::new(&*page, *pid)?;
+                (0..node.len()).map(|index| node.raw_cell(index)).collect::<Result<Vec<_>>>()?
+            };
+            change.apply(&mut cells, *pid)?;
+            if *mid == 0 || *mid >= cells.len() {
+                return Err(Error::corruption(*pid, "logged split point outside the node"));
+            }
+            build_left_half(page, *pid, &cells, *mid, *right)?;
+        }
         Entry::LeafRemove { pid, key } => {
             let mut node = NodeMut::new(page, *pid)?;
             if let Ok(index) = node.as_node()?.search(key)? {
@@ -425,6 +549,41 @@ mod tests {
     }
 
     #[test]
+    fn split_left_redo_rebuilds_the_writers_left_half() {
+        let mut page = leaf(1024);
+        for i in 0..20u32 {
+            let key = (i * 2).to_be_bytes();
+            let mut node = NodeMut::new(page.as_mut_slice(), PageId(3)).unwrap();
+            node.insert(i as usize, &CellData::Leaf { key: &key, value: &[i as u8; 20] }).unwrap();
+        }
+        header::set_lsn(page.as_mut_slice(), Lsn(40));
+        let before = page.clone();
+        for (change_kind, index) in [(1u8, 7usize), (2, 3), (0, 0)] {
+            let key = 15u32.to_be_bytes();
+            let raw = CellData::Leaf { key: &key, value: b"new" }.encode();
+            let change = match change_kind {
+                1 => CellChange::Insert(index, &raw),
+                2 => CellChange::Replace(index, &raw),
+                _ => CellChange::None,
+            };
+            let mut live = before.clone();
+            let mut cells: Vec<Vec<u8>> = {
+                let node = Node::new(live.as_slice(), PageId(3)).unwrap();
+                (0..node.len()).map(|i| node.raw_cell(i).unwrap()).collect()
+            };
+            change.apply(&mut cells, PageId(3)).unwrap();
+            build_left_half(live.as_mut_slice(), PageId(3), &cells, 9, PageId(77)).unwrap();
+            let mut log = Vec::new();
+            put_split_left(&mut log, PageId(3), 9, PageId(77), change);
+            let mut redone = before.clone();
+            let entry = decode(&log, Lsn(50)).next().unwrap().unwrap();
+            apply(&entry, &mut redone, Lsn(60)).unwrap();
+            header::set_lsn(live.as_mut_slice(), Lsn(60));
+            assert_eq!(live, redone, "change {change_kind}");
+        }
+    }
+
+    #[test]
     fn image_round_trips_without_its_hole() {
         let mut page = leaf(4096);
         let mut node = NodeMut::new(page.as_mut_slice(), PageId(3)).unwrap();
@@ -444,7 +603,7 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..20_000 {
             let len = rng.usize(0..64);
-            let bytes: Vec<u8> = (0..len).map(|_| if rng.bool() { rng.u8(0..10) } else { rng.u8(..) }).collect();
+            let bytes: Vec<u8> = (0..len).map(|_| if rng.bool() { rng.u8(0..11) } else { rng.u8(..) }).collect();
             for entry in decode(&bytes, Lsn(0)).flatten() {
                 let mut page = leaf(4096);
                 let _ = apply(&entry, &mut page, Lsn(1));
