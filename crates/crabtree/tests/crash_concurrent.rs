@@ -16,24 +16,17 @@
 
 mod common;
 
+use common::crash::{Model, Op, model_after, open_store};
+
 use crabtree::Result;
 use crabtree::io::{CrashModel, Dir, SimDir};
 use crabtree::raw::{PoolOptions, Store, StoreOptions};
 use crabtree::wal::{Durability, WalOptions};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 const WRITERS: usize = 3;
-
-#[derive(Clone, Debug)]
-enum Op {
-    Put(Vec<u8>, Vec<u8>),
-    Delete(Vec<u8>),
-}
-
-type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// Per writer: `(LSN waited for, durable LSN seen)` of each acknowledged op.
 type Acks = Arc<std::sync::Mutex<Vec<(u64, u64)>>>;
@@ -68,25 +61,8 @@ fn ops_for(writer: usize, rng: &mut fastrand::Rng, count: usize) -> Vec<Op> {
     ops
 }
 
-fn model_after(ops: &[Op]) -> Model {
-    let mut model = Model::new();
-    for op in ops {
-        match op {
-            Op::Put(k, v) => {
-                model.insert(k.clone(), v.clone());
-            }
-            Op::Delete(k) => {
-                model.remove(k);
-            }
-        }
-    }
-    model
-}
-
 fn open(dir: &SimDir, options: StoreOptions) -> Result<Store> {
-    let data = dir.open("data", true)?;
-    dir.sync()?;
-    Store::open(data, Arc::new(dir.this_life()), options)
+    open_store(dir, options)
 }
 
 /// One crash state; panics with `context` on a violated post-condition.
@@ -172,6 +148,7 @@ fn one_state(seed: u64) -> bool {
                 .map(|op| match op {
                     Op::Put(k, v) => format!("put {} ({} B)", String::from_utf8_lossy(k), v.len()),
                     Op::Delete(k) => format!("delete {}", String::from_utf8_lossy(k)),
+                    Op::Checkpoint => "checkpoint".into(),
                 })
                 .collect();
             for (key, _, _) in &missing {
@@ -308,6 +285,7 @@ fn apply(store: &Store, op: &Op) -> Result<()> {
             let (_, lsn) = store.delete(k)?;
             store.wait_durable(lsn)
         }
+        Op::Checkpoint => store.checkpoint().map(|_| ()),
     }
 }
 

@@ -7,35 +7,22 @@
 
 mod common;
 
+use common::crash::{open_store, quiet_options};
+
 use common::scenario::{PARK_TIMEOUT, serial};
 use crabtree::failpoint::{self, Pause};
-use crabtree::io::{CrashModel, Dir, SimDir};
-use crabtree::raw::{PoolOptions, Store, StoreOptions};
-use crabtree::wal::{Durability, WalOptions};
+use crabtree::io::{CrashModel, SimDir};
+use crabtree::raw::{Store, StoreOptions};
 use crabtree::{Error, Result};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 fn options() -> StoreOptions {
-    StoreOptions {
-        pool: PoolOptions { page_size: 512, pool_bytes: 512 * 64, max_pages: 1 << 16 },
-        wal: WalOptions {
-            segment_size: 64 * 1024,
-            buffer_size: 4 << 20,
-            durability: Durability::Immediate,
-            flush_delay: Duration::from_secs(3600),
-        },
-        checkpoint_bytes: u64::MAX,
-        checkpoint_interval: Duration::from_secs(3600),
-        background_checkpoints: false,
-    }
+    quiet_options(64)
 }
 
 fn open(dir: &SimDir) -> Result<Store> {
-    let data = dir.open("data", true)?;
-    dir.sync()?;
-    Store::open(data, Arc::new(dir.this_life()), options())
+    open_store(dir, options())
 }
 
 fn key(n: u32) -> Vec<u8> {

@@ -22,37 +22,15 @@
 
 mod common;
 
+use common::crash::{Model, Op, model_after, open_store, quiet_options};
+
 use crabtree::io::{CrashModel, Dir, Fault, FaultOp, SimDir};
-use crabtree::raw::{PoolOptions, Store, StoreOptions};
-use crabtree::wal::{Durability, WalOptions};
+use crabtree::raw::{Store, StoreOptions};
 use crabtree::{Error, Result};
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// One operation of a workload.
-#[derive(Clone, Debug)]
-enum Op {
-    Put(Vec<u8>, Vec<u8>),
-    Delete(Vec<u8>),
-    Checkpoint,
-}
-
-type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
 fn options() -> StoreOptions {
-    StoreOptions {
-        pool: PoolOptions { page_size: 512, pool_bytes: 512 * 24, max_pages: 1 << 16 },
-        wal: WalOptions {
-            segment_size: 16 * 1024,
-            buffer_size: 4 << 20,
-            durability: Durability::Immediate,
-            flush_delay: Duration::from_secs(3600),
-        },
-        checkpoint_bytes: u64::MAX,
-        checkpoint_interval: Duration::from_secs(3600),
-        background_checkpoints: false,
-    }
+    quiet_options(24)
 }
 
 fn key(i: u32) -> Vec<u8> {
@@ -81,30 +59,12 @@ fn workload(n: u32) -> Vec<Op> {
     ops
 }
 
-fn model_after(ops: &[Op]) -> Model {
-    let mut model = Model::new();
-    for op in ops {
-        match op {
-            Op::Put(k, v) => {
-                model.insert(k.clone(), v.clone());
-            }
-            Op::Delete(k) => {
-                model.remove(k);
-            }
-            Op::Checkpoint => {}
-        }
-    }
-    model
-}
-
 fn open(dir: &SimDir) -> Result<Store> {
     open_with(dir, options())
 }
 
 fn open_with(dir: &SimDir, options: StoreOptions) -> Result<Store> {
-    let data = dir.open("data", true)?;
-    dir.sync()?;
-    Store::open(data, Arc::new(dir.this_life()), options)
+    open_store(dir, options)
 }
 
 /// Runs `ops` until the first error; returns how many were acknowledged.

@@ -62,19 +62,6 @@ impl Oracle {
         self.state.lock().next - 1
     }
 
-    /// Raises the clock past `ts` (recovery found a commit at `ts`).
-    // Recovery passes the clock to `Engine::new` instead; kept for tests.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn observe(&self, ts: Ts) {
-        let mut state = self.state.lock();
-        if ts >= state.next {
-            state.next = ts + 1;
-            if state.in_flight.is_empty() {
-                self.visible.store(ts, Ordering::Release);
-            }
-        }
-    }
-
     /// Starts a snapshot at the watermark and registers it.
     pub(crate) fn begin(&self) -> Ts {
         let mut state = self.state.lock();

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod crash;
 pub mod scenario;
 
 use crabtree::io::Storage;
