@@ -9,14 +9,23 @@
 //! version per key per pass); once it is dropped and vacuum runs, the
 //! second half of the passes reuses that space: the file does not grow
 //! past its size at the drop. Background vacuum is off, so the numbers are
-//! deterministic. Sizes: K = 1,000 x `CRABTREE_TEST_SCALE`, P = 40.
+//! deterministic. Sizes: K = 1,000 x `CRABTREE_TEST_SCALE`, P = 40 (40,000
+//! updates); `CRABTREE_TEST_SIZE=long`: K = 10,000, P = 100 (the issue's
+//! 1,000,000 updates).
 
 use crabtree::{Db, Options};
 
-const PASSES: u32 = 40;
+fn long() -> bool {
+    std::env::var("CRABTREE_TEST_SIZE").as_deref() == Ok("long")
+}
+
+fn passes() -> u32 {
+    if long() { 100 } else { 40 }
+}
 
 fn keys() -> u32 {
-    1_000 * std::env::var("CRABTREE_TEST_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1u32).max(1)
+    let base = if long() { 10_000 } else { 1_000 };
+    base * std::env::var("CRABTREE_TEST_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1u32).max(1)
 }
 
 fn pass(db: &Db, round: u32) {
@@ -42,15 +51,22 @@ fn updates_without_snapshots_stay_within_three_times_the_first_pass() {
     let db = open(&dir);
     pass(&db, 0);
     let first = db.stats().page_count;
-    for round in 1..PASSES {
+    for round in 1..passes() {
         pass(&db, round);
     }
     let stats = db.stats();
     eprintln!(
-        "space: first pass {first} pages, after {PASSES} passes {} pages, {} versions",
-        stats.page_count, stats.tree_entries
+        "space: first pass {first} pages, after {} passes {} pages, {} versions",
+        passes(),
+        stats.page_count,
+        stats.tree_entries
     );
-    assert!(stats.page_count <= 3 * first, "{} pages after {PASSES} passes, {first} after the first", stats.page_count);
+    assert!(
+        stats.page_count <= 3 * first,
+        "{} pages after {} passes, {first} after the first",
+        stats.page_count,
+        passes()
+    );
     assert!(stats.tree_entries <= 2 * u64::from(keys()) + 2, "pruning keeps at most two versions a key: {stats:?}");
     db.check().unwrap();
 }
@@ -62,7 +78,7 @@ fn space_pinned_by_a_snapshot_is_reused_after_it_ends() {
     pass(&db, 0);
     let first = db.stats().page_count;
     let snapshot = db.snapshot();
-    for round in 1..PASSES / 2 {
+    for round in 1..passes() / 2 {
         pass(&db, round);
     }
     let pinned = db.stats();
@@ -72,7 +88,7 @@ fn space_pinned_by_a_snapshot_is_reused_after_it_ends() {
     db.vacuum().unwrap();
     let vacuumed = db.stats();
     assert!(vacuumed.tree_entries <= u64::from(keys()) + 2, "{vacuumed:?}");
-    for round in PASSES / 2..PASSES {
+    for round in passes() / 2..passes() {
         pass(&db, round);
     }
     let end = db.stats();
