@@ -586,6 +586,18 @@ impl Inner {
     /// creates) the keyspace catalog.
     fn open(store: Store, commits: Vec<(Lsn, Vec<u8>)>, options: Options, path: &Path) -> Result<Inner> {
         let tree: Arc<BTree> = store.tree_arc();
+        // The recovered commits count as in flight until they are
+        // re-applied: any checkpoint before that (even the one a failed
+        // open's close takes) keeps their records.
+        let in_flight = Arc::new(InFlight { records: Default::default(), wal: Arc::clone(store.wal()) });
+        {
+            let mut records = in_flight.records.lock();
+            for (end, record) in &commits {
+                records.insert(end.0, end.0 - crate::wal::record_size(record.len()) as u64);
+            }
+        }
+        let hook = Arc::clone(&in_flight);
+        store.set_retain_hook(Box::new(move || Some(hook.retain())));
         let mut last_ts: Ts = tree.pool().root_value(LAST_TS_SLOT);
         for (lsn, record) in &commits {
             let ts = mvcc::replay(&tree, record).map_err(|error| match error {
@@ -594,10 +606,8 @@ impl Inner {
             })?;
             last_ts = last_ts.max(ts);
         }
+        in_flight.records.lock().clear();
         tree.pool().raise_root_value(LAST_TS_SLOT, last_ts);
-        let in_flight = Arc::new(InFlight { records: Default::default(), wal: Arc::clone(store.wal()) });
-        let hook = Arc::clone(&in_flight);
-        store.set_retain_hook(Box::new(move || Some(hook.retain())));
         let log = Arc::new(StoreCommitLog { store, in_flight });
         let (notifier, thread) = Notifier::spawn(Arc::clone(&log) as Arc<dyn CommitLog>)?;
         let fresh = tree.is_empty();

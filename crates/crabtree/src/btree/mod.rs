@@ -300,6 +300,16 @@ impl BTree {
     /// the file (leaked) after a close and reopen. Entry: no latch held and
     /// not inside a tree operation.
     pub fn flush(&self) -> Result<()> {
+        self.quiesce()?;
+        self.pool.flush()
+    }
+
+    /// The first half of [`BTree::flush`]: retries unfinished deletions,
+    /// returns every page retired before the call to the free list (waiting
+    /// for operations pinned at an older epoch) and records the entry
+    /// count in its root slot. A store closing calls it before its last
+    /// checkpoint. Entry: as for `flush`.
+    pub fn quiesce(&self) -> Result<()> {
         self.retry_unfinished_deletions();
         let horizon = self.retired.horizon();
         loop {
@@ -310,7 +320,7 @@ impl BTree {
             std::thread::yield_now();
         }
         self.pool.set_root_value(LEN_SLOT, self.len());
-        self.pool.flush()
+        Ok(())
     }
 
     /// Takes a checkpoint of the pool's log (see `buffer::checkpoint`)

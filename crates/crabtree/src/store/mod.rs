@@ -169,7 +169,12 @@ impl Store {
             report.deletions_finished = repaired.deletions_finished;
             tree.recount()?;
         }
-        pool.checkpoint(None)?;
+        // Keep the log from the first recovered commit record: the layer
+        // above re-applies them after this returns, and a crash before it
+        // has must find them again.
+        let retain =
+            recovered.commits.first().map(|(end, payload)| Lsn(end.0 - crate::wal::record_size(payload.len()) as u64));
+        pool.checkpoint(retain)?;
         let inner = Arc::new(Inner {
             tree,
             durability: options.wal.durability,
@@ -310,7 +315,10 @@ impl Store {
         if self.inner.wal.is_poisoned() {
             return Err(Error::Poisoned);
         }
-        self.inner.tree.flush()?;
+        // The last checkpoint keeps what the layer above still needs (its
+        // retain hook), like every other.
+        self.inner.tree.quiesce()?;
+        self.inner.checkpoint()?;
         // Nothing runs any more: the next open has nothing to finish and
         // can trust the entry count of the checkpoint just taken.
         let end = self.inner.wal.append(RecordType::CLEAN_CLOSE, &[0u8; 8])?;
