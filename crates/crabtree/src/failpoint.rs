@@ -50,7 +50,14 @@
 //! * `wal.before_write`, `wal.before_sync`, `wal.after_sync`: the log's
 //!   flushing thread (a leader committer or the background flusher) is
 //!   about to write a batch, about to sync it, or has synced it and not
-//!   yet published the durable LSN (see `wal`).
+//!   yet published the durable LSN (see `wal`);
+//! * `checkpoint.begun`, `checkpoint.before_sync`, `checkpoint.before_record`:
+//!   a checkpoint published its redo start and horizon; wrote its pages and
+//!   is about to sync the data file; synced and is about to append its
+//!   record (`buffer::checkpoint`);
+//! * `commit.before_apply`: a transaction's commit record is appended and
+//!   none of its versions applied (`mvcc`); an error stands for a crash
+//!   there.
 
 #[cfg(feature = "failpoints")]
 pub use imp::*;

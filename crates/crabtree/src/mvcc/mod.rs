@@ -192,7 +192,8 @@ impl Engine {
                 return Err(error);
             }
         };
-        if let Err(error) = self.apply(locks.keys(), writes, ts) {
+        let applied = commit_failpoint().and_then(|()| self.apply(locks.keys(), writes, ts));
+        if let Err(error) = applied {
             // Not `applied`: the log keeps the record, for recovery.
             self.oracle.finish(ts);
             return Err(error);
@@ -243,6 +244,14 @@ impl Engine {
             }
         }
     }
+}
+
+/// The failpoint `commit.before_apply`: the commit record is appended,
+/// no version is applied yet (an injected error stands for a crash there:
+/// recovery decides the outcome from the log).
+fn commit_failpoint() -> Result<()> {
+    failpoint!("commit.before_apply");
+    Ok(())
 }
 
 /// Re-applies a commit record to `tree`: inserts each of its versions.
