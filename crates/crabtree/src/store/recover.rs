@@ -77,6 +77,8 @@ struct Page {
     was_unknown: bool,
     /// A logical entry was skipped while unknown, at this LSN.
     skipped_at: Option<Lsn>,
+    /// Why an entry could not be applied to the page as read, if one failed.
+    failure: Option<String>,
     changed: bool,
 }
 
@@ -219,14 +221,7 @@ pub(crate) fn recover(
     .map_err(|error| read_error.take().unwrap_or(error))?;
     report.records = end.records;
     report.end = end.end;
-    // Step 2's last check: unknown pages that were never rebuilt.
     for (pid, page) in &pages {
-        if let (false, Some(at)) = (page.known, page.skipped_at) {
-            return Err(Error::corruption(
-                *pid,
-                format!("page is torn or missing and the log has no image of it after LSN {}", at.0),
-            ));
-        }
         if page.known && header::lsn(page.image.as_slice()) > end.end {
             return Err(Error::corruption(*pid, "page is newer than the end of the log (log lost or damaged)"));
         }
@@ -244,9 +239,24 @@ pub(crate) fn recover(
         None => (AllocState { page_count: meta.page_count, roots: meta.roots, free: Vec::new() }, Lsn::ZERO),
     };
     let state = rebuild_alloc(base, alloc_lsn, &events, &root_events)?;
+    // Step 2's last check, now that it is known which pages are free:
+    // a page left unknown (torn, missing, or stale: see `apply`) must be
+    // free; one in use cannot be rebuilt.
+    let free_now: HashSet<PageId> = state.free.iter().copied().collect();
+    for (pid, page) in &pages {
+        if let (false, Some(at)) = (page.known, page.skipped_at)
+            && !free_now.contains(pid)
+        {
+            let why = page.failure.as_deref().unwrap_or("torn or missing");
+            return Err(Error::corruption(
+                *pid,
+                format!("page in use cannot be rebuilt: {why}, and the log has no image of it after LSN {}", at.0),
+            ));
+        }
+    }
     // A page past the end of the file is fine only if it is free or the
     // redo just rebuilt it (a truncated file is refused before any write).
-    let free: HashSet<PageId> = state.free.iter().copied().collect();
+    let free = free_now;
     let file_pages = data.len()? / page_size as u64;
     for id in file_pages..state.page_count {
         let pid = PageId(id);
@@ -327,7 +337,7 @@ fn load(data: &dyn Storage, pid: PageId, page_size: usize, file_pages: u64) -> R
     if !known {
         image.fill(0);
     }
-    Ok(Page { image, known, was_unknown: !known, skipped_at: None, changed: false })
+    Ok(Page { image, known, was_unknown: !known, skipped_at: None, failure: None, changed: false })
 }
 
 fn apply(page: &mut Page, entry: &Entry<'_>, end: Lsn, report: &mut RecoveryReport) -> Result<()> {
@@ -344,7 +354,20 @@ fn apply(page: &mut Page, entry: &Entry<'_>, end: Lsn, report: &mut RecoveryRepo
         report.entries_skipped += 1;
         return Ok(());
     }
-    redo::apply(entry, &mut page.image, end)?;
+    if let Err(error) = redo::apply(entry, &mut page.image, end) {
+        // The page on disk is not the page this entry was logged against:
+        // a page freed without being written back (its last contents are
+        // dead, so they never reach the disk) keeps an older image, of
+        // another kind even, and the log still holds entries of its last
+        // life. Such a page ends free, or is reallocated by a later image.
+        // Treat it like a torn page; one that ends in use without an image
+        // is corruption (checked after the allocator is rebuilt).
+        page.known = false;
+        page.skipped_at = Some(end);
+        page.failure = Some(error.to_string());
+        report.entries_skipped += 1;
+        return Ok(());
+    }
     page.changed = true;
     report.entries_applied += 1;
     Ok(())
