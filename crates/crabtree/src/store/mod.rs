@@ -80,6 +80,10 @@ struct Inner {
     durability: Durability,
     options: StoreOptions,
     retain: Mutex<Option<RetainHook>>,
+    /// Until a retain hook is installed: the start of the first commit
+    /// record recovery handed back (the layer above has not re-applied them
+    /// yet, so no checkpoint may drop them).
+    recovered_from: Option<Lsn>,
     stop: AtomicBool,
     wake: parking_lot::Condvar,
     wake_lock: parking_lot::Mutex<()>,
@@ -180,6 +184,7 @@ impl Store {
             durability: options.wal.durability,
             wal,
             retain: Mutex::new(None),
+            recovered_from: retain,
             stop: AtomicBool::new(false),
             wake: parking_lot::Condvar::new(),
             wake_lock: parking_lot::Mutex::new(()),
@@ -342,7 +347,10 @@ pub fn last_lsn() -> Lsn {
 
 impl Inner {
     fn checkpoint(&self) -> Result<CheckpointReport> {
-        let retain = self.retain.lock().as_ref().and_then(|hook| hook());
+        let retain = match self.retain.lock().as_ref() {
+            Some(hook) => hook(),
+            None => self.recovered_from,
+        };
         let report = self.tree.checkpoint(retain)?;
         *self.last_checkpoint.lock() = (report.redo, Instant::now());
         Ok(report)
