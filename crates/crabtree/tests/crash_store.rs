@@ -259,10 +259,13 @@ fn segment_switches() -> Vec<Op> {
     ops
 }
 
+/// A fixed workload: its operations.
+type Workload = fn() -> Vec<Op>;
+
 #[test]
 fn f1_crash_at_every_io_point_of_five_fixed_workloads() {
     let seed = common::seed("f1_fixed");
-    let workloads: [(&str, fn() -> Vec<Op>); 5] = [
+    let workloads: [(&str, Workload); 5] = [
         ("leaf splits", leaf_splits),
         ("root split", root_split),
         ("page deletions", page_deletions),
