@@ -49,11 +49,10 @@ mod common;
 
 use crabtree::{Db, Durability, Error, Keyspace, Options};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// A child that is never killed gives up after this long.
@@ -142,25 +141,7 @@ fn run_child(child_test: &str, path: &Path, round: u64, seed: u64, at: KillAt) -
         .spawn()
         .expect("spawn child");
     let stdout = child.stdout.take().expect("stdout");
-    let (opened_tx, opened_rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        while reader.read_line(&mut line).unwrap_or(0) > 0 {
-            if line.ends_with('\n')
-                && let Some(at) = line.find('@')
-            {
-                let text = line[at + 1..].trim_end().to_string();
-                if text.starts_with("open") {
-                    let _ = opened_tx.send(());
-                }
-                lines.push(text);
-            }
-            line.clear();
-        }
-        lines
-    });
+    let (reader, opened_rx) = common::child::read_protocol(stdout);
     match at {
         KillAt::AfterSpawn(delay) => std::thread::sleep(delay.saturating_sub(spawned.elapsed())),
         KillAt::AfterOpen(delay) => {

@@ -43,11 +43,10 @@ mod common;
 use crabtree::raw::{PoolOptions, Store, StoreOptions};
 use crabtree::wal::{Durability, WalOptions};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Writer threads in the child.
@@ -221,25 +220,7 @@ fn run_child(path: &Path, round: u64, seed: u64, at: KillAt) -> Vec<String> {
     let spawned = Instant::now();
     let mut child = spawn_child(path, round, seed);
     let stdout = child.stdout.take().expect("stdout");
-    let (opened_tx, opened_rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        while reader.read_line(&mut line).unwrap_or(0) > 0 {
-            if line.ends_with('\n')
-                && let Some(at) = line.find('@')
-            {
-                let text = line[at + 1..].trim_end().to_string();
-                if text.starts_with("open") {
-                    let _ = opened_tx.send(());
-                }
-                lines.push(text);
-            }
-            line.clear();
-        }
-        lines
-    });
+    let (reader, opened_rx) = common::child::read_protocol(stdout);
     match at {
         KillAt::AfterSpawn(delay) => std::thread::sleep(delay.saturating_sub(spawned.elapsed())),
         KillAt::RightAfterOpen | KillAt::AfterOpen(_) => {
