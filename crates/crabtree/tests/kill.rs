@@ -43,7 +43,7 @@ mod common;
 use crabtree::raw::{PoolOptions, Store, StoreOptions};
 use crabtree::wal::{Durability, WalOptions};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
