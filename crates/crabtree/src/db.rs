@@ -47,7 +47,7 @@ use crate::ids::Lsn;
 use crate::mvcc::durability::{CommitLog, Notifier};
 use crate::mvcc::encoding::{self, Ts};
 use crate::mvcc::{self, Engine};
-use crate::store::{Store, StoreOptions};
+use crate::store::{RecoveredCommit, Store, StoreOptions};
 use crate::sync::{Arc, Condvar, Mutex, Ordering};
 use crate::wal::Durability;
 use crate::{Error, Result, limits};
@@ -69,12 +69,23 @@ struct StoreCommitLog {
 /// the hook without the store, so a checkpoint never holds the last
 /// reference to the database (whose drop joins the checkpointer).
 struct InFlight {
-    /// End LSN -> start LSN of each commit record not yet applied.
+    /// Key -> a lower bound of the start LSN of each commit record being
+    /// appended or not yet applied. The key is the record's end LSN once
+    /// appended, a ticket with the top bit set while it is appended.
     records: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
+    /// Tickets for commits being appended.
+    tickets: std::sync::atomic::AtomicU64,
     wal: Arc<crate::wal::Wal>,
 }
 
+/// The top bit marks an `InFlight` key as a ticket (LSNs never reach it).
+const TICKET_BIT: u64 = 1 << 63;
+
 impl InFlight {
+    fn new(wal: Arc<crate::wal::Wal>) -> InFlight {
+        InFlight { records: Default::default(), tickets: std::sync::atomic::AtomicU64::new(0), wal }
+    }
+
     /// Where the log must be kept from: the oldest in-flight commit record,
     /// or (none) the log's end now, which every later commit is past.
     fn retain(&self) -> Lsn {
@@ -88,22 +99,28 @@ impl InFlight {
 
 impl CommitLog for StoreCommitLog {
     fn append_commit(&self, record: &[u8]) -> Result<Lsn> {
-        if record.len() > limits::WAL_RECORD_PAYLOAD_MAX {
-            return Err(Error::InvalidArgument(format!(
-                "a commit of {} bytes is larger than one log record ({} bytes): commit in smaller transactions",
-                record.len(),
-                limits::WAL_RECORD_PAYLOAD_MAX
-            )));
+        // Registered before the append, from the log's end (a lower bound
+        // of where the record starts): the retain hook never sees a commit
+        // appended but not registered, and a chained record (larger than
+        // one log record) is kept from its first piece. The clock in root
+        // slot 7 (saved by every checkpoint) is raised before the commit
+        // leaves the registry, so it covers every commit the hook lets go.
+        let ticket = TICKET_BIT | self.in_flight.tickets.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut records = self.in_flight.records.lock();
+            records.insert(ticket, self.store.wal().end_lsn().0);
         }
-        // Under the mutex, so the retain hook never sees a commit appended
-        // but not yet registered. The clock in root slot 7 (saved by every
-        // checkpoint) covers every commit appended before the hook runs;
-        // later ones lie past the retain point and are replayed.
-        let mut in_flight = self.in_flight.records.lock();
-        let end = self.store.append_commit(record)?;
-        in_flight.insert(end.0, end.0 - crate::wal::record_size(record.len()) as u64);
-        if let Some(ts) = record.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes) {
+        let appended = self.store.append_commit(record);
+        if appended.is_ok()
+            && let Some(ts) = record.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)
+        {
             self.store.pool().raise_root_value(LAST_TS_SLOT, ts);
+        }
+        let mut records = self.in_flight.records.lock();
+        let start = records.remove(&ticket);
+        let end = appended?;
+        if let Some(start) = start {
+            records.insert(end.0, start);
         }
         Ok(end)
     }
@@ -584,24 +601,24 @@ impl Inner {
     /// records recovery handed back (idempotent), raises the clock past
     /// them, installs the retain hook, then loads (or, for an empty tree,
     /// creates) the keyspace catalog.
-    fn open(store: Store, commits: Vec<(Lsn, Vec<u8>)>, options: Options, path: &Path) -> Result<Inner> {
+    fn open(store: Store, commits: Vec<RecoveredCommit>, options: Options, path: &Path) -> Result<Inner> {
         let tree: Arc<BTree> = store.tree_arc();
         // The recovered commits count as in flight until they are
         // re-applied: any checkpoint before that (even the one a failed
         // open's close takes) keeps their records.
-        let in_flight = Arc::new(InFlight { records: Default::default(), wal: Arc::clone(store.wal()) });
+        let in_flight = Arc::new(InFlight::new(Arc::clone(store.wal())));
         {
             let mut records = in_flight.records.lock();
-            for (end, record) in &commits {
-                records.insert(end.0, end.0 - crate::wal::record_size(record.len()) as u64);
+            for commit in &commits {
+                records.insert(commit.end.0, commit.start.0);
             }
         }
         let hook = Arc::clone(&in_flight);
         store.set_retain_hook(Box::new(move || Some(hook.retain())));
         let mut last_ts: Ts = tree.pool().root_value(LAST_TS_SLOT);
-        for (lsn, record) in &commits {
-            let ts = mvcc::replay(&tree, record).map_err(|error| match error {
-                Error::LogCorruption { reason, .. } => Error::LogCorruption { lsn: *lsn, reason },
+        for commit in &commits {
+            let ts = mvcc::replay(&tree, &commit.payload).map_err(|error| match error {
+                Error::LogCorruption { reason, .. } => Error::LogCorruption { lsn: commit.start, reason },
                 other => other,
             })?;
             last_ts = last_ts.max(ts);

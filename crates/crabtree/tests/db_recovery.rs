@@ -62,3 +62,103 @@ fn a_logged_commit_whose_versions_never_landed_is_replayed_wholly() {
     let left = db.keyspace("left").unwrap();
     assert_eq!(db.snapshot().get_in(&left, b"b").unwrap().as_deref(), Some(&b"3"[..]));
 }
+
+/// Puts `count` keys into `keyspace`, each with a 300-byte value of `tag`:
+/// about 3.2 MiB of commit record for 10,000 keys, more than one log record
+/// holds (1 MiB), so the commit goes out as a chain of pieces.
+fn put_many(tx: &mut crabtree::Transaction, keyspace: &crabtree::Keyspace, count: u32, tag: u8) {
+    for i in 0..count {
+        tx.put_in(keyspace, format!("key{i:06}").as_bytes(), &[tag; 300]).unwrap();
+    }
+}
+
+/// Every one of the `count` keys holds a value of `tag`.
+fn all_tagged(snap: &crabtree::Snapshot, keyspace: &crabtree::Keyspace, count: u32, tag: u8) {
+    let mut seen = 0;
+    for item in snap.range_in::<&[u8], _>(keyspace, ..).unwrap() {
+        let (key, value) = item.unwrap();
+        assert_eq!(value, vec![tag; 300], "{}", String::from_utf8_lossy(&key));
+        seen += 1;
+    }
+    assert_eq!(seen, count);
+}
+
+#[test]
+fn a_commit_larger_than_one_log_record_is_chained_and_replayed_wholly() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    const KEYS: u32 = 10_000;
+    {
+        let db = open(&dir);
+        let left = db.keyspace("left").unwrap();
+        let right = db.keyspace("right").unwrap();
+        let mut tx = db.begin();
+        put_many(&mut tx, &left, KEYS, 1);
+        tx.commit().expect("a 3 MiB commit is accepted");
+        all_tagged(&db.snapshot(), &left, KEYS, 1);
+        // The second one's chain reaches the log, none of it the tree.
+        failpoint::fail_with("commit.before_apply", || Error::InvalidArgument("injected crash point".into()));
+        let mut tx = db.begin();
+        put_many(&mut tx, &left, KEYS, 2);
+        put_many(&mut tx, &right, KEYS, 2);
+        let outcome = tx.commit();
+        failpoint::clear("commit.before_apply");
+        assert!(outcome.is_err());
+        all_tagged(&db.snapshot(), &left, KEYS, 1);
+    }
+    let db = open(&dir);
+    let left = db.keyspace("left").unwrap();
+    let right = db.keyspace("right").unwrap();
+    let snap = db.snapshot();
+    all_tagged(&snap, &left, KEYS, 2);
+    all_tagged(&snap, &right, KEYS, 2);
+    db.check().unwrap();
+    drop((snap, left, right, db));
+    let db = open(&dir);
+    let right = db.keyspace("right").unwrap();
+    all_tagged(&db.snapshot(), &right, KEYS, 2);
+}
+
+#[test]
+fn a_chained_commit_cut_off_before_its_end_is_not_a_commit() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    const KEYS: u32 = 10_000;
+    {
+        let db = open(&dir);
+        let left = db.keyspace("left").unwrap();
+        let mut tx = db.begin();
+        tx.put_in(&left, b"before", b"1").unwrap();
+        tx.commit().unwrap();
+        failpoint::fail_with("commit.between_pieces", || Error::InvalidArgument("injected crash point".into()));
+        let mut tx = db.begin();
+        put_many(&mut tx, &left, KEYS, 1);
+        let outcome = tx.commit();
+        failpoint::clear("commit.between_pieces");
+        assert!(outcome.is_err(), "the injected failure reaches the caller");
+        assert_eq!(db.snapshot().get_in(&left, b"key000000").unwrap(), None);
+        // The database goes on: a later commit (small) lands.
+        let mut tx = db.begin();
+        tx.put_in(&left, b"after", b"2").unwrap();
+        tx.commit().unwrap();
+    }
+    // Reopen: the unfinished chain is in the log and counts for nothing.
+    let db = open(&dir);
+    let left = db.keyspace("left").unwrap();
+    let snap = db.snapshot();
+    assert_eq!(snap.get_in(&left, b"key000000").unwrap(), None);
+    assert_eq!(snap.get_in(&left, b"key009999").unwrap(), None);
+    assert_eq!(snap.get_in(&left, b"before").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(snap.get_in(&left, b"after").unwrap().as_deref(), Some(&b"2"[..]));
+    db.check().unwrap();
+    // And a chained commit after it lands and survives a reopen.
+    let mut tx = db.begin();
+    put_many(&mut tx, &left, KEYS, 3);
+    tx.delete_in(&left, b"before").unwrap();
+    tx.delete_in(&left, b"after").unwrap();
+    tx.commit().unwrap();
+    drop((tx, snap, left, db));
+    let db = open(&dir);
+    let left = db.keyspace("left").unwrap();
+    all_tagged(&db.snapshot(), &left, KEYS, 3);
+}

@@ -27,7 +27,7 @@
 
 mod recover;
 
-pub use recover::RecoveryReport;
+pub use recover::{RecoveredCommit, RecoveryReport};
 
 use crate::btree::BTree;
 use crate::buffer::{BufferPool, CheckpointReport, PoolOptions, PoolStats};
@@ -40,6 +40,10 @@ use crate::{Error, Result};
 use std::path::Path;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// Bytes of the chain id at the start of each piece of a chained commit
+/// record (`RecordType::COMMIT_PART`, `COMMIT_END`).
+const CHAIN_ID_SIZE: usize = 8;
 
 /// Options of a [`Store`].
 #[derive(Clone, Debug)]
@@ -96,7 +100,7 @@ pub struct Store {
     inner: Arc<Inner>,
     checkpointer: Option<JoinHandle<()>>,
     recovery: RecoveryReport,
-    commits: Vec<(Lsn, Vec<u8>)>,
+    commits: Vec<RecoveredCommit>,
 }
 
 impl Store {
@@ -176,8 +180,7 @@ impl Store {
         // Keep the log from the first recovered commit record: the layer
         // above re-applies them after this returns, and a crash before it
         // has must find them again.
-        let retain =
-            recovered.commits.first().map(|(end, payload)| Lsn(end.0 - crate::wal::record_size(payload.len()) as u64));
+        let retain = recovered.commits.iter().map(|commit| commit.start).min();
         pool.checkpoint(retain)?;
         let inner = Arc::new(Inner {
             tree,
@@ -228,10 +231,10 @@ impl Store {
         &self.recovery
     }
 
-    /// The commit records of the layer above that recovery found (at or
-    /// after the retain position of the last checkpoint), in log order,
-    /// as `(end LSN, payload)`; taken once.
-    pub fn take_recovered_commits(&mut self) -> Vec<(Lsn, Vec<u8>)> {
+    /// The commit records of the layer above that recovery found (ending
+    /// after the retain position of the last checkpoint), in log order of
+    /// their last records; taken once.
+    pub fn take_recovered_commits(&mut self) -> Vec<RecoveredCommit> {
         std::mem::take(&mut self.commits)
     }
 
@@ -270,12 +273,43 @@ impl Store {
     }
 
     /// Appends a commit record of the layer above (opaque here); returns
-    /// its end LSN. Recovery hands it back through
+    /// the end LSN of its last log record. Recovery hands it back through
     /// [`Store::take_recovered_commits`] until a checkpoint's retain
     /// position passes it.
+    ///
+    /// A payload larger than one log record goes out as a chain of
+    /// `COMMIT_PART` records closed by a `COMMIT_END`, appended one after
+    /// the other (other records may fall between them); recovery counts a
+    /// chain only once its end is in the log. The caller's retain hook
+    /// must keep the log from before the call until the commit is applied
+    /// (a lower bound taken before the call, e.g. [`Wal::end_lsn`], does).
     pub fn append_commit(&self, payload: &[u8]) -> Result<Lsn> {
         self.inner.tree.pool().check_poisoned()?;
-        self.inner.wal.append(RecordType::COMMIT, payload)
+        if payload.len() <= crate::limits::WAL_RECORD_PAYLOAD_MAX {
+            return self.inner.wal.append(RecordType::COMMIT, payload);
+        }
+        let pieces: Vec<&[u8]> = payload.chunks(crate::limits::WAL_RECORD_PAYLOAD_MAX - CHAIN_ID_SIZE).collect();
+        let Some((last, first)) = pieces.split_last() else {
+            return self.inner.wal.append(RecordType::COMMIT, payload);
+        };
+        let mut chain = u64::MAX;
+        let mut record = Vec::with_capacity(crate::limits::WAL_RECORD_PAYLOAD_MAX);
+        for (kind, bytes) in
+            first.iter().map(|bytes| (RecordType::COMMIT_PART, bytes)).chain([(RecordType::COMMIT_END, last)])
+        {
+            record.clear();
+            record.extend_from_slice(&chain.to_le_bytes());
+            record.extend_from_slice(bytes);
+            let end = self.inner.wal.append(kind, &record)?;
+            if kind == RecordType::COMMIT_END {
+                return Ok(end);
+            }
+            if chain == u64::MAX {
+                chain = end.0 - crate::wal::record_size(record.len()) as u64;
+            }
+            failpoint!("commit.between_pieces");
+        }
+        Err(Error::InvalidArgument("empty commit chain".into()))
     }
 
     /// Waits until the log is durable up to `lsn` (group commit).

@@ -82,15 +82,27 @@ struct Page {
     changed: bool,
 }
 
+/// A commit record of the layer above found in the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveredCommit {
+    /// Where its first log record starts (keep the log from here until
+    /// it is re-applied).
+    pub start: Lsn,
+    /// Where its last log record ends.
+    pub end: Lsn,
+    /// The record's bytes (a chained record's pieces joined).
+    pub payload: Vec<u8>,
+}
+
 /// The outcome of recovery.
 pub(crate) struct Recovered {
     pub wal: Wal,
     pub state: AllocState,
     pub page_size: usize,
     pub report: RecoveryReport,
-    /// Commit records of the layer above at or after the last
-    /// checkpoint's `retain` LSN, in log order: `(end LSN, payload)`.
-    pub commits: Vec<(Lsn, Vec<u8>)>,
+    /// Commit records of the layer above ending after the last
+    /// checkpoint's `retain` LSN, in log order of their ends.
+    pub commits: Vec<RecoveredCommit>,
     /// Id of the last complete checkpoint (new ones count on from it).
     pub checkpoint_id: u64,
 }
@@ -134,11 +146,15 @@ pub(crate) fn recover(
     let mut root_events: Vec<(Lsn, u8, u64)> = Vec::new();
     let mut checkpoint: Option<(CheckpointRecord, Vec<PageId>, bool, Lsn)> = None;
     let mut chunk: (u64, Vec<PageId>) = (0, Vec::new());
-    let mut commits: Vec<(Lsn, Vec<u8>)> = Vec::new();
+    let mut commits: Vec<RecoveredCommit> = Vec::new();
+    // Chained commit records whose end has not been read yet, by id.
+    let mut chains: HashMap<u64, Vec<u8>> = HashMap::new();
+    let mut first_lsn: Option<Lsn> = None;
     let mut report = RecoveryReport::default();
     let mut read_error: Option<Error> = None;
     let (wal, end) = Wal::open(log, options, |lsn, kind, payload| {
         let end = Lsn(lsn.0 + record_size(payload.len()) as u64);
+        let first_lsn = *first_lsn.get_or_insert(lsn);
         report.log_bytes += record_size(payload.len()) as u64;
         // Any record but the flusher's horizons (not passed here) after a
         // clean-close marker means the store was used again.
@@ -210,10 +226,37 @@ pub(crate) fn recover(
                 // in a recycled segment (the next checkpoint recycles below
                 // its own redo start); the last one's never does.
                 let complete = free.len() as u64 == record.free_count;
-                commits.retain(|(at, _)| *at > record.retain);
+                commits.retain(|commit| commit.end > record.retain);
                 checkpoint = Some((record, free, complete, lsn));
             }
-            RecordType::COMMIT => commits.push((end, payload.to_vec())),
+            RecordType::COMMIT => commits.push(RecoveredCommit { start: lsn, end, payload: payload.to_vec() }),
+            RecordType::COMMIT_PART | RecordType::COMMIT_END => {
+                let chain_error = |reason: &str| Error::LogCorruption { lsn, reason: reason.into() };
+                let (id, bytes) = payload.split_first_chunk::<8>().ok_or_else(|| chain_error("short commit piece"))?;
+                let id = u64::from_le_bytes(*id);
+                if id == u64::MAX {
+                    if kind == RecordType::COMMIT_END {
+                        return Err(chain_error("a commit chain that ends where it starts"));
+                    }
+                    chains.insert(lsn.0, bytes.to_vec());
+                    return Ok(());
+                }
+                let Some(joined) = chains.get_mut(&id) else {
+                    if id < first_lsn.0 {
+                        // The chain began in a segment a checkpoint
+                        // recycled, which it does only once the commit
+                        // is applied and covered (its retain hook kept
+                        // the log from the chain's start until then).
+                        return Ok(());
+                    }
+                    return Err(chain_error("a commit piece whose chain start is not in the log"));
+                };
+                joined.extend_from_slice(bytes);
+                if kind == RecordType::COMMIT_END {
+                    let payload = chains.remove(&id).unwrap_or_default();
+                    commits.push(RecoveredCommit { start: Lsn(id), end, payload });
+                }
+            }
             _ => {}
         }
         Ok(())

@@ -52,6 +52,15 @@ impl RecordType {
     /// Written by a clean close after its last checkpoint: nothing was in
     /// flight, so recovery has nothing to finish and counts are exact.
     pub const CLEAN_CLOSE: RecordType = RecordType(8);
+    /// A piece of a commit record too large for one record: the chain's
+    /// id (`u64::MAX` in its first piece, whose own start LSN is then the
+    /// id; that start LSN in the others), then the bytes. The chain counts
+    /// only once its [`RecordType::COMMIT_END`] is in the log.
+    pub const COMMIT_PART: RecordType = RecordType(9);
+    /// The last piece of a chained commit record (same layout as
+    /// [`RecordType::COMMIT_PART`]); the commit is its pieces' bytes in log
+    /// order.
+    pub const COMMIT_END: RecordType = RecordType(10);
 }
 
 /// A decoded, validated record header.
