@@ -58,6 +58,9 @@
 //! * `commit.before_apply`: a transaction's commit record is appended and
 //!   none of its versions applied (`mvcc`); an error stands for a crash
 //!   there.
+//! * `mtr.append`: a mini-transaction is about to append its record, its
+//!   pages changed and latched; an error injected here poisons the log
+//!   first (it stands for a log that failed under the append);
 //! * `commit.between_pieces`: a commit record too large for one log record
 //!   has appended a piece of its chain and not its end (`store`); an error
 //!   fails the commit with the chain left unfinished in the log.

@@ -210,7 +210,8 @@ impl PoolCore {
     ///
     /// Entry and exit: any latches the caller holds are untouched (we only
     /// try-lock other pages). Errors: a failed write-back of a dirty victim
-    /// (the victim stays resident and dirty; the others are evicted).
+    /// when no other victim was freed (a victim whose write-back failed
+    /// stays resident and dirty).
     pub(super) fn ensure_budget(&self) -> Result<()> {
         let resident = self.resident.len();
         if resident < self.frames_max {
@@ -255,6 +256,14 @@ impl PoolCore {
         self.resident.evicted(freed.len());
         // Relaxed: a statistic.
         self.counters.evictions.fetch_add(freed.len() as u64, Ordering::Relaxed);
-        first_error.map_or(Ok(()), Err)
+        // With a log, a failed write-back has poisoned the store (every
+        // later write and commit sees it); the caller only needs room, so
+        // it fails only when no victim could be freed. That keeps reads
+        // working in a poisoned store while clean pages can make room.
+        // Without a log the error is the caller's to see.
+        match first_error {
+            Some(error) if freed.is_empty() || self.wal.get().is_none() => Err(error),
+            _ => Ok(()),
+        }
     }
 }

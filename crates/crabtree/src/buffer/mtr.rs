@@ -375,6 +375,7 @@ impl BufferPool {
     /// Appends a record that changes no allocator state.
     fn append_mtr(&self, record: &[u8]) -> Result<Lsn> {
         let wal = self.wal.get().ok_or_else(|| Error::InvalidArgument("no log attached".into()))?;
+        injected_append_failure(wal)?;
         let lsn = wal.append(RecordType::MTR, record)?;
         note_lsn(lsn);
         Ok(lsn)
@@ -394,6 +395,7 @@ impl BufferPool {
             return self.append_mtr(record);
         }
         let mut alloc = self.alloc.lock();
+        injected_append_failure(wal)?;
         let lsn = wal.append(RecordType::MTR, record)?;
         note_lsn(lsn);
         for pid in fresh {
@@ -414,4 +416,17 @@ impl BufferPool {
         guard.changed = false;
         guard.fresh = false;
     }
+}
+
+/// The failpoint `mtr.append`: an error injected there stands for an
+/// append that fails because the log failed (a write or sync error seen by
+/// the flusher), so it poisons the log first, as that failure would have.
+fn injected_append_failure(wal: &Wal) -> Result<()> {
+    #[cfg(feature = "failpoints")]
+    if let Err(error) = crate::failpoint::hit("mtr.append") {
+        wal.poison(&error);
+        return Err(error);
+    }
+    let _ = wal;
+    Ok(())
 }
