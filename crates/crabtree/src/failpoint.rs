@@ -61,6 +61,9 @@
 //! * `mtr.append`: a mini-transaction is about to append its record, its
 //!   pages changed and latched; an error injected here poisons the log
 //!   first (it stands for a log that failed under the append);
+//! * `mtr.reserved`: a leaf upsert or remove has appended its record and
+//!   stamped the page (still latched), and has not yet read the
+//!   full-page-image horizon;
 //! * `commit.between_pieces`: a commit record too large for one log record
 //!   has appended a piece of its chain and not its end (`store`); an error
 //!   fails the commit with the chain left unfinished in the log.

@@ -283,3 +283,75 @@ fn a_log_append_that_fails_at_any_step_of_a_structure_change_poisons_and_recover
         append_failure_run(Some(fail_at));
     }
 }
+
+/// Gap: a writer has appended a leaf change (its record reserved before a
+/// checkpoint's begin record) and is held, leaf latched, before it reads
+/// the full-page-image horizon, while a checkpoint begins and publishes a
+/// new horizon. The checkpoint's write-back must wait for the leaf and
+/// include the change; the writer, reading the new horizon, logs the
+/// leaf's image; power fails (unsynced writes dropped or torn) before the
+/// checkpoint finishes (round even) or after (round odd), then again
+/// after more writes. Every acknowledged write survives and the tree
+/// verifies.
+#[test]
+fn a_writer_held_between_its_append_and_the_horizon_read_while_a_checkpoint_begins() {
+    let _serial = serial();
+    for round in 0..8u32 {
+        let tear = CrashModel { keep: 1, drop: 1, tear: 2, garbage: 0, fsync_failure_drops_pending: true };
+        let dir = SimDir::new(40 + u64::from(round), tear);
+        let store = Arc::new(open(&dir).unwrap());
+        for n in 0..120 {
+            store.put_durable(&key(n), &value(n)).unwrap();
+        }
+        store.checkpoint().unwrap();
+        // The leaf of key 60 changes once after the checkpoint (its image
+        // is logged then), so its LSN is past the old horizon.
+        store.put_durable(&key(60), &value(60)).unwrap();
+        let writer_pause = pause_for("mtr.reserved", "writer");
+        let writer = {
+            let store = Arc::clone(&store);
+            std::thread::Builder::new()
+                .name("writer".into())
+                .spawn(move || store.put_durable(&key(61), &value(1061)).map(|_| ()))
+                .unwrap()
+        };
+        assert!(writer_pause.wait_parked(PARK_TIMEOUT), "round {round}: writer held");
+        let checkpoint_pause = pause_for("checkpoint.begun", "checkpointer");
+        let checkpointer = {
+            let store = Arc::clone(&store);
+            std::thread::Builder::new().name("checkpointer".into()).spawn(move || store.checkpoint().is_ok()).unwrap()
+        };
+        assert!(checkpoint_pause.wait_parked(PARK_TIMEOUT), "round {round}: checkpoint held after its begin");
+        let images_before = store.stats().0.fpi_bytes;
+        writer_pause.resume();
+        writer.join().unwrap().unwrap_or_else(|error| panic!("round {round}: write: {error}"));
+        assert!(store.stats().0.fpi_bytes > images_before, "round {round}: the writer saw the new horizon");
+        checkpoint_pause.resume();
+        let mut checkpointer = Some(checkpointer);
+        if round % 2 == 1 {
+            let done = checkpointer.take().map(|thread| thread.join().unwrap());
+            assert_eq!(done, Some(true), "round {round}: checkpoint");
+        }
+        for n in (0..120).step_by(7) {
+            store.put_durable(&key(n), &value(n + 2000)).unwrap();
+        }
+        dir.crash();
+        if let Some(thread) = checkpointer {
+            let _ = thread.join().unwrap();
+        }
+        drop(store);
+        let store = open(&dir).unwrap_or_else(|error| panic!("round {round}: reopen: {error}"));
+        let report = store.tree().verify().unwrap();
+        assert!(report.is_ok(), "round {round}: {report:?}");
+        for n in 0..120 {
+            let want = if n % 7 == 0 {
+                value(n + 2000)
+            } else if n == 61 {
+                value(1061)
+            } else {
+                value(n)
+            };
+            assert_eq!(store.get(&key(n)).unwrap(), Some(want), "round {round}: key {n}");
+        }
+    }
+}

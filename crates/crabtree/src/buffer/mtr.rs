@@ -359,6 +359,7 @@ impl BufferPool {
             self.commit_mtr(record, claims, frees, None)
         })?;
         self.stamp(guard, lsn);
+        failpoint!("mtr.reserved", ignore);
         // SeqCst, after the reservation (rule 3): a checkpoint whose begin
         // record was reserved before ours stored its horizon (or the
         // "checkpoint starting" marker) before that.
