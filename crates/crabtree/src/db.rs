@@ -221,7 +221,8 @@ pub struct Stats {
     pub versions_vacuumed: u64,
     /// Vacuum passes run.
     pub vacuum_passes: u64,
-    /// Entries (versions) in the tree.
+    /// Entries (versions) in the tree. Just after a crash recovery, while
+    /// the entries are counted in the background, a partial count.
     pub tree_entries: u64,
     /// Pages in the data file.
     pub page_count: u64,
@@ -577,7 +578,7 @@ impl Db {
             versions_pruned: counters.pruned.load(Ordering::Relaxed),
             versions_vacuumed: counters.vacuumed.load(Ordering::Relaxed),
             vacuum_passes: counters.vacuum_passes.load(Ordering::Relaxed),
-            tree_entries: engine.tree.len(),
+            tree_entries: engine.tree.len_now(),
             page_count: engine.tree.pool().page_count(),
             page_size: engine.tree.pool().page_size(),
         }
@@ -627,7 +628,8 @@ impl Inner {
         tree.pool().raise_root_value(LAST_TS_SLOT, last_ts);
         let log = Arc::new(StoreCommitLog { store, in_flight });
         let (notifier, thread) = Notifier::spawn(Arc::clone(&log) as Arc<dyn CommitLog>)?;
-        let fresh = tree.is_empty();
+        // Not `is_empty`, which waits for a count after a crash recovery.
+        let fresh = tree.first()?.is_none();
         let mut inner = Inner {
             engine: Engine::new(tree, log as Arc<dyn CommitLog>, last_ts),
             catalog: Mutex::new(keyspace::Catalog::default()),

@@ -88,7 +88,7 @@ fn a_crash_between_half_split_and_parent_insert_is_finished_by_recovery() {
     splitter.join().unwrap();
     drop(store);
     let store = open(&dir).unwrap();
-    let recovery = store.recovery().clone();
+    let recovery = store.wait_recovered().unwrap();
     assert!(recovery.splits_finished >= 1, "no incomplete split found: {recovery:?}");
     check(&store, |n| n % 2 == 0 || n / 2 <= split_key, 80, "split");
     assert_eq!(store.get(b"other").unwrap().as_deref(), Some(&b"durable"[..]));
@@ -129,7 +129,7 @@ fn a_crash_between_half_dead_and_unlink_is_finished_by_recovery() {
     deleter.join().unwrap();
     drop(store);
     let store = open(&dir).unwrap();
-    let recovery = store.recovery().clone();
+    let recovery = store.wait_recovered().unwrap();
     assert!(recovery.deletions_finished >= 1, "no half-dead page found: {recovery:?}");
     check(&store, |n| !(10..=upto).contains(&n), 120, "deletion");
 }
@@ -353,5 +353,125 @@ fn a_writer_held_between_its_append_and_the_horizon_read_while_a_checkpoint_begi
             };
             assert_eq!(store.get(&key(n)).unwrap(), Some(want), "round {round}: key {n}");
         }
+    }
+}
+
+/// Gap: after a crash the entry count is taken from the leaves by a
+/// background scan while writers run (`btree::count`). The scan is held
+/// halfway (failpoint `recount.leaf_counted`, after it moved its position
+/// past a leaf) while this thread inserts and removes keys behind and
+/// ahead of the position, splitting leaves and emptying whole runs of them
+/// (page deletions) on both sides, then released. The count must equal
+/// the entries in the leaves exactly (`verify` checks it) and the model's.
+#[test]
+fn the_count_after_a_crash_is_exact_with_writers_behind_and_ahead_of_the_scan() {
+    let _serial = serial();
+    for (round, held_at) in [5u32, 30, 60].into_iter().enumerate() {
+        let dir = SimDir::new(60 + round as u64, drop_model());
+        let store = open(&dir).unwrap();
+        let mut model = std::collections::BTreeSet::new();
+        for n in 0..600 {
+            store.put(&key(n), &value(n)).unwrap();
+            model.insert(key(n));
+        }
+        let (_, lsn) = store.delete(&key(1)).unwrap();
+        model.remove(&key(1));
+        store.wait_durable(lsn).unwrap();
+        dir.crash();
+        drop(store);
+        // Hold the scan once it has counted `held_at` leaves.
+        let (parked_tx, parked_rx) = std::sync::mpsc::channel::<()>();
+        let (resume_tx, resume_rx) = std::sync::mpsc::channel::<()>();
+        let (parked_tx, resume_rx) = (std::sync::Mutex::new(parked_tx), std::sync::Mutex::new(resume_rx));
+        let hits = AtomicU32::new(0);
+        failpoint::set("recount.leaf_counted", move || {
+            if std::thread::current().name() == Some("crabtree-recovery")
+                && hits.fetch_add(1, Ordering::SeqCst) + 1 == held_at
+            {
+                let _ = parked_tx.lock().unwrap().send(());
+                let _ = resume_rx.lock().unwrap().recv_timeout(PARK_TIMEOUT);
+            }
+            Ok(())
+        });
+        let store = open(&dir).unwrap();
+        parked_rx.recv_timeout(PARK_TIMEOUT).expect("the scan never reached the failpoint");
+        // Writers all over the key space while the scan is held.
+        for n in (0..600).step_by(5) {
+            store.put(&key(n), &value(n + 7)).unwrap(); // replaces: no count change
+            let new = format!("key-{n:06}-new").into_bytes();
+            store.put(&new, &value(n)).unwrap();
+            model.insert(new);
+        }
+        for n in (100..180).chain(400..480) {
+            store.delete(&key(n)).unwrap();
+            model.remove(&key(n));
+        }
+        for n in (0..600).step_by(3) {
+            let (was, _) = store.delete(&key(n)).unwrap();
+            assert_eq!(was, model.remove(&key(n)), "round {round}: key {n}");
+        }
+        for n in 0..300 {
+            let new = format!("key-{:06}-more", n * 2).into_bytes();
+            store.put(&new, &value(n)).unwrap();
+            model.insert(new);
+        }
+        let _ = resume_tx.send(());
+        let report = store.wait_recovered().unwrap();
+        failpoint::clear("recount.leaf_counted");
+        let verify = store.tree().verify().unwrap();
+        assert!(verify.is_ok(), "round {round}: {verify:?} after {report:?}");
+        assert_eq!(store.tree().len(), model.len() as u64, "round {round}: the count");
+        assert_eq!(verify.entries, model.len() as u64, "round {round}: the leaves");
+        // And the count carries on exactly.
+        store.put(b"zz-after", b"1").unwrap();
+        assert_eq!(store.tree().len(), model.len() as u64 + 1, "round {round}");
+    }
+}
+
+/// The same without a failpoint: two threads insert and remove random keys
+/// (splitting and emptying leaves) from the moment the store reopens after
+/// a crash, while the background scan counts 20,000 entries. The count
+/// must come out exact.
+#[test]
+fn the_count_after_a_crash_is_exact_with_random_writers_racing_the_scan() {
+    let _serial = serial();
+    for round in 0..4u64 {
+        let dir = SimDir::new(80 + round, drop_model());
+        let store = Arc::new(open_store(&dir, quiet_options(4096)).unwrap());
+        for n in 0..20_000 {
+            store.put(&key(n), &value(n)).unwrap();
+        }
+        let (_, lsn) = store.delete(&key(0)).unwrap();
+        store.wait_durable(lsn).unwrap();
+        dir.crash();
+        drop(store);
+        let store = Arc::new(open_store(&dir, quiet_options(4096)).unwrap());
+        let writers: Vec<_> = (0..2u64)
+            .map(|thread| {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    let mut rng = fastrand::Rng::with_seed(round * 2 + thread);
+                    // Net change of the entry count made by this thread.
+                    let mut delta = 0i64;
+                    for _ in 0..6_000 {
+                        // Thread-disjoint keys, so each knows its own delta.
+                        let n = rng.u32(..10_000) * 2 + thread as u32;
+                        if rng.bool() {
+                            if store.tree().insert(&key(n), &value(n)).unwrap().is_none() {
+                                delta += 1;
+                            }
+                        } else if store.tree().remove(&key(n)).unwrap().is_some() {
+                            delta -= 1;
+                        }
+                    }
+                    delta
+                })
+            })
+            .collect();
+        let delta: i64 = writers.into_iter().map(|writer| writer.join().unwrap()).sum();
+        store.wait_recovered().unwrap();
+        let verify = store.tree().verify().unwrap();
+        assert!(verify.is_ok(), "round {round}: {verify:?}");
+        assert_eq!(store.tree().len() as i64, 19_999 + delta, "round {round}: the count");
     }
 }

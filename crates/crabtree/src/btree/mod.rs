@@ -49,6 +49,7 @@
 //! overflow pages).
 
 mod bulk;
+mod count;
 mod delete;
 mod descend;
 mod epoch;
@@ -131,8 +132,13 @@ pub struct BTree {
     retired: epoch::Retired,
     /// Half-dead nodes whose unlink gave up, to retry.
     unfinished: delete::Unfinished,
-    /// Number of entries (exact while the tree is open).
+    /// Number of entries (exact while the tree is open, except while a
+    /// count from the leaves runs: see `count`).
     len: AtomicU64,
+    /// The count from the leaves after a crash (`count`).
+    recount: count::Recount,
+    /// The background work finishing a crash recovery (`count`).
+    finisher: count::Finisher,
     /// Largest cell (plus its slot) a node must accept: a quarter page.
     cell_size_max: usize,
     key_size_max: usize,
@@ -177,6 +183,8 @@ impl BTree {
             retired: epoch::Retired::default(),
             unfinished: delete::Unfinished::default(),
             len: AtomicU64::new(0),
+            recount: count::Recount::default(),
+            finisher: count::Finisher::default(),
         }
     }
 
@@ -220,11 +228,7 @@ impl BTree {
         if result.is_err() {
             stored.discard(self);
         }
-        let old = result?;
-        if old.is_none() {
-            self.len.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(old)
+        result
     }
 
     /// Removes `key`, returning its value.
@@ -233,7 +237,6 @@ impl BTree {
         self.pool.check_poisoned()?;
         let removed = self.retry(Pinning::Always, |tree, pessimistic| tree.remove_attempt(key, pessimistic))?;
         let Some((old, now_empty)) = removed else { return Ok(None) };
-        self.len.fetch_sub(1, Ordering::Relaxed);
         if let Some(leaf) = now_empty {
             // The key is gone; freeing its empty leaf is housekeeping. If it
             // fails (I/O) the leaf stays, empty or half-dead, for a later
@@ -261,8 +264,19 @@ impl BTree {
         })
     }
 
-    /// Number of entries (exact in memory; counted from the leaves at open).
+    /// Number of entries. After a crash recovery the count is taken from
+    /// the leaves in the background (beside writers); this waits for it.
     pub fn len(&self) -> u64 {
+        if !self.count_exact() {
+            let _ = self.wait_recovery_finished();
+        }
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// The count without waiting: exact unless a count from the leaves
+    /// runs (statistics, and checkpoints, whose copy is trusted only after
+    /// a clean close).
+    pub(crate) fn len_now(&self) -> u64 {
         self.len.load(Ordering::Relaxed)
     }
 
@@ -328,20 +342,17 @@ impl BTree {
     /// the oldest log position the caller still needs.
     pub fn checkpoint(&self, retain: Option<crate::ids::Lsn>) -> Result<crate::buffer::CheckpointReport> {
         self.reclaim()?;
-        self.pool.set_root_value(LEN_SLOT, self.len());
+        self.pool.set_root_value(LEN_SLOT, self.len_now());
         self.pool.checkpoint(retain)
     }
 
     /// Counts the entries from the leaves (after recovery, where the count
-    /// kept in memory is lost) and returns it.
+    /// kept in memory is lost) and returns it. Writers may run once it has
+    /// started (see `count`), but none may be in progress when it is
+    /// called.
     pub fn recount(&self) -> Result<u64> {
-        let mut count = 0u64;
-        for item in self.range::<&[u8], _>(..) {
-            item?;
-            count += 1;
-        }
-        self.len.store(count, Ordering::Relaxed);
-        Ok(count)
+        self.begin_recount();
+        self.run_recount()
     }
 
     /// Returns retired pages no reader can reach to the allocator.

@@ -69,10 +69,16 @@ struct Expected {
 }
 
 impl BTree {
-    /// Checks every invariant (see the module doc) and reports.
+    /// Checks every invariant (see the module doc) and reports. After a
+    /// crash recovery it first waits for the background repair and count
+    /// (`count`); if they failed, that is a violation.
     pub fn verify(&self) -> Result<VerifyReport> {
+        let finished = self.wait_recovery_finished();
         let _pin = super::epoch::pin();
         let mut report = VerifyReport { page_count: self.pool.page_count(), ..VerifyReport::default() };
+        if let Err(error) = finished {
+            report.violations.push(format!("{error}"));
+        }
         let mut seen = HashSet::new();
         seen.insert(PageId::HEADER);
         let root = self.root();

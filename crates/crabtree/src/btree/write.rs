@@ -18,6 +18,7 @@ use crate::page::node::{
     ValueRef, raw_cell_child, raw_cell_key,
 };
 use crate::page::redo::{CellChange, build_left_half};
+use crate::sync::Ordering;
 use crate::{Error, Result};
 
 /// Inner nodes passed on the way down: `(level, pid)`.
@@ -89,6 +90,8 @@ impl BTree {
     ) -> Attempt<Option<Vec<u8>>> {
         let mut path = Path::new();
         let mut leaf = self.latch_leaf(key, &mut path, pessimistic)?;
+        // Under the leaf's latch (`count`).
+        let counted = self.recount.behind(key);
         let pid = leaf.pid();
         let cell = value.cell(key);
         let (slot, old, old_pages) = {
@@ -133,6 +136,9 @@ impl BTree {
         for pid in old_pages {
             self.retired.retire(pid);
         }
+        if old.is_none() && counted {
+            self.len.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(old)
     }
 
@@ -165,6 +171,10 @@ impl BTree {
             node.as_node()?.is_empty()
         };
         self.pool.log_leaf_remove(&mut leaf, key, &pages)?;
+        // Under the leaf's latch (`count`).
+        if self.recount.behind(key) {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
         drop(leaf);
         for pid in pages {
             self.retired.retire(pid);

@@ -13,10 +13,13 @@
 //!
 //! Open: the data file's header page is written and synced before the log
 //! is created; recovery redoes the log (`recover`), the pool opens on the
-//! recovered allocator state, the log is attached, then the tree finishes
-//! the structure changes the crash interrupted (`BTree::repair`: abandoned
-//! splits, half-dead pages), recounts its entries, and a checkpoint makes
-//! it all the new starting point.
+//! recovered allocator state, the log is attached, and a checkpoint makes
+//! the redone state the new starting point. After a crash a background
+//! thread then finishes the structure changes the crash interrupted
+//! (`BTree::repair`: abandoned splits, half-dead pages) and counts the
+//! entries from the leaves, beside the writers (`btree::count`), so an
+//! open costs the redo (bounded by the checkpoint interval), not a scan
+//! of the tree.
 //!
 //! Failure: a failed write or sync of the log or of the data file poisons
 //! the store (every waiting writer gets the error, further writes return
@@ -168,20 +171,19 @@ impl Store {
         let root = pool.root(crate::btree::ROOT_SLOT);
         let tree =
             Arc::new(if root.0 == 0 { BTree::create(Arc::clone(&pool))? } else { BTree::open(Arc::clone(&pool))? });
-        let mut report = recovered.report;
-        if !report.clean {
-            // Finish what the crash interrupted, count the entries, and make
-            // this state the new starting point.
-            let repaired = tree.repair()?;
-            report.splits_finished = repaired.splits_finished;
-            report.deletions_finished = repaired.deletions_finished;
-            tree.recount()?;
-        }
+        let report = recovered.report;
         // Keep the log from the first recovered commit record: the layer
         // above re-applies them after this returns, and a crash before it
         // has must find them again.
         let retain = recovered.commits.iter().map(|commit| commit.start).min();
+        // The redone state is the new starting point.
         pool.checkpoint(retain)?;
+        if !report.clean {
+            // What the crash interrupted (splits, deletions) and the entry
+            // count are finished in the background, beside the writers, so
+            // opening costs the redo alone (`btree::count`).
+            tree.finish_recovery_in_background()?;
+        }
         let inner = Arc::new(Inner {
             tree,
             durability: options.wal.durability,
@@ -226,9 +228,22 @@ impl Store {
         &self.inner.wal
     }
 
-    /// What recovery did when this store was opened.
+    /// What recovery did when this store was opened (the redo; see
+    /// [`Store::wait_recovered`] for the background part).
     pub fn recovery(&self) -> &RecoveryReport {
         &self.recovery
+    }
+
+    /// Waits until the background part of a crash recovery (finishing
+    /// interrupted splits and deletions, counting the entries) is done and
+    /// returns the whole report. Errors: that work failed (the entry count
+    /// is then not exact and the next open recovers again).
+    pub fn wait_recovered(&self) -> Result<RecoveryReport> {
+        let repaired = self.inner.tree.wait_recovery_finished()?;
+        let mut report = self.recovery.clone();
+        report.splits_finished = repaired.splits_finished;
+        report.deletions_finished = repaired.deletions_finished;
+        Ok(report)
     }
 
     /// The commit records of the layer above that recovery found (ending
@@ -351,6 +366,9 @@ impl Store {
         if let Some(worker) = self.checkpointer.take() {
             let _ = worker.join();
         }
+        // A close right after a crash recovery waits for its background
+        // part, so the count the clean close vouches for is exact.
+        let finished = self.inner.tree.wait_recovery_finished();
         if self.inner.wal.is_poisoned() {
             return Err(Error::Poisoned);
         }
@@ -358,6 +376,8 @@ impl Store {
         // retain hook), like every other.
         self.inner.tree.quiesce()?;
         self.inner.checkpoint()?;
+        // Unfinished: no clean-close marker, the next open recovers again.
+        finished?;
         // Nothing runs any more: the next open has nothing to finish and
         // can trust the entry count of the checkpoint just taken.
         let end = self.inner.wal.append(RecordType::CLEAN_CLOSE, &[0u8; 8])?;
