@@ -152,7 +152,21 @@ pub(crate) fn recover(
     let mut first_lsn: Option<Lsn> = None;
     let mut report = RecoveryReport::default();
     let mut read_error: Option<Error> = None;
-    let (wal, end) = Wal::open(log, options, |lsn, kind, payload| {
+    // First pass: the redo start of the last checkpoint. Page entries of
+    // records before it are on disk already (that checkpoint wrote every
+    // page they changed and synced; a page changed again later logs its
+    // image at or after it), so the second pass skips them without reading
+    // their pages; it still reads their allocator events and commits.
+    let redo_start = std::cell::Cell::new(Lsn::ZERO);
+    let mut survey = |lsn: Lsn, kind: RecordType, payload: &[u8]| {
+        if kind == RecordType::CHECKPOINT
+            && let Ok(record) = CheckpointRecord::decode(payload, lsn)
+        {
+            redo_start.set(record.redo);
+        }
+        Ok(())
+    };
+    let (wal, end) = Wal::open_surveyed(log, options, Some(&mut survey), |lsn, kind, payload| {
         let end = Lsn(lsn.0 + record_size(payload.len()) as u64);
         let first_lsn = *first_lsn.get_or_insert(lsn);
         report.log_bytes += record_size(payload.len()) as u64;
@@ -178,6 +192,10 @@ pub(crate) fn recover(
                             }
                             if !matches!(entry, Entry::Image { provisional: true, .. }) {
                                 events.insert(pid, (end, true));
+                            }
+                            if lsn < redo_start.get() {
+                                report.entries_skipped += 1;
+                                continue;
                             }
                             let page = match pages.entry(pid) {
                                 std::collections::hash_map::Entry::Occupied(slot) => slot.into_mut(),

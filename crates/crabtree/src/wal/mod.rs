@@ -103,6 +103,9 @@ impl WalOptions {
     }
 }
 
+/// A callback for each record read: `(lsn, kind, payload)`.
+pub type OnRecord<'a> = dyn FnMut(Lsn, RecordType, &[u8]) -> Result<()> + 'a;
+
 impl Wal {
     /// Opens (or creates) the log in `dir`: reads every record from the
     /// start of the log, calling `on_record(lsn, kind, payload)` for each in
@@ -111,7 +114,19 @@ impl Wal {
     /// flusher. `Error::LogCorruption` if synced log is damaged.
     pub fn open(
         dir: Arc<dyn Dir>,
+        options: WalOptions,
+        on_record: impl FnMut(Lsn, RecordType, &[u8]) -> Result<()>,
+    ) -> Result<(Wal, LogEnd)> {
+        Wal::open_surveyed(dir, options, None, on_record)
+    }
+
+    /// [`Wal::open`], reading the log twice: first with `survey` (e.g. to
+    /// find the last checkpoint, so the second pass can skip what it
+    /// covers), then with `on_record`.
+    pub fn open_surveyed(
+        dir: Arc<dyn Dir>,
         mut options: WalOptions,
+        survey: Option<&mut OnRecord<'_>>,
         on_record: impl FnMut(Lsn, RecordType, &[u8]) -> Result<()>,
     ) -> Result<(Wal, LogEnd)> {
         if !options.buffer_size.is_power_of_two() || options.buffer_size < WAL_BUFFER_SIZE_MIN {
@@ -122,6 +137,9 @@ impl Wal {
         }
         let mut segments = segment::Segments::open(dir, options.segment_size)?;
         options.segment_size = segments.size();
+        if let Some(survey) = survey {
+            reader::scan(&segments, survey)?;
+        }
         let end = reader::scan(&segments, on_record)?;
         // Segments holding no byte of the valid log hold only unsynced
         // bytes from before a crash; they are activated afresh.
