@@ -64,6 +64,9 @@
 //! * `mtr.reserved`: a leaf upsert or remove has appended its record and
 //!   stamped the page (still latched), and has not yet read the
 //!   full-page-image horizon;
+//! * `recount.leaf_counted`: the count from the leaves after a crash
+//!   (`btree::count`) counted a leaf and moved its position past it, no
+//!   latch held;
 //! * `commit.between_pieces`: a commit record too large for one log record
 //!   has appended a piece of its chain and not its end (`store`); an error
 //!   fails the commit with the chain left unfinished in the log.
