@@ -104,3 +104,52 @@ fn space_pinned_by_a_snapshot_is_reused_after_it_ends() {
     );
     db.check().unwrap();
 }
+
+/// Versions a snapshot pinned, left behind when it ends (nothing writes
+/// their keys again and vacuum is off), go when a writer fills their leaf:
+/// before it splits, it drops the versions in it that no snapshot can see.
+#[test]
+fn a_writer_filling_a_leaf_prunes_versions_nobody_can_see() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir);
+    let snapshot = db.snapshot();
+    for round in 0..10u8 {
+        let mut tx = db.begin();
+        for k in 0..300u32 {
+            tx.put(format!("key-{k:05}").as_bytes(), &[round; 40]).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let pinned = db.stats();
+    assert!(pinned.tree_entries >= 3_000, "the snapshot pins every version: {pinned:?}");
+    drop(snapshot);
+    // New keys between the old ones, into the same leaves, until they
+    // fill and would split.
+    for k in 0..300u32 {
+        db.update(|tx| {
+            for j in 0..6 {
+                tx.put(format!("key-{k:05}-new-{j}").as_bytes(), &[9; 40])?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+    let after = db.stats();
+    eprintln!(
+        "leaf pruning: {} versions pinned, {} after 1,800 inserts, {} pruned",
+        pinned.tree_entries, after.tree_entries, after.versions_pruned
+    );
+    assert!(after.versions_pruned >= 1_000, "{after:?}");
+    assert!(
+        after.tree_entries + 1_000 <= pinned.tree_entries + 1_800,
+        "the shadowed versions stayed: {} -> {} ({after:?})",
+        pinned.tree_entries,
+        after.tree_entries
+    );
+    let snapshot = db.snapshot();
+    for k in 0..300u32 {
+        assert_eq!(snapshot.get(format!("key-{k:05}").as_bytes()).unwrap(), Some(vec![9u8; 40]), "key {k}");
+        assert_eq!(snapshot.get(format!("key-{k:05}-new-5").as_bytes()).unwrap(), Some(vec![9u8; 40]), "key {k}");
+    }
+    db.check().unwrap();
+}

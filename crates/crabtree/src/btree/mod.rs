@@ -121,6 +121,12 @@ impl From<Error> for Step {
 /// Result of one attempt.
 pub(crate) type Attempt<T> = std::result::Result<T, Step>;
 
+/// Given the keys of a full leaf (in order), the indices of the entries
+/// that may be removed before it splits (the MVCC layer's versions that no
+/// snapshot can see). Called under the leaf's exclusive latch: it must not
+/// touch the tree, and must be quick.
+pub type LeafPruner = Arc<dyn Fn(&[Vec<u8>]) -> Vec<usize> + Send + Sync>;
+
 /// A B-link tree of byte-string keys and values in memcmp order.
 ///
 /// All methods take `&self` and may be called from many threads at once.
@@ -139,6 +145,9 @@ pub struct BTree {
     recount: count::Recount,
     /// The background work finishing a crash recovery (`count`).
     finisher: count::Finisher,
+    /// What the layer above says may go from a full leaf before it splits
+    /// (`write::prune_leaf`).
+    pruner: parking_lot::RwLock<Option<LeafPruner>>,
     /// Largest cell (plus its slot) a node must accept: a quarter page.
     cell_size_max: usize,
     key_size_max: usize,
@@ -185,12 +194,19 @@ impl BTree {
             len: AtomicU64::new(0),
             recount: count::Recount::default(),
             finisher: count::Finisher::default(),
+            pruner: parking_lot::RwLock::new(None),
         }
     }
 
     /// The buffer pool under the tree.
     pub fn pool(&self) -> &Arc<BufferPool> {
         &self.pool
+    }
+
+    /// Installs (or, with `None`, removes) the pruner asked before a leaf
+    /// splits (see [`LeafPruner`]).
+    pub fn set_leaf_pruner(&self, pruner: Option<LeafPruner>) {
+        *self.pruner.write() = pruner;
     }
 
     /// Largest key accepted.

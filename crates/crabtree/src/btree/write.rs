@@ -105,14 +105,20 @@ impl BTree {
                 Err(slot) => (Err(slot), None, Vec::new()),
             }
         };
-        let fits = {
+        let fits_now = |leaf: &ExclusiveGuard<'_>, slot: std::result::Result<usize, usize>| -> Result<bool> {
             let node = Node::new(leaf.page(), pid)?;
             let freed = match slot {
                 Ok(index) => node.cell(index)?.size + SLOT_SIZE,
                 Err(_) => 0,
             };
-            node.free_space() + freed >= cell.size() + SLOT_SIZE
+            Ok(node.free_space() + freed >= cell.size() + SLOT_SIZE)
         };
+        let mut slot = slot;
+        let mut fits = fits_now(&leaf, slot)?;
+        if !fits && self.prune_leaf(&mut leaf, key)? > 0 {
+            slot = Node::new(leaf.page(), pid)?.search(key)?;
+            fits = fits_now(&leaf, slot)?;
+        }
         if fits {
             {
                 let mut page = leaf.page_mut();
@@ -140,6 +146,42 @@ impl BTree {
             self.len.fetch_add(1, Ordering::Relaxed);
         }
         Ok(old)
+    }
+
+    /// Before a full leaf splits, removes the entries the pruner names
+    /// (never `keep`, the key being written), each logged as a leaf remove
+    /// with its overflow pages freed. Returns how many went. Entry and
+    /// exit: the leaf exclusively latched.
+    fn prune_leaf(&self, leaf: &mut ExclusiveGuard<'_>, keep: &[u8]) -> Result<usize> {
+        let Some(pruner) = self.pruner.read().clone() else { return Ok(0) };
+        let pid = leaf.pid();
+        let keys = {
+            let page = leaf.page();
+            let node = Node::new(&page, pid)?;
+            (0..node.len()).map(|index| node.key(index)).collect::<Result<Vec<_>>>()?
+        };
+        let mut doomed = pruner(&keys);
+        doomed.retain(|&index| keys.get(index).is_some_and(|key| key.as_slice() != keep));
+        doomed.sort_unstable();
+        doomed.dedup();
+        // From the right, so the indices left to do stay valid.
+        for &index in doomed.iter().rev() {
+            let pages = {
+                let page = leaf.page();
+                let node = Node::new(&page, pid)?;
+                self.read_owned_value(&node, index)?.1
+            };
+            NodeMut::new(&mut leaf.page_mut(), pid)?.remove(index)?;
+            self.pool.log_leaf_remove(leaf, &keys[index], &pages)?;
+            for pid in pages {
+                self.retired.retire(pid);
+            }
+            // Under the leaf's latch (`count`).
+            if self.recount.behind(&keys[index]) {
+                self.len.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        Ok(doomed.len())
     }
 
     /// The value of cell `slot` of a latched leaf, and its overflow pages.

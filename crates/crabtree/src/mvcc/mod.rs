@@ -80,7 +80,7 @@ pub(crate) struct Counters {
 /// The MVCC state of one open database.
 pub(crate) struct Engine {
     pub(crate) tree: Arc<BTree>,
-    pub(crate) oracle: oracle::Oracle,
+    pub(crate) oracle: Arc<oracle::Oracle>,
     locks: locks::LockTable,
     pub(crate) log: Arc<dyn CommitLog>,
     /// Dropped keyspaces and the timestamp of the drop.
@@ -88,7 +88,7 @@ pub(crate) struct Engine {
     /// Set when a commit failed half-way (its outcome is unknown until
     /// reopen): every later commit is refused.
     poisoned: AtomicBool,
-    pub(crate) counters: Counters,
+    pub(crate) counters: Arc<Counters>,
     key_size_max: usize,
 }
 
@@ -96,14 +96,24 @@ impl Engine {
     /// The engine over `tree`, whose last commit had timestamp `last_ts`.
     pub(crate) fn new(tree: Arc<BTree>, log: Arc<dyn CommitLog>, last_ts: Ts) -> Engine {
         let key_size_max = encoding::user_key_size_max(tree.key_size_max());
+        let oracle = Arc::new(oracle::Oracle::new(last_ts));
+        let counters = Arc::new(Counters::default());
+        // A writer about to split a full leaf first drops the versions in
+        // it that no snapshot can see (see `shadowed`).
+        let (horizon_of, pruned) = (Arc::clone(&oracle), Arc::clone(&counters));
+        tree.set_leaf_pruner(Some(Arc::new(move |keys: &[Vec<u8>]| {
+            let doomed = shadowed(keys, horizon_of.horizon());
+            pruned.pruned.fetch_add(doomed.len() as u64, Ordering::Relaxed);
+            doomed
+        })));
         Engine {
             tree,
-            oracle: oracle::Oracle::new(last_ts),
+            oracle,
             locks: locks::LockTable::new(),
             log,
             dropped: RwLock::new(HashMap::new()),
             poisoned: AtomicBool::new(false),
-            counters: Counters::default(),
+            counters,
             key_size_max,
         }
     }
@@ -246,6 +256,35 @@ impl Engine {
     }
 }
 
+/// Of the version keys of one leaf (in tree order: by key, newest first),
+/// the indices of those shadowed by a newer version of the same key at or
+/// below `horizon`: every snapshot sees that one or a newer one, so none
+/// sees them. Looks only within the leaf, which is enough for that rule
+/// (the shadowing version is in the leaf); tombstones and versions whose
+/// shadow lies in the left neighbour are left to vacuum. Keys that are not
+/// version keys are left alone.
+pub(crate) fn shadowed(keys: &[Vec<u8>], horizon: Ts) -> Vec<usize> {
+    let mut doomed = Vec::new();
+    let mut current: Option<&[u8]> = None;
+    let mut shadowing = false;
+    for (index, key) in keys.iter().enumerate() {
+        let Ok((prefix, ts)) = encoding::split_version(key) else {
+            current = None;
+            continue;
+        };
+        if current != Some(prefix) {
+            current = Some(prefix);
+            shadowing = false;
+        }
+        if shadowing {
+            doomed.push(index);
+        } else if ts <= horizon {
+            shadowing = true;
+        }
+    }
+    doomed
+}
+
 /// The failpoint `commit.before_apply`: the commit record is appended,
 /// no version is applied yet (an injected error stands for a crash there:
 /// recovery decides the outcome from the log).
@@ -282,6 +321,26 @@ mod tests {
 
     fn writes(pairs: &[(&[u8], Option<&[u8]>)]) -> WriteSet {
         pairs.iter().map(|(k, v)| ((DEFAULT_KEYSPACE, k.to_vec()), v.map(<[u8]>::to_vec))).collect()
+    }
+
+    #[test]
+    fn shadowed_names_only_versions_below_a_newer_one_at_or_below_the_horizon() {
+        let a = encoding::prefix(1, b"a");
+        let b = encoding::prefix(1, b"b");
+        // Tree order: by key, newest first.
+        let keys = vec![
+            encoding::version_key(&a, 9), // above the horizon: kept
+            encoding::version_key(&a, 5), // the newest at or below: kept
+            encoding::version_key(&a, 4), // shadowed
+            encoding::version_key(&a, 1), // shadowed
+            b"not a version".to_vec(),    // left alone, and ends the group
+            encoding::version_key(&b, 7), // above: kept
+            encoding::version_key(&b, 6), // above: kept
+        ];
+        assert_eq!(shadowed(&keys, 5), vec![2, 3]);
+        assert_eq!(shadowed(&keys, 0), Vec::<usize>::new(), "a snapshot at 0 sees nothing shadowed");
+        assert_eq!(shadowed(&keys, 6), vec![2, 3], "b at 6 is the newest at or below");
+        assert_eq!(shadowed(&keys, u64::MAX), vec![1, 2, 3, 6]);
     }
 
     #[test]
