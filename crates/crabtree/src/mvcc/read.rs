@@ -34,17 +34,41 @@ fn after_versions(prefix: &[u8]) -> Vec<u8> {
     key
 }
 
+/// Bytes of a version key a point read keeps on the stack (a 16-byte key
+/// needs 27); longer ones are built on the heap.
+const POINT_KEY_INLINE: usize = 64;
+
 /// The value of `key` in keyspace `ks` at snapshot `ts`: the newest
 /// version at or below `ts`, `None` if there is none or it is a tombstone.
 pub(crate) fn get_at(tree: &BTree, ks: u32, key: &[u8], ts: Ts) -> Result<Option<Vec<u8>>> {
-    // The bounds share the prefix: build it once (this is the hot path of
-    // every point read).
+    // The hot path of every point read: both bounds on the stack, built
+    // from one prefix.
+    let mut lower = [0u8; POINT_KEY_INLINE];
+    let Some(prefix_len) = encoding::write_prefix(ks, key, &mut lower[..POINT_KEY_INLINE - TS_SIZE]) else {
+        return get_at_heap(tree, ks, key, ts);
+    };
+    let len = prefix_len + TS_SIZE;
+    let mut upper = lower;
+    lower[prefix_len..len].copy_from_slice(&encoding::ts_suffix(ts));
+    upper[prefix_len..len].fill(0xFF);
+    first_version(tree, &lower[..len], &upper[..len])
+}
+
+/// `get_at` for a key too long for the stack buffers.
+fn get_at_heap(tree: &BTree, ks: u32, key: &[u8], ts: Ts) -> Result<Option<Vec<u8>>> {
     let mut lower = Vec::new();
     encoding::encode_prefix(ks, key, &mut lower);
-    let mut upper = lower.clone();
+    let mut upper = Vec::with_capacity(lower.capacity());
+    upper.extend_from_slice(&lower);
     lower.extend_from_slice(&encoding::ts_suffix(ts));
     upper.extend_from_slice(&[0xFF; TS_SIZE]);
-    match tree.first_in(&lower, &upper)? {
+    first_version(tree, &lower, &upper)
+}
+
+/// The value of the first version in `lower..=upper` (one key's versions
+/// from a snapshot down), decoded.
+fn first_version(tree: &BTree, lower: &[u8], upper: &[u8]) -> Result<Option<Vec<u8>>> {
+    match tree.first_in(lower, upper)? {
         Some(stored) => encoding::decode_value(stored),
         None => Ok(None),
     }
