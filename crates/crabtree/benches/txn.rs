@@ -15,7 +15,8 @@
 //!   (27-byte keys, tagged values): the layer's own cost is the gap between
 //!   that line and `Snapshot::get`, the rest is the stored layout.
 //! * `get xR + writer`: R (1, 2) snapshot readers with and without one
-//!   thread committing single-key updates meanwhile (target: at most 30%
+//!   thread committing single-key updates meanwhile, `Immediate` (mostly
+//!   waiting for fsync) or `Eventual` (busy) (target: at most 30%
 //!   slower). One reader + the writer fits two cores; two readers + the
 //!   writer oversubscribe a 2-core machine.
 //! * `update x2 (+ long snapshot)`: two threads committing single-key
@@ -294,16 +295,18 @@ fn reads(dir: &tempfile::TempDir, keys: u64, secs: f64, rounds: usize) {
     // two readers + the writer oversubscribe a 2-core machine, so there the
     // wall-time ratio mostly measures CPU sharing and the per-CPU-second
     // ratio the interference itself.
-    let readers = |threads: usize, with_writer: bool| {
+    let readers = |threads: usize, writer: Option<bool>| {
         let stop = AtomicBool::new(false);
         let commits = AtomicU64::new(0);
         let rate = std::thread::scope(|scope| {
-            if with_writer {
-                scope.spawn(|| {
+            if let Some(eventual) = writer {
+                let (db, commits, stop) = (&db, &commits, &stop);
+                scope.spawn(move || {
                     let mut rng = fastrand::Rng::with_seed(99);
                     let conflicts = AtomicU64::new(0);
                     while !stop.load(Ordering::Relaxed) {
-                        commits.fetch_add(commit_one(&db, &mut rng, keys, 1, false, &conflicts), Ordering::Relaxed);
+                        let done = commit_one(db, &mut rng, keys, 1, eventual, &conflicts);
+                        commits.fetch_add(done, Ordering::Relaxed);
                     }
                 });
             }
@@ -320,23 +323,31 @@ fn reads(dir: &tempfile::TempDir, keys: u64, secs: f64, rounds: usize) {
         (rate, commits.load(Ordering::Relaxed) as f64 / slice)
     };
     for threads in [1, 2] {
-        let (mut alone, mut with, mut writes) = (Vec::new(), Vec::new(), Vec::new());
+        // Rounds alternate: readers alone, with an `Immediate` writer
+        // (mostly waiting for fsync), with an `Eventual` one (busy).
+        let mut alone = Vec::new();
+        let mut with = [(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
         for _ in 0..rounds {
-            alone.push(readers(threads, false).0);
-            let (rate, commits) = readers(threads, true);
-            with.push(rate);
-            writes.push(Rate { wall: commits, cpu: 0.0 });
+            alone.push(readers(threads, None).0);
+            for (eventual, (rates, writes)) in [false, true].into_iter().zip(with.iter_mut()) {
+                let (rate, commits) = readers(threads, Some(eventual));
+                rates.push(rate);
+                writes.push(Rate { wall: commits, cpu: 0.0 });
+            }
         }
-        let (alone, with, writes) = (median(&alone), median(&with), median(&writes));
+        let alone = median(&alone);
         println!("get x{threads}               : {:>10.0} reads/s {:>10.0} /cpu-s", alone.wall, alone.cpu);
-        println!(
-            "get x{threads} + 1 writer    : {:>10.0} reads/s {:>10.0} /cpu-s  ratio {:.2} {:.2} (writer {:.0} commits/s)",
-            with.wall,
-            with.cpu,
-            with.wall / alone.wall,
-            with.cpu / alone.cpu,
-            writes.wall
-        );
+        for (mode, (rates, writes)) in ["Immediate", "Eventual"].into_iter().zip(with) {
+            let (rate, writes) = (median(&rates), median(&writes));
+            println!(
+                "get x{threads} + 1 writer    : {:>10.0} reads/s {:>10.0} /cpu-s  ratio {:.2} {:.2} (writer {mode}: {:.0} commits/s)",
+                rate.wall,
+                rate.cpu,
+                rate.wall / alone.wall,
+                rate.cpu / alone.cpu,
+                writes.wall
+            );
+        }
     }
 }
 
