@@ -21,13 +21,15 @@
 //!   writer oversubscribe a 2-core machine.
 //! * `update x2 (+ long snapshot)`: two threads committing single-key
 //!   updates, with and without one snapshot held for the whole run
-//!   (target >= 0.7x); the tree's entry count at the end shows the versions
-//!   the snapshot pins.
+//!   (target >= 0.7x; two databases, slices alternating); the tree's entry
+//!   count at the end shows the versions the snapshot pins.
 //!
-//! Read workloads alternate short slices (`CRABTREE_BENCH_ROUNDS`, default
-//! 7, slices of `CRABTREE_BENCH_SECS / rounds`) and report medians, as
-//! reads per second of wall time and per CPU-second of the reading threads
-//! (the second is not diluted when other processes take the cores).
+//! Read and update workloads alternate short slices
+//! (`CRABTREE_BENCH_ROUNDS`, default 7, slices of `CRABTREE_BENCH_SECS /
+//! rounds`) and report medians; reads per second of wall time and per
+//! CPU-second of the reading threads (the second is not diluted when other
+//! processes, or the writer's and the engine's background threads, take
+//! the cores).
 //!
 //! Run: `cargo bench -p crabtree --bench txn`. Numbers from a noisy shared
 //! VM are indicative only; compare ratios within one run.
@@ -198,11 +200,12 @@ fn main() {
         }
     }
 
+    let rounds = env("CRABTREE_BENCH_ROUNDS", 7).max(1) as usize;
     if wanted("get") {
-        reads(&dir, keys, secs, env("CRABTREE_BENCH_ROUNDS", 7).max(1) as usize);
+        reads(&dir, keys, secs, rounds);
     }
     if wanted("update") {
-        updates(&dir, keys, secs);
+        updates(&dir, keys, secs, rounds);
     }
 }
 
@@ -351,20 +354,25 @@ fn reads(dir: &tempfile::TempDir, keys: u64, secs: f64, rounds: usize) {
     }
 }
 
-/// Updates with and without a snapshot held for the whole run.
-fn updates(dir: &tempfile::TempDir, keys: u64, secs: f64) {
-    let updates = |hold: bool| {
-        let db = open(dir, &format!("updates-{hold}.crab"), Durability::Immediate);
-        load(&db, keys);
-        let held = hold.then(|| db.snapshot());
-        let conflicts = AtomicU64::new(0);
-        let rate = run(2, secs, |_, rng| commit_one(&db, rng, keys, 1, false, &conflicts)).wall;
-        let entries = db.stats().tree_entries;
-        drop(held);
-        (rate, entries)
-    };
-    let (free, free_entries) = updates(false);
-    let (pinned, pinned_entries) = updates(true);
+/// Updates with and without a snapshot held for the whole run: two
+/// databases, alternating slices (`rounds`), medians.
+fn updates(dir: &tempfile::TempDir, keys: u64, secs: f64, rounds: usize) {
+    let free_db = open(dir, "updates-free.crab", Durability::Immediate);
+    load(&free_db, keys);
+    let pinned_db = open(dir, "updates-pinned.crab", Durability::Immediate);
+    load(&pinned_db, keys);
+    let held = pinned_db.snapshot();
+    let slice = secs / rounds as f64;
+    let (mut free, mut pinned) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for (db, rates) in [(&free_db, &mut free), (&pinned_db, &mut pinned)] {
+            let conflicts = AtomicU64::new(0);
+            rates.push(run(2, slice, |_, rng| commit_one(db, rng, keys, 1, false, &conflicts)));
+        }
+    }
+    let (free, pinned) = (median(&free).wall, median(&pinned).wall);
+    let (free_entries, pinned_entries) = (free_db.stats().tree_entries, pinned_db.stats().tree_entries);
+    drop(held);
     println!("update x2            : {free:>10.0} commits/s, {free_entries} versions at the end");
     println!(
         "update x2 + snapshot : {pinned:>10.0} commits/s, {pinned_entries} versions at the end  ratio {:.2}",
