@@ -305,7 +305,9 @@ mod tests {
                 }
             }
         }
-        let mut model: BTreeMap<(u32, Vec<u8>), Vec<(Ts, Option<Vec<u8>>)>> = BTreeMap::new();
+        // (keyspace, key) -> its versions, oldest first.
+        type Versions = Vec<(Ts, Option<Vec<u8>>)>;
+        let mut model: BTreeMap<(u32, Vec<u8>), Versions> = BTreeMap::new();
         let last: Ts = 40;
         for ts in 1..=last {
             let mut order: Vec<usize> = (0..keys.len()).collect();
