@@ -73,18 +73,26 @@ pub(crate) fn key_size(key: &[u8]) -> usize {
     key.len() + key.iter().filter(|&&b| b == 0).count()
 }
 
-/// Appends the keyspace prefix of `ks`.
-pub(crate) fn encode_keyspace(ks: u32, out: &mut Vec<u8>) {
+/// The keyspace prefix of `ks`: the bytes and how many are used.
+fn keyspace_bytes(ks: u32) -> ([u8; KEYSPACE_SIZE_MAX], usize) {
+    let mut out = [0u8; KEYSPACE_SIZE_MAX];
     if ks < u32::from(KS_MULTI) {
-        out.push(ks as u8);
-        return;
+        out[0] = ks as u8;
+        return (out, 1);
     }
     let bytes = ks.to_be_bytes();
     let skip = (ks.leading_zeros() / 8) as usize;
     let tail = bytes.get(skip..).unwrap_or_default();
     // tail is 1..=4 bytes long, so the lead byte is 0xF0..=0xF3.
-    out.push(KS_MULTI + (tail.len() - 1) as u8);
-    out.extend_from_slice(tail);
+    out[0] = KS_MULTI + (tail.len() - 1) as u8;
+    out[1..=tail.len()].copy_from_slice(tail);
+    (out, 1 + tail.len())
+}
+
+/// Appends the keyspace prefix of `ks`.
+pub(crate) fn encode_keyspace(ks: u32, out: &mut Vec<u8>) {
+    let (bytes, len) = keyspace_bytes(ks);
+    out.extend_from_slice(&bytes[..len]);
 }
 
 /// The keyspace prefix of `ks` as a vector.
@@ -128,6 +136,32 @@ pub(crate) fn encode_prefix(ks: u32, key: &[u8], out: &mut Vec<u8>) {
         }
     }
     out.extend_from_slice(&TERMINATOR);
+}
+
+/// Writes `ks(ks) | escaped(key) | 0x00 0x00` (what [`encode_prefix`]
+/// appends) at the start of `out` and returns its length; `None`, with
+/// `out` partly written, if it does not fit. For point reads, which keep
+/// their keys on the stack.
+pub(crate) fn write_prefix(ks: u32, key: &[u8], out: &mut [u8]) -> Option<usize> {
+    let (keyspace, keyspace_len) = keyspace_bytes(ks);
+    out.get_mut(..keyspace_len)?.copy_from_slice(&keyspace[..keyspace_len]);
+    let mut len = keyspace_len;
+    if !key.contains(&0) {
+        // The common case: nothing to escape.
+        out.get_mut(len..len + key.len())?.copy_from_slice(key);
+        len += key.len();
+    } else {
+        for &byte in key {
+            *out.get_mut(len)? = byte;
+            len += 1;
+            if byte == 0 {
+                *out.get_mut(len)? = ESCAPED_ZERO;
+                len += 1;
+            }
+        }
+    }
+    out.get_mut(len..len + TERMINATOR.len())?.copy_from_slice(&TERMINATOR);
+    Some(len + TERMINATOR.len())
 }
 
 /// `ks(ks) | escaped(key) | 0x00 0x00` as a new vector.
@@ -383,6 +417,20 @@ mod tests {
             let (prefix, got_ts) = split_version(&tree_key).unwrap();
             prop_assert_eq!(got_ts, ts);
             prop_assert_eq!(decode_prefix(prefix).unwrap(), (ks, key));
+        }
+
+        #[test]
+        fn write_prefix_is_encode_prefix_or_none(
+            key in proptest::collection::vec(prop_oneof![0u8..3, any::<u8>()], 0..40),
+            ks in keyspace(),
+            room in 0usize..60,
+        ) {
+            let expected = prefix(ks, &key);
+            let mut out = vec![0xAAu8; room];
+            match write_prefix(ks, &key, &mut out) {
+                Some(len) => prop_assert_eq!(&out[..len], expected.as_slice()),
+                None => prop_assert!(expected.len() > room, "{} bytes fit in {room}", expected.len()),
+            }
         }
 
         #[test]

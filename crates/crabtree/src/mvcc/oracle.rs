@@ -66,7 +66,9 @@ impl Oracle {
     pub(crate) fn begin(&self) -> Ts {
         let mut state = self.state.lock();
         let ts = self.visible.load(Ordering::Acquire);
-        state.active.entry(ts).or_insert((0, Instant::now())).0 += 1;
+        // Read the clock only for a new entry: snapshots begun between two
+        // commits share one.
+        state.active.entry(ts).or_insert_with(|| (0, Instant::now())).0 += 1;
         ts
     }
 

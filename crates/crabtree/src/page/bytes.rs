@@ -269,9 +269,15 @@ fn load_le_at(words: &[AtomicU64], pos: usize, len: usize) -> Option<u64> {
 /// Up to 8 bytes of `bytes` as a little-endian number, zero above.
 #[inline]
 fn le_from_slice(bytes: &[u8]) -> u64 {
+    // A whole chunk (the common case in key comparisons): one fixed-size
+    // read, no copy call.
+    if let Some(chunk) = bytes.first_chunk::<8>() {
+        return u64::from_le_bytes(*chunk);
+    }
     let mut buf = [0u8; 8];
-    let len = bytes.len().min(8);
-    buf[..len].copy_from_slice(&bytes[..len]);
+    for (to, from) in buf.iter_mut().zip(bytes) {
+        *to = *from;
+    }
     u64::from_le_bytes(buf)
 }
 

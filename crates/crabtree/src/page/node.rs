@@ -64,9 +64,14 @@ pub const SLOT_PREFIX: usize = 4;
 /// The slot prefix of `key`: its first bytes, zero-padded, as a big-endian
 /// number (so numeric order is memcmp order of the padded bytes).
 fn key_prefix(key: &[u8]) -> u32 {
+    // Most keys are at least this long: a fixed-size read, no copy call.
+    if let Some(head) = key.first_chunk::<SLOT_PREFIX>() {
+        return u32::from_be_bytes(*head);
+    }
     let mut bytes = [0u8; SLOT_PREFIX];
-    let take = key.len().min(SLOT_PREFIX);
-    bytes[..take].copy_from_slice(&key[..take]);
+    for (to, from) in bytes.iter_mut().zip(key) {
+        *to = *from;
+    }
     u32::from_be_bytes(bytes)
 }
 
@@ -289,12 +294,19 @@ impl<P: PageBuf> Node<P> {
     /// first, the cell's key bytes only on a tie. Bounds are checked against
     /// the slot's own length; [`check_node`] checks slot and cell agree.
     pub fn compare_key(&self, index: usize, key: &[u8]) -> Result<Ordering> {
+        self.compare_key_prefixed(index, key, key_prefix(key))
+    }
+
+    /// `compare_key` with `key`'s slot prefix computed by the caller (once
+    /// per search rather than once per probe).
+    #[inline]
+    fn compare_key_prefixed(&self, index: usize, key: &[u8], key_prefix: u32) -> Result<Ordering> {
         if index >= self.head.slot_count {
             return Err(corrupt(self.pid, format!("slot {index} of {}", self.head.slot_count)));
         }
         let slot = self.page.read_u64(SLOTS_START + index * SLOT_SIZE).to_le_bytes();
         let prefix = u32::from_be_bytes([slot[4], slot[5], slot[6], slot[7]]);
-        match prefix.cmp(&key_prefix(key)) {
+        match prefix.cmp(&key_prefix) {
             Ordering::Equal => {}
             unequal => return Ok(unequal),
         }
@@ -351,9 +363,10 @@ impl<P: PageBuf> Node<P> {
     /// holds it, `Err(i)` for the index where it would be inserted.
     pub fn search_from(&self, from: usize, key: &[u8]) -> Result<std::result::Result<usize, usize>> {
         let (mut low, mut high) = (from, self.head.slot_count);
+        let prefix = key_prefix(key);
         while low < high {
             let mid = low + (high - low) / 2;
-            match self.compare_key(mid, key)? {
+            match self.compare_key_prefixed(mid, key, prefix)? {
                 Ordering::Less => low = mid + 1,
                 Ordering::Greater => high = mid,
                 Ordering::Equal => return Ok(Ok(mid)),
