@@ -21,7 +21,7 @@
 //!   copied while the store is open (what a crash leaves: nothing since the
 //!   open was checkpointed), and the copy opened: MB of log replayed per
 //!   second (`RecoveryReport::log_bytes / duration`; also over the whole
-//!   `open`, which adds the tree repair pass, a recount and a checkpoint).
+//!   `open`, which adds the survey pass over the log and a checkpoint).
 //!   The copied files are in the page cache (no root to drop it), so this
 //!   is replay speed, not disk read speed.
 //!
@@ -446,7 +446,7 @@ fn recovery_phase(dir: &Path, config: &Config) -> Result<()> {
         copied as f64 / 1e6
     );
     println!(
-        "  redo {:.2} s: {:.0} MB/s of log replayed; whole open (redo + repair + recount + checkpoint) {open_secs:.2} s: \
+        "  redo {:.2} s: {:.0} MB/s of log replayed; whole open (two log passes, redo, checkpoint; repair and count run after, in the background) {open_secs:.2} s: \
          {:.0} MB/s{}",
         report.duration.as_secs_f64(),
         mb / report.duration.as_secs_f64().max(1e-9),
