@@ -4,10 +4,10 @@
 //! the model state after a prefix of them, and opening a store or a `Db`
 //! on a simulated directory the way a process would.
 
-use crabtree::{Db, Options, Result};
 use crabtree::io::{Dir, SimDir};
 use crabtree::raw::{PoolOptions, Store, StoreOptions};
 use crabtree::wal::{Durability, WalOptions};
+use crabtree::{Db, Options, Result};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
