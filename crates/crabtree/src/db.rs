@@ -27,6 +27,10 @@
 //! after it. Checkpoints keep the log from the oldest commit still being
 //! applied (the retain hook), and record the last commit timestamp.
 //!
+//! Tests open a `Db` on the simulated disk with [`open_on`]
+//! (`raw::open_db`: a data storage and a log directory instead of a path)
+//! and force checkpoints with [`checkpoint`] (`raw::checkpoint_db`).
+//!
 //! Lower layers used: `mvcc`, `btree`, `buffer`, `io`.
 
 mod iter;
@@ -42,8 +46,9 @@ pub use ticket::CommitTicket;
 pub use transaction::Transaction;
 
 use crate::btree::BTree;
-use crate::buffer::PoolOptions;
+use crate::buffer::{CheckpointReport, PoolOptions};
 use crate::ids::Lsn;
+use crate::io::{Dir, Storage};
 use crate::mvcc::durability::{CommitLog, Notifier};
 use crate::mvcc::encoding::{self, Ts};
 use crate::mvcc::{self, Engine};
@@ -233,6 +238,8 @@ pub struct Stats {
 /// The open database, shared by every handle.
 pub(crate) struct Inner {
     pub(crate) engine: Engine,
+    /// The engine's commit log, with the store (for [`checkpoint`]).
+    commit_log: Arc<StoreCommitLog>,
     pub(crate) catalog: Mutex<keyspace::Catalog>,
     pub(crate) notifier: Arc<Notifier>,
     notifier_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -345,24 +352,14 @@ impl Db {
         if path.is_dir() {
             return Err(Error::InvalidArgument(format!("{} is a directory, not a crabtree database", path.display())));
         }
-        if options.update_retries == 0 {
-            return Err(Error::InvalidArgument("update_retries must be at least 1".into()));
-        }
-        let store_options = StoreOptions {
-            pool: PoolOptions {
-                page_size: options.page_size,
-                pool_bytes: options.memory_budget,
-                max_pages: options.max_pages,
-            },
-            wal: crate::wal::WalOptions {
-                segment_size: options.log_segment_size,
-                durability: options.durability,
-                ..Default::default()
-            },
-            checkpoint_bytes: options.checkpoint_bytes,
-            ..StoreOptions::default()
-        };
-        let mut store = Store::open_path(path, store_options)?;
+        check_options(&options)?;
+        let store = Store::open_path(path, store_options(&options))?;
+        Db::on_store(store, options, path)
+    }
+
+    /// Opens the database on a recovered `store`: re-applies its commit
+    /// records, then starts the vacuum worker.
+    fn on_store(mut store: Store, options: Options, path: &Path) -> Result<Db> {
         let commits = store.take_recovered_commits();
         let inner = Arc::new(Inner::open(store, commits, options, path)?);
         let worker = match inner.options.vacuum_interval {
@@ -597,6 +594,51 @@ impl Db {
     }
 }
 
+/// Refuses options no database can open with.
+fn check_options(options: &Options) -> Result<()> {
+    if options.update_retries == 0 {
+        return Err(Error::InvalidArgument("update_retries must be at least 1".into()));
+    }
+    Ok(())
+}
+
+/// The store's options for the database's `options`.
+fn store_options(options: &Options) -> StoreOptions {
+    StoreOptions {
+        pool: PoolOptions {
+            page_size: options.page_size,
+            pool_bytes: options.memory_budget,
+            max_pages: options.max_pages,
+        },
+        wal: crate::wal::WalOptions {
+            segment_size: options.log_segment_size,
+            durability: options.durability,
+            ..Default::default()
+        },
+        checkpoint_bytes: options.checkpoint_bytes,
+        ..StoreOptions::default()
+    }
+}
+
+/// Opens (or creates) a database on the data storage `data` with its log
+/// in `log`, running recovery, as [`Db::open_with`] does on a path but
+/// without the file lock (the caller keeps a storage to one open) and with
+/// an empty [`Db::path`]. For crash tests on the simulated disk
+/// ([`SimDir`](crate::io::SimDir)); reachable as `crabtree::raw::open_db`.
+pub fn open_on(data: Arc<dyn Storage>, log: Arc<dyn Dir>, options: Options) -> Result<Db> {
+    check_options(&options)?;
+    let store = Store::open(data, log, store_options(&options))?;
+    Db::on_store(store, options, Path::new(""))
+}
+
+/// Takes a checkpoint of the database's store now (as the background
+/// checkpointer does when enough log was written), keeping the log from
+/// the oldest commit still being applied. For tests; reachable as
+/// `crabtree::raw::checkpoint_db`.
+pub fn checkpoint(db: &Db) -> Result<CheckpointReport> {
+    db.inner().commit_log.store.checkpoint()
+}
+
 impl Inner {
     /// Opens the database on a recovered store: re-applies the commit
     /// records recovery handed back (idempotent), raises the clock past
@@ -631,7 +673,8 @@ impl Inner {
         // Not `is_empty`, which waits for a count after a crash recovery.
         let fresh = tree.first()?.is_none();
         let mut inner = Inner {
-            engine: Engine::new(tree, log as Arc<dyn CommitLog>, last_ts),
+            engine: Engine::new(tree, Arc::clone(&log) as Arc<dyn CommitLog>, last_ts),
+            commit_log: log,
             catalog: Mutex::new(keyspace::Catalog::default()),
             notifier,
             notifier_thread: Mutex::new(Some(thread)),

@@ -54,6 +54,7 @@ pub mod raw {
         AllocState, BufferPool, CheckpointReport, ExclusiveGuard, LogFlush, OptimisticGuard, PoolOptions, PoolStats,
         Restart, SharedGuard,
     };
+    pub use crate::db::{checkpoint as checkpoint_db, open_on as open_db};
     pub use crate::store::{RecoveryReport, RetainHook, Store, StoreOptions, last_lsn};
 
     /// Page formats and byte access.

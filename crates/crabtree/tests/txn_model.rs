@@ -1,23 +1,41 @@
 //! Goal: transactions and snapshots behave exactly like a simple model of
 //! snapshot isolation, whatever the interleaving of operations, including
-//! reopen and vacuum.
+//! reopen, checkpoints, power loss and vacuum (F12 of RELIABILITY.md).
 //!
 //! Method: proptest generates a sequence of steps over up to three open
 //! transactions and two snapshots (begin, put, delete, get, range in both
 //! directions with the ends interleaved, commit, rollback, snapshot reads,
-//! vacuum, clean reopen) and runs it against the database and against a
-//! model: a `BTreeMap` per committed state, each transaction a start state
-//! plus its buffered writes, and first-committer-wins computed from which
-//! keys each commit wrote. Every read must match; a commit must conflict
+//! vacuum, clean reopen, checkpoint, crash) and runs it against a `Db` on
+//! the simulated disk (`raw::open_db` on a `SimDir`) and against a model:
+//! a `BTreeMap` per committed state, each transaction a start state plus
+//! its buffered writes, and first-committer-wins computed from which keys
+//! each commit wrote. Every read must match; a commit must conflict
 //! exactly when the model says so. The background vacuum runs every
 //! millisecond meanwhile. Keys are drawn from a small alphabet with zero
 //! bytes and lengths around the 8-byte group of the key encoding.
-//! Cases: `CRABTREE_TEST_SCALE` (default 1) x 48.
+//!
+//! `Checkpoint` forces one (`raw::checkpoint_db`). `Crash` is power loss
+//! (unsynced writes kept, dropped or torn, with garbage, drawn from the
+//! case's seed), then recovery: open transactions and snapshots are gone.
+//! Each case runs `Immediate` or `Eventual` (drawn). Under `Immediate`
+//! every commit that returned `Ok` was durable, so the recovered state must
+//! equal the model's last committed state. Under `Eventual` it must equal
+//! the model state after some prefix of the commits that contains every
+//! commit made durable by a checkpoint or a clean reopen (the log is
+//! recovered as a prefix and commits append in order); the model then
+//! continues from that prefix. `Db::check` passes after every recovery.
+//! Cases: 48 x `CRABTREE_TEST_SCALE` (default 1); `CRABTREE_TEST_SIZE=long`
+//! multiplies by 20 more.
 
-use crabtree::{Db, Error, Options, Snapshot, Transaction};
+mod common;
+
+use common::crash::open_db;
+use crabtree::io::{CrashModel, SimDir};
+use crabtree::{Db, Durability, Error, Options, Snapshot, Transaction};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -37,6 +55,8 @@ enum Step {
     DropSnapshot(usize),
     Vacuum,
     Reopen,
+    Checkpoint,
+    Crash,
 }
 
 fn key() -> impl Strategy<Value = Vec<u8>> {
@@ -69,6 +89,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => snap.prop_map(Step::DropSnapshot),
         1 => Just(Step::Vacuum),
         1 => Just(Step::Reopen),
+        1 => Just(Step::Checkpoint),
+        1 => Just(Step::Crash),
     ]
 }
 
@@ -97,6 +119,17 @@ struct Model {
     state: Map,
     /// Keys written by each commit, in commit order.
     commits: Vec<BTreeSet<Vec<u8>>>,
+    /// The state after each commit (`history[0]`: before the first).
+    history: Vec<Map>,
+    /// Commits known durable (a prefix of `commits`).
+    durable: usize,
+}
+
+impl Model {
+    /// Everything committed so far is durable.
+    fn all_durable(&mut self) {
+        self.durable = self.commits.len();
+    }
 }
 
 fn in_range(key: &[u8], lower: &Bound<Vec<u8>>, upper: &Bound<Vec<u8>>) -> bool {
@@ -141,20 +174,63 @@ fn real_range(mut iter: crabtree::Iter, ends: &[bool]) -> Vec<(Vec<u8>, Vec<u8>)
     out
 }
 
-fn options() -> Options {
+fn options(durability: Durability) -> Options {
     Options {
         vacuum_interval: Some(Duration::from_millis(1)),
         memory_budget: 1 << 20,
         page_size: 512,
+        durability,
+        log_segment_size: 16 * 1024,
         ..Options::default()
     }
 }
 
-fn run(steps: Vec<Step>) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db.crab");
-    let mut db = Some(Db::open_with(&path, options()).unwrap());
-    let mut model = Model { state: Map::new(), commits: Vec::new() };
+/// Every entry of the default keyspace.
+fn contents(db: &Db) -> Map {
+    db.snapshot().range::<&[u8], _>(..).unwrap().map(Result::unwrap).collect()
+}
+
+/// After a crash: checks the recovered `db` against the model (module
+/// doc) and moves the model to the prefix it found.
+fn recovered(db: &Db, model: &mut Model, durability: Durability) {
+    db.check().unwrap();
+    let all = contents(db);
+    match durability {
+        Durability::Immediate => {
+            assert_eq!(all, model.state, "state after crash: every commit returned Ok is durable");
+        }
+        _ => {
+            let kept = (model.durable..=model.commits.len()).rev().find(|&n| model.history[n] == all);
+            let Some(kept) = kept else {
+                panic!(
+                    "state after crash is the state after none of commits {}..={} (durable: {}): {all:?}",
+                    model.durable,
+                    model.commits.len(),
+                    model.durable
+                );
+            };
+            COMMITS_LOST.fetch_add((model.commits.len() - kept) as u64, Ordering::Relaxed);
+            model.commits.truncate(kept);
+            model.history.truncate(kept + 1);
+            model.state = all;
+        }
+    }
+    // What recovery found is in the durable log.
+    model.all_durable();
+}
+
+/// Steps run over all cases (for the summary line): crashes, and crashes
+/// under `Eventual` that lost commits which had returned `Ok`.
+static CASES: AtomicU64 = AtomicU64::new(0);
+static CRASHES: AtomicU64 = AtomicU64::new(0);
+static CHECKPOINTS: AtomicU64 = AtomicU64::new(0);
+static COMMITS_LOST: AtomicU64 = AtomicU64::new(0);
+
+fn run(steps: Vec<Step>, durability: Durability, seed: u64) {
+    let model_crash = CrashModel { keep: 1, drop: 1, tear: 1, garbage: 50, fsync_failure_drops_pending: true };
+    let dir = SimDir::new(seed, model_crash);
+    let mut db = Some(open_db(&dir, options(durability)).unwrap());
+    let mut model = Model { state: Map::new(), commits: Vec::new(), history: vec![Map::new()], durable: 0 };
     let mut txs: Vec<Option<(Transaction, ModelTx)>> = (0..3).map(|_| None).collect();
     let mut snaps: Vec<Option<(Snapshot, Map)>> = (0..2).map(|_| None).collect();
     for step in steps {
@@ -206,6 +282,10 @@ fn run(steps: Vec<Step>) {
                                     };
                                 }
                                 model.commits.push(written);
+                                model.history.push(model.state.clone());
+                                if durability == Durability::Immediate {
+                                    model.all_durable();
+                                }
                             }
                         }
                         Err(e) => panic!("commit: {e}"),
@@ -238,9 +318,26 @@ fn run(steps: Vec<Step>) {
                 txs.iter_mut().for_each(|t| *t = None);
                 snaps.iter_mut().for_each(|s| *s = None);
                 drop(db.take());
-                let reopened = Db::open_with(&path, options()).unwrap();
-                let all: Map = reopened.snapshot().range::<&[u8], _>(..).unwrap().map(Result::unwrap).collect();
-                assert_eq!(all, model.state, "state after reopen");
+                let reopened = open_db(&dir, options(durability)).unwrap();
+                assert_eq!(contents(&reopened), model.state, "state after reopen");
+                model.all_durable();
+                db = Some(reopened);
+            }
+            Step::Checkpoint => {
+                crabtree::raw::checkpoint_db(handle).unwrap();
+                CHECKPOINTS.fetch_add(1, Ordering::Relaxed);
+                // A checkpoint waits for its record to be durable: every
+                // commit record before it is too.
+                model.all_durable();
+            }
+            Step::Crash => {
+                txs.iter_mut().for_each(|t| *t = None);
+                snaps.iter_mut().for_each(|s| *s = None);
+                dir.crash();
+                drop(db.take());
+                CRASHES.fetch_add(1, Ordering::Relaxed);
+                let reopened = open_db(&dir, options(durability)).unwrap();
+                recovered(&reopened, &mut model, durability);
                 db = Some(reopened);
             }
         }
@@ -250,21 +347,38 @@ fn run(steps: Vec<Step>) {
     let db = db.unwrap();
     db.vacuum().unwrap();
     db.check().unwrap();
-    let all: Map = db.snapshot().range::<&[u8], _>(..).unwrap().map(Result::unwrap).collect();
-    assert_eq!(all, model.state);
+    assert_eq!(contents(&db), model.state);
+    if CASES.fetch_add(1, Ordering::Relaxed) + 1 == u64::from(cases()) {
+        eprintln!(
+            "txn_model: {} cases, {} crashes (under Eventual {} commits lost), {} checkpoints",
+            cases(),
+            CRASHES.load(Ordering::Relaxed),
+            COMMITS_LOST.load(Ordering::Relaxed),
+            CHECKPOINTS.load(Ordering::Relaxed)
+        );
+    }
 }
 
 fn cases() -> u32 {
     let scale: u32 = std::env::var("CRABTREE_TEST_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
-    48 * scale.max(1)
+    let long = if common::long() { 20 } else { 1 };
+    48 * scale.max(1) * long
+}
+
+fn durability() -> impl Strategy<Value = Durability> {
+    prop_oneof![Just(Durability::Immediate), Just(Durability::Eventual)]
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
-    fn transactions_match_the_model(steps in proptest::collection::vec(step(), 1..120)) {
-        run(steps);
+    fn transactions_match_the_model(
+        steps in proptest::collection::vec(step(), 1..120),
+        durability in durability(),
+        seed in any::<u64>(),
+    ) {
+        run(steps, durability, seed);
     }
 }
 
@@ -287,5 +401,6 @@ fn ranges_over_many_versions_match_the_model() {
         let ends: Vec<bool> = (0..8).map(|i| (i + round).is_multiple_of(3)).collect();
         steps.push(Step::SnapRange((round % 2) as usize, Bound::Unbounded, Bound::Unbounded, ends));
     }
-    run(steps);
+    run(steps.clone(), Durability::Immediate, 1);
+    run(steps, Durability::Eventual, 2);
 }

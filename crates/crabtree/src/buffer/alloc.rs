@@ -245,6 +245,12 @@ impl BufferPool {
             latch.unlock_shared();
             result?;
         }
+        // An eviction batch that chose its victims before our snapshot took
+        // them out of it; wait until its write-backs returned, so the sync
+        // that follows covers them (else a checkpoint could recycle the
+        // only log of a page whose write landed after its sync: found by
+        // `db_crash::with_checkpoints_racing_the_commits`).
+        drop(self.evicting.write());
         Ok(())
     }
 

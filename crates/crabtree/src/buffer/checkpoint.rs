@@ -18,7 +18,9 @@
 //!    `A` (`mtr` rule 4).
 //! 3. Write back every page dirty now (a page changed by a record below
 //!    `R` had its dirty bit set before that record was reserved, so it is
-//!    seen), then sync the data file. A failure poisons the log.
+//!    seen), wait for the write-backs of eviction batches in flight (their
+//!    victims already left the resident set the pass walks), then sync the
+//!    data file. A failure poisons the log.
 //! 4. Append the free list (`CHECKPOINT_FREE` records) and the `CHECKPOINT`
 //!    record `{id, R, A, retain, page count, roots, free count}`, wait until
 //!    durable. Only now is the checkpoint complete: a crash before leaves

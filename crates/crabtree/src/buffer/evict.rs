@@ -20,7 +20,11 @@
 //! first: a reader that writes a dirty victim itself is counted in
 //! `PoolStats::dirty_evictions`), then their words become EVICTED and their
 //! frames go back to the frame array's free list (`frames.rs`): no system
-//! call, the memory stays mapped for the next load.
+//! call, the memory stays mapped for the next load. A batch holds
+//! `evicting` shared from choosing its victims until their write-backs
+//! returned: the victims are out of the set by then, so a write-back pass
+//! (`write_dirty`, a checkpoint's before its sync) cannot see them and
+//! instead takes `evicting` exclusively once at its end, waiting for them.
 //!
 //! Invariants:
 //! * a page id is in the set iff its state is not EVICTED, except while its
@@ -225,6 +229,10 @@ impl PoolCore {
     /// whatever the budget. Entry, exit and errors as for `ensure_budget`.
     pub(super) fn evict_batch(&self, want: usize) -> Result<()> {
         let batch = (self.frames_max / 64).clamp(1, EVICT_BATCH_MAX);
+        // The victims leave the resident list before they are written: a
+        // checkpoint's write-back pass cannot see them, so it waits for
+        // this guard before it syncs (`write_dirty`).
+        let _in_flight = self.evicting.read();
         let victims = self.resident.choose_victims(want.max(batch), |pid| self.latch(pid));
         let mut first_error = None;
         let mut freed = Vec::with_capacity(victims.len());

@@ -152,6 +152,12 @@ pub struct PoolCore {
     states: Region,
     pub(super) frames_max: usize,
     pub(super) resident: Resident,
+    /// Held shared by each eviction batch from choosing its victims (which
+    /// leaves them out of `resident`'s snapshot) until their write-backs
+    /// returned; `write_dirty` takes it exclusively once, after its pass,
+    /// so no write-back of a page its snapshot missed lands after the sync
+    /// that follows (`evict.rs`).
+    pub(super) evicting: RwLock<()>,
     /// Pages `0..page_count` exist; changed only under `alloc`.
     pub(super) page_count: AtomicU64,
     pub(super) alloc: Mutex<super::alloc::FreeSet>,
@@ -242,6 +248,7 @@ impl BufferPool {
             states: Region::new(max_pages * 16)?,
             frames_max,
             resident: Resident::default(),
+            evicting: RwLock::new(()),
             page_count: AtomicU64::new(meta.page_count),
             alloc: Mutex::new(Default::default()),
             roots: meta.roots.map(AtomicU64::new),

@@ -298,6 +298,31 @@ fn a_page_is_not_evicted_while_its_write_back_is_in_flight() {
     assert!(pool.stats().evictions > 40);
 }
 
+/// An eviction takes its victims out of the resident list before it
+/// writes them: a write-back pass (a checkpoint's, before its sync) that
+/// starts meanwhile must wait for those writes, or a checkpoint could
+/// declare a page durable whose write lands after its sync.
+#[test]
+fn write_dirty_waits_for_the_write_backs_of_evictions_in_flight() {
+    let storage = Arc::new(Gate::default());
+    let pool = BufferPool::create(storage.clone(), opts(16)).unwrap();
+    pool.cleaner.set_paused(true);
+    let pid = new_leaf(&pool, 1);
+    storage.arm(pid);
+    std::thread::scope(|scope| {
+        let evictor = scope.spawn(|| churn(&pool));
+        storage.wait_entered();
+        let pass = scope.spawn(|| pool.write_dirty().unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let finished = pass.is_finished();
+        storage.open();
+        assert!(!finished, "the write-back pass returned while an evicted page's write was in flight");
+        evictor.join().unwrap();
+        pass.join().unwrap();
+    });
+    assert_eq!(tag_of(&pool, pid), 1);
+}
+
 #[test]
 fn readers_that_evict_dirty_pages_are_counted_and_the_cleaner_cleans_victims() {
     let pool = BufferPool::create(Arc::new(MemStorage::new()), opts(16)).unwrap();

@@ -87,9 +87,15 @@ pub(crate) fn versions(tree: &BTree, prefix: &[u8], limit: usize) -> Result<Vec<
     Ok(out)
 }
 
-/// Which versions of one key (newest first) no snapshot at or above
+/// Which versions of one key (given newest first) no snapshot at or above
 /// `horizon` can see: those below the newest version at or below the
 /// horizon, and that version too when it is a tombstone.
+///
+/// Named oldest first, the order to remove them in: each removal is its
+/// own tree operation (and log record), so a reader between two of them,
+/// or a crash or an I/O error cutting the sequence short, must find the
+/// newest of them still there. Removed newest first, a tombstone would go
+/// before the versions it hides, and a deleted value would come back.
 pub(crate) fn invisible(versions: &[(Ts, bool)], horizon: Ts) -> impl Iterator<Item = Ts> + '_ {
     let keep_above = versions.iter().position(|&(ts, _)| ts <= horizon).unwrap_or(versions.len());
     let first_dead = match versions.get(keep_above) {
@@ -97,7 +103,7 @@ pub(crate) fn invisible(versions: &[(Ts, bool)], horizon: Ts) -> impl Iterator<I
         Some(_) => keep_above + 1,
         None => versions.len(),
     };
-    versions.get(first_dead..).unwrap_or_default().iter().map(|&(ts, _)| ts)
+    versions.get(first_dead..).unwrap_or_default().iter().rev().map(|&(ts, _)| ts)
 }
 
 /// Tree-key bounds of a user-key range in keyspace `ks`.
@@ -338,9 +344,9 @@ mod tests {
     #[test]
     fn invisible_keeps_what_the_horizon_needs() {
         let v = [(9, false), (7, false), (5, true), (3, false)];
-        assert_eq!(invisible(&v, 8).collect::<Vec<_>>(), vec![5, 3]);
-        assert_eq!(invisible(&v, 6).collect::<Vec<_>>(), vec![5, 3], "a tombstone at the horizon goes too");
+        assert_eq!(invisible(&v, 8).collect::<Vec<_>>(), vec![3, 5], "oldest first: the tombstone goes last");
+        assert_eq!(invisible(&v, 6).collect::<Vec<_>>(), vec![3, 5], "a tombstone at the horizon goes too");
         assert_eq!(invisible(&v, 4).collect::<Vec<_>>(), Vec::<Ts>::new());
-        assert_eq!(invisible(&v, 100).collect::<Vec<_>>(), vec![7, 5, 3]);
+        assert_eq!(invisible(&v, 100).collect::<Vec<_>>(), vec![3, 5, 7]);
     }
 }

@@ -1,12 +1,13 @@
 //! Helpers shared by the crash tests of the durable store
-//! (`crash_store.rs`, `crash_concurrent.rs`, `crash_failpoints.rs`): the
-//! operations of a workload, the model state after a prefix of them, and
-//! opening a store on a simulated directory the way a process would.
+//! (`crash_store.rs`, `crash_concurrent.rs`, `crash_failpoints.rs`) and of
+//! the `Db` (`db_crash.rs`, `txn_model.rs`): the operations of a workload,
+//! the model state after a prefix of them, and opening a store or a `Db`
+//! on a simulated directory the way a process would.
 
-use crabtree::Result;
 use crabtree::io::{Dir, SimDir};
 use crabtree::raw::{PoolOptions, Store, StoreOptions};
 use crabtree::wal::{Durability, WalOptions};
+use crabtree::{Db, Options, Result};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,4 +63,13 @@ pub fn open_store(dir: &SimDir, options: StoreOptions) -> Result<Store> {
     let data = dir.open("data", true)?;
     dir.sync()?;
     Store::open(data, Arc::new(dir.this_life()), options)
+}
+
+/// Opens (or creates) the `Db` in `dir` (`crabtree::raw::open_db`), as
+/// [`open_store`] opens a store: the data file `data`, the log segments
+/// beside it, a directory handle of this life.
+pub fn open_db(dir: &SimDir, options: Options) -> Result<Db> {
+    let data = dir.open("data", true)?;
+    dir.sync()?;
+    crabtree::raw::open_db(data, Arc::new(dir.this_life()), options)
 }
