@@ -204,8 +204,12 @@ impl Engine {
         };
         let applied = commit_failpoint().and_then(|()| self.apply(locks.keys(), writes, ts));
         if let Err(error) = applied {
-            // Not `applied`: the log keeps the record, for recovery.
-            self.oracle.finish(ts);
+            // Not `applied`: the log keeps the record, for recovery. Some
+            // versions may be in the tree (an error removing them, or a
+            // removal a reader could see between): the watermark must
+            // never pass this commit in this process.
+            self.poisoned.store(true, Ordering::Release);
+            self.oracle.fail(ts);
             return Err(error);
         }
         self.log.applied(lsn);
@@ -219,7 +223,12 @@ impl Engine {
         }
         self.oracle.finish(ts);
         durable?;
-        self.oracle.wait_visible(ts);
+        if !self.oracle.wait_visible(ts) {
+            // An earlier commit failed half-way: ours is applied and its
+            // record logged (recovery will keep it), but it can never be
+            // visible in this process.
+            return Err(Error::Poisoned);
+        }
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
         Ok(Some(Committed { ts, lsn }))
     }

@@ -30,6 +30,8 @@ struct State {
     in_flight: BTreeSet<Ts>,
     /// Active snapshots: start timestamp -> (count, when the first began).
     active: BTreeMap<Ts, (usize, Instant)>,
+    /// The oldest commit that failed half-way (`fail`).
+    stuck: Option<Ts>,
 }
 
 /// The timestamp oracle.
@@ -46,7 +48,12 @@ impl Oracle {
     /// An oracle whose last commit had timestamp `last`.
     pub(crate) fn new(last: Ts) -> Oracle {
         Oracle {
-            state: Mutex::new(State { next: last + 1, in_flight: BTreeSet::new(), active: BTreeMap::new() }),
+            state: Mutex::new(State {
+                next: last + 1,
+                in_flight: BTreeSet::new(),
+                active: BTreeMap::new(),
+                stuck: None,
+            }),
             visible: AtomicU64::new(last),
             published: Condvar::new(),
         }
@@ -124,15 +131,30 @@ impl Oracle {
         }
     }
 
-    /// Waits until the watermark reaches `ts`.
-    pub(crate) fn wait_visible(&self, ts: Ts) {
+    /// Marks the commit at `ts` failed half-way (some of its versions may
+    /// be in the tree, the engine is poisoned): it stays in flight, so the
+    /// watermark never passes it and no snapshot of this process sees part
+    /// of it (recovery decides its outcome); waiters past it give up.
+    pub(crate) fn fail(&self, ts: Ts) {
+        let mut state = self.state.lock();
+        state.stuck = Some(state.stuck.map_or(ts, |stuck| stuck.min(ts)));
+        self.published.notify_all();
+    }
+
+    /// Waits until the watermark reaches `ts`; false if it never will (a
+    /// commit before it failed half-way, see [`fail`](Self::fail)).
+    pub(crate) fn wait_visible(&self, ts: Ts) -> bool {
         if self.visible() >= ts {
-            return;
+            return true;
         }
         let mut state = self.state.lock();
         while self.visible.load(Ordering::Acquire) < ts {
+            if state.stuck.is_some_and(|stuck| stuck < ts) {
+                return false;
+            }
             self.published.wait(&mut state);
         }
+        true
     }
 }
 
@@ -148,6 +170,17 @@ mod tests {
         assert_eq!(oracle.visible(), 0, "b finished but a is still in flight");
         oracle.finish(a);
         assert_eq!(oracle.visible(), b);
+    }
+
+    #[test]
+    fn a_failed_commit_holds_the_watermark_and_releases_later_waiters() {
+        let oracle = Oracle::new(0);
+        let (a, b) = (oracle.allocate(), oracle.allocate());
+        oracle.fail(a);
+        oracle.finish(b);
+        assert_eq!(oracle.visible(), 0, "no snapshot may see past the failed commit");
+        assert!(!oracle.wait_visible(b), "a waiter past it gives up instead of hanging");
+        assert!(oracle.wait_visible(0));
     }
 
     #[test]
