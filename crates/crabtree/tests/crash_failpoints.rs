@@ -54,11 +54,13 @@ fn check(store: &Store, expect: impl Fn(u32) -> bool, upto: u32, context: &str) 
     }
 }
 
-#[test]
-fn a_crash_between_half_split_and_parent_insert_is_finished_by_recovery() {
-    let _serial = serial();
-    let dir = SimDir::new(1, drop_model());
-    let store = Arc::new(open(&dir).unwrap());
+/// Keys `0, 2, .., 78` made durable, then a thread inserting the odd keys
+/// is held between a half-split and its parent insert while another
+/// write makes the log durable past the half-split, and power fails.
+/// Returns how many odd keys the held thread had inserted (the last one
+/// split).
+fn crash_in_a_half_split(dir: &SimDir) -> u32 {
+    let store = Arc::new(open(dir).unwrap());
     for n in 0..40 {
         store.put_durable(&key(n * 2), &value(n * 2)).unwrap();
     }
@@ -86,7 +88,14 @@ fn a_crash_between_half_split_and_parent_insert_is_finished_by_recovery() {
     dir.crash();
     pause.resume();
     splitter.join().unwrap();
-    drop(store);
+    split_key
+}
+
+#[test]
+fn a_crash_between_half_split_and_parent_insert_is_finished_by_recovery() {
+    let _serial = serial();
+    let dir = SimDir::new(1, drop_model());
+    let split_key = crash_in_a_half_split(&dir);
     let store = open(&dir).unwrap();
     let recovery = store.wait_recovered().unwrap();
     assert!(recovery.splits_finished >= 1, "no incomplete split found: {recovery:?}");
@@ -485,31 +494,8 @@ fn the_count_after_a_crash_is_exact_with_random_writers_racing_the_scan() {
 fn a_crash_while_the_background_repair_runs_recovers_again() {
     let _serial = serial();
     let dir = SimDir::new(7, drop_model());
-    let store = Arc::new(open(&dir).unwrap());
-    for n in 0..40 {
-        store.put_durable(&key(n * 2), &value(n * 2)).unwrap();
-    }
     // First crash: a half-split whose parent insert never happened.
-    let pause = pause_for("split.before_parent", "splitter");
-    let splitter = {
-        let store = Arc::clone(&store);
-        std::thread::Builder::new()
-            .name("splitter".into())
-            .spawn(move || {
-                for n in 0..200 {
-                    if store.put(&key(n * 2 + 1), &value(n * 2 + 1)).is_err() {
-                        return;
-                    }
-                }
-            })
-            .unwrap()
-    };
-    assert!(pause.wait_parked(PARK_TIMEOUT), "no split");
-    store.put_durable(b"other", b"durable").unwrap();
-    dir.crash();
-    pause.resume();
-    splitter.join().unwrap();
-    drop(store);
+    crash_in_a_half_split(&dir);
     // Reopen with the background repair held after its scan.
     let repair = pause_for("repair.scanned", "crabtree-recovery");
     let store = open(&dir).unwrap();
