@@ -15,7 +15,8 @@
 //!   an empty tree: a plain `BTree` on a `BufferPool` with no log, against
 //!   the store with `put` (Immediate mode, nobody waits) and with
 //!   `put_durable` in `Eventual` mode (returns at once, synced within the
-//!   flush delay). Same pool size, same kind of file; alternated per round.
+//!   flush delay). Same pool size, same kind of file; alternated per
+//!   round, the order rotating.
 //! * **recovery**: at least `CRABTREE_BENCH_RECOVERY_MB` (default 1024) of
 //!   log written with checkpoints off, made durable, the data file and log
 //!   copied while the store is open (what a crash leaves: nothing since the
@@ -324,15 +325,30 @@ fn insert_phase(dir: &Path, config: &Config) -> Result<()> {
     println!();
     println!("non-durable inserts (log statistics of the first round; the rates follow):");
     let (mut plain, mut no_wait, mut eventual) = (Vec::new(), Vec::new(), Vec::new());
+    let n = config.inserts as f64;
     for round in 0..config.rounds {
-        let p = insert_run(dir, Inserter::Plain, round, config)?;
-        let w = insert_run(dir, Inserter::StoreNoWait, round, config)?;
-        let e = insert_run(dir, Inserter::StoreEventual, round, config)?;
+        // The order rotates per round: whichever runs first after the
+        // previous round's files were removed (and the page cache settles)
+        // must not always be the same engine.
+        let mut secs = [0.0f64; 3];
+        for k in 0..3 {
+            let which = (k + round as usize) % 3;
+            let kind = [Inserter::Plain, Inserter::StoreNoWait, Inserter::StoreEventual][which];
+            secs[which] = insert_run(dir, kind, round, config)?;
+        }
+        let [p, w, e] = secs;
+        println!(
+            "  round {round}: no log {:.0}/s; put {:.0}/s ({:.2}x); put_durable Eventual {:.0}/s ({:.2}x)",
+            n / p,
+            n / w,
+            p / w,
+            n / e,
+            p / e
+        );
         plain.push(p);
         no_wait.push((w, p));
         eventual.push((e, p));
     }
-    let n = config.inserts as f64;
     let rate = |v: &[(f64, f64)]| median(v.iter().map(|(s, _)| n / s).collect());
     let ratio = |v: &[(f64, f64)]| median(v.iter().map(|(s, p)| p / s).collect());
     println!();
