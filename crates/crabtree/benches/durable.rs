@@ -335,6 +335,10 @@ fn insert_run(dir: &Path, kind: Inserter, round: u64, config: &Config) -> Result
                     100.0 * pool.image_bytes as f64 / wal.bytes_written.max(1) as f64,
                     100.0 * pool.fpi_bytes as f64 / wal.bytes_written.max(1) as f64,
                 );
+                println!(
+                    "    {} batches written, {} syncs, {} horizon records, {} segments created, {} recycled",
+                    wal.batches, wal.syncs, wal.horizons, wal.segments_created, wal.segments_recycled
+                );
             }
             // Closing is a checkpoint (not measured; the plain tree's drop
             // does not flush either).

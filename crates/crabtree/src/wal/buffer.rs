@@ -83,7 +83,7 @@ impl LogBuffer {
     }
 
     /// Whether the record at `at` is filled, with sequentially consistent
-    /// ordering: the flusher's half of the idle/wake handshake.
+    /// ordering: the flusher's last look before it parks (`writer::idle`).
     pub fn filled_at_seqcst(&self, at: Lsn) -> bool {
         self.link(at.0).load(Ordering::SeqCst) > at.0
     }

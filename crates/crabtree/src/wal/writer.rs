@@ -51,8 +51,12 @@
 //! held (checked under the parking bucket's lock) and the holder unparks
 //! after releasing it, so no wake-up is lost. The flusher's idle handshake
 //! with an appender that needs room is a Dekker pattern: the appender
-//! publishes its link, `fence(SeqCst)`, loads `flusher_idle`; the flusher
-//! stores `flusher_idle`, `fence(SeqCst)`, loads the link at `filled`.
+//! stores `room_wanted`, then swaps `flusher_idle` (both `SeqCst`); the
+//! flusher stores `flusher_idle`, `fence(SeqCst)`, loads `room_wanted`, so
+//! a request for room is never missed. Whether the record the flusher
+//! waits at (`filled`) is complete is not part of the handshake: appenders
+//! publish with no fence (a fence per append cost 2.5% of a logged insert),
+//! so while room is wanted the flusher parks for `ROOM_POLL` at most.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -399,9 +403,12 @@ impl Shared {
             at += 8;
         });
         self.buffer.publish(Lsn(start), Lsn(end));
-        // Dekker with the flusher going idle (module doc).
-        fence(Ordering::SeqCst);
-        if self.room_wanted.load(Ordering::SeqCst) {
+        // Relaxed, no fence: only a hint that shortens the wait of an
+        // appender that wants room. The flusher does not rely on it: while
+        // room is wanted it parks for `ROOM_POLL` at most (`idle`). A
+        // `fence(SeqCst)` here, on every append, was 2.5% of a logged
+        // insert (docs/BENCHMARKS.md).
+        if self.room_wanted.load(Ordering::Relaxed) {
             self.wake_flusher();
         }
         Ok(Some(Lsn(end)))
@@ -540,17 +547,27 @@ enum Next {
     Stop,
 }
 
+/// How long the flusher parks at most while an appender waits for room and
+/// the record at `filled` is still being copied (its appender's wake-up is
+/// only a hint: `Shared::append`).
+const ROOM_POLL: Duration = Duration::from_micros(50);
+
 /// Parks the flusher until woken (room wanted, close) or `deadline`.
 fn idle(shared: &Shared, filled: Lsn, deadline: Instant) {
     shared.flusher_idle.store(true, Ordering::SeqCst);
+    // Dekker with `wait_for_room` (it stores `room_wanted`, then loads
+    // `flusher_idle` in `wake_flusher`): one of the two sees the other.
     fence(Ordering::SeqCst);
-    // Room is wanted: write what is filled; if nothing is, the appender
-    // that fills the next record wakes the flusher (it sees `room_wanted`).
-    let room = shared.room_wanted.load(Ordering::SeqCst) && shared.buffer.filled_at_seqcst(filled);
+    let room_wanted = shared.room_wanted.load(Ordering::SeqCst);
+    // Room is wanted: write what is filled; if the next record is still
+    // being copied, look again after `ROOM_POLL` (its appender may wake
+    // us sooner, but without a fence it can miss that we went idle).
+    let room = room_wanted && shared.buffer.filled_at_seqcst(filled);
     if room || shared.shutdown.load(Ordering::SeqCst) {
         shared.flusher_idle.store(false, Ordering::SeqCst);
         return;
     }
+    let deadline = if room_wanted { deadline.min(Instant::now() + ROOM_POLL) } else { deadline };
     park_until(&shared.flusher_key, || shared.flusher_idle.load(Ordering::SeqCst), deadline);
     shared.flusher_idle.store(false, Ordering::SeqCst);
 }
