@@ -122,11 +122,20 @@ fn value(i: u64, size: usize) -> Vec<u8> {
 /// core, which wall time on a 2-core machine shared with other jobs hides
 /// or exaggerates by turns.
 fn cpu_secs() -> f64 {
+    rusage_secs(libc::RUSAGE_SELF)
+}
+
+/// CPU seconds the calling thread used so far (user + system).
+fn thread_cpu_secs() -> f64 {
+    rusage_secs(libc::RUSAGE_THREAD)
+}
+
+fn rusage_secs(who: libc::c_int) -> f64 {
     // SAFETY: `getrusage` only writes the `rusage` we pass, which is a
     // plain struct of integers for which all-zero is a valid value.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        libc::getrusage(who, &mut usage);
         usage
     };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
@@ -315,7 +324,7 @@ fn insert_run(dir: &Path, kind: Inserter, round: u64, config: &Config) -> Result
             let options =
                 StoreOptions { pool, wal: WalOptions { durability, ..WalOptions::default() }, ..Default::default() };
             let store = Store::open_path(&path, options)?;
-            let (started, cpu) = (Instant::now(), cpu_secs());
+            let (started, cpu, main_cpu) = (Instant::now(), cpu_secs(), thread_cpu_secs());
             for i in 0..n {
                 match kind {
                     Inserter::StoreNoWait => store.put(&key(i), &value(i, VALUE))?,
@@ -323,6 +332,7 @@ fn insert_run(dir: &Path, kind: Inserter, round: u64, config: &Config) -> Result
                 };
             }
             let secs = (started.elapsed().as_secs_f64(), cpu_secs() - cpu);
+            let main_cpu = thread_cpu_secs() - main_cpu;
             let (pool, wal) = store.stats();
             if round == 0 {
                 // Where the log's bytes come from: a split logs both pages
@@ -335,11 +345,20 @@ fn insert_run(dir: &Path, kind: Inserter, round: u64, config: &Config) -> Result
                     100.0 * pool.image_bytes as f64 / wal.bytes_written.max(1) as f64,
                     100.0 * pool.fpi_bytes as f64 / wal.bytes_written.max(1) as f64,
                 );
-                println!(
-                    "    {} batches written, {} syncs, {} horizon records, {} segments created, {} recycled",
-                    wal.batches, wal.syncs, wal.horizons, wal.segments_created, wal.segments_recycled
-                );
             }
+            println!(
+                "    {} round {round}: {} batches written, {} syncs, {} horizon records, {} segments created, \
+                 {} recycled; CPU us/insert: inserting thread {:.2}, other threads {:.2}; wall {:.2}",
+                if matches!(kind, Inserter::StoreNoWait) { "put" } else { "put_durable" },
+                wal.batches,
+                wal.syncs,
+                wal.horizons,
+                wal.segments_created,
+                wal.segments_recycled,
+                main_cpu * 1e6 / n as f64,
+                (secs.1 - main_cpu) * 1e6 / n as f64,
+                secs.0 * 1e6 / n as f64
+            );
             // Closing is a checkpoint (not measured; the plain tree's drop
             // does not flush either).
             drop(store);
