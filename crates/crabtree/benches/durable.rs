@@ -130,14 +130,25 @@ fn thread_cpu_secs() -> f64 {
     rusage_secs(libc::RUSAGE_THREAD)
 }
 
-fn rusage_secs(who: libc::c_int) -> f64 {
+/// The calling thread's (voluntary, involuntary) context switches so far:
+/// blocked (parked, I/O) vs preempted.
+fn thread_switches() -> (i64, i64) {
+    let usage = rusage(libc::RUSAGE_THREAD);
+    (usage.ru_nvcsw, usage.ru_nivcsw)
+}
+
+fn rusage(who: libc::c_int) -> libc::rusage {
     // SAFETY: `getrusage` only writes the `rusage` we pass, which is a
     // plain struct of integers for which all-zero is a valid value.
-    let usage = unsafe {
+    unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
         libc::getrusage(who, &mut usage);
         usage
-    };
+    }
+}
+
+fn rusage_secs(who: libc::c_int) -> f64 {
+    let usage = rusage(who);
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
@@ -324,7 +335,7 @@ fn insert_run(dir: &Path, kind: Inserter, round: u64, config: &Config) -> Result
             let options =
                 StoreOptions { pool, wal: WalOptions { durability, ..WalOptions::default() }, ..Default::default() };
             let store = Store::open_path(&path, options)?;
-            let (started, cpu, main_cpu) = (Instant::now(), cpu_secs(), thread_cpu_secs());
+            let (started, cpu, main_cpu, switches) = (Instant::now(), cpu_secs(), thread_cpu_secs(), thread_switches());
             for i in 0..n {
                 match kind {
                     Inserter::StoreNoWait => store.put(&key(i), &value(i, VALUE))?,
@@ -333,6 +344,7 @@ fn insert_run(dir: &Path, kind: Inserter, round: u64, config: &Config) -> Result
             }
             let secs = (started.elapsed().as_secs_f64(), cpu_secs() - cpu);
             let main_cpu = thread_cpu_secs() - main_cpu;
+            let switches = (thread_switches().0 - switches.0, thread_switches().1 - switches.1);
             let (pool, wal) = store.stats();
             if round == 0 {
                 // Where the log's bytes come from: a split logs both pages
@@ -348,7 +360,8 @@ fn insert_run(dir: &Path, kind: Inserter, round: u64, config: &Config) -> Result
             }
             println!(
                 "    {} round {round}: {} batches written, {} syncs, {} horizon records, {} segments created, \
-                 {} recycled; CPU us/insert: inserting thread {:.2}, other threads {:.2}; wall {:.2}",
+                 {} recycled; CPU us/insert: inserting thread {:.2}, other threads {:.2}; wall {:.2}; inserting thread \
+                 blocked {} times, preempted {}",
                 if matches!(kind, Inserter::StoreNoWait) { "put" } else { "put_durable" },
                 wal.batches,
                 wal.syncs,
@@ -357,7 +370,9 @@ fn insert_run(dir: &Path, kind: Inserter, round: u64, config: &Config) -> Result
                 wal.segments_recycled,
                 main_cpu * 1e6 / n as f64,
                 (secs.1 - main_cpu) * 1e6 / n as f64,
-                secs.0 * 1e6 / n as f64
+                secs.0 * 1e6 / n as f64,
+                switches.0,
+                switches.1
             );
             // Closing is a checkpoint (not measured; the plain tree's drop
             // does not flush either).
