@@ -403,6 +403,7 @@ impl Shared {
             at += 8;
         });
         self.buffer.publish(Lsn(start), Lsn(end));
+        self.buffer.prefetch(end);
         // Relaxed, no fence: only a hint that shortens the wait of an
         // appender that wants room. The flusher does not rely on it: while
         // room is wanted it parks for `ROOM_POLL` at most (`idle`). A
