@@ -9,7 +9,9 @@
 //!    nobody reads them until step 2 publishes them), then
 //! 2. stores `end` into `links[start/8 mod n]` with release.
 //!
-//! The flusher alone walks the links from its `filled` position: while
+//! The flusher alone walks the links from its `filled` position (and
+//! stores each record's CRC into its first word as it passes it, before
+//! copying it out: `writer::seal`): while
 //! `links[filled] > filled`, the record there is complete (the acquire load
 //! pairs with step 2, so its words are visible) and `filled` jumps to its
 //! end. A slot left from an earlier lap holds an end `<= filled` (records
