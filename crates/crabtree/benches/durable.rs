@@ -15,7 +15,8 @@
 //!   an empty tree: a plain `BTree` on a `BufferPool` with no log, against
 //!   the store with `put` (Immediate mode, nobody waits) and with
 //!   `put_durable` in `Eventual` mode (returns at once, synced within the
-//!   flush delay). Same pool size, same kind of file; alternated per round.
+//!   flush delay). Same pool size, same kind of file; alternated per
+//!   round, the order rotating.
 //! * **recovery**: at least `CRABTREE_BENCH_RECOVERY_MB` (default 1024) of
 //!   log written with checkpoints off, made durable, the data file and log
 //!   copied while the store is open (what a crash leaves: nothing since the
@@ -40,7 +41,8 @@
 //! (500,000), `CRABTREE_BENCH_RECOVERY_MB` (1024), `CRABTREE_BENCH_DIR`
 //! (default a temp dir under the system temp directory),
 //! `CRABTREE_BENCH_PHASES` (comma list of `durable`, `insert`, `recovery`,
-//! `reopen`; default all).
+//! `reopen`; default all), `CRABTREE_BENCH_INSERTERS` (comma list of
+//! `plain`, `put`, `eventual`; default all: one alone is for a profile).
 //! Run: `cargo bench -p crabtree --bench durable`.
 
 use crabtree::io::{FileStorage, Storage};
@@ -63,6 +65,9 @@ struct Config {
     rounds: u64,
     writers: Vec<usize>,
     inserts: u64,
+    /// Which insert runs (`plain`, `put`, `eventual`): one alone for a
+    /// profile.
+    inserters: Vec<String>,
     recovery_bytes: u64,
 }
 
@@ -89,6 +94,11 @@ impl Config {
                 .map(|list| list.split(',').filter_map(|s| s.trim().parse().ok()).collect())
                 .unwrap_or_else(|| vec![1, 4, 16, 32, 64]),
             inserts: env_u64("CRABTREE_BENCH_INSERTS", inserts).max(1),
+            inserters: std::env::var("CRABTREE_BENCH_INSERTERS")
+                .unwrap_or_else(|_| "plain,put,eventual".into())
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .collect(),
             recovery_bytes: env_u64("CRABTREE_BENCH_RECOVERY_MB", mb).max(1) << 20,
         }
     }
@@ -113,6 +123,42 @@ fn value(i: u64, size: usize) -> Vec<u8> {
     let mut value = vec![(i % 251) as u8; size];
     value[..8].copy_from_slice(&i.to_le_bytes());
     value
+}
+
+/// CPU seconds this process used so far, all threads (user + system): the
+/// log's cost includes the flusher's and the preparer's work on the other
+/// core, which wall time on a 2-core machine shared with other jobs hides
+/// or exaggerates by turns.
+fn cpu_secs() -> f64 {
+    rusage_secs(libc::RUSAGE_SELF)
+}
+
+/// CPU seconds the calling thread used so far (user + system).
+fn thread_cpu_secs() -> f64 {
+    rusage_secs(libc::RUSAGE_THREAD)
+}
+
+/// The calling thread's (voluntary, involuntary) context switches so far:
+/// blocked (parked, I/O) vs preempted.
+fn thread_switches() -> (i64, i64) {
+    let usage = rusage(libc::RUSAGE_THREAD);
+    (usage.ru_nvcsw, usage.ru_nivcsw)
+}
+
+fn rusage(who: libc::c_int) -> libc::rusage {
+    // SAFETY: `getrusage` only writes the `rusage` we pass, which is a
+    // plain struct of integers for which all-zero is a valid value.
+    unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut usage);
+        usage
+    }
+}
+
+fn rusage_secs(who: libc::c_int) -> f64 {
+    let usage = rusage(who);
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 /// The raw loop: 4 KiB `pwrite` at offset 0 of a preallocated file +
@@ -273,8 +319,9 @@ enum Inserter {
     StoreEventual,
 }
 
-/// Inserts `config.inserts` spread keys into an empty tree; seconds taken.
-fn insert_run(dir: &Path, kind: Inserter, round: u64, config: &Config) -> Result<f64> {
+/// Inserts `config.inserts` spread keys into an empty tree; (seconds taken,
+/// CPU seconds used by the whole process meanwhile).
+fn insert_run(dir: &Path, kind: Inserter, round: u64, config: &Config) -> Result<(f64, f64)> {
     let path = dir.join(format!("insert-{round}.crab"));
     let pool = PoolOptions { pool_bytes: POOL_BYTES, ..PoolOptions::default() };
     let n = config.inserts;
@@ -282,11 +329,11 @@ fn insert_run(dir: &Path, kind: Inserter, round: u64, config: &Config) -> Result
         Inserter::Plain => {
             let storage: Arc<dyn Storage> = Arc::new(FileStorage::open(&path, true)?);
             let tree = BTree::create(Arc::new(BufferPool::create(storage, pool)?))?;
-            let started = Instant::now();
+            let (started, cpu) = (Instant::now(), cpu_secs());
             for i in 0..n {
                 tree.insert(&key(i), &value(i, VALUE))?;
             }
-            let secs = started.elapsed().as_secs_f64();
+            let secs = (started.elapsed().as_secs_f64(), cpu_secs() - cpu);
             drop(tree);
             secs
         }
@@ -296,14 +343,16 @@ fn insert_run(dir: &Path, kind: Inserter, round: u64, config: &Config) -> Result
             let options =
                 StoreOptions { pool, wal: WalOptions { durability, ..WalOptions::default() }, ..Default::default() };
             let store = Store::open_path(&path, options)?;
-            let started = Instant::now();
+            let (started, cpu, main_cpu, switches) = (Instant::now(), cpu_secs(), thread_cpu_secs(), thread_switches());
             for i in 0..n {
                 match kind {
                     Inserter::StoreNoWait => store.put(&key(i), &value(i, VALUE))?,
                     _ => store.put_durable(&key(i), &value(i, VALUE))?,
                 };
             }
-            let secs = started.elapsed().as_secs_f64();
+            let secs = (started.elapsed().as_secs_f64(), cpu_secs() - cpu);
+            let main_cpu = thread_cpu_secs() - main_cpu;
+            let switches = (thread_switches().0 - switches.0, thread_switches().1 - switches.1);
             let (pool, wal) = store.stats();
             if round == 0 {
                 // Where the log's bytes come from: a split logs both pages
@@ -317,6 +366,22 @@ fn insert_run(dir: &Path, kind: Inserter, round: u64, config: &Config) -> Result
                     100.0 * pool.fpi_bytes as f64 / wal.bytes_written.max(1) as f64,
                 );
             }
+            println!(
+                "    {} round {round}: {} batches written, {} syncs, {} horizon records, {} segments created, \
+                 {} recycled; CPU us/insert: inserting thread {:.2}, other threads {:.2}; wall {:.2}; inserting thread \
+                 blocked {} times, preempted {}",
+                if matches!(kind, Inserter::StoreNoWait) { "put" } else { "put_durable" },
+                wal.batches,
+                wal.syncs,
+                wal.horizons,
+                wal.segments_created,
+                wal.segments_recycled,
+                main_cpu * 1e6 / n as f64,
+                (secs.1 - main_cpu) * 1e6 / n as f64,
+                secs.0 * 1e6 / n as f64,
+                switches.0,
+                switches.1
+            );
             // Closing is a checkpoint (not measured; the plain tree's drop
             // does not flush either).
             drop(store);
@@ -332,17 +397,42 @@ fn insert_phase(dir: &Path, config: &Config) -> Result<()> {
     println!();
     println!("non-durable inserts (log statistics of the first round; the rates follow):");
     let (mut plain, mut no_wait, mut eventual) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..config.rounds {
-        let p = insert_run(dir, Inserter::Plain, round, config)?;
-        let w = insert_run(dir, Inserter::StoreNoWait, round, config)?;
-        let e = insert_run(dir, Inserter::StoreEventual, round, config)?;
-        plain.push(p);
-        no_wait.push((w, p));
-        eventual.push((e, p));
-    }
     let n = config.inserts as f64;
-    let rate = |v: &[(f64, f64)]| median(v.iter().map(|(s, _)| n / s).collect());
-    let ratio = |v: &[(f64, f64)]| median(v.iter().map(|(s, p)| p / s).collect());
+    for round in 0..config.rounds {
+        // The order rotates per round: whichever runs first after the
+        // previous round's files were removed (and the page cache settles)
+        // must not always be the same engine.
+        let mut secs = [(f64::NAN, f64::NAN); 3];
+        for k in 0..3 {
+            let which = (k + round as usize) % 3;
+            if !config.inserters.iter().any(|name| name == ["plain", "put", "eventual"][which]) {
+                continue;
+            }
+            let kind = [Inserter::Plain, Inserter::StoreNoWait, Inserter::StoreEventual][which];
+            secs[which] = insert_run(dir, kind, round, config)?;
+        }
+        let [(p, p_cpu), (w, w_cpu), (e, e_cpu)] = secs;
+        let us = |cpu: f64| cpu * 1e6 / n;
+        println!(
+            "  round {round}: no log {:.0}/s ({:.2} us CPU); put {:.0}/s ({:.2}x, {:.2} us CPU); \
+             put_durable Eventual {:.0}/s ({:.2}x, {:.2} us CPU)",
+            n / p,
+            us(p_cpu),
+            n / w,
+            p / w,
+            us(w_cpu),
+            n / e,
+            p / e,
+            us(e_cpu)
+        );
+        plain.push((p, p_cpu));
+        no_wait.push((w, p, w_cpu, p_cpu));
+        eventual.push((e, p, e_cpu, p_cpu));
+    }
+    let rate = |v: &[(f64, f64, f64, f64)]| median(v.iter().map(|r| n / r.0).collect());
+    let ratio = |v: &[(f64, f64, f64, f64)]| median(v.iter().map(|r| r.1 / r.0).collect());
+    let cpu = |v: &[(f64, f64, f64, f64)]| median(v.iter().map(|r| r.2 * 1e6 / n).collect());
+    let cpu_ratio = |v: &[(f64, f64, f64, f64)]| median(v.iter().map(|r| r.3 / r.2).collect());
     println!();
     println!(
         "non-durable inserts, 1 thread, {} spread keys x {VALUE} B, {} MiB pool (median of {} rounds)",
@@ -350,15 +440,18 @@ fn insert_phase(dir: &Path, config: &Config) -> Result<()> {
         POOL_BYTES >> 20,
         config.rounds
     );
-    println!("{:<34} {:>12} {:>10}", "", "inserts/s", "x no log");
+    println!("{:<34} {:>12} {:>10} {:>14} {:>12}", "", "inserts/s", "x no log", "CPU us/insert", "CPU x no log");
     println!(
-        "{:<34} {:>12.0} {:>10.2}",
+        "{:<34} {:>12.0} {:>10.2} {:>14.2} {:>12.2}",
         "BTree + BufferPool, no log",
-        median(plain.iter().map(|s| n / s).collect()),
+        median(plain.iter().map(|r| n / r.0).collect()),
+        1.0,
+        median(plain.iter().map(|r| r.1 * 1e6 / n).collect()),
         1.0
     );
-    println!("{:<34} {:>12.0} {:>10.2}", "Store::put (log on, nobody waits)", rate(&no_wait), ratio(&no_wait));
-    println!("{:<34} {:>12.0} {:>10.2}", "Store::put_durable, Eventual", rate(&eventual), ratio(&eventual));
+    for (name, v) in [("Store::put (log on, nobody waits)", &no_wait), ("Store::put_durable, Eventual", &eventual)] {
+        println!("{name:<34} {:>12.0} {:>10.2} {:>14.2} {:>12.2}", rate(v), ratio(v), cpu(v), cpu_ratio(v));
+    }
     Ok(())
 }
 

@@ -4,8 +4,13 @@
 //! # Who holds what
 //! * An appender holds nothing: it reserves `[start, end)` with one
 //!   `fetch_add` on `reserved`, waits (parked) only if the ring has no room,
-//!   copies its record into the ring and publishes it (`buffer.rs`). It
-//!   never takes a lock.
+//!   copies its record into the ring with the CRC field zero and publishes
+//!   it (`buffer.rs`). It never takes a lock.
+//! * The role holder (below) seals each record as its walk of the links
+//!   passes it: computes the CRC and stores it into the record's first
+//!   word, before the record is copied out (`seal`). The CRC thus costs the
+//!   flusher's core, not the appender's, and covers exactly the bytes
+//!   written.
 //! * The *flushing role* is the `state` mutex (`FlusherState`: `filled`,
 //!   the segments written since the last sync, the horizon bookkeeping).
 //!   Whoever holds it alone advances `filled`, `written` and `durable` and
@@ -51,8 +56,12 @@
 //! held (checked under the parking bucket's lock) and the holder unparks
 //! after releasing it, so no wake-up is lost. The flusher's idle handshake
 //! with an appender that needs room is a Dekker pattern: the appender
-//! publishes its link, `fence(SeqCst)`, loads `flusher_idle`; the flusher
-//! stores `flusher_idle`, `fence(SeqCst)`, loads the link at `filled`.
+//! stores `room_wanted`, then swaps `flusher_idle` (both `SeqCst`); the
+//! flusher stores `flusher_idle`, `fence(SeqCst)`, loads `room_wanted`, so
+//! a request for room is never missed. Whether the record the flusher
+//! waits at (`filled`) is complete is not part of the handshake: appenders
+//! publish with no fence (a fence per append cost 2.5% of a logged insert),
+//! so while room is wanted the flusher parks for `ROOM_POLL` at most.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -136,6 +145,8 @@ struct FlusherState {
     horizon_start: Lsn,
     horizon_end: Lsn,
     staging: Vec<u8>,
+    /// One record's bytes while `advance` seals it.
+    sealing: Vec<u8>,
     last_sync: Instant,
 }
 
@@ -153,6 +164,7 @@ impl Wal {
             horizon_start: end,
             horizon_end: end,
             staging: Vec::new(),
+            sealing: Vec::new(),
             last_sync: Instant::now(),
         };
         let shared = Arc::new(Shared {
@@ -392,16 +404,22 @@ impl Shared {
         if !self.wait_for_room(end) {
             return Ok(None);
         }
-        let header = record::encode_header(Lsn(start), kind, self.incarnation, payload);
+        // The CRC is left to the flusher (`advance`): 3.8% of a logged
+        // insert on the appender's core (docs/BENCHMARKS.md).
+        let header = record::encode_header_unsealed(Lsn(start), kind, self.incarnation, payload.len());
         let mut at = start;
         record::for_each_word(&header, payload, |word| {
             self.buffer.put(at, word);
             at += 8;
         });
         self.buffer.publish(Lsn(start), Lsn(end));
-        // Dekker with the flusher going idle (module doc).
-        fence(Ordering::SeqCst);
-        if self.room_wanted.load(Ordering::SeqCst) {
+        self.buffer.prefetch(end);
+        // Relaxed, no fence: only a hint that shortens the wait of an
+        // appender that wants room. The flusher does not rely on it: while
+        // room is wanted it parks for `ROOM_POLL` at most (`idle`). A
+        // `fence(SeqCst)` here, on every append, was 2.5% of a logged
+        // insert (docs/BENCHMARKS.md).
+        if self.room_wanted.load(Ordering::Relaxed) {
             self.wake_flusher();
         }
         Ok(Some(Lsn(end)))
@@ -540,22 +558,33 @@ enum Next {
     Stop,
 }
 
+/// How long the flusher parks at most while an appender waits for room and
+/// the record at `filled` is still being copied (its appender's wake-up is
+/// only a hint: `Shared::append`).
+const ROOM_POLL: Duration = Duration::from_micros(50);
+
 /// Parks the flusher until woken (room wanted, close) or `deadline`.
 fn idle(shared: &Shared, filled: Lsn, deadline: Instant) {
     shared.flusher_idle.store(true, Ordering::SeqCst);
+    // Dekker with `wait_for_room` (it stores `room_wanted`, then loads
+    // `flusher_idle` in `wake_flusher`): one of the two sees the other.
     fence(Ordering::SeqCst);
-    // Room is wanted: write what is filled; if nothing is, the appender
-    // that fills the next record wakes the flusher (it sees `room_wanted`).
-    let room = shared.room_wanted.load(Ordering::SeqCst) && shared.buffer.filled_at_seqcst(filled);
+    let room_wanted = shared.room_wanted.load(Ordering::SeqCst);
+    // Room is wanted: write what is filled; if the next record is still
+    // being copied, look again after `ROOM_POLL` (its appender may wake
+    // us sooner, but without a fence it can miss that we went idle).
+    let room = room_wanted && shared.buffer.filled_at_seqcst(filled);
     if room || shared.shutdown.load(Ordering::SeqCst) {
         shared.flusher_idle.store(false, Ordering::SeqCst);
         return;
     }
+    let deadline = if room_wanted { deadline.min(Instant::now() + ROOM_POLL) } else { deadline };
     park_until(&shared.flusher_key, || shared.flusher_idle.load(Ordering::SeqCst), deadline);
     shared.flusher_idle.store(false, Ordering::SeqCst);
 }
 
-/// Walks the links from `filled`; records the first record start of every
+/// Walks the links from `filled`, sealing each record it passes (its CRC:
+/// appenders leave it zero); records the first record start of every
 /// segment boundary crossed.
 fn advance(shared: &Shared, state: &mut FlusherState) {
     let payload = shared.options.segment_payload();
@@ -563,6 +592,7 @@ fn advance(shared: &Shared, state: &mut FlusherState) {
     while state.filled.0 < limit {
         let Some(end) = shared.buffer.next_filled(state.filled) else { break };
         let start = state.filled.0;
+        seal(shared, state, Lsn(start), end);
         if start.is_multiple_of(payload) {
             state.first_records.entry(start / payload).or_insert(Lsn(start));
         }
@@ -575,6 +605,25 @@ fn advance(shared: &Shared, state: &mut FlusherState) {
         }
         state.filled = end;
     }
+}
+
+/// Computes the CRC of the filled record `[start, end)` and stores it into
+/// its first word in the ring. Only the role holder does this, for a record
+/// at `filled`, so the record is complete (the link was acquired), no
+/// appender writes its words any more (they are below `filled`) and none
+/// has been copied out yet (`written <= filled`): the words written to the
+/// file are the sealed ones. The role's mutex orders this store before the
+/// copy of a later holder (a leader or the flusher thread).
+fn seal(shared: &Shared, state: &mut FlusherState, start: Lsn, end: Lsn) {
+    let bytes = &mut state.sealing;
+    bytes.resize((end.0 - start.0) as usize, 0);
+    shared.buffer.copy_out(start, bytes);
+    let sealed = record::seal(bytes);
+    assert!(sealed.is_some(), "record at {start:?} has a length that does not fit its reservation");
+    // Paired with the reader's check: the sealed bytes decode as a record.
+    debug_assert!(record::decode(bytes, start).is_some_and(|(header, _)| header.end() == end));
+    let first: [u8; 8] = bytes.get(..8).and_then(|word| word.try_into().ok()).unwrap_or_default();
+    shared.buffer.put(start.0, u64::from_le_bytes(first));
 }
 
 /// Whether durable log is not yet claimed by a horizon record: false once
