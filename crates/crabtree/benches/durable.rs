@@ -539,9 +539,10 @@ fn recovery_phase(dir: &Path, config: &Config) -> Result<()> {
         copied as f64 / 1e6
     );
     println!(
-        "  redo {:.2} s: {:.0} MB/s of log replayed; whole open (two log passes, redo, checkpoint; repair and count run after, in the background) {open_secs:.2} s: \
+        "  redo {:.2} s (first pass {:.2} s): {:.0} MB/s of log replayed; whole open (two log passes, redo, checkpoint; repair and count run after, in the background) {open_secs:.2} s: \
          {:.0} MB/s{}",
         report.duration.as_secs_f64(),
+        report.survey.as_secs_f64(),
         mb / report.duration.as_secs_f64().max(1e-9),
         mb / open_secs.max(1e-9),
         if config.quick { " (quick run: log too small to mean much)" } else { "" }

@@ -58,8 +58,12 @@ pub struct RecoveryReport {
     pub end: Lsn,
     /// Redo start of the last complete checkpoint (zero if none).
     pub checkpoint_redo: Lsn,
-    /// Time spent (redo and write-back; not the tree's repair).
+    /// Time spent (both log passes, redo and write-back; not the tree's
+    /// repair, which runs after, in the background).
     pub duration: Duration,
+    /// Of `duration`, the first pass over the log (finding the last
+    /// checkpoint).
+    pub survey: Duration,
     /// Splits the crash interrupted, finished after redo.
     pub splits_finished: u64,
     /// Page deletions the crash interrupted, finished after redo.
@@ -168,6 +172,9 @@ pub(crate) fn recover(
     };
     let (wal, end) = Wal::open_surveyed(log, options, Some(&mut survey), |lsn, kind, payload| {
         let end = Lsn(lsn.0 + record_size(payload.len()) as u64);
+        if first_lsn.is_none() {
+            report.survey = started.elapsed();
+        }
         let first_lsn = *first_lsn.get_or_insert(lsn);
         report.log_bytes += record_size(payload.len()) as u64;
         // Any record but the flusher's horizons (not passed here) after a

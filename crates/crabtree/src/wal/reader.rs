@@ -74,8 +74,9 @@ pub fn scan(segments: &Segments, mut on_record: impl FnMut(Lsn, RecordType, &[u8
     let mut records = 0u64;
     let mut header_bytes = [0u8; WAL_RECORD_HEADER_SIZE];
     let mut payload = Vec::new();
+    let mut ahead = ReadAhead::default();
     loop {
-        let Some(header) = read_record(segments, at, incarnation, &mut header_bytes, &mut payload)? else {
+        let Some(header) = read_record(segments, &mut ahead, at, incarnation, &mut header_bytes, &mut payload)? else {
             let claim = horizon.max(claim_beyond(segments, at, incarnation)?);
             if claim > at {
                 return Err(Error::LogCorruption {
@@ -98,15 +99,59 @@ pub fn scan(segments: &Segments, mut on_record: impl FnMut(Lsn, RecordType, &[u8
     }
 }
 
+/// Bytes read from a segment at once while scanning.
+const READ_AHEAD: u64 = 1 << 20;
+
+/// The log bytes `start..start + buf.len()`, read in one call: a scan
+/// reads records in LSN order, so one `pread` of up to `READ_AHEAD` bytes
+/// (never past the end of the segment it starts in) serves many records
+/// instead of two calls per record.
+#[derive(Default)]
+struct ReadAhead {
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl ReadAhead {
+    /// Fills `out` with the log bytes at `at`; false where
+    /// `Segments::read` would be false (a segment that is not live).
+    fn read(&mut self, segments: &Segments, at: Lsn, out: &mut [u8]) -> Result<bool> {
+        let end = at.0 + out.len() as u64;
+        if at.0 >= self.start && end <= self.start + self.buf.len() as u64 {
+            let from = (at.0 - self.start) as usize;
+            if let Some(bytes) = self.buf.get(from..from + out.len()) {
+                out.copy_from_slice(bytes);
+                return Ok(true);
+            }
+        }
+        let to_segment_end = segments.payload() - at.0 % segments.payload();
+        let want = (out.len() as u64).max(READ_AHEAD.min(to_segment_end)) as usize;
+        self.buf.resize(want, 0);
+        if !segments.read(at, &mut self.buf)? {
+            self.buf.clear();
+            return Ok(false);
+        }
+        self.start = at.0;
+        match self.buf.get(..out.len()) {
+            Some(bytes) => {
+                out.copy_from_slice(bytes);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
 /// Reads and validates the record at `at`; `None` if there is no valid one.
 fn read_record(
     segments: &Segments,
+    ahead: &mut ReadAhead,
     at: Lsn,
     incarnation: u32,
     header_bytes: &mut [u8; WAL_RECORD_HEADER_SIZE],
     payload: &mut Vec<u8>,
 ) -> Result<Option<RecordHeader>> {
-    if !segments.read(at, header_bytes)? {
+    if !ahead.read(segments, at, header_bytes)? {
         return Ok(None);
     }
     let Some(header) = record::decode_header(header_bytes, at) else { return Ok(None) };
@@ -115,7 +160,7 @@ fn read_record(
     }
     // `len` is at most WAL_RECORD_PAYLOAD_MAX (checked by decode_header).
     payload.resize(header.len as usize, 0);
-    if !segments.read(Lsn(at.0 + WAL_RECORD_HEADER_SIZE as u64), payload)? {
+    if !ahead.read(segments, Lsn(at.0 + WAL_RECORD_HEADER_SIZE as u64), payload)? {
         return Ok(None);
     }
     Ok(record::verify(&header, header_bytes, payload).then_some(header))
