@@ -47,6 +47,8 @@
 
 mod common;
 
+use common::child::{claimed, mix, self_describing};
+
 use crabtree::{Db, Durability, Error, Keyspace, Options};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -82,15 +84,6 @@ fn options() -> Options {
         vacuum_interval: Some(Duration::from_millis(5)),
         ..Options::default()
     }
-}
-
-/// A 64-bit mix (splitmix64's finaliser).
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 30;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 27;
-    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 /// Prints one protocol line with a single `write` (shorter than
@@ -518,23 +511,13 @@ fn multi_keyspaces(db: &Db) -> Vec<Keyspace> {
 fn multi_value(i: u64, g: u64) -> Vec<u8> {
     let h = mix(g.rotate_left(7) ^ i);
     let len = if mix(g).is_multiple_of(4) { 4097 + (h >> 8) as usize % 4096 } else { 200 + (h >> 8) as usize % 400 };
-    let mut value = Vec::with_capacity(len);
-    value.extend_from_slice(&i.to_le_bytes());
-    value.extend_from_slice(&g.to_le_bytes());
-    let mut x = h;
-    while value.len() < len {
-        x = mix(x);
-        value.extend_from_slice(&x.to_le_bytes());
-    }
-    value.truncate(len);
-    value
+    self_describing(i, g, h, len)
 }
 
 /// The generation a stored value claims, if it is exactly that
 /// generation's value under key `i`.
 fn generation_of(i: u64, found: &[u8]) -> Option<u64> {
-    let claimed_key = u64::from_le_bytes(found.get(..8)?.try_into().ok()?);
-    let g = u64::from_le_bytes(found.get(8..16)?.try_into().ok()?);
+    let (claimed_key, g) = claimed(found)?;
     (claimed_key == i && multi_value(i, g) == found).then_some(g)
 }
 

@@ -40,6 +40,8 @@
 
 mod common;
 
+use common::child::{claimed, mix, self_describing};
+
 use crabtree::raw::{PoolOptions, Store, StoreOptions};
 use crabtree::wal::{Durability, WalOptions};
 use std::collections::{BTreeMap, BTreeSet};
@@ -92,14 +94,6 @@ fn key_index(key: &[u8]) -> Option<u64> {
 }
 
 /// A 64-bit mix (splitmix64's finaliser): values and sizes from versions.
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 30;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 27;
-    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
 /// Version of a put: unique over the whole test (round, thread, sequence);
 /// never 0 (0 names a delete in the protocol).
 fn version(round: u64, thread: u64, seq: u64) -> u64 {
@@ -116,23 +110,13 @@ fn value(index: u64, version: u64) -> Vec<u8> {
         1 | 2 => 200 + (h >> 8) as usize % 1800,
         _ => 16 + (h >> 8) as usize % 120,
     };
-    let mut value = Vec::with_capacity(len);
-    value.extend_from_slice(&index.to_le_bytes());
-    value.extend_from_slice(&version.to_le_bytes());
-    let mut x = h;
-    while value.len() < len {
-        x = mix(x);
-        value.extend_from_slice(&x.to_le_bytes());
-    }
-    value.truncate(len);
-    value
+    self_describing(index, version, h, len)
 }
 
 /// The version a stored value claims, if it is exactly that version's
 /// value under key `index` (anything else was never written).
 fn version_of(index: u64, found: &[u8]) -> Option<u64> {
-    let claimed_index = u64::from_le_bytes(found.get(..8)?.try_into().ok()?);
-    let claimed = u64::from_le_bytes(found.get(8..16)?.try_into().ok()?);
+    let (claimed_index, claimed) = claimed(found)?;
     (claimed_index == index && claimed != 0 && value(index, claimed) == found).then_some(claimed)
 }
 

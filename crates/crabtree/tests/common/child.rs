@@ -1,5 +1,6 @@
-//! The parent side of the real-process kill tests (`kill.rs`,
-//! `db_kill.rs`): reading the child's protocol lines off its stdout pipe.
+//! Shared by the real-process kill tests (`kill.rs`, `db_kill.rs`): the
+//! parent reading the child's protocol lines off its stdout pipe, and the
+//! self-describing values both write.
 
 use std::io::{BufRead, BufReader};
 use std::process::ChildStdout;
@@ -31,4 +32,36 @@ pub fn read_protocol(stdout: ChildStdout) -> (JoinHandle<Vec<String>>, mpsc::Rec
         lines
     });
     (reader, opened_rx)
+}
+
+/// A 64-bit mix (splitmix64's finaliser).
+pub fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A value of `len` bytes that names its key `index` and `version` in its
+/// first 16 bytes, then bytes derived from `seed`: a reader can tell which
+/// write it is, and that it is whole ([`claimed`]).
+pub fn self_describing(index: u64, version: u64, seed: u64, len: usize) -> Vec<u8> {
+    let mut value = Vec::with_capacity(len.max(16) + 8);
+    value.extend_from_slice(&index.to_le_bytes());
+    value.extend_from_slice(&version.to_le_bytes());
+    let mut x = seed;
+    while value.len() < len {
+        x = mix(x);
+        value.extend_from_slice(&x.to_le_bytes());
+    }
+    value.truncate(len.max(16));
+    value
+}
+
+/// The (key index, version) a stored value claims in its first 16 bytes.
+pub fn claimed(found: &[u8]) -> Option<(u64, u64)> {
+    let index = u64::from_le_bytes(found.get(..8)?.try_into().ok()?);
+    let version = u64::from_le_bytes(found.get(8..16)?.try_into().ok()?);
+    Some((index, version))
 }
