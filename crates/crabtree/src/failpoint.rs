@@ -67,6 +67,9 @@
 //! * `recount.leaf_counted`: the count from the leaves after a crash
 //!   (`btree::count`) counted a leaf and moved its position past it, no
 //!   latch held;
+//! * `prune.removed`: a writer pruning a full leaf before its split has
+//!   removed (and logged) one version, leaf still latched; an error fails
+//!   the write with the leaf partly pruned;
 //! * `commit.between_pieces`: a commit record too large for one log record
 //!   has appended a piece of its chain and not its end (`store`); an error
 //!   fails the commit with the chain left unfinished in the log.

@@ -633,3 +633,77 @@ fn multi_key_transactions_across_keyspaces_survive_power_loss() {
 fn with_checkpoints_racing_the_commits() {
     run_states("db_crash_racing_checkpoints", true);
 }
+
+/// Error injection in leaf pruning: a commit whose insert prunes a full
+/// leaf fails after the `n`-th version removed (failpoint `prune.removed`),
+/// for several `n`. The leaf is left partly pruned (each removal logged),
+/// the commit's apply failed: no snapshot of this process may see part of
+/// it nor an older value, and after power loss every key holds its last
+/// committed value and `check()` passes.
+#[test]
+fn a_leaf_prune_that_fails_half_way_loses_nothing() {
+    for fail_after in [1u32, 2, 5, 9] {
+        let dir = SimDir::new(
+            u64::from(fail_after),
+            CrashModel { keep: 0, drop: 1, tear: 0, garbage: 0, fsync_failure_drops_pending: true },
+        );
+        let options = || Options { vacuum_interval: None, ..Options::default() };
+        let db = open_db(&dir, options()).unwrap();
+        // Ten versions of 300 keys while a snapshot pins them all.
+        let pin = db.snapshot();
+        for round in 0..10u8 {
+            let mut tx = db.begin();
+            for k in 0..300u32 {
+                tx.put(format!("key-{k:05}").as_bytes(), &[round; 40]).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        drop(pin);
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counter = std::sync::Arc::clone(&hits);
+        // Only this thread (the other tests of this file run beside it).
+        let me = std::thread::current().id();
+        crabtree::failpoint::set("prune.removed", move || {
+            if std::thread::current().id() == me && counter.fetch_add(1, Ordering::SeqCst) + 1 == fail_after {
+                return Err(Error::InvalidArgument("injected failure mid-prune".into()));
+            }
+            Ok(())
+        });
+        // New keys into the same leaves until one prunes and fails.
+        let mut failed = false;
+        for k in 0..300u32 {
+            let mut tx = db.begin();
+            for j in 0..6 {
+                tx.put(format!("key-{k:05}-new-{j}").as_bytes(), &[9; 40]).unwrap();
+            }
+            if tx.commit().is_err() {
+                failed = true;
+                break;
+            }
+        }
+        crabtree::failpoint::clear("prune.removed");
+        assert!(failed, "fail after {fail_after}: no prune reached the failpoint");
+        // In the dying process: every old key still reads its last value.
+        let snap = db.snapshot();
+        for k in 0..300u32 {
+            assert_eq!(
+                snap.get(format!("key-{k:05}").as_bytes()).unwrap(),
+                Some(vec![9u8; 40]),
+                "fail after {fail_after}: key {k} before the crash"
+            );
+        }
+        drop(snap);
+        dir.crash();
+        drop(db);
+        let db = open_db(&dir, options()).unwrap();
+        let snap = db.snapshot();
+        for k in 0..300u32 {
+            assert_eq!(
+                snap.get(format!("key-{k:05}").as_bytes()).unwrap(),
+                Some(vec![9u8; 40]),
+                "fail after {fail_after}: key {k} after recovery"
+            );
+        }
+        db.check().unwrap_or_else(|error| panic!("fail after {fail_after}: {error}"));
+    }
+}

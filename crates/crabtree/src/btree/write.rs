@@ -180,6 +180,7 @@ impl BTree {
             if self.recount.behind(&keys[index]) {
                 self.len.fetch_sub(1, Ordering::Relaxed);
             }
+            failpoint!("prune.removed");
         }
         Ok(doomed.len())
     }
