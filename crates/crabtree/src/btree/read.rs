@@ -41,10 +41,10 @@ pub(crate) fn below(key: &[u8], upper: Bound<&[u8]>) -> bool {
 impl BTree {
     /// One attempt at a point lookup.
     pub(crate) fn get_attempt(&self, key: &[u8], pessimistic: bool) -> Attempt<Option<Vec<u8>>> {
-        let leaf = self.descend(Target::Key(key), 0, None, pessimistic)?;
+        let (leaf, found) = self.descend_to_key(key, pessimistic)?;
         let page = leaf.page();
         let node = leaf.check(Node::new(&page, leaf.pid()))?;
-        let Ok(slot) = leaf.check(node.search(key))? else {
+        let Ok(slot) = found else {
             leaf.validate()?;
             return Ok(None);
         };

@@ -380,6 +380,18 @@ impl<P: PageBuf> Node<P> {
         self.search_from(0, key)
     }
 
+    /// `child_index`, and whether `key` lies past every bound of the node
+    /// (only then can it be above the high key).
+    pub fn child_position(&self, key: &[u8]) -> Result<(usize, bool)> {
+        if self.head.slot_count == 0 {
+            return Err(corrupt(self.pid, "inner node without children"));
+        }
+        let position = match self.search_from(1, key)? {
+            Ok(i) | Err(i) => i,
+        };
+        Ok((position - 1, position == self.head.slot_count))
+    }
+
     /// Inner search: the index of the child whose range holds `key`, i.e.
     /// the last cell whose lower bound is `< key` (cell 0 is minus infinity).
     pub fn child_index(&self, key: &[u8]) -> Result<usize> {
