@@ -201,7 +201,7 @@ fn keys_past_a_nodes_last_key_move_right_only_above_its_high_key() {
     use super::descend::Target;
     use crate::page::node::{FLAG_INCOMPLETE_SPLIT, Node, NodeMut};
     let tree = tree(512, 4096);
-    let present = |i: u32| i % 2 == 0;
+    let present = |i: u32| i.is_multiple_of(2);
     for i in (0..6000).filter(|&i| present(i)) {
         tree.insert(&key(i), b"v").unwrap();
     }
