@@ -12,7 +12,9 @@
 //!
 //! Workloads, each `CRABTREE_BENCH_SECS` (default 3) seconds, for
 //! `CRABTREE_BENCH_ROUNDS` rounds (default 3; medians printed), with N = 1,
-//! 2 and 8 threads (`CRABTREE_BENCH_THREADS` to choose):
+//! 2 and 8 threads (`CRABTREE_BENCH_THREADS` to choose). Within a round the
+//! raw loop and crabtree alternate in ten slices each, so the host's drift
+//! (up to 20% within seconds on a shared virtual machine) falls on both:
 //! * `pread xN`: raw `pread` of a random 4 KiB-aligned page of the file;
 //! * `get xN`: `BTree::get` of a uniformly random existing key (value
 //!   copied out, checked); p99 latency from every 8th operation;
@@ -52,6 +54,8 @@ const VALUE_SIZE: usize = 100;
 const BATCH: u64 = 32;
 const SCAN_LEN: usize = 100;
 const SPREAD_PRIME: u64 = 2_147_483_647;
+/// Stretches a cell's raw loop and crabtree run are cut into, alternating.
+const SLICES: usize = 10;
 
 /// Whether `CRABTREE_BENCH_WORKLOADS` (comma list of name prefixes) asks
 /// for `name`; all when unset.
@@ -132,55 +136,101 @@ struct Cell {
 /// Runs `op(thread, rng)` on `threads` threads for `secs`; every 8th
 /// operation is timed for the p99.
 fn timed(threads: usize, secs: f64, op: impl Fn(&mut fastrand::Rng) + Sync) -> Cell {
-    timed_loads(threads, secs, op, None)
+    Slice::merge(&[Slice::run(threads, secs, &op, None)])
 }
 
-/// `timed`, also counting the pool's page loads (`loads`: the pool's
-/// counter) per operation.
-fn timed_loads(
+/// One stretch of a measurement: operations, seconds, latency samples and
+/// the pool's page loads.
+struct Slice {
+    ops: u64,
+    secs: f64,
+    samples: Vec<u32>,
+    loads: u64,
+}
+
+/// Seeds differ between slices, so a cell cut into slices does not replay
+/// the same keys in each.
+static SLICE_SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl Slice {
+    /// Runs `op` on `threads` threads for `secs`, counting the pool's loads
+    /// (`loads`: the pool's counter) when given.
+    fn run(
+        threads: usize,
+        secs: f64,
+        op: &(impl Fn(&mut fastrand::Rng) + Sync),
+        loads: Option<&dyn Fn() -> u64>,
+    ) -> Slice {
+        let loads_before = loads.map_or(0, |loads| loads());
+        let seed = SLICE_SEED.fetch_add(1, Ordering::Relaxed);
+        let stop = AtomicBool::new(false);
+        let start = Instant::now();
+        let results: Vec<(u64, Vec<u32>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|thread| {
+                    let stop = &stop;
+                    scope.spawn(move || {
+                        let mut rng = fastrand::Rng::with_seed(splitmix(seed) ^ (thread as u64 * 7919 + 1));
+                        let mut done = 0u64;
+                        let mut samples = Vec::new();
+                        while !stop.load(Ordering::Relaxed) {
+                            for n in 0..BATCH {
+                                if n % 8 == 0 {
+                                    let t = Instant::now();
+                                    op(&mut rng);
+                                    samples.push(t.elapsed().as_nanos().min(u32::MAX as u128) as u32);
+                                } else {
+                                    op(&mut rng);
+                                }
+                            }
+                            done += BATCH;
+                        }
+                        (done, samples)
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_secs_f64(secs));
+            stop.store(true, Ordering::Relaxed);
+            handles.into_iter().map(|h| h.join().expect("bench thread")).collect()
+        });
+        let secs = start.elapsed().as_secs_f64();
+        let ops = results.iter().map(|(n, _)| n).sum();
+        let samples = results.into_iter().flat_map(|(_, s)| s).collect();
+        Slice { ops, secs, samples, loads: loads.map_or(0, |loads| loads() - loads_before) }
+    }
+
+    /// One cell from its slices.
+    fn merge(slices: &[Slice]) -> Cell {
+        let ops: u64 = slices.iter().map(|s| s.ops).sum();
+        let secs: f64 = slices.iter().map(|s| s.secs).sum();
+        let mut all: Vec<u32> = slices.iter().flat_map(|s| s.samples.iter().copied()).collect();
+        all.sort_unstable();
+        let p99 = all.get(all.len() * 99 / 100).copied().unwrap_or(0);
+        let loads: u64 = slices.iter().map(|s| s.loads).sum();
+        Cell {
+            ops: ops as f64 / secs,
+            p99: Duration::from_nanos(p99 as u64),
+            loads_per_op: loads as f64 / ops.max(1) as f64,
+        }
+    }
+}
+
+/// The raw loop and crabtree, `secs` each, cut into `SLICES` alternating
+/// stretches so that the host's drift falls on both alike (on a shared
+/// virtual machine it moves rates by up to 20% within seconds).
+fn timed_pair(
     threads: usize,
     secs: f64,
-    op: impl Fn(&mut fastrand::Rng) + Sync,
-    loads: Option<&dyn Fn() -> u64>,
-) -> Cell {
-    let loads_before = loads.map_or(0, |loads| loads());
-    let stop = AtomicBool::new(false);
-    let start = Instant::now();
-    let results: Vec<(u64, Vec<u32>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|thread| {
-                let (stop, op) = (&stop, &op);
-                scope.spawn(move || {
-                    let mut rng = fastrand::Rng::with_seed(thread as u64 * 7919 + 1);
-                    let mut done = 0u64;
-                    let mut samples = Vec::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        for n in 0..BATCH {
-                            if n % 8 == 0 {
-                                let t = Instant::now();
-                                op(&mut rng);
-                                samples.push(t.elapsed().as_nanos().min(u32::MAX as u128) as u32);
-                            } else {
-                                op(&mut rng);
-                            }
-                        }
-                        done += BATCH;
-                    }
-                    (done, samples)
-                })
-            })
-            .collect();
-        std::thread::sleep(Duration::from_secs_f64(secs));
-        stop.store(true, Ordering::Relaxed);
-        handles.into_iter().map(|h| h.join().expect("bench thread")).collect()
-    });
-    let elapsed = start.elapsed().as_secs_f64();
-    let ops: u64 = results.iter().map(|(n, _)| n).sum();
-    let loads_per_op = loads.map_or(0.0, |loads| (loads() - loads_before) as f64 / ops.max(1) as f64);
-    let mut all: Vec<u32> = results.into_iter().flat_map(|(_, s)| s).collect();
-    all.sort_unstable();
-    let p99 = all.get(all.len() * 99 / 100).copied().unwrap_or(0);
-    Cell { ops: ops as f64 / elapsed, p99: Duration::from_nanos(p99 as u64), loads_per_op }
+    base: &(impl Fn(&mut fastrand::Rng) + Sync),
+    ours: &(dyn Fn(&mut fastrand::Rng) + Sync),
+    loads: &dyn Fn() -> u64,
+) -> (Cell, Cell) {
+    let (mut base_slices, mut our_slices) = (Vec::new(), Vec::new());
+    for _ in 0..SLICES {
+        base_slices.push(Slice::run(threads, secs / SLICES as f64, base, None));
+        our_slices.push(Slice::run(threads, secs / SLICES as f64, &ours, Some(loads)));
+    }
+    (Slice::merge(&base_slices), Slice::merge(&our_slices))
 }
 
 /// Bulk-loads the file; returns its size and the in-memory get rates with
@@ -316,8 +366,9 @@ fn main() {
             }
             let (mut ours, mut base) = (Vec::new(), Vec::new());
             for _ in 0..rounds {
-                base.push(timed(n, secs, pread));
-                ours.push(timed_loads(n, secs, op, Some(&|| tree.pool().stats().loads)));
+                let (raw, crabtree) = timed_pair(n, secs, &pread, op, &|| tree.pool().stats().loads);
+                base.push(raw);
+                ours.push(crabtree);
             }
             eprintln!("  done: {name} x{n}");
             table.push((format!("{name} x{n}"), ours, base));
