@@ -13,7 +13,9 @@
 //! crabtree must.
 //!
 //! Workloads (each engine in turn, `CRABTREE_BENCH_SECS` seconds each,
-//! default 2; `CRABTREE_BENCH_ROUNDS` rounds, default 3, the median kept):
+//! default 2; `CRABTREE_BENCH_ROUNDS` rounds, default 3, the median kept).
+//! The timed reads cut each round into ten slices with the engines
+//! alternating, so the host's drift falls on every engine alike:
 //! * `insert x1`: one thread inserts every key, random order, into an empty
 //!   structure (once per round, each into a fresh structure; the last build
 //!   is the data set for the rest);
@@ -243,6 +245,26 @@ struct Measure {
     misses: u64,
 }
 
+impl Measure {
+    /// One measurement from slices of equal length.
+    fn mean(slices: &[Measure]) -> Measure {
+        let count = slices.len().max(1) as f64;
+        Measure {
+            ops_per_sec: slices.iter().map(|m| m.ops_per_sec).sum::<f64>() / count,
+            writer_ops_per_sec: slices.iter().map(|m| m.writer_ops_per_sec).sum::<f64>() / count,
+            misses: slices.iter().map(|m| m.misses).sum(),
+        }
+    }
+}
+
+/// Stretches each round of a timed workload is cut into, the engines
+/// alternating.
+const SLICES: usize = 10;
+
+/// Seeds differ between runs of a workload, so slices do not replay the
+/// same keys.
+static RUN_SEED: AtomicU64 = AtomicU64::new(0);
+
 /// Runs `readers` lookup threads (and a writer if asked) for `secs`.
 fn run_reads(engine: &dyn Engine, data: &Data, readers: usize, writer: bool, scan: bool, secs: f64) -> Measure {
     let stop = AtomicBool::new(false);
@@ -250,11 +272,12 @@ fn run_reads(engine: &dyn Engine, data: &Data, readers: usize, writer: bool, sca
     let writes = AtomicU64::new(0);
     let misses = AtomicU64::new(0);
     let n = data.keys.len();
+    let run = RUN_SEED.fetch_add(1, Ordering::Relaxed);
     let elapsed = std::thread::scope(|scope| {
         for thread in 0..readers {
             let (stop, ops, misses) = (&stop, &ops, &misses);
             scope.spawn(move || {
-                let mut rng = fastrand::Rng::with_seed(1000 + thread as u64);
+                let mut rng = fastrand::Rng::with_seed((run << 16) + 1000 + thread as u64);
                 let (mut done, mut missed) = (0u64, 0u64);
                 while !stop.load(Ordering::Relaxed) {
                     for _ in 0..BATCH {
@@ -275,7 +298,7 @@ fn run_reads(engine: &dyn Engine, data: &Data, readers: usize, writer: bool, sca
         if writer {
             let (stop, writes) = (&stop, &writes);
             scope.spawn(move || {
-                let mut rng = fastrand::Rng::with_seed(7);
+                let mut rng = fastrand::Rng::with_seed((run << 16) + 7);
                 let mut done = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let key = &data.keys[rng.usize(..n)];
@@ -353,8 +376,8 @@ fn timed_workloads() -> Vec<(String, usize, bool, bool)> {
     list
 }
 
-/// Runs every timed workload; in each round the engines run one after the
-/// other, so a ratio compares measurements taken close together.
+/// Runs every timed workload; in each round the engines alternate in
+/// `SLICES` stretches, so a ratio compares measurements taken together.
 fn run_timed(config: &Config, engines: &[Option<&dyn Engine>], data: &Data, rows: &mut Vec<Row>) {
     for (name, threads, writer, scan) in timed_workloads() {
         if !config.workload_on(&name) {
@@ -362,9 +385,20 @@ fn run_timed(config: &Config, engines: &[Option<&dyn Engine>], data: &Data, rows
         }
         let mut samples: Vec<Vec<Measure>> = vec![Vec::new(); engines.len()];
         for _ in 0..config.rounds {
-            for (engine, samples) in engines.iter().zip(&mut samples) {
-                if let Some(engine) = engine {
-                    samples.push(run_reads(*engine, data, threads, writer, scan, config.secs));
+            // The round is cut into slices, the engines alternating, so the
+            // host's drift (up to 20% within seconds on a shared virtual
+            // machine) falls on every engine alike.
+            let mut slices: Vec<Vec<Measure>> = vec![Vec::new(); engines.len()];
+            for _ in 0..SLICES {
+                for (engine, slices) in engines.iter().zip(&mut slices) {
+                    if let Some(engine) = engine {
+                        slices.push(run_reads(*engine, data, threads, writer, scan, config.secs / SLICES as f64));
+                    }
+                }
+            }
+            for (slices, samples) in slices.iter().zip(&mut samples) {
+                if !slices.is_empty() {
+                    samples.push(Measure::mean(slices));
                 }
             }
         }
