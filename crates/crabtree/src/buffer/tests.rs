@@ -250,13 +250,20 @@ fn tag_of(pool: &BufferPool, pid: PageId) -> u64 {
     pool.shared(pid).unwrap().page().read_u64(100)
 }
 
-#[test]
-fn a_page_changed_while_the_cleaner_writes_it_stays_dirty() {
+/// A 16-frame pool on a `Gate`, the cleaner paused, one dirty leaf (tag 1)
+/// whose next write to storage the gate holds.
+fn gated_leaf() -> (Arc<Gate>, BufferPool, PageId) {
     let storage = Arc::new(Gate::default());
     let pool = BufferPool::create(storage.clone(), opts(16)).unwrap();
     pool.cleaner.set_paused(true);
     let pid = new_leaf(&pool, 1);
     storage.arm(pid);
+    (storage, pool, pid)
+}
+
+#[test]
+fn a_page_changed_while_the_cleaner_writes_it_stays_dirty() {
+    let (storage, pool, pid) = gated_leaf();
     std::thread::scope(|scope| {
         let cleaner = scope.spawn(|| pool.clean_page(pid).unwrap());
         storage.wait_entered();
@@ -275,11 +282,7 @@ fn a_page_changed_while_the_cleaner_writes_it_stays_dirty() {
 
 #[test]
 fn a_page_is_not_evicted_while_its_write_back_is_in_flight() {
-    let storage = Arc::new(Gate::default());
-    let pool = BufferPool::create(storage.clone(), opts(16)).unwrap();
-    pool.cleaner.set_paused(true);
-    let pid = new_leaf(&pool, 1);
-    storage.arm(pid);
+    let (storage, pool, pid) = gated_leaf();
     std::thread::scope(|scope| {
         let cleaner = scope.spawn(|| pool.clean_page(pid).unwrap());
         storage.wait_entered();
@@ -304,11 +307,7 @@ fn a_page_is_not_evicted_while_its_write_back_is_in_flight() {
 /// declare a page durable whose write lands after its sync.
 #[test]
 fn write_dirty_waits_for_the_write_backs_of_evictions_in_flight() {
-    let storage = Arc::new(Gate::default());
-    let pool = BufferPool::create(storage.clone(), opts(16)).unwrap();
-    pool.cleaner.set_paused(true);
-    let pid = new_leaf(&pool, 1);
-    storage.arm(pid);
+    let (storage, pool, pid) = gated_leaf();
     std::thread::scope(|scope| {
         let evictor = scope.spawn(|| churn(&pool));
         storage.wait_entered();
