@@ -25,6 +25,18 @@ fn open(dir: &SimDir) -> Result<Store> {
     open_store(dir, options())
 }
 
+/// Puts keys `0..count`, deletes key `deleted` and waits until the log
+/// holds the delete, then cuts the power: the next open has a count to
+/// redo, and no clean close to trust.
+fn fill_delete_and_crash(dir: &SimDir, store: &Store, count: u32, deleted: u32) {
+    for n in 0..count {
+        store.put(&key(n), &value(n)).unwrap();
+    }
+    let (_, lsn) = store.delete(&key(deleted)).unwrap();
+    store.wait_durable(lsn).unwrap();
+    dir.crash();
+}
+
 fn key(n: u32) -> Vec<u8> {
     format!("key-{n:06}").into_bytes()
 }
@@ -379,14 +391,8 @@ fn the_count_after_a_crash_is_exact_with_writers_behind_and_ahead_of_the_scan() 
         let dir = SimDir::new(60 + round as u64, drop_model());
         let store = open(&dir).unwrap();
         let mut model = std::collections::BTreeSet::new();
-        for n in 0..600 {
-            store.put(&key(n), &value(n)).unwrap();
-            model.insert(key(n));
-        }
-        let (_, lsn) = store.delete(&key(1)).unwrap();
-        model.remove(&key(1));
-        store.wait_durable(lsn).unwrap();
-        dir.crash();
+        model.extend((0..600).filter(|&n| n != 1).map(key));
+        fill_delete_and_crash(&dir, &store, 600, 1);
         drop(store);
         // Hold the scan once it has counted `held_at` leaves.
         let (parked_tx, parked_rx) = std::sync::mpsc::channel::<()>();
@@ -447,12 +453,7 @@ fn the_count_after_a_crash_is_exact_with_random_writers_racing_the_scan() {
     for round in 0..4u64 {
         let dir = SimDir::new(80 + round, drop_model());
         let store = Arc::new(open_store(&dir, quiet_options(4096)).unwrap());
-        for n in 0..20_000 {
-            store.put(&key(n), &value(n)).unwrap();
-        }
-        let (_, lsn) = store.delete(&key(0)).unwrap();
-        store.wait_durable(lsn).unwrap();
-        dir.crash();
+        fill_delete_and_crash(&dir, &store, 20_000, 0);
         drop(store);
         let store = Arc::new(open_store(&dir, quiet_options(4096)).unwrap());
         let writers: Vec<_> = (0..2u64)
@@ -532,12 +533,7 @@ fn a_background_count_that_fails_is_reported_and_done_again_at_the_next_open() {
     let _serial = serial();
     let dir = SimDir::new(9, drop_model());
     let store = open(&dir).unwrap();
-    for n in 0..300 {
-        store.put(&key(n), &value(n)).unwrap();
-    }
-    let (_, lsn) = store.delete(&key(7)).unwrap();
-    store.wait_durable(lsn).unwrap();
-    dir.crash();
+    fill_delete_and_crash(&dir, &store, 300, 7);
     drop(store);
     failpoint::set("recount.leaf_counted", || {
         if std::thread::current().name() == Some("crabtree-recovery") {
