@@ -683,27 +683,23 @@ fn a_leaf_prune_that_fails_half_way_loses_nothing() {
         }
         crabtree::failpoint::clear("prune.removed");
         assert!(failed, "fail after {fail_after}: no prune reached the failpoint");
-        // In the dying process: every old key still reads its last value.
-        let snap = db.snapshot();
-        for k in 0..300u32 {
-            assert_eq!(
-                snap.get(format!("key-{k:05}").as_bytes()).unwrap(),
-                Some(vec![9u8; 40]),
-                "fail after {fail_after}: key {k} before the crash"
-            );
-        }
-        drop(snap);
+        // Every old key reads its last value (round 9), in the dying
+        // process and after recovery.
+        let last_values_stand = |db: &Db, when: &str| {
+            let snap = db.snapshot();
+            for k in 0..300u32 {
+                assert_eq!(
+                    snap.get(format!("key-{k:05}").as_bytes()).unwrap(),
+                    Some(vec![9u8; 40]),
+                    "fail after {fail_after}: key {k} {when}"
+                );
+            }
+        };
+        last_values_stand(&db, "before the crash");
         dir.crash();
         drop(db);
         let db = open_db(&dir, options()).unwrap();
-        let snap = db.snapshot();
-        for k in 0..300u32 {
-            assert_eq!(
-                snap.get(format!("key-{k:05}").as_bytes()).unwrap(),
-                Some(vec![9u8; 40]),
-                "fail after {fail_after}: key {k} after recovery"
-            );
-        }
+        last_values_stand(&db, "after recovery");
         db.check().unwrap_or_else(|error| panic!("fail after {fail_after}: {error}"));
     }
 }
