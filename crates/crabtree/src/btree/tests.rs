@@ -2,6 +2,7 @@
 
 use super::BTree;
 use crate::buffer::{BufferPool, PoolOptions};
+use crate::ids::PageId;
 use crate::io::MemStorage;
 use crate::sync::Arc;
 use std::collections::BTreeMap;
@@ -143,6 +144,24 @@ fn values_up_to_the_limit_round_trip_and_larger_ones_are_refused() {
     assert!(tree.verify().unwrap().is_ok());
 }
 
+/// The state a failed parent insert leaves: cuts the downlink of
+/// `parent`'s child 2 and flags child 1 (whose right sibling child 2 is)
+/// `INCOMPLETE_SPLIT`. Returns child 1.
+fn orphan_second_child(tree: &BTree, parent: PageId) -> PageId {
+    use crate::page::node::{FLAG_INCOMPLETE_SPLIT, Node, NodeMut};
+    let mut guard = tree.pool.exclusive(parent).unwrap();
+    let node = Node::new(guard.page(), parent).unwrap();
+    assert!(node.len() >= 3, "precondition: three children");
+    let (left, right) = (node.child(1).unwrap(), node.child(2).unwrap());
+    NodeMut::new(&mut guard.page_mut(), parent).unwrap().remove(2).unwrap();
+    let mut left_guard = tree.pool.exclusive(left).unwrap();
+    let left_node = Node::new(left_guard.page(), left).unwrap();
+    assert_eq!(left_node.header().right, Some(right), "precondition: siblings");
+    let flags = left_node.header().flags;
+    NodeMut::new(&mut left_guard.page_mut(), left).unwrap().set_flags(flags | FLAG_INCOMPLETE_SPLIT);
+    left
+}
+
 /// A node that still carries an abandoned split (its right sibling `Q`
 /// has no downlink) splits again, as it does when a writer whose descent
 /// remembered it inserts a separator into it. The new right half takes
@@ -151,31 +170,18 @@ fn values_up_to_the_limit_round_trip_and_larger_ones_are_refused() {
 /// ever inserts `Q`'s downlink (`verify` reports `Q` without a parent).
 #[test]
 fn a_split_hands_an_abandoned_split_to_the_right_half() {
-    use crate::page::node::{FLAG_INCOMPLETE_SPLIT, Node, NodeMut};
+    use crate::page::node::Node;
     let tree = tree(512, 4096);
     for i in 0..3000 {
         tree.insert(&key(i), b"v").unwrap();
     }
     let root = tree.root();
-    let (level, p, q) = {
-        let guard = tree.pool.shared(root).unwrap();
-        let node = Node::new(guard.page(), root).unwrap();
-        assert!(node.header().level >= 2, "precondition: P is an inner node");
-        assert!(node.len() >= 3);
-        (node.header().level, node.child(1).unwrap(), node.child(2).unwrap())
-    };
+    let level = Node::new(tree.pool.shared(root).unwrap().page(), root).unwrap().header().level;
+    assert!(level >= 2, "precondition: P is an inner node");
     // The state a failed parent insert leaves: Q's downlink missing from
     // the root, P flagged. (`verify` calls a flagged node a violation:
     // it is valid, but unfinished.)
-    {
-        let mut guard = tree.pool.exclusive(root).unwrap();
-        NodeMut::new(&mut guard.page_mut(), root).unwrap().remove(2).unwrap();
-        let mut p_guard = tree.pool.exclusive(p).unwrap();
-        let node = Node::new(p_guard.page(), p).unwrap();
-        assert_eq!(node.header().right, Some(q), "precondition: Q is P's right sibling");
-        let flags = node.header().flags;
-        NodeMut::new(&mut p_guard.page_mut(), p).unwrap().set_flags(flags | FLAG_INCOMPLETE_SPLIT);
-    }
+    let p = orphan_second_child(&tree, root);
     // P splits with a remembered path, not finishing its own split first.
     let guard = tree.pool.exclusive(p).unwrap();
     let cells = tree.raw_cells(&guard).unwrap();
@@ -199,32 +205,17 @@ fn a_split_hands_an_abandoned_split_to_the_right_half() {
 #[test]
 fn keys_past_a_nodes_last_key_move_right_only_above_its_high_key() {
     use super::descend::Target;
-    use crate::page::node::{FLAG_INCOMPLETE_SPLIT, Node, NodeMut};
+    use crate::page::node::Node;
     let tree = tree(512, 4096);
     let present = |i: u32| i.is_multiple_of(2);
     for i in (0..6000).filter(|&i| present(i)) {
         tree.insert(&key(i), b"v").unwrap();
     }
-    // Cuts the downlink of `parent`'s child 2 and flags child 1, whose
-    // right sibling child 2 is: returns child 1.
-    let orphan_second_child = |parent| {
-        let mut guard = tree.pool.exclusive(parent).unwrap();
-        let node = Node::new(guard.page(), parent).unwrap();
-        assert!(node.len() >= 3, "precondition: three children");
-        let (left, right) = (node.child(1).unwrap(), node.child(2).unwrap());
-        NodeMut::new(&mut guard.page_mut(), parent).unwrap().remove(2).unwrap();
-        let mut left_guard = tree.pool.exclusive(left).unwrap();
-        let left_node = Node::new(left_guard.page(), left).unwrap();
-        assert_eq!(left_node.header().right, Some(right), "precondition: siblings");
-        let flags = left_node.header().flags;
-        NodeMut::new(&mut left_guard.page_mut(), left).unwrap().set_flags(flags | FLAG_INCOMPLETE_SPLIT);
-        left
-    };
     let root = tree.root();
     let root_level = Node::new(tree.pool.shared(root).unwrap().page(), root).unwrap().header().level;
     assert!(root_level >= 2, "precondition: an inner level below the root");
     // Inner level: the root's child 2 is reachable only from child 1.
-    let inner = orphan_second_child(root);
+    let inner = orphan_second_child(&tree, root);
     let (inner_high, orphan) = {
         let guard = tree.pool.shared(inner).unwrap();
         let node = Node::new(guard.page(), inner).unwrap();
@@ -248,7 +239,7 @@ fn keys_past_a_nodes_last_key_move_right_only_above_its_high_key() {
         }
         parent = node.child(node.len() - 1).unwrap();
     }
-    orphan_second_child(parent);
+    orphan_second_child(&tree, parent);
     for i in 0..6000 {
         let expected = present(i).then_some(&b"v"[..]);
         assert_eq!(tree.get(&key(i)).unwrap().as_deref(), expected, "key {i}");
