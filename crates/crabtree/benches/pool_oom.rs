@@ -24,6 +24,11 @@
 //! * `get/update 50/50 xN`: half gets, half value replacements of random
 //!   keys (dirty pages: the cleaner's work).
 //!
+//! * `get direct-vs-copy xN`: uniform gets with the pool filling frames by
+//!   `pread` straight into the frame (its default, `buffer/grace.rs`)
+//!   against `pread` into a buffer and an atomic copy, alternating in ten
+//!   slices each.
+//!
 //! `CRABTREE_BENCH_WORKLOADS` (comma list of name prefixes) narrows a run.
 //!
 //! Before the pool is shrunk, `get x1` and `get x2` also run with every
@@ -233,6 +238,26 @@ fn timed_pair(
     (Slice::merge(&base_slices), Slice::merge(&our_slices))
 }
 
+/// The pool's two ways of filling a frame on a miss, `pread` straight into
+/// the frame (the default) and `pread` into a buffer then an atomic copy,
+/// `secs` each, alternating in `SLICES` stretches.
+fn direct_against_copy(
+    threads: usize,
+    secs: f64,
+    op: &(dyn Fn(&mut fastrand::Rng) + Sync),
+    pool: &BufferPool,
+) -> (Cell, Cell) {
+    let loads = || pool.stats().loads;
+    let (mut direct, mut copy) = (Vec::new(), Vec::new());
+    for _ in 0..SLICES {
+        pool.set_direct_read(false);
+        copy.push(Slice::run(threads, secs / SLICES as f64, &op, Some(&loads)));
+        pool.set_direct_read(true);
+        direct.push(Slice::run(threads, secs / SLICES as f64, &op, Some(&loads)));
+    }
+    (Slice::merge(&direct), Slice::merge(&copy))
+}
+
 /// Bulk-loads the file; returns its size and the in-memory get rates with
 /// 1 and 2 threads.
 fn build(path: &Path, keys: u64, secs: f64) -> (u64, [f64; 2]) {
@@ -353,6 +378,7 @@ fn main() {
     timed(2, secs.min(1.0), pread);
     type Op<'a> = &'a (dyn Fn(&mut fastrand::Rng) + Sync);
     let mut table: Vec<(String, Vec<Cell>, Vec<Cell>)> = Vec::new();
+    let mut fills: Vec<(usize, Vec<Cell>, Vec<Cell>)> = Vec::new();
     for &n in &threads {
         let workloads = [
             ("get", &get as Op),
@@ -372,6 +398,16 @@ fn main() {
             }
             eprintln!("  done: {name} x{n}");
             table.push((format!("{name} x{n}"), ours, base));
+        }
+        if workload_on("get direct-vs-copy") && tree.pool().direct_read_active() {
+            let (mut direct, mut copy) = (Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                let (d, c) = direct_against_copy(n, secs, &get, tree.pool());
+                direct.push(d);
+                copy.push(c);
+            }
+            eprintln!("  done: get direct-vs-copy x{n}");
+            fills.push((n, direct, copy));
         }
     }
     let stats = tree.pool().stats();
@@ -420,6 +456,24 @@ fn main() {
             achieved / model,
             per_load * pread
         );
+    }
+    if !fills.is_empty() {
+        println!();
+        println!(
+            "| uniform get | pread into the frame, gets/s | pread into a buffer + copy, gets/s | ratio (median of rounds) |"
+        );
+        println!("|---|---|---|---|");
+        for (n, direct, copy) in &fills {
+            let ratios: Vec<f64> = direct.iter().zip(copy).map(|(d, c)| d.ops / c.ops).collect();
+            println!(
+                "| x{n} | {:.0} | {:.0} | {:.3} ({:.3}-{:.3}) |",
+                median(direct.iter().map(|c| c.ops).collect()),
+                median(copy.iter().map(|c| c.ops).collect()),
+                median(ratios.clone()),
+                ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                ratios.iter().copied().fold(0.0, f64::max),
+            );
+        }
     }
     println!("pool stats at the end: {stats:?}");
 }

@@ -42,6 +42,7 @@
 //! and tries again after its period; the eviction or `flush` that meets
 //! the page reports the error to its caller.
 
+use super::grace;
 use super::latch::{MARKED, state};
 use super::pool::PoolCore;
 use crate::Result;
@@ -164,8 +165,18 @@ impl PoolCore {
         // cheap then unless the page changed). The LSN read here is only a
         // hint: a relaxed read of a frame no latch protects (after an
         // eviction, another page's frame: still a whole-word LSN some page
-        // carried, so no further than the log has reached).
-        self.log_flush_hook()(header::lsn(&AtomicPage::new(self.frame(pid))))?;
+        // carried, so no further than the log has reached). It is read in
+        // a read section, after seeing the page resident, like an
+        // optimistic reader's: a load may be writing a frame that a stale
+        // frame word names (`grace.rs`).
+        let hint = {
+            let _section = grace::enter();
+            if !latch.is_resident() {
+                return Ok(false);
+            }
+            header::lsn(&AtomicPage::new(self.frame(pid)))
+        };
+        self.log_flush_hook()(hint)?;
         if !latch.try_lock_shared() {
             return Ok(false);
         }

@@ -44,6 +44,7 @@
 //! The budget is soft: when every resident page is latched the pool grows
 //! past it rather than fail or wait (a few pages per concurrent operation).
 
+use super::grace;
 use super::latch::{DIRTY, Latch, MARKED, UNLOCKED, state};
 use super::pool::PoolCore;
 use crate::Result;
@@ -260,7 +261,10 @@ impl PoolCore {
         }
         // Free list first, count second: a loader that sees room under the
         // budget then finds these frames instead of touching a fresh one.
-        self.frames.put(&freed);
+        // The victims' state words are EVICTED now: tag their frames
+        // after that (`grace.rs`).
+        let tag = if freed.is_empty() { 0 } else { grace::retire_tag() };
+        self.frames.put(&freed, tag);
         self.resident.evicted(freed.len());
         // Relaxed: a statistic.
         self.counters.evictions.fetch_add(freed.len() as u64, Ordering::Relaxed);

@@ -7,9 +7,13 @@
 //! TLB flush per release call and a zero-filling page fault per load,
 //! together more than the `pread` a miss needs (measured:
 //! `docs/BENCHMARKS.md`, "pool_oom"). A frame that stays mapped costs
-//! neither: a miss takes a free frame, copies the page in, and an eviction
-//! puts the frame back on a free list, with no system call and no change
-//! to the process's page tables.
+//! neither: a miss takes a free frame, reads the page into it, and an
+//! eviction puts the frame back on a free list, with no system call and no
+//! change to the process's page tables.
+//!
+//! Each free frame carries the grace tag of the eviction that freed it
+//! (`grace.rs`): the loader that takes it lets `pread` write it only once
+//! the tag is safe, and copies the page in with atomic stores before.
 //!
 //! Which frame holds a page is in the page table, the word next to the
 //! page's state word (`pool.rs`); this module only hands frames out and
@@ -63,10 +67,11 @@ pub(super) struct Frames {
     fresh: AtomicUsize,
 }
 
-/// One stack of free frames, on its own cache lines.
+/// One stack of free frames with their grace tags (`grace.rs`), on its own
+/// cache lines.
 #[repr(align(128))]
 #[derive(Default)]
-struct FreeShard(Mutex<Vec<FrameIndex>>);
+struct FreeShard(Mutex<Vec<(FrameIndex, u64)>>);
 
 /// Where a thread's home shard counter starts.
 static NEXT_HOME: AtomicUsize = AtomicUsize::new(0);
@@ -121,11 +126,26 @@ impl Frames {
         self.region.words(index.0 as usize * self.stride_words, self.page_words)
     }
 
-    /// A free frame for the caller to fill, or `None` when every frame of
-    /// the array is in use. Prefers recycled frames; touches a new one only
-    /// when none is free. Entry: no shard mutex held. Exit: the frame is
-    /// the caller's (its contents are some old page's, or zeros).
-    pub(super) fn take(&self) -> Option<FrameIndex> {
+    /// The bytes of frame `index`, for `pread` to fill.
+    ///
+    /// # Safety
+    /// While the returned slice lives, nothing else may read or write the
+    /// frame: the caller took it from [`Frames::take`], holds the exclusive
+    /// latch of the page it will give it to, and its tag is safe
+    /// (`grace::is_safe`), so no optimistic reader of its previous page is
+    /// still inside the section that found it.
+    #[allow(clippy::mut_from_ref)] // exclusivity is the caller's contract
+    pub(super) unsafe fn frame_bytes_mut(&self, index: FrameIndex) -> &mut [u8] {
+        // SAFETY: the caller's contract above is the region's.
+        unsafe { self.region.bytes_mut(index.0 as usize * self.stride_words, self.page_words) }
+    }
+
+    /// A free frame for the caller to fill and its grace tag, or `None`
+    /// when every frame of the array is in use. Prefers recycled frames;
+    /// touches a new one only when none is free (tag 0: no reader ever
+    /// reached it). Entry: no shard mutex held. Exit: the frame is the
+    /// caller's (its contents are some old page's, or zeros).
+    pub(super) fn take(&self) -> Option<(FrameIndex, u64)> {
         // Relaxed: a hint; a frame pushed concurrently may be missed, which
         // costs one fresh frame, not correctness.
         if self.free_count.load(Ordering::Relaxed) > 0
@@ -139,7 +159,7 @@ impl Frames {
             .fresh
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |fresh| (fresh < self.capacity).then_some(fresh + 1))
         {
-            Ok(index) => Some(FrameIndex(index as u32)),
+            Ok(index) => Some((FrameIndex(index as u32), 0)),
             // Every frame touched: look again whatever the hint said.
             Err(_) => self.pop_free(),
         }
@@ -147,7 +167,7 @@ impl Frames {
 
     /// A frame from the free stacks, home shard first (try-lock round,
     /// then lock round).
-    fn pop_free(&self) -> Option<FrameIndex> {
+    fn pop_free(&self) -> Option<(FrameIndex, u64)> {
         let home = home_shard();
         for pass in 0..2 {
             for step in 0..FRAME_FREE_SHARDS {
@@ -164,16 +184,17 @@ impl Frames {
         None
     }
 
-    /// Puts frames back on this thread's free list. Entry: the caller
-    /// owns every frame (they belonged to pages it evicted), no shard
-    /// mutex. Exit: the frames are free.
-    pub(super) fn put(&self, frames: &[FrameIndex]) {
+    /// Puts frames back on this thread's free list with grace tag `tag`.
+    /// Entry: the caller owns every frame (they belonged to pages it
+    /// evicted, or it took them and did not use them), no shard mutex.
+    /// Exit: the frames are free.
+    pub(super) fn put(&self, frames: &[FrameIndex], tag: u64) {
         if frames.is_empty() {
             return;
         }
         debug_assert!(frames.iter().all(|index| (index.0 as usize) < self.capacity));
         let mut stack = self.free[home_shard()].0.lock();
-        stack.extend_from_slice(frames);
+        stack.extend(frames.iter().map(|&index| (index, tag)));
         // Relaxed: a hint (see `take`). Under the stack's mutex, so a pop
         // of these frames (which subtracts under the same mutex) comes
         // after the addition and the count never wraps below zero.

@@ -2,10 +2,14 @@
 //! shared and exclusive (released on drop).
 //!
 //! A guard borrows the pool, so no guard outlives the frames it reads.
-//! Guards are not tied to a thread (the latch has no owner), so they may be
-//! moved between threads.
+//! Shared and exclusive guards are not tied to a thread (the latch has no
+//! owner), so they may be moved between threads. An optimistic guard holds
+//! a read section of its thread (`grace.rs`), so it stays on that thread,
+//! and what it reads borrows the guard: no frame is read outside the
+//! section.
 
 use super::Restart;
+use super::grace::Section;
 use super::latch::Latch;
 use super::pool::BufferPool;
 use crate::ids::PageId;
@@ -13,17 +17,19 @@ use crate::page::bytes::{AtomicPage, AtomicPageMut};
 
 /// An optimistic read of a page: read through [`OptimisticGuard::page`],
 /// then [`OptimisticGuard::validate`] before acting on anything read.
-/// Holds no latch and writes no shared memory.
+/// Holds no latch and writes no memory that other threads write (its read
+/// section is published in its thread's own slot). Not `Send`.
 pub struct OptimisticGuard<'a> {
     pool: &'a BufferPool,
     pid: PageId,
     observed: u64,
+    _section: Section,
 }
 
 impl<'a> OptimisticGuard<'a> {
     #[inline]
-    pub(super) fn new(pool: &'a BufferPool, pid: PageId, observed: u64) -> Self {
-        OptimisticGuard { pool, pid, observed }
+    pub(super) fn new(pool: &'a BufferPool, pid: PageId, observed: u64, section: Section) -> Self {
+        OptimisticGuard { pool, pid, observed, _section: section }
     }
 
     /// The page read.
@@ -35,7 +41,7 @@ impl<'a> OptimisticGuard<'a> {
     /// The frame. Values read may be torn by a concurrent writer: bounds
     /// check everything and validate before trusting it.
     #[inline]
-    pub fn page(&self) -> AtomicPage<'a> {
+    pub fn page(&self) -> AtomicPage<'_> {
         AtomicPage::new(self.pool.frame(self.pid))
     }
 

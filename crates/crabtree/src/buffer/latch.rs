@@ -121,6 +121,12 @@ impl<'a> Latch<'a> {
         self.word.load(Ordering::Relaxed)
     }
 
+    /// Whether the page is resident, with Acquire: a frame word its loader
+    /// stored before the state seen here is visible after it.
+    pub fn is_resident(&self) -> bool {
+        state(self.word.load(Ordering::Acquire)) != EVICTED
+    }
+
     /// Starts an optimistic read. Waits (spin, then park) while the page is
     /// exclusively latched. Returns the observed word to validate against,
     /// or `None` when the page is not resident (the caller loads it).

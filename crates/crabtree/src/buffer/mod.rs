@@ -5,9 +5,12 @@
 //! * [`latch`]: the 64-bit state word of a page (residency, latch, dirty
 //!   bit, version) and its optimistic/shared/exclusive protocol.
 //! * `region`: reserved, lazily backed virtual memory seen as atomic
-//!   words; the only `unsafe`.
+//!   words; the `unsafe` (plus the one call of `frame_bytes_mut` in a
+//!   load, whose contract `grace` upholds).
 //! * `frames`: the frame array (page memory, faulted once, recycled) and
-//!   its sharded free lists.
+//!   its sharded free lists, each free frame with its grace tag.
+//! * `grace`: read sections of optimistic readers and the grace periods
+//!   after which a load may `pread` straight into a recycled frame.
 //! * `pool`: [`BufferPool`], the page table (frame word beside each state
 //!   word), loading and write-back.
 //! * `evict`: the partitioned resident set, the clock, batched eviction.
@@ -16,7 +19,8 @@
 //! * `guard`: the guards handed to the tree.
 //!
 //! Invariants owned here: a frame is written only under its exclusive
-//! latch; a page in a frame verified when it was read; a dirty page is
+//! latch, and by the kernel only once no read section that could reach it
+//! through its previous page is open; a page in a frame verified when it was read; a dirty page is
 //! written only after the log hook made the log durable up to its LSN;
 //! optimistic readers write no shared memory on a hit; loading and eviction
 //! never wait on a latch other than the one of the page being loaded, so
@@ -35,6 +39,7 @@ mod checkpoint;
 mod cleaner;
 mod evict;
 mod frames;
+mod grace;
 mod guard;
 pub mod latch;
 mod mtr;

@@ -38,6 +38,7 @@
 use super::cleaner::{self, CleanerSignal};
 use super::evict::Resident;
 use super::frames::Frames;
+use super::grace;
 use super::guard::{ExclusiveGuard, OptimisticGuard, SharedGuard};
 use super::latch::Latch;
 use super::region::Region;
@@ -47,7 +48,7 @@ use crate::limits::{MAX_PAGES_DEFAULT, MAX_PAGES_LIMIT, POOL_BYTES_DEFAULT, POOL
 use crate::page::bytes::{AtomicPage, AtomicPageMut};
 use crate::page::header;
 use crate::page::meta::{META_SIZE, Meta, ROOT_SLOTS};
-use crate::sync::{Arc, AtomicU64, Mutex, Ordering, RwLock};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
 use crate::{Error, Result};
 
 /// The log hook: "make the log durable up to this LSN".
@@ -96,6 +97,9 @@ pub struct PoolStats {
     pub dirty_evictions: u64,
     /// Pages written by the background cleaner.
     pub cleaner_writes: u64,
+    /// Of `loads`: pages read by `pread` straight into their frame (the
+    /// others were read into a buffer and copied in; see `grace.rs`).
+    pub direct_loads: u64,
     /// Log payload bytes of page images (structure changes, fresh pages,
     /// full-page images), with a log attached.
     pub image_bytes: u64,
@@ -111,6 +115,7 @@ pub(super) struct Counters {
     pub(super) evictions: AtomicU64,
     pub(super) dirty_evictions: AtomicU64,
     pub(super) cleaner_writes: AtomicU64,
+    pub(super) direct_loads: AtomicU64,
     pub(super) image_bytes: AtomicU64,
     pub(super) fpi_bytes: AtomicU64,
 }
@@ -175,6 +180,8 @@ pub struct PoolCore {
     pub(super) checkpoint_seq: AtomicU64,
     pub(super) counters: Counters,
     pub(super) cleaner: CleanerSignal,
+    /// Whether loads `pread` straight into safe frames (`grace.rs`).
+    direct_read: AtomicBool,
 }
 
 thread_local! {
@@ -259,6 +266,7 @@ impl BufferPool {
             checkpoint_seq: AtomicU64::new(0),
             counters: Counters::default(),
             cleaner: CleanerSignal::default(),
+            direct_read: AtomicBool::new(true),
         });
         let cleaner = Some(cleaner::spawn(Arc::clone(&core))?);
         Ok(BufferPool { core, cleaner })
@@ -342,6 +350,7 @@ impl BufferPool {
             evictions: self.counters.evictions.load(Ordering::Relaxed),
             dirty_evictions: self.counters.dirty_evictions.load(Ordering::Relaxed),
             cleaner_writes: self.counters.cleaner_writes.load(Ordering::Relaxed),
+            direct_loads: self.counters.direct_loads.load(Ordering::Relaxed),
             image_bytes: self.counters.image_bytes.load(Ordering::Relaxed),
             fpi_bytes: self.counters.fpi_bytes.load(Ordering::Relaxed),
         }
@@ -358,9 +367,12 @@ impl BufferPool {
     #[inline]
     pub fn optimistic(&self, pid: PageId) -> Result<OptimisticGuard<'_>> {
         self.check_pid(pid)?;
+        // Before the state word is read: the section covers every frame
+        // this guard may reach (`grace.rs`).
+        let section = grace::enter();
         loop {
             match self.latch(pid).optimistic() {
-                Some(observed) => return Ok(OptimisticGuard::new(self, pid, observed)),
+                Some(observed) => return Ok(OptimisticGuard::new(self, pid, observed, section)),
                 None => self.load(pid)?,
             }
         }
@@ -425,15 +437,27 @@ impl PoolCore {
     /// counts it resident. Entry: exclusive latch on `pid`, which is not
     /// resident. Exit: same, `frame(pid)` is the page's (old contents).
     pub(super) fn install(&self, pid: PageId) {
-        // The array has a frame per page id, so one is free unless
-        // evictors hold frames of pages that were evicted and are being
-        // loaded again; those frames come back without waiting on anything.
-        let index = loop {
-            if let Some(index) = self.frames.take() {
-                break index;
+        let (index, _) = self.take_frame();
+        self.install_frame(pid, index);
+    }
+
+    /// A free frame and its grace tag. The array has a frame per page id,
+    /// so one is free unless evictors hold frames of pages that were
+    /// evicted and are being loaded again; those frames come back without
+    /// waiting on anything.
+    fn take_frame(&self) -> (FrameIndex, u64) {
+        loop {
+            if let Some(taken) = self.frames.take() {
+                return taken;
             }
             std::thread::yield_now();
-        };
+        }
+    }
+
+    /// Gives frame `index` (taken by the caller) to `pid` and counts the
+    /// page resident. Entry: exclusive latch on `pid`, which is not
+    /// resident. Exit: same, `frame(pid)` is `index`.
+    fn install_frame(&self, pid: PageId, index: FrameIndex) {
         // Relaxed: ordered for readers by our exclusive latch (module doc).
         self.frame_word(pid).store(u64::from(index.0), Ordering::Relaxed);
         self.resident.insert(pid);
@@ -457,21 +481,61 @@ impl BufferPool {
         if !latch.try_lock_evicted() {
             return Ok(());
         }
-        let read = IMAGE.with_borrow_mut(|image| {
-            image.resize(self.page_size, 0);
-            self.read_page(pid, image)?;
-            self.install(pid);
-            AtomicPageMut::new(self.frame(pid)).copy_from(image);
-            Ok(())
-        });
+        let (index, tag) = self.take_frame();
+        // Relaxed: a setting; either way is sound.
+        let want_direct = self.direct_read.load(Ordering::Relaxed);
+        let direct = want_direct && grace::is_safe(tag);
+        let read = if direct {
+            // SAFETY: we took the frame from the free list, so no resident
+            // page names it; its tag is safe, so every read section that
+            // could have found it through its previous page has ended
+            // (`grace.rs`); the page it will hold is `pid`, whose exclusive
+            // latch we hold, so no reader reaches it that way either. The
+            // slice dies with this statement.
+            let bytes = unsafe { self.frames.frame_bytes_mut(index) };
+            self.read_page(pid, bytes)
+        } else {
+            IMAGE.with_borrow_mut(|image| {
+                image.resize(self.page_size, 0);
+                self.read_page(pid, image)?;
+                AtomicPageMut::new(self.frames.frame(index)).copy_from(image);
+                Ok(())
+            })
+        };
         if let Err(error) = read {
+            // Unused: back with its tag (no reader reached it since).
+            self.frames.put(&[index], tag);
             latch.unlock_evicted();
             return Err(error);
         }
-        // Relaxed: a statistic.
+        self.install_frame(pid, index);
+        // Relaxed: statistics.
         self.counters.loads.fetch_add(1, Ordering::Relaxed);
+        if direct {
+            self.counters.direct_loads.fetch_add(1, Ordering::Relaxed);
+        }
         latch.unlock_exclusive(false);
+        if want_direct && !direct {
+            // The frames freed lately are not safe yet: move the grace
+            // period on (finishes once the sections it waits for ended).
+            grace::try_advance();
+        }
         Ok(())
+    }
+
+    /// Whether loads `pread` straight into safe frames: the setting below
+    /// is on and this kernel offers `membarrier` (`grace.rs`).
+    pub fn direct_read_active(&self) -> bool {
+        // Relaxed: a setting.
+        self.direct_read.load(Ordering::Relaxed) && grace::active()
+    }
+
+    /// Turns `pread` straight into safe frames on or off (on by default
+    /// where `membarrier` works; off, every load reads into a buffer and
+    /// copies it into the frame). For measurements.
+    pub fn set_direct_read(&self, on: bool) {
+        // Relaxed: a setting.
+        self.direct_read.store(on, Ordering::Relaxed);
     }
 }
 

@@ -12,7 +12,10 @@
 //! Invariants: the mapping lives exactly as long as the `Region`; every
 //! slice handed out is inside it and borrows the `Region`, so no slice
 //! outlives the mapping; all access goes through atomics, so concurrent
-//! readers and writers are not data races.
+//! readers and writers are not data races, except through
+//! [`Region::bytes_mut`], whose caller guarantees that nothing else
+//! touches the words while its slice lives (a load's `pread` into a frame
+//! that passed its grace period, `grace.rs`).
 
 use crate::sync::AtomicU64;
 use crate::{Error, Result};
@@ -85,6 +88,25 @@ impl Region {
         // as long as `self`, which the returned slice borrows. All access is
         // atomic, so shared references from many threads are sound.
         unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(start), count) }
+    }
+}
+
+impl Region {
+    /// The words `start..start + count` as bytes to write, for a system call
+    /// (`pread`) that fills them. Panics if out of the region.
+    ///
+    /// # Safety
+    /// While the returned slice lives, no other access (atomic or not, by
+    /// any thread) may touch these words.
+    #[allow(clippy::mut_from_ref)] // exclusivity is the caller's contract
+    pub unsafe fn bytes_mut(&self, start: usize, count: usize) -> &mut [u8] {
+        let end = start.checked_add(count).expect("word range overflows");
+        assert!(end <= self.word_count(), "words {start}..{end} past region of {}", self.word_count());
+        // SAFETY: the range is inside the mapping (checked above), readable,
+        // writable and initialised (any byte is a valid `u8`); it lives as
+        // long as `self`, which the slice borrows; the caller guarantees no
+        // other access while the slice lives, so it is unaliased.
+        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(start).cast::<u8>(), count * 8) }
     }
 }
 

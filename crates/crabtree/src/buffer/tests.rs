@@ -360,17 +360,23 @@ fn frames_are_recycled_before_fresh_ones_are_touched() {
     use super::frames::Frames;
     use crate::ids::FrameIndex;
     let frames = Frames::new(4, 512, 512, 2048).unwrap();
-    let taken: Vec<FrameIndex> = (0..4).map(|_| frames.take().unwrap()).collect();
+    let taken: Vec<FrameIndex> = (0..4)
+        .map(|_| frames.take().unwrap())
+        .map(|(index, tag)| {
+            assert_eq!(tag, 0, "a fresh frame was never read");
+            index
+        })
+        .collect();
     assert_eq!(taken, (0..4).map(FrameIndex).collect::<Vec<_>>());
     assert_eq!(frames.take(), None, "every frame in use");
     frames.frame(taken[3])[63].store(7, Ordering::Relaxed);
-    frames.put(&taken[2..]);
+    frames.put(&taken[2..], 5);
     let again = [frames.take().unwrap(), frames.take().unwrap()];
-    assert!(again.contains(&taken[2]) && again.contains(&taken[3]), "{again:?}");
+    assert!(again.contains(&(taken[2], 5)) && again.contains(&(taken[3], 5)), "{again:?}");
     assert_eq!(frames.touched(), 4);
     assert_eq!(frames.frame(taken[3])[63].load(Ordering::Relaxed), 7, "a frame keeps its memory");
     // A thread with another home shard finds frames put by this one.
-    frames.put(&again);
+    frames.put(&again.map(|(index, _)| index), 6);
     std::thread::scope(|scope| {
         scope.spawn(|| {
             let _ = frames.take();
@@ -449,4 +455,50 @@ fn the_cleaner_does_not_hold_the_latch_while_the_log_hook_waits() {
     // a flush, and the hook saw its LSN.
     pool.flush().unwrap();
     assert!(!pool.latch(pid).is_dirty());
+}
+
+#[test]
+fn a_frame_an_optimistic_reader_may_still_read_is_not_filled_by_pread() {
+    // 256 frames: evictions come in batches of 4, so after the first frame
+    // of a batch the rest can be safe (a frame freed by the load that
+    // takes it never is: the loader's own section may read it).
+    let pool = BufferPool::create(Arc::new(MemStorage::new()), opts(256)).unwrap();
+    pool.cleaner.set_paused(true);
+    let pids: Vec<PageId> = (0..1024).map(|tag| new_leaf(&pool, tag)).collect();
+    pool.flush().unwrap();
+    let read_all = |round: usize| {
+        for (tag, &pid) in pids.iter().enumerate() {
+            assert_eq!(tag_of(&pool, pid), tag as u64, "round {round}");
+        }
+    };
+    read_all(0);
+    // An optimistic reader of the first page, its section open from here.
+    let guard = pool.optimistic(pids[0]).unwrap();
+    assert_eq!(guard.page().read_u64(100), 0);
+    // The page is evicted under it; every frame is recycled at least once
+    // (1024 pages through 256 frames), each freed after the section began.
+    read_all(1);
+    assert_eq!(state(pool.latch(pids[0]).peek()), super::latch::EVICTED);
+    let horizon = grace::current_generation();
+    let before = pool.stats();
+    read_all(2);
+    read_all(3);
+    let during = pool.stats();
+    assert!(during.loads >= before.loads + 2 * 768, "{during:?}");
+    assert_eq!(during.direct_loads, before.direct_loads, "a frame the open section may read was read into");
+    assert!(!grace::wait_safe(horizon, std::time::Duration::from_millis(50)), "safe while the section is open");
+    assert_eq!(guard.validate(), Err(Restart));
+    drop(guard);
+    if !pool.direct_read_active() {
+        // No membarrier here: every load copies, and that is all to check.
+        read_all(4);
+        assert_eq!(pool.stats().direct_loads, 0);
+        return;
+    }
+    // The section ended: the frames become safe and loads read into them.
+    assert!(grace::wait_safe(horizon, std::time::Duration::from_secs(20)), "other sections of this process ended");
+    read_all(4);
+    read_all(5);
+    let after = pool.stats();
+    assert!(after.direct_loads > during.direct_loads + 768, "{after:?}");
 }

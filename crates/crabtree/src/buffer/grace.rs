@@ -1,0 +1,308 @@
+//! Grace periods for frames: when the kernel may read a page straight into
+//! a frame that held an evicted page.
+//!
+//! A load is cheapest when `pread` writes the page into its frame. But the
+//! frame an eviction freed may still be read by an optimistic reader of the
+//! page it held: the reader found the frame before the eviction and learns
+//! of it only when it validates. Such a reader's loads are atomic, and so
+//! are the pool's own stores into a frame, so copying a page in through
+//! atomic stores (what a load does otherwise) is no data race. The kernel's
+//! write is not atomic: it may only go into a frame that no reader can
+//! still be reading. This module decides which frames those are.
+//!
+//! # Read sections
+//! Every [`OptimisticGuard`](super::OptimisticGuard) lives inside a *read
+//! section* of its thread (the guard holds a [`Section`]; guards are not
+//! `Send`, so a section begins and ends on one thread). A thread that ever
+//! takes a section owns a *slot*: one counter on its own cache line,
+//! written only by that thread, odd while the thread is inside a section.
+//! The outermost entry stores the next odd value and executes a compiler
+//! fence; the outermost exit stores the next even value. Both stores are
+//! Release. No read-modify-write and no CPU fence: a hit pays two plain
+//! stores to a line no other thread writes, and nested guards (lock
+//! coupling holds two) pay a thread-local counter.
+//!
+//! # Grace periods
+//! * An eviction batch, after its unmapping stores (each victim's state
+//!   word becomes EVICTED), executes a SeqCst fence and reads `GEN`: the
+//!   freed frames carry that value as their *tag*.
+//! * An *advance* (tried by a loader that got a frame whose tag is not safe
+//!   yet; one at a time, try-lock) takes `g = GEN.fetch_add(1)`, calls
+//!   `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` and a SeqCst fence, and
+//!   reads every slot, keeping the odd ones with their values. Later tries
+//!   re-read those; once each has changed, `SAFE` becomes `g + 1`.
+//! * A frame whose tag is below `SAFE` is *safe*: `pread` may write it.
+//!   Other frames are filled by an atomic copy, as before.
+//!
+//! # Why no reader can read a safe frame that the kernel writes
+//! `membarrier` makes every running thread of the process execute a full
+//! memory barrier (a thread that is not running passes one when it is
+//! switched out), so each reader's compiler fence `Fr` acts as a SeqCst
+//! fence, ordered in the single total order `S` of SeqCst fences against
+//! the advance's fence `Fa` (the asymmetric-fence pattern of liburcu and
+//! folly). Take a reader whose section began with `Fr`, a frame `F` freed
+//! by an eviction that unmapped page `p` (store `U`, then fence `Fe`, then
+//! the tag read), tagged `t <= g`:
+//! * `Fr` before `Fa` in `S`: the section's odd store precedes `Fr`, so the
+//!   advance's slot read after `Fa` sees it or a later value; the advance
+//!   waits until the value changes, and the exit store (Release) that
+//!   changed it carries the section's reads of `F` before `SAFE = g + 1`
+//!   (Release), which the loader reads (Acquire) before its `pread`.
+//! * `Fa` before `Fr`: the tag read returned a value older than the
+//!   advance's `fetch_add` of `GEN`, so `Fe` precedes `Fa` in `S` (C++20
+//!   [atomics.order] p4.4). If the reader had read `p`'s state word before
+//!   `U`, then `Fr` would precede `Fe` by the same rule, and so `Fa`: a
+//!   contradiction. So every state-word load of the section sees `p`
+//!   evicted (or loaded again, into another frame); the reader reaches `F`
+//!   only through a page it latched afterwards, which is not `F`'s new page
+//!   while that page's loader holds its exclusive latch.
+//!
+//! A thread registering a slot during an advance is ordered by the
+//! registry mutex: either the advance reads the new slot, or its `Fa`
+//! happens before the thread's first `Fr`. A slot whose thread exited is
+//! returned even (idle) and handed to the next new thread.
+//!
+//! Without `membarrier` (kernels before 4.14, seccomp filters) or with
+//! `CRABTREE_POOL_DIRECT_READ=0`, sections do nothing and every load
+//! copies: nothing is unsafe, only slower.
+//!
+//! Invariants: a slot is written only by its thread (and by the registry
+//! when the thread exits); a frame is written by `pread` only if its tag
+//! is below `SAFE` and the writer holds the exclusive latch of the page it
+//! loads; `SAFE` only grows, and becomes `g + 1` only after every slot that
+//! was odd after the advance's fence has changed.
+//!
+//! Lower layers used: `sync`; `rustix` for `membarrier`.
+
+use crate::sync::{AtomicU64, Mutex, Ordering, fence};
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::sync::OnceLock;
+use std::sync::atomic::compiler_fence;
+
+/// One thread's section counter, on its own cache line.
+#[repr(align(128))]
+struct Slot(AtomicU64);
+
+/// Every slot ever made (they are never freed: at most one per thread
+/// alive at once) and those whose threads exited.
+struct Registry {
+    all: Vec<&'static Slot>,
+    free: Vec<&'static Slot>,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry { all: Vec::new(), free: Vec::new() });
+
+/// Bumped by each advance; read into the tags of freed frames.
+static GEN: AtomicU64 = AtomicU64::new(1);
+/// Frames tagged below this are safe to fill with `pread`.
+static SAFE: AtomicU64 = AtomicU64::new(1);
+/// The advance in progress: its generation and the slots it waits for.
+static PENDING: Mutex<Option<Pending>> = Mutex::new(None);
+
+struct Pending {
+    generation: u64,
+    waiting: Vec<(&'static Slot, u64)>,
+}
+
+/// A thread's view of its slot. No destructor, so it can be reached at any
+/// time, also while other thread-locals are being destroyed.
+struct Local {
+    slot: Cell<Option<&'static Slot>>,
+    depth: Cell<u32>,
+    seq: Cell<u64>,
+}
+
+thread_local! {
+    static LOCAL: Local = const { Local { slot: Cell::new(None), depth: Cell::new(0), seq: Cell::new(0) } };
+    /// Returns the slot when the thread exits.
+    static OWNER: Owner = const { Owner };
+}
+
+struct Owner;
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        LOCAL.with(|local| {
+            let Some(slot) = local.slot.take() else { return };
+            // A section left open by a forgotten guard ends with the thread.
+            let idle = (local.seq.get() | 1) + 1;
+            local.depth.set(0);
+            // Release: as a section exit.
+            slot.0.store(idle, Ordering::Release);
+            REGISTRY.lock().free.push(slot);
+        });
+    }
+}
+
+/// Whether loads may `pread` into safe frames: `membarrier` private
+/// expedited registered, and not turned off by
+/// `CRABTREE_POOL_DIRECT_READ=0`. Decided once, before the first section.
+#[inline]
+pub(super) fn active() -> bool {
+    static ACTIVE: OnceLock<bool> = OnceLock::new();
+    *ACTIVE.get_or_init(|| {
+        let wanted = std::env::var("CRABTREE_POOL_DIRECT_READ").map_or(true, |value| value != "0");
+        wanted && rustix::thread::membarrier(rustix::thread::MembarrierCommand::RegisterPrivateExpedited).is_ok()
+    })
+}
+
+/// A read section, held by an optimistic guard; ends on drop. Not `Send`.
+pub(crate) struct Section {
+    tracked: bool,
+    _thread_bound: PhantomData<*const ()>,
+}
+
+/// Enters a read section (nested: only the outermost one is published).
+#[inline]
+pub(super) fn enter() -> Section {
+    if !active() {
+        return Section { tracked: false, _thread_bound: PhantomData };
+    }
+    LOCAL.with(|local| {
+        let depth = local.depth.get();
+        if depth == 0 {
+            let slot = match local.slot.get() {
+                Some(slot) => slot,
+                None => register(local),
+            };
+            let seq = local.seq.get() + 1;
+            local.seq.set(seq);
+            // Release: orders the previous section's reads before this
+            // store too, so an advance that reads it (not the exit before
+            // it) still sees them done. The compiler fence keeps the
+            // section's loads after the store; `membarrier` in an advance
+            // makes it a CPU fence (module doc).
+            slot.0.store(seq, Ordering::Release);
+            compiler_fence(Ordering::SeqCst);
+        }
+        local.depth.set(depth + 1);
+    });
+    Section { tracked: true, _thread_bound: PhantomData }
+}
+
+impl Drop for Section {
+    #[inline]
+    fn drop(&mut self) {
+        if !self.tracked {
+            return;
+        }
+        LOCAL.with(|local| {
+            let depth = local.depth.get() - 1;
+            local.depth.set(depth);
+            if depth == 0
+                && let Some(slot) = local.slot.get()
+            {
+                let seq = local.seq.get() + 1;
+                local.seq.set(seq);
+                // Release: the section's reads happen before an advance
+                // that reads this value.
+                slot.0.store(seq, Ordering::Release);
+            }
+        });
+    }
+}
+
+/// Gives this thread a slot (a returned one if any) and arranges for its
+/// return when the thread exits.
+#[cold]
+fn register(local: &Local) -> &'static Slot {
+    let slot = {
+        let mut registry = REGISTRY.lock();
+        match registry.free.pop() {
+            Some(slot) => slot,
+            None => {
+                let slot: &'static Slot = Box::leak(Box::new(Slot(AtomicU64::new(0))));
+                registry.all.push(slot);
+                slot
+            }
+        }
+    };
+    // Relaxed: only this thread writes the slot from now on; the value is
+    // even (idle), the last store of its previous owner or the registry.
+    local.seq.set(slot.0.load(Ordering::Relaxed));
+    local.slot.set(Some(slot));
+    // During thread-local destruction the owner may be gone: then the slot
+    // is never returned (one slot leaked, still read as idle or busy).
+    let _ = OWNER.try_with(|_| ());
+    slot
+}
+
+/// The tag for frames freed by an eviction whose unmapping stores (state
+/// words made EVICTED) precede this call in the calling thread.
+pub(super) fn retire_tag() -> u64 {
+    // SeqCst fence: `Fe` of the module doc.
+    fence(Ordering::SeqCst);
+    // Relaxed: ordered by the fence above (module doc).
+    GEN.load(Ordering::Relaxed)
+}
+
+/// Whether a frame tagged `tag` may be filled by `pread`.
+#[inline]
+pub(super) fn is_safe(tag: u64) -> bool {
+    // Acquire: pairs with the Release that raised `SAFE`, after the
+    // sections that could read the frame ended.
+    active() && tag < SAFE.load(Ordering::Acquire)
+}
+
+/// Starts an advance, or finishes the one in progress if the sections it
+/// waits for have ended. Never waits: another thread advancing, or a
+/// section still open, is left for a later call. Entry: no latch is
+/// needed or harmful (sections never wait for an advance).
+pub(super) fn try_advance() {
+    if !active() {
+        return;
+    }
+    let Some(mut pending) = PENDING.try_lock() else { return };
+    if pending.is_none() {
+        // SeqCst: the fetch_add is ordered before `Fa` (module doc).
+        let generation = GEN.fetch_add(1, Ordering::SeqCst);
+        if rustix::thread::membarrier(rustix::thread::MembarrierCommand::PrivateExpedited).is_err() {
+            // Registered, so this should not fail; if it does, no frame
+            // becomes safe (loads keep copying).
+            return;
+        }
+        fence(Ordering::SeqCst);
+        let registry = REGISTRY.lock();
+        let waiting = registry
+            .all
+            .iter()
+            .filter_map(|slot| {
+                // Acquire: see the exit stores' comment.
+                let value = slot.0.load(Ordering::Acquire);
+                (value & 1 == 1).then_some((*slot, value))
+            })
+            .collect();
+        *pending = Some(Pending { generation, waiting });
+    }
+    if let Some(advance) = pending.as_mut() {
+        // Acquire: pairs with the Release of the store that changed it.
+        advance.waiting.retain(|(slot, seen)| slot.0.load(Ordering::Acquire) == *seen);
+        if advance.waiting.is_empty() {
+            // Release: pairs with `is_safe`.
+            SAFE.fetch_max(advance.generation + 1, Ordering::Release);
+            *pending = None;
+        }
+    }
+}
+
+/// The generation frames freed now are tagged with (or a later one).
+#[cfg(test)]
+pub(super) fn current_generation() -> u64 {
+    GEN.load(Ordering::SeqCst)
+}
+
+/// Runs advances until a frame tagged `tag` is safe or `timeout` passes
+/// (tests: sections of other threads must end for it to return true).
+#[cfg(test)]
+pub(super) fn wait_safe(tag: u64, timeout: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if is_safe(tag) {
+            return true;
+        }
+        try_advance();
+        std::thread::yield_now();
+    }
+    is_safe(tag)
+}
