@@ -246,16 +246,21 @@ fn direct_against_copy(
     secs: f64,
     op: &(dyn Fn(&mut fastrand::Rng) + Sync),
     pool: &BufferPool,
-) -> (Cell, Cell) {
+) -> (Cell, Cell, f64) {
     let loads = || pool.stats().loads;
     let (mut direct, mut copy) = (Vec::new(), Vec::new());
+    let (mut loaded, mut loaded_direct) = (0, 0);
     for _ in 0..SLICES {
         pool.set_direct_read(false);
         copy.push(Slice::run(threads, secs / SLICES as f64, &op, Some(&loads)));
         pool.set_direct_read(true);
+        let before = pool.stats();
         direct.push(Slice::run(threads, secs / SLICES as f64, &op, Some(&loads)));
+        let after = pool.stats();
+        loaded += after.loads - before.loads;
+        loaded_direct += after.direct_loads - before.direct_loads;
     }
-    (Slice::merge(&direct), Slice::merge(&copy))
+    (Slice::merge(&direct), Slice::merge(&copy), loaded_direct as f64 / loaded.max(1) as f64)
 }
 
 /// Bulk-loads the file; returns its size and the in-memory get rates with
@@ -378,7 +383,7 @@ fn main() {
     timed(2, secs.min(1.0), pread);
     type Op<'a> = &'a (dyn Fn(&mut fastrand::Rng) + Sync);
     let mut table: Vec<(String, Vec<Cell>, Vec<Cell>)> = Vec::new();
-    let mut fills: Vec<(usize, Vec<Cell>, Vec<Cell>)> = Vec::new();
+    let mut fills: Vec<(usize, Vec<Cell>, Vec<Cell>, f64)> = Vec::new();
     for &n in &threads {
         let workloads = [
             ("get", &get as Op),
@@ -400,14 +405,15 @@ fn main() {
             table.push((format!("{name} x{n}"), ours, base));
         }
         if workload_on("get direct-vs-copy") && tree.pool().direct_read_active() {
-            let (mut direct, mut copy) = (Vec::new(), Vec::new());
+            let (mut direct, mut copy, mut shares) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..rounds {
-                let (d, c) = direct_against_copy(n, secs, &get, tree.pool());
+                let (d, c, share) = direct_against_copy(n, secs, &get, tree.pool());
                 direct.push(d);
                 copy.push(c);
+                shares.push(share);
             }
             eprintln!("  done: get direct-vs-copy x{n}");
-            fills.push((n, direct, copy));
+            fills.push((n, direct, copy, median(shares)));
         }
     }
     let stats = tree.pool().stats();
@@ -460,14 +466,15 @@ fn main() {
     if !fills.is_empty() {
         println!();
         println!(
-            "| uniform get | pread into the frame, gets/s | pread into a buffer + copy, gets/s | ratio (median of rounds) |"
+            "| uniform get | pread into the frame, gets/s | of its loads, straight into the frame | pread into a buffer + copy, gets/s | ratio (median of rounds) |"
         );
-        println!("|---|---|---|---|");
-        for (n, direct, copy) in &fills {
+        println!("|---|---|---|---|---|");
+        for (n, direct, copy, share) in &fills {
             let ratios: Vec<f64> = direct.iter().zip(copy).map(|(d, c)| d.ops / c.ops).collect();
             println!(
-                "| x{n} | {:.0} | {:.0} | {:.3} ({:.3}-{:.3}) |",
+                "| x{n} | {:.0} | {:.0}% | {:.0} | {:.3} ({:.3}-{:.3}) |",
                 median(direct.iter().map(|c| c.ops).collect()),
+                share * 100.0,
                 median(copy.iter().map(|c| c.ops).collect()),
                 median(ratios.clone()),
                 ratios.iter().copied().fold(f64::INFINITY, f64::min),
