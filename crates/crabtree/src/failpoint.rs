@@ -55,6 +55,9 @@
 //!   a checkpoint published its redo start and horizon; wrote its pages and
 //!   is about to sync the data file; synced and is about to append its
 //!   record (`buffer::checkpoint`);
+//! * `cleaner.lsn_hint`: the background cleaner, inside a read section
+//!   and with no latch, saw a dirty page resident and is about to read its
+//!   LSN from the frame (`buffer::cleaner`, `buffer::grace`);
 //! * `commit.before_apply`: a transaction's commit record is appended and
 //!   none of its versions applied (`mvcc`); an error stands for a crash
 //!   there.

@@ -174,6 +174,7 @@ impl PoolCore {
             if !latch.is_resident() {
                 return Ok(false);
             }
+            failpoint!("cleaner.lsn_hint");
             header::lsn(&AtomicPage::new(self.frame(pid)))
         };
         self.log_flush_hook()(hint)?;
