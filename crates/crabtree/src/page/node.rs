@@ -1028,11 +1028,7 @@ mod tests {
                 for from in [0, 1] {
                     prop_assert_eq!(node.search_from(from, probe).unwrap(), node.search_by_cells(from, probe).unwrap());
                 }
-                let expected = match keys.binary_search(&probe) {
-                    Ok(i) => Ok(i),
-                    Err(i) => Err(i),
-                };
-                prop_assert_eq!(node.search(probe).unwrap(), expected);
+                prop_assert_eq!(node.search(probe).unwrap(), keys.binary_search(&probe));
             }
         }
 
