@@ -50,7 +50,7 @@ use crate::ids::PageId;
 use crate::limits::{CLEAN_BATCH_MAX, CLEANER_IDLE_MAX, CLEANER_PERIOD};
 use crate::page::bytes::AtomicPage;
 use crate::page::header;
-use crate::sync::{Arc, Condvar, Mutex, Ordering};
+use crate::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// Wake-ups and the stop request, shared by the pool and its cleaner.
@@ -196,8 +196,7 @@ impl PoolCore {
             latch.try_mark();
         }
         if matches!(result, Ok(true)) {
-            // Relaxed: a statistic.
-            self.counters.cleaner_writes.fetch_add(1, Ordering::Relaxed);
+            self.counters.cleaner_writes.add(1);
         }
         result
     }

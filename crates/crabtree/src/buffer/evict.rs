@@ -242,8 +242,7 @@ impl PoolCore {
             let latch = self.latch(pid);
             if latch.is_dirty() {
                 dirty_seen = true;
-                // Relaxed: a statistic.
-                self.counters.dirty_evictions.fetch_add(1, Ordering::Relaxed);
+                self.counters.dirty_evictions.add(1);
                 if let Err(error) = self.write_back(pid) {
                     // Keep the page: still resident, still dirty.
                     self.resident.restore(pid);
@@ -266,8 +265,7 @@ impl PoolCore {
         let tag = if freed.is_empty() { 0 } else { grace::retire_tag() };
         self.frames.put(&freed, tag);
         self.resident.evicted(freed.len());
-        // Relaxed: a statistic.
-        self.counters.evictions.fetch_add(freed.len() as u64, Ordering::Relaxed);
+        self.counters.evictions.add(freed.len() as u64);
         // With a log, a failed write-back has poisoned the store (every
         // later write and commit sees it); the caller only needs room, so
         // it fails only when no victim could be freed. That keeps reads

@@ -37,9 +37,15 @@
 //! Invariants: a frame is either free (on exactly one stack, or past
 //! `fresh`) or held by exactly one resident page (named by that page's
 //! page-table word), except while the exclusive holder that moves it is
-//! between the two; `free_count` is the number of frames on the stacks
-//! (changed under the stack's mutex with each push and pop; read without
-//! it only as a hint); no thread holds two shard mutexes.
+//! between the two; each shard's `len` is the length of its stack (stored
+//! under the stack's mutex after each push and pop; read without it only
+//! as a hint); no thread holds two shard mutexes.
+//!
+//! No counter is shared by all loaders: a single free-frame count written
+//! on every load and eviction was a cache line both cores wrote each time
+//! (a statistics counter like it cost 2.8% of larger-than-memory gets with
+//! two threads). A loader reads its home shard's length, a line only its
+//! own evictions write, and sums the shards only when that is zero.
 //!
 //! Lower layers used: `sync`; the memory is a [`Region`] (the `unsafe`
 //! lives there).
@@ -60,9 +66,6 @@ pub(super) struct Frames {
     /// Frames in the array (most of them never touched).
     capacity: usize,
     free: Box<[FreeShard]>,
-    /// Frames on the stacks (a hint: skips the round of the shards when
-    /// nothing is free).
-    free_count: AtomicUsize,
     /// Frames `0..fresh` have been handed out at least once.
     fresh: AtomicUsize,
 }
@@ -71,7 +74,12 @@ pub(super) struct Frames {
 /// cache lines.
 #[repr(align(128))]
 #[derive(Default)]
-struct FreeShard(Mutex<Vec<(FrameIndex, u64)>>);
+struct FreeShard {
+    stack: Mutex<Vec<(FrameIndex, u64)>>,
+    /// The stack's length (a hint: lets a loader skip the round of the
+    /// shards when nothing is free).
+    len: AtomicUsize,
+}
 
 /// Where a thread's home shard counter starts.
 static NEXT_HOME: AtomicUsize = AtomicUsize::new(0);
@@ -87,7 +95,8 @@ fn huge_pages_allowed() -> bool {
     std::env::var("CRABTREE_POOL_HUGE_PAGES").map_or(true, |value| value != "0")
 }
 
-fn home_shard() -> usize {
+/// This thread's home shard (also the stripe of its statistics).
+pub(super) fn home_shard() -> usize {
     HOME.with(|home| *home)
 }
 
@@ -113,7 +122,6 @@ impl Frames {
             page_words: page_size / 8,
             capacity,
             free: (0..FRAME_FREE_SHARDS).map(|_| FreeShard::default()).collect(),
-            free_count: AtomicUsize::new(0),
             fresh: AtomicUsize::new(0),
         })
     }
@@ -146,9 +154,7 @@ impl Frames {
     /// reached it). Entry: no shard mutex held. Exit: the frame is the
     /// caller's (its contents are some old page's, or zeros).
     pub(super) fn take(&self) -> Option<(FrameIndex, u64)> {
-        // Relaxed: a hint; a frame pushed concurrently may be missed, which
-        // costs one fresh frame, not correctness.
-        if self.free_count.load(Ordering::Relaxed) > 0
+        if self.any_free()
             && let Some(index) = self.pop_free()
         {
             return Some(index);
@@ -165,6 +171,15 @@ impl Frames {
         }
     }
 
+    /// Whether a free stack holds a frame: the home shard's length, else
+    /// the sum of all (a hint; a frame pushed concurrently may be missed,
+    /// which costs one fresh frame, not correctness).
+    fn any_free(&self) -> bool {
+        // Relaxed: hints, see above.
+        self.free[home_shard()].len.load(Ordering::Relaxed) > 0
+            || self.free.iter().any(|shard| shard.len.load(Ordering::Relaxed) > 0)
+    }
+
     /// A frame from the free stacks, home shard first (try-lock round,
     /// then lock round).
     fn pop_free(&self) -> Option<(FrameIndex, u64)> {
@@ -172,11 +187,12 @@ impl Frames {
         for pass in 0..2 {
             for step in 0..FRAME_FREE_SHARDS {
                 let shard = &self.free[(home + step) % FRAME_FREE_SHARDS];
-                let stack = if pass == 0 { shard.0.try_lock() } else { Some(shard.0.lock()) };
+                let stack = if pass == 0 { shard.stack.try_lock() } else { Some(shard.stack.lock()) };
                 let Some(mut stack) = stack else { continue };
                 if let Some(index) = stack.pop() {
-                    // Relaxed: see `take`.
-                    self.free_count.fetch_sub(1, Ordering::Relaxed);
+                    // Relaxed: a hint (see `any_free`), stored under the
+                    // stack's mutex.
+                    shard.len.store(stack.len(), Ordering::Relaxed);
                     return Some(index);
                 }
             }
@@ -193,12 +209,11 @@ impl Frames {
             return;
         }
         debug_assert!(frames.iter().all(|index| (index.0 as usize) < self.capacity));
-        let mut stack = self.free[home_shard()].0.lock();
+        let shard = &self.free[home_shard()];
+        let mut stack = shard.stack.lock();
         stack.extend(frames.iter().map(|&index| (index, tag)));
-        // Relaxed: a hint (see `take`). Under the stack's mutex, so a pop
-        // of these frames (which subtracts under the same mutex) comes
-        // after the addition and the count never wraps below zero.
-        self.free_count.fetch_add(frames.len(), Ordering::Relaxed);
+        // Relaxed: a hint (see `any_free`), stored under the stack's mutex.
+        shard.len.store(stack.len(), Ordering::Relaxed);
     }
 
     /// Frames that have been handed out at least once (their memory is

@@ -292,13 +292,11 @@ impl BufferPool {
                     redo::put_image(record, guards[i].pid(), page, false);
                     let lsn = self.append_mtr(record)?;
                     self.stamp(guards[i], lsn);
-                    // Relaxed: statistics.
-                    self.counters.fpi_bytes.fetch_add(record.len() as u64, Ordering::Relaxed);
+                    self.counters.fpi_bytes.add(record.len() as u64);
                     images += record.len();
                 }
             }
-            // Relaxed: statistics.
-            self.counters.image_bytes.fetch_add(images as u64, Ordering::Relaxed);
+            self.counters.image_bytes.add(images as u64);
             Ok(record.len())
         })
     }
@@ -367,8 +365,7 @@ impl BufferPool {
         if before.0 < horizon {
             guard.changed = true;
             let bytes = self.log_images_sized(&mut [guard], &[], Extra::default())?;
-            // Relaxed: statistics.
-            self.counters.fpi_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+            self.counters.fpi_bytes.add(bytes as u64);
         }
         Ok(())
     }

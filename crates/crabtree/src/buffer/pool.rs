@@ -44,7 +44,9 @@ use super::latch::Latch;
 use super::region::Region;
 use crate::ids::{FrameIndex, Lsn, PageId};
 use crate::io::Storage;
-use crate::limits::{MAX_PAGES_DEFAULT, MAX_PAGES_LIMIT, POOL_BYTES_DEFAULT, POOL_FRAMES_MIN, page_size_valid};
+use crate::limits::{
+    FRAME_FREE_SHARDS, MAX_PAGES_DEFAULT, MAX_PAGES_LIMIT, POOL_BYTES_DEFAULT, POOL_FRAMES_MIN, page_size_valid,
+};
 use crate::page::bytes::{AtomicPage, AtomicPageMut};
 use crate::page::header;
 use crate::page::meta::{META_SIZE, Meta, ROOT_SLOTS};
@@ -108,16 +110,45 @@ pub struct PoolStats {
     pub fpi_bytes: u64,
 }
 
+/// The pool's statistics, each striped (`Striped`): a load counts without
+/// writing a cache line another core writes too.
 #[derive(Default)]
 pub(super) struct Counters {
-    pub(super) loads: AtomicU64,
-    pub(super) writes: AtomicU64,
-    pub(super) evictions: AtomicU64,
-    pub(super) dirty_evictions: AtomicU64,
-    pub(super) cleaner_writes: AtomicU64,
-    pub(super) direct_loads: AtomicU64,
-    pub(super) image_bytes: AtomicU64,
-    pub(super) fpi_bytes: AtomicU64,
+    pub(super) loads: Striped,
+    pub(super) writes: Striped,
+    pub(super) evictions: Striped,
+    pub(super) dirty_evictions: Striped,
+    pub(super) cleaner_writes: Striped,
+    pub(super) direct_loads: Striped,
+    pub(super) image_bytes: Striped,
+    pub(super) fpi_bytes: Striped,
+}
+
+/// A statistic kept in `FRAME_FREE_SHARDS` counters on their own cache
+/// lines; a thread adds to the one of its home shard (`frames.rs`), a read
+/// sums them. One shared counter cost 2.8% of larger-than-memory gets with
+/// two threads (`docs/BENCHMARKS.md`, "pool_oom: pread straight into the
+/// frame"): both cores wrote its line on every load.
+#[derive(Default)]
+pub(super) struct Striped([StripeWord; FRAME_FREE_SHARDS]);
+
+#[repr(align(128))]
+#[derive(Default)]
+struct StripeWord(AtomicU64);
+
+impl Striped {
+    /// Adds `n`.
+    #[inline]
+    pub(super) fn add(&self, n: u64) {
+        // Relaxed: a statistic.
+        self.0[super::frames::home_shard()].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The sum (concurrent additions may or may not be in it).
+    pub(super) fn sum(&self) -> u64 {
+        // Relaxed: a statistic.
+        self.0.iter().map(|word| word.0.load(Ordering::Relaxed)).sum()
+    }
 }
 
 /// The page cache. `Send + Sync`; share it by reference or `Arc`.
@@ -345,14 +376,14 @@ impl BufferPool {
             resident: self.resident.len(),
             frames_max: self.frames_max,
             frames_touched: self.frames.touched(),
-            loads: self.counters.loads.load(Ordering::Relaxed),
-            writes: self.counters.writes.load(Ordering::Relaxed),
-            evictions: self.counters.evictions.load(Ordering::Relaxed),
-            dirty_evictions: self.counters.dirty_evictions.load(Ordering::Relaxed),
-            cleaner_writes: self.counters.cleaner_writes.load(Ordering::Relaxed),
-            direct_loads: self.counters.direct_loads.load(Ordering::Relaxed),
-            image_bytes: self.counters.image_bytes.load(Ordering::Relaxed),
-            fpi_bytes: self.counters.fpi_bytes.load(Ordering::Relaxed),
+            loads: self.counters.loads.sum(),
+            writes: self.counters.writes.sum(),
+            evictions: self.counters.evictions.sum(),
+            dirty_evictions: self.counters.dirty_evictions.sum(),
+            cleaner_writes: self.counters.cleaner_writes.sum(),
+            direct_loads: self.counters.direct_loads.sum(),
+            image_bytes: self.counters.image_bytes.sum(),
+            fpi_bytes: self.counters.fpi_bytes.sum(),
         }
     }
 
@@ -509,10 +540,9 @@ impl BufferPool {
             return Err(error);
         }
         self.install_frame(pid, index);
-        // Relaxed: statistics.
-        self.counters.loads.fetch_add(1, Ordering::Relaxed);
+        self.counters.loads.add(1);
         if direct {
-            self.counters.direct_loads.fetch_add(1, Ordering::Relaxed);
+            self.counters.direct_loads.add(1);
         }
         latch.unlock_exclusive(false);
         if want_direct && !direct {
@@ -565,8 +595,7 @@ impl PoolCore {
             }
             written
         })?;
-        // Relaxed: a statistic.
-        self.counters.writes.fetch_add(1, Ordering::Relaxed);
+        self.counters.writes.add(1);
         Ok(())
     }
 
