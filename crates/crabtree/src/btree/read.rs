@@ -66,16 +66,18 @@ impl BTree {
         Ok(batch?)
     }
 
-    /// Copies the entries of the leaf behind `leaf` that lie within
-    /// `lower..upper`, in key order; overflow values as chains, pinned in
-    /// `pin` (see `value::find`).
+    /// Appends to `batch` the entries of the leaf behind `leaf` that lie
+    /// within `lower..upper`, in key order; overflow values as chains,
+    /// pinned in `pin` (see `value::find`). On `Err` the entries appended
+    /// are garbage (the leaf did not validate): the caller drops the batch.
     fn leaf_entries(
         &self,
         leaf: &ReadGuard<'_>,
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
         pin: &mut Option<Pin>,
-    ) -> Attempt<FoundBatch> {
+        batch: &mut FoundBatch,
+    ) -> Attempt<()> {
         let page = leaf.page();
         let node = leaf.check(Node::new(&page, leaf.pid()))?;
         let start = match lower {
@@ -85,7 +87,7 @@ impl BTree {
                 Ok(slot) | Err(slot) => slot,
             },
         };
-        let mut batch = FoundBatch::new();
+        batch.reserve(node.len().saturating_sub(start));
         for slot in start..node.len() {
             let (cell, value) = leaf.check(node.entry(slot))?;
             let key = node.read_bytes(cell.key_offset, cell.key_len);
@@ -95,7 +97,7 @@ impl BTree {
             batch.push((key, value::find(leaf, value, pin)));
         }
         leaf.validate()?;
-        Ok(batch)
+        Ok(())
     }
 
     /// The next batch of entries `> lower` (or `>=`) and within `upper`:
@@ -138,7 +140,7 @@ impl BTree {
             // and new keys, below what this batch already holds.
             let after = batch.last().map(|(key, _)| key.clone());
             let from = after.as_deref().map_or(lower, Bound::Excluded);
-            batch.extend(self.leaf_entries(&leaf, from, upper, pin)?);
+            self.leaf_entries(&leaf, from, upper, pin, &mut batch)?;
             if batch.len() >= want {
                 return Ok(batch);
             }
@@ -199,7 +201,8 @@ impl BTree {
             // Mirror of `batch_forward`: below the smallest key taken.
             let before = pieces.iter().rev().find_map(|piece| piece.first()).map(|(key, _)| key.clone());
             let until = before.as_deref().map_or(upper, Bound::Excluded);
-            let piece = self.leaf_entries(&leaf, lower, until, pin)?;
+            let mut piece = FoundBatch::new();
+            self.leaf_entries(&leaf, lower, until, pin, &mut piece)?;
             count += piece.len();
             pieces.push(piece);
             if count >= want {

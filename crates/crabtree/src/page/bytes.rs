@@ -289,6 +289,31 @@ fn cmp_le_chunks(ours: u64, theirs: u64) -> CmpOrdering {
     ours.swap_bytes().cmp(&theirs.swap_bytes())
 }
 
+/// `len` bytes at `offset` in a new vector, built word by word (no zeroed
+/// allocation to overwrite: a scan copies two vectors per entry); zeros
+/// when out of range, as `atomic_read_into`.
+fn atomic_read_vec(words: &[AtomicU64], offset: usize, len: usize) -> Vec<u8> {
+    let Some(range) = range_checked(words.len() * 8, offset, len) else {
+        return vec![0; len];
+    };
+    let mut out = Vec::with_capacity(len);
+    let (mut index, skew) = (range.start / 8, range.start % 8);
+    if skew != 0 {
+        let take = (8 - skew).min(len);
+        out.extend_from_slice(&load(words, index)[skew..skew + take]);
+        index += 1;
+    }
+    while out.len() + 8 <= len {
+        out.extend_from_slice(&load(words, index));
+        index += 1;
+    }
+    if out.len() < len {
+        let rest = len - out.len();
+        out.extend_from_slice(&load(words, index)[..rest]);
+    }
+    out
+}
+
 fn atomic_read_into(words: &[AtomicU64], offset: usize, out: &mut [u8]) {
     let Some(range) = range_checked(words.len() * 8, offset, out.len()) else {
         out.fill(0);
@@ -378,6 +403,11 @@ impl PageBuf for AtomicPage<'_> {
     }
 
     #[inline]
+    fn read_vec(&self, offset: usize, len: usize) -> Vec<u8> {
+        atomic_read_vec(self.words, offset, len)
+    }
+
+    #[inline]
     fn compare(&self, offset: usize, len: usize, key: &[u8]) -> CmpOrdering {
         atomic_compare(self.words, offset, len, key)
     }
@@ -394,6 +424,11 @@ impl PageBuf for AtomicPageMut<'_> {
     #[inline]
     fn read_into(&self, offset: usize, out: &mut [u8]) {
         atomic_read_into(self.words, offset, out);
+    }
+
+    #[inline]
+    fn read_vec(&self, offset: usize, len: usize) -> Vec<u8> {
+        atomic_read_vec(self.words, offset, len)
     }
 
     #[inline]
