@@ -29,8 +29,8 @@ impl BTree {
             InLeaf::Found(value) => Ok(Some(value)),
             InLeaf::Empty => Ok(None),
             InLeaf::Beyond => {
-                let batch = self.retry(Pinning::SharedOnly, |tree, pessimistic| {
-                    tree.batch_forward(Bound::Included(lower), Bound::Included(upper), 1, pessimistic)
+                let (batch, _) = self.retry(Pinning::SharedOnly, |tree, pessimistic| {
+                    tree.batch_forward(Bound::Included(lower), Bound::Included(upper), 1, pessimistic, None)
                 })?;
                 Ok(batch.into_iter().next().map(|(_, value)| value))
             }

@@ -2,8 +2,11 @@
 //! calls.
 //!
 //! An iterator remembers the last key it returned from each end and refills
-//! a buffer with the next entries beyond it: a fresh descent from the root,
-//! then whole leaves along the sibling links (see `read`). The first refill
+//! a buffer with the next entries beyond it: a descent from the root, then
+//! whole leaves along the sibling links (see `read`). A forward refill
+//! skips the descent when the leaf the previous one ended in is unchanged
+//! (same latch version): it steps to that leaf's right sibling
+//! (`read::Resume`). The first refill
 //! of each end takes one leaf, each later one twice as many entries, up to
 //! `SCAN_BATCH_ENTRIES_MAX`: short scans copy little they do not return,
 //! long ones descend rarely. Each leaf is read and validated as a whole and the next one is
@@ -12,7 +15,7 @@
 //! exactly once and in order, whatever splits and deletes run meanwhile.
 
 use super::BTree;
-use super::read::{Batch, above, below};
+use super::read::{Batch, Resume, above, below};
 use crate::Result;
 use crate::limits::SCAN_BATCH_ENTRIES_MAX;
 use std::collections::VecDeque;
@@ -33,6 +36,9 @@ pub struct Range<'t> {
     finished: bool,
     /// Entries the next refill of each end asks for (front, back).
     want: [usize; 2],
+    /// Where the front's last batch stopped (`read::Resume`): a page id
+    /// and a latch word, no latch.
+    resume: Resume,
 }
 
 fn owned(bound: Bound<&impl AsRef<[u8]>>) -> Bound<Vec<u8>> {
@@ -61,6 +67,7 @@ impl<'t> Range<'t> {
             back: VecDeque::new(),
             finished: false,
             want: [1, 1],
+            resume: None,
         }
     }
 
@@ -89,10 +96,12 @@ impl<'t> Range<'t> {
         let want = self.want[end];
         self.want[end] = (want * 2).min(SCAN_BATCH_ENTRIES_MAX);
         let batch = if forward {
-            let (lower, upper) = (borrowed(&self.lower), self.back_boundary());
-            self.tree.retry(super::Pinning::SharedOnly, |tree, pessimistic| {
-                tree.batch_forward(lower, upper, want, pessimistic)
-            })?
+            let (lower, upper, resume) = (borrowed(&self.lower), self.back_boundary(), self.resume);
+            let (batch, stop) = self.tree.retry(super::Pinning::SharedOnly, |tree, pessimistic| {
+                tree.batch_forward(lower, upper, want, pessimistic, resume)
+            })?;
+            self.resume = stop;
+            batch
         } else {
             let (lower, upper) = (self.front_boundary(), borrowed(&self.upper));
             self.tree.retry(super::Pinning::SharedOnly, |tree, pessimistic| {
@@ -143,6 +152,14 @@ impl<'t> Range<'t> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+impl Range<'_> {
+    /// Entries buffered at the front, and where its last batch stopped.
+    pub(crate) fn front_state(&self) -> (usize, Resume) {
+        (self.front.len(), self.resume)
     }
 }
 

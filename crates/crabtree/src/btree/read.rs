@@ -17,6 +17,23 @@ use std::ops::Bound;
 /// Entries copied out of one leaf.
 pub(crate) type Batch = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// Where a forward batch stopped: the last leaf it read (to its end, or to
+/// the upper bound) and the latch word of that read. The next batch of the
+/// same scan starts at that leaf's right sibling without a descent if the
+/// leaf is unchanged since (`BufferPool::optimistic_resume`): unchanged,
+/// it still holds every key between the last key returned and its high
+/// key, so nothing the scan must return lies between it and its right
+/// sibling. `None` after a read under a shared latch (no word to compare).
+pub(crate) type Resume = Option<(PageId, u64)>;
+
+/// The resume point after reading `leaf` (validated).
+fn stop_at(leaf: &ReadGuard<'_>) -> Resume {
+    match leaf {
+        ReadGuard::Optimistic(guard) => Some((guard.pid(), guard.word())),
+        ReadGuard::Shared(_) => None,
+    }
+}
+
 /// Entries found in leaves, overflow values not yet read.
 type FoundBatch = Vec<(Vec<u8>, Found)>;
 
@@ -105,16 +122,20 @@ impl BTree {
     /// entries (whole leaves, so it may hold more) or the range ends. Empty at the end. Leaves are
     /// chained by right-link coupling, so the batch is as consistent as one
     /// leaf's worth.
+    ///
+    /// `resume` is where the previous batch of the same scan stopped (see
+    /// [`Resume`]); the batch returns where it stopped.
     pub(crate) fn batch_forward(
         &self,
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
         want: usize,
         pessimistic: bool,
-    ) -> Attempt<Batch> {
+        resume: Resume,
+    ) -> Attempt<(Batch, Resume)> {
         let mut pin = None;
-        let entries = self.leaves_forward(lower, upper, want, pessimistic, &mut pin)?;
-        self.read_batch(entries, pin)
+        let (entries, stop) = self.leaves_forward(lower, upper, want, pessimistic, &mut pin, resume)?;
+        Ok((self.read_batch(entries, pin)?, stop))
     }
 
     /// `batch_forward` up to its overflow values. Exit: no latch held.
@@ -125,25 +146,41 @@ impl BTree {
         want: usize,
         pessimistic: bool,
         pin: &mut Option<Pin>,
-    ) -> Attempt<FoundBatch> {
+        resume: Resume,
+    ) -> Attempt<(FoundBatch, Resume)> {
         let start = match lower {
             Bound::Unbounded => &[][..],
             Bound::Included(key) | Bound::Excluded(key) => key,
         };
-        let mut leaf = self.descend(Target::Key(start), 0, None, pessimistic)?;
+        // The leaf the previous batch ended in, if no writer touched it
+        // since: it was read to its end (or to `upper`), so the scan goes on
+        // at its right sibling, with no descent. Otherwise descend to
+        // `lower` as for a first batch.
+        let resumed = match resume {
+            Some((pid, word)) if !pessimistic => self.pool.optimistic_resume(pid, word),
+            _ => None,
+        };
+        let (mut leaf, mut read_leaf) = match resumed {
+            Some(guard) => (ReadGuard::Optimistic(guard), false),
+            None => (self.descend(Target::Key(start), 0, None, pessimistic)?, true),
+        };
         let mut batch = FoundBatch::new();
         let mut hops = 0u64;
         loop {
-            // Past the first leaf, keep only keys above the last one taken:
-            // without coupling (the shared-latch path releases a leaf before
-            // latching the next) a deletion can hand the next leaf a range,
-            // and new keys, below what this batch already holds.
-            let after = batch.last().map(|(key, _)| key.clone());
-            let from = after.as_deref().map_or(lower, Bound::Excluded);
-            self.leaf_entries(&leaf, from, upper, pin, &mut batch)?;
-            if batch.len() >= want {
-                return Ok(batch);
+            if read_leaf {
+                // Past the first leaf, keep only keys above the last one
+                // taken: without coupling (the shared-latch path releases a
+                // leaf before latching the next) a deletion can hand the
+                // next leaf a range, and new keys, below what this batch
+                // already holds.
+                let after = batch.last().map(|(key, _)| key.clone());
+                let from = after.as_deref().map_or(lower, Bound::Excluded);
+                self.leaf_entries(&leaf, from, upper, pin, &mut batch)?;
+                if batch.len() >= want {
+                    return Ok((batch, stop_at(&leaf)));
+                }
             }
+            read_leaf = true;
             let (right, high) = {
                 let page = leaf.page();
                 let node = leaf.check(Node::new(&page, leaf.pid()))?;
@@ -151,9 +188,9 @@ impl BTree {
             };
             leaf.validate()?;
             // Past the upper bound, or the last leaf: done.
-            let (Some(right), Some(high)) = (right, high) else { return Ok(batch) };
+            let (Some(right), Some(high)) = (right, high) else { return Ok((batch, stop_at(&leaf))) };
             if matches!(upper, Bound::Included(u) | Bound::Excluded(u) if high.as_slice() >= u) {
-                return Ok(batch);
+                return Ok((batch, stop_at(&leaf)));
             }
             hops += 1;
             if hops > self.pool.page_count() {

@@ -272,3 +272,51 @@ fn an_overlong_walk_is_corruption_only_under_shared_latches() {
         _ => panic!("a cycle under shared latches must be corruption"),
     }
 }
+
+/// Takes entries from `range` until its front buffer is empty (a batch
+/// boundary) after at least `at_least` entries; returns their keys.
+fn take_to_batch_end(range: &mut super::Range<'_>, at_least: usize) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    while keys.len() < at_least || range.front_state().0 > 0 {
+        keys.push(range.next().unwrap().unwrap().0);
+    }
+    keys
+}
+
+#[test]
+fn a_scan_steps_on_from_an_unchanged_leaf_and_descends_again_from_a_changed_one() {
+    let tree = tree(512, 4096);
+    for i in 0..3000 {
+        tree.insert(&key(i * 10), b"v").unwrap();
+    }
+    // Unchanged: the next batch starts at the right sibling of the leaf the
+    // last one ended in, and the scan is complete.
+    let mut range = tree.range::<&[u8], _>(..);
+    let mut seen = take_to_batch_end(&mut range, 200);
+    let (_, Some((leaf, word))) = range.front_state() else { panic!("no resume point") };
+    assert!(tree.pool.optimistic_resume(leaf, word).is_some(), "an untouched leaf resumes");
+    seen.extend(range.map(|entry| entry.unwrap().0));
+    assert_eq!(seen, (0..3000).map(|i| key(i * 10)).collect::<Vec<_>>());
+
+    // Changed: every key returned so far is removed (the leaf the batch
+    // ended in empties and is deleted), and new keys past the end reuse
+    // the freed pages. The rest of the scan is exactly the keys above the
+    // last one returned, from a fresh descent.
+    let mut range = tree.range::<&[u8], _>(..);
+    let seen = take_to_batch_end(&mut range, 200);
+    let (_, Some((leaf, word))) = range.front_state() else { panic!("no resume point") };
+    for returned in &seen {
+        tree.remove(returned).unwrap();
+    }
+    for i in 0..500 {
+        tree.insert(&key(40_000 + i), &[7u8; 40]).unwrap();
+    }
+    assert!(tree.pool.optimistic_resume(leaf, word).is_none(), "a deleted leaf does not resume");
+    let rest: Vec<Vec<u8>> = range.map(|entry| entry.unwrap().0).collect();
+    let last = seen.last().unwrap();
+    let expected: Vec<Vec<u8>> =
+        tree.range::<&[u8], _>(..).map(|entry| entry.unwrap().0).filter(|k| k > last).collect();
+    assert_eq!(rest, expected);
+    assert_eq!(rest.len(), 3000 - seen.len() + 500);
+    assert_verified(&tree);
+}

@@ -38,6 +38,14 @@ impl<'a> OptimisticGuard<'a> {
         self.pid
     }
 
+    /// The latch word this read started from: after the guard validated,
+    /// [`BufferPool::optimistic_resume`] with it reads the page again only
+    /// if no writer came in between.
+    #[inline]
+    pub fn word(&self) -> u64 {
+        self.observed
+    }
+
     /// The frame. Values read may be torn by a concurrent writer: bounds
     /// check everything and validate before trusting it.
     #[inline]

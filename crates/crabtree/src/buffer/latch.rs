@@ -160,6 +160,16 @@ impl<'a> Latch<'a> {
         }
     }
 
+    /// Whether the page is still as an optimistic read that observed
+    /// `observed` saw it: resident, same version, not latched exclusively.
+    /// The load is Acquire, so it starts a new optimistic read at
+    /// `observed` (`BufferPool::optimistic_resume`).
+    pub fn still(&self, observed: u64) -> bool {
+        // Acquire: as in `optimistic`.
+        let now = self.word.load(Ordering::Acquire);
+        version(now) == version(observed) && !matches!(state(now), EXCLUSIVE | EVICTED)
+    }
+
     /// Whether no writer latched the page since `observed` was read (so
     /// every relaxed read made in between saw a consistent page).
     #[inline]

@@ -409,6 +409,18 @@ impl BufferPool {
         }
     }
 
+    /// Starts an optimistic read of `pid` as the read that observed `word`
+    /// ([`OptimisticGuard::word`]), if no writer latched the page since:
+    /// the page is then exactly as that read saw it, and this read
+    /// validates against `word`. `None` if a writer came in between or the
+    /// page was evicted (the caller starts over). Never loads, never waits.
+    pub fn optimistic_resume(&self, pid: PageId, word: u64) -> Option<OptimisticGuard<'_>> {
+        self.check_pid(pid).ok()?;
+        // Before the state word is read, as in `optimistic`.
+        let section = grace::enter();
+        self.latch(pid).still(word).then(|| OptimisticGuard::new(self, pid, word, section))
+    }
+
     /// Takes the shared latch on `pid`, loading it if needed. Entry and
     /// errors as for [`BufferPool::optimistic`]. Exit: shared latch held.
     pub fn shared(&self, pid: PageId) -> Result<SharedGuard<'_>> {
