@@ -241,8 +241,9 @@ pub fn run(args: &BenchArgs) -> crabtree::Result<ExitCode> {
     }
     let stats = tree.pool().stats();
     println!(
-        "pool: {} loads, {} writes, {} evictions, {} of {} frames touched; tree: {} levels, {} pages, leaf fill {:.0}%",
+        "pool: {} loads ({} read straight into their frame), {} writes, {} evictions, {} of {} frames touched; tree: {} levels, {} pages, leaf fill {:.0}%",
         stats.loads,
+        stats.direct_loads,
         stats.writes,
         stats.evictions,
         stats.frames_touched,
