@@ -3,10 +3,10 @@
 //!
 //! An iterator remembers the last key it returned from each end and refills
 //! a buffer with the next entries beyond it: a descent from the root, then
-//! whole leaves along the sibling links (see `read`). A forward refill
-//! skips the descent when the leaf the previous one ended in is unchanged
-//! (same latch version): it steps to that leaf's right sibling
-//! (`read::Resume`). The first refill
+//! whole leaves along the sibling links (see `read`). A refill skips the
+//! descent when the leaf the previous one of its end ended in is unchanged
+//! (same latch version): it steps to that leaf's right sibling (forward)
+//! or left neighbour (backward) (`read::Resume`). The first refill
 //! of each end takes one leaf, each later one twice as many entries, up to
 //! `SCAN_BATCH_ENTRIES_MAX`: short scans copy little they do not return,
 //! long ones descend rarely. Each leaf is read and validated as a whole and the next one is
@@ -36,9 +36,9 @@ pub struct Range<'t> {
     finished: bool,
     /// Entries the next refill of each end asks for (front, back).
     want: [usize; 2],
-    /// Where the front's last batch stopped (`read::Resume`): a page id
-    /// and a latch word, no latch.
-    resume: Resume,
+    /// Where each end's last batch stopped (`read::Resume`; front, back):
+    /// a page id and a latch word, no latch.
+    resume: [Resume; 2],
 }
 
 fn owned(bound: Bound<&impl AsRef<[u8]>>) -> Bound<Vec<u8>> {
@@ -67,7 +67,7 @@ impl<'t> Range<'t> {
             back: VecDeque::new(),
             finished: false,
             want: [1, 1],
-            resume: None,
+            resume: [None, None],
         }
     }
 
@@ -95,19 +95,19 @@ impl<'t> Range<'t> {
         let end = usize::from(!forward);
         let want = self.want[end];
         self.want[end] = (want * 2).min(SCAN_BATCH_ENTRIES_MAX);
-        let batch = if forward {
-            let (lower, upper, resume) = (borrowed(&self.lower), self.back_boundary(), self.resume);
-            let (batch, stop) = self.tree.retry(super::Pinning::SharedOnly, |tree, pessimistic| {
+        let resume = self.resume[end];
+        let (batch, stop) = if forward {
+            let (lower, upper) = (borrowed(&self.lower), self.back_boundary());
+            self.tree.retry(super::Pinning::SharedOnly, |tree, pessimistic| {
                 tree.batch_forward(lower, upper, want, pessimistic, resume)
-            })?;
-            self.resume = stop;
-            batch
+            })?
         } else {
             let (lower, upper) = (self.front_boundary(), borrowed(&self.upper));
             self.tree.retry(super::Pinning::SharedOnly, |tree, pessimistic| {
-                tree.batch_backward(lower, upper, want, pessimistic)
+                tree.batch_backward(lower, upper, want, pessimistic, resume)
             })?
         };
+        self.resume[end] = stop;
         if forward {
             if let Some((key, _)) = batch.last() {
                 self.lower = Bound::Excluded(key.clone());
@@ -159,7 +159,12 @@ impl<'t> Range<'t> {
 impl Range<'_> {
     /// Entries buffered at the front, and where its last batch stopped.
     pub(crate) fn front_state(&self) -> (usize, Resume) {
-        (self.front.len(), self.resume)
+        (self.front.len(), self.resume[0])
+    }
+
+    /// The same for the back.
+    pub(crate) fn back_state(&self) -> (usize, Resume) {
+        (self.back.len(), self.resume[1])
     }
 }
 

@@ -17,8 +17,8 @@ use std::ops::Bound;
 /// Entries copied out of one leaf.
 pub(crate) type Batch = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// Where a forward batch stopped: the last leaf it read (to its end, or to
-/// the upper bound) and the latch word of that read. The next batch of the
+/// Where a batch stopped: the last leaf it read (forward: to its end, or
+/// to the upper bound; backward, mirrored) and the latch word of that read. The next batch of the
 /// same scan starts at that leaf's right sibling without a descent if the
 /// leaf is unchanged since (`BufferPool::optimistic_resume`): unchanged,
 /// it still holds every key between the last key returned and its high
@@ -204,16 +204,22 @@ impl BTree {
     /// `lower`: from the leaf holding `upper` leftward until the batch holds
     /// `want` entries or the range ends; in ascending order. Empty at the
     /// end.
+    ///
+    /// `resume` as for [`BTree::batch_forward`], mirrored: the leaf the
+    /// previous backward batch of the scan ended in (read from its first
+    /// key within `lower`); unchanged, the scan goes on at its left
+    /// neighbour.
     pub(crate) fn batch_backward(
         &self,
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
         want: usize,
         pessimistic: bool,
-    ) -> Attempt<Batch> {
+        resume: Resume,
+    ) -> Attempt<(Batch, Resume)> {
         let mut pin = None;
-        let entries = self.leaves_backward(lower, upper, want, pessimistic, &mut pin)?;
-        self.read_batch(entries, pin)
+        let (entries, stop) = self.leaves_backward(lower, upper, want, pessimistic, &mut pin, resume)?;
+        Ok((self.read_batch(entries, pin)?, stop))
     }
 
     /// `batch_backward` up to its overflow values. Exit: no latch held.
@@ -224,43 +230,60 @@ impl BTree {
         want: usize,
         pessimistic: bool,
         pin: &mut Option<Pin>,
-    ) -> Attempt<FoundBatch> {
+        resume: Resume,
+    ) -> Attempt<(FoundBatch, Resume)> {
         let target = match upper {
             Bound::Unbounded => Target::Last,
             Bound::Included(key) | Bound::Excluded(key) => Target::Key(key),
         };
-        let mut leaf = self.descend(target, 0, None, pessimistic)?;
+        let resumed = match resume {
+            Some((pid, word)) if !pessimistic => self.pool.optimistic_resume(pid, word),
+            _ => None,
+        };
+        let (mut leaf, mut read_leaf) = match resumed {
+            Some(guard) => (ReadGuard::Optimistic(guard), false),
+            None => (self.descend(target, 0, None, pessimistic)?, true),
+        };
         // Per leaf, right to left; reversed into one ascending batch.
         let mut pieces: Vec<FoundBatch> = Vec::new();
         let mut count = 0usize;
         let mut hops = 0u64;
+        let mut stop = None;
         loop {
-            // Mirror of `batch_forward`: below the smallest key taken.
-            let before = pieces.iter().rev().find_map(|piece| piece.first()).map(|(key, _)| key.clone());
-            let until = before.as_deref().map_or(upper, Bound::Excluded);
-            let mut piece = FoundBatch::new();
-            self.leaf_entries(&leaf, lower, until, pin, &mut piece)?;
-            count += piece.len();
-            pieces.push(piece);
-            if count >= want {
-                break;
+            if read_leaf {
+                // Mirror of `batch_forward`: below the smallest key taken.
+                let before = pieces.iter().rev().find_map(|piece| piece.first()).map(|(key, _)| key.clone());
+                let until = before.as_deref().map_or(upper, Bound::Excluded);
+                let mut piece = FoundBatch::new();
+                self.leaf_entries(&leaf, lower, until, pin, &mut piece)?;
+                count += piece.len();
+                pieces.push(piece);
+                if count >= want {
+                    stop = stop_at(&leaf);
+                    break;
+                }
             }
+            read_leaf = true;
             let left = {
                 let page = leaf.page();
                 leaf.check(Node::new(&page, leaf.pid()))?.header().left
             };
             leaf.validate()?;
-            let Some(left) = left else { break };
+            let Some(left) = left else {
+                stop = stop_at(&leaf);
+                break;
+            };
             hops += 1;
             if hops > self.pool.page_count() {
                 return Err(link_cycle(&leaf, "left-link cycle"));
             }
             leaf = self.walk_left(leaf, left)?;
+            // Entirely below the range: not read, so no resume point.
             if self.below_lower(&leaf, lower)? {
                 break;
             }
         }
-        Ok(pieces.into_iter().rev().flatten().collect())
+        Ok((pieces.into_iter().rev().flatten().collect(), stop))
     }
 
     /// Moves from `leaf` to its left neighbour `left` (a hint): the move is

@@ -320,3 +320,45 @@ fn a_scan_steps_on_from_an_unchanged_leaf_and_descends_again_from_a_changed_one(
     assert_eq!(rest.len(), 3000 - seen.len() + 500);
     assert_verified(&tree);
 }
+
+#[test]
+fn a_reverse_scan_steps_on_from_an_unchanged_leaf_and_descends_again_from_a_changed_one() {
+    let tree = tree(512, 4096);
+    for i in 0..3000 {
+        tree.insert(&key(i * 10), b"v").unwrap();
+    }
+    let take_back = |range: &mut super::Range<'_>| {
+        let mut keys = Vec::new();
+        while keys.len() < 200 || range.back_state().0 > 0 {
+            keys.push(range.next_back().unwrap().unwrap().0);
+        }
+        keys
+    };
+    let mut range = tree.range::<&[u8], _>(..);
+    let mut seen = take_back(&mut range);
+    let (_, Some((leaf, word))) = range.back_state() else { panic!("no resume point") };
+    assert!(tree.pool.optimistic_resume(leaf, word).is_some(), "an untouched leaf resumes");
+    seen.extend(range.rev().map(|entry| entry.unwrap().0));
+    assert_eq!(seen, (0..3000).rev().map(|i| key(i * 10)).collect::<Vec<_>>());
+
+    // Every key returned so far removed, new keys below all others reusing
+    // the freed pages: the rest is exactly the keys below the last one
+    // returned, in descending order.
+    let mut range = tree.range::<&[u8], _>(..);
+    let seen = take_back(&mut range);
+    let (_, Some((leaf, word))) = range.back_state() else { panic!("no resume point") };
+    for returned in &seen {
+        tree.remove(returned).unwrap();
+    }
+    for i in 0..500 {
+        tree.insert(format!("a{i:08}").as_bytes(), &[7u8; 40]).unwrap();
+    }
+    assert!(tree.pool.optimistic_resume(leaf, word).is_none(), "a deleted leaf does not resume");
+    let rest: Vec<Vec<u8>> = range.rev().map(|entry| entry.unwrap().0).collect();
+    let last = seen.last().unwrap();
+    let expected: Vec<Vec<u8>> =
+        tree.range::<&[u8], _>(..).rev().map(|entry| entry.unwrap().0).filter(|k| k < last).collect();
+    assert_eq!(rest, expected);
+    assert_eq!(rest.len(), 3000 - seen.len() + 500);
+    assert_verified(&tree);
+}
