@@ -156,14 +156,7 @@ impl BTree {
         // since: it was read to its end (or to `upper`), so the scan goes on
         // at its right sibling, with no descent. Otherwise descend to
         // `lower` as for a first batch.
-        let resumed = match resume {
-            Some((pid, word)) if !pessimistic => self.pool.optimistic_resume(pid, word),
-            _ => None,
-        };
-        let (mut leaf, mut read_leaf) = match resumed {
-            Some(guard) => (ReadGuard::Optimistic(guard), false),
-            None => (self.descend(Target::Key(start), 0, None, pessimistic)?, true),
-        };
+        let (mut leaf, mut read_leaf) = self.first_leaf(Target::Key(start), pessimistic, resume)?;
         let mut batch = FoundBatch::new();
         let mut hops = 0u64;
         loop {
@@ -236,14 +229,7 @@ impl BTree {
             Bound::Unbounded => Target::Last,
             Bound::Included(key) | Bound::Excluded(key) => Target::Key(key),
         };
-        let resumed = match resume {
-            Some((pid, word)) if !pessimistic => self.pool.optimistic_resume(pid, word),
-            _ => None,
-        };
-        let (mut leaf, mut read_leaf) = match resumed {
-            Some(guard) => (ReadGuard::Optimistic(guard), false),
-            None => (self.descend(target, 0, None, pessimistic)?, true),
-        };
+        let (mut leaf, mut read_leaf) = self.first_leaf(target, pessimistic, resume)?;
         // Per leaf, right to left; reversed into one ascending batch.
         let mut pieces: Vec<FoundBatch> = Vec::new();
         let mut count = 0usize;
@@ -284,6 +270,21 @@ impl BTree {
             }
         }
         Ok((pieces.into_iter().rev().flatten().collect(), stop))
+    }
+
+    /// The leaf a batch starts at, and whether it still has to be read:
+    /// the resume point's leaf if it is unchanged (already read; the batch
+    /// goes on from its neighbour), else the leaf a descent to `target`
+    /// reaches.
+    fn first_leaf(&self, target: Target<'_>, pessimistic: bool, resume: Resume) -> Attempt<(ReadGuard<'_>, bool)> {
+        let resumed = match resume {
+            Some((pid, word)) if !pessimistic => self.pool.optimistic_resume(pid, word),
+            _ => None,
+        };
+        Ok(match resumed {
+            Some(guard) => (ReadGuard::Optimistic(guard), false),
+            None => (self.descend(target, 0, None, pessimistic)?, true),
+        })
     }
 
     /// Moves from `leaf` to its left neighbour `left` (a hint): the move is
