@@ -13,7 +13,9 @@
 //! # Read sections
 //! Every [`OptimisticGuard`](super::OptimisticGuard) lives inside a *read
 //! section* of its thread (the guard holds a [`Section`]; guards are not
-//! `Send`, so a section begins and ends on one thread). A thread that ever
+//! `Send`, so a section begins and ends on one thread), and so does the
+//! cleaner's one read of a frame without a latch (`cleaner.rs`: a page's
+//! LSN, read after seeing the page resident). A thread that ever
 //! takes a section owns a *slot*: one counter on its own cache line,
 //! written only by that thread, odd while the thread is inside a section.
 //! The outermost entry stores the next odd value and executes a compiler
@@ -54,8 +56,9 @@
 //!   `U`, then `Fr` would precede `Fe` by the same rule, and so `Fa`: a
 //!   contradiction. So every state-word load of the section sees `p`
 //!   evicted (or loaded again, into another frame); the reader reaches `F`
-//!   only through a page it latched afterwards, which is not `F`'s new page
-//!   while that page's loader holds its exclusive latch.
+//!   only through the page loaded into it, once that page's state word
+//!   shows it resident: after its loader's Release unlock, which follows
+//!   the `pread`, so the reads come after the kernel's writes.
 //!
 //! A thread registering a slot during an advance is ordered by the
 //! registry mutex: either the advance reads the new slot, or its `Fa`
