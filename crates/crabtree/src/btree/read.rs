@@ -26,6 +26,13 @@ pub(crate) type Batch = Vec<(Vec<u8>, Vec<u8>)>;
 /// sibling. `None` after a read under a shared latch (no word to compare).
 pub(crate) type Resume = Option<(PageId, u64)>;
 
+#[cfg(test)]
+thread_local! {
+    /// Batches this thread started at a resumed leaf (tests check that an
+    /// unchanged leaf is resumed, not only that it could be).
+    pub(crate) static RESUMED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// The resume point after reading `leaf` (validated).
 fn stop_at(leaf: &ReadGuard<'_>) -> Resume {
     match leaf {
@@ -282,7 +289,11 @@ impl BTree {
             _ => None,
         };
         Ok(match resumed {
-            Some(guard) => (ReadGuard::Optimistic(guard), false),
+            Some(guard) => {
+                #[cfg(test)]
+                RESUMED.with(|count| count.set(count.get() + 1));
+                (ReadGuard::Optimistic(guard), false)
+            }
             None => (self.descend(target, 0, None, pessimistic)?, true),
         })
     }

@@ -273,6 +273,11 @@ fn an_overlong_walk_is_corruption_only_under_shared_latches() {
     }
 }
 
+/// Batches this thread has started at a resumed leaf so far.
+fn resumed() -> u64 {
+    super::read::RESUMED.with(|count| count.get())
+}
+
 /// Takes entries from `range` until its front buffer is empty (a batch
 /// boundary) after at least `at_least` entries; returns their keys.
 fn take_to_batch_end(range: &mut super::Range<'_>, at_least: usize) -> Vec<Vec<u8>> {
@@ -295,6 +300,9 @@ fn a_scan_steps_on_from_an_unchanged_leaf_and_descends_again_from_a_changed_one(
     let mut seen = take_to_batch_end(&mut range, 200);
     let (_, Some((leaf, word))) = range.front_state() else { panic!("no resume point") };
     assert!(tree.pool.optimistic_resume(leaf, word).is_some(), "an untouched leaf resumes");
+    let before = resumed();
+    seen.push(range.next().unwrap().unwrap().0);
+    assert_eq!(resumed(), before + 1, "the refill started at the untouched leaf");
     seen.extend(range.map(|entry| entry.unwrap().0));
     assert_eq!(seen, (0..3000).map(|i| key(i * 10)).collect::<Vec<_>>());
 
@@ -312,7 +320,10 @@ fn a_scan_steps_on_from_an_unchanged_leaf_and_descends_again_from_a_changed_one(
         tree.insert(&key(40_000 + i), &[7u8; 40]).unwrap();
     }
     assert!(tree.pool.optimistic_resume(leaf, word).is_none(), "a deleted leaf does not resume");
-    let rest: Vec<Vec<u8>> = range.map(|entry| entry.unwrap().0).collect();
+    let before = resumed();
+    let mut rest = vec![range.next().unwrap().unwrap().0];
+    assert_eq!(resumed(), before, "the refill descended");
+    rest.extend(range.map(|entry| entry.unwrap().0));
     let last = seen.last().unwrap();
     let expected: Vec<Vec<u8>> =
         tree.range::<&[u8], _>(..).map(|entry| entry.unwrap().0).filter(|k| k > last).collect();
@@ -338,6 +349,9 @@ fn a_reverse_scan_steps_on_from_an_unchanged_leaf_and_descends_again_from_a_chan
     let mut seen = take_back(&mut range);
     let (_, Some((leaf, word))) = range.back_state() else { panic!("no resume point") };
     assert!(tree.pool.optimistic_resume(leaf, word).is_some(), "an untouched leaf resumes");
+    let before = resumed();
+    seen.push(range.next_back().unwrap().unwrap().0);
+    assert_eq!(resumed(), before + 1, "the refill started at the untouched leaf");
     seen.extend(range.rev().map(|entry| entry.unwrap().0));
     assert_eq!(seen, (0..3000).rev().map(|i| key(i * 10)).collect::<Vec<_>>());
 
@@ -354,7 +368,10 @@ fn a_reverse_scan_steps_on_from_an_unchanged_leaf_and_descends_again_from_a_chan
         tree.insert(format!("a{i:08}").as_bytes(), &[7u8; 40]).unwrap();
     }
     assert!(tree.pool.optimistic_resume(leaf, word).is_none(), "a deleted leaf does not resume");
-    let rest: Vec<Vec<u8>> = range.rev().map(|entry| entry.unwrap().0).collect();
+    let before = resumed();
+    let mut rest = vec![range.next_back().unwrap().unwrap().0];
+    assert_eq!(resumed(), before, "the refill descended");
+    rest.extend(range.rev().map(|entry| entry.unwrap().0));
     let last = seen.last().unwrap();
     let expected: Vec<Vec<u8>> =
         tree.range::<&[u8], _>(..).rev().map(|entry| entry.unwrap().0).filter(|k| k < last).collect();
