@@ -53,3 +53,20 @@ pub fn unpark_all(key: &AtomicU64) {
 pub fn spin_hint() {
     std::hint::spin_loop();
 }
+
+/// Asks the CPU to bring the cache line holding `word` towards its L1
+/// cache. A hint only: no effect on what any thread reads or writes.
+#[inline(always)]
+pub fn prefetch(word: &AtomicU64) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: `prefetch` only hints the cache: it reads and writes no
+        // memory visible to the program and cannot fault, and the address
+        // is that of a live reference. The intrinsic is unsafe only for its
+        // `sse` target feature, which every x86-64 CPU has.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((word as *const AtomicU64).cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = word;
+}

@@ -67,6 +67,14 @@ pub trait PageBuf {
         self.read_into(offset, &mut out);
         out
     }
+
+    /// Hints that the `len` bytes at `offset` will be read soon (a frame
+    /// starts fetching their cache lines; other pages ignore it). Out of
+    /// range bytes are ignored.
+    #[inline]
+    fn prefetch(&self, offset: usize, len: usize) {
+        let _ = (offset, len);
+    }
 }
 
 impl<T: PageBuf + ?Sized> PageBuf for &T {
@@ -106,6 +114,11 @@ impl<T: PageBuf + ?Sized> PageBuf for &T {
 
     fn read_vec(&self, offset: usize, len: usize) -> Vec<u8> {
         (**self).read_vec(offset, len)
+    }
+
+    #[inline]
+    fn prefetch(&self, offset: usize, len: usize) {
+        (**self).prefetch(offset, len)
     }
 }
 
@@ -412,6 +425,16 @@ impl PageBuf for AtomicPage<'_> {
         atomic_compare(self.words, offset, len, key)
     }
 
+    #[inline]
+    fn prefetch(&self, offset: usize, len: usize) {
+        const LINE_WORDS: usize = 8;
+        let first = offset / 8 / LINE_WORDS * LINE_WORDS;
+        let end = offset.saturating_add(len).div_ceil(8).min(self.words.len());
+        for word in self.words.get(first..end).unwrap_or(&[]).iter().step_by(LINE_WORDS) {
+            crate::sync::prefetch(word);
+        }
+    }
+
     atomic_fixed_reads!();
 }
 
@@ -511,6 +534,19 @@ mod tests {
 
     fn frame(size: usize) -> Vec<AtomicU64> {
         (0..size / 8).map(|_| AtomicU64::new(0)).collect()
+    }
+
+    #[test]
+    fn a_prefetch_of_any_range_changes_nothing_and_never_panics() {
+        let words = frame(4096);
+        AtomicPageMut::new(&words).write(100, b"kept");
+        let page = AtomicPage::new(&words);
+        for (offset, len) in [(0, 0), (0, 1024), (4090, 100), (4096, 8), (9000, 1), (usize::MAX, usize::MAX), (7, 4089)] {
+            page.prefetch(offset, len);
+            (&page).prefetch(offset, len);
+            [0u8; 16].as_slice().prefetch(offset, len);
+        }
+        assert_eq!(page.read_vec(100, 4), b"kept");
     }
 
     #[test]
