@@ -34,6 +34,7 @@ pub mod wal;
 
 mod btree;
 mod buffer;
+mod checksum;
 mod db;
 mod mvcc;
 mod page;

@@ -541,9 +541,10 @@ mod tests {
         let words = frame(4096);
         AtomicPageMut::new(&words).write(100, b"kept");
         let page = AtomicPage::new(&words);
-        for (offset, len) in [(0, 0), (0, 1024), (4090, 100), (4096, 8), (9000, 1), (usize::MAX, usize::MAX), (7, 4089)] {
+        for (offset, len) in [(0, 0), (0, 1024), (4090, 100), (4096, 8), (9000, 1), (usize::MAX, usize::MAX), (7, 4089)]
+        {
             page.prefetch(offset, len);
-            (&page).prefetch(offset, len);
+            <&AtomicPage as PageBuf>::prefetch(&&page, offset, len);
             [0u8; 16].as_slice().prefetch(offset, len);
         }
         assert_eq!(page.read_vec(100, 4), b"kept");

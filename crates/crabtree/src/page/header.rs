@@ -67,7 +67,7 @@ impl PageType {
 
 /// CRC-32C of a page image, over everything but the checksum field.
 pub fn checksum(page: &[u8]) -> u32 {
-    crc32c::crc32c(page.get(OFFSET_CHECKSUM + 4..).unwrap_or(&[]))
+    crate::checksum::crc32c(page.get(OFFSET_CHECKSUM + 4..).unwrap_or(&[]))
 }
 
 /// Stores the checksum of `page` into it. Call on the final image, just

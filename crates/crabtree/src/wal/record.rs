@@ -102,7 +102,7 @@ pub const fn record_size(len: usize) -> usize {
 /// The header bytes of a record, CRC included.
 pub fn encode_header(lsn: Lsn, kind: RecordType, incarnation: u32, payload: &[u8]) -> [u8; WAL_RECORD_HEADER_SIZE] {
     let mut header = encode_header_unsealed(lsn, kind, incarnation, payload.len());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[4..]), payload);
+    let crc = crate::checksum::crc32c_pair(&header[4..], payload);
     header[0..4].copy_from_slice(&crc.to_le_bytes());
     header
 }
@@ -133,7 +133,7 @@ pub fn encode_header_unsealed(
 pub fn seal(bytes: &mut [u8]) -> Option<u32> {
     let len = le_u32(bytes, 4)? as usize;
     let covered = bytes.get(4..WAL_RECORD_HEADER_SIZE.checked_add(len)?)?;
-    let crc = crc32c::crc32c(covered);
+    let crc = crate::checksum::crc32c(covered);
     bytes.get_mut(0..4)?.copy_from_slice(&crc.to_le_bytes());
     Some(crc)
 }
@@ -193,7 +193,7 @@ pub fn verify(header: &RecordHeader, header_bytes: &[u8], payload: &[u8]) -> boo
     let Some(rest) = header_bytes.get(4..WAL_RECORD_HEADER_SIZE) else {
         return false;
     };
-    payload.len() == header.len as usize && crc32c::crc32c_append(crc32c::crc32c(rest), payload) == header.crc
+    payload.len() == header.len as usize && crate::checksum::crc32c_pair(rest, payload) == header.crc
 }
 
 /// Decodes a whole record from `bytes` (which start at `expected`):

@@ -83,7 +83,7 @@ impl SegmentHeader {
         out[24..32].copy_from_slice(&self.index.unwrap_or(FREE).to_le_bytes());
         out[32..40].copy_from_slice(&self.first_record.0.to_le_bytes());
         out[40..44].copy_from_slice(&self.incarnation.to_le_bytes());
-        let crc = crc32c::crc32c(&out[4..]);
+        let crc = crate::checksum::crc32c(&out[4..]);
         out[0..4].copy_from_slice(&crc.to_le_bytes());
         out
     }
@@ -95,7 +95,7 @@ impl SegmentHeader {
         let u64_at = |at: usize| bytes.get(at..at + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
         let u32_at = |at: usize| bytes.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
         let crc = u32_at(0)?;
-        let valid = crc == crc32c::crc32c(bytes.get(4..)?)
+        let valid = crc == crate::checksum::crc32c(bytes.get(4..)?)
             && u32_at(4)? == FORMAT_VERSION
             && bytes.get(8..16)? == MAGIC
             && bytes.get(44..)?.iter().all(|&b| b == 0);
