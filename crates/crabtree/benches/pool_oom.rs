@@ -29,7 +29,8 @@
 //!   against `pread` into a buffer and an atomic copy, alternating in ten
 //!   slices each.
 //!
-//! `CRABTREE_BENCH_WORKLOADS` (comma list of name prefixes) narrows a run.
+//! `CRABTREE_BENCH_WORKLOADS` (comma list of name prefixes; `get$` names
+//! the uniform get cell alone) narrows a run.
 //!
 //! Before the pool is shrunk, `get x1` and `get x2` also run with every
 //! page resident: the in-memory ceiling of the same reads. A second table
@@ -62,11 +63,16 @@ const SPREAD_PRIME: u64 = 2_147_483_647;
 /// Stretches a cell's raw loop and crabtree run are cut into, alternating.
 const SLICES: usize = 10;
 
-/// Whether `CRABTREE_BENCH_WORKLOADS` (comma list of name prefixes) asks
-/// for `name`; all when unset.
+/// Whether `CRABTREE_BENCH_WORKLOADS` (comma list of name prefixes; one
+/// ending in `$` names a workload exactly) asks for `name`; all when unset.
 fn workload_on(name: &str) -> bool {
     std::env::var("CRABTREE_BENCH_WORKLOADS")
-        .map(|list| list.split(',').any(|w| name.starts_with(w.trim())))
+        .map(|list| {
+            list.split(',').map(str::trim).any(|w| match w.strip_suffix('$') {
+                Some(exact) => name == exact,
+                None => name.starts_with(w),
+            })
+        })
         .unwrap_or(true)
 }
 
