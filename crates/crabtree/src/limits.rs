@@ -37,6 +37,13 @@ pub const RESIDENT_SHARDS: usize = 16;
 /// frames without evicting (and the victims' dirty pages are written in
 /// one go). Bounded so one unlucky reader's wait is too.
 pub const EVICT_BATCH_MAX: usize = 32;
+/// Dirty MARKED pages an eviction batch passes over (leaving them for the
+/// cleaner) per victim it wants, before it takes dirty pages and writes
+/// them itself: bounds the clock walk of a pool whose every page is dirty.
+/// With the cleaner's share per shard, a random-insert build at 4x its
+/// pool went from 26,501 to 702 dirty victims written by the inserter
+/// (`docs/BENCHMARKS.md`, "stop 10").
+pub const DIRTY_SKIPS_PER_VICTIM: usize = 4;
 /// Smallest pool budget whose frame array asks for transparent huge pages
 /// (2 MiB on x86-64): fewer TLB misses on the hit path (measured: tree
 /// bench `get x1`, `docs/BENCHMARKS.md`), but the memory touched grows in

@@ -6,8 +6,10 @@
 //! and stopped and joined by `BufferPool`'s `Drop`. It holds an
 //! `Arc<PoolCore>`, never the `BufferPool`. A round collects up to
 //! `CLEAN_BATCH_MAX` pages that are dirty and MARKED (the clock passed them
-//! and nobody touched them since: the next victims), sorts them by page id
-//! and writes each one back. Then it sleeps `CLEANER_PERIOD`, or less when
+//! and nobody touched them since: the next victims), an equal share from
+//! each shard's hand on (evictors pass dirty MARKED pages and take them
+//! once clean, `evict.rs`), sorts them by page id and writes each one
+//! back. Then it sleeps `CLEANER_PERIOD`, or less when
 //! an evictor met a dirty victim (`CleanerSignal::request`), or not at all
 //! when the round was full; rounds that find nothing double the sleep up
 //! to `CLEANER_IDLE_MAX` (below the budget no clock runs, so nothing is

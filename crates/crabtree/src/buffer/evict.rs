@@ -14,6 +14,15 @@
 //! access resets MARKED to UNLOCKED (see `latch`); a page still MARKED when
 //! the hand returns is try-locked exclusively and evicted.
 //!
+//! Clean pages go first: the hand passes a MARKED page that is dirty,
+//! leaving it MARKED for the cleaner (which writes dirty MARKED pages,
+//! the ones nearest each hand first: `dirty_candidates`), and evicts it on
+//! a later visit once it is clean. One batch passes at most
+//! `DIRTY_SKIPS_PER_VICTIM` dirty pages per victim it wants; after that it
+//! takes dirty pages too and writes them itself, so a pool whose every
+//! page is dirty still evicts with a bounded walk. A batch that passed a
+//! dirty page wakes the cleaner.
+//!
 //! Eviction works in batches: the victims of one `ensure_budget` call (up
 //! to `EVICT_BATCH_MAX` pages) are chosen and latched first, dirty ones are
 //! written back (the background cleaner, `cleaner.rs`, normally got there
@@ -49,7 +58,7 @@ use super::latch::{DIRTY, Latch, MARKED, UNLOCKED, state};
 use super::pool::PoolCore;
 use crate::Result;
 use crate::ids::PageId;
-use crate::limits::{EVICT_BATCH_MAX, RESIDENT_SHARDS};
+use crate::limits::{DIRTY_SKIPS_PER_VICTIM, EVICT_BATCH_MAX, RESIDENT_SHARDS};
 use crate::sync::{AtomicUsize, Mutex, Ordering};
 
 /// The set of resident pages with the clock hands.
@@ -127,24 +136,25 @@ impl Resident {
 
     /// Up to `want` resident pages that are dirty and MARKED (the clock
     /// passed them once and nobody touched them since: the next victims),
-    /// in page-id order. Takes each shard mutex in turn; no latch.
+    /// in page-id order: an equal share of `want` from every shard, each
+    /// share the first such pages from that shard's hand on (the pages its
+    /// evictors reach next, which skip them while dirty). Takes each shard
+    /// mutex in turn; no latch.
     pub(super) fn dirty_candidates<'a>(&self, want: usize, latch_of: impl Fn(PageId) -> Latch<'a>) -> Vec<PageId> {
-        let mut found = Vec::new();
+        let share = want.div_ceil(RESIDENT_SHARDS);
+        let mut found = Vec::with_capacity(share * RESIDENT_SHARDS);
         for shard in self.shards.iter() {
             let set = shard.0.lock();
-            // Start at the hand: those are the pages it reaches first.
-            let (after, before) = set.pids.split_at(set.hand.min(set.pids.len()));
-            for &pid in before.iter().chain(after) {
+            let (behind, ahead) = set.pids.split_at(set.hand.min(set.pids.len()));
+            let first = found.len();
+            for &pid in ahead.iter().chain(behind) {
                 let word = latch_of(pid).peek();
                 if word & DIRTY != 0 && state(word) == MARKED {
                     found.push(pid);
-                    if found.len() >= want {
+                    if found.len() - first >= share {
                         break;
                     }
                 }
-            }
-            if found.len() >= want {
-                break;
             }
         }
         found.sort_unstable();
@@ -156,8 +166,10 @@ impl Resident {
     /// resident until `evicted` (so concurrent loaders see the frames that
     /// are not free yet and evict for themselves rather than touch fresh
     /// frames).
-    /// Each shard's hand walks at most two rounds of its shard.
-    fn choose_victims<'a>(&self, want: usize, latch_of: impl Fn(PageId) -> Latch<'a>) -> Vec<PageId> {
+    /// Each shard's hand walks at most two rounds of its shard. Dirty
+    /// MARKED pages are passed while `skips` (counting down) lasts; the
+    /// caller reads how many were passed from it.
+    fn choose_victims<'a>(&self, want: usize, skips: &mut usize, latch_of: impl Fn(PageId) -> Latch<'a>) -> Vec<PageId> {
         let mut victims = Vec::with_capacity(want);
         // Relaxed: only spreads evictors over shards.
         let start = self.next_shard.fetch_add(1, Ordering::Relaxed);
@@ -171,7 +183,7 @@ impl Resident {
                 let shard = &self.shards[(start + step) % RESIDENT_SHARDS];
                 let set = if pass == 0 { shard.0.try_lock() } else { Some(shard.0.lock()) };
                 let Some(mut set) = set else { continue };
-                set.walk(want, &mut victims, &latch_of);
+                set.walk(want, &mut victims, skips, &latch_of);
             }
             if !victims.is_empty() {
                 break;
@@ -182,8 +194,16 @@ impl Resident {
 }
 
 impl ShardSet {
-    /// The clock in one shard: at most two rounds.
-    fn walk<'a>(&mut self, want: usize, victims: &mut Vec<PageId>, latch_of: &impl Fn(PageId) -> Latch<'a>) {
+    /// The clock in one shard: at most two rounds. A dirty MARKED page is
+    /// passed (left MARKED, for the cleaner) while `skips` is not zero,
+    /// which counts it down.
+    fn walk<'a>(
+        &mut self,
+        want: usize,
+        victims: &mut Vec<PageId>,
+        skips: &mut usize,
+        latch_of: &impl Fn(PageId) -> Latch<'a>,
+    ) {
         let steps_max = 2 * self.pids.len() + 1;
         let mut steps = 0;
         while victims.len() < want && !self.pids.is_empty() && steps < steps_max {
@@ -194,7 +214,13 @@ impl ShardSet {
             let hand = self.hand;
             let pid = self.pids[hand];
             let latch = latch_of(pid);
-            match state(latch.peek()) {
+            let word = latch.peek();
+            if state(word) == MARKED && word & DIRTY != 0 && *skips > 0 {
+                *skips -= 1;
+                self.hand += 1;
+                continue;
+            }
+            match state(word) {
                 UNLOCKED => {
                     latch.try_mark();
                     self.hand += 1;
@@ -234,7 +260,10 @@ impl PoolCore {
         // checkpoint's write-back pass cannot see them, so it waits for
         // this guard before it syncs (`write_dirty`).
         let _in_flight = self.evicting.read();
-        let victims = self.resident.choose_victims(want.max(batch), |pid| self.latch(pid));
+        let want = want.max(batch);
+        let skips_max = want * DIRTY_SKIPS_PER_VICTIM;
+        let mut skips = skips_max;
+        let victims = self.resident.choose_victims(want, &mut skips, |pid| self.latch(pid));
         let mut first_error = None;
         let mut freed = Vec::with_capacity(victims.len());
         let mut dirty_seen = false;
@@ -254,8 +283,8 @@ impl PoolCore {
             freed.push(self.frame_index(pid));
             latch.unlock_evicted();
         }
-        if dirty_seen {
-            // The cleaner fell behind: wake it.
+        if dirty_seen || skips < skips_max {
+            // Dirty pages are next in line: wake the cleaner.
             self.cleaner.request();
         }
         // Free list first, count second: a loader that sees room under the

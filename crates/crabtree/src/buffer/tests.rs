@@ -355,6 +355,64 @@ fn readers_that_evict_dirty_pages_are_counted_and_the_cleaner_cleans_victims() {
     assert_eq!(pool.stats().dirty_evictions, after.dirty_evictions);
 }
 
+/// Evictors take clean MARKED pages before dirty ones (which they leave to
+/// the cleaner), so a reader that needs a frame does not wait for a write
+/// while clean victims exist.
+#[test]
+fn eviction_passes_dirty_pages_while_clean_ones_are_next() {
+    let pool = BufferPool::create(Arc::new(MemStorage::new()), opts(64)).unwrap();
+    pool.cleaner.set_paused(true);
+    let pids: Vec<PageId> = (0..64).map(|tag| new_leaf(&pool, tag)).collect();
+    pool.flush().unwrap();
+    // Every shard (`pid % 16`) gets clean and dirty pages, alternating in
+    // its clock order.
+    let dirty: Vec<PageId> = pids.iter().copied().filter(|pid| (pid.0 / 16) % 2 == 1).collect();
+    for &pid in &dirty {
+        let mut page = pool.exclusive(pid).unwrap();
+        page.page_mut().write_u64(200, 7);
+    }
+    for pid in pool.resident.snapshot() {
+        pool.latch(pid).try_mark();
+    }
+    let before = pool.stats();
+    let clean_marked = pids.len() - dirty.len();
+    for tag in 0..(clean_marked / 2) as u64 {
+        new_leaf(&pool, 1000 + tag);
+    }
+    let after = pool.stats();
+    assert!(after.evictions > before.evictions, "{after:?}");
+    assert_eq!(after.dirty_evictions, before.dirty_evictions, "a dirty page was evicted while clean ones were marked: {after:?}");
+    assert!(dirty.iter().all(|&pid| pool.latch(pid).is_resident() && pool.latch(pid).is_dirty()));
+    // With nothing clean left, eviction still goes on: it takes dirty pages.
+    for tag in 0..64 {
+        new_leaf(&pool, 2000 + tag);
+    }
+    assert!(pool.stats().dirty_evictions > after.dirty_evictions, "{:?}", pool.stats());
+}
+
+/// The cleaner's round takes a share from every shard's hand, not the
+/// first shards' dirty pages only (evictors of every shard pass dirty
+/// pages and wait for it).
+#[test]
+fn the_cleaner_takes_dirty_candidates_from_every_shard() {
+    let pool = BufferPool::create(Arc::new(MemStorage::new()), opts(512)).unwrap();
+    pool.cleaner.set_paused(true);
+    for tag in 0..400 {
+        new_leaf(&pool, tag);
+    }
+    for pid in pool.resident.snapshot() {
+        pool.latch(pid).try_mark();
+    }
+    let found = pool.resident.dirty_candidates(64, |pid| pool.latch(pid));
+    assert_eq!(found.len(), 64);
+    let mut per_shard = [0usize; crate::limits::RESIDENT_SHARDS];
+    for pid in &found {
+        per_shard[(pid.0 % per_shard.len() as u64) as usize] += 1;
+    }
+    assert!(per_shard.iter().all(|&n| n == 64 / per_shard.len()), "{per_shard:?}");
+    assert!(found.windows(2).all(|pair| pair[0] < pair[1]), "in page-id order");
+}
+
 #[test]
 fn frames_are_recycled_before_fresh_ones_are_touched() {
     use super::frames::Frames;
