@@ -58,7 +58,7 @@ use super::latch::{DIRTY, Latch, MARKED, UNLOCKED, state};
 use super::pool::PoolCore;
 use crate::Result;
 use crate::ids::PageId;
-use crate::limits::{DIRTY_SKIPS_PER_VICTIM, EVICT_BATCH_MAX, RESIDENT_SHARDS};
+use crate::limits::{CLEANER_LOOKAHEAD, DIRTY_SKIPS_PER_VICTIM, EVICT_BATCH_MAX, RESIDENT_SHARDS};
 use crate::sync::{AtomicUsize, Mutex, Ordering};
 
 /// The set of resident pages with the clock hands.
@@ -138,8 +138,10 @@ impl Resident {
     /// passed them once and nobody touched them since: the next victims),
     /// in page-id order: an equal share of `want` from every shard, each
     /// share the first such pages from that shard's hand on (the pages its
-    /// evictors reach next, which skip them while dirty). Takes each shard
-    /// mutex in turn; no latch.
+    /// evictors reach next, which skip them while dirty), looking no
+    /// further than `CLEANER_LOOKAHEAD` times the share past the hand: a
+    /// page cleaned long before the hand comes is likely written again
+    /// first. Takes each shard mutex in turn; no latch.
     pub(super) fn dirty_candidates<'a>(&self, want: usize, latch_of: impl Fn(PageId) -> Latch<'a>) -> Vec<PageId> {
         let share = want.div_ceil(RESIDENT_SHARDS);
         let mut found = Vec::with_capacity(share * RESIDENT_SHARDS);
@@ -147,7 +149,7 @@ impl Resident {
             let set = shard.0.lock();
             let (behind, ahead) = set.pids.split_at(set.hand.min(set.pids.len()));
             let first = found.len();
-            for &pid in ahead.iter().chain(behind) {
+            for &pid in ahead.iter().chain(behind).take(share * CLEANER_LOOKAHEAD) {
                 let word = latch_of(pid).peek();
                 if word & DIRTY != 0 && state(word) == MARKED {
                     found.push(pid);
@@ -169,7 +171,12 @@ impl Resident {
     /// Each shard's hand walks at most two rounds of its shard. Dirty
     /// MARKED pages are passed while `skips` (counting down) lasts; the
     /// caller reads how many were passed from it.
-    fn choose_victims<'a>(&self, want: usize, skips: &mut usize, latch_of: impl Fn(PageId) -> Latch<'a>) -> Vec<PageId> {
+    fn choose_victims<'a>(
+        &self,
+        want: usize,
+        skips: &mut usize,
+        latch_of: impl Fn(PageId) -> Latch<'a>,
+    ) -> Vec<PageId> {
         let mut victims = Vec::with_capacity(want);
         // Relaxed: only spreads evictors over shards.
         let start = self.next_shard.fetch_add(1, Ordering::Relaxed);

@@ -381,7 +381,10 @@ fn eviction_passes_dirty_pages_while_clean_ones_are_next() {
     }
     let after = pool.stats();
     assert!(after.evictions > before.evictions, "{after:?}");
-    assert_eq!(after.dirty_evictions, before.dirty_evictions, "a dirty page was evicted while clean ones were marked: {after:?}");
+    assert_eq!(
+        after.dirty_evictions, before.dirty_evictions,
+        "a dirty page was evicted while clean ones were marked: {after:?}"
+    );
     assert!(dirty.iter().all(|&pid| pool.latch(pid).is_resident() && pool.latch(pid).is_dirty()));
     // With nothing clean left, eviction still goes on: it takes dirty pages.
     for tag in 0..64 {
@@ -411,6 +414,39 @@ fn the_cleaner_takes_dirty_candidates_from_every_shard() {
     }
     assert!(per_shard.iter().all(|&n| n == 64 / per_shard.len()), "{per_shard:?}");
     assert!(found.windows(2).all(|pair| pair[0] < pair[1]), "in page-id order");
+}
+
+/// The cleaner looks only a little way past each hand: a dirty page the
+/// hand reaches late is left for later (it would likely be written again
+/// before its eviction).
+#[test]
+fn the_cleaner_leaves_dirty_pages_far_from_the_hand() {
+    let pool = BufferPool::create(Arc::new(MemStorage::new()), opts(512)).unwrap();
+    pool.cleaner.set_paused(true);
+    let shards = crate::limits::RESIDENT_SHARDS as u64;
+    // 25 pages per shard, in allocation order: the order of its clock,
+    // whose hand is at the start (nothing was evicted).
+    let pids: Vec<PageId> = (0..400).map(|tag| new_leaf(&pool, tag)).collect();
+    pool.flush().unwrap();
+    let position = |pid: PageId| pids.iter().filter(|p| p.0 % shards == pid.0 % shards && p.0 < pid.0).count();
+    let share = 64 / shards as usize;
+    let lookahead = share * crate::limits::CLEANER_LOOKAHEAD;
+    let far: Vec<PageId> = pids.iter().copied().filter(|&pid| position(pid) >= lookahead).collect();
+    assert!(!far.is_empty());
+    for &pid in &far {
+        pool.exclusive(pid).unwrap().page_mut().write_u64(200, 1);
+    }
+    for pid in pool.resident.snapshot() {
+        pool.latch(pid).try_mark();
+    }
+    assert_eq!(pool.resident.dirty_candidates(64, |pid| pool.latch(pid)), vec![]);
+    // Dirty pages near the hands are found.
+    let near: Vec<PageId> = pids.iter().copied().filter(|&pid| position(pid) == 1).collect();
+    for &pid in &near {
+        pool.exclusive(pid).unwrap().page_mut().write_u64(200, 1);
+        pool.latch(pid).try_mark();
+    }
+    assert_eq!(pool.resident.dirty_candidates(64, |pid| pool.latch(pid)), near);
 }
 
 #[test]
