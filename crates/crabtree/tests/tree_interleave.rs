@@ -392,3 +392,52 @@ fn an_error_writing_the_right_half_changes_and_leaks_nothing() {
         check(&tree, &model, &format!("right half error, {loaded} keys loaded"));
     }
 }
+
+/// The iterator's resume (`btree/read.rs`): a scan paused after it found
+/// the leaf its last batch ended in unchanged, but before it reads that
+/// leaf's right link, while every key of that leaf and of the leaves after
+/// it is removed (the leaves are deleted) and new keys reuse their pages.
+/// Resumed, it must see its leaf changed and descend again: the rest of
+/// the scan is exactly the keys above the last one it returned.
+#[test]
+fn a_scan_paused_between_its_resume_check_and_its_step_right() {
+    let _serial = serial();
+    let _watchdog = common::Watchdog::arm("scan resume", 0, Duration::from_secs(120));
+    let tree = Arc::new(new_tree(4096));
+    let mut model = load(&tree, 400);
+    let first_leaf = *tree.path_to(&key(GAP)).unwrap().last().unwrap();
+    let (pause, _) = pause_thread("read.resumed", "scanner");
+    let scanner = {
+        let tree = Arc::clone(&tree);
+        std::thread::Builder::new()
+            .name("scanner".into())
+            .spawn(move || tree.range::<&[u8], _>(..).map(|entry| number(&entry.unwrap().0)).collect::<Vec<u64>>())
+            .unwrap()
+    };
+    assert!(pause.wait_parked(PARK_TIMEOUT), "the scan never resumed at a leaf");
+    // The scanner has returned its first batch (the first leaf, a few
+    // keys): remove the first 100 keys, so its leaf and the next ones empty
+    // and are deleted, then add keys at the end that take the freed pages.
+    let doomed: Vec<u64> = model.keys().copied().take(100).collect();
+    for n in &doomed {
+        assert!(tree.remove(&key(*n)).unwrap().is_some());
+        model.remove(n);
+    }
+    assert!(info(&tree, first_leaf).flags & FLAG_DELETED != 0, "precondition: the first leaf was deleted");
+    for i in 0..300 {
+        let n = 401 * GAP + i;
+        tree.insert(&key(n), &value(n)).unwrap();
+        model.insert(n, value(n));
+    }
+    pause.resume();
+    let seen = scanner.join().unwrap();
+    // A prefix of the removed keys (the batch before the pause), then
+    // exactly what is there now above the last of them.
+    let first: Vec<u64> = seen.iter().copied().take_while(|n| doomed.contains(n)).collect();
+    assert!(!first.is_empty() && first.len() < doomed.len(), "precondition: paused after a first batch: {first:?}");
+    assert_eq!(first, doomed[..first.len()], "the first batch");
+    let last = *first.last().unwrap();
+    let rest: Vec<u64> = model.keys().copied().filter(|&n| n > last).collect();
+    assert_eq!(seen[first.len()..], rest[..], "after the resume");
+    check(&tree, &model, "after the paused scan");
+}

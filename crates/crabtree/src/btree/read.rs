@@ -292,6 +292,10 @@ impl BTree {
             Some(guard) => {
                 #[cfg(test)]
                 RESUMED.with(|count| count.set(count.get() + 1));
+                // Between the check that the leaf is unchanged and the
+                // reads of its links: what follows validates against the
+                // old word, so a change made here is a restart.
+                failpoint!("read.resumed", ignore);
                 (ReadGuard::Optimistic(guard), false)
             }
             None => (self.descend(target, 0, None, pessimistic)?, true),
