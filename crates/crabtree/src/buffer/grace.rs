@@ -260,7 +260,12 @@ pub(super) fn try_advance() {
     if pending.is_none() {
         // SeqCst: the fetch_add is ordered before `Fa` (module doc).
         let generation = GEN.fetch_add(1, Ordering::SeqCst);
-        if rustix::thread::membarrier(rustix::thread::MembarrierCommand::PrivateExpedited).is_err() {
+        // Tests make the call fail here (`grace.membarrier`).
+        #[cfg(feature = "failpoints")]
+        let injected = crate::failpoint::hit("grace.membarrier").is_err();
+        #[cfg(not(feature = "failpoints"))]
+        let injected = false;
+        if injected || rustix::thread::membarrier(rustix::thread::MembarrierCommand::PrivateExpedited).is_err() {
             // Registered, so this should not fail; if it does, no frame
             // becomes safe (loads keep copying).
             return;
