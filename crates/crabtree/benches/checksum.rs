@@ -19,7 +19,8 @@ const SLICES: usize = 10;
 const SPREAD_BYTES: usize = 256 << 20;
 
 /// Nanoseconds per call of `crc` over `count` pages of `size` bytes of
-/// `data` (page `i` at `offset(i)`), run in `SLICES` slices.
+/// `data` (page `i` at `offset(i)`): one slice (the caller alternates
+/// `SLICES` of them between the two implementations).
 fn time(data: &[u8], size: usize, count: usize, offset: &impl Fn(usize) -> usize, crc: &impl Fn(&[u8]) -> u32) -> f64 {
     let start = Instant::now();
     let mut acc = 0u32;
