@@ -32,8 +32,9 @@
 //! `CRABTREE_BENCH_WORKLOADS` (comma list of name prefixes; `get$` names
 //! the uniform get cell alone) narrows a run.
 //!
-//! Before the pool is shrunk, `get x1` and `get x2` also run with every
-//! page resident: the in-memory ceiling of the same reads. A second table
+//! Before the pool is shrunk, `get x1`, `get x2` and `get xN` for each N
+//! up to the machine's cores also run with every page resident: the
+//! in-memory ceiling of the same reads. A second table
 //! puts each get cell against a model of a pool that costs nothing beyond
 //! the `pread` itself: the in-memory get plus one raw `pread` per page the
 //! pool loaded in that cell (its pages loaded per get), so it separates
@@ -271,7 +272,7 @@ fn direct_against_copy(
 
 /// Bulk-loads the file; returns its size and the in-memory get rates with
 /// 1 and 2 threads.
-fn build(path: &Path, keys: u64, secs: f64) -> (u64, [f64; 2]) {
+fn build(path: &Path, keys: u64, secs: f64, threads: &[usize]) -> (u64, Vec<(usize, f64)>) {
     let big = PoolOptions { page_size: PAGE_SIZE, pool_bytes: 1 << 30, max_pages: 1 << 22 };
     let pool = BufferPool::create(Arc::new(FileStorage::open(path, true).expect("create file")), big).expect("pool");
     let tree = BTree::create(Arc::new(pool)).expect("tree");
@@ -285,13 +286,30 @@ fn build(path: &Path, keys: u64, secs: f64) -> (u64, [f64; 2]) {
         let found = tree.get(&key(i)).expect("get").expect("key present");
         assert_eq!(found[..8], i.to_le_bytes());
     };
-    let mut in_memory = [0.0; 2];
-    for n in [1, 2] {
+    let mut in_memory = Vec::new();
+    for n in in_memory_threads(threads) {
         let cell = timed(n, secs, get);
         println!("in memory (every page resident): get x{n} {:.0}/s, p99 {:?}", cell.ops, cell.p99);
-        in_memory[n - 1] = cell.ops;
+        in_memory.push((n, cell.ops));
     }
     (std::fs::metadata(path).expect("stat").len(), in_memory)
+}
+
+/// The thread counts of the in-memory ceiling: 1, 2 and each count of
+/// `threads` up to the machine's cores (more threads than cores cannot
+/// read faster from memory than the cores do).
+fn in_memory_threads(threads: &[usize]) -> Vec<usize> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut list: Vec<usize> = [1, 2].iter().chain(threads).map(|&n| n.clamp(1, cores.max(1))).collect();
+    list.sort_unstable();
+    list.dedup();
+    list
+}
+
+/// The in-memory ceiling for `threads` readers: the measured count nearest
+/// below it (the cores' count for more threads than cores).
+fn ceiling(in_memory: &[(usize, f64)], threads: usize) -> f64 {
+    in_memory.iter().rev().find(|(n, _)| *n <= threads).or(in_memory.first()).map_or(f64::NAN, |c| c.1)
 }
 
 /// Inserts every key once, in a spread order, into two new trees on new
@@ -350,7 +368,7 @@ fn main() {
     }
     .expect("temp dir");
     let path = dir.path().join("oom.crab");
-    let (file_bytes, in_memory) = build(&path, keys, secs);
+    let (file_bytes, in_memory) = build(&path, keys, secs, &threads);
     let pool_bytes = (file_bytes / ratio) as usize;
     let opts = PoolOptions { page_size: PAGE_SIZE, pool_bytes, max_pages: 1 << 22 };
     if workload_on("insert") {
@@ -459,8 +477,8 @@ fn main() {
         );
     }
     // What a pool with no cost beyond the `pread` itself would do: each get
-    // is the in-memory get (every page resident, same thread count; 2 for
-    // more threads, as the machine's cores are what limit them) plus one
+    // is the in-memory get (every page resident, same thread count; the
+    // cores' count for more threads, as the cores are what limit them) plus one
     // raw `pread` per page the pool loaded. The in-memory get pays cache
     // misses on its leaf that a get which just loaded its leaf does not,
     // so the model is a slightly low ceiling, not an exact one.
@@ -474,7 +492,7 @@ fn main() {
             continue;
         }
         let threads: usize = name.rsplit(" x").next().and_then(|n| n.parse().ok()).unwrap_or(1);
-        let memory = in_memory[threads.clamp(1, 2) - 1];
+        let memory = ceiling(&in_memory, threads);
         let loads = median(ours.iter().map(|c| c.loads_per_op).collect());
         let pread = median(base.iter().map(|c| c.ops).collect());
         let model = 1.0 / (1.0 / memory + loads / pread);

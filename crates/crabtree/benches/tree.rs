@@ -19,9 +19,11 @@
 //! * `insert x1`: one thread inserts every key, random order, into an empty
 //!   structure (once per round, each into a fresh structure; the last build
 //!   is the data set for the rest);
-//! * `get xN`: N threads look up random keys (N = 1, 2, 8);
-//! * `get xN + 1 writer`: the same while one more thread keeps replacing the
-//!   values of random keys (scc has no in-place update: remove + insert);
+//! * `get xN`: N threads look up random keys (N = 1, 2, 8, or the comma
+//!   list in `CRABTREE_BENCH_THREADS`);
+//! * `get xN + 1 writer`: the same for each N >= 2 while one more thread
+//!   keeps replacing the values of random keys (scc has no in-place update:
+//!   remove + insert);
 //! * `scan100 x1`: one thread reads the 100 entries from a random key on;
 //! * crabtree only: `bulk_load` of every entry in key order vs inserting
 //!   them one by one in key order, each into a fresh tree.
@@ -170,6 +172,8 @@ struct Config {
     rounds: usize,
     engines: Option<Vec<String>>,
     workloads: Option<Vec<String>>,
+    /// Reader thread counts of the `get xN` cells.
+    threads: Vec<usize>,
 }
 
 fn env_list(name: &str) -> Option<Vec<String>> {
@@ -191,6 +195,13 @@ impl Config {
             rounds: env_parse("CRABTREE_BENCH_ROUNDS", 3usize).max(1),
             engines: env_list("CRABTREE_BENCH_ENGINES"),
             workloads: env_list("CRABTREE_BENCH_WORKLOADS"),
+            threads: env_list("CRABTREE_BENCH_THREADS").map_or_else(
+                || vec![1, 2, 8],
+                |list| {
+                    let parse = |t: &String| t.parse().unwrap_or_else(|_| panic!("CRABTREE_BENCH_THREADS: {t}?"));
+                    list.iter().map(parse).collect()
+                },
+            ),
         }
     }
 
@@ -364,12 +375,12 @@ struct Row {
     note: String,
 }
 
-fn timed_workloads() -> Vec<(String, usize, bool, bool)> {
+fn timed_workloads(threads: &[usize]) -> Vec<(String, usize, bool, bool)> {
     let mut list = Vec::new();
-    for threads in [1, 2, 8] {
+    for &threads in threads {
         list.push((format!("get x{threads}"), threads, false, false));
     }
-    for threads in [2, 8] {
+    for &threads in threads.iter().filter(|&&t| t >= 2) {
         list.push((format!("get x{threads} + 1 writer"), threads, true, false));
     }
     list.push(("scan100 x1".to_string(), 1, false, true));
@@ -379,7 +390,7 @@ fn timed_workloads() -> Vec<(String, usize, bool, bool)> {
 /// Runs every timed workload; in each round the engines alternate in
 /// `SLICES` stretches, so a ratio compares measurements taken together.
 fn run_timed(config: &Config, engines: &[Option<&dyn Engine>], data: &Data, rows: &mut Vec<Row>) {
-    for (name, threads, writer, scan) in timed_workloads() {
+    for (name, threads, writer, scan) in timed_workloads(&config.threads) {
         if !config.workload_on(&name) {
             continue;
         }

@@ -4,7 +4,8 @@
 //! `CRABTREE_BENCH_KEYS` keys (default 100,000) of 16 bytes with 100-byte
 //! values, a database file in a temporary directory (4 KiB pages, a memory
 //! budget that holds it all):
-//! * `commit wN xT (mode)`: T threads (1, 2, 8, 32) each commit transactions
+//! * `commit wN xT (mode)`: T threads (1, 2, 8, 32, or the comma list in
+//!   `CRABTREE_BENCH_THREADS`) each commit transactions
 //!   of N random puts (N = 1, 10), under `Immediate` (`commit`) and
 //!   `Eventual` (`commit_eventual`, tickets dropped); commits/s, conflicts
 //!   retried.
@@ -179,6 +180,10 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
+    let commit_threads: Vec<usize> = std::env::var("CRABTREE_BENCH_THREADS").map_or_else(
+        |_| vec![1, 2, 8, 32],
+        |list| list.split(',').map(|t| t.trim().parse().expect("CRABTREE_BENCH_THREADS: thread counts")).collect(),
+    );
     let modes = if wanted("commit") {
         &[("Immediate", Durability::Immediate, false), ("Eventual", Durability::Eventual, true)][..]
     } else {
@@ -186,7 +191,7 @@ fn main() {
     };
     for &(mode, durability, eventual) in modes {
         for writes in [1usize, 10] {
-            for threads in [1usize, 2, 8, 32] {
+            for &threads in &commit_threads {
                 let db = open(&dir, &format!("commit-{mode}-{writes}-{threads}.crab"), durability);
                 load(&db, keys);
                 let conflicts = AtomicU64::new(0);
