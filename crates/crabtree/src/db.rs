@@ -73,14 +73,36 @@ struct StoreCommitLog {
 /// Commits appended and not yet applied, for the retain hook. Shared with
 /// the hook without the store, so a checkpoint never holds the last
 /// reference to the database (whose drop joins the checkpointer).
+///
+/// Sharded by committing thread: a record is registered, re-keyed and
+/// removed in its committer's shard (`applied` looks in the others only if
+/// called from another thread), so each record stays in one shard for its
+/// whole life and commits on different threads take different locks (one
+/// lock, taken three times per commit, was shared by every committer).
 struct InFlight {
-    /// Key -> a lower bound of the start LSN of each commit record being
-    /// appended or not yet applied. The key is the record's end LSN once
-    /// appended, a ticket with the top bit set while it is appended.
-    records: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
+    shards: Box<[InFlightShard]>,
     /// Tickets for commits being appended.
     tickets: std::sync::atomic::AtomicU64,
     wal: Arc<crate::wal::Wal>,
+}
+
+/// Key -> a lower bound of the start LSN of each commit record being
+/// appended or not yet applied. The key is the record's end LSN once
+/// appended, a ticket with the top bit set while it is appended. On its
+/// own cache line.
+#[repr(align(128))]
+#[derive(Default)]
+struct InFlightShard(parking_lot::Mutex<std::collections::HashMap<u64, u64>>);
+
+/// Shards of [`InFlight`].
+const IN_FLIGHT_SHARDS: usize = 16;
+
+/// Where threads' home shards of [`InFlight`] start.
+static NEXT_IN_FLIGHT_SHARD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's shard of [`InFlight`].
+    static IN_FLIGHT_HOME: usize = NEXT_IN_FLIGHT_SHARD.fetch_add(1, Ordering::Relaxed) % IN_FLIGHT_SHARDS;
 }
 
 /// The top bit marks an `InFlight` key as a ticket (LSNs never reach it).
@@ -88,16 +110,51 @@ const TICKET_BIT: u64 = 1 << 63;
 
 impl InFlight {
     fn new(wal: Arc<crate::wal::Wal>) -> InFlight {
-        InFlight { records: Default::default(), tickets: std::sync::atomic::AtomicU64::new(0), wal }
+        let shards = (0..IN_FLIGHT_SHARDS).map(|_| InFlightShard::default()).collect();
+        InFlight { shards, tickets: std::sync::atomic::AtomicU64::new(0), wal }
+    }
+
+    /// The calling thread's shard.
+    fn home(&self) -> &parking_lot::Mutex<std::collections::HashMap<u64, u64>> {
+        &self.shards[IN_FLIGHT_HOME.with(|home| *home)].0
     }
 
     /// Where the log must be kept from: the oldest in-flight commit record,
     /// or (none) the log's end now, which every later commit is past.
+    ///
+    /// The log's end is read before the shards: a record registered in a
+    /// shard after the scan passed it read the end later, so it starts at
+    /// or past the value returned; one registered before is found, since
+    /// it never leaves its shard until applied.
     fn retain(&self) -> Lsn {
-        let records = self.records.lock();
-        match records.values().min() {
-            Some(&start) => Lsn(start),
-            None => self.wal.end_lsn(),
+        let end = self.wal.end_lsn();
+        let mut oldest = end.0;
+        for shard in self.shards.iter() {
+            if let Some(&start) = shard.0.lock().values().min() {
+                oldest = oldest.min(start);
+            }
+            failpoint!("in_flight.retain_shard", ignore);
+        }
+        Lsn(oldest)
+    }
+
+    /// Forgets every record (recovery's, once re-applied).
+    fn clear(&self) {
+        for shard in self.shards.iter() {
+            shard.0.lock().clear();
+        }
+    }
+
+    /// Removes the record ending at `lsn`: from this thread's shard, where
+    /// its committer registered it, else from whichever holds it.
+    fn remove(&self, lsn: Lsn) {
+        if self.home().lock().remove(&lsn.0).is_some() {
+            return;
+        }
+        for shard in self.shards.iter() {
+            if shard.0.lock().remove(&lsn.0).is_some() {
+                return;
+            }
         }
     }
 }
@@ -111,17 +168,15 @@ impl CommitLog for StoreCommitLog {
         // slot 7 (saved by every checkpoint) is raised before the commit
         // leaves the registry, so it covers every commit the hook lets go.
         let ticket = TICKET_BIT | self.in_flight.tickets.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut records = self.in_flight.records.lock();
-            records.insert(ticket, self.store.wal().end_lsn().0);
-        }
+        let home = self.in_flight.home();
+        home.lock().insert(ticket, self.store.wal().end_lsn().0);
         let appended = self.store.append_commit(record);
         if appended.is_ok()
             && let Some(ts) = record.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)
         {
             self.store.pool().raise_root_value(LAST_TS_SLOT, ts);
         }
-        let mut records = self.in_flight.records.lock();
+        let mut records = home.lock();
         let start = records.remove(&ticket);
         let end = appended?;
         if let Some(start) = start {
@@ -130,7 +185,7 @@ impl CommitLog for StoreCommitLog {
         Ok(end)
     }
     fn applied(&self, lsn: Lsn) {
-        self.in_flight.records.lock().remove(&lsn.0);
+        self.in_flight.remove(lsn);
     }
     fn wait_durable(&self, lsn: Lsn) -> Result<()> {
         self.store.wait_durable(lsn)
@@ -651,7 +706,7 @@ impl Inner {
         // open's close takes) keeps their records.
         let in_flight = Arc::new(InFlight::new(Arc::clone(store.wal())));
         {
-            let mut records = in_flight.records.lock();
+            let mut records = in_flight.home().lock();
             for commit in &commits {
                 records.insert(commit.end.0, commit.start.0);
             }
@@ -666,7 +721,7 @@ impl Inner {
             })?;
             last_ts = last_ts.max(ts);
         }
-        in_flight.records.lock().clear();
+        in_flight.clear();
         tree.pool().raise_root_value(LAST_TS_SLOT, last_ts);
         let log = Arc::new(StoreCommitLog { store, in_flight });
         let (notifier, thread) = Notifier::spawn(Arc::clone(&log) as Arc<dyn CommitLog>)?;
@@ -728,4 +783,74 @@ fn spawn_vacuum(inner: std::sync::Weak<Inner>, interval: Duration) -> Result<Wor
         }
     })?;
     Ok(Worker { stop, thread: Some(thread) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::{CrashModel, SimDir};
+    use crate::wal::{RecordType, Wal, WalOptions};
+
+    fn in_flight() -> InFlight {
+        let dir: Arc<dyn Dir> = Arc::new(SimDir::new(1, CrashModel::default()));
+        let (wal, _) = Wal::open(dir, WalOptions::default(), |_, _, _| Ok(())).unwrap();
+        InFlight::new(Arc::new(wal))
+    }
+
+    #[test]
+    fn retain_sees_the_oldest_record_of_any_thread_and_remove_finds_it_from_another() {
+        let in_flight = Arc::new(in_flight());
+        let wal = Arc::clone(&in_flight.wal);
+        wal.append(RecordType::COMMIT, &[1; 100]).unwrap();
+        let before = wal.end_lsn();
+        assert_eq!(in_flight.retain(), before, "nothing in flight: the log's end");
+        // Threads register in their own shards (16 threads: every shard).
+        let starts: Vec<u64> = (0..IN_FLIGHT_SHARDS as u64)
+            .map(|i| {
+                let in_flight = Arc::clone(&in_flight);
+                std::thread::spawn(move || {
+                    let start = in_flight.wal.append(RecordType::COMMIT, &[2; 64]).unwrap().0 - 5;
+                    in_flight.home().lock().insert(start + 5 + i, start);
+                    start
+                })
+                .join()
+                .unwrap()
+            })
+            .collect();
+        let shards_used = in_flight.shards.iter().filter(|s| !s.0.lock().is_empty()).count();
+        assert!(shards_used > 1, "records spread over shards");
+        assert_eq!(in_flight.retain(), Lsn(starts[0]), "the oldest record, whatever shard holds it");
+        // Removed from a thread that did not register them: found anyway.
+        for (i, &start) in starts.iter().enumerate() {
+            in_flight.remove(Lsn(start + 5 + i as u64));
+        }
+        assert!(in_flight.shards.iter().all(|s| s.0.lock().is_empty()));
+        assert_eq!(in_flight.retain(), wal.end_lsn());
+    }
+
+    /// A commit registers in a shard the scan already passed, and appends,
+    /// while `retain` scans the rest: the value returned must still keep
+    /// its record.
+    #[test]
+    #[cfg(feature = "failpoints")]
+    fn a_commit_registered_behind_the_scan_of_retain_is_kept() {
+        use crate::failpoint::Pause;
+        let in_flight = Arc::new(in_flight());
+        in_flight.wal.append(RecordType::COMMIT, &[1; 100]).unwrap();
+        let me = std::thread::current().id();
+        let pause = Pause::arm_for("in_flight.retain_shard", move |thread| thread.id() != me);
+        let scanner = {
+            let in_flight = Arc::clone(&in_flight);
+            std::thread::spawn(move || in_flight.retain())
+        };
+        assert!(pause.wait_parked(Duration::from_secs(10)), "retain never reached its scan");
+        // Shard 0 is scanned; a commit registers there and appends.
+        let start = in_flight.wal.end_lsn().0;
+        in_flight.shards[0].0.lock().insert(TICKET_BIT, start);
+        let end = in_flight.wal.append(RecordType::COMMIT, &[2; 64]).unwrap();
+        assert!(end.0 > start);
+        pause.resume();
+        let retained = scanner.join().unwrap();
+        assert!(retained.0 <= start, "retain returned {retained:?}, past the record starting at {start}");
+    }
 }

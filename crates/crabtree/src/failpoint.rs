@@ -61,6 +61,9 @@
 //! * `commit.before_apply`: a transaction's commit record is appended and
 //!   none of its versions applied (`mvcc`); an error stands for a crash
 //!   there.
+//! * `in_flight.retain_shard`: the retain hook of a database read the log's
+//!   end and one more shard of the registry of commits not yet applied
+//!   (`db`), holding no lock;
 //! * `mtr.append`: a mini-transaction is about to append its record, its
 //!   pages changed and latched; an error injected here poisons the log
 //!   first (it stands for a log that failed under the append);

@@ -49,6 +49,38 @@ pub fn unpark_all(key: &AtomicU64) {
     }
 }
 
+/// Like [`park`], waiting for `key` to reach `target`: the waiter carries
+/// `target` as its token, so [`unpark_up_to`] wakes only the waiters it
+/// satisfies.
+pub fn park_waiting_for(key: &AtomicU64, target: u64, should_park: impl FnOnce() -> bool) {
+    let addr = key as *const AtomicU64 as usize;
+    // A target beyond `usize` (32-bit targets only) saturates: such a
+    // waiter is woken by every call once the value passes `usize::MAX`,
+    // spuriously until its own target, which the caller re-checks.
+    let token = parking_lot_core::ParkToken(usize::try_from(target).unwrap_or(usize::MAX));
+    // SAFETY: as in `park`: the callback only loads atomics and cannot
+    // panic; the key is an address the caller owns for the call.
+    unsafe {
+        parking_lot_core::park(addr, should_park, || {}, |_, _| {}, token, None);
+    }
+}
+
+/// Wakes the threads parked on `key` by [`park_waiting_for`] whose target
+/// is at most `value`; the others stay parked.
+pub fn unpark_up_to(key: &AtomicU64, value: u64) {
+    let addr = key as *const AtomicU64 as usize;
+    let value = usize::try_from(value).unwrap_or(usize::MAX);
+    let filter = |token: parking_lot_core::ParkToken| {
+        if token.0 <= value { parking_lot_core::FilterOp::Unpark } else { parking_lot_core::FilterOp::Skip }
+    };
+    // SAFETY: the filter and callback run under the bucket lock; they only
+    // compare integers and return, and cannot panic. The key is the
+    // address waiters parked on.
+    unsafe {
+        parking_lot_core::unpark_filter(addr, filter, |_| parking_lot_core::DEFAULT_UNPARK_TOKEN);
+    }
+}
+
 /// A hint that the caller is spinning.
 pub fn spin_hint() {
     std::hint::spin_loop();
