@@ -235,26 +235,35 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
     }
 
+    /// A thread waiting for `ts`; its answer comes through the receiver.
+    fn waiter(oracle: &std::sync::Arc<Oracle>, ts: Ts) -> std::sync::mpsc::Receiver<bool> {
+        let (answer, receiver) = std::sync::mpsc::channel();
+        let oracle = std::sync::Arc::clone(oracle);
+        std::thread::spawn(move || answer.send(oracle.wait_visible(ts)).unwrap());
+        receiver
+    }
+
+    /// The waiter's answer; fails instead of hanging if it never comes.
+    fn answer(receiver: &std::sync::mpsc::Receiver<bool>) -> bool {
+        receiver.recv_timeout(Duration::from_secs(10)).expect("the waiter was never woken")
+    }
+
     #[test]
     fn a_finish_wakes_only_the_waiters_it_makes_visible() {
         let oracle = std::sync::Arc::new(Oracle::new(0));
         let (a, b, c) = (oracle.allocate(), oracle.allocate(), oracle.allocate());
-        let waiter = |ts: Ts| {
-            let oracle = std::sync::Arc::clone(&oracle);
-            std::thread::spawn(move || oracle.wait_visible(ts))
-        };
-        let (wait_b, wait_c) = (waiter(b), waiter(c));
+        let (wait_b, wait_c) = (waiter(&oracle, b), waiter(&oracle, c));
         until_waiting(&oracle, 2);
         oracle.finish(b);
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(oracle.wakeups.load(Ordering::SeqCst), 0, "a is in flight: the watermark did not move");
         oracle.finish(a);
-        assert!(wait_b.join().unwrap(), "the watermark reached b");
+        assert!(answer(&wait_b), "the watermark reached b");
         until_waiting(&oracle, 1);
         assert_eq!(oracle.wakeups.load(Ordering::SeqCst), 1, "c's waiter was not woken: the watermark is below c");
-        assert!(!wait_c.is_finished());
+        assert!(wait_c.try_recv().is_err(), "c's waiter still waits");
         oracle.finish(c);
-        assert!(wait_c.join().unwrap());
+        assert!(answer(&wait_c));
         assert_eq!(oracle.wakeups.load(Ordering::SeqCst), 2);
     }
 
@@ -262,13 +271,10 @@ mod tests {
     fn a_failure_wakes_the_waiters_past_it_to_give_up() {
         let oracle = std::sync::Arc::new(Oracle::new(0));
         let (a, b) = (oracle.allocate(), oracle.allocate());
-        let waiter = {
-            let oracle = std::sync::Arc::clone(&oracle);
-            std::thread::spawn(move || oracle.wait_visible(b))
-        };
+        let wait_b = waiter(&oracle, b);
         until_waiting(&oracle, 1);
         oracle.fail(a);
-        assert!(!waiter.join().unwrap(), "the watermark never passes a failed commit");
+        assert!(!answer(&wait_b), "the watermark never passes a failed commit");
     }
 
     /// Many threads finish in any order and each waits for its own
