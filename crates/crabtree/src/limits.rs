@@ -54,11 +54,13 @@ pub const DIRTY_SKIPS_PER_VICTIM: usize = 4;
 pub const CLEANER_LOOKAHEAD: usize = 4;
 /// Smallest pool budget whose frame array asks for transparent huge pages
 /// (2 MiB on x86-64): fewer TLB misses on the hit path (measured: tree
-/// bench `get x1`, `docs/BENCHMARKS.md`), but the memory touched grows in
-/// 2 MiB steps, which only a budget this large absorbs (at most ~3%; a
-/// 32 MiB pool with 32 threads measured 5 MiB over its budget with huge
-/// pages against 3 MiB without).
-pub const POOL_HUGE_PAGES_MIN_BYTES: usize = 64 << 20;
+/// bench `get x1`, `docs/BENCHMARKS.md`) and in a load's copy into its
+/// frame (larger-than-memory gets +2-5% with a 36 MiB pool), but the
+/// memory touched grows in 2 MiB steps: at most one step (6% of this
+/// size) beyond the frames touched (a 32 MiB pool with 32 threads
+/// measured 5.3 MiB over its budget with huge pages against 3.4 MiB
+/// without, `tests/pool_memory.rs`).
+pub const POOL_HUGE_PAGES_MIN_BYTES: usize = 32 << 20;
 /// Stacks of free frames in the buffer pool's frame array (each a mutex;
 /// a thread pushes and pops on its own first).
 pub const FRAME_FREE_SHARDS: usize = 16;
