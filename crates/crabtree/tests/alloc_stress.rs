@@ -18,6 +18,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 const PAGE: usize = 512;
+/// Threads, unless `CRABTREE_TEST_THREADS` says otherwise.
 const THREADS: usize = 8;
 
 fn ops_per_thread() -> usize {
@@ -57,8 +58,9 @@ fn allocation_is_unique_and_free_pages_are_reused() {
     let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
     let pool = BufferPool::create(storage.clone(), opts()).unwrap();
     let live = Mutex::new(Live { pages: HashSet::new(), peak: 0 });
+    let threads = common::threads(THREADS);
     std::thread::scope(|scope| {
-        for thread in 0..THREADS {
+        for thread in 0..threads {
             let (pool, live) = (&pool, &live);
             scope.spawn(move || {
                 let mut rng = fastrand::Rng::with_seed(thread as u64);
@@ -76,7 +78,7 @@ fn allocation_is_unique_and_free_pages_are_reused() {
     let peak = live.lock().peak;
     let grown = pool.page_count() - 1;
     eprintln!("pages {grown}, peak live {peak}, {:?}", pool.stats());
-    assert!(grown as usize <= peak + THREADS, "grew to {grown} pages with at most {peak} live");
+    assert!(grown as usize <= peak + threads, "grew to {grown} pages with at most {peak} live");
 
     // Sequentially: freeing k pages then allocating k must not grow.
     let count = pool.page_count();

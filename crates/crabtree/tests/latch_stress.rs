@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 const PAGE: usize = 4096;
 const BODY: usize = 32; // seed at 24, pattern from 32 to the last word
+/// Threads, unless `CRABTREE_TEST_THREADS` says otherwise.
 const THREADS: usize = 8;
 
 fn ops_per_thread() -> u64 {
@@ -76,7 +77,7 @@ fn readers_never_see_a_torn_page() {
     let validated = AtomicU64::new(0);
     let restarts = AtomicU64::new(0);
     std::thread::scope(|scope| {
-        for thread in 0..THREADS {
+        for thread in 0..common::threads(THREADS) {
             let (pool, pids, seeds, validated, restarts) = (&pool, &pids, &seeds, &validated, &restarts);
             scope.spawn(move || {
                 let mut rng = fastrand::Rng::with_seed(thread as u64);

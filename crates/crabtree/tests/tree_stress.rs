@@ -29,7 +29,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-const THREADS: u32 = 8;
+/// Writer-scanner threads, unless `CRABTREE_TEST_THREADS` says otherwise.
+const THREADS: usize = 8;
 const KEYS: u32 = 6000;
 const PAGE: usize = 512;
 const FRAMES: usize = 96;
@@ -61,6 +62,7 @@ fn value_key(value: &[u8]) -> u32 {
 struct Worker<'t> {
     tree: &'t BTree,
     thread: u32,
+    threads: u32,
     rng: fastrand::Rng,
     model: BTreeMap<u32, Vec<u8>>,
     version: u64,
@@ -68,7 +70,7 @@ struct Worker<'t> {
 
 impl Worker<'_> {
     fn own_key(&mut self) -> u32 {
-        self.rng.u32(..KEYS / THREADS) * THREADS + self.thread
+        self.rng.u32(..KEYS / self.threads) * self.threads + self.thread
     }
 
     fn step(&mut self) {
@@ -117,7 +119,7 @@ impl Worker<'_> {
             assert_eq!(key(index), k, "malformed key returned");
             assert!((start..end).contains(&index), "key {index} outside {start}..{end}");
             assert_eq!(value_key(&v), index, "value of key {index} names another key");
-            if index % THREADS == self.thread {
+            if index % self.threads == self.thread {
                 assert_eq!(Some(&v), self.model.get(&index), "own key {index} in scan (mode {mode})");
             }
         }
@@ -127,7 +129,7 @@ impl Worker<'_> {
             assert!(pair[0] < pair[1], "scan not strictly ordered: {:?} then {:?} (mode {mode})", pair[0], pair[1]);
         }
         let own_seen: Vec<u32> =
-            front.iter().map(|k| key_index(k)).filter(|index| index % THREADS == self.thread).collect();
+            front.iter().map(|k| key_index(k)).filter(|index| index % self.threads == self.thread).collect();
         let own_want: Vec<u32> = self.model.range(start..end).map(|(&k, _)| k).collect();
         assert_eq!(own_seen, own_want, "own keys in scan of {start}..{end} (mode {mode})");
     }
@@ -136,6 +138,7 @@ impl Worker<'_> {
 #[test]
 fn threads_write_own_keys_and_scan_everyone_s() {
     let seed = common::seed("tree_stress");
+    let threads = common::threads(THREADS) as u32;
     let duration = if common::long() { Duration::from_secs(120) } else { Duration::from_secs(6) };
     let _watchdog = common::Watchdog::arm("tree_stress", seed, duration + Duration::from_secs(60));
     let options = common::options(PAGE, FRAMES);
@@ -144,12 +147,12 @@ fn threads_write_own_keys_and_scan_everyone_s() {
     let stop = AtomicBool::new(false);
     let deadline = Instant::now() + duration;
     let models: Vec<BTreeMap<u32, Vec<u8>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..THREADS)
+        let handles: Vec<_> = (0..threads)
             .map(|thread| {
                 let (tree, stop) = (&tree, &stop);
                 scope.spawn(move || {
                     let rng = fastrand::Rng::with_seed(seed.wrapping_add(u64::from(thread)));
-                    let mut worker = Worker { tree, thread, rng, model: BTreeMap::new(), version: 0 };
+                    let mut worker = Worker { tree, thread, threads, rng, model: BTreeMap::new(), version: 0 };
                     let mut steps = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.step()));

@@ -16,6 +16,16 @@ pub fn long() -> bool {
     std::env::var("CRABTREE_TEST_SIZE").as_deref() == Ok("long")
 }
 
+/// Threads for a stress test: `CRABTREE_TEST_THREADS`, else `default`
+/// (machines with many cores run more with it).
+pub fn threads(default: usize) -> usize {
+    std::env::var("CRABTREE_TEST_THREADS")
+        .ok()
+        .map(|text| text.parse().expect("CRABTREE_TEST_THREADS must be a thread count"))
+        .unwrap_or(default)
+        .max(1)
+}
+
 /// The seed from `CRABTREE_SEED`, else one from the clock; printed so a
 /// failing run can be replayed.
 pub fn seed(test: &str) -> u64 {
