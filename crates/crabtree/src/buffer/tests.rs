@@ -396,6 +396,76 @@ fn eviction_passes_dirty_pages_while_clean_ones_are_next() {
 /// The cleaner's round takes a share from every shard's hand, not the
 /// first shards' dirty pages only (evictors of every shard pass dirty
 /// pages and wait for it).
+/// Every write fails (the cleaner's and the evictors') while readers keep
+/// loading through a pool whose other half is dirty: the clock passes the
+/// dirty pages, the cleaner's writes fail, and when an evictor must take
+/// a dirty victim its write fails too. A load then fails with the I/O
+/// error or succeeds with the right page; no change is lost or written
+/// half, no frame leaks; once writes work again a flush writes every
+/// change.
+#[test]
+fn failing_write_backs_keep_every_change_and_fail_only_loads() {
+    let storage = Arc::new(Flaky::default());
+    let frames = 64;
+    let pool = BufferPool::create(storage.clone(), opts(frames)).unwrap();
+    let pids: Vec<PageId> = (0..256).map(|tag| new_leaf(&pool, tag)).collect();
+    pool.flush().unwrap();
+    // Bring the changed pages in and change them: each is resident and
+    // dirty, half the pool.
+    let changed: Vec<usize> = (0..pids.len()).step_by(8).collect();
+    for &index in &changed {
+        pool.exclusive(pids[index]).unwrap().page_mut().write_u64(100, 10_000 + index as u64);
+    }
+    storage.fail.store(true, Ordering::Relaxed);
+    let before = pool.stats();
+    let (mut loaded, mut failed) = (0u64, 0u64);
+    for _ in 0..20 {
+        for (index, &pid) in pids.iter().enumerate() {
+            if index % 8 == 0 {
+                continue;
+            }
+            match pool.shared(pid) {
+                Ok(guard) => {
+                    assert_eq!(guard.page().read_u64(100), index as u64, "page {index}");
+                    loaded += 1;
+                }
+                Err(Error::Io(_)) => failed += 1,
+                Err(other) => panic!("page {index}: {other}"),
+            }
+        }
+    }
+    let during = pool.stats();
+    assert!(loaded > 1000, "the clean half kept loads going: {loaded} loaded, {failed} failed, {during:?}");
+    assert!(
+        during.dirty_evictions > before.dirty_evictions,
+        "no evictor had to take a dirty victim (test needs one): {during:?}"
+    );
+    assert!(failed > 0, "an evictor's failed write-back was not reported: {during:?}");
+    assert!(during.frames_touched <= frames + 8, "failed write-backs leaked frames: {during:?}");
+    // A changed page is resident and dirty, or it was written before the
+    // writes began to fail and the file holds the change.
+    let mut kept_dirty = 0;
+    for &index in &changed {
+        let latch = pool.latch(pids[index]);
+        if latch.is_dirty() {
+            assert!(latch.is_resident(), "dirty page {index} not resident");
+            kept_dirty += 1;
+        } else {
+            let mut stored = [0u8; 8];
+            storage.inner.read_at(pids[index].0 * 512 + 100, &mut stored).unwrap();
+            assert_eq!(u64::from_le_bytes(stored), 10_000 + index as u64, "page {index} clean without its change");
+        }
+    }
+    assert!(kept_dirty > 0, "no change waited for a write that failed (test needs some)");
+    storage.fail.store(false, Ordering::Relaxed);
+    pool.flush().unwrap();
+    let reopened = BufferPool::open(storage.clone(), opts(frames)).unwrap();
+    for (index, &pid) in pids.iter().enumerate() {
+        let want = if index % 8 == 0 { 10_000 + index as u64 } else { index as u64 };
+        assert_eq!(reopened.shared(pid).unwrap().page().read_u64(100), want, "page {index} on disk");
+    }
+}
+
 #[test]
 fn the_cleaner_takes_dirty_candidates_from_every_shard() {
     let pool = BufferPool::create(Arc::new(MemStorage::new()), opts(512)).unwrap();
