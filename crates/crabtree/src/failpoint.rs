@@ -61,6 +61,9 @@
 //! * `commit.before_apply`: a transaction's commit record is appended and
 //!   none of its versions applied (`mvcc`); an error stands for a crash
 //!   there.
+//! * `grace.advance_begun`: a thread holds the right to advance the read
+//!   sections' grace period and is about to take its generation
+//!   (`buffer::grace`; no latch);
 //! * `in_flight.retain_shard`: the retain hook of a database read the log's
 //!   end and one more shard of the registry of commits not yet applied
 //!   (`db`), holding no lock;

@@ -62,7 +62,10 @@
 //!
 //! A thread registering a slot during an advance is ordered by the
 //! registry mutex: either the advance reads the new slot, or its `Fa`
-//! happens before the thread's first `Fr`. A slot whose thread exited is
+//! happens before the thread's first `Fr`. (Test: a thread registers and
+//! opens a section while an advance is held where it begins, failpoint
+//! `grace.advance_begun`; the advance waits for it. It fails if the
+//! advance reads the registry before it takes its generation.) A slot whose thread exited is
 //! returned even (idle) and handed to the next new thread.
 //!
 //! Without `membarrier` (kernels before 4.14, seccomp filters) or with
@@ -258,6 +261,9 @@ pub(super) fn try_advance() {
     }
     let Some(mut pending) = PENDING.try_lock() else { return };
     if pending.is_none() {
+        // Tests register a thread and open its section here, before the
+        // advance begins (`grace.advance_begun`).
+        failpoint!("grace.advance_begun", ignore);
         // SeqCst: the fetch_add is ordered before `Fa` (module doc).
         let generation = GEN.fetch_add(1, Ordering::SeqCst);
         // Tests make the call fail here (`grace.membarrier`).

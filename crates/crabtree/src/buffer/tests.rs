@@ -621,6 +621,80 @@ fn the_cleaner_does_not_hold_the_latch_while_the_log_hook_waits() {
     assert!(!pool.latch(pid).is_dirty());
 }
 
+/// A thread registers its read slot and opens a section while an advance
+/// is about to begin (paused at `grace.advance_begun`, holding the right
+/// to advance). The advance must then read the new slot and wait for the
+/// section: frames freed while it is open (every frame, tagged with the
+/// advance's generation) are never filled by `pread` until it ends.
+#[test]
+#[cfg(feature = "failpoints")]
+fn a_thread_registering_while_an_advance_begins_is_waited_for() {
+    use crate::failpoint::Pause;
+    let pool = BufferPool::create(Arc::new(MemStorage::new()), opts(256)).unwrap();
+    if !pool.direct_read_active() {
+        return;
+    }
+    pool.cleaner.set_paused(true);
+    let pids: Vec<PageId> = (0..1024).map(|tag| new_leaf(&pool, tag)).collect();
+    pool.flush().unwrap();
+    let read_all = |round: usize| {
+        for (tag, &pid) in pids.iter().enumerate() {
+            assert_eq!(tag_of(&pool, pid), tag as u64, "round {round}");
+        }
+    };
+    read_all(0);
+    let pause = Pause::arm_for("grace.advance_begun", |thread| thread.name() == Some("advancer"));
+    let parked = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        // The advancer: tries until it is the one advancing (other tests'
+        // threads advance too), and is held where its advance begins.
+        let advancer = std::thread::Builder::new()
+            .name("advancer".into())
+            .spawn_scoped(scope, || {
+                while !parked.load(Ordering::SeqCst) {
+                    grace::try_advance();
+                    std::thread::yield_now();
+                }
+            })
+            .unwrap();
+        assert!(pause.wait_parked(std::time::Duration::from_secs(20)), "the advancer never began an advance");
+        parked.store(true, Ordering::SeqCst);
+        // A new thread: its first section registers its slot, now.
+        let (opened, open) = std::sync::mpsc::channel();
+        let (finish, finished) = std::sync::mpsc::channel::<()>();
+        let pool = &pool;
+        let first = pids[0];
+        let reader = scope.spawn(move || {
+            let guard = pool.optimistic(first).unwrap();
+            opened.send(()).unwrap();
+            finished.recv().unwrap();
+            drop(guard);
+        });
+        open.recv().unwrap();
+        // Every frame is freed (and tagged) while the section is open.
+        read_all(1);
+        pause.resume();
+        advancer.join().unwrap();
+        let before = pool.stats();
+        read_all(2);
+        read_all(3);
+        let during = pool.stats();
+        assert!(during.loads >= before.loads + 2 * 768, "{during:?}");
+        assert_eq!(during.direct_loads, before.direct_loads, "read into a frame the new thread's section may read");
+        finish.send(()).unwrap();
+        reader.join().unwrap();
+    });
+    // The section ended: loads go straight into frames again.
+    let above = pool.stats().direct_loads + 768;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut round = 4;
+    while pool.stats().direct_loads <= above && std::time::Instant::now() < deadline {
+        read_all(round);
+        round += 1;
+    }
+    assert!(pool.stats().direct_loads > above, "{:?}", pool.stats());
+}
+
 #[test]
 fn a_frame_an_optimistic_reader_may_still_read_is_not_filled_by_pread() {
     // 256 frames: evictions come in batches of 4, so after the first frame
