@@ -185,6 +185,22 @@ fn database_dir(prefix: &str) -> (Option<tempfile::TempDir>, PathBuf) {
     }
 }
 
+/// Opens the database in a child. The lock can still be held for a moment
+/// by the parent's last check: another test of the parent process may
+/// have forked a child of its own while that check's database was open,
+/// and the fork holds the open file (and its `flock`) until it execs. So
+/// `Locked` is retried for up to 10 s (it was seen once, on a loaded
+/// 2-core machine).
+fn open_in_child(path: &Path) -> Db {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Db::open_with(path, options()) {
+            Err(Error::Locked) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+            opened => return opened.expect("child open"),
+        }
+    }
+}
+
 /// Opens the database in the parent, failing with the round and seed.
 fn reopen(path: &Path, test: &str, round: u64, seed: u64) -> Db {
     let db = Db::open_with(path, options())
@@ -273,7 +289,7 @@ fn transfer(db: &Db, ks: &BankKeyspaces, id: u64, from: u64, to: u64, pick: u64)
 #[test]
 fn bank_child() {
     let Some((path, round, seed)) = child_env() else { return };
-    let db = Db::open_with(&path, options()).expect("child open");
+    let db = open_in_child(&path);
     let ks = bank_keyspaces(&db);
     report("open");
     let started = Instant::now();
@@ -525,7 +541,7 @@ fn generation_of(i: u64, found: &[u8]) -> Option<u64> {
 #[test]
 fn multikey_child() {
     let Some((path, round, seed)) = child_env() else { return };
-    let db = Db::open_with(&path, options()).expect("child open");
+    let db = open_in_child(&path);
     let keyspaces = multi_keyspaces(&db);
     report("open");
     let started = Instant::now();
