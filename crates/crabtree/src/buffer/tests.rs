@@ -621,6 +621,39 @@ fn the_cleaner_does_not_hold_the_latch_while_the_log_hook_waits() {
     assert!(!pool.latch(pid).is_dirty());
 }
 
+/// A 256-frame pool (cleaner paused) holding 1,024 flushed leaves tagged
+/// with their index, each read once: reading them all recycles every
+/// frame about four times.
+fn grace_pool() -> (BufferPool, Vec<PageId>) {
+    let pool = BufferPool::create(Arc::new(MemStorage::new()), opts(256)).unwrap();
+    pool.cleaner.set_paused(true);
+    let pids: Vec<PageId> = (0..1024).map(|tag| new_leaf(&pool, tag)).collect();
+    pool.flush().unwrap();
+    read_tags(&pool, &pids, 0);
+    (pool, pids)
+}
+
+/// Reads every page of `pids` and checks its tag.
+fn read_tags(pool: &BufferPool, pids: &[PageId], round: usize) {
+    for (tag, &pid) in pids.iter().enumerate() {
+        assert_eq!(tag_of(pool, pid), tag as u64, "round {round}");
+    }
+}
+
+/// Reads every page, round after round, until more than `above` loads in
+/// all went straight into frames; fails after 20 s. Other tests' threads
+/// of this process hold read sections too, and on a loaded machine one may
+/// be preempted inside its section for a while.
+fn read_until_direct(pool: &BufferPool, pids: &[PageId], above: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut round = 100;
+    while pool.stats().direct_loads <= above && std::time::Instant::now() < deadline {
+        read_tags(pool, pids, round);
+        round += 1;
+    }
+    assert!(pool.stats().direct_loads > above, "loads never went straight into frames again: {:?}", pool.stats());
+}
+
 /// A thread registers its read slot and opens a section while an advance
 /// is about to begin (paused at `grace.advance_begun`, holding the right
 /// to advance). The advance must then read the new slot and wait for the
@@ -630,19 +663,11 @@ fn the_cleaner_does_not_hold_the_latch_while_the_log_hook_waits() {
 #[cfg(feature = "failpoints")]
 fn a_thread_registering_while_an_advance_begins_is_waited_for() {
     use crate::failpoint::Pause;
-    let pool = BufferPool::create(Arc::new(MemStorage::new()), opts(256)).unwrap();
+    let (pool, pids) = grace_pool();
     if !pool.direct_read_active() {
         return;
     }
-    pool.cleaner.set_paused(true);
-    let pids: Vec<PageId> = (0..1024).map(|tag| new_leaf(&pool, tag)).collect();
-    pool.flush().unwrap();
-    let read_all = |round: usize| {
-        for (tag, &pid) in pids.iter().enumerate() {
-            assert_eq!(tag_of(&pool, pid), tag as u64, "round {round}");
-        }
-    };
-    read_all(0);
+    let read_all = |round: usize| read_tags(&pool, &pids, round);
     let pause = Pause::arm_for("grace.advance_begun", |thread| thread.name() == Some("advancer"));
     let parked = AtomicBool::new(false);
     std::thread::scope(|scope| {
@@ -685,14 +710,7 @@ fn a_thread_registering_while_an_advance_begins_is_waited_for() {
         reader.join().unwrap();
     });
     // The section ended: loads go straight into frames again.
-    let above = pool.stats().direct_loads + 768;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let mut round = 4;
-    while pool.stats().direct_loads <= above && std::time::Instant::now() < deadline {
-        read_all(round);
-        round += 1;
-    }
-    assert!(pool.stats().direct_loads > above, "{:?}", pool.stats());
+    read_until_direct(&pool, &pids, pool.stats().direct_loads + 768);
 }
 
 #[test]
@@ -700,16 +718,8 @@ fn a_frame_an_optimistic_reader_may_still_read_is_not_filled_by_pread() {
     // 256 frames: evictions come in batches of 4, so after the first frame
     // of a batch the rest can be safe (a frame freed by the load that
     // takes it never is: the loader's own section may read it).
-    let pool = BufferPool::create(Arc::new(MemStorage::new()), opts(256)).unwrap();
-    pool.cleaner.set_paused(true);
-    let pids: Vec<PageId> = (0..1024).map(|tag| new_leaf(&pool, tag)).collect();
-    pool.flush().unwrap();
-    let read_all = |round: usize| {
-        for (tag, &pid) in pids.iter().enumerate() {
-            assert_eq!(tag_of(&pool, pid), tag as u64, "round {round}");
-        }
-    };
-    read_all(0);
+    let (pool, pids) = grace_pool();
+    let read_all = |round: usize| read_tags(&pool, &pids, round);
     // An optimistic reader of the first page, its section open from here.
     let guard = pool.optimistic(pids[0]).unwrap();
     assert_eq!(guard.page().read_u64(100), 0);
@@ -734,16 +744,6 @@ fn a_frame_an_optimistic_reader_may_still_read_is_not_filled_by_pread() {
         return;
     }
     // The section ended: the frames become safe and loads read into them.
-    // Other tests' threads of this process hold sections too, and on a
-    // loaded machine one may be preempted inside its section for a while:
-    // read until the loads go direct, for 20 s at most.
     assert!(grace::wait_safe(horizon, std::time::Duration::from_secs(20)), "other sections of this process ended");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let mut round = 4;
-    while pool.stats().direct_loads <= during.direct_loads + 768 && std::time::Instant::now() < deadline {
-        read_all(round);
-        round += 1;
-    }
-    let after = pool.stats();
-    assert!(after.direct_loads > during.direct_loads + 768, "{after:?}");
+    read_until_direct(&pool, &pids, during.direct_loads + 768);
 }
