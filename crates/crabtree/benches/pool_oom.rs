@@ -24,6 +24,11 @@
 //! * `get/update 50/50 xN`: half gets, half value replacements of random
 //!   keys (dirty pages: the cleaner's work).
 //!
+//! * `get cold-cache xN`: uniform gets against raw `pread`, with the OS
+//!   page cache dropped before every slice (`/proc/sys/vm/drop_caches`;
+//!   needs root, skipped otherwise): both read from the device, the pool
+//!   keeping its own frames (the inner nodes), which is the speed of the
+//!   storage a larger-than-memory database degrades to;
 //! * `get direct-vs-copy xN`: uniform gets with the pool filling frames by
 //!   `pread` straight into the frame (its default, `buffer/grace.rs`)
 //!   against `pread` into a buffer and an atomic copy, alternating in ten
@@ -245,6 +250,31 @@ fn timed_pair(
     (Slice::merge(&base_slices), Slice::merge(&our_slices))
 }
 
+/// Drops the OS page cache (clean pages only; needs root, and a kernel
+/// that allows it). False where it may not.
+fn drop_os_cache() -> bool {
+    std::fs::write("/proc/sys/vm/drop_caches", "1").is_ok()
+}
+
+/// `timed_pair` with the OS page cache dropped before every slice: both
+/// sides read from the device (the pool keeps its own frames).
+fn cold_pair(
+    threads: usize,
+    secs: f64,
+    base: &(impl Fn(&mut fastrand::Rng) + Sync),
+    ours: &(dyn Fn(&mut fastrand::Rng) + Sync),
+    loads: &dyn Fn() -> u64,
+) -> (Cell, Cell) {
+    let (mut base_slices, mut our_slices) = (Vec::new(), Vec::new());
+    for _ in 0..SLICES {
+        drop_os_cache();
+        base_slices.push(Slice::run(threads, secs / SLICES as f64, base, None));
+        drop_os_cache();
+        our_slices.push(Slice::run(threads, secs / SLICES as f64, &ours, Some(loads)));
+    }
+    (Slice::merge(&base_slices), Slice::merge(&our_slices))
+}
+
 /// The pool's two ways of filling a frame on a miss, `pread` straight into
 /// the frame (the default) and `pread` into a buffer then an atomic copy,
 /// `secs` each, alternating in `SLICES` stretches.
@@ -448,6 +478,20 @@ fn main() {
             }
             eprintln!("  done: {name} x{n}");
             table.push((format!("{name} x{n}"), ours, base));
+        }
+        if workload_on("get cold-cache") {
+            if !drop_os_cache() {
+                eprintln!("  skipped: get cold-cache x{n} (cannot drop the OS page cache: needs root)");
+            } else {
+                let (mut ours, mut base) = (Vec::new(), Vec::new());
+                for _ in 0..rounds {
+                    let (raw, crabtree) = cold_pair(n, secs, &pread, &get, &|| tree.pool().stats().loads);
+                    base.push(raw);
+                    ours.push(crabtree);
+                }
+                eprintln!("  done: get cold-cache x{n}");
+                table.push((format!("get cold-cache x{n}"), ours, base));
+            }
         }
         if workload_on("get direct-vs-copy") && tree.pool().direct_read_active() {
             let (mut direct, mut copy, mut shares) = (Vec::new(), Vec::new(), Vec::new());
