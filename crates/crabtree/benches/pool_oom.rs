@@ -28,7 +28,9 @@
 //!   page cache dropped before every slice (`/proc/sys/vm/drop_caches`;
 //!   needs root, skipped otherwise): both read from the device, the pool
 //!   keeping its own frames (the inner nodes), which is the speed of the
-//!   storage a larger-than-memory database degrades to;
+//!   storage a larger-than-memory database degrades to. Each slice warms
+//!   the cache as it goes: use a file much larger than one slice reads
+//!   (1M keys and up; `docs/BENCHMARKS.md`);
 //! * `get direct-vs-copy xN`: uniform gets with the pool filling frames by
 //!   `pread` straight into the frame (its default, `buffer/grace.rs`)
 //!   against `pread` into a buffer and an atomic copy, alternating in ten
@@ -234,17 +236,25 @@ impl Slice {
 
 /// The raw loop and crabtree, `secs` each, cut into `SLICES` alternating
 /// stretches so that the host's drift falls on both alike (on a shared
-/// virtual machine it moves rates by up to 20% within seconds).
+/// virtual machine it moves rates by up to 20% within seconds). `cold`:
+/// the OS page cache is dropped before every stretch (`drop_os_cache`).
 fn timed_pair(
     threads: usize,
     secs: f64,
     base: &(impl Fn(&mut fastrand::Rng) + Sync),
     ours: &(dyn Fn(&mut fastrand::Rng) + Sync),
     loads: &dyn Fn() -> u64,
+    cold: bool,
 ) -> (Cell, Cell) {
     let (mut base_slices, mut our_slices) = (Vec::new(), Vec::new());
     for _ in 0..SLICES {
+        if cold {
+            drop_os_cache();
+        }
         base_slices.push(Slice::run(threads, secs / SLICES as f64, base, None));
+        if cold {
+            drop_os_cache();
+        }
         our_slices.push(Slice::run(threads, secs / SLICES as f64, &ours, Some(loads)));
     }
     (Slice::merge(&base_slices), Slice::merge(&our_slices))
@@ -254,25 +264,6 @@ fn timed_pair(
 /// that allows it). False where it may not.
 fn drop_os_cache() -> bool {
     std::fs::write("/proc/sys/vm/drop_caches", "1").is_ok()
-}
-
-/// `timed_pair` with the OS page cache dropped before every slice: both
-/// sides read from the device (the pool keeps its own frames).
-fn cold_pair(
-    threads: usize,
-    secs: f64,
-    base: &(impl Fn(&mut fastrand::Rng) + Sync),
-    ours: &(dyn Fn(&mut fastrand::Rng) + Sync),
-    loads: &dyn Fn() -> u64,
-) -> (Cell, Cell) {
-    let (mut base_slices, mut our_slices) = (Vec::new(), Vec::new());
-    for _ in 0..SLICES {
-        drop_os_cache();
-        base_slices.push(Slice::run(threads, secs / SLICES as f64, base, None));
-        drop_os_cache();
-        our_slices.push(Slice::run(threads, secs / SLICES as f64, &ours, Some(loads)));
-    }
-    (Slice::merge(&base_slices), Slice::merge(&our_slices))
 }
 
 /// The pool's two ways of filling a frame on a miss, `pread` straight into
@@ -472,7 +463,7 @@ fn main() {
             }
             let (mut ours, mut base) = (Vec::new(), Vec::new());
             for _ in 0..rounds {
-                let (raw, crabtree) = timed_pair(n, secs, &pread, op, &|| tree.pool().stats().loads);
+                let (raw, crabtree) = timed_pair(n, secs, &pread, op, &|| tree.pool().stats().loads, false);
                 base.push(raw);
                 ours.push(crabtree);
             }
@@ -485,7 +476,7 @@ fn main() {
             } else {
                 let (mut ours, mut base) = (Vec::new(), Vec::new());
                 for _ in 0..rounds {
-                    let (raw, crabtree) = cold_pair(n, secs, &pread, &get, &|| tree.pool().stats().loads);
+                    let (raw, crabtree) = timed_pair(n, secs, &pread, &get, &|| tree.pool().stats().loads, true);
                     base.push(raw);
                     ours.push(crabtree);
                 }
