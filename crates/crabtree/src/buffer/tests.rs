@@ -52,6 +52,14 @@ fn new_leaf(pool: &BufferPool, tag: u64) -> PageId {
     pid
 }
 
+/// A pool of `frames` frames on memory with its cleaner paused (tests that
+/// need to know who writes what).
+fn paused_pool(frames: usize) -> BufferPool {
+    let pool = BufferPool::create(Arc::new(MemStorage::new()), opts(frames)).unwrap();
+    pool.cleaner.set_paused(true);
+    pool
+}
+
 #[test]
 fn latch_state_machine() {
     let word = AtomicU64::new(UNLOCKED);
@@ -324,8 +332,7 @@ fn write_dirty_waits_for_the_write_backs_of_evictions_in_flight() {
 
 #[test]
 fn readers_that_evict_dirty_pages_are_counted_and_the_cleaner_cleans_victims() {
-    let pool = BufferPool::create(Arc::new(MemStorage::new()), opts(16)).unwrap();
-    pool.cleaner.set_paused(true);
+    let pool = paused_pool(16);
     for tag in 0..100 {
         new_leaf(&pool, tag);
     }
@@ -360,8 +367,7 @@ fn readers_that_evict_dirty_pages_are_counted_and_the_cleaner_cleans_victims() {
 /// while clean victims exist.
 #[test]
 fn eviction_passes_dirty_pages_while_clean_ones_are_next() {
-    let pool = BufferPool::create(Arc::new(MemStorage::new()), opts(64)).unwrap();
-    pool.cleaner.set_paused(true);
+    let pool = paused_pool(64);
     let pids: Vec<PageId> = (0..64).map(|tag| new_leaf(&pool, tag)).collect();
     pool.flush().unwrap();
     // Every shard (`pid % 16`) gets clean and dirty pages, alternating in
@@ -468,8 +474,7 @@ fn failing_write_backs_keep_every_change_and_fail_only_loads() {
 
 #[test]
 fn the_cleaner_takes_dirty_candidates_from_every_shard() {
-    let pool = BufferPool::create(Arc::new(MemStorage::new()), opts(512)).unwrap();
-    pool.cleaner.set_paused(true);
+    let pool = paused_pool(512);
     for tag in 0..400 {
         new_leaf(&pool, tag);
     }
@@ -491,8 +496,7 @@ fn the_cleaner_takes_dirty_candidates_from_every_shard() {
 /// before its eviction).
 #[test]
 fn the_cleaner_leaves_dirty_pages_far_from_the_hand() {
-    let pool = BufferPool::create(Arc::new(MemStorage::new()), opts(512)).unwrap();
-    pool.cleaner.set_paused(true);
+    let pool = paused_pool(512);
     let shards = crate::limits::RESIDENT_SHARDS as u64;
     // 25 pages per shard, in allocation order: the order of its clock,
     // whose hand is at the start (nothing was evicted).
@@ -565,8 +569,7 @@ fn frames_in_use_stay_within_the_budget_with_data_larger_than_it() {
 
 #[test]
 fn an_optimistic_reader_of_a_page_whose_frame_was_reused_fails_validation() {
-    let pool = BufferPool::create(Arc::new(MemStorage::new()), opts(16)).unwrap();
-    pool.cleaner.set_paused(true);
+    let pool = paused_pool(16);
     let first = new_leaf(&pool, 1);
     pool.flush().unwrap();
     let guard = pool.optimistic(first).unwrap();
@@ -586,8 +589,7 @@ fn an_optimistic_reader_of_a_page_whose_frame_was_reused_fails_validation() {
 
 #[test]
 fn the_cleaner_does_not_hold_the_latch_while_the_log_hook_waits() {
-    let pool = BufferPool::create(Arc::new(MemStorage::new()), opts(16)).unwrap();
-    pool.cleaner.set_paused(true);
+    let pool = paused_pool(16);
     let pid = new_leaf(&pool, 1);
     header::set_lsn(&mut pool.exclusive(pid).unwrap().page_mut(), Lsn(77));
     let (entered, release) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
@@ -625,8 +627,7 @@ fn the_cleaner_does_not_hold_the_latch_while_the_log_hook_waits() {
 /// with their index, each read once: reading them all recycles every
 /// frame about four times.
 fn grace_pool() -> (BufferPool, Vec<PageId>) {
-    let pool = BufferPool::create(Arc::new(MemStorage::new()), opts(256)).unwrap();
-    pool.cleaner.set_paused(true);
+    let pool = paused_pool(256);
     let pids: Vec<PageId> = (0..1024).map(|tag| new_leaf(&pool, tag)).collect();
     pool.flush().unwrap();
     read_tags(&pool, &pids, 0);
@@ -638,6 +639,18 @@ fn read_tags(pool: &BufferPool, pids: &[PageId], round: usize) {
     for (tag, &pid) in pids.iter().enumerate() {
         assert_eq!(tag_of(pool, pid), tag as u64, "round {round}");
     }
+}
+
+/// Reads every page twice (at least 1,536 loads with `grace_pool`) and
+/// checks that no load went straight into a frame; returns the stats after.
+fn two_rounds_all_copied(pool: &BufferPool, pids: &[PageId], why: &str) -> PoolStats {
+    let before = pool.stats();
+    read_tags(pool, pids, 2);
+    read_tags(pool, pids, 3);
+    let during = pool.stats();
+    assert!(during.loads >= before.loads + 2 * 768, "{during:?}");
+    assert_eq!(during.direct_loads, before.direct_loads, "{why}");
+    during
 }
 
 /// Reads every page, round after round, until more than `above` loads in
@@ -700,12 +713,7 @@ fn a_thread_registering_while_an_advance_begins_is_waited_for() {
         read_all(1);
         pause.resume();
         advancer.join().unwrap();
-        let before = pool.stats();
-        read_all(2);
-        read_all(3);
-        let during = pool.stats();
-        assert!(during.loads >= before.loads + 2 * 768, "{during:?}");
-        assert_eq!(during.direct_loads, before.direct_loads, "read into a frame the new thread's section may read");
+        two_rounds_all_copied(pool, &pids, "read into a frame the new thread's section may read");
         finish.send(()).unwrap();
         reader.join().unwrap();
     });
@@ -728,12 +736,7 @@ fn a_frame_an_optimistic_reader_may_still_read_is_not_filled_by_pread() {
     read_all(1);
     assert_eq!(state(pool.latch(pids[0]).peek()), super::latch::EVICTED);
     let horizon = grace::current_generation();
-    let before = pool.stats();
-    read_all(2);
-    read_all(3);
-    let during = pool.stats();
-    assert!(during.loads >= before.loads + 2 * 768, "{during:?}");
-    assert_eq!(during.direct_loads, before.direct_loads, "a frame the open section may read was read into");
+    let during = two_rounds_all_copied(&pool, &pids, "a frame the open section may read was read into");
     assert!(!grace::wait_safe(horizon, std::time::Duration::from_millis(50)), "safe while the section is open");
     assert_eq!(guard.validate(), Err(Restart));
     drop(guard);
