@@ -67,6 +67,9 @@
 //! * `in_flight.retain_shard`: the retain hook of a database read the log's
 //!   end and one more shard of the registry of commits not yet applied
 //!   (`db`), holding no lock;
+//! * `oracle.before_wait`: a committer found the watermark below its
+//!   commit and is about to count itself a waiter and park (`mvcc::oracle`;
+//!   no lock held);
 //! * `mtr.append`: a mini-transaction is about to append its record, its
 //!   pages changed and latched; an error injected here poisons the log
 //!   first (it stands for a log that failed under the append);

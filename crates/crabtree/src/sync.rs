@@ -51,8 +51,9 @@ pub fn unpark_all(key: &AtomicU64) {
 
 /// Like [`park`], waiting for `key` to reach `target`: the waiter carries
 /// `target` as its token, so [`unpark_up_to`] wakes only the waiters it
-/// satisfies.
-pub fn park_waiting_for(key: &AtomicU64, target: u64, should_park: impl FnOnce() -> bool) {
+/// satisfies. Returns whether the thread parked (false: `should_park`
+/// said no).
+pub fn park_waiting_for(key: &AtomicU64, target: u64, should_park: impl FnOnce() -> bool) -> bool {
     let addr = key as *const AtomicU64 as usize;
     // A target beyond `usize` (32-bit targets only) saturates: such a
     // waiter is woken by every call once the value passes `usize::MAX`,
@@ -60,9 +61,8 @@ pub fn park_waiting_for(key: &AtomicU64, target: u64, should_park: impl FnOnce()
     let token = parking_lot_core::ParkToken(usize::try_from(target).unwrap_or(usize::MAX));
     // SAFETY: as in `park`: the callback only loads atomics and cannot
     // panic; the key is an address the caller owns for the call.
-    unsafe {
-        parking_lot_core::park(addr, should_park, || {}, |_, _| {}, token, None);
-    }
+    let result = unsafe { parking_lot_core::park(addr, should_park, || {}, |_, _| {}, token, None) };
+    result != parking_lot_core::ParkResult::Invalid
 }
 
 /// Wakes the threads parked on `key` by [`park_waiting_for`] whose target

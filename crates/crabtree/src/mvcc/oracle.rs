@@ -63,7 +63,7 @@ pub(crate) struct Oracle {
     stuck: AtomicU64,
     /// Threads in `wait_visible` that may be parked.
     waiting: AtomicUsize,
-    /// Times a waiter came back from parking (tests: which finish woke whom).
+    /// Times a parked waiter was woken (tests: which finish woke whom).
     #[cfg(test)]
     wakeups: AtomicUsize,
 }
@@ -186,15 +186,21 @@ impl Oracle {
             if self.stuck.load(Ordering::Acquire) < ts {
                 return false;
             }
+            // Tests pause a waiter here, between its checks and its count:
+            // a finish meanwhile sees no waiter and wakes nobody
+            // (`oracle.before_wait`).
+            failpoint!("oracle.before_wait", ignore);
             // SeqCst, before the check under the bucket lock: a finisher
             // that stored the watermark after that check sees the count.
             self.waiting.fetch_add(1, Ordering::SeqCst);
-            crate::sync::park_waiting_for(&self.visible, ts, || {
+            let _parked = crate::sync::park_waiting_for(&self.visible, ts, || {
                 self.visible.load(Ordering::SeqCst) < ts && self.stuck.load(Ordering::SeqCst) >= ts
             });
             self.waiting.fetch_sub(1, Ordering::Relaxed);
             #[cfg(test)]
-            self.wakeups.fetch_add(1, Ordering::SeqCst);
+            if _parked {
+                self.wakeups.fetch_add(1, Ordering::SeqCst);
+            }
         }
     }
 }
@@ -244,7 +250,7 @@ mod tests {
     }
 
     /// The waiter's answer; fails instead of hanging if it never comes.
-    fn answer(receiver: &std::sync::mpsc::Receiver<bool>) -> bool {
+    fn answer_of(receiver: &std::sync::mpsc::Receiver<bool>) -> bool {
         receiver.recv_timeout(Duration::from_secs(10)).expect("the waiter was never woken")
     }
 
@@ -258,13 +264,41 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(oracle.wakeups.load(Ordering::SeqCst), 0, "a is in flight: the watermark did not move");
         oracle.finish(a);
-        assert!(answer(&wait_b), "the watermark reached b");
+        assert!(answer_of(&wait_b), "the watermark reached b");
         until_waiting(&oracle, 1);
         assert_eq!(oracle.wakeups.load(Ordering::SeqCst), 1, "c's waiter was not woken: the watermark is below c");
         assert!(wait_c.try_recv().is_err(), "c's waiter still waits");
         oracle.finish(c);
-        assert!(answer(&wait_c));
+        assert!(answer_of(&wait_c));
         assert_eq!(oracle.wakeups.load(Ordering::SeqCst), 2);
+    }
+
+    /// A waiter checked the watermark (below its commit) and is paused
+    /// before it counts itself; the finish that covers it runs meanwhile,
+    /// sees no waiter and wakes nobody. Resumed, the waiter must not park
+    /// for good: its check under the bucket lock sees the new watermark.
+    #[test]
+    #[cfg(feature = "failpoints")]
+    fn a_finish_between_a_waiters_check_and_its_park_is_not_lost() {
+        use crate::failpoint::Pause;
+        let oracle = std::sync::Arc::new(Oracle::new(0));
+        let a = oracle.allocate();
+        let pause = Pause::arm_for("oracle.before_wait", |thread| thread.name() == Some("waiter"));
+        let (answer, receiver) = std::sync::mpsc::channel();
+        let waiter = {
+            let oracle = std::sync::Arc::clone(&oracle);
+            std::thread::Builder::new()
+                .name("waiter".into())
+                .spawn(move || answer.send(oracle.wait_visible(a)).unwrap())
+                .unwrap()
+        };
+        assert!(pause.wait_parked(Duration::from_secs(10)), "the waiter never reached its count");
+        assert_eq!(oracle.waiting.load(Ordering::SeqCst), 0);
+        oracle.finish(a);
+        pause.resume();
+        assert!(answer_of(&receiver), "the waiter saw its commit visible");
+        waiter.join().unwrap();
+        assert_eq!(oracle.wakeups.load(Ordering::SeqCst), 0, "it never parked: nobody had to wake it");
     }
 
     #[test]
@@ -274,7 +308,7 @@ mod tests {
         let wait_b = waiter(&oracle, b);
         until_waiting(&oracle, 1);
         oracle.fail(a);
-        assert!(!answer(&wait_b), "the watermark never passes a failed commit");
+        assert!(!answer_of(&wait_b), "the watermark never passes a failed commit");
     }
 
     /// Many threads finish in any order and each waits for its own
