@@ -52,8 +52,8 @@ pub use ids::{Lsn, PageId};
 pub mod raw {
     pub use crate::btree::{BTree, LevelReport, Range, RepairReport, VerifyReport};
     pub use crate::buffer::{
-        AllocState, BufferPool, CheckpointReport, ExclusiveGuard, LogFlush, OptimisticGuard, PoolOptions, PoolStats,
-        Restart, SharedGuard,
+        AllocState, BufferPool, CheckpointReport, ExclusiveGuard, LogFlush, OptimisticGuard, PointRead, PoolOptions,
+        PoolStats, Restart, SharedGuard, UncachedGuard,
     };
     pub use crate::db::{checkpoint as checkpoint_db, open_on as open_db};
     pub use crate::store::{RecoveryReport, RetainHook, Store, StoreOptions, last_lsn};

@@ -9,6 +9,9 @@
 //! expected version. Reads under the model lock must see exactly that
 //! version (optimistic with validate/restart, or shared); reads without it
 //! must see a whole page whose version is at least the one read before.
+//! Point reads (`optimistic_point`) are held to the same: in the full pool
+//! most of them read a private copy from storage (`buffer/uncached.rs`),
+//! racing the writers that load, change and evict the same pages.
 //! Writers bump the version under the model lock. At the end every page
 //! must equal the model, before and after flush, drop and reopen.
 //! Each runs twice: with 64 frames (evictions one page at a time, so every
@@ -21,7 +24,7 @@ mod common;
 
 use crabtree::io::{MemStorage, Storage};
 use crabtree::raw::page::{AtomicPage, PageBuf, PageBufMut, PageType, header};
-use crabtree::raw::{BufferPool, PoolOptions};
+use crabtree::raw::{BufferPool, PointRead, PoolOptions};
 use crabtree::{PageId, Result};
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -65,6 +68,20 @@ fn read_optimistic(pool: &BufferPool, pid: PageId) -> u64 {
         let seen = decode(guard.page(), pid);
         if guard.validate().is_ok() {
             return seen.unwrap_or_else(|| panic!("validated read of {pid:?} is not a whole page"));
+        }
+    }
+}
+
+/// A point read (`optimistic_point`): the frame if resident, else, in a
+/// full pool, often a private copy read from storage.
+fn read_point(pool: &BufferPool, pid: PageId) -> u64 {
+    loop {
+        let (seen, valid) = match pool.optimistic_point(pid).unwrap() {
+            PointRead::Resident(guard) => (decode(guard.page(), pid), guard.validate().is_ok()),
+            PointRead::Uncached(guard) => (decode(guard.page(), pid), guard.validate().is_ok()),
+        };
+        if valid {
+            return seen.unwrap_or_else(|| panic!("validated point read of {pid:?} is not a whole page"));
         }
     }
 }
@@ -128,13 +145,21 @@ fn stress(threads: usize, frames: usize) {
                             *expected += 1;
                             fill(pool, pid, *expected).unwrap();
                         }
-                        3..=5 => {
+                        3..=4 => {
                             let expected = model[index].lock();
                             assert_eq!(read_optimistic(pool, pid), *expected, "stale optimistic read");
+                        }
+                        5 => {
+                            let expected = model[index].lock();
+                            assert_eq!(read_point(pool, pid), *expected, "stale point read");
                         }
                         6 => {
                             let expected = model[index].lock();
                             assert_eq!(read_shared(pool, pid), *expected, "stale shared read");
+                        }
+                        7 => {
+                            let before = *model[index].lock();
+                            assert!(read_point(pool, pid) >= before, "version went backwards (point read)");
                         }
                         _ => {
                             let before = *model[index].lock();
@@ -148,6 +173,9 @@ fn stress(threads: usize, frames: usize) {
     let stats = pool.stats();
     eprintln!("{stats:?}");
     assert!(stats.evictions > 1000 && stats.loads > 1000, "eviction was not exercised: {stats:?}");
+    // Point reads of pages the full pool did not admit were read uncached,
+    // beside loads, write-backs and evictions of the same pages.
+    assert!(stats.uncached_reads > 100, "no point read was uncached: {stats:?}");
     // Frames are recycled: the budget, plus the pages loaded while the
     // pool was full and the victims in flight, a few per thread.
     assert!(stats.frames_touched <= frames + 4 * threads, "frames not recycled: {stats:?}");

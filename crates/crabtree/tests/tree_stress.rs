@@ -16,7 +16,8 @@
 //! does not write during its scan, so they were present throughout) with
 //! its exact value, and no own key the model lacks. Values are mostly small,
 //! some overflow. At the end: `verify`, the contents equal the union of the
-//! models, `len` matches, the pool evicted; then flush, reopen, same again.
+//! models, `len` matches, the pool evicted, gets read leaves uncached
+//! (`buffer/uncached.rs`); then flush, reopen, same again.
 //! Size: `CRABTREE_TEST_SIZE=quick|long` (6 s / 120 s); seed printed,
 //! replay with `CRABTREE_SEED`.
 
@@ -175,6 +176,9 @@ fn threads_write_own_keys_and_scan_everyone_s() {
     });
     let stats = tree.pool().stats();
     assert!(stats.evictions > 0, "the pool never evicted: {stats:?}");
+    // Gets of leaves the full pool did not admit read private copies
+    // (`buffer/uncached.rs`), beside the splits and deletes of those leaves.
+    assert!(stats.uncached_reads > 0, "no get read a leaf uncached: {stats:?}");
     let mut want: Vec<(Vec<u8>, Vec<u8>)> =
         models.into_iter().flat_map(|model| model.into_iter().map(|(k, v)| (key(k), v))).collect();
     want.sort();

@@ -7,7 +7,7 @@
 //! caller validates after reading) or a shared latch.
 
 use super::{Attempt, BTree, Step};
-use crate::buffer::{OptimisticGuard, Restart, SharedGuard};
+use crate::buffer::{OptimisticGuard, PointRead, Restart, SharedGuard, UncachedGuard};
 use crate::ids::PageId;
 use crate::page::AtomicPage;
 use crate::page::bytes::PageBuf;
@@ -24,6 +24,9 @@ pub(crate) enum ReadGuard<'a> {
     Optimistic(OptimisticGuard<'a>),
     /// Shared latch held.
     Shared(SharedGuard<'a>),
+    /// A private copy of a leaf that is not resident (a point read's,
+    /// `BufferPool::optimistic_point`): validate as an optimistic read.
+    Uncached(UncachedGuard<'a>),
 }
 
 impl<'a> ReadGuard<'a> {
@@ -31,6 +34,7 @@ impl<'a> ReadGuard<'a> {
         match self {
             ReadGuard::Optimistic(guard) => guard.pid(),
             ReadGuard::Shared(guard) => guard.pid(),
+            ReadGuard::Uncached(guard) => guard.pid(),
         }
     }
 
@@ -38,6 +42,7 @@ impl<'a> ReadGuard<'a> {
         match self {
             ReadGuard::Optimistic(guard) => guard.page(),
             ReadGuard::Shared(guard) => guard.page(),
+            ReadGuard::Uncached(guard) => guard.page(),
         }
     }
 
@@ -46,6 +51,7 @@ impl<'a> ReadGuard<'a> {
         match self {
             ReadGuard::Optimistic(guard) => guard.validate(),
             ReadGuard::Shared(_) => Ok(()),
+            ReadGuard::Uncached(guard) => guard.validate(),
         }
     }
 
@@ -74,8 +80,8 @@ enum Next {
     Here(Option<SlotSearch>),
     /// Follow the right-link.
     Right(PageId),
-    /// Go down to this child.
-    Down(PageId),
+    /// Go down to this child of a node at this level.
+    Down(PageId, u8),
     /// An inner node with an abandoned split on the way: finish it first.
     Finish,
 }
@@ -124,7 +130,46 @@ impl BTree {
                 drop(current);
                 Ok(ReadGuard::Shared(self.pool.shared(next)?))
             }
+            ReadGuard::Uncached(current) => {
+                // A copy is read in place of a leaf only, so `next` is its
+                // right sibling: read as any node (the copy validated
+                // after, as a frame's read is).
+                current.validate()?;
+                let next = match self.pool.optimistic(next) {
+                    Ok(next) => next,
+                    Err(error) => {
+                        current.validate()?;
+                        return Err(Step::Fail(error));
+                    }
+                };
+                current.validate()?;
+                Ok(ReadGuard::Optimistic(next))
+            }
         }
+    }
+
+    /// `step` down from a level-1 node to the leaf `child` for a point
+    /// read: a leaf that is not resident may be read into a private copy
+    /// instead of a frame (`BufferPool::optimistic_point`). Coupled as
+    /// `step` is: `guard` validated after the leaf's state word was read.
+    fn step_to_leaf<'a>(&'a self, guard: ReadGuard<'a>, child: PageId) -> Attempt<ReadGuard<'a>> {
+        let ReadGuard::Optimistic(current) = guard else {
+            return self.step(guard, child);
+        };
+        current.validate()?;
+        let next = match self.pool.optimistic_point(child) {
+            Ok(PointRead::Resident(next)) => {
+                next.page().prefetch(0, PREFETCH_BYTES);
+                ReadGuard::Optimistic(next)
+            }
+            Ok(PointRead::Uncached(next)) => ReadGuard::Uncached(next),
+            Err(error) => {
+                current.validate()?;
+                return Err(Step::Fail(error));
+            }
+        };
+        current.validate()?;
+        Ok(next)
     }
 
     /// Decides the next move at the node in `guard` for `target` at `level`.
@@ -171,7 +216,7 @@ impl BTree {
             if head.level == level {
                 return Ok(Next::Here(None));
             }
-            return Ok(Next::Down(guard.check(node.child(node.len().saturating_sub(1)))?));
+            return Ok(Next::Down(guard.check(node.child(node.len().saturating_sub(1)))?, head.level));
         };
         if head.level == level {
             if level != 0 {
@@ -193,7 +238,7 @@ impl BTree {
         if past_all && guard.check(node.is_above_high_key(key))? {
             return Self::move_right(guard, head.right);
         }
-        Ok(Next::Down(guard.check(node.child(index))?))
+        Ok(Next::Down(guard.check(node.child(index))?, head.level))
     }
 
     /// The move along `right`, the node's right-link, which must exist.
@@ -218,6 +263,8 @@ impl BTree {
                 drop(guard);
                 self.pool.exclusive(pid)?
             }
+            // Point reads never finish splits (and copy only leaves).
+            ReadGuard::Uncached(_) => return Err(Step::Restart),
         };
         let flags = Node::new(node.page(), node.pid())?.header().flags;
         if flags & FLAG_INCOMPLETE_SPLIT == 0 {
@@ -261,13 +308,13 @@ impl BTree {
         pessimistic: bool,
         finish: bool,
     ) -> Attempt<ReadGuard<'_>> {
-        Ok(self.descend_searching(target, level, path, pessimistic, finish)?.0)
+        Ok(self.descend_searching(target, level, path, pessimistic, finish, false)?.0)
     }
 
     /// A reader's descent to the leaf holding `key`, with where the leaf
     /// search put it (read through the guard: validate before trusting).
     pub(crate) fn descend_to_key(&self, key: &[u8], pessimistic: bool) -> Attempt<(ReadGuard<'_>, SlotSearch)> {
-        let (guard, found) = self.descend_searching(Target::Key(key), 0, None, pessimistic, false)?;
+        let (guard, found) = self.descend_searching(Target::Key(key), 0, None, pessimistic, false, true)?;
         match found {
             Some(found) => Ok((guard, found)),
             // Unreachable for a key at level 0 (`next_move` always searches
@@ -277,7 +324,8 @@ impl BTree {
     }
 
     /// `descend_finishing`, also returning the leaf search of a key
-    /// descent to level 0.
+    /// descent to level 0. `point`: a point read's descent, whose leaf may
+    /// be read uncached (`step_to_leaf`).
     fn descend_searching(
         &self,
         target: Target<'_>,
@@ -285,6 +333,7 @@ impl BTree {
         mut path: Option<&mut Vec<(u8, PageId)>>,
         pessimistic: bool,
         mut finish: bool,
+        point: bool,
     ) -> Attempt<(ReadGuard<'_>, Option<SlotSearch>)> {
         let mut guard = self.read(self.root(), pessimistic)?;
         let mut hops = 0u64;
@@ -308,13 +357,15 @@ impl BTree {
                     Ok(()) | Err(Step::Restart) => return Err(Step::Restart),
                 },
                 Next::Right(right) => guard = self.step(guard, right)?,
-                Next::Down(child) => {
+                Next::Down(child, node_level) => {
                     if let Some(path) = path.as_deref_mut() {
-                        let page = guard.page();
-                        let node_level = guard.check(Node::new(&page, guard.pid()))?.header().level;
                         path.push((node_level, guard.pid()));
                     }
-                    guard = self.step(guard, child)?;
+                    guard = if point && node_level == 1 {
+                        self.step_to_leaf(guard, child)?
+                    } else {
+                        self.step(guard, child)?
+                    };
                 }
             }
         }
@@ -336,7 +387,7 @@ pub(crate) fn finish_can_wait(error: &Error) -> bool {
 /// it was: restart (the retries end on the shared-latch path).
 pub(crate) fn link_cycle(guard: &ReadGuard<'_>, what: &str) -> Step {
     match guard {
-        ReadGuard::Optimistic(_) => Step::Restart,
+        ReadGuard::Optimistic(_) | ReadGuard::Uncached(_) => Step::Restart,
         ReadGuard::Shared(_) => Step::Fail(Error::corruption(guard.pid(), what)),
     }
 }

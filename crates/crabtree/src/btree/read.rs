@@ -37,7 +37,7 @@ thread_local! {
 fn stop_at(leaf: &ReadGuard<'_>) -> Resume {
     match leaf {
         ReadGuard::Optimistic(guard) => Some((guard.pid(), guard.word())),
-        ReadGuard::Shared(_) => None,
+        ReadGuard::Shared(_) | ReadGuard::Uncached(_) => None,
     }
 }
 

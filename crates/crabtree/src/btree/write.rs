@@ -78,6 +78,8 @@ impl BTree {
                 }
                 leaf
             }
+            // Writers' descents never read uncached.
+            ReadGuard::Uncached(_) => return Err(Step::Restart),
         })
     }
 

@@ -258,11 +258,17 @@ impl PoolCore {
         self.evict_batch(resident + 1 - self.frames_max)
     }
 
+    /// The pages an eviction frees at least: `frames_max / 64`, within
+    /// `1..=EVICT_BATCH_MAX`.
+    pub(super) fn evict_batch_size(&self) -> usize {
+        (self.frames_max / 64).clamp(1, EVICT_BATCH_MAX)
+    }
+
     /// Evicts at least `want` pages if the clock finds them (a batch of
     /// `frames_max / 64`, within `1..=EVICT_BATCH_MAX`, when that is more),
     /// whatever the budget. Entry, exit and errors as for `ensure_budget`.
     pub(super) fn evict_batch(&self, want: usize) -> Result<()> {
-        let batch = (self.frames_max / 64).clamp(1, EVICT_BATCH_MAX);
+        let batch = self.evict_batch_size();
         // The victims leave the resident list before they are written: a
         // checkpoint's write-back pass cannot see them, so it waits for
         // this guard before it syncs (`write_dirty`).

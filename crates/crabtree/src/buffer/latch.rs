@@ -121,6 +121,12 @@ impl<'a> Latch<'a> {
         self.word.load(Ordering::Relaxed)
     }
 
+    /// The current word, with Acquire (as the first load of an optimistic
+    /// read: the page's last exclusive holder's writes are visible after).
+    pub fn load_acquire(&self) -> u64 {
+        self.word.load(Ordering::Acquire)
+    }
+
     /// Whether the page is resident, with Acquire: a frame word its loader
     /// stored before the state seen here is visible after it.
     pub fn is_resident(&self) -> bool {

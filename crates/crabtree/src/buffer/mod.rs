@@ -15,6 +15,9 @@
 //!   word), loading and write-back.
 //! * `evict`: the partitioned resident set, the clock, batched eviction.
 //! * `cleaner`: the background thread that writes dirty victims back.
+//! * `uncached`: point reads of pages a full pool does not admit, read
+//!   into a private copy instead of a frame, and the admission filter
+//!   (one `unsafe`: the copy's words seen as bytes for `pread`).
 //! * `alloc`: allocate/free, the persistent free list, `flush`.
 //! * `guard`: the guards handed to the tree.
 //!
@@ -45,6 +48,7 @@ pub mod latch;
 mod mtr;
 mod pool;
 mod region;
+mod uncached;
 
 #[cfg(test)]
 mod tests;
@@ -53,6 +57,7 @@ pub use checkpoint::{AllocState, CheckpointRecord, CheckpointReport, decode_free
 pub use guard::{ExclusiveGuard, OptimisticGuard, SharedGuard};
 pub use mtr::{Change, last_lsn};
 pub use pool::{BufferPool, LogFlush, PoolOptions, PoolStats};
+pub use uncached::{PointRead, UncachedGuard};
 
 /// An optimistic read failed validation (or an upgrade lost a race):
 /// release everything and restart the operation.

@@ -42,6 +42,7 @@ use super::grace;
 use super::guard::{ExclusiveGuard, OptimisticGuard, SharedGuard};
 use super::latch::Latch;
 use super::region::Region;
+use super::uncached::Admission;
 use crate::ids::{FrameIndex, Lsn, PageId};
 use crate::io::Storage;
 use crate::limits::{
@@ -102,6 +103,10 @@ pub struct PoolStats {
     /// Of `loads`: pages read by `pread` straight into their frame (the
     /// others were read into a buffer and copied in; see `grace.rs`).
     pub direct_loads: u64,
+    /// Of `loads`: pages a point read read into its own buffer and did not
+    /// cache (a full pool; the admission filter refused them, see
+    /// `uncached.rs`).
+    pub uncached_reads: u64,
     /// Log payload bytes of page images (structure changes, fresh pages,
     /// full-page images), with a log attached.
     pub image_bytes: u64,
@@ -120,6 +125,7 @@ pub(super) struct Counters {
     pub(super) dirty_evictions: Striped,
     pub(super) cleaner_writes: Striped,
     pub(super) direct_loads: Striped,
+    pub(super) uncached_reads: Striped,
     pub(super) image_bytes: Striped,
     pub(super) fpi_bytes: Striped,
 }
@@ -213,6 +219,8 @@ pub struct PoolCore {
     pub(super) cleaner: CleanerSignal,
     /// Whether loads `pread` straight into safe frames (`grace.rs`).
     direct_read: AtomicBool,
+    /// Which misses of point reads earn a frame (`uncached.rs`).
+    pub(super) admission: Admission,
 }
 
 thread_local! {
@@ -298,6 +306,7 @@ impl BufferPool {
             counters: Counters::default(),
             cleaner: CleanerSignal::default(),
             direct_read: AtomicBool::new(true),
+            admission: Admission::new(frames_max),
         });
         let cleaner = Some(cleaner::spawn(Arc::clone(&core))?);
         Ok(BufferPool { core, cleaner })
@@ -382,6 +391,7 @@ impl BufferPool {
             dirty_evictions: self.counters.dirty_evictions.sum(),
             cleaner_writes: self.counters.cleaner_writes.sum(),
             direct_loads: self.counters.direct_loads.sum(),
+            uncached_reads: self.counters.uncached_reads.sum(),
             image_bytes: self.counters.image_bytes.sum(),
             fpi_bytes: self.counters.fpi_bytes.sum(),
         }
@@ -407,6 +417,15 @@ impl BufferPool {
                 None => self.load(pid)?,
             }
         }
+    }
+
+    /// Starts an optimistic read of `pid` if it is resident (`None` if it
+    /// is not; nothing is loaded). Waits while it is exclusively latched.
+    pub(super) fn optimistic_resident(&self, pid: PageId) -> Result<Option<OptimisticGuard<'_>>> {
+        self.check_pid(pid)?;
+        // Before the state word is read, as in `optimistic`.
+        let section = grace::enter();
+        Ok(self.latch(pid).optimistic().map(|observed| OptimisticGuard::new(self, pid, observed, section)))
     }
 
     /// Starts an optimistic read of `pid` as the read that observed `word`
@@ -464,6 +483,12 @@ impl PoolCore {
         self.frames.frame(FrameIndex(index as u32))
     }
 
+    /// Whether the pool is full: within one eviction batch of its budget
+    /// (eviction frees a batch at a time, so a full pool hovers there).
+    pub(super) fn is_full(&self) -> bool {
+        self.resident.len() + self.evict_batch_size() >= self.frames_max
+    }
+
     /// The latch of `pid` (any id below `max_pages`).
     #[inline]
     pub(super) fn latch(&self, pid: PageId) -> Latch<'_> {
@@ -518,7 +543,7 @@ impl BufferPool {
     /// Loads `pid` if it is not resident and no one else is loading it.
     /// Returns `Ok` also when another thread won the race; the caller
     /// retries its latch. Entry: no latch on `pid`. Exit: none.
-    fn load(&self, pid: PageId) -> Result<()> {
+    pub(super) fn load(&self, pid: PageId) -> Result<()> {
         self.ensure_budget()?;
         let latch = self.latch(pid);
         if !latch.try_lock_evicted() {

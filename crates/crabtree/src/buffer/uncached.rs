@@ -1,0 +1,427 @@
+//! Uncached point reads: a reader that misses a page may read it into a
+//! buffer of its own instead of a frame, when the pool is full and the
+//! admission filter says the page is not worth a frame.
+//!
+//! # Why
+//! Past memory, a load into the pool costs more than its `pread`: the
+//! frame a victim left is the coldest memory the pool has, so the kernel's
+//! copy into it misses the CPU caches on every line (`docs/BENCHMARKS.md`:
+//! a `pread` into a rotating 36 MiB arena runs at 0.70x the rate of one
+//! into a hot buffer), and every load pays an eviction (the clock, the
+//! victim's latch, a frame's grace period). With uniform reads of data
+//! four times the budget, caching the page buys nothing: any resident set
+//! of that size hits as often. So a point read (`BTree::get`) of a leaf
+//! that is not resident, in a full pool, reads it into its thread's own
+//! buffer, which stays in the cache, and leaves the pool as it was.
+//!
+//! # Admission
+//! A page earns a frame on its second miss within a window: the filter is
+//! a direct-mapped table of recently missed page ids (about half as many
+//! entries as the budget has frames, like 2Q's ghost queue). A miss whose
+//! id is in its entry is admitted (loaded as before) and clears the entry;
+//! otherwise it records its id and reads uncached. A page missed again
+//! before about that many other misses is hot enough to keep; under
+//! uniform reads of data much larger than the pool almost none is, under
+//! skewed reads the hot pages are. While the pool is below its budget
+//! every miss is admitted (a pool fills as before). Entries are relaxed
+//! loads and stores: a race loses a hint, never a page.
+//!
+//! # Why the copy is the page
+//! The reader reads the page's state word `w` (Acquire) and sees it
+//! EVICTED, reads the page from storage and verifies it, then validates
+//! `w` as an optimistic reader does (Acquire fence, then the word): same
+//! version, not latched. A page's storage image changes only by a
+//! write-back, which runs under a latch of the resident page; a page
+//! becomes resident only through its exclusive latch, whose release moves
+//! the version on. So if `w` validates, no load, change or write-back of
+//! the page overlapped the read, and the last write-back ended before `w`
+//! was stored (eviction writes a dirty victim before it stores EVICTED):
+//! the copy is the page as it was at the time of the read, exactly what
+//! an optimistic read of a frame would have seen. A read or verification
+//! that fails while `w` no longer validates was overlapped by a loader or
+//! a write-back (a torn read): the caller retries, and only a failure
+//! with `w` still valid is reported. As for frames, the caller couples:
+//! it validates the node it came from after this read, so the link it
+//! followed still stood while `w` was read (a freed page keeps its old
+//! image on storage, and only the link tells it is gone).
+//!
+//! The guard's later validations compare `w` again: until the page is
+//! loaded, the copy is still the page.
+
+use super::Restart;
+use super::guard::OptimisticGuard;
+use super::latch;
+use super::pool::BufferPool;
+use crate::Result;
+use crate::ids::PageId;
+use crate::page::bytes::AtomicPage;
+use crate::sync::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicU32;
+
+/// Largest number of admission filter entries (4 bytes each).
+const FILTER_ENTRIES_MAX: usize = 1 << 16;
+
+thread_local! {
+    /// Each thread's spare page copy: an uncached read takes it and gives
+    /// it back when its guard drops, so the copy stays in the core's cache
+    /// and no read allocates.
+    static SPARE: std::cell::Cell<Option<Box<[crate::sync::AtomicU64]>>> = const { std::cell::Cell::new(None) };
+}
+
+/// The admission filter and the switch for uncached reads.
+pub(super) struct Admission {
+    /// Recently missed page ids (low 32 bits; 0: empty), direct-mapped.
+    recent: Box<[AtomicU32]>,
+    /// `64 - log2(recent.len())`: the hash's top bits index `recent`.
+    shift: u32,
+    /// Whether point reads may read uncached (on by default).
+    on: AtomicBool,
+}
+
+impl Admission {
+    /// A filter for a pool of `frames_max` frames.
+    pub(super) fn new(frames_max: usize) -> Admission {
+        let entries = (frames_max / 2).next_power_of_two().clamp(64, FILTER_ENTRIES_MAX);
+        Admission {
+            recent: (0..entries).map(|_| AtomicU32::new(0)).collect(),
+            shift: 64 - entries.trailing_zeros(),
+            on: AtomicBool::new(true),
+        }
+    }
+
+    /// Whether a miss of `pid` in a full pool earns a frame: its id was
+    /// recorded by a recent miss (then the entry is cleared), else it is
+    /// recorded now and the page is read uncached.
+    fn admit(&self, pid: PageId) -> bool {
+        let index = (pid.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize;
+        let entry = &self.recent[index];
+        // Page 0 is never read, but an id's low bits may be 0: keep 0 free.
+        let tag = (pid.0 as u32).max(1);
+        // Relaxed: a hint; a lost update only changes which miss is admitted.
+        if entry.load(Ordering::Relaxed) == tag {
+            entry.store(0, Ordering::Relaxed);
+            true
+        } else {
+            entry.store(tag, Ordering::Relaxed);
+            false
+        }
+    }
+}
+
+/// A point read of a page: its frame read optimistically, or a copy of it
+/// read from storage (see the module doc). Validate either before acting
+/// on what was read.
+pub enum PointRead<'a> {
+    /// The page is resident: an optimistic read of its frame.
+    Resident(OptimisticGuard<'a>),
+    /// The page was not resident and not admitted: a private copy.
+    Uncached(UncachedGuard<'a>),
+}
+
+/// A private copy of a page that is not resident, valid while the page
+/// stays unloaded. Holds no latch and no read section. Not `Send` (its
+/// buffer returns to its thread).
+pub struct UncachedGuard<'a> {
+    pool: &'a BufferPool,
+    pid: PageId,
+    observed: u64,
+    /// Always `Some` until dropped.
+    words: Option<Box<[crate::sync::AtomicU64]>>,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl<'a> UncachedGuard<'a> {
+    /// The page read.
+    pub fn pid(&self) -> PageId {
+        self.pid
+    }
+
+    /// The copy: the page as it was when read. It stays the page's current
+    /// image while [`UncachedGuard::validate`] succeeds.
+    pub fn page(&self) -> AtomicPage<'_> {
+        AtomicPage::new(self.words.as_deref().unwrap_or(&[]))
+    }
+
+    /// `Ok` if the page was not loaded since it was read, so the copy is
+    /// still the page.
+    pub fn validate(&self) -> Result<(), Restart> {
+        if self.pool.latch(self.pid).validate(self.observed) { Ok(()) } else { Err(Restart) }
+    }
+}
+
+impl Drop for UncachedGuard<'_> {
+    fn drop(&mut self) {
+        SPARE.set(self.words.take());
+    }
+}
+
+impl BufferPool {
+    /// Starts an optimistic point read of `pid`: its frame if it is
+    /// resident; if it is not and the pool is full, either a private copy
+    /// read from storage or, when the admission filter admits the page
+    /// (module doc), a load as [`BufferPool::optimistic`] does. For
+    /// readers that read a page once and move on (`BTree::get`'s leaf).
+    ///
+    /// Entry, exit and errors as for [`BufferPool::optimistic`].
+    pub fn optimistic_point(&self, pid: PageId) -> Result<PointRead<'_>> {
+        loop {
+            let guard = self.optimistic_resident(pid)?;
+            if let Some(guard) = guard {
+                return Ok(PointRead::Resident(guard));
+            }
+            let latch = self.latch(pid);
+            if !self.admission.on.load(Ordering::Relaxed) || !self.is_full() || self.admission.admit(pid) {
+                self.load(pid)?;
+                continue;
+            }
+            // Acquire: as an optimistic read's first load; also orders the
+            // last write-back of the page (before its eviction's Release
+            // store of EVICTED) before our read of storage.
+            let observed = latch.load_acquire();
+            if latch::state(observed) != latch::EVICTED {
+                continue;
+            }
+            if let Some(guard) = self.read_uncached(pid, observed)? {
+                return Ok(PointRead::Uncached(guard));
+            }
+        }
+    }
+
+    /// Reads `pid`, EVICTED at `observed`, into a private copy. `None` if
+    /// the page was loaded meanwhile (the caller starts over).
+    fn read_uncached(&self, pid: PageId, observed: u64) -> Result<Option<UncachedGuard<'_>>> {
+        let words = SPARE
+            .take()
+            .filter(|words| words.len() * 8 == self.page_size)
+            .unwrap_or_else(|| (0..self.page_size / 8).map(|_| crate::sync::AtomicU64::new(0)).collect());
+        let mut words = words;
+        let read = self.read_page(pid, words_as_bytes(&mut words));
+        // The point holds the reader between its read and its validation;
+        // an error injected there stands for a torn read (one that fails
+        // verification).
+        #[cfg(feature = "failpoints")]
+        let read = read.and_then(|()| crate::failpoint::hit("pool.uncached_read"));
+        let valid = self.latch(pid).validate(observed);
+        let guard =
+            UncachedGuard { pool: self, pid, observed, words: Some(words), _not_send: std::marker::PhantomData };
+        match read {
+            Ok(()) if valid => {
+                self.counters.loads.add(1);
+                self.counters.uncached_reads.add(1);
+                Ok(Some(guard))
+            }
+            Ok(()) => Ok(None),
+            // Torn by a load or write-back that overlapped the read.
+            Err(_) if !valid => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Whether point reads of pages that are not resident may read them
+    /// uncached when the pool is full ([`BufferPool::optimistic_point`]).
+    pub fn uncached_reads_active(&self) -> bool {
+        // Relaxed: a setting.
+        self.admission.on.load(Ordering::Relaxed)
+    }
+
+    /// Turns uncached point reads on (the default) or off (every miss
+    /// loads the page into a frame). For measurements.
+    pub fn set_uncached_reads(&self, on: bool) {
+        // Relaxed: a setting.
+        self.admission.on.store(on, Ordering::Relaxed);
+    }
+}
+
+/// The bytes of a buffer of words the caller owns, for `pread` to write.
+fn words_as_bytes(words: &mut [crate::sync::AtomicU64]) -> &mut [u8] {
+    let len = std::mem::size_of_val(words);
+    // SAFETY: `AtomicU64` has the size and bit validity of `u64`, so the
+    // words are `len` initialised bytes, and every byte value keeps them
+    // valid; `u8` needs no alignment; the `&mut` borrow makes this slice
+    // the only access to them while it lives (no other thread can hold a
+    // reference to memory we borrow mutably).
+    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::MemStorage;
+    use crate::page::bytes::{PageBuf, PageBufMut};
+    use crate::page::header::{self, PageType};
+    use crate::sync::Arc;
+
+    /// Failpoint scenarios of this file configure the same point: one at
+    /// a time.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// A full pool of 64 frames over 640 leaves, each with its index as a
+    /// tag at byte 100, all written to storage.
+    fn full_pool() -> (BufferPool, Vec<PageId>) {
+        let opts = crate::buffer::PoolOptions { page_size: 512, pool_bytes: 64 * 512, max_pages: 4096 };
+        let pool = BufferPool::create(Arc::new(MemStorage::new()), opts).unwrap();
+        let pids: Vec<PageId> = (0..640u64)
+            .map(|tag| {
+                let mut page = pool.allocate().unwrap();
+                let pid = page.pid();
+                let mut frame = page.page_mut();
+                header::init(&mut frame, pid, PageType::Leaf, 0);
+                frame.write_u64(100, tag);
+                pid
+            })
+            .collect();
+        pool.flush().unwrap();
+        assert!(pool.is_full(), "{:?}", pool.stats());
+        (pool, pids)
+    }
+
+    /// The tag a validated point read of `pid` sees, and whether it read a
+    /// copy.
+    fn point_tag(pool: &BufferPool, pid: PageId) -> Result<(u64, bool)> {
+        loop {
+            let (tag, uncached, valid) = match pool.optimistic_point(pid)? {
+                PointRead::Resident(guard) => (guard.page().read_u64(100), false, guard.validate().is_ok()),
+                PointRead::Uncached(guard) => (guard.page().read_u64(100), true, guard.validate().is_ok()),
+            };
+            if valid {
+                return Ok((tag, uncached));
+            }
+        }
+    }
+
+    /// A page of the full pool that is not resident.
+    fn evicted(pool: &BufferPool, pids: &[PageId]) -> (usize, PageId) {
+        let index = pids.iter().position(|&pid| !pool.latch(pid).is_resident()).unwrap();
+        (index, pids[index])
+    }
+
+    fn rewrite_tag(pool: &BufferPool, pid: PageId, tag: u64) {
+        let mut guard = pool.exclusive(pid).unwrap();
+        guard.page_mut().write_u64(100, tag);
+        guard.mark_dirty();
+    }
+
+    #[test]
+    fn a_full_pool_reads_a_page_it_does_not_admit_into_a_copy_and_admits_it_when_missed_again() {
+        let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (pool, pids) = full_pool();
+        let (index, pid) = evicted(&pool, &pids);
+        let before = pool.stats();
+        assert_eq!(point_tag(&pool, pid).unwrap(), (index as u64, true));
+        let after = pool.stats();
+        assert!(!pool.latch(pid).is_resident(), "an uncached read made the page resident");
+        assert_eq!(after.uncached_reads, before.uncached_reads + 1);
+        assert_eq!(after.evictions, before.evictions, "an uncached read evicted");
+        // Missed again soon: admitted, loaded into a frame.
+        assert_eq!(point_tag(&pool, pid).unwrap(), (index as u64, false));
+        assert!(pool.latch(pid).is_resident());
+        // A copy validates until the page is loaded.
+        let (index, pid) = evicted(&pool, &pids);
+        let PointRead::Uncached(copy) = pool.optimistic_point(pid).unwrap() else { panic!("not a copy") };
+        assert_eq!((copy.page().read_u64(100), copy.validate()), (index as u64, Ok(())));
+        drop(pool.optimistic(pid).unwrap());
+        assert_eq!(copy.validate(), Err(Restart), "a copy of a page loaded since validated");
+        drop(copy);
+        // Switched off, every miss loads.
+        let after = pool.stats();
+        pool.set_uncached_reads(false);
+        let (index, pid) = evicted(&pool, &pids);
+        assert_eq!(point_tag(&pool, pid).unwrap(), (index as u64, false));
+        assert_eq!(pool.stats().uncached_reads, after.uncached_reads);
+    }
+
+    #[test]
+    fn a_pool_below_its_budget_loads_every_miss() {
+        let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let opts = crate::buffer::PoolOptions { page_size: 512, pool_bytes: 1024 * 512, max_pages: 4096 };
+        let pool = BufferPool::create(Arc::new(MemStorage::new()), opts).unwrap();
+        let pid = {
+            let mut page = pool.allocate().unwrap();
+            let pid = page.pid();
+            header::init(&mut page.page_mut(), pid, PageType::Leaf, 0);
+            pid
+        };
+        pool.flush().unwrap();
+        assert!(!pool.is_full());
+        assert_eq!(point_tag(&pool, pid).unwrap(), (0, false));
+        assert_eq!(pool.stats().uncached_reads, 0);
+    }
+
+    /// A reader holds its copy between the read and the validation while
+    /// the page is loaded and changed: the copy is not used, the read
+    /// starts over and sees the change.
+    #[test]
+    #[cfg(feature = "failpoints")]
+    fn a_copy_of_a_page_loaded_while_it_was_read_is_not_used() {
+        use crate::failpoint::Pause;
+        let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (pool, pids) = full_pool();
+        let (index, pid) = evicted(&pool, &pids);
+        let pause = Pause::arm_for("pool.uncached_read", |thread| thread.name() == Some("copy-reader"));
+        std::thread::scope(|scope| {
+            let reader = std::thread::Builder::new()
+                .name("copy-reader".into())
+                .spawn_scoped(scope, || point_tag(&pool, pid).unwrap())
+                .unwrap();
+            assert!(pause.wait_parked(std::time::Duration::from_secs(20)), "the reader never read a copy");
+            // The copy holds the old tag; the page is loaded and changed.
+            rewrite_tag(&pool, pid, 7_000 + index as u64);
+            pause.resume();
+            assert_eq!(reader.join().unwrap(), (7_000 + index as u64, false));
+        });
+    }
+
+    /// A read that fails verification (as a read torn by a write-back
+    /// would) is reported as the page's error if the page stayed unloaded,
+    /// and retried if it was loaded meanwhile.
+    #[test]
+    #[cfg(feature = "failpoints")]
+    fn a_torn_copy_is_an_error_unless_the_page_was_loaded_meanwhile() {
+        use crate::failpoint;
+        use std::sync::{Mutex, mpsc};
+        let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (pool, pids) = full_pool();
+        let in_reader = || std::thread::current().name() == Some("torn-reader");
+        let torn = || crate::Error::corruption(PageId(0), "injected torn read");
+        let read_in_reader = |pid: PageId| {
+            std::thread::scope(|scope| {
+                let reader = std::thread::Builder::new()
+                    .name("torn-reader".into())
+                    .spawn_scoped(scope, || point_tag(&pool, pid))
+                    .unwrap();
+                reader.join().unwrap()
+            })
+        };
+        // Not loaded meanwhile: the error is the page's.
+        let (_, pid) = evicted(&pool, &pids);
+        failpoint::set("pool.uncached_read", move || if in_reader() { Err(torn()) } else { Ok(()) });
+        let error = read_in_reader(pid).unwrap_err();
+        assert!(error.to_string().contains("injected torn read"), "{error}");
+        // Loaded (and changed) while the torn read was made: retried.
+        let (index, pid) = evicted(&pool, &pids[pids.len() / 2..]);
+        let index = index + pids.len() / 2;
+        let (parked, parked_rx) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel::<()>();
+        let hold = Mutex::new(Some((parked, go_rx)));
+        failpoint::set("pool.uncached_read", move || {
+            if !in_reader() {
+                return Ok(());
+            }
+            let Some((parked, go)) = hold.lock().unwrap().take() else { return Ok(()) };
+            parked.send(()).unwrap();
+            go.recv().unwrap();
+            Err(torn())
+        });
+        std::thread::scope(|scope| {
+            let reader = std::thread::Builder::new()
+                .name("torn-reader".into())
+                .spawn_scoped(scope, || point_tag(&pool, pid))
+                .unwrap();
+            parked_rx.recv_timeout(std::time::Duration::from_secs(20)).expect("the reader never read a copy");
+            rewrite_tag(&pool, pid, 9_000 + index as u64);
+            go.send(()).unwrap();
+            assert_eq!(reader.join().unwrap().unwrap(), (9_000 + index as u64, false));
+        });
+        failpoint::clear("pool.uncached_read");
+    }
+}
