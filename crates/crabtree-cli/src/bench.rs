@@ -241,9 +241,10 @@ pub fn run(args: &BenchArgs) -> crabtree::Result<ExitCode> {
     }
     let stats = tree.pool().stats();
     println!(
-        "pool: {} loads ({} read straight into their frame), {} writes, {} evictions, {} of {} frames touched; tree: {} levels, {} pages, leaf fill {:.0}%",
+        "pool: {} loads ({} read straight into their frame, {} uncached), {} writes, {} evictions, {} of {} frames touched; tree: {} levels, {} pages, leaf fill {:.0}%",
         stats.loads,
         stats.direct_loads,
+        stats.uncached_reads,
         stats.writes,
         stats.evictions,
         stats.frames_touched,

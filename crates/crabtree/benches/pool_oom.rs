@@ -34,7 +34,11 @@
 //! * `get direct-vs-copy xN`: uniform gets with the pool filling frames by
 //!   `pread` straight into the frame (its default, `buffer/grace.rs`)
 //!   against `pread` into a buffer and an atomic copy, alternating in ten
-//!   slices each.
+//!   slices each;
+//! * `get uncached-vs-cached xN`: uniform gets with uncached point reads
+//!   on (the default: a full pool reads a leaf it does not admit into the
+//!   reader's own buffer, `buffer/uncached.rs`) against every miss loaded
+//!   into a frame, alternating in ten slices each.
 //!
 //! `CRABTREE_BENCH_WORKLOADS` (comma list of name prefixes; `get$` names
 //! the uniform get cell alone) narrows a run.
@@ -54,7 +58,7 @@
 //! `CRABTREE_BENCH_KEYS=200000 CRABTREE_BENCH_SECS=1 CRABTREE_BENCH_ROUNDS=1`.
 
 use crabtree::io::FileStorage;
-use crabtree::raw::{BTree, BufferPool, PoolOptions};
+use crabtree::raw::{BTree, BufferPool, PoolOptions, PoolStats};
 use std::fs::File;
 use std::hint::black_box;
 use std::os::unix::fs::FileExt;
@@ -266,29 +270,31 @@ fn drop_os_cache() -> bool {
     std::fs::write("/proc/sys/vm/drop_caches", "1").is_ok()
 }
 
-/// The pool's two ways of filling a frame on a miss, `pread` straight into
-/// the frame (the default) and `pread` into a buffer then an atomic copy,
-/// `secs` each, alternating in `SLICES` stretches.
-fn direct_against_copy(
+/// A pool setting on against off for the same op (`set`), `secs` each,
+/// alternating in `SLICES` stretches; also the share of the loads made
+/// with the setting on that `counted` counts (pool stats).
+fn setting_on_against_off(
     threads: usize,
     secs: f64,
     op: &(dyn Fn(&mut fastrand::Rng) + Sync),
     pool: &BufferPool,
+    set: &dyn Fn(bool),
+    counted: &dyn Fn(&PoolStats) -> u64,
 ) -> (Cell, Cell, f64) {
     let loads = || pool.stats().loads;
-    let (mut direct, mut copy) = (Vec::new(), Vec::new());
-    let (mut loaded, mut loaded_direct) = (0, 0);
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    let (mut loaded, mut loaded_counted) = (0, 0);
     for _ in 0..SLICES {
-        pool.set_direct_read(false);
-        copy.push(Slice::run(threads, secs / SLICES as f64, &op, Some(&loads)));
-        pool.set_direct_read(true);
+        set(false);
+        off.push(Slice::run(threads, secs / SLICES as f64, &op, Some(&loads)));
+        set(true);
         let before = pool.stats();
-        direct.push(Slice::run(threads, secs / SLICES as f64, &op, Some(&loads)));
+        on.push(Slice::run(threads, secs / SLICES as f64, &op, Some(&loads)));
         let after = pool.stats();
         loaded += after.loads - before.loads;
-        loaded_direct += after.direct_loads - before.direct_loads;
+        loaded_counted += counted(&after) - counted(&before);
     }
-    (Slice::merge(&direct), Slice::merge(&copy), loaded_direct as f64 / loaded.max(1) as f64)
+    (Slice::merge(&on), Slice::merge(&off), loaded_counted as f64 / loaded.max(1) as f64)
 }
 
 /// Bulk-loads the file; returns its size and the in-memory get rates with
@@ -449,7 +455,8 @@ fn main() {
     timed(2, secs.min(1.0), pread);
     type Op<'a> = &'a (dyn Fn(&mut fastrand::Rng) + Sync);
     let mut table: Vec<(String, Vec<Cell>, Vec<Cell>)> = Vec::new();
-    let mut fills: Vec<(usize, Vec<Cell>, Vec<Cell>, f64)> = Vec::new();
+    type Fill = (&'static str, usize, Vec<Cell>, Vec<Cell>, f64);
+    let mut fills: Vec<Fill> = Vec::new();
     for &n in &threads {
         let workloads = [
             ("get", &get as Op),
@@ -484,16 +491,26 @@ fn main() {
                 table.push((format!("get cold-cache x{n}"), ours, base));
             }
         }
-        if workload_on("get direct-vs-copy") && tree.pool().direct_read_active() {
-            let (mut direct, mut copy, mut shares) = (Vec::new(), Vec::new(), Vec::new());
+        let pool = tree.pool();
+        let settings: [(&str, &dyn Fn(bool), &dyn Fn(&PoolStats) -> u64, bool); 2] = [
+            ("direct-vs-copy", &|on| pool.set_direct_read(on), &|stats| stats.direct_loads, pool.direct_read_active()),
+            ("uncached-vs-cached", &|on| pool.set_uncached_reads(on), &|stats| stats.uncached_reads, true),
+        ];
+        for (name, set, counted, available) in settings {
+            if !workload_on(&format!("get {name}")) || !available {
+                continue;
+            }
+            let (mut with, mut without, mut shares) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..rounds {
-                let (d, c, share) = direct_against_copy(n, secs, &get, tree.pool());
-                direct.push(d);
-                copy.push(c);
+                let (on, off, share) = setting_on_against_off(n, secs, &get, pool, set, counted);
+                with.push(on);
+                without.push(off);
                 shares.push(share);
             }
-            eprintln!("  done: get direct-vs-copy x{n}");
-            fills.push((n, direct, copy, median(shares)));
+            // Leave the defaults on.
+            set(true);
+            eprintln!("  done: get {name} x{n}");
+            fills.push((name, n, with, without, median(shares)));
         }
     }
     let stats = tree.pool().stats();
@@ -543,19 +560,30 @@ fn main() {
             per_load * pread
         );
     }
-    if !fills.is_empty() {
+    for (setting, header) in [
+        (
+            "direct-vs-copy",
+            "| uniform get | pread into the frame, gets/s | of its loads, straight into the frame | pread into a buffer + copy, gets/s | ratio (median of rounds) |",
+        ),
+        (
+            "uncached-vs-cached",
+            "| uniform get | uncached reads on, gets/s | of its loads, uncached | every miss cached, gets/s | ratio (median of rounds) |",
+        ),
+    ] {
+        let rows: Vec<_> = fills.iter().filter(|(name, ..)| *name == setting).collect();
+        if rows.is_empty() {
+            continue;
+        }
         println!();
-        println!(
-            "| uniform get | pread into the frame, gets/s | of its loads, straight into the frame | pread into a buffer + copy, gets/s | ratio (median of rounds) |"
-        );
+        println!("{header}");
         println!("|---|---|---|---|---|");
-        for (n, direct, copy, share) in &fills {
-            let ratios: Vec<f64> = direct.iter().zip(copy).map(|(d, c)| d.ops / c.ops).collect();
+        for (_, n, with, without, share) in rows {
+            let ratios: Vec<f64> = with.iter().zip(without).map(|(w, o)| w.ops / o.ops).collect();
             println!(
                 "| x{n} | {:.0} | {:.0}% | {:.0} | {:.3} ({:.3}-{:.3}) |",
-                median(direct.iter().map(|c| c.ops).collect()),
+                median(with.iter().map(|c| c.ops).collect()),
                 share * 100.0,
-                median(copy.iter().map(|c| c.ops).collect()),
+                median(without.iter().map(|c| c.ops).collect()),
                 median(ratios.clone()),
                 ratios.iter().copied().fold(f64::INFINITY, f64::min),
                 ratios.iter().copied().fold(0.0, f64::max),

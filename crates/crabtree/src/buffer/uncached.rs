@@ -16,15 +16,21 @@
 //!
 //! # Admission
 //! A page earns a frame on its second miss within a window: the filter is
-//! a direct-mapped table of recently missed page ids (about half as many
-//! entries as the budget has frames, like 2Q's ghost queue). A miss whose
-//! id is in its entry is admitted (loaded as before) and clears the entry;
-//! otherwise it records its id and reads uncached. A page missed again
-//! before about that many other misses is hot enough to keep; under
-//! uniform reads of data much larger than the pool almost none is, under
-//! skewed reads the hot pages are. While the pool is below its budget
-//! every miss is admitted (a pool fills as before). Entries are relaxed
-//! loads and stores: a race loses a hint, never a page.
+//! a direct-mapped table of recently missed page ids, with about a
+//! sixteenth as many entries as the budget has frames (rounded up to a
+//! power of two). A miss whose id is in its entry is admitted (loaded as
+//! before) and clears the entry; otherwise it records its id and reads
+//! uncached. A page that is a fraction `r` of the misses is admitted on a
+//! miss with probability about `r * D / (1 + r * D)` for `D` entries (the
+//! misses in between are geometric): under uniform reads over `N` pages,
+//! `D / (N + D)`, 3.5% for the pool_oom bench (28k pages missed, 1,024
+//! entries; a table of half the frames admitted 22% there, and read
+//! 4-8% slower), while a page that is more than `1 / D` of the misses is
+//! admitted on its first or second miss, so skewed reads bring their hot
+//! pages in (`docs/BENCHMARKS.md`, "Uncached point reads"). While the pool
+//! is below its budget every miss is admitted (a pool fills as before).
+//! Entries are relaxed loads and stores: a race loses a hint, never a
+//! page.
 //!
 //! # Why the copy is the page
 //! The reader reads the page's state word `w` (Acquire) and sees it
@@ -81,7 +87,7 @@ pub(super) struct Admission {
 impl Admission {
     /// A filter for a pool of `frames_max` frames.
     pub(super) fn new(frames_max: usize) -> Admission {
-        let entries = (frames_max / 2).next_power_of_two().clamp(64, FILTER_ENTRIES_MAX);
+        let entries = (frames_max / 16).next_power_of_two().clamp(64, FILTER_ENTRIES_MAX);
         Admission {
             recent: (0..entries).map(|_| AtomicU32::new(0)).collect(),
             shift: 64 - entries.trailing_zeros(),
