@@ -492,7 +492,8 @@ fn main() {
             }
         }
         let pool = tree.pool();
-        let settings: [(&str, &dyn Fn(bool), &dyn Fn(&PoolStats) -> u64, bool); 2] = [
+        type Setting<'a> = (&'static str, &'a dyn Fn(bool), &'a dyn Fn(&PoolStats) -> u64, bool);
+        let settings: [Setting; 2] = [
             ("direct-vs-copy", &|on| pool.set_direct_read(on), &|stats| stats.direct_loads, pool.direct_read_active()),
             ("uncached-vs-cached", &|on| pool.set_uncached_reads(on), &|stats| stats.uncached_reads, true),
         ];
