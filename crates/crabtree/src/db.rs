@@ -288,6 +288,9 @@ pub struct Stats {
     pub page_count: u64,
     /// Bytes per page.
     pub page_size: usize,
+    /// The buffer pool's counters: pages resident and loaded, evictions,
+    /// write-backs, uncached point reads (`raw::PoolStats`).
+    pub pool: crate::buffer::PoolStats,
 }
 
 /// The open database, shared by every handle.
@@ -633,6 +636,7 @@ impl Db {
             tree_entries: engine.tree.len_now(),
             page_count: engine.tree.pool().page_count(),
             page_size: engine.tree.pool().page_size(),
+            pool: engine.tree.pool().stats(),
         }
     }
 

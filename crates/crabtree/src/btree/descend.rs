@@ -311,8 +311,9 @@ impl BTree {
         Ok(self.descend_searching(target, level, path, pessimistic, finish, false)?.0)
     }
 
-    /// A reader's descent to the leaf holding `key`, with where the leaf
-    /// search put it (read through the guard: validate before trusting).
+    /// A point reader's descent to the leaf holding `key`, with where the
+    /// leaf search put it (read through the guard: validate before
+    /// trusting). The leaf may be a private copy (`step_to_leaf`).
     pub(crate) fn descend_to_key(&self, key: &[u8], pessimistic: bool) -> Attempt<(ReadGuard<'_>, SlotSearch)> {
         let (guard, found) = self.descend_searching(Target::Key(key), 0, None, pessimistic, false, true)?;
         match found {

@@ -1,10 +1,9 @@
 //! A point lookup for the MVCC layer: the value of the first entry in a
 //! closed key range (a read at a snapshot seeks to `(key, ts)` and takes the
-//! first version it finds). Like `get`: one descent, the leaf searched in
-//! place, only the value copied; when the range's first entry would be in
+//! first version it finds). Like `get`: one point descent (its leaf may be
+//! read uncached), the leaf searched in place, only the value copied; when the range's first entry would be in
 //! the next leaf it falls back to a one-entry range batch.
 
-use super::descend::Target;
 use super::value;
 use super::{Attempt, BTree, Pinning};
 use crate::Result;
@@ -38,10 +37,12 @@ impl BTree {
     }
 
     fn first_in_attempt(&self, lower: &[u8], upper: &[u8], pessimistic: bool) -> Attempt<InLeaf> {
-        let leaf = self.descend(Target::Key(lower), 0, None, pessimistic)?;
+        // A point read's descent: a leaf that is not resident may be read
+        // into a private copy (`buffer/uncached.rs`).
+        let (leaf, found) = self.descend_to_key(lower, pessimistic)?;
         let page = leaf.page();
         let node = leaf.check(Node::new(&page, leaf.pid()))?;
-        let (Ok(slot) | Err(slot)) = leaf.check(node.search(lower))?;
+        let (Ok(slot) | Err(slot)) = found;
         if slot >= node.len() {
             leaf.validate()?;
             return Ok(InLeaf::Beyond);
