@@ -82,6 +82,12 @@
 //! * `prune.removed`: a writer pruning a full leaf before its split has
 //!   removed (and logged) one version, leaf still latched; an error fails
 //!   the write with the leaf partly pruned;
+//! * `point.before_leaf`: a point read (`get`, a snapshot read) validated
+//!   a level-1 node and read the id of its leaf, which it has not yet
+//!   looked up in the pool (`btree::descend`, no latch held);
+//! * `pool.uncached_read`: a point read read a leaf that is not resident
+//!   into its own buffer and has not yet validated the page's state word
+//!   (`buffer::uncached`); an error injected here stands for a torn read;
 //! * `commit.between_pieces`: a commit record too large for one log record
 //!   has appended a piece of its chain and not its end (`store`); an error
 //!   fails the commit with the chain left unfinished in the log.

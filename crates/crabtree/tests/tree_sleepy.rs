@@ -3,7 +3,9 @@
 //! delete and reuse the pages it remembers; this test makes that common.
 //!
 //! Method: every failpoint of the write, split, parent-insert, deletion
-//! and reclamation paths (`crabtree::failpoint`) sleeps for a random
+//! and reclamation paths (`crabtree::failpoint`), and the two of a point
+//! read between its leaf's parent and the leaf (before it looks the leaf
+//! up; between the uncached read of a leaf and its validation), sleeps for a random
 //! 0-300 µs in one call of eight, and some fail now and then (a parent
 //! insert, a root growth, an unlink attempt: abandoned splits and stalled
 //! unlinks that other writers must finish; an allocation before a split:
@@ -31,7 +33,9 @@ use std::time::{Duration, Instant};
 
 const WRITERS: u64 = 4;
 const KEYS: u64 = 1200;
-const POINTS: [&str; 10] = [
+const POINTS: [&str; 12] = [
+    "point.before_leaf",
+    "pool.uncached_read",
     "write.leaf_latched",
     "split.before_neighbour",
     "split.before_allocate",

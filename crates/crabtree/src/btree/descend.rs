@@ -157,6 +157,9 @@ impl BTree {
             return self.step(guard, child);
         };
         current.validate()?;
+        // The parent is left unpinned: the leaf may be split, emptied,
+        // freed (its storage image then stale) and evicted from here on.
+        failpoint!("point.before_leaf", ignore);
         let next = match self.pool.optimistic_point(child) {
             Ok(PointRead::Resident(next)) => {
                 next.page().prefetch(0, PREFETCH_BYTES);
