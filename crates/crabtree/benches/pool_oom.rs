@@ -264,9 +264,13 @@ fn timed_pair(
     (Slice::merge(&base_slices), Slice::merge(&our_slices))
 }
 
-/// Drops the OS page cache (clean pages only; needs root, and a kernel
-/// that allows it). False where it may not.
+/// Drops the OS page cache: syncs every file first (the cache keeps dirty
+/// pages, such as those the get/update cell wrote back, so without the
+/// sync a file written to stays cached), then drops the clean pages. Needs
+/// root, and a kernel that allows it; false where it may not.
 fn drop_os_cache() -> bool {
+    // The `sync` command: no binding of sync(2) needed here.
+    let _ = std::process::Command::new("sync").status();
     std::fs::write("/proc/sys/vm/drop_caches", "1").is_ok()
 }
 
