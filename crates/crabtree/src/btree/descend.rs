@@ -109,43 +109,26 @@ impl BTree {
     /// `guard` (coupling). Shared: release `guard` first, so at most one
     /// latch is held.
     pub(crate) fn step<'a>(&'a self, guard: ReadGuard<'a>, next: PageId) -> Attempt<ReadGuard<'a>> {
-        match guard {
-            ReadGuard::Optimistic(current) => {
-                current.validate()?;
-                // Unpinned, `next` may have been freed since the link was
-                // read (then loading it can fail): trust an error only if
-                // the link still stands.
-                let next = match self.pool.optimistic(next) {
-                    Ok(next) => next,
-                    Err(error) => {
-                        current.validate()?;
-                        return Err(Step::Fail(error));
-                    }
-                };
-                next.page().prefetch(0, PREFETCH_BYTES);
-                current.validate()?;
-                Ok(ReadGuard::Optimistic(next))
-            }
-            ReadGuard::Shared(current) => {
-                drop(current);
-                Ok(ReadGuard::Shared(self.pool.shared(next)?))
-            }
-            ReadGuard::Uncached(current) => {
-                // A copy is read in place of a leaf only, so `next` is its
-                // right sibling: read as any node (the copy validated
-                // after, as a frame's read is).
-                current.validate()?;
-                let next = match self.pool.optimistic(next) {
-                    Ok(next) => next,
-                    Err(error) => {
-                        current.validate()?;
-                        return Err(Step::Fail(error));
-                    }
-                };
-                current.validate()?;
-                Ok(ReadGuard::Optimistic(next))
-            }
+        if let ReadGuard::Shared(current) = guard {
+            drop(current);
+            return Ok(ReadGuard::Shared(self.pool.shared(next)?));
         }
+        // Optimistic, or a private copy of a leaf (`step_to_leaf`; then
+        // `next` is its right sibling, read as any node): validated the same.
+        guard.validate()?;
+        // Unpinned, `next` may have been freed since the link was read
+        // (then loading it can fail): trust an error only if the link
+        // still stands.
+        let next = match self.pool.optimistic(next) {
+            Ok(next) => next,
+            Err(error) => {
+                guard.validate()?;
+                return Err(Step::Fail(error));
+            }
+        };
+        next.page().prefetch(0, PREFETCH_BYTES);
+        guard.validate()?;
+        Ok(ReadGuard::Optimistic(next))
     }
 
     /// `step` down from a level-1 node to the leaf `child` for a point

@@ -43,7 +43,7 @@ impl Storage for Flaky {
     }
 }
 
-fn new_leaf(pool: &BufferPool, tag: u64) -> PageId {
+pub(super) fn new_leaf(pool: &BufferPool, tag: u64) -> PageId {
     let mut page = pool.allocate().unwrap();
     let pid = page.pid();
     let mut frame = page.page_mut();

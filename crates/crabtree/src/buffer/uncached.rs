@@ -254,7 +254,6 @@ mod tests {
     use super::*;
     use crate::io::MemStorage;
     use crate::page::bytes::{PageBuf, PageBufMut};
-    use crate::page::header::{self, PageType};
     use crate::sync::Arc;
 
     /// Failpoint scenarios of this file configure the same point: one at
@@ -266,16 +265,7 @@ mod tests {
     fn full_pool() -> (BufferPool, Vec<PageId>) {
         let opts = crate::buffer::PoolOptions { page_size: 512, pool_bytes: 64 * 512, max_pages: 4096 };
         let pool = BufferPool::create(Arc::new(MemStorage::new()), opts).unwrap();
-        let pids: Vec<PageId> = (0..640u64)
-            .map(|tag| {
-                let mut page = pool.allocate().unwrap();
-                let pid = page.pid();
-                let mut frame = page.page_mut();
-                header::init(&mut frame, pid, PageType::Leaf, 0);
-                frame.write_u64(100, tag);
-                pid
-            })
-            .collect();
+        let pids: Vec<PageId> = (0..640u64).map(|tag| crate::buffer::tests::new_leaf(&pool, tag)).collect();
         pool.flush().unwrap();
         assert!(pool.is_full(), "{:?}", pool.stats());
         (pool, pids)
@@ -341,12 +331,7 @@ mod tests {
         let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let opts = crate::buffer::PoolOptions { page_size: 512, pool_bytes: 1024 * 512, max_pages: 4096 };
         let pool = BufferPool::create(Arc::new(MemStorage::new()), opts).unwrap();
-        let pid = {
-            let mut page = pool.allocate().unwrap();
-            let pid = page.pid();
-            header::init(&mut page.page_mut(), pid, PageType::Leaf, 0);
-            pid
-        };
+        let pid = crate::buffer::tests::new_leaf(&pool, 0);
         pool.flush().unwrap();
         assert!(!pool.is_full());
         assert_eq!(point_tag(&pool, pid).unwrap(), (0, false));
