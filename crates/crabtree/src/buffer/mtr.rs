@@ -222,7 +222,7 @@ impl BufferPool {
             }
             return Ok(0);
         }
-        SCRATCH.with_borrow_mut(|(record, page)| {
+        super::pool::with_scratch(&SCRATCH, |(record, page)| {
             record.clear();
             let mut images = 0usize;
             // Rule 3 for small changes: a page whose LSN is below the
@@ -345,7 +345,7 @@ impl BufferPool {
             return self.log_images_claiming(&mut [guard], frees, claims);
         }
         let before = header::lsn(&guard.page());
-        let lsn = SCRATCH.with_borrow_mut(|(record, _)| {
+        let lsn = super::pool::with_scratch(&SCRATCH, |(record, _)| {
             record.clear();
             entry(record);
             for &pid in frees {

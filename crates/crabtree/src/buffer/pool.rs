@@ -230,6 +230,17 @@ thread_local! {
     static WRITE_IMAGE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Runs `f` with this thread's scratch value `key`, or with a fresh one
+/// while the thread's destructors run and `key` is gone (a page read or
+/// written from another thread-local's destructor: `with` would panic
+/// there, and a panic in a destructor aborts the process).
+pub(super) fn with_scratch<T: Default + 'static, R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<T>>,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
+    if key.try_with(|_| ()).is_ok() { key.with_borrow_mut(f) } else { f(&mut T::default()) }
+}
+
 fn no_log_flush() -> LogFlush {
     Arc::new(|_| Ok(()))
 }
@@ -563,7 +574,7 @@ impl BufferPool {
             let bytes = unsafe { self.frames.frame_bytes_mut(index) };
             self.read_page(pid, bytes)
         } else {
-            IMAGE.with_borrow_mut(|image| {
+            with_scratch(&IMAGE, |image| {
                 image.resize(self.page_size, 0);
                 self.read_page(pid, image)?;
                 AtomicPageMut::new(self.frames.frame(index)).copy_from(image);
@@ -618,7 +629,7 @@ impl PoolCore {
     /// its LSN. Entry: shared or exclusive latch on `pid` (the frame is
     /// stable). Exit: same; the caller clears the dirty bit on `Ok`.
     pub(super) fn write_back(&self, pid: PageId) -> Result<()> {
-        WRITE_IMAGE.with_borrow_mut(|image| {
+        with_scratch(&WRITE_IMAGE, |image| {
             image.resize(self.page_size, 0);
             AtomicPage::new(self.frame(pid)).copy_to(image);
             header::seal(image);

@@ -45,14 +45,24 @@
 //! the copy is the page as it was at the time of the read, exactly what
 //! an optimistic read of a frame would have seen. A read or verification
 //! that fails while `w` no longer validates was overlapped by a loader or
-//! a write-back (a torn read): the caller retries, and only a failure
-//! with `w` still valid is reported. As for frames, the caller couples:
-//! it validates the node it came from after this read, so the link it
-//! followed still stood while `w` was read (a freed page keeps its old
-//! image on storage, and only the link tells it is gone).
+//! a write-back (a torn read): the reader retries with a load, and only a
+//! failure with `w` still valid is reported (the load reports a page that
+//! fails verification however often others' failed loads move its
+//! version on). The memory-model step from the kernel's copy to the
+//! validation is the optimistic reader's (Acquire fence, then the word),
+//! with the syscall's copy in place of relaxed loads: sound on the
+//! hardware we run on (x86-TSO; Arm's load-load barrier of the fence), not
+//! provable in Rust's model, which does not describe the page cache.
 //!
-//! The guard's later validations compare `w` again: until the page is
-//! loaded, the copy is still the page.
+//! As for frames, the caller couples: it validates the node it came from
+//! after this read, so the link it followed still stood while `w` was
+//! read (a freed page keeps its old image on storage, and only the link
+//! tells it is gone). The guard's later validations compare `w` again:
+//! until the page is loaded, the copy is still the page.
+//!
+//! The spare buffer is a thread-local; a read from another thread-local's
+//! destructor, after the spare is gone, allocates a buffer of its own
+//! (`tests/tls_teardown.rs`).
 
 use super::Restart;
 use super::guard::OptimisticGuard;
@@ -157,8 +167,21 @@ impl<'a> UncachedGuard<'a> {
 
 impl Drop for UncachedGuard<'_> {
     fn drop(&mut self) {
-        SPARE.set(self.words.take());
+        let words = self.words.take();
+        // Gone only while the thread's destructors run: the buffer is freed.
+        let _ = SPARE.try_with(|spare| spare.set(words));
     }
+}
+
+/// How an uncached read went.
+enum Uncached<'a> {
+    /// The copy, the page as it is.
+    Read(UncachedGuard<'a>),
+    /// Read whole, but the page was loaded meanwhile.
+    Loaded,
+    /// The read failed (or did not verify) while the page was loaded or
+    /// written back: torn.
+    Torn,
 }
 
 impl BufferPool {
@@ -170,13 +193,17 @@ impl BufferPool {
     ///
     /// Entry, exit and errors as for [`BufferPool::optimistic`].
     pub fn optimistic_point(&self, pid: PageId) -> Result<PointRead<'_>> {
+        // After a torn read the page is loaded instead: a load reports a
+        // page that fails verification, however often others' failed
+        // loads move its version on, so the retries end.
+        let mut torn = false;
         loop {
             let guard = self.optimistic_resident(pid)?;
             if let Some(guard) = guard {
                 return Ok(PointRead::Resident(guard));
             }
             let latch = self.latch(pid);
-            if !self.admission.on.load(Ordering::Relaxed) || !self.is_full() || self.admission.admit(pid) {
+            if torn || !self.admission.on.load(Ordering::Relaxed) || !self.is_full() || self.admission.admit(pid) {
                 self.load(pid)?;
                 continue;
             }
@@ -187,26 +214,33 @@ impl BufferPool {
             if latch::state(observed) != latch::EVICTED {
                 continue;
             }
-            if let Some(guard) = self.read_uncached(pid, observed)? {
-                return Ok(PointRead::Uncached(guard));
+            match self.read_uncached(pid, observed)? {
+                Uncached::Read(guard) => return Ok(PointRead::Uncached(guard)),
+                Uncached::Loaded => {}
+                Uncached::Torn => torn = true,
             }
         }
     }
 
-    /// Reads `pid`, EVICTED at `observed`, into a private copy. `None` if
-    /// the page was loaded meanwhile (the caller starts over).
-    fn read_uncached(&self, pid: PageId, observed: u64) -> Result<Option<UncachedGuard<'_>>> {
-        let words = SPARE
-            .take()
+    /// Reads `pid`, EVICTED at `observed`, into a private copy.
+    fn read_uncached(&self, pid: PageId, observed: u64) -> Result<Uncached<'_>> {
+        // A thread-local destructor may read after `SPARE` is gone: then a
+        // fresh buffer, dropped with the guard.
+        let mut words = SPARE
+            .try_with(std::cell::Cell::take)
+            .ok()
+            .flatten()
             .filter(|words| words.len() * 8 == self.page_size)
             .unwrap_or_else(|| (0..self.page_size / 8).map(|_| crate::sync::AtomicU64::new(0)).collect());
-        let mut words = words;
         let read = self.read_page(pid, words_as_bytes(&mut words));
-        // The point holds the reader between its read and its validation;
-        // an error injected there stands for a torn read (one that fails
-        // verification).
+        // The point holds the reader between its read (whatever its
+        // outcome) and its validation; an error injected there stands for
+        // a torn read (one that fails verification).
         #[cfg(feature = "failpoints")]
-        let read = read.and_then(|()| crate::failpoint::hit("pool.uncached_read"));
+        let read = {
+            let injected = crate::failpoint::hit("pool.uncached_read");
+            read.and(injected)
+        };
         let valid = self.latch(pid).validate(observed);
         let guard =
             UncachedGuard { pool: self, pid, observed, words: Some(words), _not_send: std::marker::PhantomData };
@@ -214,11 +248,11 @@ impl BufferPool {
             Ok(()) if valid => {
                 self.counters.loads.add(1);
                 self.counters.uncached_reads.add(1);
-                Ok(Some(guard))
+                Ok(Uncached::Read(guard))
             }
-            Ok(()) => Ok(None),
+            Ok(()) => Ok(Uncached::Loaded),
             // Torn by a load or write-back that overlapped the read.
-            Err(_) if !valid => Ok(None),
+            Err(_) if !valid => Ok(Uncached::Torn),
             Err(error) => Err(error),
         }
     }
@@ -237,6 +271,10 @@ impl BufferPool {
         self.admission.on.store(on, Ordering::Relaxed);
     }
 }
+
+// `words_as_bytes` relies on this: the words must be plain 8-byte atomics
+// (a `crate::sync` built on a model checker's types would not be).
+const _: () = assert!(std::mem::size_of::<crate::sync::AtomicU64>() == 8);
 
 /// The bytes of a buffer of words the caller owns, for `pread` to write.
 fn words_as_bytes(words: &mut [crate::sync::AtomicU64]) -> &mut [u8] {
