@@ -390,3 +390,66 @@ fn a_reverse_scan_steps_on_from_an_unchanged_leaf_and_descends_again_from_a_chan
     assert_eq!(rest.len(), 3000 - seen.len() + 500);
     assert_verified(&tree);
 }
+
+/// The leaf that holds (or would hold) `key`, found under shared latches.
+fn leaf_of(tree: &BTree, key: &[u8]) -> PageId {
+    match tree.descend_to_key(key, true) {
+        Ok((leaf, _)) => leaf.pid(),
+        Err(_) => panic!("a quiet descent failed"),
+    }
+}
+
+/// A point read holds the id of its leaf, read from a level-1 node, and
+/// sleeps (failpoint `point.before_leaf`) while the leaf is emptied,
+/// unlinked, freed and evicted. A freed page is dropped unwritten, so its
+/// image on storage is the leaf as it was, holding the key's old value,
+/// and valid. The read must notice through its parent that the link is
+/// gone and find the key's new value. (Fails if `step_to_leaf` does not
+/// validate the parent after it read the leaf: the read returns the old
+/// value.)
+#[test]
+#[cfg(feature = "failpoints")]
+fn a_point_read_whose_leaf_is_freed_before_it_reads_it_does_not_believe_the_old_image() {
+    use crate::failpoint::Pause;
+    let tree = tree(512, 64);
+    tree.pool.pause_cleaner(true);
+    let old = |i: u32| format!("v{i}-old").into_bytes();
+    for i in 0..3000 {
+        tree.insert(&key(i), &old(i)).unwrap();
+    }
+    tree.flush().unwrap();
+    let k = 1500;
+    let leaf = leaf_of(&tree, &key(k));
+    let pause = Pause::arm_for("point.before_leaf", |thread| thread.name() == Some("stale-reader"));
+    std::thread::scope(|scope| {
+        let reader = std::thread::Builder::new()
+            .name("stale-reader".into())
+            .spawn_scoped(scope, || tree.get(&key(k)).unwrap())
+            .unwrap();
+        assert!(pause.wait_parked(std::time::Duration::from_secs(20)), "the reader never reached its leaf");
+        // Empty the leaf and its neighbours: they are unlinked and retired,
+        // and reclaimed once no pin is older (the insert needs no split).
+        for i in 1300..1700 {
+            tree.remove(&key(i)).unwrap();
+        }
+        tree.insert(&key(k), b"new").unwrap();
+        // Epoch pins are process wide: other tests' threads may hold the
+        // reclamation up for a while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !tree.pool.free_pages().contains(&leaf) && std::time::Instant::now() < deadline {
+            tree.reclaim().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(tree.pool.free_pages().contains(&leaf), "the leaf was not freed");
+        // Evict it by reading other leaves into frames.
+        tree.pool.set_uncached_reads(false);
+        for i in (0..1300).chain(1700..3000) {
+            assert_eq!(tree.get(&key(i)).unwrap(), Some(old(i)));
+        }
+        tree.pool.set_uncached_reads(true);
+        assert!(!tree.pool.is_resident(leaf), "the freed leaf is still resident");
+        pause.resume();
+        assert_eq!(reader.join().unwrap().as_deref(), Some(&b"new"[..]), "a freed leaf's old image was believed");
+    });
+    assert_verified(&tree);
+}

@@ -494,6 +494,19 @@ impl PoolCore {
         self.frames.frame(FrameIndex(index as u32))
     }
 
+    /// Whether `pid` is resident (tests of other layers).
+    #[cfg(test)]
+    pub(crate) fn is_resident(&self, pid: PageId) -> bool {
+        self.latch(pid).is_resident()
+    }
+
+    /// Holds the background cleaner (tests that must know what is on
+    /// storage).
+    #[cfg(test)]
+    pub(crate) fn pause_cleaner(&self, paused: bool) {
+        self.cleaner.set_paused(paused);
+    }
+
     /// Whether the pool is full: within one eviction batch of its budget
     /// (eviction frees a batch at a time, so a full pool hovers there).
     pub(super) fn is_full(&self) -> bool {
