@@ -378,7 +378,9 @@ mod tests {
 
     /// A reader holds its copy between the read and the validation while
     /// the page is loaded and changed: the copy is not used, the read
-    /// starts over and sees the change.
+    /// starts over and sees the change. (Either validation, the one inside
+    /// the read or the guard's after it, rejects the copy: this checks the
+    /// pair; the guard's alone is checked in the first test.)
     #[test]
     #[cfg(feature = "failpoints")]
     fn a_copy_of_a_page_loaded_while_it_was_read_is_not_used() {
