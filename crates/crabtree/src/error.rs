@@ -40,7 +40,7 @@ pub enum Error {
     #[error("database is locked: already open by another handle or process")]
     Locked,
 
-    /// A key is longer than [`crate::limits::KEY_SIZE_MAX`] allows for the page size.
+    /// A key is longer than [`crate::limits::key_size_max`] allows for the page size.
     #[error("key too large: {size} bytes, limit {max}")]
     KeyTooLarge {
         /// Length of the rejected key.

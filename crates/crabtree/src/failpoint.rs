@@ -7,11 +7,11 @@
 //! feature, a point costs one relaxed load while no point is configured, so
 //! benchmarks built with it measure the same code.
 //!
-//! A point is configured with [`set`] (any action: an error to inject, a
-//! barrier, a counter) or with a [`Pause`], which holds the first matching
+//! A point is configured with `set` (any action: an error to inject, a
+//! barrier, a counter) or with a `Pause`, which holds the first matching
 //! thread that reaches the point until the test resumes it. Tests that use
 //! failpoints run in one process with other tests of the same binary, so
-//! actions should filter by thread (see [`Pause::arm_for`]) and each test
+//! actions should filter by thread (see `Pause::arm_for`) and each test
 //! file serialises its scenarios.
 //!
 //! The points, by path (each is a place where a latch is released and

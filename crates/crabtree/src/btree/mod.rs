@@ -204,7 +204,7 @@ impl BTree {
     }
 
     /// Installs (or, with `None`, removes) the pruner asked before a leaf
-    /// splits (see [`LeafPruner`]).
+    /// splits (see `LeafPruner`).
     pub fn set_leaf_pruner(&self, pruner: Option<LeafPruner>) {
         *self.pruner.write() = pruner;
     }
