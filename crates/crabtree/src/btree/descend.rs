@@ -109,52 +109,44 @@ impl BTree {
     /// `guard` (coupling). Shared: release `guard` first, so at most one
     /// latch is held.
     pub(crate) fn step<'a>(&'a self, guard: ReadGuard<'a>, next: PageId) -> Attempt<ReadGuard<'a>> {
+        self.step_as(guard, next, false)
+    }
+
+    /// `step`; with `point`, the step of a point read from a level-1 node
+    /// to its leaf, which may come back as a private copy of a leaf that
+    /// is not resident (`BufferPool::optimistic_point`). Either way `guard`
+    /// is validated after `next`'s state word was read.
+    fn step_as<'a>(&'a self, guard: ReadGuard<'a>, next: PageId, point: bool) -> Attempt<ReadGuard<'a>> {
         if let ReadGuard::Shared(current) = guard {
             drop(current);
             return Ok(ReadGuard::Shared(self.pool.shared(next)?));
         }
-        // Optimistic, or a private copy of a leaf (`step_to_leaf`; then
-        // `next` is its right sibling, read as any node): validated the same.
+        // Optimistic, or a private copy of a leaf (then `next` is its right
+        // sibling, read as any node): validated the same.
         guard.validate()?;
+        let read = if point {
+            // The parent is left unpinned: the leaf may be split, emptied,
+            // freed (its storage image then stale) and evicted from here on.
+            failpoint!("point.before_leaf", ignore);
+            self.pool.optimistic_point(next)
+        } else {
+            self.pool.optimistic(next).map(PointRead::Resident)
+        };
         // Unpinned, `next` may have been freed since the link was read
         // (then loading it can fail): trust an error only if the link
         // still stands.
-        let next = match self.pool.optimistic(next) {
-            Ok(next) => next,
-            Err(error) => {
-                guard.validate()?;
-                return Err(Step::Fail(error));
-            }
-        };
-        next.page().prefetch(0, PREFETCH_BYTES);
-        guard.validate()?;
-        Ok(ReadGuard::Optimistic(next))
-    }
-
-    /// `step` down from a level-1 node to the leaf `child` for a point
-    /// read: a leaf that is not resident may be read into a private copy
-    /// instead of a frame (`BufferPool::optimistic_point`). Coupled as
-    /// `step` is: `guard` validated after the leaf's state word was read.
-    fn step_to_leaf<'a>(&'a self, guard: ReadGuard<'a>, child: PageId) -> Attempt<ReadGuard<'a>> {
-        let ReadGuard::Optimistic(current) = guard else {
-            return self.step(guard, child);
-        };
-        current.validate()?;
-        // The parent is left unpinned: the leaf may be split, emptied,
-        // freed (its storage image then stale) and evicted from here on.
-        failpoint!("point.before_leaf", ignore);
-        let next = match self.pool.optimistic_point(child) {
+        let next = match read {
             Ok(PointRead::Resident(next)) => {
                 next.page().prefetch(0, PREFETCH_BYTES);
                 ReadGuard::Optimistic(next)
             }
             Ok(PointRead::Uncached(next)) => ReadGuard::Uncached(next),
             Err(error) => {
-                current.validate()?;
+                guard.validate()?;
                 return Err(Step::Fail(error));
             }
         };
-        current.validate()?;
+        guard.validate()?;
         Ok(next)
     }
 
@@ -299,7 +291,7 @@ impl BTree {
 
     /// A point reader's descent to the leaf holding `key`, with where the
     /// leaf search put it (read through the guard: validate before
-    /// trusting). The leaf may be a private copy (`step_to_leaf`).
+    /// trusting). The leaf may be a private copy (`step_as`).
     pub(crate) fn descend_to_key(&self, key: &[u8], pessimistic: bool) -> Attempt<(ReadGuard<'_>, SlotSearch)> {
         let (guard, found) = self.descend_searching(Target::Key(key), 0, None, pessimistic, false, true)?;
         match found {
@@ -312,7 +304,7 @@ impl BTree {
 
     /// `descend_finishing`, also returning the leaf search of a key
     /// descent to level 0. `point`: a point read's descent, whose leaf may
-    /// be read uncached (`step_to_leaf`).
+    /// be read uncached (`step_as`).
     fn descend_searching(
         &self,
         target: Target<'_>,
@@ -348,11 +340,7 @@ impl BTree {
                     if let Some(path) = path.as_deref_mut() {
                         path.push((node_level, guard.pid()));
                     }
-                    guard = if point && node_level == 1 {
-                        self.step_to_leaf(guard, child)?
-                    } else {
-                        self.step(guard, child)?
-                    };
+                    guard = self.step_as(guard, child, point && node_level == 1)?;
                 }
             }
         }

@@ -404,7 +404,7 @@ fn leaf_of(tree: &BTree, key: &[u8]) -> PageId {
 /// unlinked, freed and evicted. A freed page is dropped unwritten, so its
 /// image on storage is the leaf as it was, holding the key's old value,
 /// and valid. The read must notice through its parent that the link is
-/// gone and find the key's new value. (Fails if `step_to_leaf` does not
+/// gone and find the key's new value. (Fails if `step_as` does not
 /// validate the parent after it read the leaf: the read returns the old
 /// value.)
 #[test]
