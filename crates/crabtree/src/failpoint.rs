@@ -85,6 +85,9 @@
 //! * `point.before_leaf`: a point read (`get`, a snapshot read) validated
 //!   a level-1 node and read the id of its leaf, which it has not yet
 //!   looked up in the pool (`btree::descend`, no latch held);
+//! * `pool.point_miss`: a point read found its page not resident, in a
+//!   full pool that does not admit it, and has not yet read the page's
+//!   state word for an uncached read (`buffer::uncached`, no latch);
 //! * `pool.uncached_read`: a point read read a leaf that is not resident
 //!   into its own buffer and has not yet validated the page's state word
 //!   (`buffer::uncached`); an error injected here stands for a torn read;

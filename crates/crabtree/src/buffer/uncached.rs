@@ -207,9 +207,13 @@ impl BufferPool {
                 self.load(pid)?;
                 continue;
             }
+            // The page was not resident a moment ago; it may be loaded (and
+            // changed, dirty, its storage image now stale) from here on.
+            failpoint!("pool.point_miss", ignore);
             // Acquire: as an optimistic read's first load; also orders the
             // last write-back of the page (before its eviction's Release
-            // store of EVICTED) before our read of storage.
+            // store of EVICTED) before our read of storage. Only a word that
+            // says EVICTED makes storage the page's image.
             let observed = latch.load_acquire();
             if latch::state(observed) != latch::EVICTED {
                 continue;
@@ -399,6 +403,34 @@ mod tests {
             rewrite_tag(&pool, pid, 7_000 + index as u64);
             pause.resume();
             assert_eq!(reader.join().unwrap(), (7_000 + index as u64, false));
+        });
+    }
+
+    /// A reader found the page not resident and, held before it reads the
+    /// page's state word for its uncached read (failpoint
+    /// `pool.point_miss`), the page is loaded and changed and stays
+    /// resident, dirty: its storage image is stale. The reader must read
+    /// the frame. (Fails if the uncached read goes on with a word that is
+    /// not EVICTED: the stale image validates against the unchanged
+    /// resident word.)
+    #[test]
+    #[cfg(feature = "failpoints")]
+    fn a_page_loaded_between_the_miss_and_the_uncached_read_is_read_from_its_frame() {
+        use crate::failpoint::Pause;
+        let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (pool, pids) = full_pool();
+        let (index, pid) = evicted(&pool, &pids);
+        let pause = Pause::arm_for("pool.point_miss", |thread| thread.name() == Some("miss-reader"));
+        std::thread::scope(|scope| {
+            let reader = std::thread::Builder::new()
+                .name("miss-reader".into())
+                .spawn_scoped(scope, || point_tag(&pool, pid).unwrap())
+                .unwrap();
+            assert!(pause.wait_parked(std::time::Duration::from_secs(20)), "the reader never missed");
+            rewrite_tag(&pool, pid, 5_000 + index as u64);
+            assert!(pool.latch(pid).is_dirty(), "the change is not on storage");
+            pause.resume();
+            assert_eq!(reader.join().unwrap(), (5_000 + index as u64, false));
         });
     }
 
