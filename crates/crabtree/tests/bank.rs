@@ -76,7 +76,6 @@ fn transfers_keep_the_total_in_every_snapshot() {
 fn transfers_keep_the_total_with_the_data_far_larger_than_the_pool() {
     let options = Options { page_size: 512, memory_budget: 64 * 512, ..options() };
     let stats = bank(3_000, options);
-    eprintln!("pool: {:?}", stats.pool);
     assert!(stats.pool.uncached_reads > 0, "no point read was uncached: {:?}", stats.pool);
 }
 

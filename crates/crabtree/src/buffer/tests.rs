@@ -399,9 +399,6 @@ fn eviction_passes_dirty_pages_while_clean_ones_are_next() {
     assert!(pool.stats().dirty_evictions > after.dirty_evictions, "{:?}", pool.stats());
 }
 
-/// The cleaner's round takes a share from every shard's hand, not the
-/// first shards' dirty pages only (evictors of every shard pass dirty
-/// pages and wait for it).
 /// Every write fails (the cleaner's and the evictors') while readers keep
 /// loading through a pool whose other half is dirty: the clock passes the
 /// dirty pages, the cleaner's writes fail, and when an evictor must take
@@ -472,6 +469,9 @@ fn failing_write_backs_keep_every_change_and_fail_only_loads() {
     }
 }
 
+/// The cleaner's round takes a share from every shard's hand, not the
+/// first shards' dirty pages only (evictors of every shard pass dirty
+/// pages and wait for it).
 #[test]
 fn the_cleaner_takes_dirty_candidates_from_every_shard() {
     let pool = paused_pool(512);
