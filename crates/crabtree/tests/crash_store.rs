@@ -240,6 +240,21 @@ fn f1_crash_at_every_io_point_of_five_fixed_workloads() {
     }
 }
 
+/// A store this open created has nothing to recover: no background
+/// recount runs, so the entry count is exact at once. (It used to start a
+/// recount of the empty tree, and `Db::stats` read zero entries until that
+/// thread was scheduled: a flaky `db_misuse` on a busy machine.) Reverting
+/// the fix fails the first assertion every run.
+#[test]
+fn a_new_store_is_clean_and_its_count_exact_from_the_start() {
+    let dir = SimDir::new(1, CrashModel::default());
+    let store = open(&dir).unwrap();
+    assert!(store.recovery().clean, "no background recount: {:?}", store.recovery());
+    let ops = workload(50);
+    run(&store, &ops);
+    assert_eq!(store.tree().len(), model_after(&ops).len() as u64);
+}
+
 #[test]
 fn clean_close_and_reopen_keeps_everything_and_replays_nothing() {
     let dir = SimDir::new(1, CrashModel::default());

@@ -148,7 +148,8 @@ impl Store {
     /// Opens (creating if new) the store on `data` with its log in `log`,
     /// running recovery.
     pub fn open(data: Arc<dyn Storage>, log: Arc<dyn Dir>, options: StoreOptions) -> Result<Store> {
-        if recover::is_new(&*data, &*log)? {
+        let fresh = recover::is_new(&*data, &*log)?;
+        if fresh {
             let page_size = options.pool.page_size;
             if !crate::limits::page_size_valid(page_size) {
                 return Err(Error::InvalidArgument(format!("page size {page_size}")));
@@ -171,7 +172,10 @@ impl Store {
         let root = pool.root(crate::btree::ROOT_SLOT);
         let tree =
             Arc::new(if root.0 == 0 { BTree::create(Arc::clone(&pool))? } else { BTree::open(Arc::clone(&pool))? });
-        let report = recovered.report;
+        let mut report = recovered.report;
+        // A new store has nothing to finish and an exact count (zero): no
+        // background recount, whose partial count `Db::stats` would show.
+        report.clean |= fresh;
         // Keep the log from the first recovered commit record: the layer
         // above re-applies them after this returns, and a crash before it
         // has must find them again.

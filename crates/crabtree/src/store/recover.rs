@@ -68,7 +68,8 @@ pub struct RecoveryReport {
     pub splits_finished: u64,
     /// Page deletions the crash interrupted, finished after redo.
     pub deletions_finished: u64,
-    /// The log ends with a clean close (nothing to finish or recount).
+    /// The log ends with a clean close, or the store was created by this
+    /// open: nothing to finish or recount.
     pub clean: bool,
 }
 
