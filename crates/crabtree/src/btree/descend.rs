@@ -38,6 +38,7 @@ impl<'a> ReadGuard<'a> {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn page(&self) -> AtomicPage<'_> {
         match self {
             ReadGuard::Optimistic(guard) => guard.page(),
@@ -47,6 +48,7 @@ impl<'a> ReadGuard<'a> {
     }
 
     /// `Ok` if everything read so far is consistent (always, under a latch).
+    #[inline(always)]
     pub(crate) fn validate(&self) -> Result<(), Restart> {
         match self {
             ReadGuard::Optimistic(guard) => guard.validate(),
@@ -58,6 +60,7 @@ impl<'a> ReadGuard<'a> {
     /// Turns a decode result into an attempt: an error seen through an
     /// optimistic read that no longer validates was a torn read (restart);
     /// otherwise it is real.
+    #[inline(always)]
     pub(crate) fn check<T>(&self, result: Result<T>) -> Attempt<T> {
         match result {
             Ok(value) => Ok(value),
