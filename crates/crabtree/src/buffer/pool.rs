@@ -432,6 +432,7 @@ impl BufferPool {
 
     /// Starts an optimistic read of `pid` if it is resident (`None` if it
     /// is not; nothing is loaded). Waits while it is exclusively latched.
+    #[inline(always)]
     pub(super) fn optimistic_resident(&self, pid: PageId) -> Result<Option<OptimisticGuard<'_>>> {
         self.check_pid(pid)?;
         // Before the state word is read, as in `optimistic`.

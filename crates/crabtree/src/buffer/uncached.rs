@@ -192,14 +192,29 @@ impl BufferPool {
     /// readers that read a page once and move on (`BTree::get`'s leaf).
     ///
     /// Entry, exit and errors as for [`BufferPool::optimistic`].
+    #[inline(always)]
     pub fn optimistic_point(&self, pid: PageId) -> Result<PointRead<'_>> {
+        // The resident case inline, the rest out of line: a descent's
+        // every step to a leaf runs this, and a guard handed back through
+        // memory stalls the caller on store forwarding.
+        if let Some(guard) = self.optimistic_resident(pid)? {
+            return Ok(PointRead::Resident(guard));
+        }
+        self.optimistic_point_miss(pid)
+    }
+
+    /// `optimistic_point` once a first look found `pid` not resident.
+    #[inline(never)]
+    fn optimistic_point_miss(&self, pid: PageId) -> Result<PointRead<'_>> {
         // After a torn read the page is loaded instead: a load reports a
         // page that fails verification, however often others' failed
         // loads move its version on, so the retries end.
         let mut torn = false;
+        let mut looked = true;
         loop {
-            let guard = self.optimistic_resident(pid)?;
-            if let Some(guard) = guard {
+            if !std::mem::take(&mut looked)
+                && let Some(guard) = self.optimistic_resident(pid)?
+            {
                 return Ok(PointRead::Resident(guard));
             }
             let latch = self.latch(pid);
