@@ -122,6 +122,14 @@ impl Admission {
             false
         }
     }
+
+    /// Drops `pid` from the table, as another page's miss that maps to the
+    /// same entry does (tests).
+    #[cfg(test)]
+    fn forget(&self, pid: PageId) {
+        let index = (pid.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize;
+        self.recent[index].store(0, Ordering::Relaxed);
+    }
 }
 
 /// A point read of a page: its frame read optimistically, or a copy of it
@@ -320,8 +328,13 @@ mod tests {
     /// A full pool of 64 frames over 640 leaves, each with its index as a
     /// tag at byte 100, all written to storage.
     fn full_pool() -> (BufferPool, Vec<PageId>) {
+        full_pool_on(Arc::new(MemStorage::new()))
+    }
+
+    /// `full_pool` over `storage`.
+    fn full_pool_on(storage: Arc<MemStorage>) -> (BufferPool, Vec<PageId>) {
         let opts = crate::buffer::PoolOptions { page_size: 512, pool_bytes: 64 * 512, max_pages: 4096 };
-        let pool = BufferPool::create(Arc::new(MemStorage::new()), opts).unwrap();
+        let pool = BufferPool::create(storage, opts).unwrap();
         let pids: Vec<PageId> = (0..640u64).map(|tag| crate::buffer::tests::new_leaf(&pool, tag)).collect();
         pool.flush().unwrap();
         assert!(pool.is_full(), "{:?}", pool.stats());
@@ -501,5 +514,73 @@ mod tests {
             assert_eq!(reader.join().unwrap().unwrap(), (9_000 + index as u64, false));
         });
         failpoint::clear("pool.uncached_read");
+    }
+
+    /// A page that fails verification on storage, read while other
+    /// threads' failed loads of it keep moving its version on, so that
+    /// every uncached read of it is torn, and other misses keep taking its
+    /// entry in the admission filter: after its first torn read the reader
+    /// loads the page, and the load reports the error. (Were torn reads
+    /// simply retried uncached, the reader would go on for as long as the
+    /// failed loads do: 101 reads here.)
+    #[test]
+    #[cfg(feature = "failpoints")]
+    fn a_corrupt_page_whose_loads_keep_failing_is_reported_after_one_torn_read() {
+        use crate::failpoint;
+        use crate::io::Storage;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Mutex, mpsc};
+        enum Event {
+            Parked,
+            Done(Result<(u64, bool)>),
+        }
+        let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let storage = Arc::new(MemStorage::new());
+        let (pool, pids) = full_pool_on(Arc::clone(&storage));
+        let (_, pid) = evicted(&pool, &pids);
+        storage.write_at(pid.0 * 512 + 300, &[0xA5; 16]).unwrap();
+        let reads = Arc::new(AtomicUsize::new(0));
+        let (events, events_rx) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel::<()>();
+        let hold = Mutex::new((events.clone(), go_rx));
+        let counted = Arc::clone(&reads);
+        failpoint::set("pool.uncached_read", move || {
+            if std::thread::current().name() != Some("torn-reader") {
+                return Ok(());
+            }
+            counted.fetch_add(1, Ordering::SeqCst);
+            let hold = hold.lock().unwrap();
+            hold.0.send(Event::Parked).unwrap();
+            hold.1.recv().unwrap();
+            Ok(())
+        });
+        let outcome = std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("torn-reader".into())
+                .spawn_scoped(scope, || events.send(Event::Done(point_tag(&pool, pid))).unwrap())
+                .unwrap();
+            let mut failed_loads = 0;
+            loop {
+                match events_rx.recv_timeout(std::time::Duration::from_secs(20)).expect("the reader hangs") {
+                    Event::Parked => {
+                        if failed_loads < 100 {
+                            // Another thread's load of the page fails, and
+                            // moves its version on; a miss of another page
+                            // takes the page's entry in the admission
+                            // filter (else its next miss would load it).
+                            assert!(pool.optimistic(pid).is_err(), "the page fails verification");
+                            pool.admission.forget(pid);
+                            failed_loads += 1;
+                        }
+                        go.send(()).unwrap();
+                    }
+                    Event::Done(outcome) => break outcome,
+                }
+            }
+        });
+        failpoint::clear("pool.uncached_read");
+        let error = outcome.unwrap_err();
+        assert!(matches!(error, crate::Error::Corruption { .. }), "{error}");
+        assert_eq!(reads.load(Ordering::SeqCst), 1, "uncached reads of the page");
     }
 }
