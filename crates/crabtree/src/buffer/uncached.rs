@@ -355,6 +355,28 @@ mod tests {
         }
     }
 
+    /// A point read of `pid` by a thread held at failpoint `point` while
+    /// `meanwhile` runs; what it returns once let go.
+    #[cfg(feature = "failpoints")]
+    fn point_read_held_at(
+        pool: &BufferPool,
+        pid: PageId,
+        point: &'static str,
+        meanwhile: impl FnOnce(),
+    ) -> (u64, bool) {
+        let pause = crate::failpoint::Pause::arm_for(point, |thread| thread.name() == Some("held-reader"));
+        std::thread::scope(|scope| {
+            let reader = std::thread::Builder::new()
+                .name("held-reader".into())
+                .spawn_scoped(scope, || point_tag(pool, pid).unwrap())
+                .unwrap();
+            assert!(pause.wait_parked(std::time::Duration::from_secs(20)), "the reader never reached {point}");
+            meanwhile();
+            pause.resume();
+            reader.join().unwrap()
+        })
+    }
+
     /// A page of the full pool that is not resident.
     fn evicted(pool: &BufferPool, pids: &[PageId]) -> (usize, PageId) {
         let index = pids.iter().position(|&pid| !pool.latch(pid).is_resident()).unwrap();
@@ -416,22 +438,14 @@ mod tests {
     #[test]
     #[cfg(feature = "failpoints")]
     fn a_copy_of_a_page_loaded_while_it_was_read_is_not_used() {
-        use crate::failpoint::Pause;
         let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let (pool, pids) = full_pool();
         let (index, pid) = evicted(&pool, &pids);
-        let pause = Pause::arm_for("pool.uncached_read", |thread| thread.name() == Some("copy-reader"));
-        std::thread::scope(|scope| {
-            let reader = std::thread::Builder::new()
-                .name("copy-reader".into())
-                .spawn_scoped(scope, || point_tag(&pool, pid).unwrap())
-                .unwrap();
-            assert!(pause.wait_parked(std::time::Duration::from_secs(20)), "the reader never read a copy");
-            // The copy holds the old tag; the page is loaded and changed.
+        // The copy holds the old tag; the page is loaded and changed.
+        let seen = point_read_held_at(&pool, pid, "pool.uncached_read", || {
             rewrite_tag(&pool, pid, 7_000 + index as u64);
-            pause.resume();
-            assert_eq!(reader.join().unwrap(), (7_000 + index as u64, false));
         });
+        assert_eq!(seen, (7_000 + index as u64, false));
     }
 
     /// A reader found the page not resident and, held before it reads the
@@ -444,22 +458,14 @@ mod tests {
     #[test]
     #[cfg(feature = "failpoints")]
     fn a_page_loaded_between_the_miss_and_the_uncached_read_is_read_from_its_frame() {
-        use crate::failpoint::Pause;
         let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let (pool, pids) = full_pool();
         let (index, pid) = evicted(&pool, &pids);
-        let pause = Pause::arm_for("pool.point_miss", |thread| thread.name() == Some("miss-reader"));
-        std::thread::scope(|scope| {
-            let reader = std::thread::Builder::new()
-                .name("miss-reader".into())
-                .spawn_scoped(scope, || point_tag(&pool, pid).unwrap())
-                .unwrap();
-            assert!(pause.wait_parked(std::time::Duration::from_secs(20)), "the reader never missed");
+        let seen = point_read_held_at(&pool, pid, "pool.point_miss", || {
             rewrite_tag(&pool, pid, 5_000 + index as u64);
             assert!(pool.latch(pid).is_dirty(), "the change is not on storage");
-            pause.resume();
-            assert_eq!(reader.join().unwrap(), (5_000 + index as u64, false));
         });
+        assert_eq!(seen, (5_000 + index as u64, false));
     }
 
     /// A read that fails verification (as a read torn by a write-back
