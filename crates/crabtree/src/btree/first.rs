@@ -1,8 +1,9 @@
 //! A point lookup for the MVCC layer: the value of the first entry in a
 //! closed key range (a read at a snapshot seeks to `(key, ts)` and takes the
 //! first version it finds). Like `get`: one point descent (its leaf may be
-//! read uncached), the leaf searched in place, only the value copied; when the range's first entry would be in
-//! the next leaf it falls back to a one-entry range batch.
+//! read uncached), the leaf searched in place, only the value copied; when
+//! the range's first entry would be in the next leaf it falls back to a
+//! one-entry range batch.
 
 use super::value;
 use super::{Attempt, BTree, Pinning};

@@ -218,33 +218,36 @@ impl BufferPool {
         // page that fails verification, however often others' failed
         // loads move its version on, so the retries end.
         let mut torn = false;
-        let mut looked = true;
+        // Each pass ends by looking again whether the page is resident (the
+        // first look was the caller's).
         loop {
-            if !std::mem::take(&mut looked)
-                && let Some(guard) = self.optimistic_resident(pid)?
-            {
+            'pass: {
+                let latch = self.latch(pid);
+                if torn || !self.admission.on.load(Ordering::Relaxed) || !self.is_full() || self.admission.admit(pid) {
+                    self.load(pid)?;
+                    break 'pass;
+                }
+                // The page was not resident a moment ago; it may be loaded
+                // (and changed, dirty, its storage image now stale) from
+                // here on.
+                failpoint!("pool.point_miss", ignore);
+                // Acquire: as an optimistic read's first load; also orders
+                // the last write-back of the page (before its eviction's
+                // Release store of EVICTED) before our read of storage.
+                // Only a word that says EVICTED makes storage the page's
+                // image.
+                let observed = latch.load_acquire();
+                if latch::state(observed) != latch::EVICTED {
+                    break 'pass;
+                }
+                match self.read_uncached(pid, observed)? {
+                    Uncached::Read(guard) => return Ok(PointRead::Uncached(guard)),
+                    Uncached::Loaded => {}
+                    Uncached::Torn => torn = true,
+                }
+            }
+            if let Some(guard) = self.optimistic_resident(pid)? {
                 return Ok(PointRead::Resident(guard));
-            }
-            let latch = self.latch(pid);
-            if torn || !self.admission.on.load(Ordering::Relaxed) || !self.is_full() || self.admission.admit(pid) {
-                self.load(pid)?;
-                continue;
-            }
-            // The page was not resident a moment ago; it may be loaded (and
-            // changed, dirty, its storage image now stale) from here on.
-            failpoint!("pool.point_miss", ignore);
-            // Acquire: as an optimistic read's first load; also orders the
-            // last write-back of the page (before its eviction's Release
-            // store of EVICTED) before our read of storage. Only a word that
-            // says EVICTED makes storage the page's image.
-            let observed = latch.load_acquire();
-            if latch::state(observed) != latch::EVICTED {
-                continue;
-            }
-            match self.read_uncached(pid, observed)? {
-                Uncached::Read(guard) => return Ok(PointRead::Uncached(guard)),
-                Uncached::Loaded => {}
-                Uncached::Torn => torn = true,
             }
         }
     }
