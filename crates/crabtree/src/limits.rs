@@ -94,8 +94,9 @@ pub const LATCH_SPINS_MAX: u32 = 64;
 /// separators.
 pub const fn key_size_max(page_size: usize) -> usize {
     // A quarter of the space after the 64-byte node header, less the
-    // largest per-cell overhead (10 header bytes, 8 for an overflow link,
-    // an 8-byte slot); `page::node` asserts the result fits.
+    // largest per-cell overhead (an inner cell's 10 header bytes and its
+    // 16-byte slot; a leaf's 7, an 8-byte overflow link and an 8-byte slot
+    // are less); `page::node` asserts the result fits.
     (page_size - 64) / 4 - 26
 }
 

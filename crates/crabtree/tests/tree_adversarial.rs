@@ -24,7 +24,9 @@ use crabtree::failpoint::{self, Pause};
 use crabtree::io::{MemStorage, Storage};
 use crabtree::raw::BTree;
 use crabtree::raw::page::node::ValueRef;
-use crabtree::raw::page::node::{CellData, FLAG_DELETED, FLAG_HALF_DEAD, FLAG_INCOMPLETE_SPLIT, Node, SLOT_SIZE};
+use crabtree::raw::page::node::{
+    CellData, FLAG_DELETED, FLAG_HALF_DEAD, FLAG_INCOMPLETE_SPLIT, INNER_SLOT_SIZE, Node, SLOT_SIZE,
+};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -71,7 +73,7 @@ fn path_to_finishing_a_split_keeps_its_remembered_parent_pinned() {
     let _serial = serial();
     let _watchdog = common::Watchdog::arm("path_to finish", 0, Duration::from_secs(120));
     let tree = Arc::new(new_tree(4096));
-    let mut model = load(&tree, 400);
+    let mut model = load(&tree, THREE_LEVELS);
     let g = info(&tree, root(&tree));
     assert_eq!(g.level, 2, "precondition: a three-level tree");
     assert!(g.children.len() >= 3, "precondition: the root has three children");
@@ -149,7 +151,7 @@ fn stalled_unlink_retried_after_its_page_became_a_level1_node() {
     let _serial = serial();
     let _watchdog = common::Watchdog::arm("stalled unlink reuse", 0, Duration::from_secs(120));
     let tree = Arc::new(new_tree(4096));
-    let mut model = load(&tree, 400);
+    let mut model = load(&tree, THREE_LEVELS);
     // Y: a one-page overflow value, replaced later to free one page.
     const OVF: u64 = 1;
     let big = vec![7u8; 300];
@@ -168,7 +170,7 @@ fn stalled_unlink_retried_after_its_page_became_a_level1_node() {
     let z = q_info.children[1];
 
     // Fill P until one more separator does not fit.
-    let inner_need = CellData::Inner { key: &key(0), child: p }.size() + SLOT_SIZE;
+    let inner_need = CellData::Inner { key: &key(0), child: p }.size() + INNER_SLOT_SIZE;
     let mut n = p_low + 1;
     while info(&tree, p).free_space >= inner_need {
         tree.insert(&key(n), &value(n)).unwrap();
@@ -451,7 +453,7 @@ fn two_finishers_race_on_one_abandoned_split() {
     let _serial = serial();
     let _watchdog = common::Watchdog::arm("two finishers", 0, Duration::from_secs(120));
     let tree = Arc::new(new_tree(4096));
-    let mut model = load(&tree, 400);
+    let mut model = load(&tree, THREE_LEVELS);
     let g = info(&tree, root(&tree));
     let p = g.children[1];
     let p_low = number(&g.keys[1]);
@@ -572,13 +574,13 @@ fn removes_succeed_on_a_full_database_past_an_abandoned_split() {
     let mut options = common::options(512, 4096);
     options.max_pages = 400;
     let tree = common::create(storage, &options);
-    let mut model = load(&tree, 400);
+    let mut model = load(&tree, THREE_LEVELS);
     let g = info(&tree, root(&tree));
     assert_eq!(g.level, 2, "precondition: a three-level tree");
     let p = g.children[1];
     let p_low = number(&g.keys[1]);
     let p_high = info(&tree, p).high;
-    let inner_need = CellData::Inner { key: &key(0), child: p }.size() + SLOT_SIZE;
+    let inner_need = CellData::Inner { key: &key(0), child: p }.size() + INNER_SLOT_SIZE;
     let mut n = p_low + 1;
     while info(&tree, p).free_space >= inner_need {
         tree.insert(&key(n), &value(n)).unwrap();
@@ -721,7 +723,7 @@ fn deletion_paused_before_marking_while_the_parent_splits_and_goes() {
     let _serial = serial();
     let _watchdog = common::Watchdog::arm("paused deletion", 0, Duration::from_secs(120));
     let tree = Arc::new(new_tree(4096));
-    let mut model = load(&tree, 400);
+    let mut model = load(&tree, THREE_LEVELS);
     let g = info(&tree, root(&tree));
     assert_eq!(g.level, 2, "precondition: a three-level tree");
     let p = g.children[1];
@@ -779,7 +781,7 @@ fn deletion_paused_before_unlink_while_the_left_neighbour_splits() {
     let _serial = serial();
     let _watchdog = common::Watchdog::arm("paused unlink", 0, Duration::from_secs(120));
     let tree = Arc::new(new_tree(4096));
-    let mut model = load(&tree, 400);
+    let mut model = load(&tree, THREE_LEVELS);
     let g = info(&tree, root(&tree));
     let p = g.children[1];
     let p_info = info(&tree, p);
@@ -846,7 +848,7 @@ fn deletions_interrupted_after_marking_are_finished_by_later_removes() {
     let _serial = serial();
     let _watchdog = common::Watchdog::arm("interrupted deletions", 0, Duration::from_secs(120));
     let tree = new_tree(4096);
-    let mut model = load(&tree, 400);
+    let mut model = load(&tree, THREE_LEVELS);
     let g = info(&tree, root(&tree));
     assert_eq!(g.level, 2, "precondition: a three-level tree");
     let p = g.children[1];
@@ -949,7 +951,7 @@ fn repair_unlinks_two_adjacent_half_dead_level1_nodes() {
     let _serial = serial();
     let _watchdog = common::Watchdog::arm("adjacent half-dead", 0, Duration::from_secs(120));
     let tree = new_tree(4096);
-    let mut model = load(&tree, 400);
+    let mut model = load(&tree, THREE_LEVELS);
     let g = info(&tree, root(&tree));
     assert_eq!(g.level, 2, "precondition: a three-level tree");
     assert!(g.children.len() >= 4, "precondition: the root has four children");
@@ -1044,7 +1046,7 @@ fn repair_paused_after_its_scan_while_a_retry_unlinks_the_left_neighbour() {
     let _serial = serial();
     let _watchdog = common::Watchdog::arm("paused repair", 0, Duration::from_secs(120));
     let tree = Arc::new(new_tree(4096));
-    let mut model = load(&tree, 400);
+    let mut model = load(&tree, THREE_LEVELS);
     let g = info(&tree, root(&tree));
     assert_eq!(g.level, 2, "precondition: a three-level tree");
     assert!(g.children.len() >= 4, "precondition: the root has four children");

@@ -81,7 +81,7 @@ fn split_parent_deleted_and_reused_while_the_splitter_waits() {
     let _serial = serial();
     let _watchdog = common::Watchdog::arm("parent reuse", 0, Duration::from_secs(120));
     let tree = Arc::new(new_tree(4096));
-    let mut model = load(&tree, 400);
+    let mut model = load(&tree, THREE_LEVELS);
     let root = tree.path_to(&key(GAP)).unwrap()[0];
     let g = info(&tree, root);
     assert_eq!(g.level, 2, "precondition: a three-level tree");
@@ -245,7 +245,7 @@ fn paused_half_split_while_the_parent_splits() {
     let _serial = serial();
     let _watchdog = common::Watchdog::arm("paused half-split", 0, Duration::from_secs(120));
     let tree = Arc::new(new_tree(4096));
-    let mut model = load(&tree, 400);
+    let mut model = load(&tree, THREE_LEVELS);
     let root = tree.path_to(&key(GAP)).unwrap()[0];
     let g = info(&tree, root);
     assert!(g.level >= 2 && g.children.len() >= 2, "precondition: a three-level tree");
@@ -279,11 +279,17 @@ fn paused_half_split_while_the_parent_splits() {
     assert_eq!(tree.repair().unwrap().splits_finished, 0, "a split was left unfinished");
 }
 
-/// Inner splits abandoned by a failed parent insert (the second parent
-/// insert of one tree insert is a level-1 node's), over and over: later
-/// writers finish them as they pass, so the tree is complete without
-/// `repair`. (A split of a node that still carries an abandoned split is
-/// tested in `btree::tests`, which can build that state directly.)
+/// Splits abandoned by a failed parent insert, over and over: the second
+/// parent insert of every tree insert fails (a level-1 node's downlink, or
+/// the insert's own leaf split after it finished someone else's). Readers
+/// see every key meanwhile, and the writers that later meet an abandoned
+/// split finish it: after one clean pass that updates every key (no new
+/// splits), the tree verifies without `repair`, which finds nothing left.
+/// (How many splits the injected phase leaves unfinished depends on the
+/// shape: the keys a writer meets after the last failure. An earlier form
+/// of this test asserted at most one, which held for this key count and
+/// node size only. A split of a node that still carries an abandoned
+/// split is tested in `btree::tests`, which can build that state.)
 #[test]
 fn abandoned_inner_splits_are_finished_by_later_writers() {
     let _serial = serial();
@@ -310,11 +316,15 @@ fn abandoned_inner_splits_are_finished_by_later_writers() {
     }
     failpoint::clear("parent.before_latch");
     assert!(abandoned.load(Ordering::SeqCst) > 0, "precondition: inner splits were abandoned");
-    check(&tree, &model, "abandoned inner splits");
+    check_contents(&tree, &model, "abandoned splits");
+    // Same-size values: the pass splits nothing, it only meets every node.
+    for n in 0..2000u64 {
+        tree.insert(&key(n), &value(n + 1)).unwrap();
+        model.insert(n, value(n + 1));
+    }
+    check(&tree, &model, "after a pass over every key");
     let report = tree.repair().unwrap();
-    check(&tree, &model, "after repair");
-    // Only the last insert's abandoned split can remain (nobody passed it).
-    assert!(report.splits_finished <= 1, "{report:?}: writers left splits unfinished");
+    assert_eq!(report.splits_finished, 0, "{report:?}: writers left splits unfinished");
 }
 
 /// A leaf whose unlink gives up (its left neighbour kept changing, forced
@@ -404,7 +414,7 @@ fn a_scan_paused_between_its_resume_check_and_its_step_right() {
     let _serial = serial();
     let _watchdog = common::Watchdog::arm("scan resume", 0, Duration::from_secs(120));
     let tree = Arc::new(new_tree(4096));
-    let mut model = load(&tree, 400);
+    let mut model = load(&tree, THREE_LEVELS);
     let first_leaf = *tree.path_to(&key(GAP)).unwrap().last().unwrap();
     let (pause, _) = pause_thread("read.resumed", "scanner");
     let scanner = {

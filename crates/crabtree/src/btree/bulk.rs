@@ -9,7 +9,7 @@ use super::{BTree, ROOT_SLOT};
 use crate::buffer::ExclusiveGuard;
 use crate::ids::PageId;
 use crate::page::PageType;
-use crate::page::node::{CellData, Node, NodeMut, SLOT_SIZE};
+use crate::page::node::{CellData, Node, NodeMut};
 use crate::sync::Ordering;
 use crate::{Error, Result};
 
@@ -33,7 +33,7 @@ struct Open<'a> {
 fn has_room(open: Option<&Open<'_>>, size: usize, reserve: usize) -> Result<bool> {
     let Some(current) = open else { return Ok(false) };
     let node = Node::new(current.guard.page(), current.guard.pid())?;
-    Ok(node.free_space() >= size + SLOT_SIZE + reserve)
+    Ok(node.free_space() >= size + node.slot_size() + reserve)
 }
 
 /// Appends `cell` as the last cell of the open node; `key` is the key it

@@ -14,8 +14,8 @@ use crate::buffer::{Change, ExclusiveGuard};
 use crate::ids::PageId;
 use crate::page::PageType;
 use crate::page::node::{
-    CellData, FLAG_DELETED, FLAG_HALF_DEAD, FLAG_INCOMPLETE_SPLIT, Node, NodeMut, OFFSET_LEFT, SLOT_SIZE, SLOTS_START,
-    ValueRef, raw_cell_child, raw_cell_key,
+    CellData, FLAG_DELETED, FLAG_HALF_DEAD, FLAG_INCOMPLETE_SPLIT, Node, NodeMut, OFFSET_LEFT, SLOTS_START, ValueRef,
+    raw_cell_child, raw_cell_key, slot_size,
 };
 use crate::page::redo::{CellChange, build_left_half};
 use crate::sync::Ordering;
@@ -110,10 +110,10 @@ impl BTree {
         let fits_now = |leaf: &ExclusiveGuard<'_>, slot: std::result::Result<usize, usize>| -> Result<bool> {
             let node = Node::new(leaf.page(), pid)?;
             let freed = match slot {
-                Ok(index) => node.cell(index)?.size + SLOT_SIZE,
+                Ok(index) => node.cell(index)?.size + node.slot_size(),
                 Err(_) => 0,
             };
-            Ok(node.free_space() + freed >= cell.size() + SLOT_SIZE)
+            Ok(node.free_space() + freed >= cell.size() + node.slot_size())
         };
         let mut slot = slot;
         let mut fits = fits_now(&leaf, slot)?;
@@ -236,13 +236,14 @@ impl BTree {
         (0..node.len()).map(|index| node.raw_cell(index)).collect()
     }
 
-    /// Where to split `cells` (sizes in bytes): the index that best balances
-    /// the bytes of both halves, each half non-empty.
-    fn split_index(cells: &[Vec<u8>]) -> usize {
-        let total: usize = cells.iter().map(|cell| cell.len() + SLOT_SIZE).sum();
+    /// Where to split `cells` (sizes in bytes) of a node whose slots are
+    /// `slot_size` bytes: the index that best balances the bytes of both
+    /// halves, each half non-empty.
+    fn split_index(cells: &[Vec<u8>], slot_size: usize) -> usize {
+        let total: usize = cells.iter().map(|cell| cell.len() + slot_size).sum();
         let mut left = 0;
         for (index, cell) in cells.iter().enumerate() {
-            let size = cell.len() + SLOT_SIZE;
+            let size = cell.len() + slot_size;
             if left + size > total / 2 {
                 // Put the straddling cell on the side that stays smaller.
                 let with = left + size;
@@ -286,7 +287,7 @@ impl BTree {
         if cells.len() < 2 {
             return Err(Error::corruption(left_pid, "split of a node with fewer than two cells"));
         }
-        let mid = Self::split_index(&cells);
+        let mid = Self::split_index(&cells, slot_size(leaf));
         let separator =
             if leaf { raw_cell_key(&cells[mid - 1], true).to_vec() } else { raw_cell_key(&cells[mid], false).to_vec() };
         // Everything that can fail (latching the old right neighbour, to fix
@@ -459,7 +460,7 @@ impl BTree {
                 Ok(_) => return Err(Error::corruption(pid, "separator already in the parent")),
                 Err(index) => index.max(1),
             };
-            (index, node.free_space() >= cell.size() + SLOT_SIZE)
+            (index, node.free_space() >= cell.size() + node.slot_size())
         };
         if fits {
             let mut parent = parent;

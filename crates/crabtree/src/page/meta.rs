@@ -30,7 +30,7 @@ use crate::{Error, Result};
 /// Identifies a crabtree data file.
 pub const MAGIC: [u8; 8] = *b"CRABTREE";
 /// On-disk format version this code reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Number of root slots kept in the header page.
 pub const ROOT_SLOTS: usize = 8;
 /// Offset of the page size field (readable before the page size is known).

@@ -12,12 +12,17 @@
 //! 52      2   high key offset   } valid when FLAG_HIGH_KEY is set; otherwise
 //! 54      2   high key length   } the high key is +infinity
 //! 56      8   reserved (0)
-//! 64    8*n   slot array, in key order; slot i:
+//! 64    s*n   slot array, in key order; slot i (s = 8 bytes in a leaf,
+//!             16 in an inner node):
 //!               0  2  offset of cell i
 //!               2  2  key length of cell i
 //!               4  4  first 4 key bytes (zero-padded): the search runs
 //!                     branch-free on these alone, and reads cells only
 //!                     where they tie (`Node::search_from`)
+//!               8  8  inner nodes only: the child of cell i, a copy of
+//!                     the one in the cell, so a descent that has found
+//!                     its slot reads the child from the slot's cache line
+//!                     instead of missing once more on the cell
 //!   ...       free space
 //!   ...       cells, growing down from the end of the page
 //! ```
@@ -57,8 +62,18 @@ const OFFSET_HIGH_OFF: usize = 52;
 const OFFSET_HIGH_LEN: usize = 54;
 /// Where the slot array starts.
 pub const SLOTS_START: usize = 64;
-/// Bytes per slot: cell offset, key length, key prefix.
+/// Bytes per leaf slot: cell offset, key length, key prefix.
 pub const SLOT_SIZE: usize = 8;
+/// Bytes per inner-node slot: a leaf slot's fields, then the child.
+pub const INNER_SLOT_SIZE: usize = 16;
+/// Offset of the child in an inner-node slot.
+const SLOT_CHILD: usize = 8;
+
+/// Bytes per slot in a leaf (`leaf`) or an inner node.
+#[inline(always)]
+pub const fn slot_size(leaf: bool) -> usize {
+    if leaf { SLOT_SIZE } else { INNER_SLOT_SIZE }
+}
 /// Key bytes copied into each slot.
 pub const SLOT_PREFIX: usize = 4;
 
@@ -76,12 +91,14 @@ fn key_prefix(key: &[u8]) -> u32 {
     u32::from_be_bytes(bytes)
 }
 
-/// The 8 slot bytes for a cell at `offset` with `key`.
-fn slot_bytes(offset: usize, key: &[u8]) -> [u8; SLOT_SIZE] {
-    let mut slot = [0u8; SLOT_SIZE];
+/// The slot bytes for a cell at `offset` with `key` and, in an inner node,
+/// `child` (the first [`slot_size`] bytes are the slot).
+fn slot_bytes(offset: usize, key: &[u8], child: Option<PageId>) -> [u8; INNER_SLOT_SIZE] {
+    let mut slot = [0u8; INNER_SLOT_SIZE];
     slot[..2].copy_from_slice(&(offset as u16).to_le_bytes());
     slot[2..4].copy_from_slice(&(key.len() as u16).to_le_bytes());
-    slot[4..].copy_from_slice(&key_prefix(key).to_be_bytes());
+    slot[4..SLOT_CHILD].copy_from_slice(&key_prefix(key).to_be_bytes());
+    slot[SLOT_CHILD..].copy_from_slice(&PageId::to_link(child).to_le_bytes());
     slot
 }
 
@@ -212,16 +229,22 @@ impl<P: PageBuf> Node<P> {
         self.head.kind == PageType::Leaf
     }
 
+    /// Bytes per slot of this node ([`slot_size`]).
+    #[inline(always)]
+    pub fn slot_size(&self) -> usize {
+        slot_size(self.is_leaf())
+    }
+
     /// Bytes free for new cells and slots, counting fragmented space that a
     /// compaction would reclaim.
     pub fn free_space(&self) -> usize {
-        let slots_end = SLOTS_START + self.head.slot_count * SLOT_SIZE;
+        let slots_end = SLOTS_START + self.head.slot_count * self.slot_size();
         self.head.cell_start - slots_end + self.head.fragmented
     }
 
     /// Bytes free without compaction.
     pub fn contiguous_free(&self) -> usize {
-        self.head.cell_start - (SLOTS_START + self.head.slot_count * SLOT_SIZE)
+        self.head.cell_start - (SLOTS_START + self.head.slot_count * self.slot_size())
     }
 
     /// The high key's position, or `None` for +infinity.
@@ -256,7 +279,7 @@ impl<P: PageBuf> Node<P> {
         if index >= self.head.slot_count {
             return Err(corrupt(self.pid, format!("slot {index} of {}", self.head.slot_count)));
         }
-        let offset = usize::from(self.page.read_u16(SLOTS_START + index * SLOT_SIZE));
+        let offset = usize::from(self.page.read_u16(SLOTS_START + index * self.slot_size()));
         let size = self.page.size();
         let fixed = if self.is_leaf() { LEAF_CELL_HEADER } else { INNER_CELL_HEADER };
         if offset < self.head.cell_start || offset + fixed > size {
@@ -306,7 +329,7 @@ impl<P: PageBuf> Node<P> {
         if index >= self.head.slot_count {
             return Err(corrupt(self.pid, format!("slot {index} of {}", self.head.slot_count)));
         }
-        let slot = self.page.read_u64(SLOTS_START + index * SLOT_SIZE).to_le_bytes();
+        let slot = self.page.read_u64(SLOTS_START + index * self.slot_size()).to_le_bytes();
         let prefix = u32::from_be_bytes([slot[4], slot[5], slot[6], slot[7]]);
         match prefix.cmp(&key_prefix) {
             Ordering::Equal => {}
@@ -345,13 +368,16 @@ impl<P: PageBuf> Node<P> {
         }
     }
 
-    /// The child of inner cell `index`.
+    /// The child of inner cell `index`, read from its slot (which
+    /// [`check_node`] holds to the cell's copy).
     pub fn child(&self, index: usize) -> Result<PageId> {
-        let cell = self.cell(index)?;
         if self.is_leaf() {
             return Err(corrupt(self.pid, "child of a leaf cell"));
         }
-        PageId::from_link(self.page.read_u64(cell.offset + 2))
+        if index >= self.head.slot_count {
+            return Err(corrupt(self.pid, format!("slot {index} of {}", self.head.slot_count)));
+        }
+        PageId::from_link(self.page.read_u64(SLOTS_START + index * INNER_SLOT_SIZE + SLOT_CHILD))
             .ok_or_else(|| corrupt(self.pid, format!("slot {index} child link is null")))
     }
 
@@ -380,6 +406,7 @@ impl<P: PageBuf> Node<P> {
             return Ok(Err(from));
         }
         let prefix = key_prefix(key);
+        let stride = self.slot_size();
         let (mut base, mut size) = (from, count - from);
         // The answer lies in base..=base + size throughout.
         while size > 1 {
@@ -387,11 +414,11 @@ impl<P: PageBuf> Node<P> {
             let mid = base + half;
             // `select_unpredictable`: the compiler made a plain `if` a
             // branch here, mispredicted about every other step.
-            base = std::hint::select_unpredictable(self.slot_prefix(mid) < prefix, mid, base);
+            base = std::hint::select_unpredictable(self.slot_prefix(mid, stride) < prefix, mid, base);
             size -= half;
         }
-        let first = base + usize::from(self.slot_prefix(base) < prefix);
-        if first == count || self.slot_prefix(first) != prefix {
+        let first = base + usize::from(self.slot_prefix(base, stride) < prefix);
+        if first == count || self.slot_prefix(first, stride) != prefix {
             return Ok(Err(first));
         }
         match self.compare_key_prefixed(first, key, prefix)? {
@@ -400,18 +427,19 @@ impl<P: PageBuf> Node<P> {
             Ordering::Less => {}
         }
         let next = first + 1;
-        if next == count || self.slot_prefix(next) != prefix {
+        if next == count || self.slot_prefix(next, stride) != prefix {
             return Ok(Err(next));
         }
         self.search_by_cells(next, key)
     }
 
-    /// The key prefix stored in slot `index` (below the slot count).
+    /// The key prefix stored in slot `index` (below the slot count) of a
+    /// node whose slots are `stride` bytes.
     #[inline]
-    fn slot_prefix(&self, index: usize) -> u32 {
+    fn slot_prefix(&self, index: usize, stride: usize) -> u32 {
         // The prefix is bytes 4..8 of the little-endian slot word, stored
         // big-endian.
-        ((self.page.read_u64(SLOTS_START + index * SLOT_SIZE) >> 32) as u32).swap_bytes()
+        ((self.page.read_u64(SLOTS_START + index * stride) >> 32) as u32).swap_bytes()
     }
 
     /// `search_from` by a plain binary search comparing cells (prefix
@@ -490,7 +518,7 @@ fn read_header<P: PageBuf + ?Sized>(page: &P, pid: PageId) -> Result<NodeHeader>
     let slot_count = usize::from(counts as u16);
     let cell_start = (counts >> 32) as usize;
     let fragmented = page.read_u32(OFFSET_FRAGMENTED) as usize;
-    let slots_end = SLOTS_START + slot_count * SLOT_SIZE;
+    let slots_end = SLOTS_START + slot_count * slot_size(kind == PageType::Leaf);
     if slots_end > cell_start || cell_start > size {
         return Err(corrupt(pid, format!("{slot_count} slots and cell start {cell_start} do not fit")));
     }
@@ -518,15 +546,19 @@ pub fn check_node<P: PageBuf + ?Sized>(page: &P, pid: PageId) -> Result<NodeHead
     for index in 0..node.len() {
         let cell = node.cell(index)?;
         spans.push((cell.offset, cell.offset + cell.size));
-        let slot = page.read_vec(SLOTS_START + index * SLOT_SIZE, SLOT_SIZE);
+        let stride = node.slot_size();
+        let slot = page.read_vec(SLOTS_START + index * stride, stride);
         let key = page.read_vec(cell.key_offset, cell.key_len);
-        if slot != slot_bytes(cell.offset, &key) {
-            return Err(corrupt(pid, format!("slot {index} disagrees with its cell's key")));
-        }
-        if node.is_leaf() {
+        let child = if node.is_leaf() {
             node.value_ref(index)?;
+            None
         } else {
-            node.child(index)?;
+            let child = raw_cell_child(&page.read_vec(cell.offset, cell.size))
+                .ok_or_else(|| corrupt(pid, format!("slot {index} child link is null")))?;
+            Some(child)
+        };
+        if slot != slot_bytes(cell.offset, &key, child)[..stride] {
+            return Err(corrupt(pid, format!("slot {index} disagrees with its cell")));
         }
     }
     if let Some((offset, len)) = node.high_key_range()? {
@@ -630,6 +662,14 @@ impl CellData<'_> {
         }
     }
 
+    /// The child of an inner cell (`None` for a leaf cell).
+    pub fn child(&self) -> Option<PageId> {
+        match self {
+            CellData::Inner { child, .. } => Some(*child),
+            CellData::Leaf { .. } | CellData::LeafOverflow { .. } => None,
+        }
+    }
+
     /// The cell's key.
     pub fn key(&self) -> &[u8] {
         match self {
@@ -690,7 +730,7 @@ impl<'p, P: PageBufMut + ?Sized> NodeMut<'p, P> {
     /// checked `free_space` covers `size` plus any slot it adds.
     fn reserve(&mut self, size: usize, extra_slots: usize) -> Result<usize> {
         let mut head = self.head()?;
-        let slots_end = SLOTS_START + (head.slot_count + extra_slots) * SLOT_SIZE;
+        let slots_end = SLOTS_START + (head.slot_count + extra_slots) * slot_size(head.kind == PageType::Leaf);
         if head.cell_start < slots_end + size {
             self.compact()?;
             head = self.head()?;
@@ -716,8 +756,9 @@ impl<'p, P: PageBufMut + ?Sized> NodeMut<'p, P> {
         }
         let offset = self.reserve(raw.len(), 1)?;
         self.page.write(offset, raw);
-        let key = raw_cell_key(raw, head.kind == PageType::Leaf);
-        self.write_slot(index, head.slot_count, offset, key);
+        let leaf = head.kind == PageType::Leaf;
+        let child = if leaf { None } else { raw_cell_child(raw) };
+        self.write_slot(index, head, offset, raw_cell_key(raw, leaf), child);
         Ok(())
     }
 }
@@ -751,7 +792,8 @@ fn encode_into<P: PageBufMut + ?Sized>(page: &mut P, offset: usize, cell: &CellD
 impl<'p, P: PageBufMut + ?Sized> NodeMut<'p, P> {
     /// Whether a new cell of `size` bytes plus its slot fits.
     pub fn fits(&self, size: usize) -> Result<bool> {
-        Ok(self.as_node()?.free_space() >= size + SLOT_SIZE)
+        let node = self.as_node()?;
+        Ok(node.free_space() >= size + node.slot_size())
     }
 
     /// Inserts `cell` as slot `index`, shifting later slots right. Fails with
@@ -763,25 +805,36 @@ impl<'p, P: PageBufMut + ?Sized> NodeMut<'p, P> {
         }
         let offset = self.reserve(cell.size(), 1)?;
         self.write_cell(offset, cell);
-        self.write_slot(index, head.slot_count, offset, cell.key());
+        self.write_slot(index, head, offset, cell.key(), cell.child());
         Ok(())
     }
 
-    /// Opens slot `index` among `count` (shifting later slots right) and
-    /// fills it for the cell at `offset` holding `key`.
-    fn write_slot(&mut self, index: usize, count: usize, offset: usize, key: &[u8]) {
-        let slot = SLOTS_START + index * SLOT_SIZE;
-        self.page.copy_within(slot, slot + SLOT_SIZE, (count - index) * SLOT_SIZE);
-        self.page.write(slot, &slot_bytes(offset, key));
+    /// Opens slot `index` among the node's slots (shifting later slots
+    /// right) and fills it for the cell at `offset` holding `key` (and, in
+    /// an inner node, `child`).
+    fn write_slot(&mut self, index: usize, head: NodeHeader, offset: usize, key: &[u8], child: Option<PageId>) {
+        let stride = slot_size(head.kind == PageType::Leaf);
+        let count = head.slot_count;
+        let slot = SLOTS_START + index * stride;
+        self.page.copy_within(slot, slot + stride, (count - index) * stride);
+        self.page.write(slot, &slot_bytes(offset, key, child)[..stride]);
         self.page.write_u16(OFFSET_SLOT_COUNT, (count + 1) as u16);
+    }
+
+    /// Rewrites slot `index` for the cell at `offset` holding `key` (and
+    /// `child`), after the cell was overwritten in place.
+    fn refresh_slot(&mut self, index: usize, head: NodeHeader, offset: usize, key: &[u8], child: Option<PageId>) {
+        let stride = slot_size(head.kind == PageType::Leaf);
+        self.page.write(SLOTS_START + index * stride, &slot_bytes(offset, key, child)[..stride]);
     }
 
     /// Removes slot `index`; its bytes become fragmented space.
     pub fn remove(&mut self, index: usize) -> Result<()> {
         let cell = self.as_node()?.cell(index)?;
         let head = self.head()?;
-        let slot = SLOTS_START + index * SLOT_SIZE;
-        self.page.copy_within(slot + SLOT_SIZE, slot, (head.slot_count - index - 1) * SLOT_SIZE);
+        let stride = slot_size(head.kind == PageType::Leaf);
+        let slot = SLOTS_START + index * stride;
+        self.page.copy_within(slot + stride, slot, (head.slot_count - index - 1) * stride);
         self.page.write_u16(OFFSET_SLOT_COUNT, (head.slot_count - 1) as u16);
         self.add_fragmented(head, cell.offset, cell.size);
         Ok(())
@@ -796,8 +849,9 @@ impl<'p, P: PageBufMut + ?Sized> NodeMut<'p, P> {
         }
     }
 
-    /// Replaces cell `index` with `cell` (same key position). Fails with
-    /// corruption if the new cell cannot fit even after compaction.
+    /// Replaces cell `index` with `cell` (its key must keep the key order;
+    /// the slot is rewritten for it). Fails with corruption if the new cell
+    /// cannot fit even after compaction.
     pub fn replace(&mut self, index: usize, cell: &CellData<'_>) -> Result<()> {
         let node = self.as_node()?;
         let old = node.cell(index)?;
@@ -805,7 +859,9 @@ impl<'p, P: PageBufMut + ?Sized> NodeMut<'p, P> {
             return Err(corrupt(self.pid, "replacement cell does not fit: caller did not check"));
         }
         if cell.size() == old.size {
+            let head = *node.header();
             self.write_cell(old.offset, cell);
+            self.refresh_slot(index, head, old.offset, cell.key(), cell.child());
             return Ok(());
         }
         self.remove(index)?;
@@ -822,7 +878,11 @@ impl<'p, P: PageBufMut + ?Sized> NodeMut<'p, P> {
             return Err(corrupt(self.pid, "replacement cell does not fit"));
         }
         if raw.len() == old.size {
+            let head = *node.header();
+            let leaf = head.kind == PageType::Leaf;
             self.page.write(old.offset, raw);
+            let child = if leaf { None } else { raw_cell_child(raw) };
+            self.refresh_slot(index, head, old.offset, raw_cell_key(raw, leaf), child);
             return Ok(());
         }
         self.remove(index)?;
@@ -856,11 +916,12 @@ impl<'p, P: PageBufMut + ?Sized> NodeMut<'p, P> {
         let node = Node::new(image.as_slice(), self.pid)?;
         let high = node.high_key_range()?;
         let cells: Vec<Cell> = (0..node.len()).map(|i| node.cell(i)).collect::<Result<_>>()?;
+        let stride = node.slot_size();
         let mut end = size;
         for (index, cell) in cells.iter().enumerate() {
             end -= cell.size;
             self.page.write(end, &image[cell.offset..cell.offset + cell.size]);
-            self.page.write_u16(SLOTS_START + index * SLOT_SIZE, end as u16);
+            self.page.write_u16(SLOTS_START + index * stride, end as u16);
         }
         if let Some((offset, len)) = high {
             end -= len;
@@ -874,15 +935,13 @@ impl<'p, P: PageBufMut + ?Sized> NodeMut<'p, P> {
 }
 
 const _: () = assert!(SLOTS_START >= PAGE_HEADER_SIZE + 40);
-// The largest cell (a maximal key with an overflow reference, or an inner
-// cell) plus its slot fits in a quarter of a node's usable space, so a split
-// always leaves room for the cell that caused it.
+// The largest cell (a maximal key with an overflow reference in a leaf, or
+// an inner cell) plus its slot fits in a quarter of a node's usable space,
+// so a split always leaves room for the cell that caused it.
 const fn largest_cell_fits(page_size: usize) -> bool {
     let key = crate::limits::key_size_max(page_size);
-    let leaf = leaf_cell_size(key, 0, true);
-    let inner = inner_cell_size(key);
-    let largest = if leaf > inner { leaf } else { inner };
-    largest + SLOT_SIZE <= (page_size - SLOTS_START) / 4
+    let quarter = (page_size - SLOTS_START) / 4;
+    leaf_cell_size(key, 0, true) + SLOT_SIZE <= quarter && inner_cell_size(key) + INNER_SLOT_SIZE <= quarter
 }
 const _: () = assert!(largest_cell_fits(crate::limits::PAGE_SIZE_MIN));
 const _: () = assert!(largest_cell_fits(crate::limits::PAGE_SIZE_DEFAULT));
@@ -967,6 +1026,39 @@ mod tests {
         assert_eq!(child(b"t"), PageId(11));
         assert_eq!(child(b"z"), PageId(12));
         check_node(page.as_slice(), PID).unwrap();
+    }
+
+    /// The child copy in an inner slot follows every way a cell changes
+    /// (insert, raw insert, in-place and resizing replace, remove,
+    /// compaction), and `check_node` catches a slot whose copy disagrees.
+    #[test]
+    fn inner_slots_carry_their_cells_child() {
+        let mut page = vec![0u8; 512];
+        let mut node = NodeMut::init(page.as_mut_slice(), PID, PageType::Inner, 1);
+        node.insert(0, &CellData::Inner { key: b"", child: PageId(10) }).unwrap();
+        node.insert(1, &CellData::Inner { key: b"m", child: PageId(11) }).unwrap();
+        let raw = CellData::Inner { key: b"f", child: PageId(12) }.encode();
+        node.insert_raw(1, &raw).unwrap();
+        // Same size: the cell is overwritten in place.
+        node.replace(2, &CellData::Inner { key: b"n", child: PageId(13) }).unwrap();
+        // Another size: removed and inserted again.
+        node.replace_raw(1, &CellData::Inner { key: b"ff", child: PageId(14) }.encode()).unwrap();
+        node.remove(0).unwrap();
+        node.compact().unwrap();
+        let children = |page: &[u8]| {
+            let node = Node::new(page, PID).unwrap();
+            (0..node.len()).map(|index| node.child(index).unwrap()).collect::<Vec<_>>()
+        };
+        assert_eq!(children(&page), [PageId(14), PageId(13)]);
+        check_node(page.as_slice(), PID).unwrap();
+        // The slot's copy of child 1 no longer matches its cell.
+        page[SLOTS_START + INNER_SLOT_SIZE + SLOT_CHILD] ^= 1;
+        assert_eq!(children(&page), [PageId(14), PageId(12)]);
+        let error = check_node(page.as_slice(), PID).unwrap_err();
+        assert!(error.to_string().contains("slot 1 disagrees with its cell"), "{error}");
+        // A null child in a slot is corruption, not a page id 0.
+        page[SLOTS_START + INNER_SLOT_SIZE + SLOT_CHILD..][..8].fill(0);
+        assert!(matches!(Node::new(page.as_slice(), PID).unwrap().child(1), Err(Error::Corruption { .. })));
     }
 
     #[test]

@@ -54,7 +54,7 @@ use crate::limits::PAGE_HEADER_SIZE;
 use crate::page::PageType;
 use crate::page::bytes::PageBuf;
 use crate::page::header;
-use crate::page::node::{Node, NodeMut, SLOT_SIZE, SLOTS_START, raw_cell_key};
+use crate::page::node::{Node, NodeMut, SLOTS_START, raw_cell_key, slot_size};
 use crate::{Error, Result};
 
 const KIND_IMAGE: u8 = 1;
@@ -234,7 +234,7 @@ pub fn hole(page: &[u8]) -> (usize, usize) {
     }
     let count = usize::from(page.read_u16(40));
     let cell_start = page.read_u32(44) as usize;
-    let start = SLOTS_START + count * SLOT_SIZE;
+    let start = SLOTS_START + count * slot_size(kind == Some(PageType::Leaf));
     if start <= cell_start && cell_start <= page.len() { (start, cell_start) } else { (page.len(), page.len()) }
 }
 

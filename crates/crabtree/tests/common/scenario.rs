@@ -47,7 +47,12 @@ pub fn new_tree(frames: usize) -> BTree {
     super::create(storage, &super::options(512, frames))
 }
 
-/// Loads `count` keys `GAP, 2 * GAP, ...`: three levels for 400 keys.
+/// Keys [`load`] needs for a three-level tree of 512-byte pages whose root
+/// has at least three children.
+pub const THREE_LEVELS: u64 = 300;
+
+/// Loads `count` keys `GAP, 2 * GAP, ...` ([`THREE_LEVELS`] of them give
+/// three levels).
 pub fn load(tree: &BTree, count: u64) -> BTreeMap<u64, Vec<u8>> {
     let mut model = BTreeMap::new();
     for i in 1..=count {
@@ -92,9 +97,15 @@ pub fn root(tree: &BTree) -> PageId {
     tree.path_to(&key(0)).unwrap()[0]
 }
 
-/// The tree must hold exactly `model`: every key by `get`, all by a scan.
+/// The tree must verify clean and hold exactly `model`.
 pub fn check(tree: &BTree, model: &BTreeMap<u64, Vec<u8>>, what: &str) {
     super::verified(tree);
+    check_contents(tree, model, what);
+}
+
+/// The tree must hold exactly `model`: every key by `get`, all by a scan
+/// (also while abandoned splits, which `verify` reports, remain).
+pub fn check_contents(tree: &BTree, model: &BTreeMap<u64, Vec<u8>>, what: &str) {
     for (&n, v) in model {
         assert_eq!(tree.get(&key(n)).unwrap().as_ref(), Some(v), "{what}: key {n} reads wrong");
     }
