@@ -159,6 +159,20 @@ mod tests {
         assert!(Meta::decode(&[]).is_err());
     }
 
+    /// A file of another format version (format 1: inner slots without
+    /// the child) is refused with an error naming both versions, even with
+    /// a valid checksum, never read as this format.
+    #[test]
+    fn another_format_version_is_refused_by_name() {
+        let mut page = Meta::new(512).encode();
+        page.as_mut_slice().write_u32(OFFSET_VERSION, 1);
+        header::seal(&mut page);
+        let error = Meta::decode(&page).unwrap_err();
+        assert!(matches!(error, Error::Corruption { .. }), "{error:?}");
+        let text = error.to_string();
+        assert!(text.contains("format version 1, this build reads 2"), "{text}");
+    }
+
     #[test]
     fn inconsistent_fields_are_corruption_even_with_valid_checksum() {
         let mut meta = Meta::new(512);
