@@ -288,8 +288,9 @@ fn paused_half_split_while_the_parent_splits() {
 /// (How many splits the injected phase leaves unfinished depends on the
 /// shape: the keys a writer meets after the last failure. An earlier form
 /// of this test asserted at most one, which held for this key count and
-/// node size only. A split of a node that still carries an abandoned
-/// split is tested in `btree::tests`, which can build that state.)
+/// node size only; it now asserts that some remain, so the pass has work
+/// to do. A split of a node that still carries an abandoned split is
+/// tested in `btree::tests`, which can build that state.)
 #[test]
 fn abandoned_inner_splits_are_finished_by_later_writers() {
     let _serial = serial();
@@ -317,6 +318,8 @@ fn abandoned_inner_splits_are_finished_by_later_writers() {
     failpoint::clear("parent.before_latch");
     assert!(abandoned.load(Ordering::SeqCst) > 0, "precondition: inner splits were abandoned");
     check_contents(&tree, &model, "abandoned splits");
+    let unfinished = tree.verify().unwrap().violations.len();
+    assert!(unfinished > 0, "precondition: abandoned splits remain for the pass to finish");
     // Same-size values: the pass splits nothing, it only meets every node.
     for n in 0..2000u64 {
         tree.insert(&key(n), &value(n + 1)).unwrap();
