@@ -1,0 +1,114 @@
+//! A fixed number of point reads, to count the instructions of one get or
+//! profile it: `valgrind --tool=callgrind --toggle-collect='get_probe::measured'`
+//! counts only the measured gets (divide by GETS); `perf record -e
+//! cpu-clock -g` samples them (after the load, which is shorter).
+//!
+//! Two trees, both of 16-byte keys (8 random bytes, then the index) and
+//! 100-byte values on 4 KiB pages, as in the `pool_oom` bench:
+//! * `memory KEYS GETS`: KEYS keys inserted in random order, the pool
+//!   large enough for all of them, storage in memory;
+//! * `file KEYS GETS`: KEYS keys bulk-loaded into a file in a temporary
+//!   directory, reopened with a pool of a quarter of the file and warmed
+//!   with GETS gets; most measured gets then read their leaf with `pread`
+//!   (the larger-than-memory path).
+//!
+//! Prints nanoseconds per measured get and the pool's counters. Built with
+//! the crate's dev-dependencies, so with the `failpoints` feature (a few
+//! checks a get, about 20 instructions).
+//!
+//! Run with `cargo run --release --example get_probe -- file 1000000 100000`.
+
+use crabtree::io::{FileStorage, MemStorage};
+use crabtree::raw::{BTree, BufferPool, PoolOptions};
+use std::sync::Arc;
+use std::time::Instant;
+
+const PAGE_SIZE: usize = 4096;
+
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn key(i: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&splitmix(i).to_be_bytes());
+    key[8..].copy_from_slice(&i.to_be_bytes());
+    key
+}
+
+fn value(i: u64) -> [u8; 100] {
+    let mut value = [(i % 251) as u8; 100];
+    value[..8].copy_from_slice(&i.to_le_bytes());
+    value
+}
+
+/// One measured get (kept out of line so a profiler can select it).
+#[inline(never)]
+fn measured(tree: &BTree, i: u64) -> usize {
+    let found = tree.get(&key(i)).expect("get").expect("key present");
+    assert_eq!(found[..8], i.to_le_bytes());
+    found.len()
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: get_probe memory|file KEYS GETS";
+    let mode = args.next().ok_or(usage)?;
+    let keys: u64 = args.next().ok_or(usage)?.parse()?;
+    let gets: u64 = args.next().ok_or(usage)?.parse()?;
+    if keys == 0 {
+        return Err("KEYS must be at least 1".into());
+    }
+    let big = PoolOptions { page_size: PAGE_SIZE, pool_bytes: 2 << 30, max_pages: 1 << 22 };
+    let dir = tempfile::tempdir()?;
+    let tree = match mode.as_str() {
+        "memory" => {
+            let tree = BTree::create(Arc::new(BufferPool::create(Arc::new(MemStorage::new()), big.clone())?))?;
+            for n in 0..keys {
+                let i = splitmix(n ^ 0x5EED) % keys;
+                tree.insert(&key(i), &value(i))?;
+            }
+            // Random order with repeats: fill in what the shuffle missed.
+            for i in 0..keys {
+                if tree.get(&key(i))?.is_none() {
+                    tree.insert(&key(i), &value(i))?;
+                }
+            }
+            tree
+        }
+        "file" => {
+            let path = dir.path().join("probe.crab");
+            {
+                let pool = BufferPool::create(Arc::new(FileStorage::open(&path, true)?), big.clone())?;
+                let tree = BTree::create(Arc::new(pool))?;
+                let mut sorted: Vec<([u8; 16], u64)> = (0..keys).map(|i| (key(i), i)).collect();
+                sorted.sort_unstable();
+                tree.bulk_load(sorted.iter().map(|(k, i)| (*k, value(*i))))?;
+                tree.flush()?;
+            }
+            let bytes = std::fs::metadata(&path)?.len() as usize;
+            let small = PoolOptions { pool_bytes: bytes / 4, ..big };
+            let tree = BTree::open(Arc::new(BufferPool::open(Arc::new(FileStorage::open(&path, false)?), small)?))?;
+            for j in 0..gets {
+                measured(&tree, splitmix(j ^ 0xC01D) % keys);
+            }
+            tree
+        }
+        _ => return Err(usage.into()),
+    };
+    let started = Instant::now();
+    let mut bytes = 0;
+    for j in 0..gets {
+        bytes += measured(&tree, splitmix(j) % keys);
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "{mode}: {keys} keys, {gets} gets, {:.0} ns a get ({bytes} value bytes read)",
+        elapsed.as_nanos() as f64 / gets.max(1) as f64
+    );
+    println!("pool: {:?}", tree.pool().stats());
+    Ok(())
+}
