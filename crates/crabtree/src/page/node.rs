@@ -637,6 +637,12 @@ pub fn raw_cell_child(raw: &[u8]) -> Option<PageId> {
     PageId::from_link(u64::from_le_bytes(bytes))
 }
 
+/// What a slot copies from a raw cell: its key and, in an inner node, its
+/// child.
+fn raw_key_and_child(raw: &[u8], leaf: bool) -> (&[u8], Option<PageId>) {
+    (raw_cell_key(raw, leaf), if leaf { None } else { raw_cell_child(raw) })
+}
+
 impl CellData<'_> {
     /// The cell's bytes as they sit in a page.
     pub fn encode(&self) -> Vec<u8> {
@@ -756,9 +762,8 @@ impl<'p, P: PageBufMut + ?Sized> NodeMut<'p, P> {
         }
         let offset = self.reserve(raw.len(), 1)?;
         self.page.write(offset, raw);
-        let leaf = head.kind == PageType::Leaf;
-        let child = if leaf { None } else { raw_cell_child(raw) };
-        self.write_slot(index, head, offset, raw_cell_key(raw, leaf), child);
+        let (key, child) = raw_key_and_child(raw, head.kind == PageType::Leaf);
+        self.write_slot(index, head, offset, key, child);
         Ok(())
     }
 }
@@ -817,12 +822,12 @@ impl<'p, P: PageBufMut + ?Sized> NodeMut<'p, P> {
         let count = head.slot_count;
         let slot = SLOTS_START + index * stride;
         self.page.copy_within(slot, slot + stride, (count - index) * stride);
-        self.page.write(slot, &slot_bytes(offset, key, child)[..stride]);
+        self.refresh_slot(index, head, offset, key, child);
         self.page.write_u16(OFFSET_SLOT_COUNT, (count + 1) as u16);
     }
 
-    /// Rewrites slot `index` for the cell at `offset` holding `key` (and
-    /// `child`), after the cell was overwritten in place.
+    /// Writes slot `index` for the cell at `offset` holding `key` (and
+    /// `child`): for a new slot, or after the cell was overwritten in place.
     fn refresh_slot(&mut self, index: usize, head: NodeHeader, offset: usize, key: &[u8], child: Option<PageId>) {
         let stride = slot_size(head.kind == PageType::Leaf);
         self.page.write(SLOTS_START + index * stride, &slot_bytes(offset, key, child)[..stride]);
@@ -879,10 +884,9 @@ impl<'p, P: PageBufMut + ?Sized> NodeMut<'p, P> {
         }
         if raw.len() == old.size {
             let head = *node.header();
-            let leaf = head.kind == PageType::Leaf;
             self.page.write(old.offset, raw);
-            let child = if leaf { None } else { raw_cell_child(raw) };
-            self.refresh_slot(index, head, old.offset, raw_cell_key(raw, leaf), child);
+            let (key, child) = raw_key_and_child(raw, head.kind == PageType::Leaf);
+            self.refresh_slot(index, head, old.offset, key, child);
             return Ok(());
         }
         self.remove(index)?;
