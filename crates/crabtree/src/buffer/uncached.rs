@@ -109,8 +109,7 @@ impl Admission {
     /// recorded by a recent miss (then the entry is cleared), else it is
     /// recorded now and the page is read uncached.
     fn admit(&self, pid: PageId) -> bool {
-        let index = (pid.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize;
-        let entry = &self.recent[index];
+        let entry = self.entry(pid);
         // Page 0 is never read, but an id's low bits may be 0: keep 0 free.
         let tag = (pid.0 as u32).max(1);
         // Relaxed: a hint; a lost update only changes which miss is admitted.
@@ -127,8 +126,13 @@ impl Admission {
     /// same entry does (tests).
     #[cfg(test)]
     fn forget(&self, pid: PageId) {
-        let index = (pid.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize;
-        self.recent[index].store(0, Ordering::Relaxed);
+        self.entry(pid).store(0, Ordering::Relaxed);
+    }
+
+    /// The table entry `pid` maps to (a multiplicative hash of its id).
+    #[inline]
+    fn entry(&self, pid: PageId) -> &AtomicU32 {
+        &self.recent[(pid.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize]
     }
 }
 
