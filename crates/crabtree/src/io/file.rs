@@ -2,9 +2,13 @@
 //!
 //! [`FileStorage`] is a thin layer over [`std::fs::File`]:
 //!
-//! * positioned I/O (`pread`/`pwrite` through [`FileExt`]), looped until the
-//!   whole buffer is transferred: no shared cursor, so `&self` suffices and
-//!   threads never contend on a seek position;
+//! * positioned I/O (`pread`/`pwrite`), looped until the whole buffer is
+//!   transferred: no shared cursor, so `&self` suffices and threads never
+//!   contend on a seek position. The calls go through `rustix`, which makes
+//!   the system call itself: glibc's wrappers add a cancellation-point
+//!   switch on each side (about 6% of a 4 KiB page-cache read on the
+//!   development VM, `docs/BENCHMARKS.md`, "stop 15"), and a point read
+//!   past memory is mostly one `pread`;
 //! * `sync` is `fdatasync` ([`File::sync_data`]): file data plus the metadata
 //!   needed to read it back (the length), not timestamps;
 //! * an exclusive advisory lock ([`File::try_lock`], `flock` on Linux) held for
@@ -20,7 +24,6 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, ErrorKind};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::Storage;
@@ -99,12 +102,12 @@ impl Storage for FileStorage {
         let mut done = 0;
         while done < buf.len() {
             let rest = buf.get_mut(done..).unwrap_or_default();
-            match self.file.read_at(rest, position(offset, done)?) {
+            match rustix::io::pread(&self.file, rest, position(offset, done)?) {
                 // A short read that returns zero means end of file.
                 Ok(0) => return Err(io::Error::from(ErrorKind::UnexpectedEof).into()),
                 Ok(n) => done += n,
-                Err(err) if err.kind() == ErrorKind::Interrupted => {}
-                Err(err) => return Err(err.into()),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(errno) => return Err(io::Error::from(errno).into()),
             }
         }
         Ok(())
@@ -114,11 +117,11 @@ impl Storage for FileStorage {
         let mut done = 0;
         while done < buf.len() {
             let rest = buf.get(done..).unwrap_or_default();
-            match self.file.write_at(rest, position(offset, done)?) {
+            match rustix::io::pwrite(&self.file, rest, position(offset, done)?) {
                 Ok(0) => return Err(io::Error::from(ErrorKind::WriteZero).into()),
                 Ok(n) => done += n,
-                Err(err) if err.kind() == ErrorKind::Interrupted => {}
-                Err(err) => return Err(err.into()),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(errno) => return Err(io::Error::from(errno).into()),
             }
         }
         Ok(())
