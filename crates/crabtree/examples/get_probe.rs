@@ -53,12 +53,24 @@ fn measured(tree: &BTree, i: u64) -> usize {
     found.len()
 }
 
+/// One measured scan of `len` entries from the key of index `i` on.
+#[inline(never)]
+fn measured_scan(tree: &BTree, i: u64, len: usize) -> usize {
+    let mut bytes = 0;
+    for entry in tree.seek(&key(i)).take(len) {
+        let (_, value) = entry.expect("scan");
+        bytes += value.len();
+    }
+    bytes
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: get_probe memory|file KEYS GETS";
+    let usage = "usage: get_probe memory|file KEYS GETS [SCAN]";
     let mode = args.next().ok_or(usage)?;
     let keys: u64 = args.next().ok_or(usage)?.parse()?;
     let gets: u64 = args.next().ok_or(usage)?.parse()?;
+    let scan: Option<usize> = args.next().map(|len| len.parse()).transpose()?;
     if keys == 0 {
         return Err("KEYS must be at least 1".into());
     }
@@ -97,11 +109,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let mut bytes = 0;
     for j in 0..gets {
-        bytes += measured(&tree, splitmix(j) % keys);
+        bytes += match scan {
+            Some(len) => measured_scan(&tree, splitmix(j) % keys, len),
+            None => measured(&tree, splitmix(j) % keys),
+        };
     }
     let elapsed = started.elapsed();
+    let what = scan.map_or("get".to_string(), |len| format!("scan of {len}"));
     println!(
-        "{mode}: {keys} keys, {gets} gets, {:.0} ns a get ({bytes} value bytes read)",
+        "{mode}: {keys} keys, {gets} operations, {:.0} ns a {what} ({bytes} value bytes read)",
         elapsed.as_nanos() as f64 / gets.max(1) as f64
     );
     println!("pool: {:?}", tree.pool().stats());

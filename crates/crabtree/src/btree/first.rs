@@ -5,6 +5,7 @@
 //! the range's first entry would be in the next leaf it falls back to a
 //! one-entry range batch.
 
+use super::batch::Batch;
 use super::value;
 use super::{Attempt, BTree, Pinning};
 use crate::Result;
@@ -29,10 +30,11 @@ impl BTree {
             InLeaf::Found(value) => Ok(Some(value)),
             InLeaf::Empty => Ok(None),
             InLeaf::Beyond => {
-                let (batch, _) = self.retry(Pinning::SharedOnly, |tree, pessimistic| {
-                    tree.batch_forward(Bound::Included(lower), Bound::Included(upper), 1, pessimistic, None)
+                let mut batch = Batch::default();
+                self.retry(Pinning::SharedOnly, |tree, pessimistic| {
+                    tree.batch_forward(Bound::Included(lower), Bound::Included(upper), 1, pessimistic, None, &mut batch)
                 })?;
-                Ok(batch.into_iter().next().map(|(_, value)| value))
+                Ok(batch.take_front().map(|(_, value)| value))
             }
         }
     }

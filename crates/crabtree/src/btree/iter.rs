@@ -15,10 +15,10 @@
 //! exactly once and in order, whatever splits and deletes run meanwhile.
 
 use super::BTree;
-use super::read::{Batch, Resume, above, below};
+use super::batch::Batch;
+use super::read::{Resume, above, below};
 use crate::Result;
 use crate::limits::SCAN_BATCH_ENTRIES_MAX;
-use std::collections::VecDeque;
 use std::ops::{Bound, RangeBounds};
 
 /// An iterator over the entries of a key range, in key order.
@@ -30,8 +30,11 @@ pub struct Range<'t> {
     /// The back fetches keys below this: the range end, then the first key
     /// of the back's latest batch.
     upper: Bound<Vec<u8>>,
-    front: VecDeque<(Vec<u8>, Vec<u8>)>,
-    back: VecDeque<(Vec<u8>, Vec<u8>)>,
+    /// What the front's latest batch still holds (entries are copied out
+    /// of it only as they are returned: `batch.rs`).
+    front: Batch,
+    /// The same for the back.
+    back: Batch,
     /// Set after an error or when the ends met.
     finished: bool,
     /// Entries the next refill of each end asks for (front, back).
@@ -63,8 +66,8 @@ impl<'t> Range<'t> {
             tree,
             lower: owned(range.start_bound()),
             upper: owned(range.end_bound()),
-            front: VecDeque::new(),
-            back: VecDeque::new(),
+            front: Batch::default(),
+            back: Batch::default(),
             finished: false,
             want: [1, 1],
             resume: [None, None],
@@ -75,47 +78,53 @@ impl<'t> Range<'t> {
     /// the first one still buffered was returned by the front; with nothing
     /// buffered, everything up to the end of its last batch was.
     fn front_boundary(&self) -> Bound<&[u8]> {
-        match self.front.front() {
-            Some((key, _)) => Bound::Included(key),
+        match self.front.first_key() {
+            Some(key) => Bound::Included(key),
             None => borrowed(&self.lower),
         }
     }
 
     /// Where the back stands, as a bound for the front (mirror image).
     fn back_boundary(&self) -> Bound<&[u8]> {
-        match self.back.back() {
-            Some((key, _)) => Bound::Included(key),
+        match self.back.last_key() {
+            Some(key) => Bound::Included(key),
             None => borrowed(&self.upper),
         }
     }
 
-    /// Fetches the next batch for one end and moves that end's fetch bound
-    /// past it (one key copied per batch, none per entry).
-    fn fetch(&mut self, forward: bool) -> Result<Batch> {
+    /// Refills one end's buffer (empty here; its allocations are reused)
+    /// with the next batch and moves that end's fetch bound past it (one
+    /// key copied per batch, none per entry). Returns whether the batch
+    /// holds anything.
+    fn fetch(&mut self, forward: bool) -> Result<bool> {
         let end = usize::from(!forward);
         let want = self.want[end];
         self.want[end] = (want * 2).min(SCAN_BATCH_ENTRIES_MAX);
         let resume = self.resume[end];
-        let (batch, stop) = if forward {
-            let (lower, upper) = (borrowed(&self.lower), self.back_boundary());
-            self.tree.retry(super::Pinning::SharedOnly, |tree, pessimistic| {
-                tree.batch_forward(lower, upper, want, pessimistic, resume)
-            })?
-        } else {
-            let (lower, upper) = (self.front_boundary(), borrowed(&self.upper));
-            self.tree.retry(super::Pinning::SharedOnly, |tree, pessimistic| {
-                tree.batch_backward(lower, upper, want, pessimistic, resume)
-            })?
-        };
-        self.resume[end] = stop;
+        let tree = self.tree;
         if forward {
-            if let Some((key, _)) = batch.last() {
-                self.lower = Bound::Excluded(key.clone());
+            let mut batch = std::mem::take(&mut self.front);
+            let (lower, upper) = (borrowed(&self.lower), self.back_boundary());
+            self.resume[end] = tree.retry(super::Pinning::SharedOnly, |tree, pessimistic| {
+                tree.batch_forward(lower, upper, want, pessimistic, resume, &mut batch)
+            })?;
+            if let Some(key) = batch.last_key() {
+                self.lower = Bound::Excluded(key.to_vec());
             }
-        } else if let Some((key, _)) = batch.first() {
-            self.upper = Bound::Excluded(key.clone());
+            self.front = batch;
+            Ok(!self.front.is_empty())
+        } else {
+            let mut batch = std::mem::take(&mut self.back);
+            let (lower, upper) = (self.front_boundary(), borrowed(&self.upper));
+            self.resume[end] = tree.retry(super::Pinning::SharedOnly, |tree, pessimistic| {
+                tree.batch_backward(lower, upper, want, pessimistic, resume, &mut batch)
+            })?;
+            if let Some(key) = batch.first_key() {
+                self.upper = Bound::Excluded(key.to_vec());
+            }
+            self.back = batch;
+            Ok(!self.back.is_empty())
         }
-        Ok(batch)
     }
 
     fn advance(&mut self, forward: bool) -> Option<Result<(Vec<u8>, Vec<u8>)>> {
@@ -123,7 +132,7 @@ impl<'t> Range<'t> {
             return None;
         }
         loop {
-            let entry = if forward { self.front.pop_front() } else { self.back.pop_back() };
+            let entry = if forward { self.front.take_front() } else { self.back.take_back() };
             if let Some(entry) = entry {
                 let inside = if forward {
                     below(&entry.0, self.back_boundary())
@@ -138,13 +147,10 @@ impl<'t> Range<'t> {
                 return Some(Ok(entry));
             }
             match self.fetch(forward) {
-                Ok(batch) if batch.is_empty() => {
+                Ok(true) => {}
+                Ok(false) => {
                     self.finished = true;
                     return None;
-                }
-                Ok(batch) => {
-                    let buffer = if forward { &mut self.front } else { &mut self.back };
-                    buffer.extend(batch);
                 }
                 Err(error) => {
                     self.finished = true;

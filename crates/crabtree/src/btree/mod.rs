@@ -48,6 +48,7 @@
 //! Lower layers used: `buffer` (guards, allocation), `page` (node layout,
 //! overflow pages).
 
+mod batch;
 mod bulk;
 mod count;
 mod delete;

@@ -6,16 +6,15 @@
 //! batch) is left, pinned in the epoch (see `value`), so no leaf latch is
 //! held across a chain's loads and the chain read cannot restart.
 
+use super::batch::Batch;
 use super::descend::{ReadGuard, Target, link_cycle};
-use super::epoch::Pin;
-use super::value::{self, Found};
+use super::value;
 use super::{Attempt, BTree, Step};
+use crate::Error;
 use crate::ids::PageId;
-use crate::page::node::{FLAG_DELETED, Node};
+use crate::page::bytes::PageBuf;
+use crate::page::node::{FLAG_DELETED, Node, ValueRef};
 use std::ops::Bound;
-
-/// Entries copied out of one leaf.
-pub(crate) type Batch = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Where a batch stopped: the last leaf it read (forward: to its end, or
 /// to the upper bound; backward, mirrored) and the latch word of that read. The next batch of the
@@ -40,9 +39,6 @@ fn stop_at(leaf: &ReadGuard<'_>) -> Resume {
         ReadGuard::Shared(_) | ReadGuard::Uncached(_) => None,
     }
 }
-
-/// Entries found in leaves, overflow values not yet read.
-type FoundBatch = Vec<(Vec<u8>, Found)>;
 
 /// Whether `key` satisfies a lower bound.
 pub(crate) fn above(key: &[u8], lower: Bound<&[u8]>) -> bool {
@@ -80,30 +76,27 @@ impl BTree {
         Ok(Some(self.read_found(found)?))
     }
 
-    /// Reads the overflow values of `entries`. Entry: no latch held,
-    /// `pin` taken by `value::find` for every chain in `entries`, each
-    /// leaf validated after. Exit: no latch held; `pin` released.
-    fn read_batch(&self, entries: FoundBatch, pin: Option<Pin>) -> Attempt<Batch> {
-        let batch: crate::Result<Batch> =
-            entries.into_iter().map(|(key, found)| Ok((key, self.read_found(found)?))).collect();
-        drop(pin);
-        Ok(batch?)
+    /// Reads the overflow values of `batch` (pinned by the batch). Entry:
+    /// no latch held, each leaf validated after its entries were taken.
+    /// Exit: no latch held, no pin.
+    fn read_batch(&self, batch: &mut Batch) -> Attempt<()> {
+        Ok(batch.read_chains(|first, len| Ok(self.read_chain(first, len)?.0))?)
     }
 
     /// Appends to `batch` the entries of the leaf behind `leaf` that lie
     /// within `lower..upper`, in key order; overflow values as chains,
-    /// pinned in `pin` (see `value::find`). On `Err` the entries appended
+    /// pinned by the batch (see `batch`). On `Err` the entries appended
     /// are garbage (the leaf did not validate): the caller drops the batch.
     fn leaf_entries(
         &self,
         leaf: &ReadGuard<'_>,
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
-        pin: &mut Option<Pin>,
-        batch: &mut FoundBatch,
+        batch: &mut Batch,
     ) -> Attempt<()> {
         let page = leaf.page();
         let node = leaf.check(Node::new(&page, leaf.pid()))?;
+        let size = page.size();
         let start = match lower {
             Bound::Unbounded => 0,
             Bound::Included(key) | Bound::Excluded(key) => match leaf.check(node.search(key))? {
@@ -111,14 +104,22 @@ impl BTree {
                 Ok(slot) | Err(slot) => slot,
             },
         };
-        batch.reserve(node.len().saturating_sub(start));
         for slot in start..node.len() {
             let (cell, value) = leaf.check(node.entry(slot))?;
-            let key = node.read_bytes(cell.key_offset, cell.key_len);
-            if !below(&key, upper) {
+            // An inline value follows its key in the cell: one copy each.
+            let (inline, chain) = match value {
+                ValueRef::Inline { len, .. } => (len, None),
+                ValueRef::Overflow { first, len } => (0, Some((first, len))),
+            };
+            if cell.key_len + inline > size {
+                // `entry` checked the cell lies in the page: a torn read.
+                leaf.validate()?;
+                return Err(Step::Fail(Error::corruption(leaf.pid(), format!("slot {slot} entry past the page"))));
+            }
+            let copy = |out: &mut [u8]| page.read_into(cell.key_offset, out);
+            if !batch.push_if(cell.key_len, inline, chain, copy, |key| below(key, upper)) {
                 break;
             }
-            batch.push((key, value::find(leaf, value, pin)));
         }
         leaf.validate()?;
         Ok(())
@@ -131,7 +132,8 @@ impl BTree {
     /// leaf's worth.
     ///
     /// `resume` is where the previous batch of the same scan stopped (see
-    /// [`Resume`]); the batch returns where it stopped.
+    /// [`Resume`]); returns where this one stopped. The entries go to
+    /// `batch`, emptied first (its allocations are reused).
     pub(crate) fn batch_forward(
         &self,
         lower: Bound<&[u8]>,
@@ -139,10 +141,12 @@ impl BTree {
         want: usize,
         pessimistic: bool,
         resume: Resume,
-    ) -> Attempt<(Batch, Resume)> {
-        let mut pin = None;
-        let (entries, stop) = self.leaves_forward(lower, upper, want, pessimistic, &mut pin, resume)?;
-        Ok((self.read_batch(entries, pin)?, stop))
+        batch: &mut Batch,
+    ) -> Attempt<Resume> {
+        batch.clear();
+        let stop = self.leaves_forward(lower, upper, want, pessimistic, resume, batch)?;
+        self.read_batch(batch)?;
+        Ok(stop)
     }
 
     /// `batch_forward` up to its overflow values. Exit: no latch held.
@@ -152,9 +156,9 @@ impl BTree {
         upper: Bound<&[u8]>,
         want: usize,
         pessimistic: bool,
-        pin: &mut Option<Pin>,
         resume: Resume,
-    ) -> Attempt<(FoundBatch, Resume)> {
+        batch: &mut Batch,
+    ) -> Attempt<Resume> {
         let start = match lower {
             Bound::Unbounded => &[][..],
             Bound::Included(key) | Bound::Excluded(key) => key,
@@ -164,7 +168,6 @@ impl BTree {
         // at its right sibling, with no descent. Otherwise descend to
         // `lower` as for a first batch.
         let (mut leaf, mut read_leaf) = self.first_leaf(Target::Key(start), pessimistic, resume)?;
-        let mut batch = FoundBatch::new();
         let mut hops = 0u64;
         loop {
             if read_leaf {
@@ -173,11 +176,11 @@ impl BTree {
                 // leaf before latching the next) a deletion can hand the
                 // next leaf a range, and new keys, below what this batch
                 // already holds.
-                let after = batch.last().map(|(key, _)| key.clone());
+                let after = batch.last_key().map(<[u8]>::to_vec);
                 let from = after.as_deref().map_or(lower, Bound::Excluded);
-                self.leaf_entries(&leaf, from, upper, pin, &mut batch)?;
+                self.leaf_entries(&leaf, from, upper, batch)?;
                 if batch.len() >= want {
-                    return Ok((batch, stop_at(&leaf)));
+                    return Ok(stop_at(&leaf));
                 }
             }
             read_leaf = true;
@@ -188,9 +191,9 @@ impl BTree {
             };
             leaf.validate()?;
             // Past the upper bound, or the last leaf: done.
-            let (Some(right), Some(high)) = (right, high) else { return Ok((batch, stop_at(&leaf))) };
+            let (Some(right), Some(high)) = (right, high) else { return Ok(stop_at(&leaf)) };
             if matches!(upper, Bound::Included(u) | Bound::Excluded(u) if high.as_slice() >= u) {
-                return Ok((batch, stop_at(&leaf)));
+                return Ok(stop_at(&leaf));
             }
             hops += 1;
             if hops > self.pool.page_count() {
@@ -216,10 +219,12 @@ impl BTree {
         want: usize,
         pessimistic: bool,
         resume: Resume,
-    ) -> Attempt<(Batch, Resume)> {
-        let mut pin = None;
-        let (entries, stop) = self.leaves_backward(lower, upper, want, pessimistic, &mut pin, resume)?;
-        Ok((self.read_batch(entries, pin)?, stop))
+        batch: &mut Batch,
+    ) -> Attempt<Resume> {
+        batch.clear();
+        let stop = self.leaves_backward(lower, upper, want, pessimistic, resume, batch)?;
+        self.read_batch(batch)?;
+        Ok(stop)
     }
 
     /// `batch_backward` up to its overflow values. Exit: no latch held.
@@ -229,29 +234,31 @@ impl BTree {
         upper: Bound<&[u8]>,
         want: usize,
         pessimistic: bool,
-        pin: &mut Option<Pin>,
         resume: Resume,
-    ) -> Attempt<(FoundBatch, Resume)> {
+        batch: &mut Batch,
+    ) -> Attempt<Resume> {
         let target = match upper {
             Bound::Unbounded => Target::Last,
             Bound::Included(key) | Bound::Excluded(key) => Target::Key(key),
         };
         let (mut leaf, mut read_leaf) = self.first_leaf(target, pessimistic, resume)?;
-        // Per leaf, right to left; reversed into one ascending batch.
-        let mut pieces: Vec<FoundBatch> = Vec::new();
-        let mut count = 0usize;
+        // Per leaf, right to left (`pieces`: where each leaf's entries
+        // begin); reordered into one ascending batch at the end.
+        let mut pieces = Vec::new();
+        let mut smallest: Option<Vec<u8>> = None;
         let mut hops = 0u64;
         let mut stop = None;
         loop {
             if read_leaf {
                 // Mirror of `batch_forward`: below the smallest key taken.
-                let before = pieces.iter().rev().find_map(|piece| piece.first()).map(|(key, _)| key.clone());
-                let until = before.as_deref().map_or(upper, Bound::Excluded);
-                let mut piece = FoundBatch::new();
-                self.leaf_entries(&leaf, lower, until, pin, &mut piece)?;
-                count += piece.len();
+                let until = smallest.as_deref().map_or(upper, Bound::Excluded);
+                let piece = batch.len();
+                self.leaf_entries(&leaf, lower, until, batch)?;
+                if batch.len() > piece {
+                    smallest = batch.key_at(piece).map(<[u8]>::to_vec);
+                }
                 pieces.push(piece);
-                if count >= want {
+                if batch.len() >= want {
                     stop = stop_at(&leaf);
                     break;
                 }
@@ -276,7 +283,8 @@ impl BTree {
                 break;
             }
         }
-        Ok((pieces.into_iter().rev().flatten().collect(), stop))
+        batch.reverse_pieces(&pieces);
+        Ok(stop)
     }
 
     /// The leaf a batch starts at, and whether it still has to be read:

@@ -1,0 +1,249 @@
+//! A batch of entries copied out of leaves for a range iterator.
+//!
+//! Every key and inline value of a batch lies in one byte buffer, in the
+//! order the leaves were read: a leaf cell holds its key and its inline
+//! value side by side, so each entry is one copy out of the page into the
+//! buffer, and a batch costs a few growing allocations instead of two per
+//! entry. The iterator allocates only for the entries it hands out (their
+//! key and value vectors), so the entries of a batch that a short scan
+//! never reaches cost a copy and no allocation. (Measured: a 100-entry scan
+//! made about 400 allocations, half of them freed unused, and spent over
+//! half its instructions in the allocator; `docs/BENCHMARKS.md`, "stop 15".)
+//!
+//! Overflow values are not in the buffer: a batch records their chains
+//! and holds the epoch pin that keeps them from being freed (taken before
+//! the leaf naming the first of them is validated, as `value::find` does),
+//! reads them after its leaves are left (`read.rs`), then drops the pin.
+//!
+//! An entry is taken from either end (`take_front`, `take_back`); what is
+//! left between the two is what the iterator still holds.
+
+use super::epoch::{self, Pin};
+use crate::Result;
+use crate::ids::PageId;
+
+/// Entries in key order: keys and inline values in `bytes`.
+#[derive(Default)]
+pub(crate) struct Batch {
+    bytes: Vec<u8>,
+    entries: Vec<Entry>,
+    /// Overflow values read so far (`Value::Read` indexes them).
+    chains: Vec<Vec<u8>>,
+    /// Held from the first `Value::Chain` pushed until the chains are read.
+    pin: Option<Pin>,
+    /// Entries before this one were taken from the front.
+    head: usize,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    /// The key is `bytes[start..start + key_len]`; an inline value follows.
+    start: usize,
+    key_len: usize,
+    value: Value,
+}
+
+/// Where an entry's value is.
+#[derive(Clone, Copy)]
+enum Value {
+    /// The `len` bytes after the key in `bytes`.
+    Inline(usize),
+    /// An overflow value not read yet: its chain, pinned by the reader.
+    Chain { first: PageId, len: usize },
+    /// An overflow value read: `chains[index]`.
+    Read(usize),
+}
+
+impl Batch {
+    /// Entries still held (not taken from either end).
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len() - self.head
+    }
+
+    /// Whether every entry was taken (or none was added).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Empties the batch, keeping its allocations.
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        self.entries.clear();
+        self.chains.clear();
+        self.pin = None;
+        self.head = 0;
+    }
+
+    /// Appends an entry whose key is `key_len` bytes followed by `inline`
+    /// value bytes (0 for an overflow value, then `chain` names it, and the
+    /// batch pins the epoch if it has not yet: call this before the leaf
+    /// is validated): `copy` fills those bytes, then `keep` sees the key;
+    /// if it says no, the entry is dropped again. Returns `keep`'s answer.
+    pub(crate) fn push_if(
+        &mut self,
+        key_len: usize,
+        inline: usize,
+        chain: Option<(PageId, usize)>,
+        copy: impl FnOnce(&mut [u8]),
+        keep: impl FnOnce(&[u8]) -> bool,
+    ) -> bool {
+        let start = self.bytes.len();
+        self.bytes.resize(start + key_len + inline, 0);
+        let copied = &mut self.bytes[start..];
+        copy(copied);
+        if !keep(&copied[..key_len]) {
+            self.bytes.truncate(start);
+            return false;
+        }
+        let value = match chain {
+            Some((first, len)) => {
+                self.pin.get_or_insert_with(epoch::pin);
+                Value::Chain { first, len }
+            }
+            None => Value::Inline(inline),
+        };
+        self.entries.push(Entry { start, key_len, value });
+        true
+    }
+
+    /// Reads every overflow value the batch names with `read` (given the
+    /// chain's first page and length), then drops the batch's pin. Entry:
+    /// no latch held, each leaf validated after its entries were pushed.
+    pub(crate) fn read_chains(&mut self, mut read: impl FnMut(PageId, usize) -> Result<Vec<u8>>) -> Result<()> {
+        for entry in &mut self.entries {
+            if let Value::Chain { first, len } = entry.value {
+                self.chains.push(read(first, len)?);
+                entry.value = Value::Read(self.chains.len() - 1);
+            }
+        }
+        self.pin = None;
+        Ok(())
+    }
+
+    /// Reorders a batch read leaf by leaf from right to left into key
+    /// order: `pieces[k]` is where the entries of the k-th leaf read begin
+    /// (ascending within each leaf).
+    pub(crate) fn reverse_pieces(&mut self, pieces: &[usize]) {
+        let mut ordered = Vec::with_capacity(self.entries.len());
+        let mut end = self.entries.len();
+        for &start in pieces.iter().rev() {
+            ordered.extend_from_slice(&self.entries[start..end]);
+            end = start;
+        }
+        self.entries = ordered;
+    }
+
+    fn key_of(&self, entry: &Entry) -> &[u8] {
+        &self.bytes[entry.start..entry.start + entry.key_len]
+    }
+
+    fn value_of(&self, entry: &Entry) -> &[u8] {
+        match entry.value {
+            Value::Inline(len) => {
+                let at = entry.start + entry.key_len;
+                &self.bytes[at..at + len]
+            }
+            Value::Read(index) => &self.chains[index],
+            // `read_chains` ran before any entry is handed out.
+            Value::Chain { .. } => unreachable!("an overflow value handed out before it was read"),
+        }
+    }
+
+    /// The key of entry `index` counted from the first one added.
+    pub(crate) fn key_at(&self, index: usize) -> Option<&[u8]> {
+        self.entries.get(index).map(|entry| self.key_of(entry))
+    }
+
+    /// The key of the first entry held.
+    pub(crate) fn first_key(&self) -> Option<&[u8]> {
+        self.entries.get(self.head).map(|entry| self.key_of(entry))
+    }
+
+    /// The key of the last entry held.
+    pub(crate) fn last_key(&self) -> Option<&[u8]> {
+        self.entries[self.head..].last().map(|entry| self.key_of(entry))
+    }
+
+    /// Copies of the first entry held, which is no longer held.
+    pub(crate) fn take_front(&mut self) -> Option<(Vec<u8>, Vec<u8>)> {
+        let entry = *self.entries.get(self.head)?;
+        self.head += 1;
+        Some((self.key_of(&entry).to_vec(), self.value_of(&entry).to_vec()))
+    }
+
+    /// Copies of the last entry held, which is no longer held.
+    pub(crate) fn take_back(&mut self) -> Option<(Vec<u8>, Vec<u8>)> {
+        if self.is_empty() {
+            return None;
+        }
+        let entry = self.entries.pop()?;
+        Some((self.key_of(&entry).to_vec(), self.value_of(&entry).to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(batch: &mut Batch, key: &[u8], value: &[u8]) -> bool {
+        let both = [key, value].concat();
+        batch.push_if(key.len(), value.len(), None, |out| out.copy_from_slice(&both), |_| true)
+    }
+
+    #[test]
+    fn entries_come_out_as_they_went_in_from_either_end() {
+        let mut batch = Batch::default();
+        assert!(batch.is_empty() && batch.first_key().is_none() && batch.take_back().is_none());
+        for i in 0..5u8 {
+            assert!(push(&mut batch, &[b'k', i], &vec![i; usize::from(i)]));
+        }
+        assert_eq!(batch.len(), 5);
+        assert_eq!(batch.first_key(), Some(&[b'k', 0][..]));
+        assert_eq!(batch.last_key(), Some(&[b'k', 4][..]));
+        assert_eq!(batch.take_front(), Some((vec![b'k', 0], vec![])));
+        assert_eq!(batch.take_back(), Some((vec![b'k', 4], vec![4; 4])));
+        assert_eq!(batch.take_front(), Some((vec![b'k', 1], vec![1])));
+        assert_eq!(batch.take_back(), Some((vec![b'k', 3], vec![3; 3])));
+        assert_eq!((batch.first_key(), batch.last_key()), (Some(&[b'k', 2][..]), Some(&[b'k', 2][..])));
+        assert_eq!(batch.take_back(), Some((vec![b'k', 2], vec![2; 2])));
+        assert!(batch.is_empty());
+        assert_eq!((batch.take_front(), batch.take_back()), (None, None));
+    }
+
+    #[test]
+    fn a_refused_entry_leaves_no_trace() {
+        let mut batch = Batch::default();
+        assert!(push(&mut batch, b"a", b"1"));
+        let refused = batch.push_if(1, 3, None, |out| out.copy_from_slice(b"zzzz"), |key| key == b"a");
+        assert!(!refused);
+        assert!(push(&mut batch, b"b", b"2"));
+        assert_eq!(batch.take_back(), Some((b"b".to_vec(), b"2".to_vec())));
+        assert_eq!(batch.take_back(), Some((b"a".to_vec(), b"1".to_vec())));
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn overflow_values_are_read_in_place_and_pieces_reverse_into_key_order() {
+        let mut batch = Batch::default();
+        // Two leaves read right to left: [c, d] then [a, b(overflow)].
+        assert!(push(&mut batch, b"c", b"3"));
+        assert!(push(&mut batch, b"d", b"4"));
+        assert!(push(&mut batch, b"a", b"1"));
+        let chain = Some((PageId(7), 3));
+        assert!(batch.push_if(1, 0, chain, |out| out.copy_from_slice(b"b"), |_| true));
+        batch.reverse_pieces(&[0, 2]);
+        batch
+            .read_chains(|first, len| {
+                assert_eq!((first, len), (PageId(7), 3));
+                Ok(b"two".to_vec())
+            })
+            .unwrap();
+        let mut all = Vec::new();
+        while let Some(entry) = batch.take_front() {
+            all.push(entry);
+        }
+        let expected: Vec<(Vec<u8>, Vec<u8>)> =
+            [("a", "1"), ("b", "two"), ("c", "3"), ("d", "4")].map(|(k, v)| (k.into(), v.into())).into();
+        assert_eq!(all, expected);
+    }
+}
