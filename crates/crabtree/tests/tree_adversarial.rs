@@ -342,11 +342,32 @@ fn an_error_at_every_failpoint_leaves_a_repairable_tree() {
 /// chain from being reclaimed: it returns the old value intact.
 #[test]
 fn reader_paused_mid_chain_while_the_value_is_replaced_and_pages_churn() {
+    paused_chain_reader("get", |tree| tree.get(&key(PAUSED_KEY)).unwrap());
+}
+
+/// The same for scans, forward and backward: a scan reads the chains its
+/// batch names after leaving the leaves, pinned by the batch
+/// (`btree/batch.rs`).
+#[test]
+fn scans_paused_mid_chain_while_the_value_is_replaced_and_pages_churn() {
+    paused_chain_reader("forward scan", |tree| {
+        tree.range(key(PAUSED_KEY)..=key(PAUSED_KEY)).next().map(|entry| entry.unwrap().1)
+    });
+    paused_chain_reader("backward scan", |tree| {
+        tree.range(key(PAUSED_KEY)..=key(PAUSED_KEY)).next_back().map(|entry| entry.unwrap().1)
+    });
+}
+
+/// The key whose value the paused chain readers read.
+const PAUSED_KEY: u64 = 5;
+
+/// One paused chain reader scenario: `read` reads `PAUSED_KEY`.
+fn paused_chain_reader(what: &str, read: fn(&BTree) -> Option<Vec<u8>>) {
     let _serial = serial();
     let _watchdog = common::Watchdog::arm("paused chain reader", 0, Duration::from_secs(120));
     let tree = Arc::new(new_tree(32));
     let mut model = load(&tree, 100);
-    const K: u64 = 5;
+    const K: u64 = PAUSED_KEY;
     let old: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
     tree.insert(&key(K), &old).unwrap();
     let first = {
@@ -362,9 +383,9 @@ fn reader_paused_mid_chain_while_the_value_is_replaced_and_pages_churn() {
     let pause = pause_thread("value.chain_page", "reader");
     let reader = {
         let tree = Arc::clone(&tree);
-        spawn_named("reader", move || tree.get(&key(K)))
+        spawn_named("reader", move || read(&tree))
     };
-    assert!(pause.wait_parked(PARK_TIMEOUT), "the reader never read a chain page");
+    assert!(pause.wait_parked(PARK_TIMEOUT), "{what}: the reader never read a chain page");
     let new: Vec<u8> = (0..150_000u32).map(|i| (i % 241) as u8).collect();
     assert_eq!(tree.insert(&key(K), &new).unwrap().as_ref(), Some(&old), "replace returns the old value");
     assert_eq!(tree.remove(&key(K)).unwrap().as_ref(), Some(&new));
@@ -378,12 +399,12 @@ fn reader_paused_mid_chain_while_the_value_is_replaced_and_pages_churn() {
             tree.remove(&key(2 + n)).unwrap();
         }
     }
-    assert!(!tree.pool().free_pages().contains(&first), "the old chain was freed under the paused reader");
+    assert!(!tree.pool().free_pages().contains(&first), "{what}: the old chain was freed under the paused reader");
     pause.resume();
-    let got = reader.join().unwrap().unwrap();
-    assert!(got.as_ref() == Some(&old), "the paused reader returned something else");
+    let got = reader.join().unwrap();
+    assert!(got.as_ref() == Some(&old), "{what}: the paused reader returned something else");
     model.remove(&K);
-    check(&tree, &model, "after the paused chain reader");
+    check(&tree, &model, &format!("after the paused chain reader ({what})"));
     tree.flush().unwrap();
     check(&tree, &model, "after flush");
 }
