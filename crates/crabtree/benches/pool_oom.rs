@@ -15,7 +15,10 @@
 //! 2 and 8 threads (`CRABTREE_BENCH_THREADS` to choose). Within a round the
 //! raw loop and crabtree alternate in ten slices each, so the host's drift
 //! (up to 20% within seconds on a shared virtual machine) falls on both:
-//! * `pread xN`: raw `pread` of a random 4 KiB-aligned page of the file;
+//! * `pread xN`: raw `pread` of a random 4 KiB-aligned page of the file,
+//!   through glibc (as fio's `psync` engine reads);
+//! * `pread syscall xN`: the same read as the system call itself
+//!   (rustix, as `FileStorage` reads), against the glibc loop;
 //! * `get xN`: `BTree::get` of a uniformly random existing key (value
 //!   copied out, checked); p99 latency from every 8th operation;
 //! * `get zipf 0.99 xN`: the same with zipfian key popularity (YCSB's
@@ -424,6 +427,16 @@ fn main() {
         raw.read_exact_at(&mut buf, rng.u64(1..pages) * PAGE_SIZE as u64).expect("pread");
         black_box(&buf);
     };
+    // The raw loop reads as fio's psync engine does, through glibc's
+    // `pread`; crabtree's `FileStorage` makes the system call itself
+    // (rustix), which skips glibc's cancellation-point switches. The
+    // `pread syscall` row puts the two raw loops side by side.
+    let pread_syscall = |rng: &mut fastrand::Rng| {
+        let mut buf = [0u8; PAGE_SIZE];
+        let read = rustix::io::pread(&raw, &mut buf, rng.u64(1..pages) * PAGE_SIZE as u64).expect("pread");
+        assert_eq!(read, PAGE_SIZE);
+        black_box(&buf);
+    };
     let get = |rng: &mut fastrand::Rng| {
         let i = rng.u64(0..keys);
         let found = tree.get(&key(i)).expect("get").expect("key present");
@@ -463,6 +476,7 @@ fn main() {
     let mut fills: Vec<Fill> = Vec::new();
     for &n in &threads {
         let workloads = [
+            ("pread syscall", &pread_syscall as Op),
             ("get", &get as Op),
             ("get zipf 0.99", &get_zipf as Op),
             ("scan100", &scan as Op),
