@@ -102,29 +102,32 @@ impl<'t> Range<'t> {
         self.want[end] = (want * 2).min(SCAN_BATCH_ENTRIES_MAX);
         let resume = self.resume[end];
         let tree = self.tree;
-        if forward {
-            let mut batch = std::mem::take(&mut self.front);
-            let (lower, upper) = (borrowed(&self.lower), self.back_boundary());
-            self.resume[end] = tree.retry(super::Pinning::SharedOnly, |tree, pessimistic| {
+        let mut batch = std::mem::take(if forward { &mut self.front } else { &mut self.back });
+        let (lower, upper) = if forward {
+            (borrowed(&self.lower), self.back_boundary())
+        } else {
+            (self.front_boundary(), borrowed(&self.upper))
+        };
+        self.resume[end] = tree.retry(super::Pinning::SharedOnly, |tree, pessimistic| {
+            if forward {
                 tree.batch_forward(lower, upper, want, pessimistic, resume, &mut batch)
-            })?;
+            } else {
+                tree.batch_backward(lower, upper, want, pessimistic, resume, &mut batch)
+            }
+        })?;
+        let found = !batch.is_empty();
+        if forward {
             if let Some(key) = batch.last_key() {
                 self.lower = Bound::Excluded(key.to_vec());
             }
             self.front = batch;
-            Ok(!self.front.is_empty())
         } else {
-            let mut batch = std::mem::take(&mut self.back);
-            let (lower, upper) = (self.front_boundary(), borrowed(&self.upper));
-            self.resume[end] = tree.retry(super::Pinning::SharedOnly, |tree, pessimistic| {
-                tree.batch_backward(lower, upper, want, pessimistic, resume, &mut batch)
-            })?;
             if let Some(key) = batch.first_key() {
                 self.upper = Bound::Excluded(key.to_vec());
             }
             self.back = batch;
-            Ok(!self.back.is_empty())
         }
+        Ok(found)
     }
 
     fn advance(&mut self, forward: bool) -> Option<Result<(Vec<u8>, Vec<u8>)>> {
