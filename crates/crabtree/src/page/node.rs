@@ -276,6 +276,12 @@ impl<P: PageBuf> Node<P> {
 
     /// The position of cell `index`, validated.
     pub fn cell(&self, index: usize) -> Result<Cell> {
+        Ok(self.cell_parts(index)?.0)
+    }
+
+    /// `cell`, with a leaf cell's flags and value length as read for the
+    /// size check (both 0 for an inner cell), so `entry` reads them once.
+    fn cell_parts(&self, index: usize) -> Result<(Cell, u8, usize)> {
         if index >= self.head.slot_count {
             return Err(corrupt(self.pid, format!("slot {index} of {}", self.head.slot_count)));
         }
@@ -286,21 +292,21 @@ impl<P: PageBuf> Node<P> {
             return Err(corrupt(self.pid, format!("slot {index} offset {offset} outside cell area")));
         }
         let key_len = usize::from(self.page.read_u16(offset));
-        let body = if self.is_leaf() {
+        let (flags, value_len) = if self.is_leaf() {
             let flags = self.page.read_u8(offset + 2);
             if flags & !CELL_OVERFLOW != 0 {
                 return Err(corrupt(self.pid, format!("slot {index} has unknown flags {flags:#x}")));
             }
-            let value_len = self.page.read_u32(offset + 3) as usize;
-            if flags & CELL_OVERFLOW != 0 { 8 } else { value_len }
+            (flags, self.page.read_u32(offset + 3) as usize)
         } else {
-            0
+            (0, 0)
         };
+        let body = if flags & CELL_OVERFLOW != 0 { 8 } else { value_len };
         let cell_size = fixed + key_len + body;
         if offset + cell_size > size {
             return Err(corrupt(self.pid, format!("slot {index} cell of {cell_size} bytes overruns the page")));
         }
-        Ok(Cell { offset, key_offset: offset + fixed, key_len, size: cell_size })
+        Ok((Cell { offset, key_offset: offset + fixed, key_len, size: cell_size }, flags, value_len))
     }
 
     /// A copy of `len` bytes at `offset` (from a validated [`ValueRef`] or
@@ -352,12 +358,10 @@ impl<P: PageBuf> Node<P> {
 
     /// Cell `index` of a leaf and where its value is, decoded once.
     pub fn entry(&self, index: usize) -> Result<(Cell, ValueRef)> {
-        let cell = self.cell(index)?;
+        let (cell, flags, len) = self.cell_parts(index)?;
         if !self.is_leaf() {
             return Err(corrupt(self.pid, "value of an inner cell"));
         }
-        let flags = self.page.read_u8(cell.offset + 2);
-        let len = self.page.read_u32(cell.offset + 3) as usize;
         let at = cell.key_offset + cell.key_len;
         if flags & CELL_OVERFLOW != 0 {
             let first = PageId::from_link(self.page.read_u64(at))
