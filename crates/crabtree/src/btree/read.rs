@@ -112,9 +112,9 @@ impl BTree {
                 ValueRef::Overflow { first, len } => (0, Some((first, len))),
             };
             if cell.key_len + inline > size {
-                // `entry` checked the cell lies in the page: a torn read.
-                leaf.validate()?;
-                return Err(Step::Fail(Error::corruption(leaf.pid(), format!("slot {slot} entry past the page"))));
+                // `entry` checked that the cell lies in the page, so this
+                // cannot hold; it bounds the copy whatever the bytes say.
+                return leaf.check(Err(Error::corruption(leaf.pid(), format!("slot {slot} entry past the page"))));
             }
             let copy = |out: &mut [u8]| page.read_into(cell.key_offset, out);
             if !batch.push_if(cell.key_len, inline, chain, copy, |key| below(key, upper)) {
