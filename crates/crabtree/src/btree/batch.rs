@@ -74,6 +74,12 @@ impl Batch {
         self.head = 0;
     }
 
+    /// Makes room for `bytes` more bytes of keys and values at once (a
+    /// leaf's worth), so the buffer does not grow entry by entry.
+    pub(crate) fn reserve(&mut self, bytes: usize) {
+        self.bytes.reserve(bytes);
+    }
+
     /// Appends an entry whose key is `key_len` bytes followed by `inline`
     /// value bytes (0 for an overflow value, then `chain` names it, and the
     /// batch pins the epoch if it has not yet: call this before the leaf

@@ -104,6 +104,7 @@ impl BTree {
                 Ok(slot) | Err(slot) => slot,
             },
         };
+        batch.reserve(size);
         for slot in start..node.len() {
             let (cell, value) = leaf.check(node.entry(slot))?;
             // An inline value follows its key in the cell: one copy each.
