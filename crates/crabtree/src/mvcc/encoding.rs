@@ -200,17 +200,17 @@ pub(crate) fn split_version(tree_key: &[u8]) -> Result<(&[u8], Ts)> {
 pub(crate) fn decode_prefix(prefix: &[u8]) -> Result<(u32, Vec<u8>)> {
     let (ks, escaped) = decode_keyspace(prefix)?;
     let mut key = Vec::with_capacity(escaped.len());
-    let mut bytes = escaped.iter();
-    while let Some(&byte) = bytes.next() {
-        if byte != 0 {
-            key.push(byte);
-            continue;
-        }
-        match bytes.next() {
+    // Runs of non-zero bytes are copied whole; each zero is an escaped
+    // zero or the terminator, which must end the prefix.
+    let mut rest = escaped;
+    while let Some(at) = rest.iter().position(|&byte| byte == 0) {
+        key.extend_from_slice(rest.get(..at).unwrap_or_default());
+        match rest.get(at + 1) {
             Some(&ESCAPED_ZERO) => key.push(0),
-            Some(0) if bytes.as_slice().is_empty() => return Ok((ks, key)),
+            Some(0) if at + 2 == rest.len() => return Ok((ks, key)),
             _ => return Err(corrupt("bad escape in a version key".into())),
         }
+        rest = rest.get(at + 2..).unwrap_or_default();
     }
     Err(corrupt("version key without a terminator".into()))
 }
@@ -396,6 +396,26 @@ mod tests {
         }
     }
 
+    /// `decode_prefix` as it was first written, one byte at a time: the
+    /// reference for the run-copying version.
+    fn decode_prefix_bytewise(prefix: &[u8]) -> Option<(u32, Vec<u8>)> {
+        let (ks, escaped) = decode_keyspace(prefix).ok()?;
+        let mut key = Vec::new();
+        let mut bytes = escaped.iter();
+        while let Some(&byte) = bytes.next() {
+            if byte != 0 {
+                key.push(byte);
+                continue;
+            }
+            match bytes.next() {
+                Some(&ESCAPED_ZERO) => key.push(0),
+                Some(0) if bytes.as_slice().is_empty() => return Some((ks, key)),
+                _ => return None,
+            }
+        }
+        None
+    }
+
     fn keyspace() -> impl Strategy<Value = u32> {
         prop_oneof![0u32..3, 0xEEu32..0x102, 0xFFF0u32..0x1_0010, any::<u32>()]
     }
@@ -430,6 +450,18 @@ mod tests {
             match write_prefix(ks, &key, &mut out) {
                 Some(len) => prop_assert_eq!(&out[..len], expected.as_slice()),
                 None => prop_assert!(expected.len() > room, "{} bytes fit in {room}", expected.len()),
+            }
+        }
+
+        #[test]
+        fn decode_prefix_agrees_with_a_byte_by_byte_decoder(
+            bytes in proptest::collection::vec(prop_oneof![Just(0u8), Just(ESCAPED_ZERO), any::<u8>()], 0..48),
+        ) {
+            // Well-formed prefixes are rare among random bytes: also try
+            // each with a keyspace byte and a terminator added.
+            for candidate in [bytes.clone(), [&[1u8][..], &bytes, &TERMINATOR].concat()] {
+                let fast = decode_prefix(&candidate).ok();
+                prop_assert_eq!(fast, decode_prefix_bytewise(&candidate), "{:?}", candidate);
             }
         }
 
