@@ -73,6 +73,12 @@ impl Iter {
     }
 
     fn advance(&mut self, forward: bool) -> Result<Option<Entry>> {
+        if self.writes.is_empty() {
+            // Nothing to merge (a snapshot's iterator, or no buffered
+            // write in the range): the stored entries as they come.
+            self.peek_stored(forward)?;
+            return Ok(if forward { self.stored_front.take() } else { self.stored_back.take() });
+        }
         loop {
             let stored_key = self.peek_stored(forward)?.map(|(key, _)| key.clone());
             let write = if forward { self.writes.front() } else { self.writes.back() };
