@@ -13,19 +13,9 @@
 
 use std::time::Instant;
 
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-fn key(i: u64) -> [u8; 16] {
-    let mut key = [0u8; 16];
-    key[..8].copy_from_slice(&splitmix(i).to_be_bytes());
-    key[8..].copy_from_slice(&i.to_be_bytes());
-    key
-}
+#[path = "shared/keys.rs"]
+mod keys;
+use keys::{key, splitmix};
 
 /// One measured scan (kept out of line so a profiler can select it).
 #[inline(never)]
