@@ -346,8 +346,8 @@ fn reader_paused_mid_chain_while_the_value_is_replaced_and_pages_churn() {
 }
 
 /// The same for scans, forward and backward: a scan reads the chains its
-/// batch names after leaving the leaves, pinned by the batch
-/// (`btree/batch.rs`).
+/// batch names after leaving the leaves, pinned since before it validated
+/// the leaf naming the first of them (`btree/read.rs`).
 #[test]
 fn scans_paused_mid_chain_while_the_value_is_replaced_and_pages_churn() {
     paused_chain_reader("forward scan", |tree| {

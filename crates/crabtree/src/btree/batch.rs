@@ -10,15 +10,17 @@
 //! took about 40% of a 100-entry scan's instructions before, and the scan
 //! 30% fewer after; `docs/BENCHMARKS.md`, "Stop 15".)
 //!
-//! Overflow values are not in the buffer: a batch records their chains
-//! and holds the epoch pin that keeps them from being freed (taken before
-//! the leaf naming the first of them is validated, as `value::find` does),
-//! reads them after its leaves are left (`read.rs`), then drops the pin.
+//! Overflow values are not in the buffer: a batch records their chains,
+//! and they are read after its leaves are left (`read.rs`), under the
+//! epoch pin its reader took before validating the leaf that named the
+//! first of them (as `value::find` does). The pin is the reader's, not
+//! the batch's: a batch outlives the call that filled it (the iterator
+//! keeps it), and a pin must not outlive the call or leave its thread, so
+//! a batch (and the iterator holding it) stays `Send`.
 //!
 //! An entry is taken from either end (`take_front`, `take_back`); what is
 //! left between the two is what the iterator still holds.
 
-use super::epoch::{self, Pin};
 use crate::Result;
 use crate::ids::PageId;
 
@@ -29,8 +31,6 @@ pub(crate) struct Batch {
     entries: Vec<Entry>,
     /// Overflow values read so far (`Value::Read` indexes them).
     chains: Vec<Vec<u8>>,
-    /// Held from the first `Value::Chain` pushed until the chains are read.
-    pin: Option<Pin>,
     /// Entries before this one were taken from the front.
     head: usize,
 }
@@ -70,7 +70,6 @@ impl Batch {
         self.bytes.clear();
         self.entries.clear();
         self.chains.clear();
-        self.pin = None;
         self.head = 0;
     }
 
@@ -81,10 +80,10 @@ impl Batch {
     }
 
     /// Appends an entry whose key is `key_len` bytes followed by `inline`
-    /// value bytes (0 for an overflow value, then `chain` names it, and the
-    /// batch pins the epoch if it has not yet: call this before the leaf
-    /// is validated): `copy` fills those bytes, then `keep` sees the key;
-    /// if it says no, the entry is dropped again. Returns `keep`'s answer.
+    /// value bytes (0 for an overflow value, then `chain` names it; its
+    /// reader must be pinned before the leaf is validated): `copy` fills
+    /// those bytes, then `keep` sees the key; if it says no, the entry is
+    /// dropped again. Returns `keep`'s answer.
     pub(crate) fn push_if(
         &mut self,
         key_len: usize,
@@ -102,10 +101,7 @@ impl Batch {
             return false;
         }
         let value = match chain {
-            Some((first, len)) => {
-                self.pin.get_or_insert_with(epoch::pin);
-                Value::Chain { first, len }
-            }
+            Some((first, len)) => Value::Chain { first, len },
             None => Value::Inline(inline),
         };
         self.entries.push(Entry { start, key_len, value });
@@ -113,8 +109,9 @@ impl Batch {
     }
 
     /// Reads every overflow value the batch names with `read` (given the
-    /// chain's first page and length), then drops the batch's pin. Entry:
-    /// no latch held, each leaf validated after its entries were pushed.
+    /// chain's first page and length). Entry: no latch held, pinned since
+    /// before the first chain's leaf was validated, each leaf validated
+    /// after its entries were pushed.
     pub(crate) fn read_chains(&mut self, mut read: impl FnMut(PageId, usize) -> Result<Vec<u8>>) -> Result<()> {
         for entry in &mut self.entries {
             if let Value::Chain { first, len } = entry.value {
@@ -122,7 +119,6 @@ impl Batch {
                 entry.value = Value::Read(self.chains.len() - 1);
             }
         }
-        self.pin = None;
         Ok(())
     }
 
@@ -194,6 +190,15 @@ mod tests {
     fn push(batch: &mut Batch, key: &[u8], value: &[u8]) -> bool {
         let both = [key, value].concat();
         batch.push_if(key.len(), value.len(), None, |out| out.copy_from_slice(&both), |_| true)
+    }
+
+    /// A batch holds no epoch pin, so the tree's range iterator, which
+    /// keeps two of them between calls, can move to another thread.
+    #[test]
+    fn a_batch_and_the_range_iterator_holding_it_are_send() {
+        fn send<T: Send>() {}
+        send::<Batch>();
+        send::<super::super::Range<'static>>();
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use super::batch::Batch;
 use super::descend::{ReadGuard, Target, link_cycle};
+use super::epoch::{self, Pin};
 use super::value;
 use super::{Attempt, BTree, Step};
 use crate::Error;
@@ -38,6 +39,13 @@ fn stop_at(leaf: &ReadGuard<'_>) -> Resume {
         ReadGuard::Optimistic(guard) => Some((guard.pid(), guard.word())),
         ReadGuard::Shared(_) | ReadGuard::Uncached(_) => None,
     }
+}
+
+/// A batch being filled and the epoch pin its overflow chains need until
+/// they are read (taken by `leaf_entries`, dropped by `read_batch`).
+struct Fill<'b> {
+    batch: &'b mut Batch,
+    pin: Option<Pin>,
 }
 
 /// Whether `key` satisfies a lower bound.
@@ -76,24 +84,29 @@ impl BTree {
         Ok(Some(self.read_found(found)?))
     }
 
-    /// Reads the overflow values of `batch` (pinned by the batch). Entry:
-    /// no latch held, each leaf validated after its entries were taken.
-    /// Exit: no latch held, no pin.
-    fn read_batch(&self, batch: &mut Batch) -> Attempt<()> {
-        Ok(batch.read_chains(|first, len| Ok(self.read_chain(first, len)?.0))?)
+    /// Reads the overflow values of `fill`'s batch. Entry: no latch held,
+    /// `fill.pin` taken (by `leaf_entries`) for every chain in the batch,
+    /// each leaf validated after. Exit: no latch held; the pin released.
+    fn read_batch(&self, fill: Fill<'_>) -> Attempt<()> {
+        let Fill { batch, pin } = fill;
+        batch.read_chains(|first, len| Ok(self.read_chain(first, len)?.0))?;
+        drop(pin);
+        Ok(())
     }
 
-    /// Appends to `batch` the entries of the leaf behind `leaf` that lie
-    /// within `lower..upper`, in key order; overflow values as chains,
-    /// pinned by the batch (see `batch`). On `Err` the entries appended
-    /// are garbage (the leaf did not validate): the caller drops the batch.
+    /// Appends to `fill`'s batch the entries of the leaf behind `leaf`
+    /// that lie within `lower..upper`, in key order; overflow values as
+    /// chains, pinned in `fill.pin` (see `value::find`). On `Err` the
+    /// entries appended are garbage (the leaf did not validate): the
+    /// caller drops the batch.
     fn leaf_entries(
         &self,
         leaf: &ReadGuard<'_>,
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
-        batch: &mut Batch,
+        fill: &mut Fill<'_>,
     ) -> Attempt<()> {
+        let batch = &mut *fill.batch;
         let page = leaf.page();
         let node = leaf.check(Node::new(&page, leaf.pid()))?;
         let size = page.size();
@@ -121,6 +134,10 @@ impl BTree {
             if !batch.push_if(cell.key_len, inline, chain, copy, |key| below(key, upper)) {
                 break;
             }
+            if chain.is_some() {
+                // As `value::find`: pinned before the leaf is validated.
+                fill.pin.get_or_insert_with(epoch::pin);
+            }
         }
         leaf.validate()?;
         Ok(())
@@ -145,8 +162,9 @@ impl BTree {
         batch: &mut Batch,
     ) -> Attempt<Resume> {
         batch.clear();
-        let stop = self.leaves_forward(lower, upper, want, pessimistic, resume, batch)?;
-        self.read_batch(batch)?;
+        let mut fill = Fill { batch, pin: None };
+        let stop = self.leaves_forward(lower, upper, want, pessimistic, resume, &mut fill)?;
+        self.read_batch(fill)?;
         Ok(stop)
     }
 
@@ -158,7 +176,7 @@ impl BTree {
         want: usize,
         pessimistic: bool,
         resume: Resume,
-        batch: &mut Batch,
+        fill: &mut Fill<'_>,
     ) -> Attempt<Resume> {
         let start = match lower {
             Bound::Unbounded => &[][..],
@@ -177,10 +195,10 @@ impl BTree {
                 // leaf before latching the next) a deletion can hand the
                 // next leaf a range, and new keys, below what this batch
                 // already holds.
-                let after = batch.last_key().map(<[u8]>::to_vec);
+                let after = fill.batch.last_key().map(<[u8]>::to_vec);
                 let from = after.as_deref().map_or(lower, Bound::Excluded);
-                self.leaf_entries(&leaf, from, upper, batch)?;
-                if batch.len() >= want {
+                self.leaf_entries(&leaf, from, upper, fill)?;
+                if fill.batch.len() >= want {
                     return Ok(stop_at(&leaf));
                 }
             }
@@ -223,8 +241,9 @@ impl BTree {
         batch: &mut Batch,
     ) -> Attempt<Resume> {
         batch.clear();
-        let stop = self.leaves_backward(lower, upper, want, pessimistic, resume, batch)?;
-        self.read_batch(batch)?;
+        let mut fill = Fill { batch, pin: None };
+        let stop = self.leaves_backward(lower, upper, want, pessimistic, resume, &mut fill)?;
+        self.read_batch(fill)?;
         Ok(stop)
     }
 
@@ -236,7 +255,7 @@ impl BTree {
         want: usize,
         pessimistic: bool,
         resume: Resume,
-        batch: &mut Batch,
+        fill: &mut Fill<'_>,
     ) -> Attempt<Resume> {
         let target = match upper {
             Bound::Unbounded => Target::Last,
@@ -253,13 +272,13 @@ impl BTree {
             if read_leaf {
                 // Mirror of `batch_forward`: below the smallest key taken.
                 let until = smallest.as_deref().map_or(upper, Bound::Excluded);
-                let piece = batch.len();
-                self.leaf_entries(&leaf, lower, until, batch)?;
-                if batch.len() > piece {
-                    smallest = batch.key_at(piece).map(<[u8]>::to_vec);
+                let piece = fill.batch.len();
+                self.leaf_entries(&leaf, lower, until, fill)?;
+                if fill.batch.len() > piece {
+                    smallest = fill.batch.key_at(piece).map(<[u8]>::to_vec);
                 }
                 pieces.push(piece);
-                if batch.len() >= want {
+                if fill.batch.len() >= want {
                     stop = stop_at(&leaf);
                     break;
                 }
@@ -284,7 +303,7 @@ impl BTree {
                 break;
             }
         }
-        batch.reverse_pieces(&pieces);
+        fill.batch.reverse_pieces(&pieces);
         Ok(stop)
     }
 
