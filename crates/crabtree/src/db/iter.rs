@@ -129,3 +129,39 @@ impl DoubleEndedIterator for Iter {
         self.step(false)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Db;
+
+    /// A transaction's iterator merges its buffered writes with the stored
+    /// entries; once the writes are used up it passes stored entries
+    /// through, and the front may still hold a stored entry it peeked at
+    /// while a write came first. A step from the back must not return
+    /// that one.
+    #[test]
+    fn the_back_after_the_writes_are_used_up_takes_its_own_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path().join("iter.crab")).unwrap();
+        db.update(|tx| {
+            for key in [b"a", b"c", b"e"] {
+                tx.put(key, key)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let mut tx = db.begin();
+        tx.put(b"b", b"b").unwrap();
+        let mut iter = tx.range::<&[u8], _>(..).unwrap();
+        let mut next = |front: bool| {
+            let entry = if front { iter.next() } else { iter.next_back() };
+            entry.map(|entry| entry.unwrap().0)
+        };
+        assert_eq!(next(true), Some(b"a".to_vec()));
+        // The write `b` comes before the stored `c`, which the front keeps.
+        assert_eq!(next(true), Some(b"b".to_vec()));
+        assert_eq!(next(false), Some(b"e".to_vec()));
+        assert_eq!(next(true), Some(b"c".to_vec()));
+        assert_eq!((next(true), next(false)), (None, None));
+    }
+}
