@@ -249,3 +249,31 @@ fn a_commit_is_visible_to_every_snapshot_begun_after_it() {
     }
     db.check().unwrap();
 }
+
+/// A committer reads at most a bounded number of a key's versions to prune
+/// them. A key deleted after a long snapshot pinned more versions than
+/// that: the commit that next writes it reads its tombstone and only the
+/// newest of the versions below. Pruning the tombstone with them would
+/// bring back an older value the bound hid, for a snapshot begun after
+/// the delete.
+#[test]
+fn a_deleted_key_stays_deleted_for_older_snapshots_after_pruning_a_long_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = crabtree::Options { vacuum_interval: None, ..crabtree::Options::default() };
+    let db = Db::open_with(dir.path().join("db.crab"), options).unwrap();
+    db.update(|tx| tx.put(b"k", b"v0")).unwrap();
+    let pin = db.snapshot();
+    for i in 1..=200u32 {
+        db.update(|tx| tx.put(b"k", format!("v{i}").as_bytes())).unwrap();
+    }
+    db.update(|tx| tx.delete(b"k")).unwrap();
+    drop(pin);
+    let after_delete = db.snapshot();
+    db.update(|tx| tx.put(b"k", b"new")).unwrap();
+    assert_eq!(after_delete.get(b"k").unwrap(), None, "the delete must hold for a snapshot begun after it");
+    assert_eq!(db.snapshot().get(b"k").unwrap().as_deref(), Some(&b"new"[..]));
+    drop(after_delete);
+    db.vacuum().unwrap();
+    assert_eq!(db.snapshot().get(b"k").unwrap().as_deref(), Some(&b"new"[..]));
+    db.check().unwrap();
+}

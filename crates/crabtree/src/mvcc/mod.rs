@@ -253,10 +253,19 @@ impl Engine {
 
     /// Removes the versions of the just-written keys that no snapshot can
     /// see. Housekeeping: an error leaves them for vacuum.
+    ///
+    /// A history of `PRUNE_SCAN_MAX` versions may stop short of the key's
+    /// oldest: then a tombstone at or below the horizon stays, hiding
+    /// those (`read::invisible_of_newest`); vacuum reads all and takes it.
     fn prune(&self, prefixes: &[Vec<u8>], histories: &[Vec<(Ts, bool)>]) {
         let horizon = self.oracle.horizon();
         for (prefix, history) in prefixes.iter().zip(histories) {
-            for ts in read::invisible(history, horizon) {
+            let doomed: Vec<Ts> = if history.len() < PRUNE_SCAN_MAX {
+                read::invisible(history, horizon).collect()
+            } else {
+                read::invisible_of_newest(history, horizon).collect()
+            };
+            for ts in doomed {
                 if let Ok(Some(_)) = self.tree.remove(&encoding::version_key(prefix, ts)) {
                     self.counters.pruned.fetch_add(1, Ordering::Relaxed);
                 }
