@@ -223,7 +223,10 @@ pub struct Options {
     /// WAL).
     pub checkpoint_bytes: u64,
     /// How often the background vacuum runs; `None` turns it off
-    /// ([`Db::vacuum`] still works).
+    /// ([`Db::vacuum`] still works). A round visits the keys whose old
+    /// versions commits left behind since the last one (and runs sooner
+    /// when many accumulate); it reads the whole tree only once after open,
+    /// or after falling behind.
     pub vacuum_interval: Option<Duration>,
     /// How many times [`Db::update`] retries a transaction that conflicts.
     pub update_retries: u32,
@@ -268,8 +271,8 @@ pub struct Stats {
     pub oldest_snapshot_age: Option<Duration>,
     /// The timestamp the oldest open snapshot reads at.
     pub oldest_snapshot_ts: Option<u64>,
-    /// Versions the last vacuum pass had to keep only for snapshots older
-    /// than the watermark (what the oldest snapshot pins).
+    /// Versions the last vacuum pass or round had to keep only for
+    /// snapshots older than the watermark (what the oldest snapshot pins).
     pub versions_pinned: u64,
     /// Transactions committed (with at least one write) since open.
     pub commits: u64,
@@ -279,8 +282,11 @@ pub struct Stats {
     pub versions_pruned: u64,
     /// Old versions and tombstones removed by vacuum.
     pub versions_vacuumed: u64,
-    /// Vacuum passes run.
+    /// Vacuum passes (whole tree) and background rounds (the keys commits
+    /// left old versions of) that found work.
     pub vacuum_passes: u64,
+    /// Versions vacuum read since open (what its passes and rounds cost).
+    pub vacuum_versions_read: u64,
     /// Entries (versions) in the tree. Just after a crash recovery, while
     /// the entries are counted in the background, a partial count.
     pub tree_entries: u64,
@@ -421,7 +427,14 @@ impl Db {
         let commits = store.take_recovered_commits();
         let inner = Arc::new(Inner::open(store, commits, options, path)?);
         let worker = match inner.options.vacuum_interval {
-            Some(interval) => Some(spawn_vacuum(Arc::downgrade(&inner), interval)?),
+            Some(interval) => {
+                let worker = spawn_vacuum(Arc::downgrade(&inner), interval)?;
+                let signal = Arc::clone(&worker.stop);
+                inner.engine.set_vacuum_waker(Some(Box::new(move || {
+                    signal.1.notify_one();
+                })));
+                Some(worker)
+            }
             None => None,
         };
         Ok(Db { shared: Arc::new(Shared { _worker: worker, inner }) })
@@ -558,9 +571,11 @@ impl Db {
         keyspace::drop_keyspace(self.inner(), name)
     }
 
-    /// Runs one vacuum pass now: removes every version no snapshot can see
-    /// (and tombstones past the oldest snapshot), and the versions of
-    /// dropped keyspaces. Returns how many versions it removed.
+    /// Runs one vacuum pass over the whole tree now: removes every version
+    /// no snapshot can see (and tombstones past the oldest snapshot), and
+    /// the versions of dropped keyspaces. Returns how many versions it
+    /// removed. (The background vacuum visits only the keys commits left
+    /// old versions of; this reads everything.)
     ///
     /// ```
     /// let dir = tempfile::tempdir()?;
@@ -633,6 +648,7 @@ impl Db {
             versions_pruned: counters.pruned.load(Ordering::Relaxed),
             versions_vacuumed: counters.vacuumed.load(Ordering::Relaxed),
             vacuum_passes: counters.vacuum_passes.load(Ordering::Relaxed),
+            vacuum_versions_read: counters.vacuum_read.load(Ordering::Relaxed),
             tree_entries: engine.tree.len_now(),
             page_count: engine.tree.pool().page_count(),
             page_size: engine.tree.pool().page_size(),
@@ -752,14 +768,14 @@ impl Inner {
     }
 }
 
-/// Starts the vacuum worker: a pass every `interval` while the database is
-/// open. It holds only a weak reference between passes, so it never keeps
-/// the database open.
+/// Starts the vacuum worker: a round every `interval` while the database
+/// is open, or sooner when the backlog has grown (`mvcc::backlog`). It
+/// holds only a weak reference between rounds, so it never keeps the
+/// database open.
 fn spawn_vacuum(inner: std::sync::Weak<Inner>, interval: Duration) -> Result<Worker> {
     let stop = Arc::new((Mutex::new(false), Condvar::new()));
     let signal = Arc::clone(&stop);
     let thread = std::thread::Builder::new().name("crabtree-vacuum".into()).spawn(move || {
-        let mut last = None;
         loop {
             {
                 let mut stopped = signal.0.lock();
@@ -771,19 +787,13 @@ fn spawn_vacuum(inner: std::sync::Weak<Inner>, interval: Duration) -> Result<Wor
                 }
             }
             let Some(inner) = inner.upgrade() else { return };
-            // A pass reads the whole tree: skip it when nothing changed
-            // since the last one (no commit, same horizon).
-            let engine = &inner.engine;
-            let now = (engine.counters.commits.load(Ordering::Relaxed), engine.oracle.horizon());
-            if last == Some(now) {
-                continue;
-            }
             let stopping = || *signal.0.lock();
-            // An error (I/O) ends this pass; the next one tries again.
+            // A round follows the backlog: the keys commits left versions
+            // of, not the whole tree (a whole pass only after open, or
+            // when the backlog overflowed or a round failed). An error
+            // (I/O) ends the round; the backlog then asks for a whole pass.
             let _alone = inner.vacuuming.lock();
-            if mvcc::vacuum::pass(engine, &stopping).is_ok() {
-                last = Some(now);
-            }
+            let _ = mvcc::vacuum::step(&inner.engine, &stopping);
         }
     })?;
     Ok(Worker { stop, thread: Some(thread) })

@@ -58,6 +58,12 @@
 //! * `cleaner.lsn_hint`: the background cleaner, inside a read section
 //!   and with no latch, saw a dirty page resident and is about to read its
 //!   LSN from the frame (`buffer::cleaner`, `buffer::grace`);
+//! * `commit.before_timestamp`: a commit found none of its keyspaces
+//!   dropped, holds its key locks and has not yet taken its timestamp
+//!   (`mvcc`); an error fails the commit;
+//! * `keyspace.before_mark`: a keyspace drop is committed (a snapshot
+//!   begun now no longer sees the keyspace) and not yet marked dropped for
+//!   commits and vacuum (`db::keyspace`, the catalog mutex held);
 //! * `commit.before_apply`: a transaction's commit record is appended and
 //!   none of its versions applied (`mvcc`); an error stands for a crash
 //!   there.

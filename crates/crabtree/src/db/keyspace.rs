@@ -192,6 +192,7 @@ pub(crate) fn drop_keyspace(inner: &Arc<Inner>, name: &str) -> Result<bool> {
     let Some(&id) = catalog.by_name.get(name) else { return Ok(false) };
     let ts = commit_catalog(inner, name, None)?;
     catalog.by_name.remove(name);
+    failpoint!("keyspace.before_mark", ignore);
     inner.engine.mark_dropped(id, ts);
     Ok(true)
 }

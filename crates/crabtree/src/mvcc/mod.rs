@@ -31,6 +31,7 @@
 //!
 //! Lower layers used: `btree` (get/insert/remove/range), `ids`.
 
+pub(crate) mod backlog;
 pub(crate) mod durability;
 pub(crate) mod encoding;
 pub(crate) mod locks;
@@ -40,11 +41,11 @@ pub(crate) mod vacuum;
 
 use crate::btree::BTree;
 use crate::ids::Lsn;
-use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering, RwLock};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
 use crate::{Error, Result};
 use durability::CommitLog;
 use encoding::Ts;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The keyspace that holds the catalog of named keyspaces.
 pub(crate) const CATALOG_KEYSPACE: u32 = 0;
@@ -73,6 +74,8 @@ pub(crate) struct Counters {
     pub(crate) pruned: AtomicU64,
     pub(crate) vacuumed: AtomicU64,
     pub(crate) vacuum_passes: AtomicU64,
+    /// Versions vacuum read (passes and rounds).
+    pub(crate) vacuum_read: AtomicU64,
     /// Versions the last vacuum pass kept only for the oldest snapshot.
     pub(crate) pinned: AtomicU64,
 }
@@ -83,8 +86,15 @@ pub(crate) struct Engine {
     pub(crate) oracle: Arc<oracle::Oracle>,
     locks: locks::LockTable,
     pub(crate) log: Arc<dyn CommitLog>,
-    /// Dropped keyspaces and the timestamp of the drop.
+    /// Dropped keyspaces and the timestamp from which no commit writes
+    /// them (`mark_dropped`).
     dropped: RwLock<HashMap<u32, Ts>>,
+    /// Dropped keyspaces whose versions vacuum has removed.
+    swept: Mutex<HashSet<u32>>,
+    /// The keys commits left old versions of, for vacuum.
+    pub(crate) backlog: backlog::Backlog,
+    /// Called when the backlog has grown enough to wake vacuum early.
+    wake_vacuum: RwLock<Option<Box<dyn Fn() + Send + Sync>>>,
     /// Set when a commit failed half-way (its outcome is unknown until
     /// reopen): every later commit is refused.
     poisoned: AtomicBool,
@@ -112,6 +122,9 @@ impl Engine {
             locks: locks::LockTable::new(),
             log,
             dropped: RwLock::new(HashMap::new()),
+            swept: Mutex::new(HashSet::new()),
+            backlog: backlog::Backlog::new(backlog::BYTES_MAX),
+            wake_vacuum: RwLock::new(None),
             poisoned: AtomicBool::new(false),
             counters,
             key_size_max,
@@ -147,14 +160,51 @@ impl Engine {
     }
 
     /// Marks keyspace `ks` dropped at `ts`: commits that write it are
-    /// refused, and vacuum removes its versions once the horizon passes `ts`.
+    /// refused, and vacuum removes its versions once the horizon passes the
+    /// last timestamp handed out by now (at least `ts`).
+    ///
+    /// Why that one: a commit checks for dropped keyspaces when it starts
+    /// and again once it has its timestamp. One that got its timestamp
+    /// before this mark (so at most the recorded one) may still write the
+    /// keyspace, but it is in flight until it has, so the horizon cannot
+    /// pass it before; one that got its timestamp later sees the mark
+    /// (taken under the map's write lock, which its second check waits
+    /// for) and is refused. So once the horizon passes the recorded
+    /// timestamp, no version of the keyspace can appear any more, and one
+    /// sweep of its keys is final.
     pub(crate) fn mark_dropped(&self, ks: u32, ts: Ts) {
-        self.dropped.write().insert(ks, ts);
+        let mut dropped = self.dropped.write();
+        dropped.insert(ks, ts.max(self.oracle.last_allocated()));
     }
 
     /// Keyspaces dropped at or below `horizon`.
     pub(crate) fn dropped_before(&self, horizon: Ts) -> Vec<u32> {
         self.dropped.read().iter().filter(|&(_, &ts)| ts <= horizon).map(|(&ks, _)| ks).collect()
+    }
+
+    /// Of the keyspaces dropped at or below `horizon`, those no sweep has
+    /// emptied yet.
+    pub(crate) fn unswept_before(&self, horizon: Ts) -> Vec<u32> {
+        let swept = self.swept.lock();
+        self.dropped_before(horizon).into_iter().filter(|ks| !swept.contains(ks)).collect()
+    }
+
+    /// Records that every version of dropped keyspace `ks` was removed
+    /// with the horizon at or above its drop (no commit writes it again).
+    pub(crate) fn mark_swept(&self, ks: u32) {
+        self.swept.lock().insert(ks);
+    }
+
+    /// Sets what a commit calls when the backlog has grown enough to run
+    /// vacuum before its next interval.
+    pub(crate) fn set_vacuum_waker(&self, wake: Option<Box<dyn Fn() + Send + Sync>>) {
+        *self.wake_vacuum.write() = wake;
+    }
+
+    /// The first keyspace of `writes` that is dropped.
+    fn dropped_in(&self, writes: &WriteSet) -> Option<u32> {
+        let dropped = self.dropped.read();
+        writes.keys().map(|&(ks, _)| ks).find(|ks| dropped.contains_key(ks))
     }
 
     pub(crate) fn is_poisoned(&self) -> bool {
@@ -173,11 +223,8 @@ impl Engine {
         if self.is_poisoned() {
             return Err(Error::Poisoned);
         }
-        {
-            let dropped = self.dropped.read();
-            if let Some((ks, _)) = writes.keys().find(|(ks, _)| dropped.contains_key(ks)) {
-                return Err(Error::InvalidArgument(format!("keyspace {ks} was dropped")));
-            }
+        if let Some(ks) = self.dropped_in(writes) {
+            return Err(Error::InvalidArgument(format!("keyspace {ks} was dropped")));
         }
         let prefixes = writes.keys().map(|(ks, key)| encoding::prefix(*ks, key)).collect();
         let locks = self.locks.lock_all(prefixes);
@@ -190,7 +237,14 @@ impl Engine {
             }
             histories.push(history);
         }
+        failpoint!("commit.before_timestamp");
         let ts = self.oracle.allocate();
+        // Again with the timestamp held: a drop marked since is one vacuum
+        // may already be sweeping (see `mark_dropped`).
+        if let Some(ks) = self.dropped_in(writes) {
+            self.oracle.finish(ts);
+            return Err(Error::InvalidArgument(format!("keyspace {ks} was dropped")));
+        }
         let record = encoding::encode_commit(
             ts,
             writes.iter().map(|((ks, key), value)| (*ks, key.as_slice(), value.as_deref())),
@@ -213,7 +267,7 @@ impl Engine {
             return Err(error);
         }
         self.log.applied(lsn);
-        self.prune(locks.keys(), &histories);
+        self.prune(ts, locks.keys(), writes, &histories);
         drop(locks);
         let durable = if wait_durable { self.log.wait_durable(lsn) } else { Ok(()) };
         if durable.is_err() {
@@ -251,25 +305,39 @@ impl Engine {
         Ok(())
     }
 
-    /// Removes the versions of the just-written keys that no snapshot can
-    /// see. Housekeeping: an error leaves them for vacuum.
+    /// Removes the versions of the keys just written at `ts` that no
+    /// snapshot can see, and records in the backlog the keys that keep
+    /// versions (or a tombstone) which will be garbage once the horizon
+    /// reaches `ts`. Housekeeping: an error leaves versions for vacuum.
     ///
     /// A history of `PRUNE_SCAN_MAX` versions may stop short of the key's
     /// oldest: then a tombstone at or below the horizon stays, hiding
     /// those (`read::invisible_of_newest`); vacuum reads all and takes it.
-    fn prune(&self, prefixes: &[Vec<u8>], histories: &[Vec<(Ts, bool)>]) {
+    fn prune(&self, ts: Ts, prefixes: &[Vec<u8>], writes: &WriteSet, histories: &[Vec<(Ts, bool)>]) {
         let horizon = self.oracle.horizon();
-        for (prefix, history) in prefixes.iter().zip(histories) {
+        let mut left = Vec::new();
+        for ((prefix, history), value) in prefixes.iter().zip(histories).zip(writes.values()) {
             let doomed: Vec<Ts> = if history.len() < PRUNE_SCAN_MAX {
                 read::invisible(history, horizon).collect()
             } else {
                 read::invisible_of_newest(history, horizon).collect()
             };
-            for ts in doomed {
-                if let Ok(Some(_)) = self.tree.remove(&encoding::version_key(prefix, ts)) {
-                    self.counters.pruned.fetch_add(1, Ordering::Relaxed);
+            let mut removed = 0;
+            for old in doomed {
+                if let Ok(Some(_)) = self.tree.remove(&encoding::version_key(prefix, old)) {
+                    removed += 1;
                 }
             }
+            self.counters.pruned.fetch_add(removed as u64, Ordering::Relaxed);
+            if history.len() > removed || value.is_none() {
+                left.push(prefix.as_slice());
+            }
+        }
+        if !left.is_empty()
+            && self.backlog.push(ts, left)
+            && let Some(wake) = self.wake_vacuum.read().as_ref()
+        {
+            wake();
         }
     }
 }

@@ -1,23 +1,34 @@
 //! Vacuum: removes versions no snapshot can see, and every version of
 //! dropped keyspaces.
 //!
-//! A pass walks the whole tree in batches that end on user-key boundaries.
-//! For each key it removes what [`read::invisible`] names for the horizon
-//! (the oldest active snapshot, or the watermark with none): the versions
-//! below the newest one at or below the horizon, and that one too if it is
-//! a tombstone. Keys of a keyspace dropped at or below the horizon go
-//! entirely. Removals go through `BTree::remove`, which frees leaves they
-//! empty (page deletion), so the space is reused.
+//! Two ways, one rule. For each key visited it removes what
+//! [`read::invisible`] names for the horizon (the oldest active snapshot,
+//! or the watermark with none): the versions below the newest one at or
+//! below the horizon, and that one too if it is a tombstone. Keys of a
+//! keyspace dropped at or below the horizon go entirely. Removals go
+//! through `BTree::remove`, which frees leaves they empty (page deletion),
+//! so the space is reused.
+//! * [`pass`] walks the whole tree in batches that end on user-key
+//!   boundaries (`Db::vacuum`, and the worker when the backlog asks for
+//!   it).
+//! * [`step`] (the background worker) visits only the keys in the
+//!   [`backlog`](super::backlog) whose commits the horizon has passed, and
+//!   sweeps the key range of each dropped keyspace once. Its work follows
+//!   the writes, not the size of the database.
 //!
 //! Why it is safe while commits run: every version `<= horizon` was applied
 //! before the watermark passed it, so no commit adds one behind the pass;
 //! versions above the horizon are never removed; a snapshot that begins
 //! during the pass begins at or above the horizon (registration and the
-//! horizon share the oracle's lock).
+//! horizon share the oracle's lock). A visit reads all versions of its key
+//! (no limit), so a tombstone goes only with everything below it.
 //!
 //! It also counts the versions it kept only because a snapshot older than
-//! the watermark is active (`Counters::pinned`).
+//! the watermark is active (`Counters::pinned`): a pass counts them; a
+//! step counts the backlog's entries between the horizon and the
+//! watermark (one version each).
 
+use super::backlog::Ready;
 use super::encoding::{self, Ts};
 use super::{Engine, read};
 use crate::Result;
@@ -38,19 +49,141 @@ pub(crate) struct Report {
     pub(crate) scanned: u64,
 }
 
+impl Report {
+    fn add(&mut self, other: &Report) {
+        self.removed += other.removed;
+        self.pinned += other.pinned;
+        self.scanned += other.scanned;
+    }
+}
+
 /// One pass over the whole tree; stops early (with what it did so far)
-/// once `stop` returns true.
+/// once `stop` returns true. A pass that ends covers the backlog up to
+/// its horizon and sweeps every dropped keyspace.
 pub(crate) fn pass(engine: &Engine, stop: &dyn Fn() -> bool) -> Result<Report> {
+    let (_, dropped_count) = engine.backlog.whole_pass_due();
     let horizon = engine.oracle.horizon();
     let watermark = engine.oracle.visible().max(horizon);
     let dropped = engine.dropped_before(horizon);
+    // Commits at or below the horizon are all applied: the walk meets
+    // their keys. Later ones stay in the backlog.
+    drop(engine.backlog.take_ready(horizon));
+    let walked = walk(engine, horizon, watermark, &dropped, stop);
+    match &walked {
+        Ok((report, true)) => {
+            engine.backlog.whole_pass_done(dropped_count);
+            for &ks in &dropped {
+                engine.mark_swept(ks);
+            }
+            engine.counters.pinned.store(report.pinned, Ordering::Relaxed);
+        }
+        // Stopped or failed: what the backlog held up to the horizon is
+        // not all visited.
+        _ => engine.backlog.give_up(),
+    }
+    let (report, _) = walked?;
+    engine.counters.vacuumed.fetch_add(report.removed, Ordering::Relaxed);
+    engine.counters.vacuum_passes.fetch_add(1, Ordering::Relaxed);
+    engine.counters.vacuum_read.fetch_add(report.scanned, Ordering::Relaxed);
+    Ok(report)
+}
+
+/// The background worker's round: a whole-tree [`pass`] if the backlog
+/// asks for one, else the backlog's keys the horizon has passed and the
+/// dropped keyspaces not yet swept. Returns `None` if there was nothing
+/// to do.
+pub(crate) fn step(engine: &Engine, stop: &dyn Fn() -> bool) -> Result<Option<Report>> {
+    if engine.backlog.whole_pass_due().0 {
+        return pass(engine, stop).map(Some);
+    }
+    let horizon = engine.oracle.horizon();
+    let watermark = engine.oracle.visible().max(horizon);
+    let unswept = engine.unswept_before(horizon);
+    let ready = engine.backlog.take_ready(horizon);
+    if unswept.is_empty() && ready.len() == 0 {
+        engine.counters.pinned.store(engine.backlog.pinned(horizon, watermark), Ordering::Relaxed);
+        return Ok(None);
+    }
+    let visited = visit(engine, &ready, &unswept, horizon, stop);
+    if !matches!(visited, Ok((_, true))) {
+        // The rest of `ready` is lost: a whole pass finds it.
+        engine.backlog.give_up();
+    }
+    let (report, _) = visited?;
+    engine.counters.pinned.store(engine.backlog.pinned(horizon, watermark), Ordering::Relaxed);
+    engine.counters.vacuumed.fetch_add(report.removed, Ordering::Relaxed);
+    engine.counters.vacuum_passes.fetch_add(1, Ordering::Relaxed);
+    engine.counters.vacuum_read.fetch_add(report.scanned, Ordering::Relaxed);
+    Ok(Some(report))
+}
+
+/// Sweeps the dropped keyspaces `unswept`, then prunes each key of
+/// `ready` at `horizon`. Returns the report and whether it finished.
+fn visit(
+    engine: &Engine,
+    ready: &Ready,
+    unswept: &[u32],
+    horizon: Ts,
+    stop: &dyn Fn() -> bool,
+) -> Result<(Report, bool)> {
     let mut report = Report::default();
-    let mut lower: Bound<Vec<u8>> = Bound::Unbounded;
+    for &ks in unswept {
+        let lower = Bound::Included(encoding::keyspace_prefix(ks));
+        let upper = match ks.checked_add(1) {
+            Some(next) => Bound::Excluded(encoding::keyspace_prefix(next)),
+            None => Bound::Unbounded,
+        };
+        let (swept, done) = walk_range(engine, lower, upper, horizon, horizon, &[ks], stop)?;
+        report.add(&swept);
+        if !done {
+            return Ok((report, false));
+        }
+        engine.mark_swept(ks);
+    }
+    for prefix in ready.keys() {
+        if stop() {
+            return Ok((report, false));
+        }
+        let versions = read::versions(&engine.tree, prefix, usize::MAX)?;
+        report.scanned += versions.len() as u64;
+        for ts in read::invisible(&versions, horizon) {
+            if engine.tree.remove(&encoding::version_key(prefix, ts))?.is_some() {
+                report.removed += 1;
+            }
+        }
+    }
+    Ok((report, true))
+}
+
+/// The whole tree: see [`walk_range`].
+fn walk(
+    engine: &Engine,
+    horizon: Ts,
+    watermark: Ts,
+    dropped: &[u32],
+    stop: &dyn Fn() -> bool,
+) -> Result<(Report, bool)> {
+    walk_range(engine, Bound::Unbounded, Bound::Unbounded, horizon, watermark, dropped, stop)
+}
+
+/// Removes in `lower..upper` what no snapshot can see at `horizon`, and
+/// every version of the keyspaces `dropped`. Returns the report and
+/// whether it reached the end of the range (else `stop` ended it).
+fn walk_range(
+    engine: &Engine,
+    mut lower: Bound<Vec<u8>>,
+    upper: Bound<Vec<u8>>,
+    horizon: Ts,
+    watermark: Ts,
+    dropped: &[u32],
+    stop: &dyn Fn() -> bool,
+) -> Result<(Report, bool)> {
+    let mut report = Report::default();
     loop {
         if stop() {
-            break;
+            return Ok((report, false));
         }
-        let Some((groups, last)) = batch(engine, &lower)? else { break };
+        let Some((groups, last)) = batch(engine, &lower, &upper)? else { return Ok((report, true)) };
         for (prefix, versions) in groups {
             report.scanned += versions.len() as u64;
             let doomed: Vec<Ts> = if encoding::keyspace_of(&prefix).is_some_and(|ks| dropped.contains(&ks)) {
@@ -70,10 +203,6 @@ pub(crate) fn pass(engine: &Engine, stop: &dyn Fn() -> bool) -> Result<Report> {
         }
         lower = Bound::Excluded(last);
     }
-    engine.counters.vacuumed.fetch_add(report.removed, Ordering::Relaxed);
-    engine.counters.vacuum_passes.fetch_add(1, Ordering::Relaxed);
-    engine.counters.pinned.store(report.pinned, Ordering::Relaxed);
-    Ok(report)
 }
 
 /// The versions of one key: its prefix, then (timestamp, is tombstone),
@@ -84,10 +213,10 @@ type Group = (Vec<u8>, Vec<(Ts, bool)>);
 /// `None` at the end of the tree.
 type Batch = (Vec<Group>, Vec<u8>);
 
-fn batch(engine: &Engine, lower: &Bound<Vec<u8>>) -> Result<Option<Batch>> {
+fn batch(engine: &Engine, lower: &Bound<Vec<u8>>, upper: &Bound<Vec<u8>>) -> Result<Option<Batch>> {
     let mut groups: Vec<Group> = Vec::new();
     let mut last = None;
-    for (taken, entry) in engine.tree.range((lower.clone(), Bound::<Vec<u8>>::Unbounded)).enumerate() {
+    for (taken, entry) in engine.tree.range((lower.clone(), upper.clone())).enumerate() {
         let (key, value) = entry?;
         let (prefix, ts) = encoding::split_version(&key)?;
         let version = (ts, encoding::is_tombstone(&value));

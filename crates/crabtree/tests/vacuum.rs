@@ -1,0 +1,223 @@
+//! Goal: background vacuum removes what commits leave behind (the version
+//! an overwrite shadows, a delete's tombstone) by visiting those keys, not
+//! by reading the whole tree each round; dropped keyspaces are swept once,
+//! and a commit racing a drop cannot write behind the sweep; versions an
+//! earlier process left are found by one whole pass after open.
+//!
+//! Method: a database with background vacuum every few milliseconds and
+//! `Stats::vacuum_versions_read` as the measure of what vacuum read. Each
+//! test waits (bounded) for the state it expects; the race with a drop is
+//! forced with the failpoint `commit.before_timestamp`.
+
+use crabtree::failpoint::Pause;
+use crabtree::{Db, Error, Options, Stats};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn open_with_vacuum(path: &std::path::Path, vacuum: Option<Duration>) -> Db {
+    Db::open_with(path, Options { vacuum_interval: vacuum, ..Options::default() }).unwrap()
+}
+
+/// Waits until `done` holds for the stats, or panics with `what`.
+fn wait_for(db: &Db, what: &str, done: impl Fn(&Stats) -> bool) -> Stats {
+    let started = Instant::now();
+    loop {
+        let stats = db.stats();
+        if done(&stats) {
+            return stats;
+        }
+        assert!(started.elapsed() < WAIT, "{what}: {stats:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn key(i: u32) -> Vec<u8> {
+    format!("key-{i:06}").into_bytes()
+}
+
+/// Entries besides user data: the catalog's entry for `default`.
+const CATALOG_ENTRIES: u64 = 1;
+
+#[test]
+fn rounds_visit_the_keys_commits_left_versions_of_not_the_whole_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.crab");
+    let keys = 5_000;
+    {
+        let db = open_with_vacuum(&path, None);
+        for chunk in (0..keys).collect::<Vec<_>>().chunks(500) {
+            db.update(|tx| {
+                for &i in chunk {
+                    tx.put(&key(i), b"first")?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        }
+    }
+    let db = open_with_vacuum(&path, Some(Duration::from_millis(5)));
+    // The first round after open reads the whole tree (an earlier process
+    // may have left versions); wait for it to be over.
+    let settled = wait_for(&db, "the first whole pass", |s| s.vacuum_versions_read >= keys as u64);
+    // Overwrite 20 keys twice and delete 10 others: each commit leaves one
+    // version (or its tombstone) behind for vacuum.
+    for round in 0..2 {
+        for i in 0..20 {
+            db.update(|tx| tx.put(&key(i), format!("v{round}").as_bytes())).unwrap();
+        }
+    }
+    for i in 100..110 {
+        db.update(|tx| tx.delete(&key(i))).unwrap();
+    }
+    let expected = CATALOG_ENTRIES + keys as u64 - 10;
+    let done = wait_for(&db, "vacuum of the left versions", |s| s.tree_entries == expected);
+    let read = done.vacuum_versions_read - settled.vacuum_versions_read;
+    assert!(read <= 200, "vacuum read {read} versions for 50 commits over a tree of {keys} keys: {done:?}");
+    assert!(done.versions_vacuumed >= 30, "{done:?}");
+    let snap = db.snapshot();
+    assert_eq!(snap.get(&key(0)).unwrap().as_deref(), Some(&b"v1"[..]));
+    assert_eq!(snap.get(&key(100)).unwrap(), None);
+    assert_eq!(snap.get(&key(110)).unwrap().as_deref(), Some(&b"first"[..]));
+    db.check().unwrap();
+}
+
+#[test]
+fn a_long_snapshot_holds_the_backlog_back_and_it_drains_once_the_snapshot_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_with_vacuum(&dir.path().join("db.crab"), Some(Duration::from_millis(5)));
+    db.update(|tx| tx.put(b"k", b"0")).unwrap();
+    let long = db.snapshot();
+    for i in 1..=30u32 {
+        db.update(|tx| tx.put(b"k", i.to_string().as_bytes())).unwrap();
+    }
+    let pinned = wait_for(&db, "versions counted as pinned", |s| s.versions_pinned >= 30);
+    assert_eq!(long.get(b"k").unwrap().as_deref(), Some(&b"0"[..]), "vacuum kept what the snapshot sees: {pinned:?}");
+    drop(long);
+    let done = wait_for(&db, "the backlog drained", |s| s.tree_entries == CATALOG_ENTRIES + 1);
+    assert_eq!(done.versions_pinned, 0, "{done:?}");
+    assert_eq!(db.snapshot().get(b"k").unwrap().as_deref(), Some(&b"30"[..]));
+    db.check().unwrap();
+}
+
+#[test]
+fn versions_left_by_an_earlier_process_go_in_the_first_pass_after_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.crab");
+    {
+        // No vacuum: the overwritten versions and tombstones stay.
+        let db = open_with_vacuum(&path, None);
+        for round in 0..3 {
+            db.update(|tx| {
+                for i in 0..50 {
+                    tx.put(&key(i), format!("v{round}").as_bytes())?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        }
+        db.update(|tx| tx.delete(&key(0))).unwrap();
+        assert!(db.stats().tree_entries > CATALOG_ENTRIES + 50, "{:?}", db.stats());
+    }
+    let db = open_with_vacuum(&path, Some(Duration::from_millis(5)));
+    let done = wait_for(&db, "the pass after open", |s| s.tree_entries == CATALOG_ENTRIES + 49);
+    assert!(done.vacuum_passes >= 1, "{done:?}");
+    assert_eq!(db.snapshot().get(&key(0)).unwrap(), None);
+    assert_eq!(db.snapshot().get(&key(1)).unwrap().as_deref(), Some(&b"v2"[..]));
+}
+
+#[test]
+fn a_dropped_keyspace_is_swept_once_and_a_commit_racing_the_drop_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_with_vacuum(&dir.path().join("db.crab"), Some(Duration::from_millis(5)));
+    let tmp = db.keyspace("tmp").unwrap();
+    db.update(|tx| {
+        for i in 0..300 {
+            tx.put_in(&tmp, &key(i), b"x")?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    db.update(|tx| tx.put(b"kept", b"yes")).unwrap();
+    // The drop is committed and held before it marks the keyspace dropped.
+    // A writer begins then (its snapshot is the drop's, so it does not hold
+    // the horizon below it), passes the commit's first check for dropped
+    // keyspaces and is held before it takes its timestamp. The drop is
+    // marked and vacuum sweeps the keyspace; then the writer goes on.
+    let drop_pause = Pause::arm_for("keyspace.before_mark", |thread| thread.name() == Some("dropper"));
+    let dropper = {
+        let db = db.clone();
+        std::thread::Builder::new().name("dropper".into()).spawn(move || db.drop_keyspace("tmp")).unwrap()
+    };
+    assert!(drop_pause.wait_parked(WAIT), "the drop never committed");
+    let write_pause = Pause::arm_for("commit.before_timestamp", |thread| thread.name() == Some("late writer"));
+    let writer = {
+        let (db, tmp) = (db.clone(), tmp.clone());
+        std::thread::Builder::new()
+            .name("late writer".into())
+            .spawn(move || {
+                let mut tx = db.begin();
+                tx.put_in(&tmp, b"late", b"x").unwrap();
+                tx.commit().map(|_| ())
+            })
+            .unwrap()
+    };
+    assert!(write_pause.wait_parked(WAIT), "the writer never reached its commit");
+    drop_pause.resume();
+    assert!(dropper.join().unwrap().unwrap());
+    // Catalog entries: `default`, and none for `tmp` any more.
+    let swept = wait_for(&db, "the keyspace swept", |s| s.tree_entries == CATALOG_ENTRIES + 1);
+    write_pause.resume();
+    let outcome = writer.join().unwrap();
+    assert!(matches!(outcome, Err(Error::InvalidArgument(_))), "a commit into a swept keyspace: {outcome:?}");
+    // Nothing appeared behind the sweep, and later rounds do not sweep it
+    // again.
+    std::thread::sleep(Duration::from_millis(50));
+    let later = db.stats();
+    assert_eq!(later.tree_entries, CATALOG_ENTRIES + 1, "{later:?}");
+    assert_eq!(later.vacuum_versions_read, swept.vacuum_versions_read, "a swept keyspace is not read again: {later:?}");
+    assert_eq!(db.snapshot().get(b"kept").unwrap().as_deref(), Some(&b"yes"[..]));
+    db.check().unwrap();
+}
+
+#[test]
+fn a_commit_into_a_keyspace_whose_drop_is_not_yet_marked_is_swept_after_it_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_with_vacuum(&dir.path().join("db.crab"), Some(Duration::from_millis(5)));
+    let tmp = db.keyspace("tmp").unwrap();
+    db.update(|tx| tx.put_in(&tmp, b"early", b"x")).unwrap();
+    // As above, but the writer passes both checks (it takes its timestamp
+    // and logs its record) before the drop is marked, and is held before
+    // it applies its version. Vacuum must not sweep the keyspace before
+    // that version is in: the drop's mark is the writer's timestamp, which
+    // the horizon passes only once the writer has finished.
+    let drop_pause = Pause::arm_for("keyspace.before_mark", |thread| thread.name() == Some("dropper 2"));
+    let dropper = {
+        let db = db.clone();
+        std::thread::Builder::new().name("dropper 2".into()).spawn(move || db.drop_keyspace("tmp")).unwrap()
+    };
+    assert!(drop_pause.wait_parked(WAIT), "the drop never committed");
+    let write_pause = Pause::arm_for("commit.before_apply", |thread| thread.name() == Some("late writer 2"));
+    let writer = {
+        let (db, tmp) = (db.clone(), tmp.clone());
+        std::thread::Builder::new()
+            .name("late writer 2".into())
+            .spawn(move || {
+                let mut tx = db.begin();
+                tx.put_in(&tmp, b"late", b"x").unwrap();
+                tx.commit().map(|_| ())
+            })
+            .unwrap()
+    };
+    assert!(write_pause.wait_parked(WAIT), "the writer never reached its apply");
+    drop_pause.resume();
+    assert!(dropper.join().unwrap().unwrap());
+    // Rounds run meanwhile; none may sweep yet.
+    std::thread::sleep(Duration::from_millis(50));
+    write_pause.resume();
+    writer.join().unwrap().unwrap();
+    let done = wait_for(&db, "the keyspace swept", |s| s.tree_entries == CATALOG_ENTRIES);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(db.stats().tree_entries, CATALOG_ENTRIES, "{done:?}");
+    db.check().unwrap();
+}
