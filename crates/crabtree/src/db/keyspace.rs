@@ -90,6 +90,19 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether keyspace `ks` exists at snapshot `ts`: its name maps to its id
+/// in the catalog as of `ts`. A keyspace dropped (or not yet created) at
+/// `ts` reads as empty through an old handle, whatever vacuum has removed
+/// since: vacuum sweeps it only once the horizon passed the drop, so the
+/// snapshots that still see it keep its versions. Free (no catalog read)
+/// until a keyspace is first dropped in this process.
+pub(crate) fn exists_at(inner: &Inner, ks: &Keyspace, ts: Ts) -> Result<bool> {
+    if ks.id <= DEFAULT_KEYSPACE || !inner.engine.any_dropped() {
+        return Ok(true);
+    }
+    Ok(inner.engine.get(CATALOG_KEYSPACE, ks.name.as_bytes(), ts)?.is_some_and(|id| id == ks.id.to_le_bytes()))
+}
+
 /// Commits one catalog write; the caller holds the catalog lock, which
 /// serializes catalog writers, so it cannot conflict.
 fn commit_catalog(inner: &Inner, name: &str, id: Option<u32>) -> Result<Ts> {
@@ -143,18 +156,20 @@ pub(crate) fn load_catalog(inner: &Inner) -> Result<()> {
     if !found_default {
         return Err(not_mvcc());
     }
-    // Ids in the tree above every catalogued one: dropped keyspaces whose
-    // versions vacuum had not removed yet.
-    while let Some(id) = read::keyspace_at_or_after(&engine.tree, max_id.saturating_add(1))? {
-        max_id = id;
-        if id == u32::MAX {
-            break;
-        }
-    }
+    // Ids in the tree that the catalog does not name: dropped keyspaces
+    // whose versions vacuum had not removed yet. Found by jumping from one
+    // id present to the next (a look-up per keyspace in the tree, however
+    // large the ids: a damaged key cannot make this count to `u32::MAX`).
     let live: std::collections::HashSet<u32> = catalog.by_name.values().copied().collect();
-    for id in (DEFAULT_KEYSPACE + 1)..=max_id {
+    let mut next = DEFAULT_KEYSPACE + 1;
+    while let Some(id) = read::keyspace_at_or_after(&engine.tree, next)? {
         if !live.contains(&id) {
             engine.mark_dropped(id, 0);
+        }
+        max_id = max_id.max(id);
+        match id.checked_add(1) {
+            Some(after) => next = after,
+            None => break,
         }
     }
     catalog.next_id = max_id.saturating_add(1);
@@ -190,6 +205,9 @@ pub(crate) fn drop_keyspace(inner: &Arc<Inner>, name: &str) -> Result<bool> {
     }
     let mut catalog = inner.catalog.lock();
     let Some(&id) = catalog.by_name.get(name) else { return Ok(false) };
+    // Before the drop can be seen: reads through old handles check the
+    // catalog from now on.
+    inner.engine.note_dropping();
     let ts = commit_catalog(inner, name, None)?;
     catalog.by_name.remove(name);
     failpoint!("keyspace.before_mark", ignore);

@@ -116,7 +116,12 @@ impl Snapshot {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn get_in(&self, ks: &Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.registration.inner.engine.get(ks.id, key, self.registration.ts)
+        let (inner, ts) = (&self.registration.inner, self.registration.ts);
+        if !super::keyspace::exists_at(inner, ks, ts)? {
+            inner.engine.check_key(key)?;
+            return Ok(None);
+        }
+        inner.engine.get(ks.id, key, ts)
     }
 
     /// The entries of the default keyspace with keys in `range`, in key
@@ -148,19 +153,23 @@ impl Snapshot {
     /// ```
     pub fn range_in<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, ks: &Keyspace, range: R) -> Result<Iter> {
         let (lower, upper) = bounds(&range);
-        Ok(range_iter(&self.registration, ks, lower, upper, VecDeque::new()))
+        range_iter(&self.registration, ks, lower, upper, VecDeque::new())
     }
 }
 
-/// An iterator over `ks` at `registration`'s snapshot, merged with `writes`.
+/// An iterator over `ks` at `registration`'s snapshot, merged with `writes`
+/// (nothing stored if the keyspace does not exist at the snapshot).
 pub(crate) fn range_iter(
     registration: &Arc<Registration>,
     ks: &Keyspace,
     lower: Bound<&[u8]>,
     upper: Bound<&[u8]>,
     writes: VecDeque<(Vec<u8>, Option<Vec<u8>>)>,
-) -> Iter {
+) -> Result<Iter> {
     let tree = Arc::clone(&registration.inner.engine.tree);
-    let stored = VersionRange::new(tree, registration.ts, ks.id, lower, upper);
-    Iter::new(stored, writes, Arc::clone(registration), read::bounds_empty(lower, upper))
+    let mut stored = VersionRange::new(tree, registration.ts, ks.id, lower, upper);
+    if !super::keyspace::exists_at(&registration.inner, ks, registration.ts)? {
+        stored = stored.emptied();
+    }
+    Ok(Iter::new(stored, writes, Arc::clone(registration), read::bounds_empty(lower, upper)))
 }

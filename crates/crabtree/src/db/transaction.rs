@@ -132,6 +132,9 @@ impl Transaction {
         if let Some(written) = self.writes.get(&(ks.id, key.to_vec())) {
             return Ok(written.clone());
         }
+        if !super::keyspace::exists_at(&self.inner, ks, registration.ts)? {
+            return Ok(None);
+        }
         self.inner.engine.get(ks.id, key, registration.ts)
     }
 
@@ -240,7 +243,7 @@ impl Transaction {
         let (lower, upper) = bounds(&range);
         let writes =
             if read::bounds_empty(lower, upper) { VecDeque::new() } else { self.writes_in(ks.id, lower, upper) };
-        Ok(range_iter(registration, ks, lower, upper, writes))
+        range_iter(registration, ks, lower, upper, writes)
     }
 
     /// This transaction's writes to keyspace `ks` in a (non-inverted) range.

@@ -93,6 +93,10 @@ pub(crate) struct Engine {
     swept: Mutex<HashSet<u32>>,
     /// The keys commits left old versions of, for vacuum.
     pub(crate) backlog: backlog::Backlog,
+    /// Set once a keyspace drop began (or a dropped one was found at
+    /// open): from then on, reads through a keyspace handle check the
+    /// catalog at their snapshot (`db::keyspace::exists_at`).
+    any_dropped: AtomicBool,
     /// Called when the backlog has grown enough to wake vacuum early.
     wake_vacuum: RwLock<Option<Box<dyn Fn() + Send + Sync>>>,
     /// Set when a commit failed half-way (its outcome is unknown until
@@ -125,6 +129,7 @@ impl Engine {
             swept: Mutex::new(HashSet::new()),
             backlog: backlog::Backlog::new(backlog::BYTES_MAX),
             wake_vacuum: RwLock::new(None),
+            any_dropped: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
             counters,
             key_size_max,
@@ -173,8 +178,23 @@ impl Engine {
     /// timestamp, no version of the keyspace can appear any more, and one
     /// sweep of its keys is final.
     pub(crate) fn mark_dropped(&self, ks: u32, ts: Ts) {
+        self.note_dropping();
         let mut dropped = self.dropped.write();
         dropped.insert(ks, ts.max(self.oracle.last_allocated()));
+    }
+
+    /// Records that a keyspace drop begins: call before its catalog
+    /// change can become visible.
+    pub(crate) fn note_dropping(&self) {
+        // Release: a snapshot that sees the drop's commit (through the
+        // watermark) sees this too.
+        self.any_dropped.store(true, Ordering::Release);
+    }
+
+    /// Whether a keyspace was ever dropped (or began to be) in this
+    /// process.
+    pub(crate) fn any_dropped(&self) -> bool {
+        self.any_dropped.load(Ordering::Acquire)
     }
 
     /// Keyspaces dropped at or below `horizon`.
@@ -269,14 +289,17 @@ impl Engine {
         self.log.applied(lsn);
         self.prune(ts, locks.keys(), writes, &histories);
         drop(locks);
-        let durable = if wait_durable { self.log.wait_durable(lsn) } else { Ok(()) };
-        if durable.is_err() {
+        if wait_durable && let Err(error) = self.log.wait_durable(lsn) {
             // The record may or may not be durable: the outcome is known
-            // only after reopen, so refuse everything after it.
+            // only after reopen, so refuse everything after it, and keep
+            // the commit from every snapshot of this process (a snapshot
+            // never sees an `Immediate` commit that is not durable; after
+            // reopen it may be gone).
             self.poisoned.store(true, Ordering::Release);
+            self.oracle.fail(ts);
+            return Err(error);
         }
         self.oracle.finish(ts);
-        durable?;
         if !self.oracle.wait_visible(ts) {
             // An earlier commit failed half-way: ours is applied and its
             // record logged (recovery will keep it), but it can never be

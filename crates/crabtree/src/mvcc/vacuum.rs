@@ -187,7 +187,10 @@ fn walk_range(
         for (prefix, versions) in groups {
             report.scanned += versions.len() as u64;
             let doomed: Vec<Ts> = if encoding::keyspace_of(&prefix).is_some_and(|ks| dropped.contains(&ks)) {
-                versions.iter().map(|&(ts, _)| ts).collect()
+                // Oldest first, as everywhere: a tombstone never goes
+                // before the values it hides (no snapshot that reads the
+                // keyspace remains by now; this keeps the rule simple).
+                versions.iter().rev().map(|&(ts, _)| ts).collect()
             } else {
                 report.pinned += read::invisible(&versions, watermark)
                     .count()
