@@ -1,45 +1,93 @@
-//! The vacuum backlog: the keys whose old versions commits left behind, so
-//! background vacuum visits those keys instead of reading the whole tree.
+//! The vacuum backlog: the versions commits left behind, so background
+//! vacuum removes those instead of reading the whole tree.
 //!
 //! # Why
 //! A commit prunes what no snapshot can see of the keys it writes, but not
-//! the version its own write shadows: until the commit is visible, a
-//! snapshot may begin that still needs it. So every overwrite leaves one
-//! version behind, and every delete its tombstone, to be removed once the
-//! horizon reaches the commit. A pass over the whole tree finds them, but
-//! past memory a whole-tree pass each second competes with the workload
-//! for the pool and the disk, and its cost grows with the database, not
-//! with the writes. As InnoDB's purge follows its history list, vacuum
-//! follows this backlog: each commit that leaves something behind records
-//! its timestamp and those keys; a vacuum step takes the entries the
-//! horizon has passed and prunes just those keys.
+//! the versions its own write shadows: until the commit is visible, a
+//! snapshot may begin that still needs them. So every overwrite leaves
+//! the version before it, and every delete its tombstone, to be removed
+//! once the horizon reaches the commit. A pass over the whole tree finds
+//! them, but its cost grows with the database, not with the writes, and
+//! past memory a pass each second competes with the workload for the pool
+//! and the disk. As InnoDB's purge follows its history list, vacuum
+//! follows this backlog: each commit that leaves something behind records,
+//! per key, its timestamp, the timestamps of the older versions it left
+//! (from the history it read under the key's lock), and whether it wrote
+//! a tombstone.
+//!
+//! # Why a round may remove them without reading the key
+//! Once the horizon has reached the commit's timestamp `T`, the newest
+//! version at or below the horizon is `T`'s or a newer one, so every
+//! version older than `T` is below it: all of them may go (oldest first).
+//! The commit read them under the key's lock, after every earlier commit
+//! of the key had applied and before any later one could, so no version
+//! older than `T` exists that it did not read, unless its read stopped at
+//! its limit (`complete` false). A tombstone at `T` may go too, after
+//! them: it is the newest version at or below the horizon (then
+//! `read::invisible` names it), or a newer one there shadows it. With an
+//! incomplete history the key is visited the old way: all its versions
+//! read, and what `read::invisible` names removed. (That is a second line
+//! of defence: each older version is also listed by the entry of the
+//! commit that wrote the version after it, which is ready no later and
+//! taken first, or, if that entry was lost, a whole pass is due and runs
+//! before any round.) A version already gone (a later commit pruned it)
+//! costs a descent and nothing else.
 //!
 //! # What may be missing from it
-//! An entry is only a hint to visit a key; a visit removes what
-//! `read::invisible` names for the whole key at the current horizon, so
-//! entries for keys pruned meanwhile cost a read. What the backlog cannot
-//! name goes to a whole-tree pass, flagged by `whole`:
+//! What the backlog cannot name goes to a whole-tree pass, flagged by
+//! `whole`:
 //! * versions left by an earlier process (the backlog is not persisted):
-//!   `whole` starts set, so the first step after open reads the tree once;
+//!   `whole` starts set, so the first round after open reads the tree once;
 //! * entries dropped because the backlog reached its size bound (writers
 //!   outrunning vacuum): they are all dropped and `whole` is set;
-//! * a visit that failed (an I/O error): `whole` is set.
+//! * a round that failed (an I/O error) or was stopped: `whole` is set.
 //!
 //! A whole-tree pass clears `whole` only if no entry was dropped since it
 //! began (`dropped_count`). Entries of commits at or below the pass's
 //! horizon are covered by it and taken first; a commit above the horizon
 //! was still in flight when the horizon was read (the horizon is at most
-//! the watermark), so its entry stays for a later step.
+//! the watermark), so its entry stays for a later round.
 
 use super::encoding::Ts;
 use crate::sync::Mutex;
 
-/// Bytes of key prefixes the backlog holds at most, before dropping its
-/// entries for a whole-tree pass.
+/// Bytes the backlog holds at most, before dropping its entries for a
+/// whole-tree pass.
 pub(crate) const BYTES_MAX: usize = 16 << 20;
 
-/// Bytes an entry costs besides its key prefix (its timestamp and place).
-const ENTRY_OVERHEAD: usize = 24;
+/// Bytes an entry costs besides its key prefix and older timestamps.
+const ENTRY_OVERHEAD: usize = std::mem::size_of::<Entry>();
+
+/// What one commit left of one key.
+pub(crate) struct Left<'a> {
+    /// The key's version prefix.
+    pub(crate) prefix: &'a [u8],
+    /// The versions older than the commit's that it left in the tree.
+    pub(crate) older: &'a [Ts],
+    /// The commit wrote a tombstone.
+    pub(crate) tombstone: bool,
+    /// `older` is every version older than the commit's (its history read
+    /// was not cut at its limit).
+    pub(crate) complete: bool,
+}
+
+/// One entry: where its bytes are in the arena (the prefix, then the
+/// older timestamps, 8 bytes each).
+#[derive(Clone, Copy)]
+struct Entry {
+    ts: Ts,
+    start: usize,
+    prefix_len: u32,
+    older: u32,
+    tombstone: bool,
+    complete: bool,
+}
+
+impl Entry {
+    fn bytes(&self) -> usize {
+        self.prefix_len as usize + self.older as usize * 8
+    }
+}
 
 /// See the module doc.
 pub(crate) struct Backlog {
@@ -49,13 +97,12 @@ pub(crate) struct Backlog {
 
 #[derive(Default)]
 struct State {
-    /// The key prefixes of all entries, one after another.
+    /// The bytes of all entries, one after another.
     arena: Vec<u8>,
-    /// Commit timestamp and where its prefix lies in `arena`.
-    entries: Vec<(Ts, usize, usize)>,
+    entries: Vec<Entry>,
     /// Versions may exist that no entry names: a whole-tree pass is due.
     whole: bool,
-    /// How many times entries were dropped (bound reached, failed visit).
+    /// How many times entries were dropped (bound reached, failed round).
     dropped_count: u64,
 }
 
@@ -67,24 +114,67 @@ impl State {
     fn drop_all(&mut self) {
         *self = State { whole: true, dropped_count: self.dropped_count + 1, ..State::default() };
     }
+
+    /// Appends an entry whose bytes are `prefix` and `older` (as bytes).
+    fn append(&mut self, ts: Ts, prefix: &[u8], older: impl ExactSizeIterator<Item = Ts>, flags: (bool, bool)) {
+        let start = self.arena.len();
+        let count = older.len();
+        self.arena.extend_from_slice(prefix);
+        for old in older {
+            self.arena.extend_from_slice(&old.to_le_bytes());
+        }
+        self.entries.push(Entry {
+            ts,
+            start,
+            prefix_len: prefix.len() as u32,
+            older: count as u32,
+            tombstone: flags.0,
+            complete: flags.1,
+        });
+    }
 }
 
-/// Keys the horizon has passed, taken from the backlog, each once.
+/// An entry of [`Ready`].
+pub(crate) struct ReadyEntry<'a> {
+    /// The commit's timestamp.
+    pub(crate) ts: Ts,
+    /// As in [`Left`].
+    pub(crate) prefix: &'a [u8],
+    /// As in [`Left`], oldest first.
+    older: &'a [u8],
+    /// As in [`Left`].
+    pub(crate) tombstone: bool,
+    /// As in [`Left`].
+    pub(crate) complete: bool,
+}
+
+impl ReadyEntry<'_> {
+    /// The older versions the commit left, oldest first.
+    pub(crate) fn older(&self) -> impl Iterator<Item = Ts> + '_ {
+        self.older.chunks_exact(8).map(|word| Ts::from_le_bytes(word.try_into().unwrap_or_default())).rev()
+    }
+}
+
+/// Entries of commits the horizon has passed, taken from the backlog, in
+/// key order (commits of one key oldest first).
 pub(crate) struct Ready {
     arena: Vec<u8>,
-    /// Ranges of `arena`, sorted by key, without repeats.
-    keys: Vec<(usize, usize)>,
+    entries: Vec<Entry>,
 }
 
 impl Ready {
-    /// The key prefixes, in key order.
-    pub(crate) fn keys(&self) -> impl Iterator<Item = &[u8]> {
-        self.keys.iter().map(|&(start, end)| self.arena.get(start..end).unwrap_or_default())
+    /// The entries.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = ReadyEntry<'_>> {
+        self.entries.iter().map(|entry| {
+            let bytes = self.arena.get(entry.start..entry.start + entry.bytes()).unwrap_or_default();
+            let (prefix, older) = bytes.split_at((entry.prefix_len as usize).min(bytes.len()));
+            ReadyEntry { ts: entry.ts, prefix, older, tombstone: entry.tombstone, complete: entry.complete }
+        })
     }
 
-    /// How many keys.
+    /// How many entries.
     pub(crate) fn len(&self) -> usize {
-        self.keys.len()
+        self.entries.len()
     }
 }
 
@@ -95,24 +185,24 @@ impl Backlog {
         Backlog { state: Mutex::new(State { whole: true, ..State::default() }), bytes_max }
     }
 
-    /// Records that the commit at `ts` left versions of `prefixes` for
-    /// vacuum. Returns whether the backlog just passed a quarter of its
-    /// bound (the caller wakes vacuum early).
-    pub(crate) fn push<'a>(&self, ts: Ts, prefixes: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    /// Records what the commit at `ts` left. `older` in each is newest
+    /// first (as histories are read). Returns whether the backlog just
+    /// passed three quarters of its bound (the caller wakes vacuum early,
+    /// before the bound makes it drop everything; waking it sooner would
+    /// only make its rounds smaller, which batches fewer removals per
+    /// leaf).
+    pub(crate) fn push<'a>(&self, ts: Ts, left: impl IntoIterator<Item = Left<'a>>) -> bool {
         let mut state = self.state.lock();
         let before = state.bytes();
-        for prefix in prefixes {
-            if state.bytes() + prefix.len() + ENTRY_OVERHEAD > self.bytes_max {
+        for item in left {
+            if state.bytes() + item.prefix.len() + item.older.len() * 8 + ENTRY_OVERHEAD > self.bytes_max {
                 state.drop_all();
                 return false;
             }
-            let start = state.arena.len();
-            state.arena.extend_from_slice(prefix);
-            let end = state.arena.len();
-            state.entries.push((ts, start, end));
+            state.append(ts, item.prefix, item.older.iter().copied(), (item.tombstone, item.complete));
         }
-        let quarter = self.bytes_max / 4;
-        before < quarter && state.bytes() >= quarter
+        let wake_at = self.bytes_max / 4 * 3;
+        before < wake_at && state.bytes() >= wake_at
     }
 
     /// Whether a whole-tree pass is due, and the drop count to hand to
@@ -132,50 +222,47 @@ impl Backlog {
         }
     }
 
-    /// Asks for a whole-tree pass (a visit failed).
+    /// Asks for a whole-tree pass (a round failed or stopped).
     pub(crate) fn give_up(&self) {
         self.state.lock().drop_all();
     }
 
-    /// Takes the entries of commits at or below `horizon`, each key once.
+    /// Takes the entries of commits at or below `horizon`.
     pub(crate) fn take_ready(&self, horizon: Ts) -> Ready {
         // Sorted out with the lock free: committers push meanwhile.
         let (arena, entries) = {
             let mut state = self.state.lock();
             (std::mem::take(&mut state.arena), std::mem::take(&mut state.entries))
         };
-        let (ready, waiting): (Vec<_>, Vec<_>) = entries.into_iter().partition(|&(ts, _, _)| ts <= horizon);
+        let (mut ready, waiting): (Vec<Entry>, Vec<Entry>) = entries.into_iter().partition(|entry| entry.ts <= horizon);
         {
             let mut state = self.state.lock();
             // Entries pushed while the lock was free sit in a new arena;
             // the waiting ones join them (a bound reached meanwhile may
             // have dropped those: then these go too).
-            if state.bytes() + waiting.iter().map(|&(_, start, end)| end - start + ENTRY_OVERHEAD).sum::<usize>()
-                > self.bytes_max
-            {
+            let waiting_bytes: usize = waiting.iter().map(|entry| entry.bytes() + ENTRY_OVERHEAD).sum();
+            if state.bytes() + waiting_bytes > self.bytes_max {
                 state.drop_all();
             } else {
-                for (ts, start, end) in waiting {
-                    let key = arena.get(start..end).unwrap_or_default();
+                for entry in waiting {
+                    let bytes = arena.get(entry.start..entry.start + entry.bytes()).unwrap_or_default();
                     let at = state.arena.len();
-                    state.arena.extend_from_slice(key);
-                    let at_end = state.arena.len();
-                    state.entries.push((ts, at, at_end));
+                    state.arena.extend_from_slice(bytes);
+                    state.entries.push(Entry { start: at, ..entry });
                 }
             }
         }
-        let mut keys: Vec<(usize, usize)> = ready.into_iter().map(|(_, start, end)| (start, end)).collect();
-        let key = |&(start, end): &(usize, usize)| arena.get(start..end).unwrap_or_default();
-        keys.sort_unstable_by(|a, b| key(a).cmp(key(b)));
-        keys.dedup_by(|a, b| key(a) == key(b));
-        Ready { arena, keys }
+        let prefix =
+            |entry: &Entry| arena.get(entry.start..entry.start + entry.prefix_len as usize).unwrap_or_default();
+        ready.sort_unstable_by(|a, b| prefix(a).cmp(prefix(b)).then(a.ts.cmp(&b.ts)));
+        Ready { arena, entries: ready }
     }
 
-    /// Entries of commits in `horizon + 1..=watermark`: each stands for a
-    /// version kept only for a snapshot older than the watermark.
+    /// Entries of commits in `horizon + 1..=watermark`: each stands for at
+    /// least one version kept only for a snapshot older than the watermark.
     pub(crate) fn pinned(&self, horizon: Ts, watermark: Ts) -> u64 {
         let state = self.state.lock();
-        state.entries.iter().filter(|&&(ts, _, _)| ts > horizon && ts <= watermark).count() as u64
+        state.entries.iter().filter(|entry| entry.ts > horizon && entry.ts <= watermark).count() as u64
     }
 }
 
@@ -183,39 +270,57 @@ impl Backlog {
 mod tests {
     use super::*;
 
-    fn keys(ready: &Ready) -> Vec<Vec<u8>> {
-        ready.keys().map(<[u8]>::to_vec).collect()
+    fn left<'a>(prefix: &'a [u8], older: &'static [Ts]) -> Left<'a> {
+        Left { prefix, older, tombstone: false, complete: true }
+    }
+
+    /// (ts, prefix, older oldest first, tombstone, complete) of each entry.
+    type Seen = Vec<(Ts, Vec<u8>, Vec<Ts>, bool, bool)>;
+
+    fn seen(ready: &Ready) -> Seen {
+        ready.iter().map(|e| (e.ts, e.prefix.to_vec(), e.older().collect(), e.tombstone, e.complete)).collect()
     }
 
     #[test]
-    fn takes_what_the_horizon_passed_each_key_once_in_key_order() {
+    fn takes_what_the_horizon_passed_in_key_order() {
         let backlog = Backlog::new(1 << 20);
         assert_eq!(backlog.whole_pass_due(), (true, 0), "a new backlog knows nothing of earlier versions");
         backlog.whole_pass_done(0);
         assert_eq!(backlog.whole_pass_due(), (false, 0));
-        backlog.push(5, [&b"b"[..], b"a"]);
-        backlog.push(7, [&b"c"[..]]);
-        backlog.push(6, [&b"b"[..]]);
+        backlog.push(5, [left(b"b", &[4, 2]), Left { prefix: b"a", older: &[], tombstone: true, complete: false }]);
+        backlog.push(7, [left(b"c", &[1])]);
+        backlog.push(6, [left(b"b", &[5])]);
         assert_eq!(backlog.pinned(5, 7), 2);
         let ready = backlog.take_ready(6);
-        assert_eq!(keys(&ready), vec![b"a".to_vec(), b"b".to_vec()]);
-        assert_eq!(ready.len(), 2);
-        assert_eq!(keys(&backlog.take_ready(6)), Vec::<Vec<u8>>::new(), "taken once");
-        assert_eq!(keys(&backlog.take_ready(7)), vec![b"c".to_vec()], "the later commit stayed");
+        assert_eq!(ready.len(), 3);
+        assert_eq!(
+            seen(&ready),
+            vec![
+                (5, b"a".to_vec(), vec![], true, false),
+                (5, b"b".to_vec(), vec![2, 4], false, true),
+                (6, b"b".to_vec(), vec![5], false, true),
+            ]
+        );
+        assert_eq!(backlog.take_ready(6).len(), 0, "taken once");
+        assert_eq!(
+            seen(&backlog.take_ready(7)),
+            vec![(7, b"c".to_vec(), vec![1], false, true)],
+            "the later commit stayed"
+        );
         assert_eq!(backlog.whole_pass_due(), (false, 0));
     }
 
     #[test]
     fn reaching_the_bound_drops_everything_for_a_whole_pass() {
-        let backlog = Backlog::new(10 * (ENTRY_OVERHEAD + 4));
+        let backlog = Backlog::new(10 * (ENTRY_OVERHEAD + 4 + 8));
         backlog.whole_pass_done(0);
         let mut woke = 0;
         for i in 0..9u32 {
-            woke += usize::from(backlog.push(u64::from(i), [&i.to_be_bytes()[..]]));
+            woke += usize::from(backlog.push(u64::from(i), [left(&i.to_be_bytes(), &[0])]));
         }
-        assert_eq!(woke, 1, "one wake-up, at a quarter of the bound");
+        assert_eq!(woke, 1, "one wake-up, at three quarters of the bound");
         assert_eq!(backlog.whole_pass_due(), (false, 0));
-        backlog.push(9, [&b"ten!"[..], b"elev"]);
+        backlog.push(9, [left(b"ten!", &[0]), left(b"elev", &[0])]);
         let (due, count) = backlog.whole_pass_due();
         assert!(due && count == 1);
         assert_eq!(backlog.take_ready(u64::MAX).len(), 0, "entries dropped");

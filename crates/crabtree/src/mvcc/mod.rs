@@ -329,35 +329,56 @@ impl Engine {
     }
 
     /// Removes the versions of the keys just written at `ts` that no
-    /// snapshot can see, and records in the backlog the keys that keep
-    /// versions (or a tombstone) which will be garbage once the horizon
-    /// reaches `ts`. Housekeeping: an error leaves versions for vacuum.
+    /// snapshot can see, and records in the backlog, per key, the older
+    /// versions left (and a tombstone written), which will be garbage once
+    /// the horizon reaches `ts`. Housekeeping: a version an error kept is
+    /// recorded as left.
     ///
     /// A history of `PRUNE_SCAN_MAX` versions may stop short of the key's
     /// oldest: then a tombstone at or below the horizon stays, hiding
-    /// those (`read::invisible_of_newest`); vacuum reads all and takes it.
+    /// those (`read::invisible_of_newest`), and the backlog entry says the
+    /// list is incomplete (vacuum then reads the key whole).
     fn prune(&self, ts: Ts, prefixes: &[Vec<u8>], writes: &WriteSet, histories: &[Vec<(Ts, bool)>]) {
+        const _: () = assert!(PRUNE_SCAN_MAX <= 64, "a history's removals are a u64 bitmap");
         let horizon = self.oracle.horizon();
-        let mut left = Vec::new();
+        // Per key left something: (prefix, range of `older`, tombstone,
+        // complete); the older timestamps of all keys in one vector.
+        let mut left: Vec<(&[u8], std::ops::Range<usize>, bool, bool)> = Vec::new();
+        let mut older: Vec<Ts> = Vec::new();
         for ((prefix, history), value) in prefixes.iter().zip(histories).zip(writes.values()) {
-            let doomed: Vec<Ts> = if history.len() < PRUNE_SCAN_MAX {
+            let complete = history.len() < PRUNE_SCAN_MAX;
+            let doomed: Vec<Ts> = if complete {
                 read::invisible(history, horizon).collect()
             } else {
                 read::invisible_of_newest(history, horizon).collect()
             };
-            let mut removed = 0;
+            // Bit i: history[i] was removed.
+            let mut removed = 0u64;
             for old in doomed {
-                if let Ok(Some(_)) = self.tree.remove(&encoding::version_key(prefix, old)) {
-                    removed += 1;
+                if let Ok(Some(_)) = self.tree.remove(&encoding::version_key(prefix, old))
+                    && let Some(index) = history.iter().position(|&(ts, _)| ts == old)
+                {
+                    removed |= 1 << index;
                 }
             }
-            self.counters.pruned.fetch_add(removed as u64, Ordering::Relaxed);
-            if history.len() > removed || value.is_none() {
-                left.push(prefix.as_slice());
+            self.counters.pruned.fetch_add(u64::from(removed.count_ones()), Ordering::Relaxed);
+            let start = older.len();
+            older
+                .extend(history.iter().enumerate().filter(|&(i, _)| removed & (1 << i) == 0).map(|(_, &(old, _))| old));
+            if older.len() > start || value.is_none() {
+                left.push((prefix.as_slice(), start..older.len(), value.is_none(), complete));
             }
         }
-        if !left.is_empty()
-            && self.backlog.push(ts, left)
+        if left.is_empty() {
+            return;
+        }
+        let entries = left.iter().map(|(prefix, range, tombstone, complete)| backlog::Left {
+            prefix,
+            older: older.get(range.clone()).unwrap_or_default(),
+            tombstone: *tombstone,
+            complete: *complete,
+        });
+        if self.backlog.push(ts, entries)
             && let Some(wake) = self.wake_vacuum.read().as_ref()
         {
             wake();

@@ -38,6 +38,12 @@ use std::ops::Bound;
 /// Entries a pass reads per batch (then finishes the key it is in).
 const BATCH: usize = 512;
 
+/// A round with at least `pages / DENSE_DIVISOR` entries ready walks the
+/// whole tree instead (see `step`): a walk loads every page once, entries
+/// taken in key order load at most the pages they fall on, but each costs
+/// a descent. `docs/BENCHMARKS.md`, "Vacuum".
+const DENSE_DIVISOR: u64 = 1;
+
 /// What one pass did.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Report {
@@ -100,6 +106,12 @@ pub(crate) fn step(engine: &Engine, stop: &dyn Fn() -> bool) -> Result<Option<Re
     let watermark = engine.oracle.visible().max(horizon);
     let unswept = engine.unswept_before(horizon);
     let ready = engine.backlog.take_ready(horizon);
+    if ready.len() as u64 >= engine.tree.pool().page_count() / DENSE_DIVISOR {
+        // Left versions on most leaves: one walk (a load per leaf) costs
+        // less than a descent per entry (a load per entry, the leaves
+        // scattered). The pass covers what `ready` held.
+        return pass(engine, stop).map(Some);
+    }
     if unswept.is_empty() && ready.len() == 0 {
         engine.counters.pinned.store(engine.backlog.pinned(horizon, watermark), Ordering::Relaxed);
         return Ok(None);
@@ -140,14 +152,32 @@ fn visit(
         }
         engine.mark_swept(ks);
     }
-    for prefix in ready.keys() {
+    // Keys visited whole this round (entries with incomplete histories).
+    let mut read_whole: Option<&[u8]> = None;
+    for entry in ready.iter() {
         if stop() {
             return Ok((report, false));
         }
-        let versions = read::versions(&engine.tree, prefix, usize::MAX)?;
+        if entry.complete {
+            // See `backlog`: every version older than the commit's is below
+            // a version at or below the horizon, and the commit's own, if
+            // a tombstone, goes after them.
+            let doomed = entry.older().chain(entry.tombstone.then_some(entry.ts));
+            for ts in doomed {
+                if engine.tree.remove(&encoding::version_key(entry.prefix, ts))?.is_some() {
+                    report.removed += 1;
+                }
+            }
+            continue;
+        }
+        if read_whole == Some(entry.prefix) {
+            continue;
+        }
+        read_whole = Some(entry.prefix);
+        let versions = read::versions(&engine.tree, entry.prefix, usize::MAX)?;
         report.scanned += versions.len() as u64;
         for ts in read::invisible(&versions, horizon) {
-            if engine.tree.remove(&encoding::version_key(prefix, ts))?.is_some() {
+            if engine.tree.remove(&encoding::version_key(entry.prefix, ts))?.is_some() {
                 report.removed += 1;
             }
         }
