@@ -155,8 +155,8 @@ impl ReadyEntry<'_> {
     }
 }
 
-/// Entries of commits the horizon has passed, taken from the backlog, in
-/// key order (commits of one key oldest first).
+/// Entries of commits the horizon has passed, taken from the backlog (in
+/// no order until [`Ready::sort`]).
 pub(crate) struct Ready {
     arena: Vec<u8>,
     entries: Vec<Entry>,
@@ -175,6 +175,16 @@ impl Ready {
     /// How many entries.
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Sorts the entries by key, the commits of one key oldest first (so
+    /// removals on one leaf follow each other, and a key's older versions
+    /// go before its later tombstones).
+    pub(crate) fn sort(&mut self) {
+        let arena = &self.arena;
+        let prefix =
+            |entry: &Entry| arena.get(entry.start..entry.start + entry.prefix_len as usize).unwrap_or_default();
+        self.entries.sort_unstable_by(|a, b| prefix(a).cmp(prefix(b)).then(a.ts.cmp(&b.ts)));
     }
 }
 
@@ -234,7 +244,7 @@ impl Backlog {
             let mut state = self.state.lock();
             (std::mem::take(&mut state.arena), std::mem::take(&mut state.entries))
         };
-        let (mut ready, waiting): (Vec<Entry>, Vec<Entry>) = entries.into_iter().partition(|entry| entry.ts <= horizon);
+        let (ready, waiting): (Vec<Entry>, Vec<Entry>) = entries.into_iter().partition(|entry| entry.ts <= horizon);
         {
             let mut state = self.state.lock();
             // Entries pushed while the lock was free sit in a new arena;
@@ -252,9 +262,6 @@ impl Backlog {
                 }
             }
         }
-        let prefix =
-            |entry: &Entry| arena.get(entry.start..entry.start + entry.prefix_len as usize).unwrap_or_default();
-        ready.sort_unstable_by(|a, b| prefix(a).cmp(prefix(b)).then(a.ts.cmp(&b.ts)));
         Ready { arena, entries: ready }
     }
 
@@ -291,8 +298,9 @@ mod tests {
         backlog.push(7, [left(b"c", &[1])]);
         backlog.push(6, [left(b"b", &[5])]);
         assert_eq!(backlog.pinned(5, 7), 2);
-        let ready = backlog.take_ready(6);
+        let mut ready = backlog.take_ready(6);
         assert_eq!(ready.len(), 3);
+        ready.sort();
         assert_eq!(
             seen(&ready),
             vec![

@@ -336,25 +336,17 @@ impl Engine {
     ///
     /// A history of `PRUNE_SCAN_MAX` versions may stop short of the key's
     /// oldest: then a tombstone at or below the horizon stays, hiding
-    /// those (`read::invisible_of_newest`), and the backlog entry says the
+    /// those (`read::invisible_of` with `complete` false), and the backlog entry says the
     /// list is incomplete (vacuum then reads the key whole).
     fn prune(&self, ts: Ts, prefixes: &[Vec<u8>], writes: &WriteSet, histories: &[Vec<(Ts, bool)>]) {
         const _: () = assert!(PRUNE_SCAN_MAX <= 64, "a history's removals are a u64 bitmap");
         let horizon = self.oracle.horizon();
-        // Per key left something: (prefix, range of `older`, tombstone,
-        // complete); the older timestamps of all keys in one vector.
-        let mut left: Vec<(&[u8], std::ops::Range<usize>, bool, bool)> = Vec::new();
-        let mut older: Vec<Ts> = Vec::new();
+        let mut wake = false;
         for ((prefix, history), value) in prefixes.iter().zip(histories).zip(writes.values()) {
             let complete = history.len() < PRUNE_SCAN_MAX;
-            let doomed: Vec<Ts> = if complete {
-                read::invisible(history, horizon).collect()
-            } else {
-                read::invisible_of_newest(history, horizon).collect()
-            };
             // Bit i: history[i] was removed.
             let mut removed = 0u64;
-            for old in doomed {
+            for old in read::invisible_of(history, horizon, complete) {
                 if let Ok(Some(_)) = self.tree.remove(&encoding::version_key(prefix, old))
                     && let Some(index) = history.iter().position(|&(ts, _)| ts == old)
                 {
@@ -362,25 +354,29 @@ impl Engine {
                 }
             }
             self.counters.pruned.fetch_add(u64::from(removed.count_ones()), Ordering::Relaxed);
-            let start = older.len();
-            older
-                .extend(history.iter().enumerate().filter(|&(i, _)| removed & (1 << i) == 0).map(|(_, &(old, _))| old));
-            if older.len() > start || value.is_none() {
-                left.push((prefix.as_slice(), start..older.len(), value.is_none(), complete));
+            // The versions left, newest first, on the stack (a history has
+            // at most PRUNE_SCAN_MAX): no allocation per commit.
+            let mut older = [0; PRUNE_SCAN_MAX];
+            let mut count = 0;
+            for (index, &(old, _)) in history.iter().enumerate() {
+                if removed & (1 << index) == 0
+                    && let Some(slot) = older.get_mut(count)
+                {
+                    *slot = old;
+                    count += 1;
+                }
+            }
+            if count > 0 || value.is_none() {
+                let left = backlog::Left {
+                    prefix,
+                    older: older.get(..count).unwrap_or_default(),
+                    tombstone: value.is_none(),
+                    complete,
+                };
+                wake |= self.backlog.push(ts, [left]);
             }
         }
-        if left.is_empty() {
-            return;
-        }
-        let entries = left.iter().map(|(prefix, range, tombstone, complete)| backlog::Left {
-            prefix,
-            older: older.get(range.clone()).unwrap_or_default(),
-            tombstone: *tombstone,
-            complete: *complete,
-        });
-        if self.backlog.push(ts, entries)
-            && let Some(wake) = self.wake_vacuum.read().as_ref()
-        {
+        if wake && let Some(wake) = self.wake_vacuum.read().as_ref() {
             wake();
         }
     }

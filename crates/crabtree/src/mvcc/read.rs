@@ -100,18 +100,13 @@ pub(crate) fn invisible(versions: &[(Ts, bool)], horizon: Ts) -> impl Iterator<I
     invisible_of(versions, horizon, true)
 }
 
-/// [`invisible`] for the newest versions of a key when there may be older
-/// ones past the end of `versions` (a read with a limit): a tombstone at
-/// or below the horizon stays, for it hides those too. Removed with the
-/// listed versions below it, it would leave the unlisted ones visible: a
-/// deleted value would come back for the snapshots that see the delete.
-pub(crate) fn invisible_of_newest(versions: &[(Ts, bool)], horizon: Ts) -> impl Iterator<Item = Ts> + '_ {
-    invisible_of(versions, horizon, false)
-}
-
-/// [`invisible`] (`complete`: `versions` are all the key has) or
-/// [`invisible_of_newest`].
-fn invisible_of(versions: &[(Ts, bool)], horizon: Ts, complete: bool) -> impl Iterator<Item = Ts> + '_ {
+/// [`invisible`] when `complete` (`versions` are all the key has); else
+/// for the newest versions of a key when there may be older ones past the
+/// end of `versions` (a read with a limit): then a tombstone at or below
+/// the horizon stays, for it hides those too. Removed with the listed
+/// versions below it, it would leave the unlisted ones visible: a deleted
+/// value would come back for the snapshots that see the delete.
+pub(crate) fn invisible_of(versions: &[(Ts, bool)], horizon: Ts, complete: bool) -> impl Iterator<Item = Ts> + '_ {
     let keep_above = versions.iter().position(|&(ts, _)| ts <= horizon).unwrap_or(versions.len());
     let first_dead = match versions.get(keep_above) {
         Some(&(_, true)) if complete => keep_above,
@@ -372,12 +367,12 @@ mod tests {
         assert_eq!(invisible(&v, 100).collect::<Vec<_>>(), vec![3, 5, 7]);
         // Perhaps not every version: a tombstone at or below the horizon
         // stays (it may hide versions past the list), the rest goes alike.
-        assert_eq!(invisible_of_newest(&v, 8).collect::<Vec<_>>(), vec![3, 5]);
-        assert_eq!(invisible_of_newest(&v, 6).collect::<Vec<_>>(), vec![3], "the tombstone at the horizon stays");
-        assert_eq!(invisible_of_newest(&v, 4).collect::<Vec<_>>(), Vec::<Ts>::new());
-        assert_eq!(invisible_of_newest(&v, 100).collect::<Vec<_>>(), vec![3, 5, 7]);
+        assert_eq!(invisible_of(&v, 8, false).collect::<Vec<_>>(), vec![3, 5]);
+        assert_eq!(invisible_of(&v, 6, false).collect::<Vec<_>>(), vec![3], "the tombstone at the horizon stays");
+        assert_eq!(invisible_of(&v, 4, false).collect::<Vec<_>>(), Vec::<Ts>::new());
+        assert_eq!(invisible_of(&v, 100, false).collect::<Vec<_>>(), vec![3, 5, 7]);
         let deleted = [(9, true), (7, false), (3, false)];
         assert_eq!(invisible(&deleted, 100).collect::<Vec<_>>(), vec![3, 7, 9]);
-        assert_eq!(invisible_of_newest(&deleted, 100).collect::<Vec<_>>(), vec![3, 7]);
+        assert_eq!(invisible_of(&deleted, 100, false).collect::<Vec<_>>(), vec![3, 7]);
     }
 }

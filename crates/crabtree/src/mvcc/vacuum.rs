@@ -105,7 +105,7 @@ pub(crate) fn step(engine: &Engine, stop: &dyn Fn() -> bool) -> Result<Option<Re
     let horizon = engine.oracle.horizon();
     let watermark = engine.oracle.visible().max(horizon);
     let unswept = engine.unswept_before(horizon);
-    let ready = engine.backlog.take_ready(horizon);
+    let mut ready = engine.backlog.take_ready(horizon);
     if ready.len() as u64 >= engine.tree.pool().page_count() / DENSE_DIVISOR {
         // Left versions on most leaves: one walk (a load per leaf) costs
         // less than a descent per entry (a load per entry, the leaves
@@ -116,6 +116,7 @@ pub(crate) fn step(engine: &Engine, stop: &dyn Fn() -> bool) -> Result<Option<Re
         engine.counters.pinned.store(engine.backlog.pinned(horizon, watermark), Ordering::Relaxed);
         return Ok(None);
     }
+    ready.sort();
     let visited = visit(engine, &ready, &unswept, horizon, stop);
     if !matches!(visited, Ok((_, true))) {
         // The rest of `ready` is lost: a whole pass finds it.
