@@ -221,8 +221,15 @@ impl Engine {
         *self.wake_vacuum.write() = wake;
     }
 
-    /// The first keyspace of `writes` that is dropped.
+    /// The first keyspace of `writes` that is dropped. Free until a drop
+    /// began in this process (no lock taken): `note_dropping` comes before
+    /// the drop's mark, so a commit that must see the mark (one that took
+    /// its timestamp after the mark read the clock under the oracle's
+    /// lock) sees the flag too.
     fn dropped_in(&self, writes: &WriteSet) -> Option<u32> {
+        if !self.any_dropped() {
+            return None;
+        }
         let dropped = self.dropped.read();
         writes.keys().map(|&(ks, _)| ks).find(|ks| dropped.contains_key(ks))
     }

@@ -11,17 +11,19 @@
 //! * [`pass`] walks the whole tree in batches that end on user-key
 //!   boundaries (`Db::vacuum`, and the worker when the backlog asks for
 //!   it).
-//! * [`step`] (the background worker) visits only the keys in the
-//!   [`backlog`](super::backlog) whose commits the horizon has passed, and
-//!   sweeps the key range of each dropped keyspace once. Its work follows
-//!   the writes, not the size of the database.
+//! * [`step`] (the background worker) removes what the entries of the
+//!   [`backlog`](super::backlog) whose commits the horizon has passed
+//!   name (each the older versions its commit left, then its tombstone;
+//!   why no read is needed is in `backlog`), and sweeps the key range of
+//!   each dropped keyspace once. Its work follows the writes, not the size
+//!   of the database; a round with entries on most pages walks the tree.
 //!
 //! Why it is safe while commits run: every version `<= horizon` was applied
 //! before the watermark passed it, so no commit adds one behind the pass;
 //! versions above the horizon are never removed; a snapshot that begins
 //! during the pass begins at or above the horizon (registration and the
-//! horizon share the oracle's lock). A visit reads all versions of its key
-//! (no limit), so a tombstone goes only with everything below it.
+//! horizon share the oracle's lock). A key read whole is read without a
+//! limit, so a tombstone goes only with everything below it.
 //!
 //! It also counts the versions it kept only because a snapshot older than
 //! the watermark is active (`Counters::pinned`): a pass counts them; a
@@ -130,8 +132,10 @@ pub(crate) fn step(engine: &Engine, stop: &dyn Fn() -> bool) -> Result<Option<Re
     Ok(Some(report))
 }
 
-/// Sweeps the dropped keyspaces `unswept`, then prunes each key of
-/// `ready` at `horizon`. Returns the report and whether it finished.
+/// Sweeps the dropped keyspaces `unswept`, then removes what each entry
+/// of `ready` (sorted) names, reading the keys whose entry has an
+/// incomplete list whole at `horizon`. Returns the report and whether it
+/// finished.
 fn visit(
     engine: &Engine,
     ready: &Ready,
