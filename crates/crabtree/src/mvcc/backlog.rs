@@ -38,8 +38,9 @@
 //! `whole`:
 //! * versions left by an earlier process (the backlog is not persisted):
 //!   `whole` starts set, so the first round after open reads the tree once;
-//! * entries dropped because the backlog reached its size bound (writers
-//!   outrunning vacuum): they are all dropped and `whole` is set;
+//! * entries dropped because the backlog reached its size bound
+//!   ([`bytes_max`]; writers outrunning vacuum): they are all dropped and
+//!   `whole` is set;
 //! * a round that failed (an I/O error) or was stopped: `whole` is set.
 //!
 //! A whole-tree pass clears `whole` only if no entry was dropped since it
@@ -52,8 +53,13 @@ use super::encoding::Ts;
 use crate::sync::Mutex;
 
 /// Bytes the backlog holds at most, before dropping its entries for a
-/// whole-tree pass.
-pub(crate) const BYTES_MAX: usize = 16 << 20;
+/// whole-tree pass: an eighth of the pool's budget (so a quarter
+/// of the memory a database uses beyond its pool), within 1 to 64 MiB
+/// (8 MiB for the default 64 MiB budget: about 150,000 single-key
+/// commits of 16-byte keys).
+pub(crate) fn bytes_max(pool_bytes: usize) -> usize {
+    (pool_bytes / 8).clamp(1 << 20, 64 << 20)
+}
 
 /// Bytes an entry costs besides its key prefix and older timestamps.
 const ENTRY_OVERHEAD: usize = std::mem::size_of::<Entry>();
@@ -316,6 +322,13 @@ mod tests {
             "the later commit stayed"
         );
         assert_eq!(backlog.whole_pass_due(), (false, 0));
+    }
+
+    #[test]
+    fn the_bound_follows_the_pool_within_limits() {
+        assert_eq!(bytes_max(64 << 20), 8 << 20);
+        assert_eq!(bytes_max(1 << 20), 1 << 20, "at least 1 MiB");
+        assert_eq!(bytes_max(4 << 30), 64 << 20, "at most 64 MiB");
     }
 
     #[test]

@@ -110,6 +110,7 @@ impl Engine {
     /// The engine over `tree`, whose last commit had timestamp `last_ts`.
     pub(crate) fn new(tree: Arc<BTree>, log: Arc<dyn CommitLog>, last_ts: Ts) -> Engine {
         let key_size_max = encoding::user_key_size_max(tree.key_size_max());
+        let backlog_bytes = backlog::bytes_max(tree.pool().stats().frames_max * tree.pool().page_size());
         let oracle = Arc::new(oracle::Oracle::new(last_ts));
         let counters = Arc::new(Counters::default());
         // A writer about to split a full leaf first drops the versions in
@@ -127,7 +128,7 @@ impl Engine {
             log,
             dropped: RwLock::new(HashMap::new()),
             swept: Mutex::new(HashSet::new()),
-            backlog: backlog::Backlog::new(backlog::BYTES_MAX),
+            backlog: backlog::Backlog::new(backlog_bytes),
             wake_vacuum: RwLock::new(None),
             any_dropped: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
