@@ -15,6 +15,8 @@ use std::time::Instant;
 
 #[path = "shared/keys.rs"]
 mod keys;
+#[path = "shared/load.rs"]
+mod load;
 use keys::{key, splitmix};
 
 /// One measured scan (kept out of line so a profiler can select it).
@@ -39,17 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options =
         crabtree::Options { max_pages: 1 << 20, memory_budget: 1 << 30, vacuum_interval: None, ..Default::default() };
     let db = crabtree::Db::open_with(dir.path().join("probe.crab"), options)?;
-    let value = [7u8; 100];
-    let mut next = 0;
-    while next < keys {
-        let end = (next + 1000).min(keys);
-        let mut tx = db.begin();
-        for i in next..end {
-            tx.put(&key(i), &value)?;
-        }
-        tx.commit()?;
-        next = end;
-    }
+    load::commit_keys(&db, keys, &[7u8; 100])?;
     let snap = db.snapshot();
     let started = Instant::now();
     let mut bytes = 0;

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 #[path = "shared/keys.rs"]
 mod keys;
+#[path = "shared/load.rs"]
+mod load;
 use keys::{key, splitmix};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -55,16 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     {
         let db = crabtree::Db::open_with(&path, options(1 << 30, None))?;
-        let mut next = 0;
-        while next < keys {
-            let end = (next + 1000).min(keys);
-            let mut tx = db.begin();
-            for i in next..end {
-                tx.put(&key(i), &value)?;
-            }
-            tx.commit()?;
-            next = end;
-        }
+        load::commit_keys(&db, keys, &value)?;
     }
     let db = crabtree::Db::open_with(&path, options(budget_mib << 20, vacuum))?;
     let started = Instant::now();

@@ -10,7 +10,7 @@
 //! forced with the failpoint `commit.before_timestamp`.
 
 use crabtree::failpoint::Pause;
-use crabtree::{Db, Error, Options, Stats};
+use crabtree::{Db, Error, Keyspace, Options, Stats};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -173,6 +173,43 @@ fn versions_left_by_an_earlier_process_go_in_the_first_pass_after_open() {
     assert_eq!(db.snapshot().get(&key(1)).unwrap().as_deref(), Some(&b"v2"[..]));
 }
 
+/// A keyspace drop held after its commit, before its mark, and a writer
+/// of the keyspace that began meanwhile, held at a failpoint of its
+/// commit.
+struct Race {
+    drop_pause: Pause,
+    dropper: std::thread::JoinHandle<crabtree::Result<bool>>,
+    write_pause: Pause,
+    writer: std::thread::JoinHandle<crabtree::Result<()>>,
+}
+
+/// Drops keyspace `tmp` on a thread (named `names[0]`) held at
+/// `keyspace.before_mark`, then starts a writer of `tmp` (thread
+/// `names[1]`) and waits until it is held at `writer_point`.
+fn race_a_drop(db: &Db, tmp: &Keyspace, writer_point: &'static str, names: [&'static str; 2]) -> Race {
+    let [dropper_name, writer_name] = names;
+    let drop_pause = Pause::arm_for("keyspace.before_mark", move |thread| thread.name() == Some(dropper_name));
+    let dropper = {
+        let db = db.clone();
+        std::thread::Builder::new().name(dropper_name.into()).spawn(move || db.drop_keyspace("tmp")).unwrap()
+    };
+    assert!(drop_pause.wait_parked(WAIT), "the drop never committed");
+    let write_pause = Pause::arm_for(writer_point, move |thread| thread.name() == Some(writer_name));
+    let writer = {
+        let (db, tmp) = (db.clone(), tmp.clone());
+        std::thread::Builder::new()
+            .name(writer_name.into())
+            .spawn(move || {
+                let mut tx = db.begin();
+                tx.put_in(&tmp, b"late", b"x").unwrap();
+                tx.commit().map(|_| ())
+            })
+            .unwrap()
+    };
+    assert!(write_pause.wait_parked(WAIT), "the writer never reached {writer_point}");
+    Race { drop_pause, dropper, write_pause, writer }
+}
+
 #[test]
 fn a_dropped_keyspace_is_swept_once_and_a_commit_racing_the_drop_is_refused() {
     let _alone = failpoints_alone();
@@ -192,25 +229,8 @@ fn a_dropped_keyspace_is_swept_once_and_a_commit_racing_the_drop_is_refused() {
     // the horizon below it), passes the commit's first check for dropped
     // keyspaces and is held before it takes its timestamp. The drop is
     // marked and vacuum sweeps the keyspace; then the writer goes on.
-    let drop_pause = Pause::arm_for("keyspace.before_mark", |thread| thread.name() == Some("dropper"));
-    let dropper = {
-        let db = db.clone();
-        std::thread::Builder::new().name("dropper".into()).spawn(move || db.drop_keyspace("tmp")).unwrap()
-    };
-    assert!(drop_pause.wait_parked(WAIT), "the drop never committed");
-    let write_pause = Pause::arm_for("commit.before_timestamp", |thread| thread.name() == Some("late writer"));
-    let writer = {
-        let (db, tmp) = (db.clone(), tmp.clone());
-        std::thread::Builder::new()
-            .name("late writer".into())
-            .spawn(move || {
-                let mut tx = db.begin();
-                tx.put_in(&tmp, b"late", b"x").unwrap();
-                tx.commit().map(|_| ())
-            })
-            .unwrap()
-    };
-    assert!(write_pause.wait_parked(WAIT), "the writer never reached its commit");
+    let Race { drop_pause, dropper, write_pause, writer } =
+        race_a_drop(&db, &tmp, "commit.before_timestamp", ["dropper", "late writer"]);
     drop_pause.resume();
     assert!(dropper.join().unwrap().unwrap());
     // Catalog entries: `default`, and none for `tmp` any more.
@@ -241,25 +261,8 @@ fn a_commit_into_a_keyspace_whose_drop_is_not_yet_marked_is_swept_after_it_appli
     // it applies its version. Vacuum must not sweep the keyspace before
     // that version is in: the drop's mark is the writer's timestamp, which
     // the horizon passes only once the writer has finished.
-    let drop_pause = Pause::arm_for("keyspace.before_mark", |thread| thread.name() == Some("dropper 2"));
-    let dropper = {
-        let db = db.clone();
-        std::thread::Builder::new().name("dropper 2".into()).spawn(move || db.drop_keyspace("tmp")).unwrap()
-    };
-    assert!(drop_pause.wait_parked(WAIT), "the drop never committed");
-    let write_pause = Pause::arm_for("commit.before_apply", |thread| thread.name() == Some("late writer 2"));
-    let writer = {
-        let (db, tmp) = (db.clone(), tmp.clone());
-        std::thread::Builder::new()
-            .name("late writer 2".into())
-            .spawn(move || {
-                let mut tx = db.begin();
-                tx.put_in(&tmp, b"late", b"x").unwrap();
-                tx.commit().map(|_| ())
-            })
-            .unwrap()
-    };
-    assert!(write_pause.wait_parked(WAIT), "the writer never reached its apply");
+    let Race { drop_pause, dropper, write_pause, writer } =
+        race_a_drop(&db, &tmp, "commit.before_apply", ["dropper 2", "late writer 2"]);
     drop_pause.resume();
     assert!(dropper.join().unwrap().unwrap());
     // Rounds run meanwhile; none may sweep yet.
