@@ -52,11 +52,11 @@
 use super::encoding::Ts;
 use crate::sync::Mutex;
 
-/// Bytes the backlog holds at most, before dropping its entries for a
-/// whole-tree pass: an eighth of the pool's budget (so a quarter
-/// of the memory a database uses beyond its pool), within 1 to 64 MiB
-/// (8 MiB for the default 64 MiB budget: about 150,000 single-key
-/// commits of 16-byte keys).
+/// Bytes the backlog holds at most (its vectors' spare capacity aside),
+/// before dropping its entries for a whole-tree pass: an eighth of the
+/// pool's budget, within 1 to 64 MiB (8 MiB for the default 64 MiB
+/// budget: about 140,000 single-key overwrites of 16-byte keys). Memory
+/// beyond the pool's budget, as the key locks and snapshots are.
 pub(crate) fn bytes_max(pool_bytes: usize) -> usize {
     (pool_bytes / 8).clamp(1 << 20, 64 << 20)
 }
