@@ -44,10 +44,16 @@
 //! * a round that failed (an I/O error) or was stopped: `whole` is set.
 //!
 //! A whole-tree pass clears `whole` only if no entry was dropped since it
-//! began (`dropped_count`). Entries of commits at or below the pass's
-//! horizon are covered by it and taken first; a commit above the horizon
-//! was still in flight when the horizon was read (the horizon is at most
-//! the watermark), so its entry stays for a later round.
+//! began (`dropped_count`) and its horizon is at or above `whole_upto`,
+//! the largest commit timestamp any entry had when entries were dropped.
+//! A pass at a lower horizon (a snapshot holding it back) cannot take the
+//! versions those entries named, so the worker does not run it until the
+//! horizon gets there; rounds meanwhile go on with the entries that are
+//! left. Entries still in the backlog at or below a pass's horizon are
+//! taken by the pass (its walk meets their keys); later ones stay for
+//! later rounds. (Found by an adversarial review: an earlier version let
+//! a pass held back by a snapshot clear the request, and the versions of
+//! the dropped entries stayed for good, `tests/vacuum_adversarial.rs`.)
 
 use super::encoding::Ts;
 use crate::sync::Mutex;
@@ -110,6 +116,13 @@ struct State {
     whole: bool,
     /// How many times entries were dropped (bound reached, failed round).
     dropped_count: u64,
+    /// The largest commit timestamp any entry ever had: entries dropped
+    /// are of commits at or below it, so only a whole pass whose horizon
+    /// reached the value it had then covers them (`whole_upto`).
+    max_ts: Ts,
+    /// Set with `whole`: the whole pass must have its horizon at or above
+    /// this to cover every entry dropped.
+    whole_upto: Ts,
 }
 
 impl State {
@@ -118,7 +131,13 @@ impl State {
     }
 
     fn drop_all(&mut self) {
-        *self = State { whole: true, dropped_count: self.dropped_count + 1, ..State::default() };
+        *self = State {
+            whole: true,
+            dropped_count: self.dropped_count + 1,
+            max_ts: self.max_ts,
+            whole_upto: self.whole_upto.max(self.max_ts),
+            ..State::default()
+        };
     }
 
     /// Appends an entry whose bytes are `prefix` and `older` (as bytes).
@@ -129,6 +148,7 @@ impl State {
         for old in older {
             self.arena.extend_from_slice(&old.to_le_bytes());
         }
+        self.max_ts = self.max_ts.max(ts);
         self.entries.push(Entry {
             ts,
             start,
@@ -228,12 +248,20 @@ impl Backlog {
         (state.whole, state.dropped_count)
     }
 
-    /// A whole-tree pass that began at drop count `dropped_count` ended:
-    /// nothing it could not see was dropped meanwhile, unless the count
-    /// moved.
-    pub(crate) fn whole_pass_done(&self, dropped_count: u64) {
+    /// Whether a whole pass at `horizon` would cover every entry dropped
+    /// so far (else, with a snapshot holding the horizon back, it would
+    /// have to run again: the worker waits instead).
+    pub(crate) fn whole_pass_covers(&self, horizon: Ts) -> bool {
+        horizon >= self.state.lock().whole_upto
+    }
+
+    /// A whole-tree pass at `horizon` that began at drop count
+    /// `dropped_count` ended. It covered every dropped entry if its
+    /// horizon reached them all (commits above it were not yet seen by
+    /// it) and none was dropped while it ran.
+    pub(crate) fn whole_pass_done(&self, dropped_count: u64, horizon: Ts) {
         let mut state = self.state.lock();
-        if state.dropped_count == dropped_count {
+        if state.dropped_count == dropped_count && horizon >= state.whole_upto {
             state.whole = false;
         }
     }
@@ -298,7 +326,7 @@ mod tests {
     fn takes_what_the_horizon_passed_in_key_order() {
         let backlog = Backlog::new(1 << 20);
         assert_eq!(backlog.whole_pass_due(), (true, 0), "a new backlog knows nothing of earlier versions");
-        backlog.whole_pass_done(0);
+        backlog.whole_pass_done(0, 0);
         assert_eq!(backlog.whole_pass_due(), (false, 0));
         backlog.push(5, [left(b"b", &[4, 2]), Left { prefix: b"a", older: &[], tombstone: true, complete: false }]);
         backlog.push(7, [left(b"c", &[1])]);
@@ -334,7 +362,7 @@ mod tests {
     #[test]
     fn reaching_the_bound_drops_everything_for_a_whole_pass() {
         let backlog = Backlog::new(10 * (ENTRY_OVERHEAD + 4 + 8));
-        backlog.whole_pass_done(0);
+        backlog.whole_pass_done(0, 0);
         let mut woke = 0;
         for i in 0..9u32 {
             woke += usize::from(backlog.push(u64::from(i), [left(&i.to_be_bytes(), &[0])]));
@@ -347,9 +375,16 @@ mod tests {
         assert_eq!(backlog.take_ready(u64::MAX).len(), 0, "entries dropped");
         // A pass that began before another drop does not clear the flag.
         backlog.give_up();
-        backlog.whole_pass_done(count);
+        backlog.whole_pass_done(count, 9);
         assert!(backlog.whole_pass_due().0);
-        backlog.whole_pass_done(backlog.whole_pass_due().1);
+        // Nor does one whose horizon is below a dropped entry's commit
+        // (entry 8 or 9 was dropped): it never saw those versions.
+        let count = backlog.whole_pass_due().1;
+        assert!(!backlog.whole_pass_covers(8));
+        backlog.whole_pass_done(count, 8);
+        assert!(backlog.whole_pass_due().0);
+        assert!(backlog.whole_pass_covers(9));
+        backlog.whole_pass_done(count, 9);
         assert!(!backlog.whole_pass_due().0);
     }
 }

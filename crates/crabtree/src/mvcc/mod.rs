@@ -339,8 +339,9 @@ impl Engine {
     /// Removes the versions of the keys just written at `ts` that no
     /// snapshot can see, and records in the backlog, per key, the older
     /// versions left (and a tombstone written), which will be garbage once
-    /// the horizon reaches `ts`. Housekeeping: a version an error kept is
-    /// recorded as left.
+    /// the horizon reaches `ts`. Housekeeping: an error ends the key's
+    /// removals (the tombstones above a version it kept stay too), and
+    /// what it kept is recorded as left.
     ///
     /// A history of `PRUNE_SCAN_MAX` versions may stop short of the key's
     /// oldest: then a tombstone at or below the horizon stays, hiding
@@ -352,13 +353,19 @@ impl Engine {
         let mut wake = false;
         for ((prefix, history), value) in prefixes.iter().zip(histories).zip(writes.values()) {
             let complete = history.len() < PRUNE_SCAN_MAX;
-            // Bit i: history[i] was removed.
+            // Bit i: history[i] was removed. Oldest first, and the first
+            // failure ends the key's removals: a tombstone must not go
+            // when a value below it stayed.
             let mut removed = 0u64;
             for old in read::invisible_of(history, horizon, complete) {
-                if let Ok(Some(_)) = self.tree.remove(&encoding::version_key(prefix, old))
-                    && let Some(index) = history.iter().position(|&(ts, _)| ts == old)
-                {
-                    removed |= 1 << index;
+                match self.tree.remove(&encoding::version_key(prefix, old)) {
+                    Ok(Some(_)) => {
+                        if let Some(index) = history.iter().position(|&(ts, _)| ts == old) {
+                            removed |= 1 << index;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(_) => break,
                 }
             }
             self.counters.pruned.fetch_add(u64::from(removed.count_ones()), Ordering::Relaxed);

@@ -79,7 +79,7 @@ pub(crate) fn pass(engine: &Engine, stop: &dyn Fn() -> bool) -> Result<Report> {
     let walked = walk(engine, horizon, watermark, &dropped, stop);
     match &walked {
         Ok((report, true)) => {
-            engine.backlog.whole_pass_done(dropped_count);
+            engine.backlog.whole_pass_done(dropped_count, horizon);
             for &ks in &dropped {
                 engine.mark_swept(ks);
             }
@@ -101,10 +101,13 @@ pub(crate) fn pass(engine: &Engine, stop: &dyn Fn() -> bool) -> Result<Report> {
 /// dropped keyspaces not yet swept. Returns `None` if there was nothing
 /// to do.
 pub(crate) fn step(engine: &Engine, stop: &dyn Fn() -> bool) -> Result<Option<Report>> {
-    if engine.backlog.whole_pass_due().0 {
+    let horizon = engine.oracle.horizon();
+    // A whole pass is due, but one at this horizon would not cover the
+    // entries dropped (a snapshot holds the horizon below their commits):
+    // it waits, and rounds go on with the entries that are left.
+    if engine.backlog.whole_pass_due().0 && engine.backlog.whole_pass_covers(horizon) {
         return pass(engine, stop).map(Some);
     }
-    let horizon = engine.oracle.horizon();
     let watermark = engine.oracle.visible().max(horizon);
     let unswept = engine.unswept_before(horizon);
     let mut ready = engine.backlog.take_ready(horizon);
