@@ -163,3 +163,43 @@ fn a_failed_prune_removal_still_removes_the_tombstone_above_it() {
         "the snapshot read `k` as deleted; the failed prune brought its old value back"
     );
 }
+
+/// A background round that fails part-way (an I/O error on a removal)
+/// must not go on to the tombstone above the value it could not remove,
+/// and must leave the rest to a whole pass (`vacuum::step`: the round's
+/// error gives the backlog up).
+///
+/// Schedule (worker every 2 ms): put `k`=v0; delete `k` (its entry lists
+/// v0, then the tombstone); the worker's removal of v0 fails once
+/// (failpoint `write.leaf_latched`, the vacuum thread only). Expected:
+/// `k` reads as deleted throughout, and the whole pass that follows
+/// removes both versions.
+#[test]
+fn a_round_cut_short_by_an_error_keeps_the_tombstone_and_asks_for_a_pass() {
+    let _alone = alone();
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options { vacuum_interval: Some(Duration::from_millis(2)), ..Options::default() };
+    let db = Db::open_with(dir.path().join("db.crab"), options).unwrap();
+    wait_until(&db, Duration::from_secs(20), |s| s.vacuum_passes >= 1).expect("the pass after open");
+    let fired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fire = std::sync::Arc::clone(&fired);
+    failpoint::set("write.leaf_latched", move || {
+        if std::thread::current().name() == Some("crabtree-vacuum")
+            && !fire.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(Error::InvalidArgument("injected: vacuum removal failed".into()));
+        }
+        Ok(())
+    });
+    db.update(|tx| tx.put(b"k", b"v0")).unwrap();
+    db.update(|tx| tx.delete(b"k")).unwrap();
+    let started = Instant::now();
+    while !fired.load(std::sync::atomic::Ordering::SeqCst) || db.stats().tree_entries > CATALOG_ENTRIES {
+        assert_eq!(db.snapshot().get(b"k").unwrap(), None, "a deleted value came back: {:?}", db.stats());
+        assert!(started.elapsed() < Duration::from_secs(20), "never vacuumed: {:?}", db.stats());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    failpoint::clear("write.leaf_latched");
+    assert_eq!(db.snapshot().get(b"k").unwrap(), None);
+    db.check().unwrap();
+}
