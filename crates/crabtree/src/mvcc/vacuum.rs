@@ -58,6 +58,13 @@ pub(crate) struct Report {
 }
 
 impl Report {
+    /// Adds a finished pass or round to the engine's counters.
+    fn count(&self, engine: &Engine) {
+        engine.counters.vacuumed.fetch_add(self.removed, Ordering::Relaxed);
+        engine.counters.vacuum_passes.fetch_add(1, Ordering::Relaxed);
+        engine.counters.vacuum_read.fetch_add(self.scanned, Ordering::Relaxed);
+    }
+
     fn add(&mut self, other: &Report) {
         self.removed += other.removed;
         self.pinned += other.pinned;
@@ -90,9 +97,7 @@ pub(crate) fn pass(engine: &Engine, stop: &dyn Fn() -> bool) -> Result<Report> {
         _ => engine.backlog.give_up(),
     }
     let (report, _) = walked?;
-    engine.counters.vacuumed.fetch_add(report.removed, Ordering::Relaxed);
-    engine.counters.vacuum_passes.fetch_add(1, Ordering::Relaxed);
-    engine.counters.vacuum_read.fetch_add(report.scanned, Ordering::Relaxed);
+    report.count(engine);
     Ok(report)
 }
 
@@ -129,9 +134,7 @@ pub(crate) fn step(engine: &Engine, stop: &dyn Fn() -> bool) -> Result<Option<Re
     }
     let (report, _) = visited?;
     engine.counters.pinned.store(engine.backlog.pinned(horizon, watermark), Ordering::Relaxed);
-    engine.counters.vacuumed.fetch_add(report.removed, Ordering::Relaxed);
-    engine.counters.vacuum_passes.fetch_add(1, Ordering::Relaxed);
-    engine.counters.vacuum_read.fetch_add(report.scanned, Ordering::Relaxed);
+    report.count(engine);
     Ok(Some(report))
 }
 
