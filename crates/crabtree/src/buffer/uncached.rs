@@ -20,7 +20,14 @@
 //! sixteenth as many entries as the budget has frames (rounded up to a
 //! power of two). A miss whose id is in its entry is admitted (loaded as
 //! before) and clears the entry; otherwise it records its id and reads
-//! uncached. A page that is a fraction `r` of the misses is admitted on a
+//! uncached. Every uncached read writes its entry, so each home shard of
+//! threads (`frames::home_shard`) has a table of its own: with one table
+//! shared, two threads wrote the same 64 lines and took each other's on
+//! most misses, which cost uniform gets with two threads about 3%
+//! (`docs/BENCHMARKS.md`, "Admission filter per home shard"). A page is
+//! then admitted on its second miss by threads of the same shard; under
+//! any one distribution of reads each thread sees a hot page as often as
+//! all of them together do, so the rate below holds per shard. A page that is a fraction `r` of the misses is admitted on a
 //! miss with probability about `r * D / (1 + r * D)` for `D` entries (the
 //! misses in between are geometric): under uniform reads over `N` pages,
 //! `D / (N + D)`, 3.5% for the pool_oom bench (28k pages missed, 1,024
@@ -65,16 +72,18 @@
 //! (`tests/tls_teardown.rs`).
 
 use super::Restart;
+use super::frames::home_shard;
 use super::guard::OptimisticGuard;
 use super::latch;
 use super::pool::BufferPool;
 use crate::Result;
 use crate::ids::PageId;
+use crate::limits::FRAME_FREE_SHARDS;
 use crate::page::bytes::AtomicPage;
 use crate::sync::{AtomicBool, Ordering};
 use std::sync::atomic::AtomicU32;
 
-/// Largest number of admission filter entries (4 bytes each).
+/// Largest number of entries of a shard's admission filter (4 bytes each).
 const FILTER_ENTRIES_MAX: usize = 1 << 16;
 
 thread_local! {
@@ -84,11 +93,19 @@ thread_local! {
     static SPARE: std::cell::Cell<Option<Box<[crate::sync::AtomicU64]>>> = const { std::cell::Cell::new(None) };
 }
 
+/// Words of padding between two shards' tables, so no cache line holds
+/// entries of two shards.
+const FILTER_PAD: usize = 64 / std::mem::size_of::<AtomicU32>();
+
 /// The admission filter and the switch for uncached reads.
 pub(super) struct Admission {
-    /// Recently missed page ids (low 32 bits; 0: empty), direct-mapped.
+    /// Recently missed page ids (low 32 bits; 0: empty), direct-mapped:
+    /// `FRAME_FREE_SHARDS` tables of `entries`, each followed by
+    /// `FILTER_PAD` unused words.
     recent: Box<[AtomicU32]>,
-    /// `64 - log2(recent.len())`: the hash's top bits index `recent`.
+    /// Entries of one shard's table (a power of two).
+    entries: usize,
+    /// `64 - log2(entries)`: the hash's top bits index a table.
     shift: u32,
     /// Whether point reads may read uncached (on by default).
     on: AtomicBool,
@@ -99,7 +116,8 @@ impl Admission {
     pub(super) fn new(frames_max: usize) -> Admission {
         let entries = (frames_max / 16).next_power_of_two().clamp(64, FILTER_ENTRIES_MAX);
         Admission {
-            recent: (0..entries).map(|_| AtomicU32::new(0)).collect(),
+            recent: (0..FRAME_FREE_SHARDS * (entries + FILTER_PAD)).map(|_| AtomicU32::new(0)).collect(),
+            entries,
             shift: 64 - entries.trailing_zeros(),
             on: AtomicBool::new(true),
         }
@@ -122,17 +140,19 @@ impl Admission {
         }
     }
 
-    /// Drops `pid` from the table, as another page's miss that maps to the
-    /// same entry does (tests).
+    /// Drops `pid` from the calling thread's table, as another page's miss
+    /// that maps to the same entry does (tests).
     #[cfg(test)]
     fn forget(&self, pid: PageId) {
         self.entry(pid).store(0, Ordering::Relaxed);
     }
 
-    /// The table entry `pid` maps to (a multiplicative hash of its id).
+    /// The entry `pid` maps to (a multiplicative hash of its id) in the
+    /// table of the calling thread's home shard.
     #[inline]
     fn entry(&self, pid: PageId) -> &AtomicU32 {
-        &self.recent[(pid.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize]
+        let table = home_shard() * (self.entries + FILTER_PAD);
+        &self.recent[table + (pid.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize]
     }
 }
 
