@@ -215,7 +215,10 @@ impl BTree {
             }
             return Ok(Next::Here(Some(found)));
         }
-        let (index, past_all) = guard.check(node.child_position(key))?;
+        // The child's state word is the descent's next read, and below
+        // level 1 (one word per leaf, each read once per leaf visit) most
+        // likely a cache miss: start it during the search.
+        let (index, past_all) = guard.check(node.child_position_hinting(key, |link| self.pool.prefetch_state(link)))?;
         if past_all && guard.check(node.is_above_high_key(key))? {
             return Self::move_right(guard, head.right);
         }

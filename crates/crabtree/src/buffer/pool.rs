@@ -520,6 +520,15 @@ impl PoolCore {
         Latch::new(&self.states.words(pid.0 as usize * 2, 1)[0])
     }
 
+    /// Hints that the state word of page `link` will be read soon. Any
+    /// value is accepted; one past the page table is ignored.
+    #[inline]
+    pub(crate) fn prefetch_state(&self, link: u64) {
+        if link < self.max_pages {
+            crate::sync::prefetch(&self.states.words(link as usize * 2, 1)[0]);
+        }
+    }
+
     /// The page-table word of `pid`: the frame it is in while resident.
     #[inline]
     fn frame_word(&self, pid: PageId) -> &AtomicU64 {
