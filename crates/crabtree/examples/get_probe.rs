@@ -12,7 +12,9 @@
 //!   with GETS gets; most measured gets then read their leaf with `pread`
 //!   (the larger-than-memory path).
 //!
-//! Prints nanoseconds per measured get and the pool's counters. Built with
+//! Prints nanoseconds per measured get (wall time over the gets of one
+//! thread) and the pool's counters. `PROBE_THREADS=N` runs N threads that
+//! each make GETS measured operations at once. Built with
 //! the crate's dev-dependencies, so with the `failpoints` feature (a few
 //! checks a get, about 20 instructions).
 //!
@@ -96,14 +98,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         _ => return Err(usage.into()),
     };
+    // `PROBE_THREADS` threads (default 1) each make GETS operations.
+    let threads: u64 = std::env::var("PROBE_THREADS").map_or(Ok(1), |n| n.parse())?;
     let started = Instant::now();
-    let mut bytes = 0;
-    for j in 0..gets {
-        bytes += match scan {
-            Some(len) => measured_scan(&tree, splitmix(j) % keys, len),
-            None => measured(&tree, splitmix(j) % keys),
-        };
-    }
+    let bytes: usize = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|t| {
+                let tree = &tree;
+                scope.spawn(move || {
+                    let mut bytes = 0;
+                    for j in t * gets..(t + 1) * gets {
+                        bytes += match scan {
+                            Some(len) => measured_scan(tree, splitmix(j) % keys, len),
+                            None => measured(tree, splitmix(j) % keys),
+                        };
+                    }
+                    bytes
+                })
+            })
+            .collect();
+        workers.into_iter().map(|worker| worker.join().expect("probe thread")).sum()
+    });
     let elapsed = started.elapsed();
     let what = scan.map_or("get".to_string(), |len| format!("scan of {len}"));
     println!(
