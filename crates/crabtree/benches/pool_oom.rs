@@ -16,7 +16,9 @@
 //! raw loop and crabtree alternate in ten slices each, so the host's drift
 //! (up to 20% within seconds on a shared virtual machine) falls on both:
 //! * `pread xN`: raw `pread` of a random 4 KiB-aligned page of the file,
-//!   through glibc (as fio's `psync` engine reads);
+//!   through glibc (as fio's `psync` engine reads), into a buffer each
+//!   thread keeps (until stop 17 a zeroed array per read, whose 4 KiB
+//!   `memset` made the raw rate 4-6% lower);
 //! * `pread syscall xN`: the same read as the system call itself
 //!   (rustix, as `FileStorage` reads), against the glibc loop;
 //! * `get xN`: `BTree::get` of a uniformly random existing key (value
@@ -71,6 +73,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const PAGE_SIZE: usize = 4096;
+
+thread_local! {
+    /// The raw loops' page buffer, one per thread, reused.
+    static RAW_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; PAGE_SIZE]);
+}
 const VALUE_SIZE: usize = 100;
 const BATCH: u64 = 32;
 const SCAN_LEN: usize = 100;
@@ -422,20 +429,25 @@ fn main() {
         file_bytes >> 20,
         pool_bytes >> 20,
     );
+    // Each thread reads into a buffer of its own, kept from one read to
+    // the next as fio's is: a fresh zeroed array per read put a 4 KiB
+    // `memset` into every raw read.
     let pread = |rng: &mut fastrand::Rng| {
-        let mut buf = [0u8; PAGE_SIZE];
-        raw.read_exact_at(&mut buf, rng.u64(1..pages) * PAGE_SIZE as u64).expect("pread");
-        black_box(&buf);
+        RAW_BUFFER.with_borrow_mut(|buf| {
+            raw.read_exact_at(buf, rng.u64(1..pages) * PAGE_SIZE as u64).expect("pread");
+            black_box(&buf);
+        });
     };
     // The raw loop reads as fio's psync engine does, through glibc's
     // `pread`; crabtree's `FileStorage` makes the system call itself
     // (rustix), which skips glibc's cancellation-point switches. The
     // `pread syscall` row puts the two raw loops side by side.
     let pread_syscall = |rng: &mut fastrand::Rng| {
-        let mut buf = [0u8; PAGE_SIZE];
-        let read = rustix::io::pread(&raw, &mut buf, rng.u64(1..pages) * PAGE_SIZE as u64).expect("pread");
-        assert_eq!(read, PAGE_SIZE);
-        black_box(&buf);
+        RAW_BUFFER.with_borrow_mut(|buf| {
+            let read = rustix::io::pread(&raw, &mut buf[..], rng.u64(1..pages) * PAGE_SIZE as u64).expect("pread");
+            assert_eq!(read, PAGE_SIZE);
+            black_box(&buf);
+        });
     };
     let get = |rng: &mut fastrand::Rng| {
         let i = rng.u64(0..keys);
