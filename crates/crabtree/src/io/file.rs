@@ -107,41 +107,42 @@ fn sync_parent_dir(path: &Path) -> Result<()> {
 }
 
 /// `offset + done`, or `InvalidInput` if the file position would overflow.
-fn position(offset: u64, done: usize) -> io::Result<u64> {
-    u64::try_from(done)
-        .ok()
-        .and_then(|done| offset.checked_add(done))
-        .ok_or_else(|| io::Error::from(ErrorKind::InvalidInput))
+fn position(offset: u64, done: usize) -> rustix::io::Result<u64> {
+    u64::try_from(done).ok().and_then(|done| offset.checked_add(done)).ok_or(rustix::io::Errno::INVAL)
+}
+
+/// Moves `len` bytes with `op`, which moves what it can from byte `done`
+/// on and says how many: short transfers go on from where they stopped, an
+/// interrupted call (`EINTR`) is made again, a transfer of zero bytes is
+/// `zero` (end of file for a read), and any other error ends it.
+#[inline]
+fn transfer_all(len: usize, zero: ErrorKind, mut op: impl FnMut(usize) -> rustix::io::Result<usize>) -> Result<()> {
+    let mut done = 0;
+    while done < len {
+        match op(done) {
+            Ok(0) => return Err(io::Error::from(zero).into()),
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(errno) => return Err(io::Error::from(errno).into()),
+        }
+    }
+    Ok(())
 }
 
 impl Storage for FileStorage {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let mut done = 0;
-        while done < buf.len() {
+        // A read that returns zero bytes is at the end of the file.
+        transfer_all(buf.len(), ErrorKind::UnexpectedEof, |done| {
             let rest = buf.get_mut(done..).unwrap_or_default();
-            match rustix::io::pread(&self.file, rest, position(offset, done)?) {
-                // A short read that returns zero means end of file.
-                Ok(0) => return Err(io::Error::from(ErrorKind::UnexpectedEof).into()),
-                Ok(n) => done += n,
-                Err(rustix::io::Errno::INTR) => {}
-                Err(errno) => return Err(io::Error::from(errno).into()),
-            }
-        }
-        Ok(())
+            rustix::io::pread(&self.file, rest, position(offset, done)?)
+        })
     }
 
     fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
-        let mut done = 0;
-        while done < buf.len() {
+        transfer_all(buf.len(), ErrorKind::WriteZero, |done| {
             let rest = buf.get(done..).unwrap_or_default();
-            match rustix::io::pwrite(&self.file, rest, position(offset, done)?) {
-                Ok(0) => return Err(io::Error::from(ErrorKind::WriteZero).into()),
-                Ok(n) => done += n,
-                Err(rustix::io::Errno::INTR) => {}
-                Err(errno) => return Err(io::Error::from(errno).into()),
-            }
-        }
-        Ok(())
+            rustix::io::pwrite(&self.file, rest, position(offset, done)?)
+        })
     }
 
     fn sync(&self) -> Result<()> {
@@ -162,6 +163,55 @@ impl Storage for FileStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::io::Errno;
+
+    /// Runs `transfer_all` of `len` bytes over a scripted sequence of
+    /// system call results; returns its result and the offsets asked for.
+    fn scripted(len: usize, zero: ErrorKind, script: &[rustix::io::Result<usize>]) -> (Result<()>, Vec<usize>) {
+        let mut calls = Vec::new();
+        let mut next = script.iter();
+        let result = transfer_all(len, zero, |done| {
+            calls.push(done);
+            *next.next().expect("transfer_all called past the script")
+        });
+        (result, calls)
+    }
+
+    /// The retry loop of every read and write, with the system call's rare
+    /// answers that a regular file on a local disk almost never gives:
+    /// `EINTR` (a signal), short transfers, zero bytes, other errors.
+    #[test]
+    fn transfers_go_on_after_interrupts_and_short_counts() {
+        let (result, calls) =
+            scripted(4096, ErrorKind::UnexpectedEof, &[Err(Errno::INTR), Ok(1000), Err(Errno::INTR), Ok(3096)]);
+        assert!(result.is_ok());
+        assert_eq!(calls, [0, 0, 1000, 1000], "an interrupted call is made again from where it stood");
+
+        let (result, calls) = scripted(4096, ErrorKind::UnexpectedEof, &[Ok(512), Ok(0)]);
+        let Err(Error::Io(error)) = result else { panic!("zero bytes read: {result:?}") };
+        assert_eq!(error.kind(), ErrorKind::UnexpectedEof);
+        assert_eq!(calls, [0, 512]);
+
+        let (result, _) = scripted(10, ErrorKind::WriteZero, &[Ok(0)]);
+        let Err(Error::Io(error)) = result else { panic!("zero bytes written: {result:?}") };
+        assert_eq!(error.kind(), ErrorKind::WriteZero);
+
+        let (result, calls) = scripted(4096, ErrorKind::UnexpectedEof, &[Ok(100), Err(Errno::IO), Ok(3996)]);
+        let Err(Error::Io(error)) = result else { panic!("EIO: {result:?}") };
+        assert_eq!(error.raw_os_error(), Some(Errno::IO.raw_os_error()));
+        assert_eq!(calls, [0, 100], "an error other than EINTR ends the transfer");
+
+        let (result, calls) = scripted(0, ErrorKind::UnexpectedEof, &[]);
+        assert!(result.is_ok());
+        assert!(calls.is_empty());
+    }
+
+    /// An offset past `u64::MAX` is an invalid argument, not a wrap.
+    #[test]
+    fn a_position_past_the_end_of_the_offsets_is_refused() {
+        assert_eq!(position(u64::MAX - 1, 1), Ok(u64::MAX));
+        assert_eq!(position(u64::MAX, 1), Err(Errno::INVAL));
+    }
 
     #[test]
     fn write_read_round_trip_across_reopen() -> Result<()> {
