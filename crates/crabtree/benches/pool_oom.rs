@@ -73,17 +73,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const PAGE_SIZE: usize = 4096;
-
-thread_local! {
-    /// The raw loops' page buffer, one per thread, reused.
-    static RAW_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; PAGE_SIZE]);
-}
 const VALUE_SIZE: usize = 100;
 const BATCH: u64 = 32;
 const SCAN_LEN: usize = 100;
 const SPREAD_PRIME: u64 = 2_147_483_647;
 /// Stretches a cell's raw loop and crabtree run are cut into, alternating.
 const SLICES: usize = 10;
+
+thread_local! {
+    /// The raw loops' page buffer, one per thread, reused.
+    static RAW_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; PAGE_SIZE]);
+}
 
 /// Whether `CRABTREE_BENCH_WORKLOADS` (comma list of name prefixes; one
 /// ending in `$` names a workload exactly) asks for `name`; all when unset.

@@ -23,11 +23,12 @@
 //! uncached. Every uncached read writes its entry, so each home shard of
 //! threads (`frames::home_shard`) has a table of its own: with one table
 //! shared, two threads wrote the same 64 lines and took each other's on
-//! most misses, which cost uniform gets with two threads about 3%
-//! (`docs/BENCHMARKS.md`, "Admission filter per home shard"). A page is
-//! then admitted on its second miss by threads of the same shard; under
-//! any one distribution of reads each thread sees a hot page as often as
-//! all of them together do, so the rate below holds per shard. A page that is a fraction `r` of the misses is admitted on a
+//! most misses, which cost uniform gets with two threads 2-3%
+//! (`docs/BENCHMARKS.md`, "The admission filter, one table per home
+//! shard"). A page is then admitted on its second miss by threads of the
+//! same shard; under any one distribution of reads each thread sees a hot
+//! page as often as all of them together do, so the rate below holds per
+//! shard. A page that is a fraction `r` of the misses is admitted on a
 //! miss with probability about `r * D / (1 + r * D)` for `D` entries (the
 //! misses in between are geometric): under uniform reads over `N` pages,
 //! `D / (N + D)`, 3.5% for the pool_oom bench (28k pages missed, 1,024

@@ -106,7 +106,8 @@ fn sync_parent_dir(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `offset + done`, or `InvalidInput` if the file position would overflow.
+/// `offset + done`, or `EINVAL` (an `InvalidInput` error) if the file
+/// position would overflow.
 fn position(offset: u64, done: usize) -> rustix::io::Result<u64> {
     u64::try_from(done).ok().and_then(|done| offset.checked_add(done)).ok_or(rustix::io::Errno::INVAL)
 }
