@@ -64,6 +64,9 @@
 //! * `keyspace.before_mark`: a keyspace drop is committed (a snapshot
 //!   begun now no longer sees the keyspace) and not yet marked dropped for
 //!   commits and vacuum (`db::keyspace`, the catalog mutex held);
+//! * `backlog.take_gap`: the vacuum backlog's entries were taken out and
+//!   split into ready and waiting, and the waiting ones are not back yet
+//!   (`mvcc::backlog`, no lock held: commits push meanwhile);
 //! * `commit.before_apply`: a transaction's commit record is appended and
 //!   none of its versions applied (`mvcc`); an error stands for a crash
 //!   there.

@@ -3,8 +3,10 @@
 //! space for good or brought a deleted value back, stay fixed.
 //!
 //! Method: each test replays one schedule (a failpoint where it needs an
-//! error); its doc comment gives the schedule, the expected result and
-//! what the code before the fix did. Both failed before their fixes.
+//! error or a pause); its doc comment gives the schedule, the expected
+//! result and what the code before the fix did. The first two failed
+//! before their fixes; the last two hold gaps that were sound (each fails
+//! with the rule that closes its gap removed).
 
 use crabtree::{Db, Error, Options, Stats, failpoint};
 use std::time::{Duration, Instant};
@@ -201,5 +203,69 @@ fn a_round_cut_short_by_an_error_keeps_the_tombstone_and_asks_for_a_pass() {
     }
     failpoint::clear("write.leaf_latched");
     assert_eq!(db.snapshot().get(b"k").unwrap(), None);
+    db.check().unwrap();
+}
+
+/// The backlog's `take_ready` sorts its entries with the lock free, so
+/// commits push entries into a fresh arena meanwhile; the entries still
+/// waiting for the horizon then go back after those, at new offsets. An
+/// entry put back with its old offset would name another key's bytes,
+/// and its versions would stay for good (no whole pass follows).
+///
+/// Schedule (worker every 2 ms, live data so the rounds are not dense):
+/// 1. put `k1`=v1 (A); open snapshot S (horizon A); put `k1`=v2 (B: its
+///    entry lists A, and waits for the horizon);
+/// 2. the worker's next `take_ready` takes that entry out and is held in
+///    the gap (failpoint `backlog.take_gap`, the vacuum thread only);
+/// 3. meanwhile 20 commits put new keys and overwrite `k2` twice: their
+///    entries fill the fresh arena;
+/// 4. the worker goes on; S is dropped.
+///
+/// Expected: every old version goes (`k1`@A, `k2`'s two older ones),
+/// leaving one version per key. Fails with the waiting entries put back
+/// at their old offsets, or not put back.
+#[test]
+fn entries_waiting_across_the_take_gap_keep_their_keys() {
+    let _alone = alone();
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options { vacuum_interval: Some(Duration::from_millis(2)), ..Options::default() };
+    let db = Db::open_with(dir.path().join("db.crab"), options).unwrap();
+    wait_until(&db, Duration::from_secs(20), |s| s.vacuum_passes >= 1).expect("the pass after open");
+    let live = 5_000u32;
+    for first in (0..live).step_by(1_000) {
+        db.update(|tx| (first..first + 1_000).try_for_each(|i| tx.put(&live_key(i), &[7; 200]))).unwrap();
+    }
+    db.update(|tx| tx.put(b"k1", b"v1")).unwrap();
+    let snap = db.snapshot();
+    db.update(|tx| tx.put(b"k1", b"v2")).unwrap();
+    let (in_gap, held) = std::sync::mpsc::channel::<()>();
+    let (release, go_on) = std::sync::mpsc::channel::<()>();
+    let go_on = std::sync::Mutex::new(go_on);
+    let in_gap = std::sync::Mutex::new(in_gap);
+    let fired = std::sync::atomic::AtomicBool::new(false);
+    failpoint::set("backlog.take_gap", move || {
+        if std::thread::current().name() == Some("crabtree-vacuum")
+            && !fired.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let _ = in_gap.lock().unwrap().send(());
+            let _ = go_on.lock().unwrap().recv_timeout(Duration::from_secs(20));
+        }
+        Ok(())
+    });
+    held.recv_timeout(Duration::from_secs(20)).expect("the worker reached the gap");
+    for i in 0..20u32 {
+        db.update(|tx| tx.put(format!("new-{i:04}-{}", "n".repeat(40)).as_bytes(), b"x")).unwrap();
+        if i % 10 == 0 {
+            db.update(|tx| tx.put(b"k2", &[i as u8; 10])).unwrap();
+        }
+    }
+    release.send(()).unwrap();
+    failpoint::clear("backlog.take_gap");
+    assert_eq!(snap.get(b"k1").unwrap().as_deref(), Some(&b"v1"[..]));
+    drop(snap);
+    let expected = CATALOG_ENTRIES + u64::from(live) + 2 + 20;
+    let drained = wait_until(&db, Duration::from_secs(10), |s| s.tree_entries == expected);
+    assert!(drained.is_some(), "old versions stayed after the gap: {:?}", db.stats());
+    assert_eq!(db.snapshot().get(b"k1").unwrap().as_deref(), Some(&b"v2"[..]));
     db.check().unwrap();
 }

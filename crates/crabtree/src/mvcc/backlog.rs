@@ -279,6 +279,9 @@ impl Backlog {
             (std::mem::take(&mut state.arena), std::mem::take(&mut state.entries))
         };
         let (ready, waiting): (Vec<Entry>, Vec<Entry>) = entries.into_iter().partition(|entry| entry.ts <= horizon);
+        // Tests push entries here, into the fresh arena, before the
+        // waiting ones go back (`backlog.take_gap`).
+        failpoint!("backlog.take_gap", ignore);
         {
             let mut state = self.state.lock();
             // Entries pushed while the lock was free sit in a new arena;
