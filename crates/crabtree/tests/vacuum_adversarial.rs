@@ -36,9 +36,29 @@ fn wait_until(db: &Db, limit: Duration, done: impl Fn(&Stats) -> bool) -> Option
     }
 }
 
-/// A live key of the first test.
+/// A live key (data that keeps rounds from being dense).
 fn live_key(i: u32) -> Vec<u8> {
     format!("live-{i:08}").into_bytes()
+}
+
+/// A database in `dir` whose worker runs every 2 ms (with `memory_budget`
+/// if given), once the worker's pass after open is done.
+fn open_vacuuming(dir: &tempfile::TempDir, memory_budget: Option<usize>) -> Db {
+    let mut options = Options { vacuum_interval: Some(Duration::from_millis(2)), ..Options::default() };
+    if let Some(budget) = memory_budget {
+        options.memory_budget = budget;
+    }
+    let db = Db::open_with(dir.path().join("db.crab"), options).unwrap();
+    wait_until(&db, Duration::from_secs(20), |s| s.vacuum_passes >= 1).expect("the pass after open");
+    db
+}
+
+/// Puts `live` keys of 200-byte values, 1,000 a commit (`live` a multiple
+/// of 1,000).
+fn put_live(db: &Db, live: u32) {
+    for first in (0..live).step_by(1_000) {
+        db.update(|tx| (first..first + 1_000).try_for_each(|i| tx.put(&live_key(i), &[7; 200]))).unwrap();
+    }
 }
 
 /// A 200-byte key: the backlog's bound is reached with few commits.
@@ -76,17 +96,12 @@ fn big_key(i: u32) -> Vec<u8> {
 fn entries_dropped_above_the_horizon_are_never_vacuumed_by_the_worker() {
     let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
-    let options =
-        Options { memory_budget: 8 << 20, vacuum_interval: Some(Duration::from_millis(2)), ..Options::default() };
-    let db = Db::open_with(dir.path().join("db.crab"), options).unwrap();
-    wait_until(&db, Duration::from_secs(20), |s| s.vacuum_passes >= 1).expect("the pass after open");
+    let db = open_vacuuming(&dir, Some(8 << 20));
     // Live data, so the tree has more pages than the entries left after
     // the overflow: the round that takes them visits them one by one
     // (a dense round would walk the tree and hide the loss).
     let live = 10_000u32;
-    for first in (0..live).step_by(1_000) {
-        db.update(|tx| (first..first + 1_000).try_for_each(|i| tx.put(&live_key(i), &[7; 200]))).unwrap();
-    }
+    put_live(&db, live);
     db.update(|tx| tx.put(b"k", b"v1")).unwrap();
     let snap = db.snapshot();
     db.update(|tx| tx.put(b"k", b"v2")).unwrap();
@@ -180,9 +195,7 @@ fn a_failed_prune_removal_still_removes_the_tombstone_above_it() {
 fn a_round_cut_short_by_an_error_keeps_the_tombstone_and_asks_for_a_pass() {
     let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
-    let options = Options { vacuum_interval: Some(Duration::from_millis(2)), ..Options::default() };
-    let db = Db::open_with(dir.path().join("db.crab"), options).unwrap();
-    wait_until(&db, Duration::from_secs(20), |s| s.vacuum_passes >= 1).expect("the pass after open");
+    let db = open_vacuuming(&dir, None);
     let fired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let fire = std::sync::Arc::clone(&fired);
     failpoint::set("write.leaf_latched", move || {
@@ -228,13 +241,9 @@ fn a_round_cut_short_by_an_error_keeps_the_tombstone_and_asks_for_a_pass() {
 fn entries_waiting_across_the_take_gap_keep_their_keys() {
     let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
-    let options = Options { vacuum_interval: Some(Duration::from_millis(2)), ..Options::default() };
-    let db = Db::open_with(dir.path().join("db.crab"), options).unwrap();
-    wait_until(&db, Duration::from_secs(20), |s| s.vacuum_passes >= 1).expect("the pass after open");
+    let db = open_vacuuming(&dir, None);
     let live = 5_000u32;
-    for first in (0..live).step_by(1_000) {
-        db.update(|tx| (first..first + 1_000).try_for_each(|i| tx.put(&live_key(i), &[7; 200]))).unwrap();
-    }
+    put_live(&db, live);
     db.update(|tx| tx.put(b"k1", b"v1")).unwrap();
     let snap = db.snapshot();
     db.update(|tx| tx.put(b"k1", b"v2")).unwrap();

@@ -345,8 +345,9 @@ impl Engine {
     ///
     /// A history of `PRUNE_SCAN_MAX` versions may stop short of the key's
     /// oldest: then a tombstone at or below the horizon stays, hiding
-    /// those (`read::invisible_of` with `complete` false), and the backlog entry says the
-    /// list is incomplete (vacuum then reads the key whole).
+    /// those (`read::invisible_of` with `complete` false), and the backlog
+    /// entry says the list is incomplete (vacuum then reads the key
+    /// whole).
     fn prune(&self, ts: Ts, prefixes: &[Vec<u8>], writes: &WriteSet, histories: &[Vec<(Ts, bool)>]) {
         const _: () = assert!(PRUNE_SCAN_MAX <= 64, "a history's removals are a u64 bitmap");
         let horizon = self.oracle.horizon();

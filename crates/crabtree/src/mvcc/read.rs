@@ -163,7 +163,6 @@ pub(crate) struct VersionRange {
 }
 
 impl VersionRange {
-    /// Entries of keyspace `ks` in the user-key range at snapshot `ts`.
     /// The same range with nothing in it (a keyspace that does not exist
     /// at the snapshot).
     pub(crate) fn emptied(mut self) -> VersionRange {
@@ -171,6 +170,7 @@ impl VersionRange {
         self
     }
 
+    /// Entries of keyspace `ks` in the user-key range at snapshot `ts`.
     pub(crate) fn new(tree: Arc<BTree>, ts: Ts, ks: u32, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> VersionRange {
         let drained = bounds_empty(lower, upper);
         let (lower, upper) = tree_bounds(ks, lower, upper);

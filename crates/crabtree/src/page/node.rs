@@ -488,7 +488,7 @@ impl<P: PageBuf> Node<P> {
     /// `child_index`, and whether `key` lies past every bound of the node
     /// (only then can it be above the high key).
     pub fn child_position(&self, key: &[u8]) -> Result<(usize, bool)> {
-        self.child_position_searching(key, None::<fn(u64)>)
+        self.child_position_hinting(key, |_| {})
     }
 
     /// `child_position`, handing `probed` the child link of each slot the
@@ -497,16 +497,10 @@ impl<P: PageBuf> Node<P> {
     /// before the search ends.
     #[inline(always)]
     pub fn child_position_hinting(&self, key: &[u8], probed: impl Fn(u64)) -> Result<(usize, bool)> {
-        self.child_position_searching(key, Some(probed))
-    }
-
-    /// `child_position`, with the hint of `child_position_hinting` if any.
-    #[inline(always)]
-    fn child_position_searching(&self, key: &[u8], probed: Option<impl Fn(u64)>) -> Result<(usize, bool)> {
         if self.head.slot_count == 0 {
             return Err(corrupt(self.pid, "inner node without children"));
         }
-        let position = match self.search_hinting(1, key, probed)? {
+        let position = match self.search_hinting(1, key, Some(probed))? {
             Ok(i) | Err(i) => i,
         };
         Ok((position - 1, position == self.head.slot_count))
