@@ -615,8 +615,7 @@ impl Db {
         }
         for entry in tree.range::<&[u8], _>(..) {
             let (key, value) = entry?;
-            let (prefix, _) = encoding::split_version(&key)?;
-            encoding::decode_prefix(prefix)?;
+            encoding::decode_version_key(key)?;
             encoding::decode_value(value)?;
         }
         Ok(())

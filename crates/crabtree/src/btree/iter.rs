@@ -60,18 +60,47 @@ fn borrowed(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
     }
 }
 
+/// The allocations of a range iterator's two batches, kept for the next
+/// range a caller opens (`Range::reusing`, `Range::into_buffers`). A
+/// caller that opens one short range after another (the MVCC layer's
+/// refills) then allocates its buffers once instead of once a range: with
+/// glibc those page-sized buffers miss the per-thread cache and make each
+/// refill consolidate the small chunks freed meanwhile.
+#[derive(Default)]
+pub(crate) struct RangeBuffers {
+    front: Batch,
+    back: Batch,
+}
+
 impl<'t> Range<'t> {
     pub(crate) fn new<K: AsRef<[u8]>, R: RangeBounds<K>>(tree: &'t BTree, range: R) -> Range<'t> {
+        Range::reusing(tree, range, RangeBuffers::default())
+    }
+
+    /// A range over `range` whose batches reuse `buffers`.
+    pub(crate) fn reusing<K: AsRef<[u8]>, R: RangeBounds<K>>(
+        tree: &'t BTree,
+        range: R,
+        buffers: RangeBuffers,
+    ) -> Range<'t> {
+        let RangeBuffers { mut front, mut back } = buffers;
+        front.clear();
+        back.clear();
         Range {
             tree,
             lower: owned(range.start_bound()),
             upper: owned(range.end_bound()),
-            front: Batch::default(),
-            back: Batch::default(),
+            front,
+            back,
             finished: false,
             want: [1, 1],
             resume: [None, None],
         }
+    }
+
+    /// The range's buffers, for [`Range::reusing`].
+    pub(crate) fn into_buffers(self) -> RangeBuffers {
+        RangeBuffers { front: self.front, back: self.back }
     }
 
     /// Where the front stands, as a bound for the back: every key below

@@ -66,6 +66,7 @@ mod write;
 mod tests;
 
 pub use iter::Range;
+pub(crate) use iter::RangeBuffers;
 pub use repair::RepairReport;
 pub use verify::{LevelReport, VerifyReport};
 

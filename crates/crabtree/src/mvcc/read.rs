@@ -18,6 +18,7 @@
 
 use super::encoding::{self, TS_SIZE, Ts};
 use crate::btree::BTree;
+use crate::btree::{Range, RangeBuffers};
 use crate::sync::Arc;
 use crate::{Error, Result};
 use std::collections::VecDeque;
@@ -160,6 +161,8 @@ pub(crate) struct VersionRange {
     drained: bool,
     failed: bool,
     want: usize,
+    /// The tree range buffers, kept from one refill to the next.
+    buffers: RangeBuffers,
 }
 
 impl VersionRange {
@@ -184,6 +187,7 @@ impl VersionRange {
             drained,
             failed: false,
             want: 4,
+            buffers: RangeBuffers::default(),
         }
     }
 
@@ -192,7 +196,8 @@ impl VersionRange {
         let want = self.want;
         self.want = (want * 2).min(BATCH_MAX);
         let tree = Arc::clone(&self.tree);
-        let mut range = tree.range((self.lower.clone(), self.upper.clone()));
+        let buffers = std::mem::take(&mut self.buffers);
+        let mut range = Range::reusing(&tree, (self.lower.clone(), self.upper.clone()), buffers);
         // Versions of the key being read, in tree order.
         let mut group: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut taken = 0usize;
@@ -210,18 +215,26 @@ impl VersionRange {
                 None => true,
             };
             if !same && !group.is_empty() {
+                // The batch ends after this key: the last key taken is
+                // where the next refill goes on (copied once a batch, not
+                // once an entry).
+                let done = taken >= want;
+                if done {
+                    last_key = group.last().map(|(key, _)| key.clone());
+                }
                 self.resolve(&mut group, forward)?;
-                if taken >= want {
+                if done {
                     break;
                 }
             }
             taken += 1;
-            last_key = Some(entry.0.clone());
             group.push(entry);
         }
         if !group.is_empty() {
+            last_key = group.last().map(|(key, _)| key.clone());
             self.resolve(&mut group, forward)?;
         }
+        self.buffers = range.into_buffers();
         if let Some(key) = last_key {
             if forward {
                 self.lower = Bound::Excluded(key);
@@ -245,8 +258,7 @@ impl VersionRange {
         if let Some((_, index)) = best {
             let (key, stored) = group.swap_remove(index);
             if let Some(value) = encoding::decode_value(stored)? {
-                let (prefix, _) = encoding::split_version(&key)?;
-                let (_, user_key) = encoding::decode_prefix(prefix)?;
+                let (_, user_key) = encoding::decode_version_key(key)?;
                 if forward { &mut self.front } else { &mut self.back }.push_back((user_key, value));
             }
         }
