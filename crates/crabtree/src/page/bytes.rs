@@ -305,7 +305,9 @@ fn cmp_le_chunks(ours: u64, theirs: u64) -> CmpOrdering {
 /// `len` bytes at `offset` in a new vector; zeros when out of range, as
 /// `atomic_read_into`. The vector is allocated, zeroed and then filled:
 /// 38 instructions a get fewer than pushing word by word (callgrind), and
-/// not `vec![0; len]`, whose `calloc` skips glibc's per-thread cache.
+/// not `vec![0; len]`, whose `calloc` skips glibc's per-thread cache
+/// (`get_probe memory 1000`: 203-205 ns a get against 184-188 ns).
+#[allow(clippy::slow_vector_initialization, reason = "calloc is the slow one here (see above)")]
 fn atomic_read_vec(words: &[AtomicU64], offset: usize, len: usize) -> Vec<u8> {
     let Some(range) = range_checked(words.len() * 8, offset, len) else {
         return vec![0; len];
