@@ -615,7 +615,8 @@ impl Db {
         }
         for entry in tree.range::<&[u8], _>(..) {
             let (key, value) = entry?;
-            encoding::decode_version_key(key)?;
+            let (prefix, _) = encoding::split_version(&key)?;
+            encoding::decode_prefix(prefix)?;
             encoding::decode_value(value)?;
         }
         Ok(())

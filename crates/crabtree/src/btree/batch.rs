@@ -18,7 +18,7 @@
 //! keeps it), and a pin must not outlive the call or leave its thread, so
 //! a batch (and the iterator holding it) stays `Send`.
 //!
-//! An entry is taken from either end (`take_front`, `take_back`); what is
+//! An entry is read and dropped at either end (`end_entry`, `pop_end`); what is
 //! left between the two is what the iterator still holds.
 
 use crate::Result;
@@ -166,26 +166,35 @@ impl Batch {
         self.entries[self.head..].last().map(|entry| self.key_of(entry))
     }
 
-    /// Copies of the first entry held, which is no longer held.
-    pub(crate) fn take_front(&mut self) -> Option<(Vec<u8>, Vec<u8>)> {
-        let entry = *self.entries.get(self.head)?;
-        self.head += 1;
-        Some((self.key_of(&entry).to_vec(), self.value_of(&entry).to_vec()))
+    /// The first entry held (`front`) or the last: key and value.
+    pub(crate) fn end_entry(&self, front: bool) -> Option<(&[u8], &[u8])> {
+        let entry = if front { self.entries.get(self.head) } else { self.entries[self.head..].last() }?;
+        Some((self.key_of(entry), self.value_of(entry)))
     }
 
-    /// Copies of the last entry held, which is no longer held.
-    pub(crate) fn take_back(&mut self) -> Option<(Vec<u8>, Vec<u8>)> {
+    /// Stops holding the entry `end_entry(front)` names (none if empty).
+    pub(crate) fn pop_end(&mut self, front: bool) {
         if self.is_empty() {
-            return None;
+            return;
         }
-        let entry = self.entries.pop()?;
-        Some((self.key_of(&entry).to_vec(), self.value_of(&entry).to_vec()))
+        if front {
+            self.head += 1;
+        } else {
+            self.entries.pop();
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The entry at one end, copied, and no longer held.
+    fn take(batch: &mut Batch, front: bool) -> Option<(Vec<u8>, Vec<u8>)> {
+        let entry = batch.end_entry(front).map(|(key, value)| (key.to_vec(), value.to_vec()));
+        batch.pop_end(front);
+        entry
+    }
 
     fn push(batch: &mut Batch, key: &[u8], value: &[u8]) -> bool {
         let both = [key, value].concat();
@@ -204,21 +213,21 @@ mod tests {
     #[test]
     fn entries_come_out_as_they_went_in_from_either_end() {
         let mut batch = Batch::default();
-        assert!(batch.is_empty() && batch.first_key().is_none() && batch.take_back().is_none());
+        assert!(batch.is_empty() && batch.first_key().is_none() && take(&mut batch, false).is_none());
         for i in 0..5u8 {
             assert!(push(&mut batch, &[b'k', i], &vec![i; usize::from(i)]));
         }
         assert_eq!(batch.len(), 5);
         assert_eq!(batch.first_key(), Some(&[b'k', 0][..]));
         assert_eq!(batch.last_key(), Some(&[b'k', 4][..]));
-        assert_eq!(batch.take_front(), Some((vec![b'k', 0], vec![])));
-        assert_eq!(batch.take_back(), Some((vec![b'k', 4], vec![4; 4])));
-        assert_eq!(batch.take_front(), Some((vec![b'k', 1], vec![1])));
-        assert_eq!(batch.take_back(), Some((vec![b'k', 3], vec![3; 3])));
+        assert_eq!(take(&mut batch, true), Some((vec![b'k', 0], vec![])));
+        assert_eq!(take(&mut batch, false), Some((vec![b'k', 4], vec![4; 4])));
+        assert_eq!(take(&mut batch, true), Some((vec![b'k', 1], vec![1])));
+        assert_eq!(take(&mut batch, false), Some((vec![b'k', 3], vec![3; 3])));
         assert_eq!((batch.first_key(), batch.last_key()), (Some(&[b'k', 2][..]), Some(&[b'k', 2][..])));
-        assert_eq!(batch.take_back(), Some((vec![b'k', 2], vec![2; 2])));
+        assert_eq!(take(&mut batch, false), Some((vec![b'k', 2], vec![2; 2])));
         assert!(batch.is_empty());
-        assert_eq!((batch.take_front(), batch.take_back()), (None, None));
+        assert_eq!((take(&mut batch, true), take(&mut batch, false)), (None, None));
     }
 
     #[test]
@@ -228,8 +237,8 @@ mod tests {
         let refused = batch.push_if(1, 3, None, |out| out.copy_from_slice(b"zzzz"), |key| key == b"a");
         assert!(!refused);
         assert!(push(&mut batch, b"b", b"2"));
-        assert_eq!(batch.take_back(), Some((b"b".to_vec(), b"2".to_vec())));
-        assert_eq!(batch.take_back(), Some((b"a".to_vec(), b"1".to_vec())));
+        assert_eq!(take(&mut batch, false), Some((b"b".to_vec(), b"2".to_vec())));
+        assert_eq!(take(&mut batch, false), Some((b"a".to_vec(), b"1".to_vec())));
         assert!(batch.is_empty());
     }
 
@@ -250,7 +259,7 @@ mod tests {
             })
             .unwrap();
         let mut all = Vec::new();
-        while let Some(entry) = batch.take_front() {
+        while let Some(entry) = take(&mut batch, true) {
             all.push(entry);
         }
         let expected: Vec<(Vec<u8>, Vec<u8>)> =

@@ -34,7 +34,7 @@ impl BTree {
                 self.retry(Pinning::SharedOnly, |tree, pessimistic| {
                     tree.batch_forward(Bound::Included(lower), Bound::Included(upper), 1, pessimistic, None, &mut batch)
                 })?;
-                Ok(batch.take_front().map(|(_, value)| value))
+                Ok(batch.end_entry(true).map(|(_, value)| value.to_vec()))
             }
         }
     }

@@ -44,6 +44,15 @@ pub struct Range<'t> {
     resume: [Resume; 2],
 }
 
+/// Where one end stands (see `Range::front_boundary`): its buffered key
+/// nearest the other end, else its fetch bound.
+fn boundary<'a>(buffered: Option<&'a [u8]>, bound: &'a Bound<Vec<u8>>) -> Bound<&'a [u8]> {
+    match buffered {
+        Some(key) => Bound::Included(key),
+        None => borrowed(bound),
+    }
+}
+
 fn owned(bound: Bound<&impl AsRef<[u8]>>) -> Bound<Vec<u8>> {
     match bound {
         Bound::Unbounded => Bound::Unbounded,
@@ -107,18 +116,12 @@ impl<'t> Range<'t> {
     /// the first one still buffered was returned by the front; with nothing
     /// buffered, everything up to the end of its last batch was.
     fn front_boundary(&self) -> Bound<&[u8]> {
-        match self.front.first_key() {
-            Some(key) => Bound::Included(key),
-            None => borrowed(&self.lower),
-        }
+        boundary(self.front.first_key(), &self.lower)
     }
 
     /// Where the back stands, as a bound for the front (mirror image).
     fn back_boundary(&self) -> Bound<&[u8]> {
-        match self.back.last_key() {
-            Some(key) => Bound::Included(key),
-            None => borrowed(&self.upper),
-        }
+        boundary(self.back.last_key(), &self.upper)
     }
 
     /// Refills one end's buffer (empty here; its allocations are reused)
@@ -159,24 +162,30 @@ impl<'t> Range<'t> {
         Ok(found)
     }
 
-    fn advance(&mut self, forward: bool) -> Option<Result<(Vec<u8>, Vec<u8>)>> {
+    /// The next entry from the front (`forward`) or the back, lent to `f`
+    /// (key, value) rather than copied into two new vectors: a caller that
+    /// keeps only part of what it reads, or copies it into a buffer of its
+    /// own, allocates nothing here.
+    pub(crate) fn next_with<T>(&mut self, forward: bool, f: impl FnOnce(&[u8], &[u8]) -> T) -> Option<Result<T>> {
         if self.finished {
             return None;
         }
         loop {
-            let entry = if forward { self.front.take_front() } else { self.back.take_back() };
-            if let Some(entry) = entry {
+            let (own, other) = if forward { (&mut self.front, &self.back) } else { (&mut self.back, &self.front) };
+            if let Some((key, value)) = own.end_entry(forward) {
                 let inside = if forward {
-                    below(&entry.0, self.back_boundary())
+                    below(key, boundary(other.last_key(), &self.upper))
                 } else {
-                    above(&entry.0, self.front_boundary())
+                    above(key, boundary(other.first_key(), &self.lower))
                 };
                 if !inside {
                     // The other end already returned it: the ends met.
                     self.finished = true;
                     return None;
                 }
-                return Some(Ok(entry));
+                let out = f(key, value);
+                own.pop_end(forward);
+                return Some(Ok(out));
             }
             match self.fetch(forward) {
                 Ok(true) => {}
@@ -190,6 +199,10 @@ impl<'t> Range<'t> {
                 }
             }
         }
+    }
+
+    fn advance(&mut self, forward: bool) -> Option<Result<(Vec<u8>, Vec<u8>)>> {
+        self.next_with(forward, |key, value| (key.to_vec(), value.to_vec()))
     }
 }
 

@@ -196,43 +196,30 @@ pub(crate) fn split_version(tree_key: &[u8]) -> Result<(&[u8], Ts)> {
     Ok((prefix, u64::MAX - inverted))
 }
 
-/// Decodes a prefix into its keyspace and user key. The key is decoded
-/// in place, in the prefix's own buffer (a scan hands out one key per
-/// entry, and this spares an allocation for each).
-pub(crate) fn decode_prefix(mut prefix: Vec<u8>) -> Result<(u32, Vec<u8>)> {
-    let (ks, escaped) = decode_keyspace(&prefix)?;
-    // The user key is written from the start of the buffer: never past
-    // what is read, for the keyspace bytes and each escape only shrink it.
-    let mut read = prefix.len() - escaped.len();
-    let mut write = 0;
-    // Runs of non-zero bytes are moved whole; each zero is an escaped
-    // zero or the terminator, which must end the prefix.
-    while let Some(at) = prefix.get(read..).and_then(|rest| rest.iter().position(|&byte| byte == 0)) {
-        let zero = read + at;
-        prefix.copy_within(read..zero, write);
-        write += at;
-        match prefix.get(zero + 1) {
-            Some(&ESCAPED_ZERO) => {
-                prefix[write] = 0;
-                write += 1;
-            }
-            Some(0) if zero + 2 == prefix.len() => {
-                prefix.truncate(write);
-                return Ok((ks, prefix));
-            }
-            _ => return Err(corrupt("bad escape in a version key".into())),
-        }
-        read = zero + 2;
-    }
-    Err(corrupt("version key without a terminator".into()))
+/// Decodes a prefix into its keyspace and user key.
+pub(crate) fn decode_prefix(prefix: &[u8]) -> Result<(u32, Vec<u8>)> {
+    let mut key = Vec::with_capacity(prefix.len());
+    let ks = decode_prefix_into(prefix, &mut key)?;
+    Ok((ks, key))
 }
 
-/// Decodes a version key into its keyspace and user key, in place (see
-/// [`decode_prefix`]).
-pub(crate) fn decode_version_key(mut tree_key: Vec<u8>) -> Result<(u32, Vec<u8>)> {
-    let prefix_len = split_version(&tree_key)?.0.len();
-    tree_key.truncate(prefix_len);
-    decode_prefix(tree_key)
+/// Decodes a prefix: appends its user key to `out` and returns its
+/// keyspace. On an error `out` may hold part of the key.
+pub(crate) fn decode_prefix_into(prefix: &[u8], out: &mut Vec<u8>) -> Result<u32> {
+    let (ks, escaped) = decode_keyspace(prefix)?;
+    // Runs of non-zero bytes are copied whole; each zero is an escaped
+    // zero or the terminator, which must end the prefix.
+    let mut rest = escaped;
+    while let Some(at) = rest.iter().position(|&byte| byte == 0) {
+        out.extend_from_slice(rest.get(..at).unwrap_or_default());
+        match rest.get(at + 1) {
+            Some(&ESCAPED_ZERO) => out.push(0),
+            Some(0) if at + 2 == rest.len() => return Ok(ks),
+            _ => return Err(corrupt("bad escape in a version key".into())),
+        }
+        rest = rest.get(at + 2..).unwrap_or_default();
+    }
+    Err(corrupt("version key without a terminator".into()))
 }
 
 /// The keyspace of a prefix or version key.
@@ -255,12 +242,18 @@ pub(crate) fn encode_value(value: Option<&[u8]>) -> Vec<u8> {
 
 /// Decodes a stored version value: `Some(value)` or `None` for a tombstone.
 pub(crate) fn decode_value(mut stored: Vec<u8>) -> Result<Option<Vec<u8>>> {
-    match stored.first() {
-        Some(&TAG_VALUE) => {
-            stored.remove(0);
-            Ok(Some(stored))
-        }
-        Some(&TAG_TOMBSTONE) if stored.len() == 1 => Ok(None),
+    if value_of(&stored)?.is_none() {
+        return Ok(None);
+    }
+    stored.remove(0);
+    Ok(Some(stored))
+}
+
+/// The value a stored version holds, `None` for a tombstone.
+pub(crate) fn value_of(stored: &[u8]) -> Result<Option<&[u8]>> {
+    match stored.split_first() {
+        Some((&TAG_VALUE, value)) => Ok(Some(value)),
+        Some((&TAG_TOMBSTONE, [])) => Ok(None),
         _ => Err(corrupt(format!("bad version value tag ({} bytes)", stored.len()))),
     }
 }
@@ -417,7 +410,7 @@ mod tests {
     }
 
     /// `decode_prefix` as it was first written, one byte at a time: the
-    /// reference for the run-moving, in-place version.
+    /// reference for the run-copying version.
     fn decode_prefix_bytewise(prefix: &[u8]) -> Option<(u32, Vec<u8>)> {
         let (ks, escaped) = decode_keyspace(prefix).ok()?;
         let mut key = Vec::new();
@@ -456,7 +449,7 @@ mod tests {
             let tree_key = version(ks, &key, ts);
             let (prefix, got_ts) = split_version(&tree_key).unwrap();
             prop_assert_eq!(got_ts, ts);
-            prop_assert_eq!(decode_prefix(prefix.to_vec()).unwrap(), (ks, key));
+            prop_assert_eq!(decode_prefix(prefix).unwrap(), (ks, key));
         }
 
         #[test]
@@ -480,7 +473,7 @@ mod tests {
             // Well-formed prefixes are rare among random bytes: also try
             // each with a keyspace byte and a terminator added.
             for candidate in [bytes.clone(), [&[1u8][..], &bytes, &TERMINATOR].concat()] {
-                let fast = decode_prefix(candidate.clone()).ok();
+                let fast = decode_prefix(&candidate).ok();
                 prop_assert_eq!(fast, decode_prefix_bytewise(&candidate), "{:?}", candidate);
             }
         }
@@ -488,8 +481,8 @@ mod tests {
         #[test]
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode_commit(&bytes);
-            let _ = split_version(&bytes).and_then(|(p, _)| decode_prefix(p.to_vec()));
-            let _ = decode_prefix(bytes.clone());
+            let _ = split_version(&bytes).and_then(|(p, _)| decode_prefix(p));
+            let _ = decode_prefix(&bytes);
             let _ = decode_value(bytes);
         }
 

@@ -8,7 +8,10 @@
 //! ends on a user-key boundary (all versions of a key are read together),
 //! so the versions of one key are never split between the two ends and
 //! each key is resolved once: every key visible at the snapshot is
-//! returned exactly once, in order, from either end.
+//! returned exactly once, in order, from either end. The tree range lends
+//! each entry (`Range::next_with`); a refill decodes the visible version
+//! of each key into one buffer of its end, and an entry becomes two owned
+//! vectors only when it is returned.
 //!
 //! Why it is consistent without locks: every version with a timestamp at
 //! or below the snapshot was applied before the snapshot began (the
@@ -154,15 +157,115 @@ pub(crate) struct VersionRange {
     lower: Bound<Vec<u8>>,
     upper: Bound<Vec<u8>>,
     /// Resolved entries, ascending (the front pops its front).
-    front: VecDeque<(Vec<u8>, Vec<u8>)>,
+    front: Resolved,
     /// Resolved entries, descending (the back pops its front).
-    back: VecDeque<(Vec<u8>, Vec<u8>)>,
+    back: Resolved,
     /// No tree entry is left between the bounds.
     drained: bool,
     failed: bool,
     want: usize,
     /// The tree range buffers, kept from one refill to the next.
     buffers: RangeBuffers,
+    /// The version-key prefix of the user key a refill is reading (its
+    /// allocation kept from one refill to the next).
+    prefix: Vec<u8>,
+}
+
+/// One end's resolved entries, in the order that end returns them: their
+/// keys and values in one buffer, each copied into the two vectors handed
+/// out only when it is returned. (Owned vectors made for a whole refill
+/// at once, up to `BATCH_MAX` pairs, outran glibc's per-thread cache of
+/// freed chunks: most of them then took its slow paths.)
+#[derive(Default)]
+struct Resolved {
+    bytes: Vec<u8>,
+    spans: VecDeque<Span>,
+}
+
+/// Where a resolved entry lies in `Resolved::bytes`: its user key, then
+/// its value.
+#[derive(Clone, Copy)]
+struct Span {
+    start: usize,
+    key_len: usize,
+    value_len: usize,
+}
+
+impl Resolved {
+    fn copy(&self, span: Span) -> (Vec<u8>, Vec<u8>) {
+        let value_start = span.start + span.key_len;
+        let key = self.bytes.get(span.start..value_start).unwrap_or_default();
+        let value = self.bytes.get(value_start..value_start + span.value_len).unwrap_or_default();
+        (key.to_vec(), value.to_vec())
+    }
+
+    fn pop_front(&mut self) -> Option<(Vec<u8>, Vec<u8>)> {
+        let span = self.spans.pop_front()?;
+        Some(self.copy(span))
+    }
+
+    fn pop_back(&mut self) -> Option<(Vec<u8>, Vec<u8>)> {
+        let span = self.spans.pop_back()?;
+        Some(self.copy(span))
+    }
+}
+
+/// The user key a refill is reading (its versions come one after another,
+/// in tree order) and the version of it visible at the snapshot so far.
+struct Group<'a> {
+    out: &'a mut Resolved,
+    /// The snapshot.
+    ts: Ts,
+    /// The key's version-key prefix; empty before the first entry.
+    prefix: &'a mut Vec<u8>,
+    /// The newest version at or below `ts` seen so far: its timestamp and,
+    /// unless it is a tombstone, its entry, written at the end of
+    /// `out.bytes` but not yet in `out.spans`.
+    best: Option<(Ts, Option<Span>)>,
+}
+
+impl Group<'_> {
+    /// Whether `prefix` belongs to another key than the group's.
+    fn is_new(&self, prefix: &[u8]) -> bool {
+        self.prefix.as_slice() != prefix
+    }
+
+    /// Ends the key being read: its visible version, if it has one that
+    /// is not a tombstone, is resolved. The next entry starts a new key.
+    fn close(&mut self) {
+        if let Some((_, Some(span))) = self.best.take() {
+            self.out.spans.push_back(span);
+        }
+        self.prefix.clear();
+    }
+
+    /// Takes one version, `prefix` at `ts` (stored value `stored`), of the
+    /// group's key (or starts the group with it).
+    fn offer(&mut self, prefix: &[u8], ts: Ts, stored: &[u8]) -> Result<()> {
+        if self.prefix.is_empty() {
+            self.prefix.extend_from_slice(prefix);
+        }
+        if ts > self.ts || self.best.is_some_and(|(best, _)| ts <= best) {
+            return Ok(());
+        }
+        // Newer than the version kept so far (a backward read meets the
+        // versions oldest first): it replaces that one.
+        if let Some((_, Some(span))) = self.best {
+            self.out.bytes.truncate(span.start);
+        }
+        let span = match encoding::value_of(stored)? {
+            None => None,
+            Some(value) => {
+                let start = self.out.bytes.len();
+                encoding::decode_prefix_into(prefix, &mut self.out.bytes)?;
+                let key_len = self.out.bytes.len() - start;
+                self.out.bytes.extend_from_slice(value);
+                Some(Span { start, key_len, value_len: value.len() })
+            }
+        };
+        self.best = Some((ts, span));
+        Ok(())
+    }
 }
 
 impl VersionRange {
@@ -182,87 +285,68 @@ impl VersionRange {
             ts,
             lower,
             upper,
-            front: VecDeque::new(),
-            back: VecDeque::new(),
+            front: Resolved::default(),
+            back: Resolved::default(),
             drained,
             failed: false,
             want: 4,
             buffers: RangeBuffers::default(),
+            prefix: Vec::new(),
         }
     }
 
     /// Reads the next batch for one end and resolves it into entries.
+    /// Entry: that end holds no resolved entry.
     fn refill(&mut self, forward: bool) -> Result<()> {
         let want = self.want;
         self.want = (want * 2).min(BATCH_MAX);
         let tree = Arc::clone(&self.tree);
         let buffers = std::mem::take(&mut self.buffers);
         let mut range = Range::reusing(&tree, (self.lower.clone(), self.upper.clone()), buffers);
-        // Versions of the key being read, in tree order.
-        let mut group: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let out = if forward { &mut self.front } else { &mut self.back };
+        out.bytes.clear();
+        out.spans.clear();
+        self.prefix.clear();
+        let mut group = Group { out, ts: self.ts, prefix: &mut self.prefix, best: None };
         let mut taken = 0usize;
-        let mut last_key: Option<Vec<u8>> = None;
+        // The last tree key taken: where the next refill of this end goes
+        // on (its buffer kept, one copy a refill).
+        let mut last_key = Vec::new();
         loop {
-            let next = if forward { range.next() } else { range.next_back() };
-            let Some(entry) = next else {
-                self.drained = true;
-                break;
-            };
-            let entry = entry?;
-            let (prefix, _) = encoding::split_version(&entry.0)?;
-            let same = match group.first() {
-                Some(first) => encoding::split_version(&first.0)?.0 == prefix,
-                None => true,
-            };
-            if !same && !group.is_empty() {
-                // The batch ends after this key: the last key taken is
-                // where the next refill goes on (copied once a batch, not
-                // once an entry).
-                let done = taken >= want;
-                if done {
-                    last_key = group.last().map(|(key, _)| key.clone());
+            // Whether the entry was taken (else the batch ended before it).
+            let entry = range.next_with(forward, |key, stored| -> Result<bool> {
+                let (prefix, ts) = encoding::split_version(key)?;
+                if !group.prefix.is_empty() && group.is_new(prefix) {
+                    group.close();
+                    if taken >= want {
+                        return Ok(false);
+                    }
                 }
-                self.resolve(&mut group, forward)?;
-                if done {
+                taken += 1;
+                last_key.clear();
+                last_key.extend_from_slice(key);
+                group.offer(prefix, ts, stored)?;
+                Ok(true)
+            });
+            match entry {
+                None => {
+                    group.close();
+                    self.drained = true;
                     break;
                 }
+                Some(Ok(Ok(true))) => {}
+                Some(Ok(Ok(false))) => break,
+                Some(Err(error) | Ok(Err(error))) => return Err(error),
             }
-            taken += 1;
-            group.push(entry);
         }
-        if !group.is_empty() {
-            last_key = group.last().map(|(key, _)| key.clone());
-            self.resolve(&mut group, forward)?;
+        if taken > 0 {
+            if forward {
+                self.lower = Bound::Excluded(last_key);
+            } else {
+                self.upper = Bound::Excluded(last_key);
+            }
         }
         self.buffers = range.into_buffers();
-        if let Some(key) = last_key {
-            if forward {
-                self.lower = Bound::Excluded(key);
-            } else {
-                self.upper = Bound::Excluded(key);
-            }
-        }
-        Ok(())
-    }
-
-    /// Picks the version of one key visible at the snapshot and buffers it
-    /// for the end that read it; empties `group`.
-    fn resolve(&mut self, group: &mut Vec<(Vec<u8>, Vec<u8>)>, forward: bool) -> Result<()> {
-        let mut best: Option<(Ts, usize)> = None;
-        for (index, (key, _)) in group.iter().enumerate() {
-            let (_, ts) = encoding::split_version(key)?;
-            if ts <= self.ts && best.is_none_or(|(best_ts, _)| ts > best_ts) {
-                best = Some((ts, index));
-            }
-        }
-        if let Some((_, index)) = best {
-            let (key, stored) = group.swap_remove(index);
-            if let Some(value) = encoding::decode_value(stored)? {
-                let (_, user_key) = encoding::decode_version_key(key)?;
-                if forward { &mut self.front } else { &mut self.back }.push_back((user_key, value));
-            }
-        }
-        group.clear();
         Ok(())
     }
 
@@ -320,13 +404,19 @@ mod tests {
     use crate::io::MemStorage;
     use std::collections::BTreeMap;
 
-    /// Point reads against a model, with small pages so that one key's
-    /// versions straddle leaves: keys short and long (both sides of the
-    /// stack buffer, in keyspaces of one- and multi-byte ids), with and
-    /// without zero bytes, several versions each with tombstones and
-    /// overflow values, read at every timestamp.
-    #[test]
-    fn get_at_reads_the_newest_version_at_or_below_the_snapshot() {
+    /// (keyspace, key) -> its versions, oldest first.
+    type Versions = Vec<(Ts, Option<Vec<u8>>)>;
+    type Model = BTreeMap<(u32, Vec<u8>), Versions>;
+
+    /// Timestamps of the versions `versioned_tree` writes.
+    const LAST: Ts = 40;
+
+    /// A tree with small pages, so that one key's versions straddle
+    /// leaves: keys short and long (both sides of the point read's stack
+    /// buffer, in keyspaces of one- and multi-byte ids), with and without
+    /// zero bytes, several versions each with tombstones and overflow
+    /// values, at timestamps 1 to `LAST`; and its model.
+    fn versioned_tree() -> (BTree, Vec<(u32, Vec<u8>)>, Model) {
         let options = PoolOptions { page_size: 1024, pool_bytes: 1024 * 4096, max_pages: 1 << 20 };
         let pool = BufferPool::create(Arc::new(MemStorage::new()), options).unwrap();
         let tree = BTree::create(Arc::new(pool)).unwrap();
@@ -340,11 +430,8 @@ mod tests {
                 }
             }
         }
-        // (keyspace, key) -> its versions, oldest first.
-        type Versions = Vec<(Ts, Option<Vec<u8>>)>;
-        let mut model: BTreeMap<(u32, Vec<u8>), Versions> = BTreeMap::new();
-        let last: Ts = 40;
-        for ts in 1..=last {
+        let mut model = Model::new();
+        for ts in 1..=LAST {
             let mut order: Vec<usize> = (0..keys.len()).collect();
             rng.shuffle(&mut order);
             for &index in order.iter().take(keys.len() / 3) {
@@ -355,6 +442,14 @@ mod tests {
                 model.entry((*ks, key.clone())).or_default().push((ts, value));
             }
         }
+        (tree, keys, model)
+    }
+
+    /// Point reads against the model, at every timestamp.
+    #[test]
+    fn get_at_reads_the_newest_version_at_or_below_the_snapshot() {
+        let (tree, keys, model) = versioned_tree();
+        let last = LAST;
         for (ks, key) in &keys {
             let versions = model.get(&(*ks, key.clone())).map(Vec::as_slice).unwrap_or_default();
             for snapshot in 0..=last + 1 {
@@ -367,6 +462,65 @@ mod tests {
             longer.push(0);
             assert_eq!(get_at(&tree, *ks, &longer, last + 1).unwrap(), None);
             assert_eq!(get_at(&tree, ks + 1, key, last + 1).unwrap(), None);
+        }
+    }
+
+    /// Range reads against the model: every snapshot, each keyspace, open
+    /// and bounded ranges, the two ends taken in random interleavings (so
+    /// refills of both ends meet inside the versions of one key, forward
+    /// refills meet the versions newest first and backward ones oldest
+    /// first, and tombstones hide values from either side).
+    #[test]
+    fn ranges_return_each_visible_entry_once_in_order_from_either_end() {
+        let (tree, keys, model) = versioned_tree();
+        let tree = Arc::new(tree);
+        let mut rng = fastrand::Rng::with_seed(11);
+        for snapshot in 0..=LAST + 1 {
+            for ks in [1u32, 0xF0, 0x1_0000] {
+                let visible: Vec<(Vec<u8>, Vec<u8>)> = model
+                    .iter()
+                    .filter(|((k, _), _)| *k == ks)
+                    .filter_map(|((_, key), versions)| {
+                        let newest = versions.iter().rev().find(|(ts, _)| *ts <= snapshot)?;
+                        newest.1.clone().map(|value| (key.clone(), value))
+                    })
+                    .collect();
+                let mut users: Vec<&Vec<u8>> = keys.iter().filter(|(k, _)| *k == ks).map(|(_, key)| key).collect();
+                users.sort();
+                for _ in 0..4 {
+                    let pick = |rng: &mut fastrand::Rng| match rng.u8(..3) {
+                        0 => Bound::Unbounded,
+                        1 => Bound::Included(users[rng.usize(..users.len())].clone()),
+                        _ => Bound::Excluded(users[rng.usize(..users.len())].clone()),
+                    };
+                    let (lower, upper) = (pick(&mut rng), pick(&mut rng));
+                    let inside = |key: &[u8]| {
+                        let above = match &lower {
+                            Bound::Unbounded => true,
+                            Bound::Included(b) => key >= b.as_slice(),
+                            Bound::Excluded(b) => key > b.as_slice(),
+                        };
+                        let below = match &upper {
+                            Bound::Unbounded => true,
+                            Bound::Included(b) => key <= b.as_slice(),
+                            Bound::Excluded(b) => key < b.as_slice(),
+                        };
+                        above && below
+                    };
+                    let mut expected: VecDeque<_> = visible.iter().filter(|(key, _)| inside(key)).cloned().collect();
+                    let (low, high) = (lower.as_ref().map(Vec::as_slice), upper.as_ref().map(Vec::as_slice));
+                    let mut range = VersionRange::new(Arc::clone(&tree), snapshot, ks, low, high);
+                    loop {
+                        let front = rng.bool();
+                        let got = if front { range.next() } else { range.next_back() }.transpose().unwrap();
+                        let want = if front { expected.pop_front() } else { expected.pop_back() };
+                        assert_eq!(got, want, "ks {ks} at {snapshot}, {lower:?}..{upper:?}, from the front: {front}");
+                        if got.is_none() {
+                            break;
+                        }
+                    }
+                }
+            }
         }
     }
 
