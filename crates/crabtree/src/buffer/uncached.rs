@@ -476,6 +476,74 @@ mod tests {
         assert_eq!(seen, (7_000 + index as u64, false));
     }
 
+    /// Reads other pages of the full pool (shared latches, no admission
+    /// filter) until `pid` is evicted again; its eviction writes it back.
+    #[cfg(feature = "failpoints")]
+    fn evict_again(pool: &BufferPool, pids: &[PageId], pid: PageId) {
+        for &other in pids.iter().cycle().take(4 * pids.len()) {
+            if !pool.latch(pid).is_resident() {
+                return;
+            }
+            if other != pid {
+                drop(pool.shared(other).unwrap());
+            }
+        }
+        panic!("{pid:?} stayed resident: {:?}", pool.stats());
+    }
+
+    /// The tag stored for `pid` on `storage`.
+    #[cfg(feature = "failpoints")]
+    fn stored_tag(storage: &MemStorage, pid: PageId) -> u64 {
+        use crate::io::Storage;
+        let mut bytes = [0u8; 8];
+        storage.read_at(pid.0 * 512 + 100, &mut bytes).unwrap();
+        u64::from_le_bytes(bytes)
+    }
+
+    /// ABA on the state word: a reader holds its copy between the read and
+    /// the validation while the page is loaded, changed, written back and
+    /// evicted again, so its word says EVICTED once more and storage holds
+    /// the change; then, while it is held again, the page's id is freed
+    /// (without a version bump: it is not resident), allocated anew,
+    /// written and evicted. Only the version tells either copy is stale:
+    /// both reads must return the page as it is now. (Fails if the read's
+    /// and the guard's validations check only that the word is EVICTED:
+    /// the reader returns the old tag.)
+    #[test]
+    #[cfg(feature = "failpoints")]
+    fn a_copy_of_a_page_evicted_again_or_reused_while_it_was_read_is_not_used() {
+        let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let storage = Arc::new(MemStorage::new());
+        let (pool, pids) = full_pool_on(Arc::clone(&storage));
+        // Loaded, changed, written back, evicted again.
+        let (index, pid) = evicted(&pool, &pids);
+        let before = pool.latch(pid).peek();
+        let seen = point_read_held_at(&pool, pid, "pool.uncached_read", || {
+            rewrite_tag(&pool, pid, 7_000 + index as u64);
+            evict_again(&pool, &pids, pid);
+            let now = pool.latch(pid).peek();
+            assert_eq!(latch::state(now), latch::EVICTED);
+            assert_ne!(latch::version(now), latch::version(before));
+            assert_eq!(stored_tag(&storage, pid), 7_000 + index as u64, "the change is on storage");
+        });
+        assert_eq!(seen.0, 7_000 + index as u64, "a copy older than a load and an eviction was used");
+        // Freed, allocated again (the same id: the free list holds only
+        // it), written, evicted.
+        let (index, pid) = evicted(&pool, &pids[pids.len() / 2..]);
+        let seen = point_read_held_at(&pool, pid, "pool.uncached_read", || {
+            pool.free_unread(pid);
+            let mut fresh = pool.allocate().unwrap();
+            assert_eq!(fresh.pid(), pid, "the freed id is reused");
+            let mut page = fresh.page_mut();
+            crate::page::header::init(&mut page, pid, crate::page::header::PageType::Leaf, 0);
+            page.write_u64(100, 8_000 + index as u64);
+            drop(fresh);
+            evict_again(&pool, &pids, pid);
+            assert_eq!(stored_tag(&storage, pid), 8_000 + index as u64, "the new page is on storage");
+        });
+        assert_eq!(seen.0, 8_000 + index as u64, "a copy of the page the freed id held was used");
+    }
+
     /// A reader found the page not resident and, held before it reads the
     /// page's state word for its uncached read (failpoint
     /// `pool.point_miss`), the page is loaded and changed and stays
