@@ -623,6 +623,17 @@ fn the_cleaner_does_not_hold_the_latch_while_the_log_hook_waits() {
     assert!(!pool.latch(pid).is_dirty());
 }
 
+/// Serialises the grace-period scenarios of this file: an open section
+/// of one (each holds one for a while on purpose) stops every advance of
+/// the process, so it would hide the frames another one checks are made
+/// safe too early. (Other tests of the binary hold sections only briefly,
+/// or at a failpoint: a mutation a scenario catches alone may pass while
+/// those run.)
+fn grace_serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A 256-frame pool (cleaner paused) holding 1,024 flushed leaves tagged
 /// with their index, each read once: reading them all recycles every
 /// frame about four times.
@@ -676,6 +687,7 @@ fn read_until_direct(pool: &BufferPool, pids: &[PageId], above: u64) {
 #[cfg(feature = "failpoints")]
 fn a_thread_registering_while_an_advance_begins_is_waited_for() {
     use crate::failpoint::Pause;
+    let _serial = grace_serial();
     let (pool, pids) = grace_pool();
     if !pool.direct_read_active() {
         return;
@@ -726,6 +738,7 @@ fn a_frame_an_optimistic_reader_may_still_read_is_not_filled_by_pread() {
     // 256 frames: evictions come in batches of 4, so after the first frame
     // of a batch the rest can be safe (a frame freed by the load that
     // takes it never is: the loader's own section may read it).
+    let _serial = grace_serial();
     let (pool, pids) = grace_pool();
     let read_all = |round: usize| read_tags(&pool, &pids, round);
     // An optimistic reader of the first page, its section open from here.
@@ -747,6 +760,51 @@ fn a_frame_an_optimistic_reader_may_still_read_is_not_filled_by_pread() {
         return;
     }
     // The section ended: the frames become safe and loads read into them.
+    assert!(grace::wait_safe(horizon, std::time::Duration::from_secs(20)), "other sections of this process ended");
+    read_until_direct(&pool, &pids, during.direct_loads + 768);
+}
+
+/// Lock coupling nests read sections on one thread (a descent holds the
+/// parent's guard while it takes the child's), and only the outermost one
+/// is published. An outer optimistic guard stays open while this same
+/// thread takes and drops inner guards, each loading its page (every
+/// frame recycled, each freed after the outer section began): no frame is
+/// filled by `pread` until the outer guard ends. (Fails if an inner
+/// guard's end publishes the slot idle: the advances then stop waiting
+/// for the outer section, and loads read into frames it may still read.)
+#[test]
+fn an_inner_guard_ending_does_not_end_the_section_of_an_outer_one() {
+    let _serial = grace_serial();
+    let (pool, pids) = grace_pool();
+    // Every page once through a nested optimistic guard, its tag checked.
+    let read_nested = |round: usize| {
+        for (tag, &pid) in pids.iter().enumerate() {
+            loop {
+                let inner = pool.optimistic(pid).unwrap();
+                let seen = inner.page().read_u64(100);
+                if inner.validate().is_ok() {
+                    assert_eq!(seen, tag as u64, "round {round}");
+                    break;
+                }
+            }
+        }
+    };
+    let outer = pool.optimistic(pids[0]).unwrap();
+    assert_eq!(outer.page().read_u64(100), 0);
+    read_nested(1);
+    let horizon = grace::current_generation();
+    let before = pool.stats();
+    read_nested(2);
+    read_nested(3);
+    let during = pool.stats();
+    assert!(during.loads >= before.loads + 2 * 768, "{during:?}");
+    assert_eq!(during.direct_loads, before.direct_loads, "read into a frame the outer section may read");
+    assert!(!grace::wait_safe(horizon, std::time::Duration::from_millis(50)), "safe while the outer section is open");
+    assert_eq!(outer.validate(), Err(Restart));
+    drop(outer);
+    if !pool.direct_read_active() {
+        return;
+    }
     assert!(grace::wait_safe(horizon, std::time::Duration::from_secs(20)), "other sections of this process ended");
     read_until_direct(&pool, &pids, during.direct_loads + 768);
 }
