@@ -808,3 +808,71 @@ fn an_inner_guard_ending_does_not_end_the_section_of_an_outer_one() {
     assert!(grace::wait_safe(horizon, std::time::Duration::from_secs(20)), "other sections of this process ended");
     read_until_direct(&pool, &pids, during.direct_loads + 768);
 }
+
+/// The WAL rule at each of the pool's three write paths: a dirty page
+/// whose LSN the log hook refuses (the log is not durable that far) is
+/// not written by `flush`, by the cleaner, or by an evictor that takes it
+/// as a victim; each reports the hook's error and the page stays resident
+/// and dirty with its change. Once the hook accepts, a flush writes it.
+/// (Fails if `write_back` writes before it calls the hook, even if it
+/// still returns the hook's error: the storage then holds the change.)
+#[test]
+fn a_page_whose_lsn_the_log_refuses_is_written_by_no_path_and_stays_dirty() {
+    let storage = Arc::new(MemStorage::new());
+    let pool = BufferPool::create(storage.clone(), opts(16)).unwrap();
+    pool.cleaner.set_paused(true);
+    let pid = new_leaf(&pool, 1);
+    pool.flush().unwrap();
+    let durable = Arc::new(AtomicU64::new(100));
+    let refused = Arc::new(AtomicU64::new(0));
+    let (limit, count) = (durable.clone(), refused.clone());
+    pool.set_log_flush(Arc::new(move |lsn| {
+        if lsn.0 <= limit.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        count.fetch_add(1, Ordering::SeqCst);
+        Err(Error::Poisoned)
+    }));
+    {
+        let mut guard = pool.exclusive(pid).unwrap();
+        let mut page = guard.page_mut();
+        page.write_u64(100, 2);
+        header::set_lsn(&mut page, Lsn(150));
+    }
+    let stored = || {
+        let mut bytes = [0u8; 8];
+        storage.read_at(pid.0 * 512 + 100, &mut bytes).unwrap();
+        u64::from_le_bytes(bytes)
+    };
+    let still_dirty = |path: &str| {
+        assert_eq!(stored(), 1, "{path} wrote a page the log is not durable for");
+        assert!(pool.latch(pid).is_resident() && pool.latch(pid).is_dirty(), "{path} lost the change");
+        assert_eq!(pool.shared(pid).unwrap().page().read_u64(100), 2, "{path}");
+    };
+    assert!(matches!(pool.flush(), Err(Error::Poisoned)));
+    still_dirty("flush");
+    assert!(matches!(pool.clean_page(pid), Err(Error::Poisoned)));
+    still_dirty("the cleaner");
+    // Evictions: other pages (LSN 0, accepted) cycle through the pool
+    // until an evictor has taken the page as a victim and been refused.
+    let before = refused.load(Ordering::SeqCst);
+    let mut failed = 0;
+    for tag in 0..200 {
+        if refused.load(Ordering::SeqCst) > before + 2 {
+            break;
+        }
+        match pool.allocate() {
+            Ok(mut guard) => guard.page_mut().write_u64(100, 100 + tag),
+            Err(error) => {
+                assert!(matches!(error, Error::Poisoned), "{error}");
+                failed += 1;
+            }
+        }
+    }
+    assert!(failed > 0 && refused.load(Ordering::SeqCst) > before, "no evictor took the page: {:?}", pool.stats());
+    still_dirty("an eviction");
+    durable.store(200, Ordering::SeqCst);
+    pool.flush().unwrap();
+    assert_eq!(stored(), 2, "the change once the log is durable");
+    assert!(!pool.latch(pid).is_dirty());
+}
