@@ -288,6 +288,30 @@ fn a_page_changed_while_the_cleaner_writes_it_stays_dirty() {
     assert_eq!(tag_of(&pool, pid), 2, "the change survived eviction");
 }
 
+/// As the cleaner's, `flush`'s write-back holds a shared latch from its
+/// copy of the frame until it has cleared DIRTY: a writer that wants the
+/// page meanwhile waits, and its change stays dirty and survives. (Fails
+/// if the write-back pass does not latch the page: the writer changes it
+/// during the write, and the pass then clears the writer's DIRTY.)
+#[test]
+fn a_page_changed_while_flush_writes_it_stays_dirty() {
+    let (storage, pool, pid) = gated_leaf();
+    std::thread::scope(|scope| {
+        let flush = scope.spawn(|| pool.flush().unwrap());
+        storage.wait_entered();
+        let writer = scope.spawn(|| pool.exclusive(pid).unwrap().page_mut().write_u64(100, 2));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let overtaken = writer.is_finished();
+        storage.open();
+        flush.join().unwrap();
+        writer.join().unwrap();
+        assert!(!overtaken, "a writer latched the page while flush wrote it");
+    });
+    assert!(pool.latch(pid).is_dirty(), "the change made after the write-back was marked clean");
+    churn(&pool);
+    assert_eq!(tag_of(&pool, pid), 2, "the change survived eviction");
+}
+
 #[test]
 fn a_page_is_not_evicted_while_its_write_back_is_in_flight() {
     let (storage, pool, pid) = gated_leaf();
