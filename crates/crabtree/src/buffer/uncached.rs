@@ -361,7 +361,12 @@ mod tests {
 
     /// `full_pool` over `storage`.
     fn full_pool_on(storage: Arc<MemStorage>) -> (BufferPool, Vec<PageId>) {
-        let opts = crate::buffer::PoolOptions { page_size: 512, pool_bytes: 64 * 512, max_pages: 4096 };
+        full_pool_sized(storage, 512)
+    }
+
+    /// `full_pool` over `storage` with pages of `page_size` bytes.
+    fn full_pool_sized(storage: Arc<MemStorage>, page_size: usize) -> (BufferPool, Vec<PageId>) {
+        let opts = crate::buffer::PoolOptions { page_size, pool_bytes: 64 * page_size, max_pages: 4096 };
         let pool = BufferPool::create(storage, opts).unwrap();
         let pids: Vec<PageId> = (0..640u64).map(|tag| crate::buffer::tests::new_leaf(&pool, tag)).collect();
         pool.flush().unwrap();
@@ -456,6 +461,41 @@ mod tests {
         assert!(!pool.is_full());
         assert_eq!(point_tag(&pool, pid).unwrap(), (0, false));
         assert_eq!(pool.stats().uncached_reads, 0);
+    }
+
+    /// One thread's spare buffer meets pools of two page sizes and two
+    /// copies alive at once: a copy for a 4 KiB pool is not read into the
+    /// 512-byte spare a copy for a 512-byte pool left behind, and two
+    /// copies held together are two buffers. (Fails if the spare is taken
+    /// whatever its size: the 4 KiB page is read short and does not
+    /// verify.)
+    #[test]
+    fn a_spare_of_another_page_size_or_in_use_is_not_read_into() {
+        let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (small, small_pids) = full_pool();
+        let (large, large_pids) = full_pool_sized(Arc::new(MemStorage::new()), 4096);
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    for round in 0..2 {
+                        let (index, pid) = evicted(&small, &small_pids[round * 100..]);
+                        assert_eq!(point_tag(&small, pid).unwrap(), ((round * 100 + index) as u64, true));
+                        let (index, pid) = evicted(&large, &large_pids[round * 100..]);
+                        assert_eq!(point_tag(&large, pid).unwrap(), ((round * 100 + index) as u64, true));
+                    }
+                    let (first, second) = (evicted(&small, &small_pids[300..]), evicted(&small, &small_pids[400..]));
+                    let copy = |pid| match small.optimistic_point(pid).unwrap() {
+                        PointRead::Uncached(copy) => copy,
+                        PointRead::Resident(_) => panic!("{pid:?} was loaded"),
+                    };
+                    let (one, two) = (copy(first.1), copy(second.1));
+                    assert_eq!(one.page().read_u64(100), 300 + first.0 as u64);
+                    assert_eq!(two.page().read_u64(100), 400 + second.0 as u64);
+                    assert_eq!((one.validate(), two.validate()), (Ok(()), Ok(())));
+                })
+                .join()
+                .unwrap();
+        });
     }
 
     /// A reader holds its copy between the read and the validation while
