@@ -141,18 +141,27 @@ impl Admission {
         }
     }
 
-    /// Drops `pid` from the calling thread's table, as another page's miss
-    /// that maps to the same entry does (tests).
+    /// Drops `pid` from every shard's table, as misses of other pages that
+    /// map to the same entry do (tests: the thread whose miss recorded it
+    /// is another thread, with a table of its own).
     #[cfg(test)]
     fn forget(&self, pid: PageId) {
-        self.entry(pid).store(0, Ordering::Relaxed);
+        for shard in 0..FRAME_FREE_SHARDS {
+            self.entry_in(shard, pid).store(0, Ordering::Relaxed);
+        }
     }
 
     /// The entry `pid` maps to (a multiplicative hash of its id) in the
     /// table of the calling thread's home shard.
     #[inline]
     fn entry(&self, pid: PageId) -> &AtomicU32 {
-        let table = home_shard() * (self.entries + FILTER_PAD);
+        self.entry_in(home_shard(), pid)
+    }
+
+    /// The entry `pid` maps to in the table of home shard `shard`.
+    #[inline]
+    fn entry_in(&self, shard: usize, pid: PageId) -> &AtomicU32 {
+        let table = shard * (self.entries + FILTER_PAD);
         &self.recent[table + (pid.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize]
     }
 }
