@@ -472,6 +472,44 @@ mod tests {
         assert_eq!(pool.stats().uncached_reads, 0);
     }
 
+    /// A page whose storage image does not verify, read uncached in a
+    /// full pool with nothing else going on: a flipped byte of its body
+    /// (checksum), and another page's whole image written at its place (a
+    /// misdirected write: the checksum holds, the id does not). The read
+    /// itself reports `Corruption` naming the page, leaves the pool as it
+    /// was, and a load of the page reports the same. (Fails if an uncached
+    /// read does not verify what it read: the damaged copy is returned.)
+    #[test]
+    fn a_page_that_fails_verification_on_storage_is_an_error_when_read_uncached() {
+        use crate::io::Storage;
+        let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let storage = Arc::new(MemStorage::new());
+        let (pool, pids) = full_pool_on(Arc::clone(&storage));
+        let (_, flipped) = evicted(&pool, &pids);
+        let (_, misdirected) = evicted(&pool, &pids[pids.len() / 2..]);
+        let (_, source) = evicted(&pool, &pids[pids.len() / 2 + 1..]);
+        let mut byte = [0u8; 1];
+        storage.read_at(flipped.0 * 512 + 300, &mut byte).unwrap();
+        storage.write_at(flipped.0 * 512 + 300, &[byte[0] ^ 0x10]).unwrap();
+        let mut image = vec![0u8; 512];
+        storage.read_at(source.0 * 512, &mut image).unwrap();
+        storage.write_at(misdirected.0 * 512, &image).unwrap();
+        for pid in [flipped, misdirected] {
+            let before = pool.stats();
+            match point_tag(&pool, pid) {
+                Err(crate::Error::Corruption { page, .. }) => assert_eq!(page, pid),
+                other => panic!("{pid:?}: {other:?}"),
+            }
+            let after = pool.stats();
+            assert_eq!((after.uncached_reads, after.loads), (before.uncached_reads, before.loads));
+            assert!(!pool.latch(pid).is_resident(), "a page that failed verification became resident");
+            match pool.optimistic(pid).map(|guard| guard.pid()) {
+                Err(crate::Error::Corruption { page, .. }) => assert_eq!(page, pid),
+                other => panic!("{pid:?} loaded: {other:?}"),
+            }
+        }
+    }
+
     /// One thread's spare buffer meets pools of two page sizes and two
     /// copies alive at once: a copy for a 4 KiB pool is not read into the
     /// 512-byte spare a copy for a 512-byte pool left behind, and two
