@@ -333,6 +333,36 @@ fn a_page_is_not_evicted_while_its_write_back_is_in_flight() {
     assert!(pool.stats().evictions > 40);
 }
 
+/// An evictor writes a dirty victim back under its exclusive latch and
+/// only then makes the page EVICTED: a writer that wants the page while
+/// the write is in flight waits, then loads the image just written, so
+/// both the change being written (byte 200) and the writer's (byte 100)
+/// survive. (Fails if the evictor publishes EVICTED before its write
+/// lands: the writer loads the older image from storage and the change in
+/// flight is lost.)
+#[test]
+fn a_page_wanted_while_its_eviction_writes_it_waits_and_loses_nothing() {
+    let (storage, pool, pid) = gated_leaf();
+    storage.gate.store(u64::MAX, Ordering::SeqCst);
+    pool.flush().unwrap();
+    pool.exclusive(pid).unwrap().page_mut().write_u64(200, 5);
+    storage.arm(pid);
+    std::thread::scope(|scope| {
+        let evictor = scope.spawn(|| churn(&pool));
+        storage.wait_entered();
+        let writer = scope.spawn(|| pool.exclusive(pid).unwrap().page_mut().write_u64(100, 2));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let overtaken = writer.is_finished();
+        storage.open();
+        evictor.join().unwrap();
+        writer.join().unwrap();
+        assert!(!overtaken, "a writer latched the page while its eviction wrote it");
+    });
+    churn(&pool);
+    let page = pool.shared(pid).unwrap();
+    assert_eq!((page.page().read_u64(100), page.page().read_u64(200)), (2, 5), "a change was lost");
+}
+
 /// An eviction takes its victims out of the resident list before it
 /// writes them: a write-back pass (a checkpoint's, before its sync) that
 /// starts meanwhile must wait for those writes, or a checkpoint could
