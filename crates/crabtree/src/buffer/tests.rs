@@ -363,6 +363,41 @@ fn a_page_wanted_while_its_eviction_writes_it_waits_and_loses_nothing() {
     assert_eq!((page.page().read_u64(100), page.page().read_u64(200)), (2, 5), "a change was lost");
 }
 
+/// An uncached point read relies on the evictor writing a dirty victim
+/// before it makes the page EVICTED (`uncached.rs`: storage is the page's
+/// image only under an EVICTED word). A point read of a page whose
+/// eviction's write is in flight waits for the eviction, then reads the
+/// image written, from storage (a full pool: a copy). (Fails if the
+/// evictor publishes EVICTED before its write lands: the copy of the older
+/// image validates, nothing moves the word on, and its value is returned.)
+#[test]
+fn a_point_read_of_a_page_whose_eviction_is_writing_it_reads_the_image_written() {
+    let (storage, pool, pid) = gated_leaf();
+    storage.gate.store(u64::MAX, Ordering::SeqCst);
+    pool.flush().unwrap();
+    pool.exclusive(pid).unwrap().page_mut().write_u64(200, 5);
+    storage.arm(pid);
+    std::thread::scope(|scope| {
+        let evictor = scope.spawn(|| churn(&pool));
+        storage.wait_entered();
+        let reader = scope.spawn(|| {
+            loop {
+                let (seen, uncached, valid) = match pool.optimistic_point(pid).unwrap() {
+                    PointRead::Resident(guard) => (guard.page().read_u64(200), false, guard.validate().is_ok()),
+                    PointRead::Uncached(guard) => (guard.page().read_u64(200), true, guard.validate().is_ok()),
+                };
+                if valid {
+                    return (seen, uncached);
+                }
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        storage.open();
+        evictor.join().unwrap();
+        assert_eq!(reader.join().unwrap(), (5, true), "the image the eviction was writing (read uncached)");
+    });
+}
+
 /// An eviction takes its victims out of the resident list before it
 /// writes them: a write-back pass (a checkpoint's, before its sync) that
 /// starts meanwhile must wait for those writes, or a checkpoint could
