@@ -19,8 +19,15 @@
 //!   through glibc (as fio's `psync` engine reads), into a buffer each
 //!   thread keeps (until stop 17 a zeroed array per read, whose 4 KiB
 //!   `memset` made the raw rate 4-6% lower);
+//!   Each thread reads through its own open of the file, as each of fio's
+//!   jobs does (until stop 18 one open shared by all threads);
 //! * `pread syscall xN`: the same read as the system call itself
 //!   (rustix, as `FileStorage` reads), against the glibc loop;
+//! * `pread shared xN`: the glibc loop through one open of the file
+//!   shared by the threads, against the loop through their own: in a
+//!   process with more than one thread, every `pread` takes and drops a
+//!   reference on the open, so the threads' cores pass its line between
+//!   them on every read;
 //! * `get xN`: `BTree::get` of a uniformly random existing key (value
 //!   copied out, checked); p99 latency from every 8th operation;
 //! * `get zipf 0.99 xN`: the same with zipfian key popularity (YCSB's
@@ -83,6 +90,17 @@ const SLICES: usize = 10;
 thread_local! {
     /// The raw loops' page buffer, one per thread, reused.
     static RAW_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; PAGE_SIZE]);
+    /// The raw loops' own open of the file, one per thread (as each of
+    /// fio's jobs opens the file), made at the thread's first read.
+    static RAW_FILE: std::cell::RefCell<Option<File>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `read` with this thread's own open of `path` and its page buffer.
+fn with_own_file(path: &Path, read: impl FnOnce(&File, &mut [u8])) {
+    RAW_FILE.with_borrow_mut(|file| {
+        let file = file.get_or_insert_with(|| File::open(path).expect("raw open"));
+        RAW_BUFFER.with_borrow_mut(|buf| read(file, buf));
+    });
 }
 
 /// Whether `CRABTREE_BENCH_WORKLOADS` (comma list of name prefixes; one
@@ -422,19 +440,22 @@ fn main() {
     }
     let pool = BufferPool::open(Arc::new(FileStorage::open(&path, false).expect("open")), opts).expect("open pool");
     let tree = BTree::open(Arc::new(pool)).expect("open tree");
-    let raw = File::open(&path).expect("raw open");
+    let shared = File::open(&path).expect("raw open");
     let pages = file_bytes / PAGE_SIZE as u64;
     eprintln!(
         "pool_oom bench: {keys} keys, file {} MiB, pool {} MiB (1/{ratio}), {secs} s x {rounds} rounds, threads {threads:?}",
         file_bytes >> 20,
         pool_bytes >> 20,
     );
-    // Each thread reads into a buffer of its own, kept from one read to
-    // the next as fio's is: a fresh zeroed array per read put a 4 KiB
-    // `memset` into every raw read.
+    // Each thread reads through its own open of the file into a buffer of
+    // its own, kept from one read to the next, as each of fio's jobs does:
+    // a fresh zeroed array per read put a 4 KiB `memset` into every raw
+    // read, and one open shared by the threads makes every `pread` of
+    // every thread write one line, the open's reference count (see the
+    // `pread shared` row).
     let pread = |rng: &mut fastrand::Rng| {
-        RAW_BUFFER.with_borrow_mut(|buf| {
-            raw.read_exact_at(buf, rng.u64(1..pages) * PAGE_SIZE as u64).expect("pread");
+        with_own_file(&path, |file, buf| {
+            file.read_exact_at(buf, rng.u64(1..pages) * PAGE_SIZE as u64).expect("pread");
             black_box(&buf);
         });
     };
@@ -443,9 +464,16 @@ fn main() {
     // (rustix), which skips glibc's cancellation-point switches. The
     // `pread syscall` row puts the two raw loops side by side.
     let pread_syscall = |rng: &mut fastrand::Rng| {
-        RAW_BUFFER.with_borrow_mut(|buf| {
-            let read = rustix::io::pread(&raw, &mut buf[..], rng.u64(1..pages) * PAGE_SIZE as u64).expect("pread");
+        with_own_file(&path, |file, buf| {
+            let read = rustix::io::pread(file, &mut buf[..], rng.u64(1..pages) * PAGE_SIZE as u64).expect("pread");
             assert_eq!(read, PAGE_SIZE);
+            black_box(&buf);
+        });
+    };
+    // The raw loop through one open shared by all threads.
+    let pread_shared = |rng: &mut fastrand::Rng| {
+        RAW_BUFFER.with_borrow_mut(|buf| {
+            shared.read_exact_at(buf, rng.u64(1..pages) * PAGE_SIZE as u64).expect("pread");
             black_box(&buf);
         });
     };
@@ -489,6 +517,7 @@ fn main() {
     for &n in &threads {
         let workloads = [
             ("pread syscall", &pread_syscall as Op),
+            ("pread shared", &pread_shared as Op),
             ("get", &get as Op),
             ("get zipf 0.99", &get_zipf as Op),
             ("scan100", &scan as Op),
