@@ -342,22 +342,9 @@ fn a_page_is_not_evicted_while_its_write_back_is_in_flight() {
 /// flight is lost.)
 #[test]
 fn a_page_wanted_while_its_eviction_writes_it_waits_and_loses_nothing() {
-    let (storage, pool, pid) = gated_leaf();
-    storage.gate.store(u64::MAX, Ordering::SeqCst);
-    pool.flush().unwrap();
-    pool.exclusive(pid).unwrap().page_mut().write_u64(200, 5);
-    storage.arm(pid);
-    std::thread::scope(|scope| {
-        let evictor = scope.spawn(|| churn(&pool));
-        storage.wait_entered();
-        let writer = scope.spawn(|| pool.exclusive(pid).unwrap().page_mut().write_u64(100, 2));
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let overtaken = writer.is_finished();
-        storage.open();
-        evictor.join().unwrap();
-        writer.join().unwrap();
-        assert!(!overtaken, "a writer latched the page while its eviction wrote it");
-    });
+    let (pool, pid, (), overtaken) =
+        beside_a_held_eviction_write(|pool, pid| pool.exclusive(pid).unwrap().page_mut().write_u64(100, 2));
+    assert!(!overtaken, "a writer latched the page while its eviction wrote it");
     churn(&pool);
     let page = pool.shared(pid).unwrap();
     assert_eq!((page.page().read_u64(100), page.page().read_u64(200)), (2, 5), "a change was lost");
@@ -372,30 +359,44 @@ fn a_page_wanted_while_its_eviction_writes_it_waits_and_loses_nothing() {
 /// image validates, nothing moves the word on, and its value is returned.)
 #[test]
 fn a_point_read_of_a_page_whose_eviction_is_writing_it_reads_the_image_written() {
+    let (_, _, read, _) = beside_a_held_eviction_write(|pool, pid| {
+        loop {
+            let (seen, uncached, valid) = match pool.optimistic_point(pid).unwrap() {
+                PointRead::Resident(guard) => (guard.page().read_u64(200), false, guard.validate().is_ok()),
+                PointRead::Uncached(guard) => (guard.page().read_u64(200), true, guard.validate().is_ok()),
+            };
+            if valid {
+                return (seen, uncached);
+            }
+        }
+    });
+    assert_eq!(read, (5, true), "the image the eviction was writing (read uncached)");
+}
+
+/// A full pool whose dirty leaf (byte 200 changed to 5) `churn` evicts,
+/// its write-back held at the storage gate while `during` runs on a thread
+/// of its own for 50 ms; then the write lands. Returns the pool, the leaf,
+/// what `during` returned and whether it had returned before the write
+/// landed.
+fn beside_a_held_eviction_write<T: Send>(
+    during: impl FnOnce(&BufferPool, PageId) -> T + Send,
+) -> (BufferPool, PageId, T, bool) {
     let (storage, pool, pid) = gated_leaf();
     storage.gate.store(u64::MAX, Ordering::SeqCst);
     pool.flush().unwrap();
     pool.exclusive(pid).unwrap().page_mut().write_u64(200, 5);
     storage.arm(pid);
-    std::thread::scope(|scope| {
+    let (out, early) = std::thread::scope(|scope| {
         let evictor = scope.spawn(|| churn(&pool));
         storage.wait_entered();
-        let reader = scope.spawn(|| {
-            loop {
-                let (seen, uncached, valid) = match pool.optimistic_point(pid).unwrap() {
-                    PointRead::Resident(guard) => (guard.page().read_u64(200), false, guard.validate().is_ok()),
-                    PointRead::Uncached(guard) => (guard.page().read_u64(200), true, guard.validate().is_ok()),
-                };
-                if valid {
-                    return (seen, uncached);
-                }
-            }
-        });
+        let other = scope.spawn(|| during(&pool, pid));
         std::thread::sleep(std::time::Duration::from_millis(50));
+        let early = other.is_finished();
         storage.open();
         evictor.join().unwrap();
-        assert_eq!(reader.join().unwrap(), (5, true), "the image the eviction was writing (read uncached)");
+        (other.join().unwrap(), early)
     });
+    (pool, pid, out, early)
 }
 
 /// An eviction takes its victims out of the resident list before it
