@@ -302,7 +302,9 @@ impl VersionRange {
         self.want = (want * 2).min(BATCH_MAX);
         let tree = Arc::clone(&self.tree);
         let buffers = std::mem::take(&mut self.buffers);
-        let mut range = Range::reusing(&tree, (self.lower.clone(), self.upper.clone()), buffers);
+        // Borrowed: the range copies its bounds.
+        let bounds = (self.lower.as_ref().map(Vec::as_slice), self.upper.as_ref().map(Vec::as_slice));
+        let mut range = Range::reusing::<&[u8], _>(&tree, bounds, buffers);
         let out = if forward { &mut self.front } else { &mut self.back };
         out.bytes.clear();
         out.spans.clear();
