@@ -354,12 +354,15 @@ impl VersionRange {
 
     fn advance(&mut self, forward: bool) -> Option<Result<(Vec<u8>, Vec<u8>)>> {
         loop {
+            // After an error nothing more: the failed refill may have
+            // resolved some keys of its batch, and the keys after them
+            // were never read.
+            if self.failed {
+                return None;
+            }
             let own = if forward { self.front.pop_front() } else { self.back.pop_front() };
             if let Some(entry) = own {
                 return Some(Ok(entry));
-            }
-            if self.failed {
-                return None;
             }
             if self.drained {
                 // The other end's buffer holds the rest, in its order.
@@ -524,6 +527,80 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A refill that fails half-way (an overflow chain's read fails after
+    /// some keys of the refill were resolved) is an error, and the range
+    /// ends there, from either end: the keys the failed refill resolved
+    /// are not handed out after the error, and the entries before it are
+    /// the stored ones. The read fails at each chain page in turn, so some
+    /// failures fall inside a refill's later tree batches. (Fails if a
+    /// failed range still returns what its end holds.)
+    #[test]
+    #[cfg(feature = "failpoints")]
+    fn a_refill_that_fails_half_way_ends_the_range() {
+        use crate::failpoint;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let options = PoolOptions { page_size: 1024, pool_bytes: 1024 * 4096, max_pages: 1 << 20 };
+        let tree = Arc::new(
+            BTree::create(Arc::new(BufferPool::create(Arc::new(MemStorage::new()), options).unwrap())).unwrap(),
+        );
+        let stored: Vec<(Vec<u8>, Vec<u8>)> =
+            (0..300u32).map(|i| (format!("key{i:05}").into_bytes(), vec![i as u8; 700])).collect();
+        for (key, value) in &stored {
+            let version = encoding::version_key(&encoding::prefix(1, key), 1);
+            tree.insert(&version, &encoding::encode_value(Some(value))).unwrap();
+        }
+        // Chain pages the thread below may still read before one fails.
+        let left = Arc::new(AtomicUsize::new(0));
+        let left_in = Arc::clone(&left);
+        failpoint::set("value.chain_page", move || {
+            if std::thread::current().name() != Some("failing-range") {
+                return Ok(());
+            }
+            if left_in.load(Ordering::Relaxed) == 0 {
+                return Err(crate::Error::Io(std::io::Error::other("injected")));
+            }
+            left_in.fetch_sub(1, Ordering::Relaxed);
+            Ok(())
+        });
+        let mut failures = 0;
+        for pages in (0..300).step_by(7) {
+            left.store(pages, Ordering::Relaxed);
+            let tree = Arc::clone(&tree);
+            let outcome = std::thread::Builder::new()
+                .name("failing-range".into())
+                .spawn(move || {
+                    let mut range = VersionRange::new(tree, 1, 1, Bound::Unbounded, Bound::Unbounded);
+                    let mut got = Vec::new();
+                    let error = loop {
+                        match range.next() {
+                            Some(Ok(entry)) => got.push(entry),
+                            Some(Err(error)) => break Some(error),
+                            None => break None,
+                        }
+                    };
+                    (got, error.is_some(), range.next().is_some(), range.next_back().is_some())
+                })
+                .unwrap()
+                .join();
+            let Ok((got, failed, next, next_back)) = outcome else {
+                failpoint::clear("value.chain_page");
+                panic!("the range panicked with {pages} chain pages allowed");
+            };
+            if failed {
+                failures += 1;
+                if (next, next_back) != (false, false) {
+                    failpoint::clear("value.chain_page");
+                    panic!(
+                        "with {pages} chain pages allowed: the range went on after its error (front {next}, back {next_back})"
+                    );
+                }
+            }
+            assert_eq!(got, stored[..got.len()], "with {pages} chain pages allowed: the entries before the error");
+        }
+        failpoint::clear("value.chain_page");
+        assert!(failures > 10, "only {failures} ranges failed");
     }
 
     #[test]
