@@ -63,6 +63,14 @@ use std::time::Duration;
 /// checkpoint (slots 0 and 1 are the tree's).
 const LAST_TS_SLOT: usize = 7;
 
+/// Root slot a clean close sets to the last commit timestamp when vacuum
+/// had nothing left (every version commits left behind removed), else to
+/// zero. An open whose clock, after replaying the log, still equals it
+/// knows no old version waits anywhere, and skips vacuum's whole-tree pass
+/// (`mvcc::backlog`). Any later commit raises the clock past it, so a
+/// stale value never matches.
+const VACUUMED_SLOT: usize = 6;
+
 /// Commit records into the store's log, and the oldest one whose versions
 /// are not all applied yet (checkpoints keep the log from there).
 struct StoreCommitLog {
@@ -287,6 +295,12 @@ pub struct Stats {
     pub vacuum_passes: u64,
     /// Versions vacuum read since open (what its passes and rounds cost).
     pub vacuum_versions_read: u64,
+    /// Vacuum has yet to read the whole tree once: after an open that
+    /// followed a crash, or a close that left old versions behind, or
+    /// after its list of keys to visit overflowed. A clean close removes
+    /// what is left (up to 100,000 keys' worth) and records it, so the
+    /// next open starts with this false.
+    pub vacuum_whole_pass_pending: bool,
     /// Entries (versions) in the tree. Just after a crash recovery, while
     /// the entries are counted in the background, a partial count.
     pub tree_entries: u64,
@@ -327,7 +341,17 @@ impl Drop for Inner {
             return;
         }
         let tree = &self.engine.tree;
-        tree.pool().set_root_value(LAST_TS_SLOT, self.engine.oracle.last_allocated());
+        let last_ts = self.engine.oracle.last_allocated();
+        // Nothing reads or commits any more. With background vacuum on,
+        // remove what the backlog names now, so the next open need not
+        // read the whole tree; an error only costs the next open that pass.
+        let clean = if self.options.vacuum_interval.is_some() {
+            mvcc::vacuum::drain_at_close(&self.engine).unwrap_or(false)
+        } else {
+            self.engine.backlog.is_clean()
+        };
+        tree.pool().set_root_value(VACUUMED_SLOT, if clean { last_ts } else { 0 });
+        tree.pool().set_root_value(LAST_TS_SLOT, last_ts);
         // The store closes when the last reference to the log goes (the
         // engine's goes with `self`): a checkpoint and a clean-close record.
     }
@@ -649,6 +673,7 @@ impl Db {
             versions_vacuumed: counters.vacuumed.load(Ordering::Relaxed),
             vacuum_passes: counters.vacuum_passes.load(Ordering::Relaxed),
             vacuum_versions_read: counters.vacuum_read.load(Ordering::Relaxed),
+            vacuum_whole_pass_pending: engine.backlog.whole_pass_due().0,
             tree_entries: engine.tree.len_now(),
             page_count: engine.tree.pool().page_count(),
             page_size: engine.tree.pool().page_size(),
@@ -741,12 +766,20 @@ impl Inner {
             })?;
             last_ts = last_ts.max(ts);
         }
+        let replayed = commits.len();
         in_flight.clear();
         tree.pool().raise_root_value(LAST_TS_SLOT, last_ts);
         let log = Arc::new(StoreCommitLog { store, in_flight });
         let (notifier, thread) = Notifier::spawn(Arc::clone(&log) as Arc<dyn CommitLog>)?;
         // Not `is_empty`, which waits for a count after a crash recovery.
         let fresh = tree.first()?.is_none();
+        // An empty tree holds no old version; otherwise the last close
+        // left nothing for vacuum, nothing committed since (see
+        // `VACUUMED_SLOT`) and nothing was replayed: a replayed commit may
+        // shadow versions no backlog names, even one whose timestamp the
+        // close counted (a commit that failed before it applied, whose
+        // record recovery found).
+        let vacuumed = fresh || (replayed == 0 && last_ts != 0 && tree.pool().root_value(VACUUMED_SLOT) == last_ts);
         let mut inner = Inner {
             engine: Engine::new(tree, Arc::clone(&log) as Arc<dyn CommitLog>, last_ts),
             commit_log: log,
@@ -758,6 +791,9 @@ impl Inner {
             opened: false,
             path: path.to_path_buf(),
         };
+        if vacuumed {
+            inner.engine.backlog.assume_clean();
+        }
         if fresh {
             keyspace::create_catalog(&inner)?;
         } else {

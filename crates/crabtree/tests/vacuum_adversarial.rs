@@ -42,14 +42,15 @@ fn live_key(i: u32) -> Vec<u8> {
 }
 
 /// A database in `dir` whose worker runs every 2 ms (with `memory_budget`
-/// if given), once the worker's pass after open is done.
+/// if given), once no whole pass is due (a new database has none: it
+/// holds no old version).
 fn open_vacuuming(dir: &tempfile::TempDir, memory_budget: Option<usize>) -> Db {
     let mut options = Options { vacuum_interval: Some(Duration::from_millis(2)), ..Options::default() };
     if let Some(budget) = memory_budget {
         options.memory_budget = budget;
     }
     let db = Db::open_with(dir.path().join("db.crab"), options).unwrap();
-    wait_until(&db, Duration::from_secs(20), |s| s.vacuum_passes >= 1).expect("the pass after open");
+    wait_until(&db, Duration::from_secs(20), |s| !s.vacuum_whole_pass_pending).expect("the pass after open");
     db
 }
 
@@ -77,7 +78,7 @@ fn big_key(i: u32) -> Vec<u8> {
 /// clears it (the worker waits for the horizon instead of passing early).
 ///
 /// Schedule (background worker every 2 ms, 8 MiB pool: 1 MiB backlog):
-/// 1. wait for the pass after open;
+/// 1. wait until no whole pass is due (none on a new database);
 /// 2. put `k`=v1 (ts1); open snapshot S (horizon = ts1); put `k`=v2
 ///    (ts2: its entry lists ts1 as left);
 /// 3. delete 6,000 never-written 200-byte keys, 20 per commit (each

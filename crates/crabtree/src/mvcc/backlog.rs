@@ -37,7 +37,11 @@
 //! What the backlog cannot name goes to a whole-tree pass, flagged by
 //! `whole`:
 //! * versions left by an earlier process (the backlog is not persisted):
-//!   `whole` starts set, so the first round after open reads the tree once;
+//!   `whole` starts set, so the first round after open reads the tree once,
+//!   unless that process closed cleanly with nothing left: its close
+//!   drained the backlog and recorded the clock in a root slot, and an open
+//!   that finds the clock unchanged (nothing committed since, nothing
+//!   replayed) clears `whole` (`assume_clean`; `Db`'s close and open);
 //! * entries dropped because the backlog reached its size bound
 //!   ([`bytes_max`]; writers outrunning vacuum): they are all dropped and
 //!   `whole` is set;
@@ -264,6 +268,25 @@ impl Backlog {
         if state.dropped_count == dropped_count && horizon >= state.whole_upto {
             state.whole = false;
         }
+    }
+
+    /// Clears the whole-pass request of a new backlog: the database's last
+    /// process closed with nothing left for vacuum and nothing committed
+    /// since (`Db::open` checks the marker its close left, see
+    /// [`Backlog::is_clean`]). Call before any commit.
+    pub(crate) fn assume_clean(&self) {
+        let mut state = self.state.lock();
+        debug_assert!(state.entries.is_empty() && state.dropped_count == 0, "a backlog already in use");
+        state.whole = false;
+    }
+
+    /// Whether vacuum has nothing left to do that this backlog knows of:
+    /// no whole pass due and no entry waiting. Every version commits left
+    /// is then gone (the backlog names them all, and the rounds removed
+    /// them), so a close may record it for the next open.
+    pub(crate) fn is_clean(&self) -> bool {
+        let state = self.state.lock();
+        !state.whole && state.entries.is_empty()
     }
 
     /// Asks for a whole-tree pass (a round failed or stopped).

@@ -46,6 +46,11 @@ const BATCH: usize = 512;
 /// a descent. `docs/BENCHMARKS.md`, "Vacuum".
 const DENSE_DIVISOR: u64 = 1;
 
+/// The most backlog entries a close removes (each a descent and a remove
+/// or two: about a second past memory); a close with more leaves them to
+/// the next open's whole-tree pass.
+const CLOSE_DRAIN_MAX: usize = 100_000;
+
 /// What one pass did.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Report {
@@ -136,6 +141,35 @@ pub(crate) fn step(engine: &Engine, stop: &dyn Fn() -> bool) -> Result<Option<Re
     engine.counters.pinned.store(engine.backlog.pinned(horizon, watermark), Ordering::Relaxed);
     report.count(engine);
     Ok(Some(report))
+}
+
+/// At a clean close (the worker stopped, no snapshot or transaction
+/// left): removes what the backlog's entries name, if it names everything
+/// there is (no whole pass due) and holds at most `CLOSE_DRAIN_MAX`
+/// entries. Returns whether vacuum then has nothing left (the close
+/// records that, and the next open skips its whole-tree pass). Never walks
+/// the tree, whose size would then set the time a close takes; dropped
+/// keyspaces are left to the next open's rounds (the catalog names them).
+pub(crate) fn drain_at_close(engine: &Engine) -> Result<bool> {
+    if engine.backlog.whole_pass_due().0 {
+        return Ok(false);
+    }
+    let horizon = engine.oracle.horizon();
+    let mut ready = engine.backlog.take_ready(horizon);
+    if ready.len() > CLOSE_DRAIN_MAX {
+        engine.backlog.give_up();
+        return Ok(false);
+    }
+    ready.sort();
+    let visited = visit(engine, &ready, &[], horizon, &|| false);
+    if !matches!(visited, Ok((_, true))) {
+        engine.backlog.give_up();
+    }
+    let (report, _) = visited?;
+    if ready.len() > 0 {
+        report.count(engine);
+    }
+    Ok(engine.backlog.is_clean())
 }
 
 /// Sweeps the dropped keyspaces `unswept`, then removes what each entry
