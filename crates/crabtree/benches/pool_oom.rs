@@ -79,6 +79,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+#[path = "../examples/shared/zipf.rs"]
+mod zipf;
+use zipf::Zipf;
+
 const PAGE_SIZE: usize = 4096;
 const VALUE_SIZE: usize = 100;
 const BATCH: u64 = 32;
@@ -121,38 +125,6 @@ fn splitmix(x: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-/// Zipfian ranks in `0..n` (Gray et al., "Quickly generating
-/// billion-record synthetic databases", as in YCSB).
-struct Zipf {
-    n: f64,
-    theta: f64,
-    alpha: f64,
-    zetan: f64,
-    eta: f64,
-}
-
-impl Zipf {
-    fn new(n: u64, theta: f64) -> Zipf {
-        let zeta = |count: u64| (1..=count).map(|i| 1.0 / (i as f64).powf(theta)).sum::<f64>();
-        let (zetan, zeta2) = (zeta(n), zeta(2));
-        let n = n as f64;
-        let eta = (1.0 - (2.0 / n).powf(1.0 - theta)) / (1.0 - zeta2 / zetan);
-        Zipf { n, theta, alpha: 1.0 / (1.0 - theta), zetan, eta }
-    }
-
-    fn rank(&self, rng: &mut fastrand::Rng) -> u64 {
-        let u = rng.f64();
-        let uz = u * self.zetan;
-        if uz < 1.0 {
-            return 0;
-        }
-        if uz < 1.0 + 0.5f64.powf(self.theta) {
-            return 1;
-        }
-        ((self.n * (self.eta * u - self.eta + 1.0).powf(self.alpha)) as u64).min(self.n as u64 - 1)
-    }
 }
 
 fn env_parse<T: std::str::FromStr>(name: &str, default: T) -> T {
