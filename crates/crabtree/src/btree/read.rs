@@ -144,6 +144,10 @@ impl BTree {
             }
         }
         leaf.validate()?;
+        // A leaf this scan loaded is read: first in line for eviction, so
+        // a scan through more data than memory does not push out the pages
+        // other reads come back to.
+        self.pool.cool_if_loaded_here(leaf.pid());
         Ok(())
     }
 
@@ -316,6 +320,9 @@ impl BTree {
     /// goes on from its neighbour), else the leaf a descent to `target`
     /// reaches.
     fn first_leaf(&self, target: Target<'_>, pessimistic: bool, resume: Resume) -> Attempt<(ReadGuard<'_>, bool)> {
+        // Only the loads of this batch count as the scan's (`leaf_entries`
+        // cools the leaves it loaded), not a point read's before it.
+        self.pool.forget_last_load();
         let resumed = match resume {
             Some((pid, word)) if !pessimistic => self.pool.optimistic_resume(pid, word),
             _ => None,

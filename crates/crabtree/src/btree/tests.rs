@@ -484,3 +484,54 @@ fn point_read_of_a_leaf_freed_under_it(damage: impl FnOnce(&MemStorage, PageId))
     });
     assert_verified(&tree);
 }
+
+/// A scan marks the leaves it loaded as the clock's next candidates, and
+/// leaves the state of pages it found resident alone: the leaves a point
+/// read loaded just before, at the scan's start and in its middle, and the
+/// inner nodes its descent loaded. (Fails if scans do not cool the leaves
+/// they load: every leaf stays UNLOCKED; or if a point read's load counts
+/// as the scan's: the first leaf is MARKED.)
+#[test]
+fn a_scan_marks_the_leaves_it_loaded_and_no_other_page() {
+    use crate::buffer::latch::{MARKED, UNLOCKED};
+    use crate::io::Storage;
+    let storage = Arc::new(MemStorage::new());
+    let options = PoolOptions { page_size: 512, pool_bytes: 512 * 1024, max_pages: 1 << 20 };
+    {
+        let tree = BTree::create(Arc::new(BufferPool::create(storage.clone(), options.clone()).unwrap())).unwrap();
+        for i in 0..2000 {
+            tree.insert(&key(i), b"value").unwrap();
+        }
+        tree.flush().unwrap();
+    }
+    // Reopened: nothing resident, and room for every page (no eviction, so
+    // the clock marks nothing itself).
+    let tree = BTree::open(Arc::new(BufferPool::open(storage.clone(), options).unwrap())).unwrap();
+    // Point reads load these two leaves (the scan then finds them
+    // resident), the first one last.
+    let (middle, first) = (leaf_of(&tree, &key(1000)), leaf_of(&tree, &key(0)));
+    let loads = tree.pool.stats().loads;
+    assert_eq!(tree.range::<&[u8], _>(..).count(), 2000);
+    let stats = tree.pool.stats();
+    assert!(stats.loads > loads + 10 && stats.evictions == 0, "{stats:?}");
+    // Each page's state, read without touching it; leaves and inner nodes
+    // told apart by their images on storage.
+    let (mut leaves, mut inner) = (0, 0);
+    for pid in (1..tree.pool.page_count()).map(PageId) {
+        let mut image = vec![0u8; 512];
+        storage.read_at(pid.0 * 512, &mut image).unwrap();
+        let Ok(node) = crate::page::node::Node::new(&image[..], pid) else { continue };
+        let state = crate::buffer::latch::state(tree.pool.peek_state(pid));
+        if !node.is_leaf() {
+            // Loaded by the descents, or not at all (a scan walks leaves).
+            assert_ne!(state, MARKED, "inner node {pid:?}");
+            inner += usize::from(state == UNLOCKED);
+        } else if pid == first || pid == middle {
+            assert_eq!(state, UNLOCKED, "leaf {pid:?}, loaded by a point read");
+        } else {
+            assert_eq!(state, MARKED, "leaf {pid:?}, loaded by the scan");
+            leaves += 1;
+        }
+    }
+    assert!(leaves > 10 && inner >= 1, "{leaves} leaves, {inner} inner nodes");
+}

@@ -12,7 +12,11 @@
 //!
 //! The hand walks a shard: an UNLOCKED page is MARKED (first pass); any
 //! access resets MARKED to UNLOCKED (see `latch`); a page still MARKED when
-//! the hand returns is try-locked exclusively and evicted.
+//! the hand returns is try-locked exclusively and evicted. A scan marks
+//! the leaves it loaded itself once it read them
+//! (`BufferPool::cool_if_loaded_here`), so they go at the hand's next
+//! visit and a scan through more data than memory does not push out the
+//! pages other reads come back to.
 //!
 //! Clean pages go first: the hand passes a MARKED page that is dirty,
 //! leaving it MARKED for the cleaner (which writes dirty MARKED pages,

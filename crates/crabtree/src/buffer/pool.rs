@@ -224,6 +224,9 @@ pub struct PoolCore {
 }
 
 thread_local! {
+    /// The page this thread loaded last, if no [`BufferPool::cool_if_loaded_here`]
+    /// asked since (0: none): how a scan tells the leaves it brought in.
+    static LAST_LOADED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     /// Each thread's buffer for page reads (no allocation per load).
     static IMAGE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Each thread's buffer for page write-backs.
@@ -616,12 +619,40 @@ impl BufferPool {
             self.counters.direct_loads.add(1);
         }
         latch.unlock_exclusive(false);
+        LAST_LOADED.set(pid.0);
         if want_direct && !direct {
             // The frames freed lately are not safe yet: move the grace
             // period on (finishes once the sections it waits for ended).
             grace::try_advance();
         }
         Ok(())
+    }
+
+    /// Makes `pid` the clock's next eviction candidate (MARKED) if this
+    /// thread's last load, since the last call, was of it. A scan calls it
+    /// for each leaf it read: through more data than memory it brings each
+    /// leaf in once, and marked, those leave before the pages reads come
+    /// back to (any access unmarks a page again, as usual; a page the scan
+    /// found resident keeps its state). Measured in `docs/BENCHMARKS.md`,
+    /// "Stop 19".
+    pub(crate) fn cool_if_loaded_here(&self, pid: PageId) {
+        if LAST_LOADED.replace(0) == pid.0 {
+            self.latch(pid).try_mark();
+        }
+    }
+
+    /// The latch word of `pid`, read without touching the page (tests).
+    #[cfg(test)]
+    pub(crate) fn peek_state(&self, pid: PageId) -> u64 {
+        self.latch(pid).peek()
+    }
+
+    /// Forgets this thread's last load, so that only loads after this
+    /// count for [`BufferPool::cool_if_loaded_here`] (a scan calls it as a
+    /// batch begins: a point read's load of the leaf it starts at is not
+    /// the scan's).
+    pub(crate) fn forget_last_load(&self) {
+        LAST_LOADED.set(0);
     }
 
     /// Whether loads `pread` straight into safe frames: the setting below
