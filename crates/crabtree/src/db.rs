@@ -233,8 +233,9 @@ pub struct Options {
     /// How often the background vacuum runs; `None` turns it off
     /// ([`Db::vacuum`] still works). A round visits the keys whose old
     /// versions commits left behind since the last one (and runs sooner
-    /// when many accumulate); it reads the whole tree only once after open,
-    /// or after falling behind.
+    /// when many accumulate); it reads the whole tree only after falling
+    /// behind, or once after an open that follows a crash or a close that
+    /// left old versions (with this on, a close removes what is left).
     pub vacuum_interval: Option<Duration>,
     /// How many times [`Db::update`] retries a transaction that conflicts.
     pub update_retries: u32,
@@ -825,9 +826,10 @@ fn spawn_vacuum(inner: std::sync::Weak<Inner>, interval: Duration) -> Result<Wor
             let Some(inner) = inner.upgrade() else { return };
             let stopping = || *signal.0.lock();
             // A round follows the backlog: the keys commits left versions
-            // of, not the whole tree (a whole pass only after open, or
-            // when the backlog overflowed or a round failed). An error
-            // (I/O) ends the round; the backlog then asks for a whole pass.
+            // of, not the whole tree (a whole pass only after an unclean
+            // open, or when the backlog overflowed or a round failed). An
+            // error (I/O) ends the round; the backlog then asks for a whole
+            // pass.
             let _alone = inner.vacuuming.lock();
             let _ = mvcc::vacuum::step(&inner.engine, &stopping);
         }
