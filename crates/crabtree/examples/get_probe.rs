@@ -27,15 +27,12 @@ use std::time::Instant;
 
 #[path = "shared/keys.rs"]
 mod keys;
+#[path = "shared/tree_file.rs"]
+mod tree_file;
 use keys::{key, splitmix};
+use tree_file::value;
 
 const PAGE_SIZE: usize = 4096;
-
-fn value(i: u64) -> [u8; 100] {
-    let mut value = [(i % 251) as u8; 100];
-    value[..8].copy_from_slice(&i.to_le_bytes());
-    value
-}
 
 /// One measured get (kept out of line so a profiler can select it).
 #[inline(never)]
@@ -80,15 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         "file" => {
             let path = dir.path().join("probe.crab");
-            {
-                let pool = BufferPool::create(Arc::new(FileStorage::open(&path, true)?), big.clone())?;
-                let tree = BTree::create(Arc::new(pool))?;
-                let mut sorted: Vec<([u8; 16], u64)> = (0..keys).map(|i| (key(i), i)).collect();
-                sorted.sort_unstable();
-                tree.bulk_load(sorted.iter().map(|(k, i)| (*k, value(*i))))?;
-                tree.flush()?;
-            }
-            let bytes = std::fs::metadata(&path)?.len() as usize;
+            let bytes = tree_file::write(&path, keys, big.clone())?;
             let small = PoolOptions { pool_bytes: bytes / 4, ..big };
             let tree = BTree::open(Arc::new(BufferPool::open(Arc::new(FileStorage::open(&path, false)?), small)?))?;
             for j in 0..gets {

@@ -22,16 +22,12 @@ use std::time::{Duration, Instant};
 
 #[path = "shared/keys.rs"]
 mod keys;
+#[path = "shared/tree_file.rs"]
+mod tree_file;
 #[path = "shared/zipf.rs"]
 mod zipf;
 use keys::{key, splitmix};
 use zipf::Zipf;
-
-fn value(i: u64) -> [u8; 100] {
-    let mut value = [(i % 251) as u8; 100];
-    value[..8].copy_from_slice(&i.to_le_bytes());
-    value
-}
 
 /// Scans the whole tree until `stop`, counting entries into `scanned`.
 fn scan_until(tree: &BTree, stop: &AtomicBool, scanned: &AtomicU64) {
@@ -60,15 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let big = PoolOptions { page_size: 4096, pool_bytes: 2 << 30, max_pages: 1 << 22 };
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("probe.crab");
-    {
-        let pool = BufferPool::create(Arc::new(FileStorage::open(&path, true)?), big.clone())?;
-        let tree = BTree::create(Arc::new(pool))?;
-        let mut sorted: Vec<([u8; 16], u64)> = (0..keys).map(|i| (key(i), i)).collect();
-        sorted.sort_unstable();
-        tree.bulk_load(sorted.iter().map(|(k, i)| (*k, value(*i))))?;
-        tree.flush()?;
-    }
-    let bytes = std::fs::metadata(&path)?.len() as usize;
+    let bytes = tree_file::write(&path, keys, big.clone())?;
     let small = PoolOptions { pool_bytes: bytes / ratio, ..big };
     let pool = Arc::new(BufferPool::open(Arc::new(FileStorage::open(&path, false)?), small)?);
     let tree = BTree::open(Arc::clone(&pool))?;
