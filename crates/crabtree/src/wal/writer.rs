@@ -322,9 +322,24 @@ impl Wal {
 
     /// Recycles the segments that lie wholly below `lsn` (which the caller,
     /// e.g. a checkpoint, no longer needs). Returns how many.
+    ///
+    /// A failed header write or sync poisons the log, like any failed log
+    /// write or sync: the free header may never reach the disk (Linux
+    /// drops the dirty page after a failed `fdatasync`), so the segment may
+    /// still be live there, and recycling the next one would leave a hole
+    /// in the run of live segments that the reader stops at (invariant 6).
     pub fn recycle_below(&self, lsn: Lsn) -> Result<usize> {
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return Err(self.shared.failure_error());
+        }
         let lsn = lsn.min(self.durable_lsn());
-        self.shared.segments.lock().recycle_below(lsn)
+        let mut segments = self.shared.segments.lock();
+        let result = segments.recycle_below(lsn);
+        if let Err(err) = &result {
+            // Under the segments' lock, so no later recycle runs first.
+            self.shared.poison(err);
+        }
+        result
     }
 
     /// Flushes and syncs everything appended, appends a final horizon
