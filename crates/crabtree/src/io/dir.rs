@@ -10,7 +10,7 @@
 //! * [`SimDir`]: simulated files ([`SimDisk`]s) in a simulated directory. A
 //!   created entry is durable only after [`Dir::sync`]; [`SimDir::crash`]
 //!   crashes every file and keeps or drops (seeded, even odds) each entry
-//!   created since the last directory sync (rule 8 of
+//!   created since the last directory sync (rule 9 of
 //!   `docs/protocols/disk-assumptions.md`). [`SimDir::power_off_after`]
 //!   counts the I/O operations of *all* files (and directory syncs) together
 //!   and fails every one after the `k`-th with `EIO` until the crash, so a
@@ -215,6 +215,19 @@ impl SimDir {
         self.power.ops.load(Ordering::Relaxed)
     }
 
+    /// Simulates the death of the process (`SIGKILL`) without power loss:
+    /// handles opened before fail from now on, as after [`SimDir::crash`],
+    /// and a power-off point is cleared (so `power_off_after(k)` then
+    /// `kill()` is a process killed at its `k`-th I/O operation); but the
+    /// files keep their unsynced writes and the directory its unsynced
+    /// entries, because the kernel's page cache outlives the process. The
+    /// next life reads them; a later [`SimDir::crash`] still decides them.
+    pub fn kill(&self) {
+        let _gate = self.power.gate.write();
+        self.power.life.fetch_add(1, Ordering::Relaxed);
+        self.power.off_at.store(u64::MAX, Ordering::Relaxed);
+    }
+
     /// Simulates power loss: every file crashes ([`SimDisk::crash`]), each
     /// entry created since the last directory sync is kept or dropped, power
     /// comes back. Handles opened before fail from now on (a new life of the
@@ -349,6 +362,28 @@ mod tests {
             assert_eq!(dir.list()?, names);
         }
         assert!(dropped > 0 && dropped < 32, "dropped {dropped} of 32");
+        Ok(())
+    }
+
+    #[test]
+    fn sim_dir_kill_keeps_the_page_cache_for_a_later_crash() -> Result<()> {
+        let dir = SimDir::new(1, CrashModel { keep: 0, drop: 1, tear: 0, ..CrashModel::default() });
+        let old = dir.this_life();
+        let a = old.open("a", true)?;
+        a.write_at(0, b"1")?;
+        dir.kill();
+        // The dead process's handles fail; its unsynced write is still read.
+        assert!(a.write_at(0, b"2").is_err());
+        assert!(old.open("b", true).is_err());
+        let mut buf = [0u8; 1];
+        dir.open("a", false)?.read_at(0, &mut buf)?;
+        assert_eq!(&buf, b"1");
+        // A power cut later still decides it (here: the write is dropped;
+        // the entry, never synced, may go too).
+        dir.crash();
+        if let Ok(file) = dir.open("a", false) {
+            assert_eq!(file.len()?, 0);
+        }
         Ok(())
     }
 
