@@ -7,6 +7,7 @@
 //! Failpoints are process-wide, so the scenarios run one at a time (a
 //! mutex).
 
+use crabtree::failpoint::Pause;
 use crabtree::io::{CrashModel, Dir, Fault, FaultOp, SimDir};
 use crabtree::wal::{RecordType, SegmentHeader, Wal, WalOptions};
 use crabtree::{Lsn, Result};
@@ -109,4 +110,119 @@ fn a_failed_sync_while_recycling_a_segment_leaves_no_hole_in_the_log() -> Result
         open_collect(&sim, small_segments()).unwrap_or_else(|e| panic!("a log that was never damaged must open: {e}"));
     assert_all_present(&acked, &records);
     wal.close()
+}
+
+/// The log a killed process wrote but never synced, read back by the next
+/// life from the page cache, then lost to a power cut.
+///
+/// After `SIGKILL` the kernel still holds the dead process's unsynced log
+/// writes: the next open reads them as valid log and took its end as
+/// durable (`durable = end`), and recovery redoes them into data pages it
+/// then syncs. Only the newest live segment was synced at open (by the
+/// incarnation stamp), never the older ones the last batch also wrote, and
+/// the new handle syncs only what it writes itself. A later power cut then
+/// dropped the dead process's tail of segments 0 and 1 while segment 2,
+/// holding the new life's acknowledged commits, survived: the reader
+/// stopped at the hole and refused to open (`LogCorruption`: horizon
+/// claims beyond it), or without a claim would have lost every commit the
+/// new life acknowledged. PostgreSQL fsyncs its data directory at crash
+/// recovery for the same reason (`SyncDataDirectory`). Fix: `Wal::open`
+/// syncs the directory and every segment file before reading the log.
+/// Mutation that fails it: remove that sync (`Segments::sync_all`).
+#[test]
+fn a_log_tail_a_killed_process_never_synced_is_synced_before_it_counts_as_durable() -> Result<()> {
+    let _serial = serial();
+    let sim = SimDir::new(3, drop_all());
+    // The flusher never syncs on its own here: only committers do.
+    let options = WalOptions { flush_delay: Duration::from_secs(60), ..small_segments() };
+    let (wal, _) = open_collect(&sim, options.clone())?;
+    for i in 0..4u8 {
+        wal.commit(RecordType::DATA, &[i; 100])?;
+    }
+    // The last batch of the dying process: written into segments 0, 1 and
+    // 2, then the process is killed before its sync.
+    for i in 0..40u8 {
+        wal.append(RecordType::DATA, &[i; 200])?;
+    }
+    let pause = Pause::arm_for("wal.before_sync", |t| t.name() == Some("dying-committer"));
+    std::thread::scope(|scope| -> Result<()> {
+        let committer = std::thread::Builder::new()
+            .name("dying-committer".into())
+            .spawn_scoped(scope, || wal.commit(RecordType::DATA, b"last"))?;
+        assert!(pause.wait_parked(Duration::from_secs(10)), "the committer never reached its sync");
+        assert!(slot_of_index(&sim, 2).is_some(), "the last batch reaches segment 2");
+        sim.kill();
+        pause.resume();
+        let last = committer.join().expect("committer");
+        assert!(last.is_err(), "a commit whose sync the kill cut off is not acknowledged: {last:?}");
+        Ok(())
+    })?;
+    drop(wal);
+    // The next life reads the whole tail back and commits on.
+    let (wal, records) = open_collect(&sim, options.clone())?;
+    assert_eq!(records.len(), 45, "the page cache still holds the dead process's tail");
+    let mut acked = Vec::new();
+    for i in 0..10u8 {
+        let payload = vec![i; 300];
+        acked.push((wal.commit(RecordType::DATA, &payload)?, payload));
+    }
+    wal.close()?;
+    // Power cut: whatever was never synced is gone.
+    sim.crash();
+    let (wal, records) =
+        open_collect(&sim, options).unwrap_or_else(|e| panic!("a log that was never damaged must open: {e}"));
+    assert_all_present(&acked, &records);
+    wal.close()
+}
+
+/// A spare segment file whose directory entry a killed process never
+/// synced (its preparer died between filling the file and syncing the
+/// directory), found by the next open and used for acknowledged log.
+///
+/// `Segments::open` takes any whole file with a valid free header as a
+/// ready spare, and activating a spare writes and syncs only the file, not
+/// the directory: the entry stayed unsynced while acknowledged commits
+/// went into it, and a power cut dropped the file with them (the reader
+/// saw a log ending at segment 1's boundary, no horizon beyond: a silent
+/// loss of acknowledged commits). Fix: `Wal::open` syncs the directory
+/// before it uses anything it found there. Mutation that fails it: remove
+/// the directory sync from `Segments::sync_all` (the seeds whose crash
+/// drops the entry, about half, lose the commits).
+#[test]
+fn a_spare_segment_whose_directory_entry_was_never_synced_is_not_used_unsynced() -> Result<()> {
+    let _serial = serial();
+    for seed in 0..12 {
+        let sim = SimDir::new(seed, drop_all());
+        let (wal, _) = open_collect(&sim, small_segments())?;
+        // Under half a segment: the preparer is not asked for a spare.
+        for i in 0..4u8 {
+            wal.commit(RecordType::DATA, &[i; 100])?;
+        }
+        wal.close()?;
+        // What a preparer killed before its directory sync leaves: a whole,
+        // zero-filled, synced file with a free header, entry not durable.
+        let name = "00000009.wal";
+        let file = sim.open(name, true)?;
+        let header = SegmentHeader { size: 8192, index: None, first_record: Lsn(0), incarnation: 1 };
+        file.write_at(0, &[0u8; 8192])?;
+        file.write_at(0, &header.encode())?;
+        file.sync()?;
+        drop(file);
+        sim.kill();
+        let (wal, _) = open_collect(&sim, small_segments())?;
+        let mut acked = Vec::new();
+        while wal.end_lsn().0 < 4096 + 1024 {
+            let payload = vec![seed as u8; 300];
+            acked.push((wal.commit(RecordType::DATA, &payload)?, payload));
+        }
+        assert_eq!(slot_of_index(&sim, 1).as_deref(), Some(name), "seed {seed}: segment 1 went into the spare");
+        wal.close()?;
+        sim.crash();
+        let (wal, records) = open_collect(&sim, small_segments())
+            .unwrap_or_else(|e| panic!("seed {seed}: a log that was never damaged must open: {e}"));
+        assert_all_present(&acked, &records);
+        assert!(sim.list()?.iter().any(|n| n == name), "seed {seed}: a segment holding acknowledged log vanished");
+        wal.close()?;
+    }
+    Ok(())
 }

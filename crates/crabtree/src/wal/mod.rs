@@ -137,6 +137,10 @@ impl Wal {
         }
         let mut segments = segment::Segments::open(dir, options.segment_size)?;
         options.segment_size = segments.size();
+        // What a killed process wrote is read back from the page cache as
+        // if durable: make it so before the log's end counts as durable
+        // and recovery writes pages from it.
+        segments.sync_all()?;
         if let Some(survey) = survey {
             reader::scan(&segments, survey)?;
         }

@@ -205,6 +205,21 @@ impl Segments {
         Ok(segments)
     }
 
+    /// Syncs the directory and every segment file, live and free, before
+    /// anything found in them is trusted: after a process was killed the
+    /// kernel may still hold its unsynced log writes and directory entries,
+    /// which reads return as if durable. Without this, the open would take
+    /// such a tail as the durable log (and recovery redo it into synced data
+    /// pages), or activate a spare whose entry never reached the disk, and
+    /// a later power cut would take either away under acknowledged commits.
+    pub fn sync_all(&self) -> Result<()> {
+        self.dir.sync()?;
+        for segment in self.live.values().chain(self.free.iter().map(|(segment, _)| segment)) {
+            segment.storage.sync()?;
+        }
+        Ok(())
+    }
+
     /// The segment file size.
     pub fn size(&self) -> u64 {
         self.size
