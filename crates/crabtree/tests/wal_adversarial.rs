@@ -226,3 +226,87 @@ fn a_spare_segment_whose_directory_entry_was_never_synced_is_not_used_unsynced()
     }
     Ok(())
 }
+
+/// A log directory on a full disk: every new file can be created (an
+/// entry costs no data block here) but not filled (`ENOSPC`).
+struct FullDisk {
+    sim: SimDir,
+    full: std::sync::atomic::AtomicBool,
+    creates: std::sync::atomic::AtomicU64,
+}
+
+impl Dir for FullDisk {
+    fn list(&self) -> Result<Vec<String>> {
+        self.sim.list()
+    }
+    fn open(&self, name: &str, create: bool) -> Result<Arc<dyn crabtree::io::Storage>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let new = create && self.sim.disk(name).is_none();
+        let storage = self.sim.open(name, create)?;
+        if create && self.full.load(SeqCst) {
+            if let Some(disk) = self.sim.disk(name).filter(|_| new) {
+                disk.set_capacity(0);
+            }
+            self.creates.fetch_add(1, SeqCst);
+        }
+        Ok(storage)
+    }
+    fn sync(&self) -> Result<()> {
+        self.sim.sync()
+    }
+}
+
+/// The segment preparer on a full disk.
+///
+/// A spare segment is asked for at every sync past half of the current
+/// segment, and commits go on meanwhile (the current segment is
+/// preallocated). Before the fix each attempt took a fresh slot, so every
+/// commit on a full disk left one more half-made file behind: 20 commits,
+/// 20 files, without bound, and the next open opens every one of them (a
+/// real store runs out of file descriptors). Now a failed spare gives its
+/// slot back and the next attempt reuses it. Mutation that fails it: drop
+/// the slot hand-back in the preparer (`Segments::spare_failed`).
+#[test]
+fn a_segment_preparer_failing_on_a_full_disk_does_not_leave_a_file_per_attempt() -> Result<()> {
+    use std::sync::atomic::Ordering::SeqCst;
+    let _serial = serial();
+    let disk = Arc::new(FullDisk { sim: SimDir::new(5, drop_all()), full: false.into(), creates: 0.into() });
+    let dir: Arc<dyn Dir> = Arc::clone(&disk) as Arc<dyn Dir>;
+    let (wal, _) = Wal::open(dir, small_segments(), |_, _, _| Ok(()))?;
+    wal.commit(RecordType::DATA, &[1; 100])?;
+    let files_before = disk.sim.list()?.len();
+    disk.full.store(true, SeqCst);
+    // Past half of segment 0, still inside it.
+    while wal.end_lsn().0 < 2100 {
+        wal.commit(RecordType::DATA, &[2; 100])?;
+    }
+    for _ in 0..20 {
+        let attempts = disk.creates.load(SeqCst);
+        wal.commit(RecordType::DATA, &[3; 8])?;
+        // Each sync asks for a spare: wait for the preparer's attempt.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while disk.creates.load(SeqCst) == attempts && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(disk.creates.load(SeqCst) > attempts, "the preparer was not asked for a spare");
+    }
+    assert!(wal.end_lsn().0 < 4096, "the commits stayed in segment 0");
+    let files = disk.sim.list()?.len();
+    assert!(files <= files_before + 1, "{files} files after 20 failed spares (had {files_before})");
+    // Space again: the slot left half-made is filled and used.
+    disk.full.store(false, SeqCst);
+    for name in disk.sim.list()? {
+        if let Some(file) = disk.sim.disk(&name) {
+            file.set_capacity(u64::MAX);
+        }
+    }
+    let mut acked = Vec::new();
+    while wal.end_lsn().0 < 3 * 4096 {
+        let payload = vec![4; 100];
+        acked.push((wal.commit(RecordType::DATA, &payload)?, payload));
+    }
+    wal.close()?;
+    let (wal, records) = open_collect(&disk.sim, small_segments())?;
+    assert_all_present(&acked, &records);
+    wal.close()
+}

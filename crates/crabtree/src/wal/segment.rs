@@ -129,6 +129,9 @@ pub struct Segments {
     /// Free (recyclable) segments; `bool`: already preallocated.
     free: Vec<(Segment, bool)>,
     next_slot: u64,
+    /// Slots whose file creation failed, reused before a new one: a disk
+    /// that stays full must not collect a half-made file per attempt.
+    retry_slots: Vec<u64>,
     /// Segments created (for stats and tests).
     pub created: u64,
     /// Segments reused from the free list.
@@ -177,6 +180,7 @@ impl Segments {
             live: BTreeMap::new(),
             free: Vec::new(),
             next_slot: 0,
+            retry_slots: Vec::new(),
             created: 0,
             recycled: 0,
         };
@@ -279,9 +283,16 @@ impl Segments {
     /// its directory entry synced.
     fn create(&mut self) -> Result<Segment> {
         let plan = self.plan_spare();
-        let segment = plan.create()?;
-        self.created += 1;
-        Ok(segment)
+        match plan.create() {
+            Ok(segment) => {
+                self.created += 1;
+                Ok(segment)
+            }
+            Err(err) => {
+                self.spare_failed(plan);
+                Err(err)
+            }
+        }
     }
 
     /// Whether a free, preallocated segment is ready.
@@ -292,9 +303,19 @@ impl Segments {
     /// Reserves a slot for a new file, to be created by [`SparePlan::create`]
     /// without holding the segments' lock (a background thread does it).
     pub fn plan_spare(&mut self) -> SparePlan {
-        let slot = self.next_slot;
-        self.next_slot += 1;
+        let slot = self.retry_slots.pop().unwrap_or_else(|| {
+            self.next_slot += 1;
+            self.next_slot - 1
+        });
         SparePlan { dir: Arc::clone(&self.dir), slot, size: self.size, incarnation: self.incarnation }
+    }
+
+    /// Takes back the slot of a plan whose [`SparePlan::create`] failed: the
+    /// next plan reuses it (its half-made file is filled again from the
+    /// start), so failures on a full disk leave one such file, not one per
+    /// attempt.
+    pub fn spare_failed(&mut self, plan: SparePlan) {
+        self.retry_slots.push(plan.slot);
     }
 
     /// Adds a segment made by [`SparePlan::create`] to the free list.

@@ -746,10 +746,12 @@ fn preparer_main(shared: &Shared) {
             let mut segments = shared.segments.lock();
             if segments.has_spare() { None } else { Some(segments.plan_spare()) }
         };
-        if let Some(plan) = plan
-            && let Ok(segment) = plan.create()
-        {
-            shared.segments.lock().add_spare(segment);
+        if let Some(plan) = plan {
+            match plan.create() {
+                Ok(segment) => shared.segments.lock().add_spare(segment),
+                // Its slot is reused by the next attempt (a full disk).
+                Err(_) => shared.segments.lock().spare_failed(plan),
+            }
         }
         shared.spare_wanted.store(false, Ordering::SeqCst);
     }
