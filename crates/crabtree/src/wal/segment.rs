@@ -437,8 +437,13 @@ impl SparePlan {
     }
 }
 
-/// Zero-fills `storage` to `size` with `header` in front, then syncs it.
+/// Zero-fills `storage` to `size` with `header` in front, cuts it to
+/// `size`, then syncs it. The cut matters for a file left longer by a
+/// creation cut short under another segment size (a log with no valid
+/// header takes its size from the options): kept longer, it would read as
+/// a creation cut short, i.e. free, at the next open, and its log vanish.
 fn fill(storage: &dyn Storage, size: u64, header: &SegmentHeader) -> Result<()> {
+    storage.set_len(size)?;
     let zeros = vec![0u8; WAL_WRITE_CHUNK_MAX.min(size as usize)];
     let mut offset = 0u64;
     while offset < size {
