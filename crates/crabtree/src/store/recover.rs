@@ -8,7 +8,12 @@
 //!    read once into a private map; a page that fails its checksum (a torn
 //!    write) or lies past the end of the file is *unknown*.
 //! 2. **Redo** each page entry whose record ends above the page's LSN
-//!    (idempotent: a page already on disk with the change is skipped). An
+//!    (idempotent: a page already on disk with the change is skipped), and
+//!    every full-page image whatever the page's LSN: what a read returns
+//!    may be a write that a failed `fdatasync` never made durable (the
+//!    page cache keeps it after the failure), so every page changed since
+//!    the redo start is rewritten and synced by recovery, as PostgreSQL
+//!    restores every full-page image. An
 //!    unknown page takes only an image, after which it is known; logical
 //!    entries before its first image are skipped (the image that follows
 //!    contains them). An unknown page that got a logical entry and no image
@@ -419,7 +424,11 @@ fn apply(page: &mut Page, entry: &Entry<'_>, end: Lsn, report: &mut RecoveryRepo
         }
         page.known = true;
         page.skipped_at = None;
-    } else if header::lsn(page.image.as_slice()) >= end {
+    } else if !image && header::lsn(page.image.as_slice()) >= end {
+        // A full-page image is applied whatever the page's LSN: after a
+        // failed data sync (Linux semantics) the page cache may show a
+        // write the disk never got, with its LSN; restoring the image makes
+        // the page changed, so recovery writes and syncs it again.
         report.entries_skipped += 1;
         return Ok(());
     }
