@@ -128,9 +128,11 @@ fn a_failed_sync_while_recycling_a_segment_leaves_no_hole_in_the_log() -> Result
 /// stopped at the hole and refused to open (`LogCorruption`: horizon
 /// claims beyond it), or without a claim would have lost every commit the
 /// new life acknowledged. PostgreSQL fsyncs its data directory at crash
-/// recovery for the same reason (`SyncDataDirectory`). Fix: `Wal::open`
-/// syncs the directory and every segment file before reading the log.
-/// Mutation that fails it: remove that sync (`Segments::sync_all`).
+/// recovery for the same reason (`SyncDataDirectory`). Fix (shared with
+/// the failed-sync case below): `Wal::open` writes again and syncs the log
+/// past the last horizon claim, with its segments' headers, before it
+/// trusts it. Mutation that fails it: skip that rewrite
+/// (`Segments::rewrite`).
 #[test]
 fn a_log_tail_a_killed_process_never_synced_is_synced_before_it_counts_as_durable() -> Result<()> {
     let _serial = serial();
@@ -188,8 +190,8 @@ fn a_log_tail_a_killed_process_never_synced_is_synced_before_it_counts_as_durabl
 /// saw a log ending at segment 1's boundary, no horizon beyond: a silent
 /// loss of acknowledged commits). Fix: `Wal::open` syncs the directory
 /// before it uses anything it found there. Mutation that fails it: remove
-/// the directory sync from `Segments::sync_all` (the seeds whose crash
-/// drops the entry, about half, lose the commits).
+/// that sync (`Segments::sync_dir`; the seeds whose crash drops the entry,
+/// about half, lose the commits).
 #[test]
 fn a_spare_segment_whose_directory_entry_was_never_synced_is_not_used_unsynced() -> Result<()> {
     let _serial = serial();
@@ -403,4 +405,51 @@ fn a_reopen_after_a_failed_data_sync_rewrites_what_the_sync_may_have_lost() -> R
         assert_eq!(store.get(&key(i))?.as_deref(), Some(&b"new"[..]), "acknowledged write of key {i} lost");
     }
     store.close()
+}
+
+/// A failed log sync, then the application reopens the log at once (no
+/// reboot): fsyncgate at open.
+///
+/// The failed sync poisoned the log, as it should; but with Linux
+/// semantics the kernel forgot the batch it failed to write while reads
+/// still return it. The next open read that batch as valid log, and its
+/// own syncs found nothing dirty: the new handle's acknowledged commits
+/// went after a batch the disk never got, and a power cut left a hole
+/// before them (`LogCorruption` at open, or without a horizon claim a
+/// silent loss). Fix: the open rewrites, and syncs, the log it read past
+/// the last horizon claim (the only part whose durability the log does
+/// not prove) with the headers of the segments it lies in. Mutation that
+/// fails it: skip that rewrite (`Segments::rewrite`).
+#[test]
+fn a_reopen_after_a_failed_log_sync_makes_the_tail_it_reads_durable() -> Result<()> {
+    let _serial = serial();
+    let sim = SimDir::new(31, drop_all());
+    let options = WalOptions { flush_delay: Duration::from_secs(60), ..small_segments() };
+    let (wal, _) = open_collect(&sim, options.clone())?;
+    let mut acked = Vec::new();
+    for i in 0..4u8 {
+        let payload = vec![i; 200];
+        acked.push((wal.commit(RecordType::DATA, &payload)?, payload));
+    }
+    // The next batch crosses into segment 1; the sync of segment 0 fails.
+    let slot = slot_of_index(&sim, 0).expect("segment 0 is live");
+    sim.disk(&slot).expect("slot file").inject(Fault::once(FaultOp::Sync, 0));
+    for i in 0..16u8 {
+        wal.append(RecordType::DATA, &[i; 200])?;
+    }
+    let failed = wal.commit(RecordType::DATA, b"failed");
+    assert!(failed.is_err(), "a commit whose sync failed is not acknowledged: {failed:?}");
+    assert!(slot_of_index(&sim, 1).is_some(), "the failed batch reached segment 1");
+    drop(wal);
+    let (wal, _) = open_collect(&sim, options.clone())?;
+    for i in 0..10u8 {
+        let payload = vec![i; 300];
+        acked.push((wal.commit(RecordType::DATA, &payload)?, payload));
+    }
+    wal.close()?;
+    sim.crash();
+    let (wal, records) =
+        open_collect(&sim, options).unwrap_or_else(|e| panic!("a log that was never damaged must open: {e}"));
+    assert_all_present(&acked, &records);
+    wal.close()
 }

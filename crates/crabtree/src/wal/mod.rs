@@ -137,14 +137,28 @@ impl Wal {
         }
         let mut segments = segment::Segments::open(dir, options.segment_size)?;
         options.segment_size = segments.size();
-        // What a killed process wrote is read back from the page cache as
-        // if durable: make it so before the log's end counts as durable
-        // and recovery writes pages from it.
-        segments.sync_all()?;
+        // What the last handle wrote may be only in the page cache, read
+        // back as if durable: directory entries a killed process never
+        // synced, log it never synced, log whose sync failed (Linux forgets
+        // the failed writes but reads still return them). Make it durable
+        // before the log's end counts as durable and recovery writes pages
+        // from it: sync the directory, and write again and sync the log
+        // past the last horizon claim (below it, everything was synced
+        // without error), before the pass that redoes pages when there is
+        // a survey.
+        segments.sync_dir()?;
+        let rewrite_tail =
+            |segments: &segment::Segments, end: &LogEnd| segments.rewrite(end.horizon.max(end.start), end.end);
+        let mut rewritten = false;
         if let Some(survey) = survey {
-            reader::scan(&segments, survey)?;
+            let surveyed = reader::scan(&segments, survey)?;
+            rewrite_tail(&segments, &surveyed)?;
+            rewritten = true;
         }
         let end = reader::scan(&segments, on_record)?;
+        if !rewritten {
+            rewrite_tail(&segments, &end)?;
+        }
         // Segments holding no byte of the valid log hold only unsynced
         // bytes from before a crash; they are activated afresh.
         segments.free_from(end.end.0.div_ceil(segments.payload()))?;

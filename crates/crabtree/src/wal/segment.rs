@@ -209,16 +209,42 @@ impl Segments {
         Ok(segments)
     }
 
-    /// Syncs the directory and every segment file, live and free, before
-    /// anything found in them is trusted: after a process was killed the
-    /// kernel may still hold its unsynced log writes and directory entries,
-    /// which reads return as if durable. Without this, the open would take
-    /// such a tail as the durable log (and recovery redo it into synced data
-    /// pages), or activate a spare whose entry never reached the disk, and
-    /// a later power cut would take either away under acknowledged commits.
-    pub fn sync_all(&self) -> Result<()> {
-        self.dir.sync()?;
-        for segment in self.live.values().chain(self.free.iter().map(|(segment, _)| segment)) {
+    /// Syncs the directory before anything found in it is trusted: after a
+    /// process was killed the kernel may still hold directory entries it
+    /// never synced (a spare whose preparer died before its directory
+    /// sync), which a listing returns as if durable; a spare used without
+    /// this could vanish, with the acknowledged log in it, at a power cut.
+    pub fn sync_dir(&self) -> Result<()> {
+        self.dir.sync()
+    }
+
+    /// Writes the log bytes `[from, to)` again as reads return them, with
+    /// the header of every live segment they lie in, and syncs those
+    /// segments. After a failed `fdatasync` (Linux semantics) the kernel may
+    /// have forgotten writes that reads still return, and a later sync finds
+    /// nothing to write: rewriting the bytes makes them dirty again, so the
+    /// sync makes durable what the open is about to trust. The same holds
+    /// for a killed process's writes that were never synced at all. The
+    /// caller passes the log past the last horizon claim: everything below
+    /// it was synced without error.
+    pub fn rewrite(&self, from: Lsn, to: Lsn) -> Result<()> {
+        let mut buf = Vec::new();
+        let mut at = from;
+        while at < to {
+            let (index, offset) = self.locate(at);
+            let Some(segment) = self.live.get(&index) else { break };
+            segment.storage.write_at(0, &segment.header.encode())?;
+            let segment_end = (index + 1).saturating_mul(self.payload());
+            let stop = to.0.min(segment_end);
+            let mut offset = offset;
+            while at.0 < stop {
+                let n = (stop - at.0).min(WAL_WRITE_CHUNK_MAX as u64) as usize;
+                buf.resize(n, 0);
+                segment.storage.read_at(offset, &mut buf)?;
+                segment.storage.write_at(offset, &buf)?;
+                at = Lsn(at.0 + n as u64);
+                offset += n as u64;
+            }
             segment.storage.sync()?;
         }
         Ok(())
