@@ -147,6 +147,7 @@ impl Wal {
         // without error), before the pass that redoes pages when there is
         // a survey.
         segments.sync_dir()?;
+        segments.rewrite_free_headers()?;
         let rewrite_tail =
             |segments: &segment::Segments, end: &LogEnd| segments.rewrite(end.horizon.max(end.start), end.end);
         let mut rewritten = false;

@@ -49,7 +49,7 @@
 use std::collections::BTreeMap;
 
 use crate::ids::Lsn;
-use crate::io::{Dir, Storage};
+use crate::io::{Dir, SECTOR_SIZE, Storage};
 use crate::limits::{WAL_SEGMENT_HEADER_SIZE, WAL_SEGMENT_SIZE_MAX, WAL_SEGMENT_SIZE_MIN, WAL_WRITE_CHUNK_MAX};
 use crate::sync::Arc;
 use crate::{Error, Result};
@@ -227,25 +227,47 @@ impl Segments {
     /// for a killed process's writes that were never synced at all. The
     /// caller passes the log past the last horizon claim: everything below
     /// it was synced without error.
+    ///
+    /// Part of that range may be durable and acknowledged already, so it
+    /// is rewritten one whole sector per write: a power cut during a
+    /// multi-sector write may leave garbage in the sector where it was cut,
+    /// while a sector rewritten with the bytes it holds is assumed to keep
+    /// them (`docs/protocols/disk-assumptions.md`, the rule the writer's
+    /// batches already rely on for the sector they share).
     pub fn rewrite(&self, from: Lsn, to: Lsn) -> Result<()> {
-        let mut buf = Vec::new();
-        let mut at = from;
-        while at < to {
-            let (index, offset) = self.locate(at);
+        // Segment payloads and headers are multiples of 4096 bytes, so a
+        // sector-aligned LSN is at a sector-aligned file offset.
+        let sector = SECTOR_SIZE;
+        let mut buf = [0u8; SECTOR_SIZE as usize];
+        let mut at = from.0 - from.0 % sector;
+        while at < to.0 {
+            let (index, mut offset) = self.locate(Lsn(at));
             let Some(segment) = self.live.get(&index) else { break };
             segment.storage.write_at(0, &segment.header.encode())?;
-            let segment_end = (index + 1).saturating_mul(self.payload());
-            let stop = to.0.min(segment_end);
-            let mut offset = offset;
-            while at.0 < stop {
-                let n = (stop - at.0).min(WAL_WRITE_CHUNK_MAX as u64) as usize;
-                buf.resize(n, 0);
+            let stop = to.0.min((index + 1).saturating_mul(self.payload()));
+            while at < stop {
                 segment.storage.read_at(offset, &mut buf)?;
                 segment.storage.write_at(offset, &buf)?;
-                at = Lsn(at.0 + n as u64);
-                offset += n as u64;
+                at += sector;
+                offset += sector;
             }
             segment.storage.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Writes again, and syncs, the header of every whole free segment: a
+    /// recycle whose process was killed before its sync, or whose sync
+    /// failed, left a free header that reads return but the disk may not
+    /// hold. Trusted unsynced, the segment would be taken for free while
+    /// the disk still says live, and once a later recycle freed the next
+    /// one (synced) a power cut would leave a hole in the live segments.
+    pub fn rewrite_free_headers(&self) -> Result<()> {
+        for (segment, whole) in &self.free {
+            if *whole {
+                segment.storage.write_at(0, &segment.header.encode())?;
+                segment.storage.sync()?;
+            }
         }
         Ok(())
     }
