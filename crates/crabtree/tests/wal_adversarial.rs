@@ -12,7 +12,7 @@ mod common;
 use crabtree::failpoint::Pause;
 use crabtree::io::{CrashModel, Dir, Fault, FaultOp, SimDir};
 use crabtree::wal::{RecordType, SegmentHeader, Wal, WalOptions};
-use crabtree::{Lsn, Result};
+use crabtree::{Error, Lsn, Result};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -504,4 +504,54 @@ fn a_free_header_a_killed_recycle_never_synced_is_made_durable_at_open() -> Resu
     assert!(kept.len() > 10, "{} records kept", kept.len());
     assert_all_present(&kept, &records);
     wal.close()
+}
+
+/// A data page newer than the end of the log, where the log still holds a
+/// full-page image of it since the redo start: the log lost records
+/// (here: its synced tail zeroed, and with it every horizon claim that
+/// could have told), and the page is the only witness.
+///
+/// Recovery restores every image since the redo start whatever the
+/// page's LSN (the fsyncgate fix above), which would replace the newer
+/// page with the older image and so hide the loss: the key written last
+/// would silently read its older state. Recovery compares the LSN the page
+/// had when it was read, not only the LSN after redo, with the end of the
+/// log: `Corruption`. Mutation that fails it: check only the page's LSN
+/// after redo (`Page::read_lsn` unused).
+#[test]
+fn a_page_newer_than_the_end_of_the_log_is_corruption_even_with_an_image_since() -> Result<()> {
+    let _serial = serial();
+    let sim = SimDir::new(51, drop_all());
+    let options = common::crash::quiet_options(64);
+    let payload = options.wal.segment_size - 4096;
+    let store = common::crash::open_store(&sim, options.clone())?;
+    for i in 0..40 {
+        store.put_durable(&key(i), b"old")?;
+    }
+    store.checkpoint()?;
+    // The first change of the leaf after the checkpoint logs its image.
+    let cut = store.put_durable(&key(10), b"imaged")?;
+    store.put_durable(&key(11), b"last")?;
+    // The close's checkpoint writes the leaf with the last LSN.
+    store.close()?;
+    // The log loses everything from `cut` on.
+    let mut lsn = cut.0;
+    while let Some(name) = slot_of_index(&sim, lsn / payload) {
+        let disk = sim.disk(&name).expect("segment");
+        let mut image = disk.durable_image();
+        let from = (4096 + lsn % payload) as usize;
+        if let Some(tail) = image.get_mut(from..) {
+            tail.fill(0);
+        }
+        disk.set_durable_image(image);
+        lsn = (lsn / payload + 1) * payload;
+    }
+    match common::crash::open_store(&sim, options) {
+        Err(Error::Corruption { .. }) => Ok(()),
+        Err(other) => panic!("expected Corruption, got {other}"),
+        Ok(store) => {
+            let value = store.get(&key(11))?;
+            panic!("a log that lost its tail opened; key 11 reads {value:?}");
+        }
+    }
 }

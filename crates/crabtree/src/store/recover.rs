@@ -90,6 +90,10 @@ struct Page {
     /// Why an entry could not be applied to the page as read, if one failed.
     failure: Option<String>,
     changed: bool,
+    /// The LSN the page had on disk when read (zero if unknown): a page
+    /// newer than the end of the log means the log lost records, also
+    /// when an image restored since hides it.
+    read_lsn: Lsn,
 }
 
 /// A commit record of the layer above found in the log.
@@ -296,7 +300,7 @@ pub(crate) fn recover(
     report.records = end.records;
     report.end = end.end;
     for (pid, page) in &pages {
-        if page.known && header::lsn(page.image.as_slice()) > end.end {
+        if (page.known && header::lsn(page.image.as_slice()) > end.end) || page.read_lsn > end.end {
             return Err(Error::corruption(*pid, "page is newer than the end of the log (log lost or damaged)"));
         }
     }
@@ -411,7 +415,8 @@ fn load(data: &dyn Storage, pid: PageId, page_size: usize, file_pages: u64) -> R
     if !known {
         image.fill(0);
     }
-    Ok(Page { image, known, was_unknown: !known, skipped_at: None, failure: None, changed: false })
+    let read_lsn = if known { header::lsn(image.as_slice()) } else { Lsn::ZERO };
+    Ok(Page { image, known, was_unknown: !known, skipped_at: None, failure: None, changed: false, read_lsn })
 }
 
 fn apply(page: &mut Page, entry: &Entry<'_>, end: Lsn, report: &mut RecoveryReport) -> Result<()> {
