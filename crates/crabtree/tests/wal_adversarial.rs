@@ -555,3 +555,46 @@ fn a_page_newer_than_the_end_of_the_log_is_corruption_even_with_an_image_since()
         }
     }
 }
+
+/// A data file with pages beside a log directory holding no segment at
+/// all (the segments deleted, or the store opened with a fresh log
+/// directory).
+///
+/// `Store::open_path` refuses a data file whose log directory is missing,
+/// but an existing, empty one (and `Store::open` with any `Dir`) started a
+/// new log at LSN 0: with no checkpoint in the log the allocator came from
+/// the header page, written at creation (no root, one page), so the store
+/// opened as a new, empty tree over the old pages, every key silently gone
+/// and their pages reused. Now recovery refuses a log with no segment beside a data
+/// file with pages past its header's page count (a store's pages past the
+/// header exist only in the log's terms), with `InvalidArgument` naming
+/// the cause. Mutation that fails it: remove that check in `recover`.
+#[test]
+fn a_data_file_with_pages_beside_a_log_with_no_segment_is_refused() -> Result<()> {
+    let _serial = serial();
+    let options = common::crash::quiet_options(64);
+    let sim = SimDir::new(61, drop_all());
+    let store = common::crash::open_store(&sim, options.clone())?;
+    for i in 0..100 {
+        store.put_durable(&key(i), b"old")?;
+    }
+    store.close()?;
+    // The same data file, an empty log directory.
+    let empty = SimDir::new(62, drop_all());
+    let data = sim.open("data", false)?;
+    match crabtree::raw::Store::open(Arc::clone(&data), Arc::new(empty.this_life()), options.clone()) {
+        Err(Error::InvalidArgument(message)) => {
+            assert!(message.contains("log"), "{message}");
+            Ok(())
+        }
+        Err(other) => panic!("expected InvalidArgument, got {other}"),
+        Ok(store) => {
+            // What the missing check costs: without a checkpoint in the
+            // log the allocator comes from the header page, written at
+            // creation, so the store opens as a new, empty tree over the
+            // old pages.
+            let value = store.get(&key(6))?;
+            panic!("opened beside an empty log; key 6 (written and closed cleanly) reads {value:?}");
+        }
+    }
+}

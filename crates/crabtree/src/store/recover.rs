@@ -297,6 +297,16 @@ pub(crate) fn recover(
         Ok(())
     })
     .map_err(|error| read_error.take().unwrap_or(error))?;
+    // A store's pages past the header's page count exist only in the log's
+    // terms (its first page write waits for durable log): beside a log
+    // with nothing in it, they belong to a log that was lost, and a new
+    // log would start a new, empty tree over them.
+    if end.end == Lsn::ZERO && data.len()? > meta.page_count.saturating_mul(page_size as u64) {
+        return Err(Error::InvalidArgument(
+            "the data file has pages but the log beside it is empty (segments deleted?): its pages cannot be trusted without it"
+                .into(),
+        ));
+    }
     report.records = end.records;
     report.end = end.end;
     for (pid, page) in &pages {
