@@ -598,3 +598,32 @@ fn a_data_file_with_pages_beside_a_log_with_no_segment_is_refused() -> Result<()
         }
     }
 }
+
+/// Waiting for durability past the end of the log (an LSN no append
+/// returned: a caller's bug, or a page LSN from a damaged file reaching
+/// the pool's write-back hook).
+///
+/// The waiter led flush after flush that could never reach the LSN,
+/// parking 50 µs between them, forever (P5: no hang). Now it is
+/// `InvalidArgument` at once. Mutation that fails it: remove the check
+/// against the reserved end in `Wal::wait_durable` (the watchdog fires).
+#[test]
+fn waiting_for_an_lsn_past_the_end_of_the_log_is_an_error_not_a_hang() -> Result<()> {
+    let _serial = serial();
+    let sim = SimDir::new(71, drop_all());
+    let (wal, _) = open_collect(&sim, small_segments())?;
+    let end = wal.commit(RecordType::DATA, b"one")?;
+    let wal = Arc::new(wal);
+    let (done, result) = std::sync::mpsc::channel();
+    let waiter = Arc::clone(&wal);
+    std::thread::spawn(move || {
+        let _ = done.send(waiter.wait_durable(Lsn(end.0 + 4096)));
+    });
+    match result.recv_timeout(Duration::from_secs(10)) {
+        Ok(Err(Error::InvalidArgument(_))) => {}
+        Ok(other) => panic!("expected InvalidArgument, got {other:?}"),
+        Err(_) => panic!("wait_durable past the end of the log still waits after 10 s"),
+    }
+    assert_eq!(wal.wait_durable(end).ok(), Some(()), "a real LSN still waits fine");
+    Ok(())
+}

@@ -236,6 +236,13 @@ impl Wal {
     /// with no thread hand-off.
     pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
         let shared = &self.shared;
+        // An LSN no append returned (a caller's bug, a page LSN from a
+        // damaged file) would be led toward forever: refuse it. Acquire:
+        // every LSN an append returned is below what this load sees.
+        let reserved = shared.reserved.load(Ordering::Acquire);
+        if lsn.0 > reserved && shared.durable.load(Ordering::Acquire) < lsn.0 {
+            return Err(Error::InvalidArgument(format!("wait for LSN {} past the end of the log {reserved}", lsn.0)));
+        }
         let mut stalls = 0u32;
         loop {
             // Acquire: pairs with the release store after the sync.
