@@ -113,6 +113,10 @@ pub(super) fn spawn(core: Arc<PoolCore>) -> Result<std::thread::JoinHandle<()>> 
 }
 
 fn run(core: &PoolCore) {
+    // Its one section per page it looks at begins with a CPU fence, so the
+    // grace periods of a pool whose only reader is one thread need no
+    // `membarrier` interrupting this thread (`grace.rs`, "Heavy sections").
+    grace::make_heavy();
     let mut timeout = CLEANER_PERIOD;
     while let Some(paused) = core.cleaner.wait(timeout) {
         if paused {
