@@ -66,6 +66,26 @@ fn assert_all_present(acked: &[Record], records: &[Record]) {
     }
 }
 
+/// Ten acknowledged commits of 300-byte payloads, added to `acked`, then a
+/// clean close: the next life's work after the damage a test set up.
+fn commit_ten_and_close(wal: Wal, acked: &mut Vec<Record>) -> Result<()> {
+    for i in 0..10u8 {
+        let payload = vec![i; 300];
+        acked.push((wal.commit(RecordType::DATA, &payload)?, payload));
+    }
+    wal.close()
+}
+
+/// A power cut, then the open that follows: it must succeed, and every
+/// record in `acked` must be read back.
+fn crash_and_find_all(sim: &SimDir, options: WalOptions, acked: &[Record]) -> Result<()> {
+    sim.crash();
+    let (wal, records) =
+        open_collect(sim, options).unwrap_or_else(|e| panic!("a log that was never damaged must open: {e}"));
+    assert_all_present(acked, &records);
+    wal.close()
+}
+
 /// A failed `fdatasync` of a segment header that recycling rewrote as free.
 ///
 /// Defends invariant 6 of the log (the live segments on disk are a
@@ -107,11 +127,7 @@ fn a_failed_sync_while_recycling_a_segment_leaves_no_hole_in_the_log() -> Result
         n += 1;
     }
     let _ = wal.close();
-    sim.crash();
-    let (wal, records) =
-        open_collect(&sim, small_segments()).unwrap_or_else(|e| panic!("a log that was never damaged must open: {e}"));
-    assert_all_present(&acked, &records);
-    wal.close()
+    crash_and_find_all(&sim, small_segments(), &acked)
 }
 
 /// The log a killed process wrote but never synced, read back by the next
@@ -166,17 +182,9 @@ fn a_log_tail_a_killed_process_never_synced_is_synced_before_it_counts_as_durabl
     let (wal, records) = open_collect(&sim, options.clone())?;
     assert_eq!(records.len(), 45, "the page cache still holds the dead process's tail");
     let mut acked = Vec::new();
-    for i in 0..10u8 {
-        let payload = vec![i; 300];
-        acked.push((wal.commit(RecordType::DATA, &payload)?, payload));
-    }
-    wal.close()?;
+    commit_ten_and_close(wal, &mut acked)?;
     // Power cut: whatever was never synced is gone.
-    sim.crash();
-    let (wal, records) =
-        open_collect(&sim, options).unwrap_or_else(|e| panic!("a log that was never damaged must open: {e}"));
-    assert_all_present(&acked, &records);
-    wal.close()
+    crash_and_find_all(&sim, options, &acked)
 }
 
 /// A spare segment file whose directory entry a killed process never
@@ -442,16 +450,8 @@ fn a_reopen_after_a_failed_log_sync_makes_the_tail_it_reads_durable() -> Result<
     assert!(slot_of_index(&sim, 1).is_some(), "the failed batch reached segment 1");
     drop(wal);
     let (wal, _) = open_collect(&sim, options.clone())?;
-    for i in 0..10u8 {
-        let payload = vec![i; 300];
-        acked.push((wal.commit(RecordType::DATA, &payload)?, payload));
-    }
-    wal.close()?;
-    sim.crash();
-    let (wal, records) =
-        open_collect(&sim, options).unwrap_or_else(|e| panic!("a log that was never damaged must open: {e}"));
-    assert_all_present(&acked, &records);
-    wal.close()
+    commit_ten_and_close(wal, &mut acked)?;
+    crash_and_find_all(&sim, options, &acked)
 }
 
 /// A recycle cut off between its free header and the header's sync (the
