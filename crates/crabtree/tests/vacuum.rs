@@ -362,3 +362,41 @@ fn a_clean_close_removes_what_commits_left_and_spares_the_next_open_its_whole_pa
     assert_eq!(db.stats().tree_entries, CATALOG_ENTRIES + 280);
     assert_eq!(db.snapshot().get(&key(5)).unwrap(), Some(value("third")));
 }
+
+/// A close whose drain fails half-way (the fourth removal's leaf latch
+/// fails, failpoint `write.leaf_latched`, for the closing thread only)
+/// records nothing for the next open: that open has a whole pass due, the
+/// pass removes the rest, and what readers see never changed. (Fails if a
+/// failed drain still sets slot 6: no pass pending, the versions stay.)
+#[test]
+fn a_close_whose_drain_fails_half_way_leaves_the_next_open_its_whole_pass() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let _failpoints = failpoints_alone();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.crab");
+    let db = open_with_vacuum(&path, Some(Duration::from_secs(3600)));
+    db.update(|tx| (0..300).try_for_each(|i| tx.put(&key(i), &value("first")))).unwrap();
+    leave_versions(&db, 100, 200, 20, "second");
+    let removals = std::sync::Arc::new(AtomicU32::new(0));
+    let counted = std::sync::Arc::clone(&removals);
+    crabtree::failpoint::set("write.leaf_latched", move || {
+        if std::thread::current().name() == Some("closing") && counted.fetch_add(1, Ordering::Relaxed) >= 3 {
+            return Err(Error::InvalidArgument("injected failure in the close's drain".into()));
+        }
+        Ok(())
+    });
+    std::thread::Builder::new().name("closing".into()).spawn(move || drop(db)).unwrap().join().unwrap();
+    crabtree::failpoint::clear("write.leaf_latched");
+    assert!(removals.load(Ordering::Relaxed) > 3, "the drain reached the failure");
+    let db = open_with_vacuum(&path, None);
+    let stats = db.stats();
+    assert!(stats.vacuum_whole_pass_pending, "a failed drain recorded nothing: {stats:?}");
+    assert!(stats.tree_entries > CATALOG_ENTRIES + 280, "the drain stopped half-way: {stats:?}");
+    db.vacuum().unwrap();
+    assert_eq!(db.stats().tree_entries, CATALOG_ENTRIES + 280);
+    let snap = db.snapshot();
+    assert_eq!(snap.get(&key(5)).unwrap(), Some(value("second")));
+    assert_eq!(snap.get(&key(210)).unwrap(), None);
+    drop(snap);
+    db.check().unwrap();
+}
