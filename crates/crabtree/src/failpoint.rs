@@ -103,6 +103,9 @@
 //! * `commit.between_pieces`: a commit record too large for one log record
 //!   has appended a piece of its chain and not its end (`store`); an error
 //!   fails the commit with the chain left unfinished in the log.
+//! * `io.sync_parent`: a file or directory was opened (and locked) and
+//!   its parent directory is about to be fsynced (`io::file`); an error
+//!   injected here stands for a failed fsync of the directory.
 
 #[cfg(feature = "failpoints")]
 pub use imp::*;

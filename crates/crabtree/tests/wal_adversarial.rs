@@ -627,3 +627,71 @@ fn waiting_for_an_lsn_past_the_end_of_the_log_is_an_error_not_a_hang() -> Result
     assert_eq!(wal.wait_durable(end).ok(), Some(()), "a real LSN still waits fine");
     Ok(())
 }
+
+/// A data file and log directory a killed process created, whose
+/// directory entries it never made durable.
+///
+/// `FileStorage::open` and `FileDir::open` fsynced the parent directory
+/// only when they created the entry. A process killed between creating
+/// the data file (or the `-wal` directory) and that fsync left an entry
+/// only the page cache held; the next process found the file there, did
+/// not fsync, and acknowledged commits into a file (or a log directory) a
+/// power cut could still remove with its entry. Every open now fsyncs the
+/// parent: this test counts the fsyncs (failpoint `io.sync_parent`) made
+/// by a reopen of an existing store and fails it at each one in turn.
+/// Mutation that fails it: sync the parent only on creation again.
+#[test]
+fn every_open_makes_the_entries_of_the_data_file_and_its_log_durable() -> Result<()> {
+    use crabtree::raw::{Store, StoreOptions};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let _serial = serial();
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("db");
+    let store = Store::open_path(&path, StoreOptions::default())?;
+    store.put_durable(b"key", b"value")?;
+    store.close()?;
+
+    const OPENER: &str = "adversarial-reopener";
+    let in_opener = || std::thread::current().name() == Some(OPENER);
+    // Reopens on a named thread (failpoints are process-wide) and returns
+    // the open's result with how many parent fsyncs it reached.
+    let reopen = |fail_at: Option<usize>| {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&hits);
+        crabtree::failpoint::set("io.sync_parent", move || {
+            if !in_opener() {
+                return Ok(());
+            }
+            let hit = counter.fetch_add(1, Ordering::SeqCst);
+            match fail_at {
+                Some(at) if at == hit => Err(Error::Io(std::io::Error::other("injected directory fsync failure"))),
+                _ => Ok(()),
+            }
+        });
+        let path = path.clone();
+        let result = std::thread::Builder::new()
+            .name(OPENER.into())
+            .spawn(move || Store::open_path(&path, StoreOptions::default()).and_then(|store| store.close()))
+            .unwrap()
+            .join()
+            .unwrap();
+        crabtree::failpoint::clear("io.sync_parent");
+        (result, hits.load(Ordering::SeqCst))
+    };
+
+    let (result, hits) = reopen(None);
+    result?;
+    // The data file's entry, then the log directory's (both in the same
+    // parent; the log's segments are covered by its own directory sync).
+    assert!(hits >= 2, "a reopen of an existing store fsynced the parent directory {hits} times");
+    for at in 0..hits {
+        match reopen(Some(at)) {
+            (Err(Error::Io(error)), _) if error.to_string().contains("injected") => {}
+            (other, _) => panic!("a failed fsync of the parent at hit {at} of {hits}: {other:?}"),
+        }
+    }
+    // Nothing was lost by the refused opens.
+    let store = Store::open_path(&path, StoreOptions::default())?;
+    assert_eq!(store.get(b"key")?.as_deref(), Some(&b"value"[..]));
+    store.close()
+}

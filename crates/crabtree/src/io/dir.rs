@@ -42,15 +42,16 @@ pub struct FileDir {
 }
 
 impl FileDir {
-    /// Opens the directory at `path`, creating it (and fsyncing its parent)
-    /// if it does not exist.
+    /// Opens the directory at `path`, creating it if it does not exist,
+    /// and fsyncs its parent either way: a directory a killed process
+    /// created, and never made durable in its parent, must not hold log
+    /// segments this process acknowledges commits from (as
+    /// [`FileStorage::open`](super::FileStorage::open) does for a file).
     pub fn open(path: &Path) -> Result<FileDir> {
         if !path.is_dir() {
             std::fs::create_dir_all(path)?;
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::File::open(parent)?.sync_all()?;
-            }
         }
+        super::file::sync_parent_dir(path)?;
         Ok(FileDir { path: path.to_path_buf() })
     }
 
@@ -84,8 +85,9 @@ impl Dir for FileDir {
 
     fn open(&self, name: &str, create: bool) -> Result<Arc<dyn Storage>> {
         check_name(name)?;
-        // `FileStorage::open` fsyncs the directory when it creates the file.
-        Ok(Arc::new(FileStorage::open(&self.path.join(name), create)?))
+        // This fsyncs the directory when it creates the file; the log syncs
+        // it once at open for the entries it finds (`wal::segment`).
+        Ok(Arc::new(FileStorage::open_listed(&self.path.join(name), create)?))
     }
 
     fn sync(&self) -> Result<()> {

@@ -22,8 +22,12 @@
 //!   so a second open of the same path fails with [`Error::Locked`] whether it
 //!   comes from this process or another. The lock is released when the handle
 //!   is dropped (the descriptor is closed);
-//! * creating the file fsyncs its parent directory, so the new directory entry
-//!   is durable before anything is written to the file (RELIABILITY.md).
+//! * every open fsyncs the file's parent directory, so the file's directory
+//!   entry is durable before anything is written to it (RELIABILITY.md).
+//!   Not only when this open creates the file: a process killed between
+//!   creating it and that fsync leaves an entry only the page cache holds,
+//!   and the next process, which finds the file there, would otherwise
+//!   make commits durable in a file a power cut can still remove.
 //!
 //! Errors from the OS are passed up as [`Error::Io`] unchanged; this layer
 //! never retries a failed `fdatasync` (the engine poisons itself instead).
@@ -46,22 +50,40 @@ impl FileStorage {
     /// Opens the file at `path` for reading and writing and takes an exclusive
     /// advisory lock on it.
     ///
-    /// With `create`, a missing file is created (empty) and its parent
-    /// directory is fsynced; without it, a missing file is an
-    /// [`Error::Io`] of kind [`ErrorKind::NotFound`]. If another handle (in
-    /// this process or another) holds the lock, returns [`Error::Locked`].
+    /// With `create`, a missing file is created (empty); without it, a
+    /// missing file is an [`Error::Io`] of kind [`ErrorKind::NotFound`]. If
+    /// another handle (in this process or another) holds the lock, returns
+    /// [`Error::Locked`]. Once locked, the parent directory is fsynced,
+    /// whether or not this open created the file (module doc).
     pub fn open(path: &Path, create: bool) -> Result<FileStorage> {
-        let (file, created) = open_file(path, create)?;
+        let (storage, _) = Self::open_locked(path, create)?;
+        sync_parent_dir(path)?;
+        Ok(storage)
+    }
+
+    /// Like [`open`](Self::open), but fsyncs the parent directory only if
+    /// this open created the file: for the files of a directory whose owner
+    /// syncs the directory itself before it trusts what it lists (the log's
+    /// segments, `wal::segment`), where a sync per file opened would repeat
+    /// that one.
+    pub(crate) fn open_listed(path: &Path, create: bool) -> Result<FileStorage> {
+        let (storage, created) = Self::open_locked(path, create)?;
         if created {
             sync_parent_dir(path)?;
         }
+        Ok(storage)
+    }
+
+    /// Opens and locks the file; returns whether this call created it.
+    fn open_locked(path: &Path, create: bool) -> Result<(FileStorage, bool)> {
+        let (file, created) = open_file(path, create)?;
         skip_access_times(&file);
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(Error::Locked),
             Err(TryLockError::Error(err)) => return Err(Error::Io(err)),
         }
-        Ok(FileStorage { file, path: path.to_path_buf() })
+        Ok((FileStorage { file, path: path.to_path_buf() }, created))
     }
 
     /// The path this storage was opened with.
@@ -71,7 +93,7 @@ impl FileStorage {
 }
 
 /// Opens `path` read-write; with `create`, creates it if missing. Returns
-/// whether this call created the file (so the caller fsyncs the directory).
+/// whether this call created the file.
 fn open_file(path: &Path, create: bool) -> Result<(File, bool)> {
     let mut options = OpenOptions::new();
     options.read(true).write(true);
@@ -95,13 +117,16 @@ fn skip_access_times(file: &File) {
     }
 }
 
-/// Fsyncs the directory holding `path`, making a new entry in it durable.
-fn sync_parent_dir(path: &Path) -> Result<()> {
+/// Fsyncs the directory holding `path`, making its entry for `path` (and
+/// every other entry in it) durable. Failpoint `io.sync_parent`: an error
+/// injected there stands for a failed fsync of the directory.
+pub(crate) fn sync_parent_dir(path: &Path) -> Result<()> {
     let parent = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         // A bare file name lives in the current directory.
         _ => Path::new("."),
     };
+    failpoint!("io.sync_parent");
     File::open(parent)?.sync_all()?;
     Ok(())
 }
@@ -307,7 +332,7 @@ mod tests {
 
     #[test]
     fn only_the_creating_open_reports_created() -> Result<()> {
-        // `created` decides whether the directory is fsynced.
+        // `created` decides whether `open_listed` fsyncs the directory.
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("db");
         assert!(open_file(&path, true)?.1);

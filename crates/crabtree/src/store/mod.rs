@@ -115,7 +115,6 @@ impl Store {
         if path.is_dir() {
             return Err(Error::InvalidArgument(format!("{} is a directory, not a database file", path.display())));
         }
-        let existed = path.exists();
         let data: Arc<dyn Storage> = Arc::new(FileStorage::open(path, true)?);
         let mut log_path = path.as_os_str().to_owned();
         log_path.push("-wal");
@@ -135,12 +134,9 @@ impl Store {
                 )));
             }
         }
-        if !existed {
-            // The new file's directory entry must be durable before the log
-            // beside it is (an empty data file beside a log is refused).
-            let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            std::fs::File::open(parent)?.sync_all()?;
-        }
+        // `FileStorage::open` made the data file's directory entry durable,
+        // so it is before the log beside it is (an empty data file beside a
+        // log is refused).
         let log: Arc<dyn Dir> = Arc::new(FileDir::open(&log_path)?);
         Store::open(data, log, options)
     }
