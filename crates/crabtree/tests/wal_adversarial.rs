@@ -695,3 +695,50 @@ fn every_open_makes_the_entries_of_the_data_file_and_its_log_durable() -> Result
     assert_eq!(store.get(b"key")?.as_deref(), Some(&b"value"[..]));
     store.close()
 }
+
+/// A live segment file cut short or lengthened (damage: nothing the log
+/// does leaves a live header on a file of the wrong length, since a file
+/// is made whole and synced before its header goes live).
+///
+/// `Segments::open` took any file of the wrong length for a creation cut
+/// short, i.e. free, whatever its header said. A truncated *middle*
+/// segment then left a hole the reader reported, but a truncated *last*
+/// one simply ended the log earlier: every acknowledged record in it was
+/// gone without an error (RELIABILITY.md F13: truncation; P1). Now a
+/// live header on a file of the wrong length is `LogCorruption` at the
+/// segment's first record, and the files are left as found. Mutation that
+/// fails it: drop the length check for live headers in `Segments::open`.
+#[test]
+fn a_live_segment_of_the_wrong_length_is_corruption_not_the_end_of_the_log() -> Result<()> {
+    let _serial = serial();
+    for (case, cut) in [("cut to its header", 4096u64), ("cut mid-log", 6144), ("lengthened", 8192 + 4096)] {
+        let sim = SimDir::new(81, drop_all());
+        let (wal, _) = open_collect(&sim, small_segments())?;
+        let mut acked = Vec::new();
+        commit_ten_and_close(wal, &mut acked)?;
+        let last = (0..64).rev().find_map(|index| slot_of_index(&sim, index)).expect("a live segment");
+        let lengths: Vec<u64> =
+            sim.list()?.iter().map(|name| sim.open(name, false).and_then(|f| f.len())).collect::<Result<_>>()?;
+        let file = sim.open(&last, false)?;
+        file.set_len(cut)?;
+        file.sync()?;
+        drop(file);
+        match open_collect(&sim, small_segments()) {
+            Err(Error::LogCorruption { reason, .. }) => assert!(reason.contains("length"), "{case}: {reason}"),
+            Err(other) => panic!("{case}: expected LogCorruption, got {other}"),
+            Ok((wal, records)) => {
+                let lost = acked.iter().filter(|record| !records.contains(record)).count();
+                wal.close()?;
+                panic!("{case}: the log opened without {lost} of {} acknowledged records", acked.len());
+            }
+        }
+        // Left as found: the refused open changed no file's length.
+        let after: Vec<u64> =
+            sim.list()?.iter().map(|name| sim.open(name, false).and_then(|f| f.len())).collect::<Result<_>>()?;
+        let mut expected = lengths.clone();
+        let position = sim.list()?.iter().position(|name| *name == last).unwrap();
+        expected[position] = cut;
+        assert_eq!(after, expected, "{case}");
+    }
+    Ok(())
+}

@@ -151,9 +151,11 @@ fn bad_size(size: u64) -> Error {
 
 impl Segments {
     /// Opens the segment files in `dir`. The segment size on disk wins over
-    /// `size` when any valid header exists. Files with no valid header or
-    /// the wrong length (a creation cut short) are free and refilled before
-    /// use. Does not stamp a new incarnation: see [`Segments::stamp`].
+    /// `size` when any valid header exists. Files with no valid header, or
+    /// a free one and the wrong length (a creation cut short), are free and
+    /// refilled before use; a live header on a file of the wrong length is
+    /// `LogCorruption`. Does not stamp a new incarnation: see
+    /// [`Segments::stamp`].
     pub fn open(dir: Arc<dyn Dir>, size: u64) -> Result<Segments> {
         if !(WAL_SEGMENT_SIZE_MIN..=WAL_SEGMENT_SIZE_MAX).contains(&size) || !size.is_multiple_of(4096) {
             return Err(bad_size(size));
@@ -172,7 +174,30 @@ impl Segments {
             };
             found.push((slot, storage, header, len));
         }
-        let size = found.iter().find_map(|(_, _, header, _)| header.map(|h| h.size)).unwrap_or(size);
+        // A live header's size first: a free one is only a spare's.
+        let size = [true, false]
+            .into_iter()
+            .find_map(|live| {
+                found.iter().find_map(|(_, _, header, _)| header.filter(|h| h.index.is_some() || !live).map(|h| h.size))
+            })
+            .unwrap_or(size);
+        // A file is made whole and synced before its header goes live (a
+        // creation cut short has a free header or none), so a live header
+        // on a file of another length is damage: taken for free, a cut
+        // last segment would end the log early with no error.
+        for (slot, _, header, len) in &found {
+            if let Some(header) = header.filter(|h| h.index.is_some() && (*len != size || h.size != size)) {
+                return Err(Error::LogCorruption {
+                    lsn: header.first_record,
+                    reason: format!(
+                        "segment file {slot:08}{SUFFIX} holds live segment {} but its length is {len} bytes \
+                         (header: {}, log: {size}): cut short or lengthened",
+                        header.index.unwrap_or_default(),
+                        header.size
+                    ),
+                });
+            }
+        }
         let mut segments = Segments {
             dir,
             size,
