@@ -363,6 +363,36 @@ fn a_clean_close_removes_what_commits_left_and_spares_the_next_open_its_whole_pa
     assert_eq!(db.snapshot().get(&key(5)).unwrap(), Some(value("third")));
 }
 
+/// A close whose backlog names more keys than it may drain (100,000,
+/// `CLOSE_DRAIN_MAX`: a close stays short whatever the backlog) removes
+/// nothing and records nothing: the next open has its whole pass due, and
+/// the pass removes what was left. Fails if the cap is gone (the close
+/// drains all of it and the open has nothing due) or if a capped close
+/// still records a clean backlog.
+#[test]
+fn a_close_with_more_left_than_it_may_drain_leaves_the_next_open_its_whole_pass() {
+    let keys = 100_500u32;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.crab");
+    {
+        let db = open_with_vacuum(&path, Some(Duration::from_secs(3600)));
+        for tag in ["first", "second"] {
+            for chunk in (0..keys).collect::<Vec<_>>().chunks(10_050) {
+                db.update(|tx| chunk.iter().try_for_each(|&i| tx.put(&key(i), &value(tag)))).unwrap();
+            }
+        }
+        assert!(!db.stats().vacuum_whole_pass_pending, "{:?}", db.stats());
+    }
+    let db = open_with_vacuum(&path, None);
+    let stats = db.stats();
+    assert!(stats.vacuum_whole_pass_pending, "a close past its cap recorded a clean backlog: {stats:?}");
+    let left = stats.tree_entries - CATALOG_ENTRIES - u64::from(keys);
+    assert!(left > 100_000 / 2, "the close removed versions past its cap ({left} old versions left): {stats:?}");
+    db.vacuum().unwrap();
+    assert_eq!(db.stats().tree_entries, CATALOG_ENTRIES + u64::from(keys));
+    assert_eq!(db.snapshot().get(&key(keys - 1)).unwrap(), Some(value("second")));
+}
+
 /// A close whose drain fails half-way (the fourth removal's leaf latch
 /// fails, failpoint `write.leaf_latched`, for the closing thread only)
 /// records nothing for the next open: that open has a whole pass due, the
