@@ -16,9 +16,41 @@
 //! per byte.
 
 use crabtree::io::{SimDisk, Storage};
+use crabtree::raw::page::header::{self, PageType};
+use crabtree::raw::page::node::CELL_OVERFLOW;
 use crabtree::raw::{BTree, BufferPool, PoolOptions};
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The system allocator, remembering the largest single request: a length
+/// read from a damaged page must not size an allocation.
+struct Largest;
+
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the
+// only addition is a relaxed atomic maximum.
+unsafe impl GlobalAlloc for Largest {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract for `alloc` is passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LARGEST.fetch_max(new_size, Ordering::Relaxed);
+        // SAFETY: the caller's contract for `realloc` is passed on as is.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Largest = Largest;
 
 fn options() -> PoolOptions {
     PoolOptions { page_size: 512, pool_bytes: 512 * 64, max_pages: 1 << 16 }
@@ -119,4 +151,48 @@ fn truncated_files_give_errors_not_panics() {
         assert!(outcome.is_ok(), "panic reading a file truncated to {len} bytes");
         assert!(!outcome.unwrap(), "a file truncated to {len} bytes read back as complete");
     }
+}
+
+/// A leaf cell whose overflow value claims 1 GiB (the limit), in a page
+/// whose checksum was recomputed (damage below the checksum's reach, or a
+/// crafted file). The chain reader sized its buffer from the claim before
+/// reading a page: a 1 GiB allocation for a 150 KiB file (with
+/// overcommit off, an abort). Now a length the file could not hold is
+/// `Corruption` before anything is allocated for it. Fails if the check
+/// is removed from `read_chain` (the largest allocation is then 1 GiB).
+#[test]
+fn an_overflow_length_the_file_cannot_hold_is_refused_before_allocating_it() {
+    let (mut image, model) = build();
+    let mut patched = None;
+    'pages: for (index, page) in image.chunks_mut(512).enumerate() {
+        if header::page_type(&*page) != Some(PageType::Leaf) {
+            continue;
+        }
+        let slots = u16::from_le_bytes([page[40], page[41]]) as usize;
+        for slot in 0..slots {
+            let at = 64 + 8 * slot;
+            let offset = u16::from_le_bytes([page[at], page[at + 1]]) as usize;
+            let key_len = u16::from_le_bytes([page[offset], page[offset + 1]]) as usize;
+            if page[offset + 2] & CELL_OVERFLOW != 0 {
+                page[offset + 3..offset + 7].copy_from_slice(&(1u32 << 30).to_le_bytes());
+                header::seal(page);
+                patched = Some((index, page[offset + 7..offset + 7 + key_len].to_vec()));
+                break 'pages;
+            }
+        }
+    }
+    let (index, key) = patched.expect("the database has an overflow value");
+    assert!(model.contains_key(&key));
+    let disk = SimDisk::new(3);
+    disk.set_durable_image(image);
+    let pool = BufferPool::open(Arc::new(disk), options()).unwrap();
+    let tree = BTree::open(Arc::new(pool)).unwrap();
+    let before = LARGEST.swap(0, Ordering::Relaxed);
+    match tree.get(&key) {
+        Err(crabtree::Error::Corruption { .. }) => {}
+        other => panic!("a 1 GiB claim in page {index}: {other:?}"),
+    }
+    let largest = LARGEST.load(Ordering::Relaxed);
+    LARGEST.fetch_max(before, Ordering::Relaxed);
+    assert!(largest < 1 << 20, "reading the damaged value allocated {largest} bytes at once");
 }

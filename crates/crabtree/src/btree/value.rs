@@ -203,6 +203,12 @@ impl BTree {
             return Err(Error::corruption(first, format!("value length {len} above the limit")));
         }
         let page_count_max = overflow::pages_needed(self.pool.page_size(), len);
+        // The length comes from a cell: a damaged one (with a checksum
+        // that holds) may claim up to the limit. Size nothing from it that
+        // the file could not hold.
+        if page_count_max as u64 >= self.pool.page_count() {
+            return Err(Error::corruption(first, format!("value length {len} needs more pages than the file has")));
+        }
         let mut bytes = Vec::with_capacity(len);
         let mut pages = Vec::with_capacity(page_count_max);
         let mut next = Some(first);
