@@ -36,6 +36,8 @@ pub(crate) mod durability;
 pub(crate) mod encoding;
 pub(crate) mod locks;
 pub(crate) mod oracle;
+#[cfg(test)]
+mod oracle_tests;
 pub(crate) mod read;
 pub(crate) mod vacuum;
 
