@@ -27,6 +27,7 @@ F6|db_kill
 F8|media_faults
 F9|loom_latch
 F9|loom_wal
+F9|loom_oracle
 F11|history
 F11|isolation
 F11|bank
