@@ -194,5 +194,7 @@ fn an_overflow_length_the_file_cannot_hold_is_refused_before_allocating_it() {
     }
     let largest = LARGEST.load(Ordering::Relaxed);
     LARGEST.fetch_max(before, Ordering::Relaxed);
-    assert!(largest < 1 << 20, "reading the damaged value allocated {largest} bytes at once");
+    // 16 MiB: far below the claim, and above anything the other tests of
+    // this binary, running meanwhile, allocate at once.
+    assert!(largest < 16 << 20, "reading the damaged value allocated {largest} bytes at once");
 }
