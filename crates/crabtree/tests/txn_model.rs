@@ -24,8 +24,8 @@
 //! commit made durable by a checkpoint or a clean reopen (the log is
 //! recovered as a prefix and commits append in order); the model then
 //! continues from that prefix. `Db::check` passes after every recovery.
-//! Cases: 48 x `CRABTREE_TEST_SCALE` (default 1); `CRABTREE_TEST_SIZE=long`
-//! multiplies by 20 more.
+//! Cases: 1,000 x `CRABTREE_TEST_SCALE` (default 1; about 4 s), RELIABILITY.md's
+//! quick size for F12; `CRABTREE_TEST_SIZE=long` multiplies by 100 more.
 
 mod common;
 
@@ -361,8 +361,8 @@ fn run(steps: Vec<Step>, durability: Durability, seed: u64) {
 
 fn cases() -> u32 {
     let scale: u32 = std::env::var("CRABTREE_TEST_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
-    let long = if common::long() { 20 } else { 1 };
-    48 * scale.max(1) * long
+    let long = if common::long() { 100 } else { 1 };
+    1_000 * scale.max(1) * long
 }
 
 fn durability() -> impl Strategy<Value = Durability> {
