@@ -17,8 +17,13 @@
 //! * the write-write and write-read dependency graph of the committed
 //!   transactions is acyclic (G0, G1c).
 //!
-//! Size: 4 threads x 150 transactions x `CRABTREE_TEST_SCALE`; seed from
-//! `CRABTREE_SEED` (printed).
+//! Size: RELIABILITY.md's F11 sizes: 100 histories of 2,000 transactions
+//! (4 threads x 500) quick, each on a fresh database, and 5,000 histories
+//! (10M transactions) with `CRABTREE_TEST_SIZE=long`; `CRABTREE_HISTORIES=n`
+//! sets the count, `CRABTREE_TEST_SCALE` multiplies it. Commits are
+//! `Eventual` (isolation is what is checked here, not durability, and an
+//! fsync per commit would make the quick size take minutes). Seed from
+//! `CRABTREE_SEED` (printed); history `i` runs with seed + i.
 
 use crabtree::{Db, Error};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -48,9 +53,17 @@ fn encode(list: &[u64]) -> Vec<u8> {
     list.iter().flat_map(|id| id.to_le_bytes()).collect()
 }
 
-fn scale() -> u64 {
-    std::env::var("CRABTREE_TEST_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1).max(1)
+fn histories() -> u64 {
+    let scale: u64 = std::env::var("CRABTREE_TEST_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1).max(1);
+    let base = std::env::var("CRABTREE_HISTORIES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if std::env::var("CRABTREE_TEST_SIZE").as_deref() == Ok("long") { 5_000 } else { 100 });
+    base * scale
 }
+
+/// Transactions per thread in one history.
+const PER_THREAD: u64 = 500;
 
 /// Runs one transaction of random reads and appends; returns its record.
 fn run_one(db: &Db, rng: &mut fastrand::Rng, next_id: &mut u64) -> Txn {
@@ -87,10 +100,22 @@ fn run_one(db: &Db, rng: &mut fastrand::Rng, next_id: &mut u64) -> Txn {
 fn list_append_histories_show_no_si_anomaly() {
     let seed = std::env::var("CRABTREE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
     eprintln!("history: seed {seed} (replay with CRABTREE_SEED={seed})");
+    let (mut transactions, mut committed) = (0, 0);
+    let count = histories();
+    for i in 0..count {
+        let (t, c) = one_history(seed.wrapping_add(i));
+        (transactions, committed) = (transactions + t, committed + c);
+    }
+    eprintln!("history: {count} histories, {transactions} transactions, {committed} committed, checked");
+}
+
+/// Runs and checks one history; returns its transactions and commits.
+fn one_history(seed: u64) -> (usize, usize) {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(dir.path().join("db.crab")).unwrap();
+    let options = crabtree::Options { durability: crabtree::Durability::Eventual, ..crabtree::Options::default() };
+    let db = Db::open_with(dir.path().join("db.crab"), options).unwrap();
     let history = Arc::new(Mutex::new(Vec::new()));
-    let per_thread = 150 * scale();
+    let per_thread = PER_THREAD;
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
             let (db, history) = (db.clone(), Arc::clone(&history));
@@ -112,8 +137,8 @@ fn list_append_histories_show_no_si_anomaly() {
     let finals: BTreeMap<u64, Vec<u64>> = (0..KEYS).map(|k| (k, decode(snap.get(&key(k)).unwrap()))).collect();
     check(&history, &finals);
     let committed = history.iter().filter(|t| t.committed).count();
-    eprintln!("history: {} transactions, {committed} committed, checked", history.len());
-    assert!(committed * 4 > history.len(), "too few commits to mean anything");
+    assert!(committed * 4 > history.len(), "too few commits to mean anything (seed {seed})");
+    (history.len(), committed)
 }
 
 fn check(history: &[Txn], finals: &BTreeMap<u64, Vec<u64>>) {
@@ -148,24 +173,61 @@ fn check(history: &[Txn], finals: &BTreeMap<u64, Vec<u64>>) {
         }
     }
     // 3. Atomic reads: everything a transaction saw, directly or through
-    // what those writers saw, shows on every key it read.
-    let saw = |t: usize| -> HashSet<usize> { history[t].reads.values().flatten().map(|id| writer[id]).collect() };
-    for (t, txn) in history.iter().enumerate() {
-        let mut visible = saw(t);
-        let mut stack: Vec<usize> = visible.iter().copied().collect();
-        while let Some(x) = stack.pop() {
-            for y in saw(x) {
-                if visible.insert(y) {
-                    stack.push(y);
+    // what those writers saw, shows on every key it read. The closure is
+    // kept as one bit set per transaction, each built from those of the
+    // transactions it saw (memoised, depth first; a cycle of "saw" is left
+    // to check 4, which reports it).
+    let saw_of: Vec<Vec<usize>> = history
+        .iter()
+        .map(|txn| {
+            let set: HashSet<usize> = txn.reads.values().flatten().map(|id| writer[id]).collect();
+            set.into_iter().collect()
+        })
+        .collect();
+    let words = history.len().div_ceil(64);
+    let mut closure: Vec<Option<Vec<u64>>> = vec![None; history.len()];
+    for root in 0..history.len() {
+        // Iterative depth-first: a node is finished once all it saw are.
+        let mut stack = vec![(root, false)];
+        let mut on_stack = vec![false; history.len()];
+        while let Some((t, expanded)) = stack.pop() {
+            if closure[t].is_some() {
+                continue;
+            }
+            if !expanded {
+                on_stack[t] = true;
+                stack.push((t, true));
+                for &x in &saw_of[t] {
+                    if closure[x].is_none() && !on_stack[x] {
+                        stack.push((x, false));
+                    }
+                }
+                continue;
+            }
+            let mut bits = vec![0u64; words];
+            for &x in &saw_of[t] {
+                bits[x / 64] |= 1 << (x % 64);
+                if let Some(theirs) = &closure[x] {
+                    bits.iter_mut().zip(theirs).for_each(|(mine, theirs)| *mine |= theirs);
                 }
             }
+            on_stack[t] = false;
+            closure[t] = Some(bits);
         }
+    }
+    // Where each id sits in its key's final list: a read (a prefix of it)
+    // holds the id if and only if it is longer than that position.
+    let position: HashMap<u64, usize> =
+        finals.values().flat_map(|list| list.iter().enumerate().map(|(at, id)| (*id, at))).collect();
+    for (t, txn) in history.iter().enumerate() {
+        let bits = closure[t].as_ref().expect("every transaction's closure is built");
+        let visible = (0..history.len()).filter(|x| bits[x / 64] & (1 << (x % 64)) != 0);
         for x in visible {
             for (k, ids) in &history[x].appends {
                 if let Some(seen) = txn.reads.get(k) {
                     for id in ids {
                         assert!(
-                            seen.contains(id),
+                            position.get(id).is_some_and(|&at| at < seen.len()),
                             "txn {t} saw txn {x} but not its append {id} to key {k} (read skew)"
                         );
                     }
@@ -185,7 +247,7 @@ fn check(history: &[Txn], finals: &BTreeMap<u64, Vec<u64>>) {
         }
     }
     for t in (0..history.len()).filter(|&t| history[t].committed) {
-        for x in saw(t) {
+        for &x in &saw_of[t] {
             if x != t {
                 edges.entry(x).or_default().insert(t);
             }
@@ -211,4 +273,38 @@ fn check(history: &[Txn], finals: &BTreeMap<u64, Vec<u64>>) {
         }
     }
     assert_eq!(ordered, nodes.len(), "a cycle of write-write / write-read dependencies (G0 / G1c)");
+}
+
+/// The checker itself: a history where transaction 1 saw transaction 0's
+/// append to key 0 but not its append to key 1 (read skew) must fail
+/// check 3.
+#[test]
+#[should_panic(expected = "read skew")]
+fn the_checker_catches_a_fractured_read() {
+    let mut writer = Txn { committed: true, ..Txn::default() };
+    writer.appends.insert(0, vec![1]);
+    writer.appends.insert(1, vec![2]);
+    let mut reader = Txn { committed: true, ..Txn::default() };
+    reader.reads.insert(0, vec![1]);
+    reader.reads.insert(1, vec![]);
+    let finals: BTreeMap<u64, Vec<u64>> = [(0, vec![1]), (1, vec![2])].into();
+    check(&[writer, reader], &finals);
+}
+
+/// The same through a third transaction: 2 saw 1, which saw 0; 2 misses
+/// 0's append to key 2.
+#[test]
+#[should_panic(expected = "read skew")]
+fn the_checker_follows_what_the_writers_saw() {
+    let mut first = Txn { committed: true, ..Txn::default() };
+    first.appends.insert(0, vec![1]);
+    first.appends.insert(2, vec![3]);
+    let mut second = Txn { committed: true, ..Txn::default() };
+    second.reads.insert(0, vec![1]);
+    second.appends.insert(1, vec![2]);
+    let mut third = Txn { committed: true, ..Txn::default() };
+    third.reads.insert(1, vec![2]);
+    third.reads.insert(2, vec![]);
+    let finals: BTreeMap<u64, Vec<u64>> = [(0, vec![1]), (1, vec![2]), (2, vec![3])].into();
+    check(&[first, second, third], &finals);
 }
