@@ -220,7 +220,8 @@ fn f3_damage_to_synced_log_is_corruption_naming_the_lsn() -> Result<()> {
     let seed = common::seed("f3_damage_to_synced_log_is_corruption_naming_the_lsn");
     let mut rng = fastrand::Rng::with_seed(seed);
     let count = 20;
-    let cases = if common::long() { 2000 } else { 200 };
+    // RELIABILITY.md's F3 sizes.
+    let cases = if common::long() { 100_000 } else { 1_000 };
     for case in 0..cases {
         let (sim, dir, spans) = closed_log(seed ^ case, count)?;
         let victim = rng.usize(..count);
@@ -256,7 +257,8 @@ fn f3_damage_to_synced_log_is_corruption_naming_the_lsn() -> Result<()> {
 #[test]
 fn f3_a_torn_tail_is_cut_off() -> Result<()> {
     let seed = common::seed("f3_a_torn_tail_is_cut_off");
-    let cases = if common::long() { 2000 } else { 200 };
+    // RELIABILITY.md's F3 sizes.
+    let cases = if common::long() { 100_000 } else { 1_000 };
     for case in 0..cases {
         let model = CrashModel { keep: 1, drop: 1, tear: 3, garbage: 50, ..CrashModel::default() };
         let sim = SimDir::new(seed ^ case, model);
