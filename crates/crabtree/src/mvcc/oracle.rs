@@ -33,6 +33,12 @@
 //! Entry and exit: no method is called with a tree latch held; `wait_visible`
 //! blocks only for commits that already hold their timestamp and are
 //! finishing.
+//!
+//! Checked by loom (`tests/loom_oracle.rs`, which compiles this file
+//! against loom: publication of the watermark, no lost wake-up, a failed
+//! commit holding the watermark, the horizon) and by the unit tests in
+//! `oracle_tests.rs` (beside this file so that the loom build leaves them
+//! out).
 
 use super::encoding::Ts;
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
