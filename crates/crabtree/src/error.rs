@@ -49,7 +49,9 @@ pub enum Error {
         max: usize,
     },
 
-    /// A value is longer than [`crate::limits::VALUE_SIZE_MAX`].
+    /// A value is longer than the database accepts:
+    /// [`crate::limits::VALUE_SIZE_MAX`], or with a log less for small pages
+    /// ([`crate::limits::value_size_max_logged`]; `max` says which).
     #[error("value too large: {size} bytes, limit {max}")]
     ValueTooLarge {
         /// Length of the rejected value.

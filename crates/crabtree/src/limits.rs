@@ -14,8 +14,28 @@ pub const PAGE_SIZE_DEFAULT: usize = 4096;
 pub const PAGE_HEADER_SIZE: usize = 24;
 
 /// Largest value accepted (values past the inline threshold go to overflow
-/// pages).
+/// pages). A logged tree accepts less with small pages: see
+/// [`value_size_max_logged`].
 pub const VALUE_SIZE_MAX: usize = 1 << 30;
+
+/// Bytes a mini-transaction's log record spends on each overflow page it
+/// claims or frees (`page::redo`: a kind byte and the page id).
+pub const WAL_CHAIN_ENTRY_SIZE: usize = 9;
+
+/// Largest value a logged tree (`raw::Store`, `Db`) accepts with pages of
+/// `page_size` bytes. The record that publishes a value's leaf cell claims
+/// every page of its chain, and one that replaces a value (an upsert, or a
+/// commit applied again by recovery) frees the old chain's pages too, in
+/// the same record, which must fit [`WAL_RECORD_PAYLOAD_MAX`] beside up to
+/// four page images. So: 1 GiB with 64 KiB pages, about 221 MiB with
+/// 4 KiB pages, 26 MiB with 512-byte pages. A larger value once made the
+/// commit fail with the log's own limit and poisoned the database.
+pub const fn value_size_max_logged(page_size: usize) -> usize {
+    let room = WAL_RECORD_PAYLOAD_MAX - 4 * (page_size + 64) - 4096;
+    let pages = room / (2 * WAL_CHAIN_ENTRY_SIZE);
+    let max = pages * crate::page::overflow::capacity(page_size);
+    if max < VALUE_SIZE_MAX { max } else { VALUE_SIZE_MAX }
+}
 
 /// Default largest number of pages a database may have: the buffer pool
 /// reserves `max_pages * page_size` bytes of virtual address space (not

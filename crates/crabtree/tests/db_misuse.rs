@@ -372,3 +372,61 @@ fn commit_tickets_resolve_as_futures() {
     }
     assert!(ticket.is_durable());
 }
+
+/// A value at the largest size a logged tree takes with 512-byte pages
+/// (`limits::value_size_max_logged`, about 26 MiB) round-trips through
+/// commits, a second version, vacuum, a reopen, and a replacement in the
+/// raw store (the record that frees the old chain and claims the new one);
+/// one byte more is `ValueTooLarge` and the database goes on.
+///
+/// Before the limit, a 60 MiB value with 512-byte pages (450 MiB with
+/// 4 KiB ones) made the commit fail with the log's own record limit
+/// (`InvalidArgument`, "WAL record payload 1199686 bytes"): the record
+/// claiming the chain was too long. The database was then poisoned, and
+/// `check` reported a page "both live and free".
+#[test]
+fn a_value_at_the_logged_limit_round_trips_and_one_past_it_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.crab");
+    let options = Options { page_size: 512, memory_budget: 4 << 20, ..Options::default() };
+    let max = crabtree::limits::value_size_max_logged(512) - 1;
+    assert!((20 << 20..30 << 20).contains(&max), "{max}");
+    let value = |tag: u8| -> Vec<u8> { (0..max).map(|i| (i % 251) as u8 ^ tag).collect() };
+    {
+        let db = Db::open_with(&path, options.clone()).unwrap();
+        let mut tx = db.begin();
+        match tx.put(b"big", &vec![0u8; max + 1]) {
+            Err(Error::ValueTooLarge { size, max: limit }) => assert_eq!((size, limit), (max + 1, max)),
+            other => panic!("one byte past the limit: {other:?}"),
+        }
+        tx.put(b"big", &value(1)).unwrap();
+        tx.commit().unwrap();
+        db.update(|tx| tx.put(b"big", &value(2))).unwrap();
+        db.vacuum().unwrap();
+        assert!(db.snapshot().get(b"big").unwrap() == Some(value(2)));
+        db.update(|tx| tx.put(b"after", b"still writable")).unwrap();
+        db.check().unwrap();
+    }
+    let db = Db::open_with(&path, options).unwrap();
+    assert!(db.snapshot().get(b"big").unwrap() == Some(value(2)));
+    db.check().unwrap();
+    drop(db);
+
+    // The raw store replaces in place: one record frees the old chain and
+    // claims the new one.
+    let raw = dir.path().join("raw.crab");
+    let store_options = crabtree::raw::StoreOptions {
+        pool: crabtree::raw::PoolOptions { page_size: 512, pool_bytes: 4 << 20, max_pages: 1 << 20 },
+        ..crabtree::raw::StoreOptions::default()
+    };
+    let store = crabtree::raw::Store::open_path(&raw, store_options).unwrap();
+    let largest = crabtree::limits::value_size_max_logged(512);
+    assert_eq!(store.tree().value_size_max(), largest);
+    let big = |tag: u8| -> Vec<u8> { (0..largest).map(|i| (i % 253) as u8 ^ tag).collect() };
+    store.put_durable(b"big", &big(1)).unwrap();
+    store.put_durable(b"big", &big(2)).unwrap();
+    assert!(store.get(b"big").unwrap() == Some(big(2)));
+    assert!(matches!(store.put_durable(b"big", &vec![0u8; largest + 1]), Err(Error::ValueTooLarge { .. })));
+    store.put_durable(b"after", b"still writable").unwrap();
+    assert!(store.tree().verify().unwrap().is_ok());
+}

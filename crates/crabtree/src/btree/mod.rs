@@ -216,6 +216,12 @@ impl BTree {
         self.key_size_max
     }
 
+    /// Largest value accepted: [`limits::VALUE_SIZE_MAX`], or less when the
+    /// tree's changes are logged ([`limits::value_size_max_logged`]).
+    pub fn value_size_max(&self) -> usize {
+        if self.pool.logging() { limits::value_size_max_logged(self.pool.page_size()) } else { limits::VALUE_SIZE_MAX }
+    }
+
     fn root(&self) -> PageId {
         self.pool.root(ROOT_SLOT)
     }
@@ -236,8 +242,9 @@ impl BTree {
     /// Stores `value` under `key`, returning the previous value.
     pub fn insert(&self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check_key(key)?;
-        if value.len() > limits::VALUE_SIZE_MAX {
-            return Err(Error::ValueTooLarge { size: value.len(), max: limits::VALUE_SIZE_MAX });
+        let max = self.value_size_max();
+        if value.len() > max {
+            return Err(Error::ValueTooLarge { size: value.len(), max });
         }
         self.pool.check_poisoned()?;
         self.reclaim()?;

@@ -106,12 +106,15 @@ pub(crate) struct Engine {
     poisoned: AtomicBool,
     pub(crate) counters: Arc<Counters>,
     key_size_max: usize,
+    /// Largest user value (`value_size_max`).
+    value_size_max: usize,
 }
 
 impl Engine {
     /// The engine over `tree`, whose last commit had timestamp `last_ts`.
     pub(crate) fn new(tree: Arc<BTree>, log: Arc<dyn CommitLog>, last_ts: Ts) -> Engine {
         let key_size_max = encoding::user_key_size_max(tree.key_size_max());
+        let value_size_max = tree.value_size_max() - 1;
         let backlog_bytes = backlog::bytes_max(tree.pool().stats().frames_max * tree.pool().page_size());
         let oracle = Arc::new(oracle::Oracle::new(last_ts));
         let counters = Arc::new(Counters::default());
@@ -136,12 +139,13 @@ impl Engine {
             poisoned: AtomicBool::new(false),
             counters,
             key_size_max,
+            value_size_max,
         }
     }
 
     /// Largest value accepted (one byte of the tree's limit is the tag).
     pub(crate) fn value_size_max(&self) -> usize {
-        crate::limits::VALUE_SIZE_MAX - 1
+        self.value_size_max
     }
 
     /// Rejects a key whose stored form would not fit (a zero byte counts
