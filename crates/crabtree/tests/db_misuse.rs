@@ -430,3 +430,26 @@ fn a_value_at_the_logged_limit_round_trips_and_one_past_it_is_refused() {
     store.put_durable(b"after", b"still writable").unwrap();
     assert!(store.tree().verify().unwrap().is_ok());
 }
+
+/// The same at the default page size (about 221 MiB), in the long tier
+/// only: the value, its copy in the transaction and the commit record
+/// take about a gigabyte of memory.
+#[test]
+fn a_value_at_the_logged_limit_with_default_pages_round_trips() {
+    if std::env::var("CRABTREE_TEST_SIZE").as_deref() != Ok("long") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.crab");
+    let max = crabtree::limits::value_size_max_logged(crabtree::limits::PAGE_SIZE_DEFAULT) - 1;
+    let value: Vec<u8> = (0..max).map(|i| (i % 251) as u8).collect();
+    {
+        let db = Db::open(&path).unwrap();
+        assert!(matches!(db.begin().put(b"big", &vec![0u8; max + 1]), Err(Error::ValueTooLarge { .. })));
+        db.update(|tx| tx.put(b"big", &value)).unwrap();
+        db.check().unwrap();
+    }
+    let db = Db::open(&path).unwrap();
+    assert!(db.snapshot().get(b"big").unwrap() == Some(value));
+    db.check().unwrap();
+}
