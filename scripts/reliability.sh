@@ -22,6 +22,7 @@ F1,F2,F7|db_crash
 F1,F5|wal_recycle_crash
 F1,F5,F7|wal_adversarial
 F4|tree_faults
+F4|disk_full
 F6|kill
 F6|db_kill
 F8|media_faults
