@@ -47,6 +47,48 @@ pub use wal::Durability;
 pub use error::{Error, Result};
 pub use ids::{Lsn, PageId};
 
+/// Entry points for the fuzz targets in the repository's `fuzz/` crate:
+/// the transaction layer's decoders of bytes read from disk, which are
+/// otherwise private. Not part of the API; thin wrappers, no cost to the
+/// engine.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::Result;
+    use crate::mvcc::encoding;
+
+    /// Decodes a commit record as recovery does; returns the number of
+    /// writes and the bytes of keys and values it holds.
+    pub fn decode_commit_record(bytes: &[u8]) -> Result<(usize, usize)> {
+        let record = encoding::decode_commit(bytes)?;
+        let bytes = record.writes.iter().map(|w| w.key.len() + w.value.as_ref().map_or(0, Vec::len)).sum();
+        Ok((record.writes.len(), bytes))
+    }
+
+    /// Decodes a version key of the tree (as reads and vacuum do): its
+    /// keyspace, user key and commit timestamp.
+    pub fn decode_version_key(tree_key: &[u8]) -> Result<(u32, Vec<u8>, u64)> {
+        let (prefix, ts) = encoding::split_version(tree_key)?;
+        let (keyspace, key) = encoding::decode_prefix(prefix)?;
+        Ok((keyspace, key, ts))
+    }
+
+    /// Shortens how long tree operations restart under shared latches
+    /// before they report links that disagree as corruption (default
+    /// `limits::RESTART_PATIENCE`, 5 s, so that a starved thread on an
+    /// overloaded machine is not told its tree is corrupt). Process-wide;
+    /// the fuzz targets set a few milliseconds, since nothing races their
+    /// single reader.
+    pub fn set_restart_patience(patience: std::time::Duration) {
+        crate::btree::set_restart_patience(patience);
+    }
+
+    /// Decodes a stored version value: `Some(value)` or `None` (a
+    /// tombstone).
+    pub fn decode_version_value(stored: &[u8]) -> Result<Option<Vec<u8>>> {
+        encoding::decode_value(stored.to_vec())
+    }
+}
+
 /// Low-level layers (buffer pool, page formats) for tools, benchmarks and
 /// tests. No stability promise: these change with the engine.
 pub mod raw {
