@@ -153,7 +153,13 @@ impl Store {
             data.write_at(0, &Meta::new(page_size).encode())?;
             data.sync()?;
         }
-        let recovered = recover::recover(&data, Arc::clone(&log), options.wal.clone(), options.pool.pool_bytes)?;
+        let recovered = recover::recover(
+            &data,
+            Arc::clone(&log),
+            options.wal.clone(),
+            options.pool.pool_bytes,
+            options.pool.max_pages,
+        )?;
         let wal = Arc::new(recovered.wal);
         let pool = Arc::new(BufferPool::open_recovered(
             Arc::clone(&data),

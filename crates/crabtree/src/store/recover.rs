@@ -142,6 +142,7 @@ pub(crate) fn recover(
     log: Arc<dyn Dir>,
     options: WalOptions,
     memory: usize,
+    max_pages: u64,
 ) -> Result<Recovered> {
     let started = Instant::now();
     let meta = read_meta(&**data)?;
@@ -326,7 +327,7 @@ pub(crate) fn recover(
         }
         None => (AllocState { page_count: meta.page_count, roots: meta.roots, free: Vec::new() }, Lsn::ZERO),
     };
-    let state = rebuild_alloc(base, alloc_lsn, &events, &root_events)?;
+    let state = rebuild_alloc(base, alloc_lsn, &events, &root_events, max_pages)?;
     // Step 2's last check, now that it is known which pages are free:
     // a page left unknown (torn, missing, or stale: see `apply`) must be
     // free; one in use cannot be rebuilt.
@@ -472,6 +473,7 @@ fn rebuild_alloc(
     after: Lsn,
     events: &HashMap<PageId, (Lsn, bool)>,
     root_events: &[(Lsn, u8, u64)],
+    max_pages: u64,
 ) -> Result<AllocState> {
     let mut free: HashSet<PageId> = base.free.iter().copied().collect();
     if free.len() != base.free.len() {
@@ -493,6 +495,15 @@ fn rebuild_alloc(
     }
     if page_count > crate::limits::MAX_PAGES_LIMIT {
         return Err(Error::corruption(PageId::HEADER, format!("log names page {} past any file", page_count - 1)));
+    }
+    // Before the loops below, which take time and memory per id up to the
+    // page count: a damaged log (or checkpoint) can name any page, and the
+    // pool refuses a page count past `max_pages` anyway (`open_recovered`).
+    if page_count > max_pages {
+        return Err(Error::InvalidArgument(format!(
+            "recovery: the log or its checkpoint names page {}, past max_pages {max_pages} (raise max_pages, or the log is damaged)",
+            page_count - 1
+        )));
     }
     for id in base.page_count..page_count {
         if !named.contains(&PageId(id)) {
