@@ -130,8 +130,20 @@ impl BufferPool {
                 super::mtr::note_lsn(lsn);
             }
         }
-        let fresh = free.push(pid);
-        assert!(fresh, "double free of {pid:?}");
+        if !free.push(pid) {
+            // Already free: a damaged file or log put a page in use on the
+            // free list (or left it off the tree's links). Not a panic:
+            // the free list stays as it is, and writes are refused from
+            // now on (`check_poisoned`), so nothing is built on a page
+            // that may have two owners.
+            drop(free);
+            // Relaxed: a flag read by later operations; the error it
+            // raises carries no other memory with it.
+            self.double_freed.store(pid.0, Ordering::Relaxed);
+            if let Some(wal) = self.wal() {
+                wal.poison(&double_free(pid));
+            }
+        }
     }
 
     /// Returns a page nobody can reach any more to the free list without
@@ -287,4 +299,9 @@ impl BufferPool {
         }
         Ok(())
     }
+}
+
+/// The error of a page freed twice (`release_id`).
+pub(super) fn double_free(pid: PageId) -> Error {
+    Error::corruption(pid, "page freed while already free: the free list and the tree disagree (damaged file or log)")
 }

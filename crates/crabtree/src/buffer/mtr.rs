@@ -135,8 +135,15 @@ impl BufferPool {
         self.wal.get()
     }
 
-    /// `Error::Poisoned` once the attached log failed a write or sync.
+    /// `Error::Poisoned` once the attached log failed a write or sync;
+    /// `Error::Corruption` naming the page once a page was freed twice
+    /// (the free list and the tree disagree: a damaged file or log).
     pub fn check_poisoned(&self) -> Result<()> {
+        // Relaxed: see `release_id`.
+        match self.double_freed.load(Ordering::Relaxed) {
+            0 => {}
+            pid => return Err(super::alloc::double_free(PageId(pid))),
+        }
         match self.wal.get() {
             Some(wal) if wal.is_poisoned() => Err(Error::Poisoned),
             _ => Ok(()),
