@@ -215,6 +215,17 @@ impl BTree {
         };
         let entries = node.len().saturating_sub(first) as u64;
         let high = node.high_key()?;
+        // The descent stops at a leaf with a key at or above `from`, so in
+        // a sound tree its high key is too. One below `from` (a damaged
+        // leaf holding keys above its high key) would move the position
+        // back, and the scan would count the same leaves forever.
+        if high.as_deref().is_some_and(|high| high < from) {
+            leaf.validate()?;
+            return Err(super::Step::Fail(Error::corruption(
+                leaf.pid(),
+                "leaf holds keys above its high key (the count cannot move past it)",
+            )));
+        }
         let last = high.is_none();
         // Under the leaf's shared latch (module doc).
         *self.recount.position.lock() = high.map_or(Position::End, Position::Upto);
