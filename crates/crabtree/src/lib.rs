@@ -73,13 +73,14 @@ pub mod fuzzing {
     }
 
     /// Shortens how long tree operations restart under shared latches
-    /// before they report links that disagree as corruption (default
+    /// before they report links that disagree as corruption, and how long
+    /// an allocation waits for a free page that is latched (default
     /// `limits::RESTART_PATIENCE`, 5 s, so that a starved thread on an
     /// overloaded machine is not told its tree is corrupt). Process-wide;
     /// the fuzz targets set a few milliseconds, since nothing races their
     /// single reader.
     pub fn set_restart_patience(patience: std::time::Duration) {
-        crate::btree::set_restart_patience(patience);
+        crate::limits::set_restart_patience(patience);
     }
 
     /// Decodes a stored version value: `Some(value)` or `None` (a

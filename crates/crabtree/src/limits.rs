@@ -99,6 +99,30 @@ pub const OPTIMISTIC_RESTARTS_MAX: u32 = 8;
 /// How long an operation keeps restarting under shared latches before it
 /// reports the tree's links as corrupt instead of hanging.
 pub const RESTART_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Nanoseconds of [`restart_patience`]; 0: [`RESTART_PATIENCE`]. Only the
+/// fuzz targets change it (`crate::fuzzing::set_restart_patience`), so a
+/// damaged file whose links disagree costs them milliseconds per operation,
+/// not seconds. Read only on give-up paths, never by a fast path.
+static RESTART_PATIENCE_NANOS: crate::sync::AtomicU64 = crate::sync::AtomicU64::new(0);
+
+/// How long an operation waits on something only damage can hold up (links
+/// that disagree, a free page that is in use) before it reports corruption:
+/// [`RESTART_PATIENCE`] unless the fuzz targets shortened it.
+pub(crate) fn restart_patience() -> std::time::Duration {
+    // Relaxed: a tuning value, no other memory is published with it.
+    match RESTART_PATIENCE_NANOS.load(crate::sync::Ordering::Relaxed) {
+        0 => RESTART_PATIENCE,
+        nanos => std::time::Duration::from_nanos(nanos),
+    }
+}
+
+/// Sets [`restart_patience`] (process-wide; for fuzzing).
+pub(crate) fn set_restart_patience(patience: std::time::Duration) {
+    let nanos = u64::try_from(patience.as_nanos()).unwrap_or(u64::MAX).max(1);
+    // Relaxed: see `restart_patience`.
+    RESTART_PATIENCE_NANOS.store(nanos, crate::sync::Ordering::Relaxed);
+}
 /// ... and only after at least this many restarts under shared latches
 /// (each after a yield or a 100 µs sleep), so a thread that merely got
 /// little CPU is not told the tree is corrupt.

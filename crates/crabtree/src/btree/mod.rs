@@ -87,28 +87,6 @@ pub(crate) const ROOT_SLOT: usize = 0;
 /// Root slot holding the number of entries at the last flush.
 const LEN_SLOT: usize = 1;
 
-/// Nanoseconds of restarting under shared latches before an operation
-/// reports the links as corrupt; 0: `limits::RESTART_PATIENCE`. Only the
-/// fuzz targets change it (`crate::fuzzing::set_restart_patience`), so a
-/// damaged file whose links disagree costs them milliseconds per operation,
-/// not seconds. Read only on that give-up path, never by a fast path.
-static RESTART_PATIENCE_NANOS: AtomicU64 = AtomicU64::new(0);
-
-/// Sets [`RESTART_PATIENCE_NANOS`] (process-wide; for fuzzing).
-pub(crate) fn set_restart_patience(patience: std::time::Duration) {
-    let nanos = u64::try_from(patience.as_nanos()).unwrap_or(u64::MAX).max(1);
-    // Relaxed: a tuning value, no other memory is published with it.
-    RESTART_PATIENCE_NANOS.store(nanos, Ordering::Relaxed);
-}
-
-fn restart_patience() -> std::time::Duration {
-    // Relaxed: see `set_restart_patience`.
-    match RESTART_PATIENCE_NANOS.load(Ordering::Relaxed) {
-        0 => limits::RESTART_PATIENCE,
-        nanos => std::time::Duration::from_nanos(nanos),
-    }
-}
-
 /// Which attempts of an operation run pinned (see `epoch`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pinning {
@@ -445,7 +423,8 @@ impl BTree {
                     // seconds for a few restarts; links that disagree make
                     // it restart thousands of times a second.
                     let pessimistic_restarts = restarts - limits::OPTIMISTIC_RESTARTS_MAX;
-                    if started.elapsed() > restart_patience() && pessimistic_restarts > limits::PESSIMISTIC_RESTARTS_MIN
+                    if started.elapsed() > limits::restart_patience()
+                        && pessimistic_restarts > limits::PESSIMISTIC_RESTARTS_MIN
                     {
                         let reason = format!("gave up after {restarts} restarts: the tree's links are inconsistent");
                         return Err(Error::corruption(self.root(), reason));

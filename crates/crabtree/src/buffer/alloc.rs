@@ -100,7 +100,7 @@ impl BufferPool {
             }
             pid
         };
-        let mut guard = self.lock_fresh(pid);
+        let mut guard = self.lock_fresh(pid)?;
         guard.set_fresh();
         Ok(guard)
     }
@@ -137,12 +137,18 @@ impl BufferPool {
             // now on (`check_poisoned`), so nothing is built on a page
             // that may have two owners.
             drop(free);
-            // Relaxed: a flag read by later operations; the error it
-            // raises carries no other memory with it.
-            self.double_freed.store(pid.0, Ordering::Relaxed);
-            if let Some(wal) = self.wal() {
-                wal.poison(&double_free(pid));
-            }
+            self.note_free_list_damage(pid);
+        }
+    }
+
+    /// Refuses writes from now on (`check_poisoned`), and poisons a log:
+    /// the free list and the tree disagree about `pid`.
+    fn note_free_list_damage(&self, pid: PageId) {
+        // Relaxed: a flag read by later operations; the error it raises
+        // carries no other memory with it.
+        self.free_list_damaged.store(pid.0, Ordering::Relaxed);
+        if let Some(wal) = self.wal() {
+            wal.poison(&free_list_damage(pid));
         }
     }
 
@@ -178,21 +184,41 @@ impl BufferPool {
     /// Latches `pid` exclusively without reading it from storage (its old
     /// contents are garbage) and zeroes the frame. Entry: `pid` is free or
     /// new, owned by the caller. Exit: exclusive latch, page dirty.
-    fn lock_fresh(&self, pid: PageId) -> ExclusiveGuard<'_> {
+    ///
+    /// A free page is latched only for moments (zeroed by `free_unread`,
+    /// written back or evicted), so this never parks on the latch, which
+    /// could be the caller's own: a damaged file or log can put a page in
+    /// use on the free list, and a split would then allocate the very leaf
+    /// it holds. One still latched after the restart patience is
+    /// `Corruption`.
+    fn lock_fresh(&self, pid: PageId) -> Result<ExclusiveGuard<'_>> {
         let latch = self.latch(pid);
+        let mut since: Option<std::time::Instant> = None;
+        let mut tries = 0u32;
         loop {
-            if latch.lock_exclusive() {
+            if latch.try_upgrade(latch.peek()) {
                 break;
             }
             if latch.try_lock_evicted() {
                 self.install(pid);
                 break;
             }
+            let started = *since.get_or_insert_with(std::time::Instant::now);
+            if started.elapsed() > crate::limits::restart_patience() {
+                self.note_free_list_damage(pid);
+                return Err(free_list_damage(pid));
+            }
+            tries = tries.saturating_add(1);
+            if tries > 64 {
+                std::thread::sleep(std::time::Duration::from_micros(100));
+            } else {
+                std::thread::yield_now();
+            }
         }
         let mut guard = ExclusiveGuard::new(self, pid, true);
         let size = self.page_size;
         guard.page_mut().zero(0, size);
-        guard
+        Ok(guard)
     }
 
     /// Writes every dirty page, the free list and the header page, then
@@ -226,7 +252,7 @@ impl BufferPool {
             // Under `alloc`: eviction only try-locks latches and takes
             // shard mutexes, both after `alloc` in the lock order.
             self.ensure_budget()?;
-            let mut guard = self.lock_fresh(trunk);
+            let mut guard = self.lock_fresh(trunk)?;
             let chunk = chunks.next().unwrap_or(&[]);
             freelist::encode(&mut guard.page_mut(), trunk, trunks.get(index + 1).copied(), chunk);
         }
@@ -301,7 +327,9 @@ impl BufferPool {
     }
 }
 
-/// The error of a page freed twice (`release_id`).
-pub(super) fn double_free(pid: PageId) -> Error {
-    Error::corruption(pid, "page freed while already free: the free list and the tree disagree (damaged file or log)")
+/// The error once the free list and the tree disagreed about `pid`: freed
+/// while already free, or allocated while in use (`release_id`,
+/// `lock_fresh`).
+pub(super) fn free_list_damage(pid: PageId) -> Error {
+    Error::corruption(pid, "the free list and the tree disagree about the page (damaged file or log)")
 }

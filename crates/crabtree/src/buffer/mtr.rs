@@ -136,13 +136,14 @@ impl BufferPool {
     }
 
     /// `Error::Poisoned` once the attached log failed a write or sync;
-    /// `Error::Corruption` naming the page once a page was freed twice
-    /// (the free list and the tree disagree: a damaged file or log).
+    /// `Error::Corruption` naming the page once a page was freed twice or
+    /// allocated while in use (the free list and the tree disagree: a
+    /// damaged file or log).
     pub fn check_poisoned(&self) -> Result<()> {
         // Relaxed: see `release_id`.
-        match self.double_freed.load(Ordering::Relaxed) {
+        match self.free_list_damaged.load(Ordering::Relaxed) {
             0 => {}
-            pid => return Err(super::alloc::double_free(PageId(pid))),
+            pid => return Err(super::alloc::free_list_damage(PageId(pid))),
         }
         match self.wal.get() {
             Some(wal) if wal.is_poisoned() => Err(Error::Poisoned),

@@ -200,10 +200,11 @@ pub struct PoolCore {
     /// so no write-back of a page its snapshot missed lands after the sync
     /// that follows (`evict.rs`).
     pub(super) evicting: RwLock<()>,
-    /// A page freed while already free (0: none): the free list and the
+    /// A page freed while already free, or on the free list but latched
+    /// past all patience when allocated (0: none): the free list and the
     /// tree disagree, which only a damaged file or log can cause. Writes
     /// are refused from then on (`check_poisoned`).
-    pub(super) double_freed: AtomicU64,
+    pub(super) free_list_damaged: AtomicU64,
     /// Pages `0..page_count` exist; changed only under `alloc`.
     pub(super) page_count: AtomicU64,
     pub(super) alloc: Mutex<super::alloc::FreeSet>,
@@ -313,7 +314,7 @@ impl BufferPool {
             frames_max,
             resident: Resident::default(),
             evicting: RwLock::new(()),
-            double_freed: AtomicU64::new(0),
+            free_list_damaged: AtomicU64::new(0),
             page_count: AtomicU64::new(meta.page_count),
             alloc: Mutex::new(Default::default()),
             roots: meta.roots.map(AtomicU64::new),
