@@ -5,7 +5,8 @@
 //! touched (`raw::page::header::seal`, CRC-32C of bytes 4..page size, as
 //! FORMAT.md says), so the damage reaches the node, overflow, free-list and
 //! header-page decoders and the tree code past the CRC. Then every read
-//! path, writes, and `verify` (`crabtree_fuzz::exercise_tree`).
+//! path, the entry count, `repair`, writes, and `verify`
+//! (`crabtree_fuzz::exercise_tree`).
 //!
 //! Input: byte 0 flags (bit 0: leave the checksums stale; bit 1: no writes;
 //! bits 2-3: 1 = cut the file at a page chosen by byte 1, 2 = append a copy

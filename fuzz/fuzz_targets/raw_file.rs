@@ -1,7 +1,7 @@
 //! Target `raw_file`: arbitrary bytes as a data file without a log (what
 //! `crabtree check FILE` opens), read as a reader would: open the pool and
-//! the tree, scan both ways, first/last, point reads, `verify`, then a few
-//! writes and `verify` again (`crabtree_fuzz::exercise_tree`). Must return
+//! the tree, scan both ways, first/last, point reads, `verify`, the entry
+//! count, then `repair`, a few writes and `verify` again (`crabtree_fuzz::exercise_tree`). Must return
 //! `Ok` or an error for every input: no panic, hang or runaway allocation.
 //!
 //! A seed helps it past the header page's checksum: run the target once
