@@ -742,3 +742,59 @@ fn a_live_segment_of_the_wrong_length_is_corruption_not_the_end_of_the_log() -> 
     }
     Ok(())
 }
+
+/// A log recycled past its beginning whose every live record is lost
+/// (damaged where no horizon claim can vouch for it: it reads as a torn
+/// tail at the very start).
+///
+/// With no checkpoint in the log, recovery took the allocator from the
+/// header page, which describes the store at its creation (no root, one
+/// page): the store opened as a new, empty tree over the old pages, every
+/// key gone without an error. `media_faults` found it (a sector of garbage
+/// over the last checkpoint's records, the only records of the crashed
+/// image's one live segment). A log that starts past LSN 0 always holds
+/// the checkpoint that let its older segments be recycled, so none is
+/// `LogCorruption` now. Mutation that fails it: drop that check in
+/// `recover`.
+#[test]
+fn a_recycled_log_without_its_checkpoint_is_corruption_not_an_empty_tree() -> Result<()> {
+    let _serial = serial();
+    let sim = SimDir::new(91, drop_all());
+    let options = common::crash::quiet_options(64);
+    let payload = options.wal.segment_size - 4096;
+    let store = common::crash::open_store(&sim, options.clone())?;
+    for round in 0..4 {
+        for i in 0..60 {
+            store.put_durable(&key(i), format!("round {round}").as_bytes())?;
+        }
+        store.checkpoint()?;
+    }
+    store.close()?;
+    let live: Vec<(String, u64, u64)> = sim
+        .list()?
+        .into_iter()
+        .filter_map(|name| {
+            let header = SegmentHeader::decode(&sim.disk(&name)?.live_image())?;
+            Some((name, header.index?, header.first_record.0))
+        })
+        .collect();
+    let start = live.iter().map(|&(_, _, first)| first).min().expect("a live segment");
+    assert!(start > 0, "the test needs a log recycled past its beginning");
+    // Every live record is lost: zeros from the log's start on.
+    for (name, index, _) in &live {
+        let disk = sim.disk(name).expect("segment");
+        let mut image = disk.durable_image();
+        let from = 4096 + start.saturating_sub(index * payload).min(payload) as usize;
+        image[from..].fill(0);
+        disk.set_durable_image(image);
+    }
+    match common::crash::open_store(&sim, options) {
+        Err(Error::LogCorruption { lsn, .. }) => assert_eq!(lsn.0, start),
+        Err(other) => panic!("expected LogCorruption, got {other}"),
+        Ok(store) => {
+            let value = store.get(&key(5))?;
+            panic!("a log without its checkpoint opened; key 5 reads {value:?}");
+        }
+    }
+    Ok(())
+}

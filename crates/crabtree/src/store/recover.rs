@@ -308,6 +308,21 @@ pub(crate) fn recover(
                 .into(),
         ));
     }
+    // Without a checkpoint the allocator starts from the header page,
+    // which describes the store at its creation: right only if the log
+    // still holds every record since then. A log whose older segments were
+    // recycled (it starts past LSN 0) always holds the checkpoint that
+    // allowed it; none complete means its records were damaged or lost
+    // (the tail read as torn), and the header's state would open an empty
+    // tree over the pages.
+    if checkpoint.is_none() && end.start > Lsn::ZERO {
+        return Err(Error::LogCorruption {
+            lsn: end.start,
+            reason: "the log starts past its beginning (older segments recycled) but holds no checkpoint: \
+                     its last records were damaged or lost"
+                .into(),
+        });
+    }
     report.records = end.records;
     report.end = end.end;
     for (pid, page) in &pages {
