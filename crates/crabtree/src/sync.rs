@@ -1,8 +1,9 @@
 //! The one place atomics, locks and thread parking come from.
 //!
 //! Routing them through here keeps the concurrency primitives swappable: the
-//! loom model of the hybrid latch (`tests/loom_latch.rs`) compiles the latch
-//! source against a loom-backed module with this same surface.
+//! loom models of the hybrid latch (`tests/loom_latch.rs`) and of the log's
+//! hand-offs (`tests/loom_wal.rs`) compile the latch and `wal/progress.rs`
+//! sources against a loom-backed module with this same surface.
 
 pub use parking_lot::{Condvar, Mutex, RwLock};
 pub use std::sync::Arc;
@@ -79,6 +80,12 @@ pub fn unpark_up_to(key: &AtomicU64, value: u64) {
     unsafe {
         parking_lot_core::unpark_filter(addr, filter, |_| parking_lot_core::DEFAULT_UNPARK_TOKEN);
     }
+}
+
+/// Lets the scheduler run another thread (a leader that made no progress
+/// lets the appender it waits for finish its copy).
+pub fn yield_now() {
+    std::thread::yield_now();
 }
 
 /// A hint that the caller is spinning.

@@ -38,6 +38,9 @@
 //! Byte layouts: `docs/FORMAT.md`.
 
 mod buffer;
+#[cfg(test)]
+mod buffer_tests;
+mod progress;
 mod reader;
 mod record;
 mod segment;

@@ -44,24 +44,28 @@
 //! A failed write or sync is never retried (after a failed `fdatasync`
 //! Linux may have dropped the dirty pages and will report the next sync as
 //! a success). The role holder records the error, sets `poisoned` and wakes
-//! every parked thread; the flusher thread exits. Committers waiting for an LSN above `durable`
-//! get `Error::Io` with the failure's kind and message; every later append
+//! every parked thread; the flusher thread exits. Committers waiting for an
+//! LSN above `durable` get `Error::Io` with the failure's kind and message; every later append
 //! gets `Error::Poisoned`. Reopening recovers from what is durable.
 //!
 //! # Memory orderings
-//! `reserved`: relaxed (uniqueness only). `written`, `durable`: release by
-//! the role holder, acquire by waiters (a committer that sees `durable >=
-//! lsn` sees the sync's effects; an appender that sees `written` knows the
-//! copy of the old words is done). A follower parks only while the role is
-//! held (checked under the parking bucket's lock) and the holder unparks
-//! after releasing it, so no wake-up is lost. The flusher's idle handshake
-//! with an appender that needs room is a Dekker pattern: the appender
-//! stores `room_wanted`, then swaps `flusher_idle` (both `SeqCst`); the
-//! flusher stores `flusher_idle`, `fence(SeqCst)`, loads `room_wanted`, so
-//! a request for room is never missed. Whether the record the flusher
-//! waits at (`filled`) is complete is not part of the handshake: appenders
-//! publish with no fence (a fence per append cost 2.5% of a logged insert),
-//! so while room is wanted the flusher parks for `ROOM_POLL` at most.
+//! The progress marks and every wait on them live in `progress.rs` (the
+//! part the loom models of `tests/loom_wal.rs` compile); its comments say
+//! why each ordering. In short: `reserved` is an `AcqRel` `fetch_add`
+//! (uniqueness, and the checkpoint ordering of `buffer::mtr`). `written`,
+//! `durable`: release by the role holder, acquire by waiters (a committer
+//! that sees `durable >= lsn` sees the sync's effects; an appender that
+//! sees `written` knows the copy of the old words is done). A follower
+//! parks only while the role is held (checked under the parking bucket's
+//! lock) and the holder unparks after releasing it, so no wake-up is lost.
+//! The flusher's idle handshake with an appender that needs room is a
+//! Dekker pattern: the appender stores `room_wanted`, then swaps
+//! `flusher_idle` (both `SeqCst`); the flusher stores `flusher_idle`,
+//! `fence(SeqCst)`, loads `room_wanted`, so a request for room is never
+//! missed. Whether the record the flusher waits at
+//! (`filled`) is complete is not part of the handshake: appenders publish
+//! with no fence (a fence per append cost 2.5% of a logged insert), so
+//! while room is wanted the flusher parks for `ROOM_POLL` at most.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -69,12 +73,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::buffer::LogBuffer;
+use super::progress::Progress;
 use super::record::{self, RecordType, record_size};
 use super::segment::Segments;
 use super::{Durability, WalOptions};
 use crate::ids::Lsn;
 use crate::limits::{WAL_RECORD_PAYLOAD_MAX, WAL_WRITE_CHUNK_MAX};
-use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, fence, park, park_until, unpark_all};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, park, unpark_all};
 use crate::{Error, Result};
 
 /// Counters of the writer (for benchmarks and tests).
@@ -99,23 +104,11 @@ struct Shared {
     buffer: LogBuffer,
     options: WalOptions,
     incarnation: u32,
-    /// Next LSN to reserve.
-    reserved: AtomicU64,
-    /// Everything below is written to the files (ring space free).
-    written: AtomicU64,
-    /// Everything below is durable.
-    durable: AtomicU64,
-    /// Appenders are waiting for ring space.
-    room_wanted: AtomicBool,
-    /// The flusher is idle (or about to park); wakers clear it.
-    flusher_idle: AtomicBool,
-    /// Parking key of the flusher.
-    flusher_key: AtomicU64,
-    shutdown: AtomicBool,
+    /// The progress marks, the poisoned flag and the hand-offs on them.
+    progress: Progress,
     /// The flusher asks the preparer thread for a spare segment.
     spare_wanted: AtomicBool,
     preparer_key: AtomicU64,
-    poisoned: AtomicBool,
     failure: Mutex<Option<(io::ErrorKind, String)>>,
     segments: Mutex<Segments>,
     /// The flushing role: whoever holds it (a committer leading a group, or
@@ -171,16 +164,9 @@ impl Wal {
             buffer: LogBuffer::new(options.buffer_size),
             options,
             incarnation,
-            reserved: AtomicU64::new(end.0),
-            written: AtomicU64::new(end.0),
-            durable: AtomicU64::new(end.0),
-            room_wanted: AtomicBool::new(false),
-            flusher_idle: AtomicBool::new(false),
-            flusher_key: AtomicU64::new(0),
-            shutdown: AtomicBool::new(false),
+            progress: Progress::new(end),
             spare_wanted: AtomicBool::new(false),
             preparer_key: AtomicU64::new(0),
-            poisoned: AtomicBool::new(false),
             failure: Mutex::new(None),
             segments: Mutex::new(segments),
             state: Mutex::new(state),
@@ -236,35 +222,16 @@ impl Wal {
     /// with no thread hand-off.
     pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
         let shared = &self.shared;
+        let progress = &shared.progress;
         // An LSN no append returned (a caller's bug, a page LSN from a
         // damaged file) would be led toward forever: refuse it. Acquire:
         // every LSN an append returned is below what this load sees.
-        let reserved = shared.reserved.load(Ordering::Acquire);
-        if lsn.0 > reserved && shared.durable.load(Ordering::Acquire) < lsn.0 {
+        let reserved = progress.reserved.load(Ordering::Acquire);
+        if lsn.0 > reserved && progress.durable() < lsn {
             return Err(Error::InvalidArgument(format!("wait for LSN {} past the end of the log {reserved}", lsn.0)));
         }
-        let mut stalls = 0u32;
-        loop {
-            // Acquire: pairs with the release store after the sync.
-            if shared.durable.load(Ordering::Acquire) >= lsn.0 {
-                return Ok(());
-            }
-            if shared.poisoned.load(Ordering::Acquire) {
-                return Err(shared.failure_error());
-            }
-            let Some(mut state) = shared.state.try_lock() else {
-                // A leader is flushing: park until it hands the role back
-                // (it unparks after unlocking; the check runs under the
-                // parking bucket's lock, so the wake-up cannot be missed).
-                park(&shared.durable, || {
-                    shared.durable.load(Ordering::Acquire) < lsn.0
-                        && !shared.poisoned.load(Ordering::Acquire)
-                        && shared.state.is_locked()
-                });
-                continue;
-            };
-            let before = shared.durable.load(Ordering::Relaxed);
-            let result = flush_step(shared, &mut state, true);
+        let durable = progress.wait_durable(&shared.state, lsn, |state| {
+            let result = flush_step(shared, state, true);
             if let Err(err) = &result {
                 // Poison before handing the role on: the next leader must
                 // not find `touched` emptied by this failed sync (whose
@@ -272,37 +239,24 @@ impl Wal {
                 // `durable` over them with a sync of nothing.
                 shared.poison(err);
             }
-            drop(state);
-            unpark_all(&shared.durable);
-            if result.is_err() {
-                return Err(shared.failure_error());
-            }
-            if shared.durable.load(Ordering::Acquire) < lsn.0 && shared.durable.load(Ordering::Relaxed) == before {
-                // No progress: an earlier reservation is still being copied
-                // into the buffer. Let its appender run, then retry.
-                stalls += 1;
-                if stalls < 4 {
-                    std::thread::yield_now();
-                } else {
-                    park_until(&shared.durable, || true, Instant::now() + Duration::from_micros(50));
-                }
-            }
-        }
+            result.is_ok()
+        });
+        if durable { Ok(()) } else { Err(shared.failure_error()) }
     }
 
     /// The LSN below which the log is durable.
     pub fn durable_lsn(&self) -> Lsn {
-        Lsn(self.shared.durable.load(Ordering::Acquire))
+        self.shared.progress.durable()
     }
 
     /// The next LSN to be reserved (the end of the log in memory).
     pub fn end_lsn(&self) -> Lsn {
-        Lsn(self.shared.reserved.load(Ordering::Acquire))
+        Lsn(self.shared.progress.reserved.load(Ordering::Acquire))
     }
 
     /// Whether a write or sync failed.
     pub fn is_poisoned(&self) -> bool {
-        self.shared.poisoned.load(Ordering::Acquire)
+        self.shared.progress.is_poisoned()
     }
 
     /// Poisons the log from outside: a failed write or sync of the data
@@ -336,7 +290,7 @@ impl Wal {
     /// still be live there, and recycling the next one would leave a hole
     /// in the run of live segments that the reader stops at (invariant 6).
     pub fn recycle_below(&self, lsn: Lsn) -> Result<usize> {
-        if self.shared.poisoned.load(Ordering::Acquire) {
+        if self.shared.progress.is_poisoned() {
             return Err(self.shared.failure_error());
         }
         let lsn = lsn.min(self.durable_lsn());
@@ -358,14 +312,13 @@ impl Wal {
 
     fn stop(&mut self) -> Result<()> {
         let Some(flusher) = self.flusher.take() else { return Ok(()) };
-        self.shared.shutdown.store(true, Ordering::SeqCst);
-        self.shared.wake_flusher();
+        self.shared.progress.request_shutdown();
         let _ = flusher.join();
         if let Some(preparer) = self.preparer.take() {
             unpark_all(&self.shared.preparer_key);
             let _ = preparer.join();
         }
-        if self.shared.poisoned.load(Ordering::Acquire) {
+        if self.shared.progress.is_poisoned() {
             return Err(self.shared.failure_error());
         }
         Ok(())
@@ -386,44 +339,25 @@ impl Shared {
         }
     }
 
-    fn wake_flusher(&self) {
-        // Load first: a swap on every append would bounce the line.
-        if self.flusher_idle.load(Ordering::SeqCst) && self.flusher_idle.swap(false, Ordering::SeqCst) {
-            unpark_all(&self.flusher_key);
-        }
-    }
-
     /// Reserves, waits for room, copies and publishes one record. `None`
     /// if poisoned. With `try_only` (the flusher's own horizon records), a
     /// full ring gives `None` instead of a wait.
     fn append(&self, kind: RecordType, payload: &[u8], try_only: bool) -> Result<Option<Lsn>> {
-        if self.poisoned.load(Ordering::Acquire) {
+        let progress = &self.progress;
+        if progress.is_poisoned() {
             return Ok(None);
         }
         let size = record_size(payload.len()) as u64;
         let capacity = self.buffer.capacity();
         let start = if try_only {
             // The flusher must never wait for room it alone can make.
-            let mut start = self.reserved.load(Ordering::Relaxed);
-            loop {
-                if start + size > self.written.load(Ordering::Acquire) + capacity {
-                    return Ok(None);
-                }
-                match self.reserved.compare_exchange_weak(start, start + size, Ordering::AcqRel, Ordering::Relaxed) {
-                    Ok(_) => break start,
-                    Err(now) => start = now,
-                }
-            }
+            let Some(start) = progress.try_reserve(size, capacity) else { return Ok(None) };
+            start
         } else {
-            // AcqRel: besides handing out disjoint ranges, the reservation
-            // orders a mini-transaction's dirty-bit store before a
-            // checkpoint that reserves later, and a checkpoint's horizon
-            // store before a mini-transaction that reserves later
-            // (`buffer::mtr`). Free on x86, where every RMW is a barrier.
-            self.reserved.fetch_add(size, Ordering::AcqRel)
+            progress.reserve(size)
         };
         let end = start + size;
-        if !self.wait_for_room(end) {
+        if !progress.wait_for_room(Lsn(end), capacity) {
             return Ok(None);
         }
         // The CRC is left to the flusher (`advance`): 3.8% of a logged
@@ -436,35 +370,8 @@ impl Shared {
         });
         self.buffer.publish(Lsn(start), Lsn(end));
         self.buffer.prefetch(end);
-        // Relaxed, no fence: only a hint that shortens the wait of an
-        // appender that wants room. The flusher does not rely on it: while
-        // room is wanted it parks for `ROOM_POLL` at most (`idle`). A
-        // `fence(SeqCst)` here, on every append, was 2.5% of a logged
-        // insert (docs/BENCHMARKS.md).
-        if self.room_wanted.load(Ordering::Relaxed) {
-            self.wake_flusher();
-        }
+        progress.hint_room();
         Ok(Some(Lsn(end)))
-    }
-
-    /// Waits until ring space up to `end` is free; false if poisoned.
-    fn wait_for_room(&self, end: u64) -> bool {
-        let capacity = self.buffer.capacity();
-        loop {
-            // Acquire: the flusher copied the old words out before its
-            // release store of `written`.
-            if end <= self.written.load(Ordering::Acquire) + capacity {
-                return true;
-            }
-            if self.poisoned.load(Ordering::Acquire) {
-                return false;
-            }
-            self.room_wanted.store(true, Ordering::SeqCst);
-            self.wake_flusher();
-            park(&self.written, || {
-                end > self.written.load(Ordering::Acquire) + capacity && !self.poisoned.load(Ordering::Acquire)
-            });
-        }
     }
 
     fn poison(&self, err: &Error) {
@@ -474,9 +381,7 @@ impl Shared {
         };
         // The first failure is the one every waiter reports.
         self.failure.lock().get_or_insert((kind, message));
-        self.poisoned.store(true, Ordering::SeqCst);
-        unpark_all(&self.durable);
-        unpark_all(&self.written);
+        self.progress.poison();
     }
 }
 
@@ -492,19 +397,19 @@ fn flusher_main(shared: &Shared) {
 fn flush_step(shared: &Shared, state: &mut FlusherState, sync: bool) -> Result<()> {
     // A failed write or sync is never retried or papered over: whoever
     // failed poisoned the log before releasing the role (invariant 3).
-    if shared.poisoned.load(Ordering::SeqCst) {
+    if shared.progress.poisoned.load(Ordering::SeqCst) {
         return Err(shared.failure_error());
     }
     advance(shared, state);
-    let written = Lsn(shared.written.load(Ordering::Relaxed));
-    let durable = Lsn(shared.durable.load(Ordering::Relaxed));
+    let written = Lsn(shared.progress.written.load(Ordering::Relaxed));
+    let durable = Lsn(shared.progress.durable.load(Ordering::Relaxed));
     if state.filled > written && durable > state.claimed {
         append_horizon(shared, state, durable);
     }
     if state.filled > written {
         write_batch(shared, state, written)?;
     }
-    let written = Lsn(shared.written.load(Ordering::Relaxed));
+    let written = Lsn(shared.progress.written.load(Ordering::Relaxed));
     if sync && written > durable {
         sync_batch(shared, state, written)?;
     }
@@ -520,11 +425,11 @@ fn flush_step(shared: &Shared, state: &mut FlusherState, sync: bool) -> Result<(
 fn flusher_loop(shared: &Shared) -> Result<()> {
     let delay = shared.options.flush_delay;
     loop {
-        if shared.poisoned.load(Ordering::SeqCst) {
+        if shared.progress.poisoned.load(Ordering::SeqCst) {
             // A leader's write or sync failed; it recorded the error.
             return Ok(());
         }
-        let shutdown = shared.shutdown.load(Ordering::SeqCst);
+        let shutdown = shared.progress.shutdown.load(Ordering::SeqCst);
         let mut state = shared.state.lock();
         let due = shutdown || state.last_sync.elapsed() >= delay;
         let result = flush_step(shared, &mut state, due);
@@ -532,15 +437,15 @@ fn flusher_loop(shared: &Shared) -> Result<()> {
             // Under the lock, as in `wait_durable`.
             shared.poison(err);
         }
-        let written = Lsn(shared.written.load(Ordering::Relaxed));
-        let durable = Lsn(shared.durable.load(Ordering::Relaxed));
+        let written = Lsn(shared.progress.written.load(Ordering::Relaxed));
+        let durable = Lsn(shared.progress.durable.load(Ordering::Relaxed));
         let pending = state.filled > written || written > durable || shared.buffer.next_filled(state.filled).is_some();
         let mut next = Next::Idle;
         if result.is_ok() {
             if shutdown {
                 if pending {
                     next = Next::Again;
-                } else if state.filled.0 < shared.reserved.load(Ordering::SeqCst) {
+                } else if state.filled.0 < shared.progress.reserved.load(Ordering::SeqCst) {
                     // An append is still copying: wait for it briefly.
                     next = Next::Pause;
                 } else if horizon_pending(&state, durable) && append_horizon(shared, &mut state, durable) {
@@ -561,13 +466,13 @@ fn flusher_loop(shared: &Shared) -> Result<()> {
             if pending || horizon_pending(&state, durable) { state.last_sync + delay } else { Instant::now() + delay };
         let filled = state.filled;
         drop(state);
-        unpark_all(&shared.durable);
+        shared.progress.wake_committers();
         result?;
         match next {
             Next::Again => {}
             Next::Stop => return Ok(()),
             Next::Pause => std::thread::sleep(Duration::from_micros(50)),
-            Next::Idle => idle(shared, filled, deadline),
+            Next::Idle => shared.progress.idle(|| shared.buffer.filled_at_seqcst(filled), deadline),
         }
     }
 }
@@ -578,31 +483,6 @@ enum Next {
     Pause,
     Idle,
     Stop,
-}
-
-/// How long the flusher parks at most while an appender waits for room and
-/// the record at `filled` is still being copied (its appender's wake-up is
-/// only a hint: `Shared::append`).
-const ROOM_POLL: Duration = Duration::from_micros(50);
-
-/// Parks the flusher until woken (room wanted, close) or `deadline`.
-fn idle(shared: &Shared, filled: Lsn, deadline: Instant) {
-    shared.flusher_idle.store(true, Ordering::SeqCst);
-    // Dekker with `wait_for_room` (it stores `room_wanted`, then loads
-    // `flusher_idle` in `wake_flusher`): one of the two sees the other.
-    fence(Ordering::SeqCst);
-    let room_wanted = shared.room_wanted.load(Ordering::SeqCst);
-    // Room is wanted: write what is filled; if the next record is still
-    // being copied, look again after `ROOM_POLL` (its appender may wake
-    // us sooner, but without a fence it can miss that we went idle).
-    let room = room_wanted && shared.buffer.filled_at_seqcst(filled);
-    if room || shared.shutdown.load(Ordering::SeqCst) {
-        shared.flusher_idle.store(false, Ordering::SeqCst);
-        return;
-    }
-    let deadline = if room_wanted { deadline.min(Instant::now() + ROOM_POLL) } else { deadline };
-    park_until(&shared.flusher_key, || shared.flusher_idle.load(Ordering::SeqCst), deadline);
-    shared.flusher_idle.store(false, Ordering::SeqCst);
 }
 
 /// Walks the links from `filled`, sealing each record it passes (its CRC:
@@ -698,12 +578,7 @@ fn write_batch(shared: &Shared, state: &mut FlusherState, written: Lsn) -> Resul
         stats.batches += 1;
         stats.bytes_written += state.filled.0 - written.0;
     }
-    // Release: the copies out of the ring are done before appenders reuse
-    // the space (they acquire `written`).
-    shared.written.store(state.filled.0, Ordering::Release);
-    if shared.room_wanted.swap(false, Ordering::SeqCst) {
-        unpark_all(&shared.written);
-    }
+    shared.progress.publish_written(state.filled);
     Ok(())
 }
 
@@ -721,9 +596,7 @@ fn sync_batch(shared: &Shared, state: &mut FlusherState, written: Lsn) -> Result
     }
     failpoint!("wal.after_sync");
     state.last_sync = Instant::now();
-    // Release: everything the sync made durable happens-before a
-    // committer's acquire load that sees the new value.
-    shared.durable.store(written.0, Ordering::Release);
+    shared.progress.publish_durable(written);
     // A spare segment, made off the commit path by the preparer thread,
     // so a switch rarely creates one.
     let payload = shared.options.segment_payload();
@@ -744,9 +617,9 @@ fn sync_batch(shared: &Shared, state: &mut FlusherState, written: Lsn) -> Result
 fn preparer_main(shared: &Shared) {
     loop {
         park(&shared.preparer_key, || {
-            !shared.spare_wanted.load(Ordering::SeqCst) && !shared.shutdown.load(Ordering::SeqCst)
+            !shared.spare_wanted.load(Ordering::SeqCst) && !shared.progress.shutdown.load(Ordering::SeqCst)
         });
-        if shared.shutdown.load(Ordering::SeqCst) || shared.poisoned.load(Ordering::SeqCst) {
+        if shared.progress.shutdown.load(Ordering::SeqCst) || shared.progress.poisoned.load(Ordering::SeqCst) {
             return;
         }
         let plan = {
