@@ -14,8 +14,9 @@
 //!   stores `written` and `durable`.
 //! * A parked thread is always woken once its condition holds: a follower
 //!   parks on `durable` only while the role is held, and the holder unparks
-//!   after releasing it; an appender that wants room and the flusher going
-//!   idle meet in a Dekker handshake (`SeqCst`).
+//!   after releasing it; an appender that wants room and the role holder
+//!   that frees it, and an appender and the flusher going idle, meet in a
+//!   Dekker handshake (`SeqCst` fences on both sides).
 //! * After [`Progress::poison`] no wait reports durability beyond what was
 //!   durable before it.
 //!
@@ -132,6 +133,18 @@ impl Progress {
                 return false;
             }
             self.room_wanted.store(true, Ordering::SeqCst);
+            // SeqCst fence: the store above and the loads below (of
+            // `flusher_idle` in `wake_flusher`, of `written` under the
+            // parking lock) are each one side of a Dekker handshake, with
+            // `idle` and with `publish_written`: one side must see the
+            // other's store. Against `publish_written`, whose `written` is a
+            // release store, only fences on both sides give that in C11
+            // (without them both may miss: a lost wake-up; loom finds it,
+            // `tests/loom_wal.rs`). Against `idle` the `SeqCst` accesses
+            // alone suffice in C11, but loom models `SeqCst` accesses as
+            // acquire/release and fences exactly. Only an appender about to
+            // park pays it.
+            fence(Ordering::SeqCst);
             self.wake_flusher();
             park(&self.written, || {
                 end.0 > self.written.load(Ordering::Acquire) + capacity && !self.poisoned.load(Ordering::Acquire)
@@ -167,6 +180,12 @@ impl Progress {
         // Release: the copies out of the ring are done before appenders
         // reuse the space (they acquire `written`).
         self.written.store(lsn.0, Ordering::Release);
+        // SeqCst fence: the other side of `wait_for_room_slow`'s fence
+        // (store `written`, then read `room_wanted`, against store
+        // `room_wanted`, then read `written`): either this swap sees the
+        // appender's request and unparks it, or the appender's check sees
+        // this `written`. Once per batch written.
+        fence(Ordering::SeqCst);
         if self.room_wanted.swap(false, Ordering::SeqCst) {
             unpark_all(&self.written);
         }
@@ -233,12 +252,23 @@ impl Progress {
             }
             if self.durable.load(Ordering::Acquire) < lsn.0 && self.durable.load(Ordering::Relaxed) == before {
                 // No progress: an earlier reservation is still being copied
-                // into the buffer. Let its appender run, then retry.
+                // into the buffer. Let its appender run, then retry. The
+                // park re-checks `durable` under the parking lock: if that
+                // appender (or anyone) leads a flush covering `lsn` first, its
+                // `unpark_all` after the role is released must not be missed
+                // (with no check the timer alone woke us: found by
+                // `tests/loom_wal.rs`, 3 committers). The timer remains for
+                // an appender that never waits (its record is made durable
+                // by the next leader or the flusher thread).
                 stalls += 1;
                 if stalls < 4 {
                     yield_now();
                 } else {
-                    park_until(&self.durable, || true, Instant::now() + STALL_POLL);
+                    park_until(
+                        &self.durable,
+                        || self.durable.load(Ordering::Acquire) < lsn.0 && !self.poisoned.load(Ordering::Acquire),
+                        Instant::now() + STALL_POLL,
+                    );
                 }
             }
         }
@@ -270,6 +300,11 @@ impl Progress {
     /// Asks the flusher to close: it flushes everything and stops.
     pub(super) fn request_shutdown(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
+        // Dekker with `idle` (it stores `flusher_idle`, fences, loads
+        // `shutdown`). The `SeqCst` accesses suffice in C11; the fence makes
+        // the handshake checkable by loom, which models only fences
+        // exactly (`tests/loom_wal.rs`). Once per close.
+        fence(Ordering::SeqCst);
         self.wake_flusher();
     }
 }

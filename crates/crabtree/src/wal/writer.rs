@@ -31,8 +31,8 @@
 //! try the role again, so the next leader takes everything appended while
 //! the previous sync ran: one sync per group, and a lone committer syncs its
 //! own record without a thread hand-off. A leader that made no progress (an
-//! earlier reservation is still being copied) yields, then parks for 50 µs,
-//! and retries.
+//! earlier reservation is still being copied) yields, then parks until a
+//! flush covers its LSN (50 µs at most), and retries.
 //!
 //! The flusher thread (never on the commit path of a waiting committer)
 //! makes everything else durable within `flush_delay` of the last sync
@@ -58,11 +58,13 @@
 //! sees `written` knows the copy of the old words is done). A follower
 //! parks only while the role is held (checked under the parking bucket's
 //! lock) and the holder unparks after releasing it, so no wake-up is lost.
-//! The flusher's idle handshake with an appender that needs room is a
-//! Dekker pattern: the appender stores `room_wanted`, then swaps
-//! `flusher_idle` (both `SeqCst`); the flusher stores `flusher_idle`,
-//! `fence(SeqCst)`, loads `room_wanted`, so a request for room is never
-//! missed. Whether the record the flusher waits at
+//! An appender that needs room stores `room_wanted`, `fence(SeqCst)`, then
+//! checks `flusher_idle` and, under the parking lock, `written`; the
+//! flusher going idle stores `flusher_idle`, `fence(SeqCst)`, loads
+//! `room_wanted`; the role holder freeing room stores `written`,
+//! `fence(SeqCst)`, swaps `room_wanted`. Two Dekker handshakes, so a
+//! request for room is never missed and an appender never sleeps through
+//! the room it waits for. Whether the record the flusher waits at
 //! (`filled`) is complete is not part of the handshake: appenders publish
 //! with no fence (a fence per append cost 2.5% of a logged insert), so
 //! while room is wanted the flusher parks for `ROOM_POLL` at most.
