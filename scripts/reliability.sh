@@ -37,7 +37,7 @@ F13|corrupt_file
 F15|db_misuse
 F15|huge_values
 F16|load_held"
-UNITS='crash states|fault states|SIGKILLs|acknowledged durable writes and deletes|transfers acknowledged|generations acknowledged|reopen checks|detected|harmless|transactions|committed|snapshot checks|old-snapshot checks|snapshot sums checked|transfers committed|commits'
+UNITS='crash states|fault states|cases|crashes|SIGKILLs|acknowledged durable writes and deletes|transfers acknowledged|generations acknowledged|reopen checks|detected|harmless|transactions|committed|snapshot checks|old-snapshot checks|snapshot sums checked|transfers committed|commits'
 WORK=$PWD/.reliability-work
 rm -rf "$WORK" && mkdir -p "$WORK" || exit 1
 cargo test --release -p crabtree --no-run >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; exit 1; }
@@ -52,7 +52,11 @@ while IFS='|' read -r class name; do
     cargo test --release -p crabtree --test "$name" -- --nocapture >"$WORK/$name.log" 2>&1
     status=$?
     took=$(($(date +%s) - start))
-    counts=$(grep -v '^test ' "$WORK/$name.log" | grep -oE "[0-9]+ ($UNITS)\b" |
+    # Summary lines only: not the test harness's, not progress lines
+    # ("load held: at 6s: ..."), and "N commits lost" is not a count of
+    # commits made.
+    counts=$(grep -v '^test \|: at [0-9]' "$WORK/$name.log" | sed 's/commits lost/lost commits/' |
+        grep -oE "[0-9]+ ($UNITS)\b" |
         awk '{ n = $1; $1 = ""; sub(/^ /, ""); if (!($0 in sum)) order[++k] = $0; sum[$0] += n }
              END { for (i = 1; i <= k; i++) printf "%s%d %s", (i > 1 ? ", " : ""), sum[order[i]], order[i] }')
     tests=$(grep -oE '^test result: [a-zA-Z]+\. [0-9]+ passed' "$WORK/$name.log" | awk '{ n += $4 } END { print n + 0 }')
