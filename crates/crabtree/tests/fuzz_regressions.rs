@@ -174,3 +174,38 @@ fn a_split_that_allocates_the_leaf_it_holds_is_corruption_not_a_deadlock() {
         other => panic!("expected Corruption of {leaf:?}, got {other:?}"),
     }
 }
+
+/// `wal_recovery` (input `00 0a 00 57 01 00 00 00 00 00 00 0a a8 60`:
+/// log records changed, CRCs recomputed): a leaf whose slots share cells
+/// (each cell inside the page, all of them together larger than it) was
+/// compacted by an insert: `compact` subtracted each cell's size from the
+/// end of the page, an overflow (`attempt to subtract with overflow` with
+/// overflow checks, else a write far outside the page). Here the same leaf
+/// built by hand: one 1,000-byte cell and nine small ones, every slot then
+/// pointed at the large cell. Now `compact` checks that the cells fit side
+/// by side before it writes: `Corruption`.
+#[test]
+fn compacting_a_leaf_whose_slots_share_a_cell_is_corruption_not_an_overflow() {
+    use crabtree::raw::page::PageType;
+    use crabtree::raw::page::node::{CellData, NodeMut};
+    let pid = PageId(3);
+    let mut page = vec![0u8; 4096];
+    let mut node = NodeMut::init(page.as_mut_slice(), pid, PageType::Leaf, 0);
+    node.insert(0, &CellData::Leaf { key: b"a", value: &[1u8; 1000] }).unwrap();
+    for i in 1..10u8 {
+        node.insert(usize::from(i), &CellData::Leaf { key: &[b'a' + i], value: &[i; 10] }).unwrap();
+    }
+    drop(node);
+    let large = [page[64], page[65]];
+    for i in 1..10 {
+        page[64 + i * 8..64 + i * 8 + 2].copy_from_slice(&large);
+    }
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        NodeMut::new(page.as_mut_slice(), pid).and_then(|mut node| node.compact())
+    }));
+    match outcome {
+        Ok(Err(Error::Corruption { page, .. })) => assert_eq!(page, pid),
+        Ok(other) => panic!("expected Corruption, got {other:?}"),
+        Err(_) => panic!("compact panicked"),
+    }
+}

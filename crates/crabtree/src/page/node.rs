@@ -951,6 +951,15 @@ impl<'p, P: PageBufMut + ?Sized> NodeMut<'p, P> {
         let high = node.high_key_range()?;
         let cells: Vec<Cell> = (0..node.len()).map(|i| node.cell(i)).collect::<Result<_>>()?;
         let stride = node.slot_size();
+        // Each cell was checked to lie inside the page, but slots of a
+        // damaged node may share or overlap cells: check that they fit side
+        // by side before anything is written.
+        let slots_end = SLOTS_START + node.len() * stride;
+        let sizes = cells.iter().map(|cell| cell.size).chain(high.map(|(_, len)| len));
+        let used = sizes.into_iter().try_fold(slots_end, usize::checked_add);
+        if used.is_none_or(|used| used > size) {
+            return Err(corrupt(self.pid, "cells overlap: together they do not fit in the page"));
+        }
         let mut end = size;
         for (index, cell) in cells.iter().enumerate() {
             end -= cell.size;
