@@ -209,3 +209,59 @@ fn compacting_a_leaf_whose_slots_share_a_cell_is_corruption_not_an_overflow() {
         Err(_) => panic!("compact panicked"),
     }
 }
+
+/// `wal_recovery` (input `26 32 00 00 00 00 00 43 2d`: log records changed,
+/// CRCs recomputed; libFuzzer timeout): after recovery the background
+/// `repair` scanned the tree level by level, going down through the first
+/// child of the first inner node each level walk met. A right link of the
+/// leaf level led to an inner node, whose first child was the first leaf
+/// again: the scan went round forever (each level's walk was bounded, the
+/// number of levels was not), and `Db::check`, which waits for it, never
+/// returned. Here that damage on a file without a log (the last leaf's
+/// right link made the root, checksum recomputed), and a first child link
+/// pointing back up (the root's first child made the root itself), each
+/// then `repair`. Now every node of a level walk must be at the level one
+/// below the level above, and a walk longer than the pages is a cycle:
+/// `Corruption`.
+#[test]
+fn links_leading_back_up_do_not_make_repair_run_forever() {
+    let options = PoolOptions { page_size: 512, pool_bytes: 512 * 64, max_pages: 1 << 16 };
+    let disk = SimDisk::new(1);
+    let tree = BTree::create(Arc::new(BufferPool::create(Arc::new(disk.clone()), options.clone()).unwrap())).unwrap();
+    for i in 0..60u32 {
+        tree.insert(format!("key{i:03}").as_bytes(), b"value").unwrap();
+    }
+    let path = tree.path_to(b"key000").unwrap();
+    assert_eq!(path.len(), 2, "a root over leaves");
+    let root = path[0];
+    let last_leaf = *tree.path_to(b"key999").unwrap().last().unwrap();
+    tree.flush().unwrap();
+    drop(tree);
+    let image = disk.durable_image();
+    let damaged = |pid: PageId, change: &dyn Fn(&mut [u8])| {
+        let mut image = image.clone();
+        let page = &mut image[pid.0 as usize * 512..(pid.0 as usize + 1) * 512];
+        change(page);
+        crabtree::raw::page::header::seal(page);
+        image
+    };
+    // The last leaf's right link (offset 24) leads to the root.
+    let right_link_up = damaged(last_leaf, &|page| page[24..32].copy_from_slice(&root.0.to_le_bytes()));
+    // Slot 0 of the root: offset u16, key length u16, prefix, child u64;
+    // its cell: key length u16, child u64, key.
+    let child_up = damaged(root, &|page| {
+        page[64 + 8..64 + 16].copy_from_slice(&root.0.to_le_bytes());
+        let cell = u16::from_le_bytes([page[64], page[65]]) as usize;
+        page[cell + 2..cell + 10].copy_from_slice(&root.0.to_le_bytes());
+    });
+    for (what, image) in [("right link up", right_link_up), ("first child up", child_up)] {
+        let disk = SimDisk::new(2);
+        disk.set_durable_image(image);
+        let options = options.clone();
+        let outcome = within(Duration::from_secs(20), "repair", move || {
+            let tree = BTree::open(Arc::new(BufferPool::open(Arc::new(disk), options)?))?;
+            tree.repair()
+        });
+        assert!(matches!(outcome, Err(Error::Corruption { .. })), "{what}: expected Corruption, got {outcome:?}");
+    }
+}

@@ -80,14 +80,30 @@ impl BTree {
         let mut half_dead = Vec::new();
         let mut half_dead_inner = Vec::new();
         let mut first = self.root();
+        // The level every node of the level being walked must have: one
+        // below the level above, so the walk ends after at most 256 levels
+        // even if a damaged child or right link leads back up.
+        let mut level_expected: Option<u8> = None;
         loop {
             let mut pid = first;
             let mut previous = None;
             let mut next_first = None;
-            for _ in 0..=self.pool.page_count() {
+            let mut steps = 0u64;
+            loop {
+                // Each node of a level once, and no more nodes than pages
+                // (read each step: splits beside the walk add pages).
+                steps += 1;
+                if steps > self.pool.page_count() {
+                    return Err(Error::corruption(pid, "right links of a level form a cycle"));
+                }
                 let guard = self.pool.shared(pid)?;
                 let node = Node::new(guard.page(), pid)?;
                 let head = *node.header();
+                let level = *level_expected.get_or_insert(head.level);
+                if head.level != level {
+                    let reason = format!("node at level {} where level {level} was walked", head.level);
+                    return Err(Error::corruption(pid, reason));
+                }
                 if next_first.is_none() && !node.is_leaf() && !node.is_empty() {
                     next_first = Some(node.child(0)?);
                 }
@@ -108,7 +124,14 @@ impl BTree {
                 }
             }
             match next_first {
-                Some(child) => first = child,
+                Some(child) => {
+                    first = child;
+                    let level = level_expected.unwrap_or(0);
+                    let Some(below) = level.checked_sub(1) else {
+                        return Err(Error::corruption(pid, "inner node at level 0"));
+                    };
+                    level_expected = Some(below);
+                }
                 None => return Ok((incomplete, half_dead, half_dead_inner)),
             }
             if incomplete.len() + half_dead.len() + half_dead_inner.len() > self.pool.page_count() as usize {
