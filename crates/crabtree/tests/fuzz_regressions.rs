@@ -190,12 +190,13 @@ fn compacting_a_leaf_whose_slots_share_a_cell_is_corruption_not_an_overflow() {
     use crabtree::raw::page::node::{CellData, NodeMut};
     let pid = PageId(3);
     let mut page = vec![0u8; 4096];
-    let mut node = NodeMut::init(page.as_mut_slice(), pid, PageType::Leaf, 0);
-    node.insert(0, &CellData::Leaf { key: b"a", value: &[1u8; 1000] }).unwrap();
-    for i in 1..10u8 {
-        node.insert(usize::from(i), &CellData::Leaf { key: &[b'a' + i], value: &[i; 10] }).unwrap();
+    {
+        let mut node = NodeMut::init(page.as_mut_slice(), pid, PageType::Leaf, 0);
+        node.insert(0, &CellData::Leaf { key: b"a", value: &[1u8; 1000] }).unwrap();
+        for i in 1..10u8 {
+            node.insert(usize::from(i), &CellData::Leaf { key: &[b'a' + i], value: &[i; 10] }).unwrap();
+        }
     }
-    drop(node);
     let large = [page[64], page[65]];
     for i in 1..10 {
         page[64 + i * 8..64 + i * 8 + 2].copy_from_slice(&large);
