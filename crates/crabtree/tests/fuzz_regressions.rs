@@ -13,11 +13,11 @@
 mod common;
 
 use common::crash::{open_store, quiet_options};
-use crabtree::io::{CrashModel, SimDir, SimDisk};
+use crabtree::io::{CrashModel, Dir, SimDir, SimDisk};
 use crabtree::raw::page::redo;
 use crabtree::raw::{BTree, BufferPool, PoolOptions};
 use crabtree::wal::RecordType;
-use crabtree::{Error, PageId, Result};
+use crabtree::{Durability, Error, Options, PageId, Result};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
@@ -265,4 +265,76 @@ fn links_leading_back_up_do_not_make_repair_run_forever() {
         });
         assert!(matches!(outcome, Err(Error::Corruption { .. })), "{what}: expected Corruption, got {outcome:?}");
     }
+}
+
+/// `wal_recovery` (input `0e 4d aa bf`: log records changed, CRCs
+/// recomputed; libFuzzer timeout): after recovery, `Db::vacuum`'s forward
+/// scan never ended. Each batch of a range iterator starts past the last
+/// key of the previous one; over keys out of order a batch's last key lay
+/// at or below that bound and sent the scan back to where it was, forever.
+/// The files the fuzz target opened are in `tests/data/fuzz_vacuum_scan/`
+/// (the data file, and the log segments with their trailing zeros cut;
+/// 512-byte pages, 16 KiB segments). Now a batch that does not move its
+/// bound on is `Corruption`.
+#[test]
+fn vacuum_over_the_fuzzed_database_ends() {
+    let dir = SimDir::new(2, CrashModel::default());
+    let files = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz_vacuum_scan");
+    for name in ["data", "00000000.wal", "00000001.wal", "00000002.wal", "00000003.wal"] {
+        let mut bytes = std::fs::read(files.join(name)).unwrap();
+        if name.ends_with(".wal") {
+            bytes.resize(16 * 1024, 0);
+        }
+        dir.open(name, true).unwrap();
+        dir.disk(name).unwrap().set_durable_image(bytes);
+    }
+    dir.sync().unwrap();
+    let options = Options {
+        page_size: 512,
+        memory_budget: 512 * 1024,
+        max_pages: 1 << 16,
+        durability: Durability::Immediate,
+        log_segment_size: 16 * 1024,
+        checkpoint_bytes: 1 << 30,
+        vacuum_interval: None,
+        update_retries: 4,
+    };
+    let outcome = within(Duration::from_secs(20), "vacuum", move || {
+        let db = crabtree::raw::open_db(dir.open("data", false)?, Arc::new(dir.this_life()), options)?;
+        db.vacuum()
+    });
+    assert!(matches!(outcome, Err(Error::Corruption { .. })), "expected Corruption, got {outcome:?}");
+}
+
+/// The same defect built by hand on a file without a log: the last leaf's
+/// last key made the smallest of the tree (`key059` -> `aey059`, in the
+/// cell and the slot's prefix, checksum recomputed), then a full forward
+/// scan. Before the fix this scan ended, but returned `aey059` after
+/// `key058` as if in order; now it is `Corruption`.
+#[test]
+fn a_scan_over_keys_out_of_order_is_corruption() {
+    let options = PoolOptions { page_size: 512, pool_bytes: 512 * 64, max_pages: 1 << 16 };
+    let disk = SimDisk::new(1);
+    let tree = BTree::create(Arc::new(BufferPool::create(Arc::new(disk.clone()), options.clone()).unwrap())).unwrap();
+    for i in 0..60u32 {
+        tree.insert(format!("key{i:03}").as_bytes(), b"value").unwrap();
+    }
+    let leaf = *tree.path_to(b"key059").unwrap().last().unwrap();
+    tree.flush().unwrap();
+    drop(tree);
+    let mut image = disk.durable_image();
+    let page = &mut image[leaf.0 as usize * 512..(leaf.0 as usize + 1) * 512];
+    let last = u16::from_le_bytes([page[40], page[41]]) as usize - 1;
+    let slot = 64 + last * 8;
+    let cell = u16::from_le_bytes([page[slot], page[slot + 1]]) as usize;
+    assert_eq!(&page[cell + 7..cell + 13], b"key059");
+    page[cell + 7] = b'a';
+    page[slot + 4] = b'a';
+    crabtree::raw::page::header::seal(page);
+    disk.set_durable_image(image);
+    let outcome = within(Duration::from_secs(20), "a forward scan", move || {
+        let tree = BTree::open(Arc::new(BufferPool::open(Arc::new(disk), options)?))?;
+        tree.range::<&[u8], _>(..).try_for_each(|entry| entry.map(drop))
+    });
+    assert!(matches!(outcome, Err(Error::Corruption { .. })), "expected Corruption, got {outcome:?}");
 }

@@ -148,6 +148,18 @@ impl<'t> Range<'t> {
             }
         })?;
         let found = !batch.is_empty();
+        // Each batch must move its end's bound strictly (the next batch
+        // starts past it), else a damaged leaf whose keys are out of order
+        // would send the scan back to where it was, forever.
+        let stuck = if forward {
+            batch.last_key().is_some_and(|key| !above(key, borrowed(&self.lower)))
+        } else {
+            batch.first_key().is_some_and(|key| !below(key, borrowed(&self.upper)))
+        };
+        if stuck {
+            let page = self.resume[end].map_or(crate::ids::PageId::HEADER, |(pid, _)| pid);
+            return Err(crate::Error::corruption(page, "keys out of order: the scan would not move on"));
+        }
         if forward {
             if let Some(key) = batch.last_key() {
                 self.lower = Bound::Excluded(key.to_vec());
