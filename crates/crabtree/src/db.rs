@@ -770,10 +770,12 @@ impl Inner {
         let replayed = commits.len();
         in_flight.clear();
         tree.pool().raise_root_value(LAST_TS_SLOT, last_ts);
+        // Not `is_empty`, which waits for a count after a crash recovery.
+        // Before the notifier starts: an error past its start would leave
+        // its thread running, holding the store (and every thread of it).
+        let fresh = tree.first()?.is_none();
         let log = Arc::new(StoreCommitLog { store, in_flight });
         let (notifier, thread) = Notifier::spawn(Arc::clone(&log) as Arc<dyn CommitLog>)?;
-        // Not `is_empty`, which waits for a count after a crash recovery.
-        let fresh = tree.first()?.is_none();
         // An empty tree holds no old version; otherwise the last close
         // left nothing for vacuum, nothing committed since (see
         // `VACUUMED_SLOT`) and nothing was replayed: a replayed commit may

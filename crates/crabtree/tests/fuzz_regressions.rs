@@ -18,8 +18,22 @@ use crabtree::raw::page::redo;
 use crabtree::raw::{BTree, BufferPool, PoolOptions};
 use crabtree::wal::RecordType;
 use crabtree::{Durability, Error, Options, PageId, Result};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
+
+/// Held by the tests that count the threads of open databases.
+static DB_THREADS: Mutex<()> = Mutex::new(());
+
+/// Threads of this process named `name` (as `/proc` shows it: 15 bytes).
+fn threads_named(name: &str) -> usize {
+    let tasks = std::fs::read_dir("/proc/self/task").unwrap();
+    tasks
+        .filter(|task| {
+            let comm = task.as_ref().ok().and_then(|task| std::fs::read_to_string(task.path().join("comm")).ok());
+            comm.is_some_and(|comm| comm.trim_end() == name)
+        })
+        .count()
+}
 
 /// Runs `f` on a helper thread; its result, or a failure if it takes more
 /// than `limit` (the thread is left behind: the test fails anyway).
@@ -278,6 +292,7 @@ fn links_leading_back_up_do_not_make_repair_run_forever() {
 /// bound on is `Corruption`.
 #[test]
 fn vacuum_over_the_fuzzed_database_ends() {
+    let _serial = DB_THREADS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = SimDir::new(2, CrashModel::default());
     let files = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz_vacuum_scan");
     for name in ["data", "00000000.wal", "00000001.wal", "00000002.wal", "00000003.wal"] {
@@ -337,4 +352,49 @@ fn a_scan_over_keys_out_of_order_is_corruption() {
         tree.range::<&[u8], _>(..).try_for_each(|entry| entry.map(drop))
     });
     assert!(matches!(outcome, Err(Error::Corruption { .. })), "expected Corruption, got {outcome:?}");
+}
+
+/// `wal_recovery` (an out-of-memory after about 20,000 inputs, none of
+/// them alone: libFuzzer's RSS limit, 2 GB): a `Db` open that failed after
+/// recovery, at its first read of the tree (`Inner::open`: is the tree
+/// empty?), had already started the durability notifier; the error dropped
+/// its join handle, so its thread ran on, holding the store and with it
+/// every thread of the store (checkpointer, cleaner, log flusher and
+/// preparer) and its memory, once per failed open. Here a store whose
+/// first leaf is damaged (one byte, checksum not recomputed) after a clean
+/// close, opened as a `Db`: the open is `Corruption`, and no durability
+/// notifier is left running. Now the tree is read before the notifier
+/// starts.
+#[test]
+fn a_db_open_that_fails_leaves_no_thread_behind() {
+    let _serial = DB_THREADS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir = SimDir::new(3, CrashModel::default());
+    let store = open_store(&dir, quiet_options(64)).unwrap();
+    for i in 0..60u32 {
+        store.put_durable(format!("key{i:03}").as_bytes(), b"value").unwrap();
+    }
+    let leaf = *store.tree().path_to(b"key000").unwrap().last().unwrap();
+    store.close().unwrap();
+    let data = dir.disk("data").unwrap();
+    let mut image = data.durable_image();
+    image[leaf.0 as usize * 512 + 100] ^= 0x5a;
+    data.set_durable_image(image);
+    let before = threads_named("crabtree-durabl");
+    let options = Options {
+        page_size: 512,
+        memory_budget: 512 * 64,
+        max_pages: 1 << 16,
+        durability: Durability::Immediate,
+        log_segment_size: 16 * 1024,
+        checkpoint_bytes: 1 << 30,
+        vacuum_interval: None,
+        update_retries: 4,
+    };
+    let opened = crabtree::raw::open_db(dir.open("data", false).unwrap(), Arc::new(dir.this_life()), options);
+    assert!(matches!(opened, Err(Error::Corruption { .. })), "expected Corruption, got {:?}", opened.map(drop));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while threads_named("crabtree-durabl") > before {
+        assert!(std::time::Instant::now() < deadline, "a failed open left its durability notifier running");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
