@@ -208,6 +208,17 @@ pub(crate) fn recover(
                             if pid.0 == 0 {
                                 return Err(Error::LogCorruption { lsn, reason: "redo entry for page 0".into() });
                             }
+                            // Before the page is redone and written at
+                            // `pid * page_size`: the allocator check after
+                            // redo does not see entries its checkpoint
+                            // covers, and the pool refuses pages past
+                            // `max_pages` anyway.
+                            if pid.0 >= max_pages {
+                                return Err(Error::InvalidArgument(format!(
+                                    "recovery: the log names page {}, past max_pages {max_pages} (raise max_pages, or the log is damaged)",
+                                    pid.0
+                                )));
+                            }
                             if !matches!(entry, Entry::Image { provisional: true, .. }) {
                                 events.insert(pid, (end, true));
                             }
