@@ -31,7 +31,7 @@ for target in $targets; do
     # raw_file writes a valid data file into its corpus as a seed.
     if CRABTREE_FUZZ_SEEDS="corpus/raw_file" cargo fuzz run -s none "$target" -- \
         -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 >"logs/$target.log" 2>&1; then
-        grep -E "^#[0-9]+ *DONE|stat::number_of_executed_units" "logs/$target.log" || true
+        grep -E "DONE|stat::number_of_executed_units" "logs/$target.log" || true
     else
         failed+=("$target")
         tail -n 40 "logs/$target.log"
