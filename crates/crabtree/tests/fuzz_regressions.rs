@@ -50,6 +50,22 @@ fn fuzzed_database(name: &str) -> (SimDir, Options) {
     (dir, options)
 }
 
+/// 512-byte pages, a pool of 64.
+fn small_pages() -> PoolOptions {
+    PoolOptions { page_size: 512, pool_bytes: 512 * 64, max_pages: 1 << 16 }
+}
+
+/// A tree without a log holding `key000`..`key059` on a simulated disk
+/// (a root over a few leaves), still open so the caller can find pages.
+fn sixty_keys() -> (SimDisk, BTree) {
+    let disk = SimDisk::new(1);
+    let tree = BTree::create(Arc::new(BufferPool::create(Arc::new(disk.clone()), small_pages()).unwrap())).unwrap();
+    for i in 0..60u32 {
+        tree.insert(format!("key{i:03}").as_bytes(), b"value").unwrap();
+    }
+    (disk, tree)
+}
+
 /// Held by the tests that count the threads of open databases.
 static DB_THREADS: Mutex<()> = Mutex::new(());
 
@@ -153,12 +169,8 @@ fn a_page_freed_while_already_free_is_corruption_not_a_panic() {
 /// the leaf.
 #[test]
 fn a_leaf_with_keys_above_its_high_key_does_not_make_the_count_run_forever() {
-    let options = PoolOptions { page_size: 512, pool_bytes: 512 * 64, max_pages: 1 << 16 };
-    let disk = SimDisk::new(1);
-    let tree = BTree::create(Arc::new(BufferPool::create(Arc::new(disk.clone()), options.clone()).unwrap())).unwrap();
-    for i in 0..60u32 {
-        tree.insert(format!("key{i:03}").as_bytes(), b"value").unwrap();
-    }
+    let options = small_pages();
+    let (disk, tree) = sixty_keys();
     let leaf = *tree.path_to(b"key000").unwrap().last().unwrap();
     tree.flush().unwrap();
     drop(tree);
@@ -192,12 +204,8 @@ fn a_leaf_with_keys_above_its_high_key_does_not_make_the_count_run_forever() {
 #[test]
 fn a_split_that_allocates_the_leaf_it_holds_is_corruption_not_a_deadlock() {
     crabtree::fuzzing::set_restart_patience(Duration::from_millis(100));
-    let options = PoolOptions { page_size: 512, pool_bytes: 512 * 64, max_pages: 1 << 16 };
-    let disk = SimDisk::new(1);
-    let tree = BTree::create(Arc::new(BufferPool::create(Arc::new(disk.clone()), options.clone()).unwrap())).unwrap();
-    for i in 0..60u32 {
-        tree.insert(format!("key{i:03}").as_bytes(), b"value").unwrap();
-    }
+    let options = small_pages();
+    let (disk, tree) = sixty_keys();
     let leaf = *tree.path_to(b"key000").unwrap().last().unwrap();
     tree.flush().unwrap();
     drop(tree);
@@ -269,12 +277,8 @@ fn compacting_a_leaf_whose_slots_share_a_cell_is_corruption_not_an_overflow() {
 /// `Corruption`.
 #[test]
 fn links_leading_back_up_do_not_make_repair_run_forever() {
-    let options = PoolOptions { page_size: 512, pool_bytes: 512 * 64, max_pages: 1 << 16 };
-    let disk = SimDisk::new(1);
-    let tree = BTree::create(Arc::new(BufferPool::create(Arc::new(disk.clone()), options.clone()).unwrap())).unwrap();
-    for i in 0..60u32 {
-        tree.insert(format!("key{i:03}").as_bytes(), b"value").unwrap();
-    }
+    let options = small_pages();
+    let (disk, tree) = sixty_keys();
     let path = tree.path_to(b"key000").unwrap();
     assert_eq!(path.len(), 2, "a root over leaves");
     let root = path[0];
@@ -337,12 +341,8 @@ fn vacuum_over_the_fuzzed_database_ends() {
 /// `key058` as if in order; now it is `Corruption`.
 #[test]
 fn a_scan_over_keys_out_of_order_is_corruption() {
-    let options = PoolOptions { page_size: 512, pool_bytes: 512 * 64, max_pages: 1 << 16 };
-    let disk = SimDisk::new(1);
-    let tree = BTree::create(Arc::new(BufferPool::create(Arc::new(disk.clone()), options.clone()).unwrap())).unwrap();
-    for i in 0..60u32 {
-        tree.insert(format!("key{i:03}").as_bytes(), b"value").unwrap();
-    }
+    let options = small_pages();
+    let (disk, tree) = sixty_keys();
     let leaf = *tree.path_to(b"key059").unwrap().last().unwrap();
     tree.flush().unwrap();
     drop(tree);
