@@ -623,6 +623,36 @@ fn a_reader_that_sees_durable_sees_what_the_sync_wrote() {
     });
 }
 
+/// The room models: the ring is full (one record of the whole capacity),
+/// an appender needs room for one more, and the flusher frees it. With
+/// `flusher_first` the flusher is started before the ring fills, so it
+/// goes idle first and the appender's request must reach it.
+fn room_model(name: &str, flusher_first: bool) {
+    model(name, preemptions(), move || {
+        let log = Log::new(None);
+        let start_flusher = || {
+            let log = log.clone();
+            thread::spawn(move || flusher_main(&log))
+        };
+        let early = flusher_first.then(start_flusher);
+        assert_eq!(log.append(8, 100), Some(Lsn(CAPACITY)));
+        let flusher = early.unwrap_or_else(start_flusher);
+        let appender = {
+            let log = log.clone();
+            thread::spawn(move || log.append(1, 200))
+        };
+        assert_eq!(appender.join().unwrap(), Some(Lsn(CAPACITY + 8)));
+        if sync::parks_on(&log.progress.written) > 0 {
+            // The appender parked for room.
+            reached();
+        }
+        log.progress.request_shutdown();
+        flusher.join().unwrap();
+        assert_eq!(log.disk.word(0), 100, "the ring word was overwritten before it was copied out");
+        assert_eq!(log.disk.word(CAPACITY), 200);
+    });
+}
+
 /// Claim 2 (room wait, the handshake that frees space): an appender that
 /// finds the ring full is always woken once the role holder frees the
 /// space, with no timer: `wait_for_room` stores `room_wanted`, then reads
@@ -658,28 +688,7 @@ fn a_reader_that_sees_durable_sees_what_the_sync_wrote() {
 /// reading the appender's later store), which loom does not explore.
 #[test]
 fn an_appender_waiting_for_room_is_woken_when_space_is_freed() {
-    model("an_appender_waiting_for_room_is_woken_when_space_is_freed", preemptions(), || {
-        let log = Log::new(None);
-        assert_eq!(log.append(8, 100), Some(Lsn(CAPACITY)));
-        let flusher = {
-            let log = log.clone();
-            thread::spawn(move || flusher_main(&log))
-        };
-        let appender = {
-            let log = log.clone();
-            thread::spawn(move || log.append(1, 200))
-        };
-        assert_eq!(appender.join().unwrap(), Some(Lsn(CAPACITY + 8)));
-        if sync::parks_on(&log.progress.written) > 0 {
-            // The appender parked for room.
-            reached();
-        }
-        log.progress.request_shutdown();
-        flusher.join().unwrap();
-        assert_eq!(log.disk.word(0), 100, "the ring word was overwritten before it was copied out");
-        assert_eq!(log.disk.word(CAPACITY), 200);
-        assert!(log.disk.synced_below(CAPACITY + 8));
-    });
+    room_model("an_appender_waiting_for_room_is_woken_when_space_is_freed", false);
 }
 
 /// Claim 2 (room wait, the flusher's idle handshake): an appender that
@@ -703,27 +712,7 @@ fn an_appender_waiting_for_room_is_woken_when_space_is_freed() {
 /// them as acquire/release, needs the fences to verify it.
 #[test]
 fn an_idle_flusher_never_misses_a_request_for_room() {
-    model("an_idle_flusher_never_misses_a_request_for_room", preemptions(), || {
-        let log = Log::new(None);
-        let flusher = {
-            let log = log.clone();
-            thread::spawn(move || flusher_main(&log))
-        };
-        assert_eq!(log.append(8, 100), Some(Lsn(CAPACITY)));
-        let appender = {
-            let log = log.clone();
-            thread::spawn(move || log.append(1, 200))
-        };
-        assert_eq!(appender.join().unwrap(), Some(Lsn(CAPACITY + 8)));
-        if sync::parks_on(&log.progress.written) > 0 {
-            // The appender parked for room.
-            reached();
-        }
-        log.progress.request_shutdown();
-        flusher.join().unwrap();
-        assert_eq!(log.disk.word(0), 100);
-        assert_eq!(log.disk.word(CAPACITY), 200);
-    });
+    room_model("an_idle_flusher_never_misses_a_request_for_room", true);
 }
 
 /// Claim 1 and 2 (failure): a failed write wakes, with a failure, an
