@@ -115,7 +115,10 @@ impl Store {
         if path.is_dir() {
             return Err(Error::InvalidArgument(format!("{} is a directory, not a database file", path.display())));
         }
-        let data: Arc<dyn Storage> = Arc::new(FileStorage::open(path, true)?);
+        // The parent's fsync that makes the file's entry durable is
+        // `FileDir::open`'s below, which covers both entries at once (and
+        // comes after the file's own when this open creates it).
+        let data: Arc<dyn Storage> = Arc::new(FileStorage::open_listed(path, true)?);
         let mut log_path = path.as_os_str().to_owned();
         log_path.push("-wal");
         let log_path = std::path::PathBuf::from(log_path);
@@ -134,9 +137,9 @@ impl Store {
                 )));
             }
         }
-        // `FileStorage::open` made the data file's directory entry durable,
-        // so it is before the log beside it is (an empty data file beside a
-        // log is refused).
+        // A new data file's entry was made durable when it was created, so
+        // before the log beside it is (an empty data file beside a log is
+        // refused).
         let log: Arc<dyn Dir> = Arc::new(FileDir::open(&log_path)?);
         Store::open(data, log, options)
     }
