@@ -826,6 +826,11 @@ fn spawn_vacuum(inner: std::sync::Weak<Inner>, interval: Duration) -> Result<Wor
                 }
             }
             let Some(inner) = inner.upgrade() else { return };
+            if inner.engine.tree.pool().disk_full() {
+                // Its removals would be logged to a log no checkpoint can
+                // recycle while the disk is full (`buffer/space.rs`).
+                continue;
+            }
             let stopping = || *signal.0.lock();
             // A round follows the backlog: the keys commits left versions
             // of, not the whole tree (a whole pass only after an unclean

@@ -73,6 +73,15 @@ pub enum Error {
     #[error("database poisoned by an earlier failed sync; reopen to recover")]
     Poisoned,
 
+    /// The disk is full (or a quota or file-size limit was reached): a
+    /// page could not be written back. Commits are refused with this error
+    /// before anything of them is logged or applied, until the pages
+    /// waiting to be written are written; the database retries in the
+    /// background and takes commits again once space is freed, without a
+    /// reopen. Reads go on; nothing acknowledged is lost.
+    #[error("disk full ({0}); commits are refused until space is freed, then resume by themselves")]
+    DiskFull(String),
+
     /// A write-write conflict: another transaction committed a write to a
     /// key this transaction writes after this one began (first committer
     /// wins). Nothing of this transaction was applied; run it again.

@@ -93,6 +93,10 @@ pub const CLEANER_PERIOD: std::time::Duration = std::time::Duration::from_millis
 /// Longest sleep of an idle cleaner (it backs off while rounds find
 /// nothing, since a round reads the state word of every resident page).
 pub const CLEANER_IDLE_MAX: std::time::Duration = std::time::Duration::from_millis(100);
+/// How often the cleaner tries to write every dirty page back while the
+/// disk is full (`buffer/space.rs`): how soon commits resume once space
+/// is freed.
+pub const SPACE_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Optimistic restarts before a reader falls back to shared latches.
 pub const OPTIMISTIC_RESTARTS_MAX: u32 = 8;
@@ -177,6 +181,11 @@ pub const WAL_SEGMENT_SIZE_MIN: u64 = 8192;
 pub const WAL_SEGMENT_SIZE_MAX: u64 = 1 << 30;
 /// Default WAL segment file size.
 pub const WAL_SEGMENT_SIZE_DEFAULT: u64 = 16 << 20;
+/// How often the log's preparer tries again to make a spare segment after
+/// a try failed for want of space (each try may rewrite up to a segment
+/// of zeros): how soon commits resume once space is freed on the log's
+/// disk.
+pub const LOG_SPACE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Default size of the in-memory log buffer.
 pub const WAL_BUFFER_SIZE_DEFAULT: usize = 8 << 20;
 /// Smallest log buffer (a power of two, like every buffer size): at least

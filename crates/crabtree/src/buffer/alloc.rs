@@ -270,6 +270,7 @@ impl BufferPool {
 
     /// Writes back every page that is dirty now. Entry: no latch held.
     pub(super) fn write_dirty(&self) -> Result<()> {
+        let space_pass = self.begin_space_pass();
         for pid in self.resident.snapshot() {
             let latch = self.latch(pid);
             if !latch.is_dirty() || !latch.lock_shared() {
@@ -289,6 +290,8 @@ impl BufferPool {
         // only log of a page whose write landed after its sync: found by
         // `db_crash::with_checkpoints_racing_the_commits`).
         drop(self.evicting.write());
+        // Every page dirty at the start is written (`space.rs`).
+        self.end_space_pass(space_pass);
         Ok(())
     }
 

@@ -20,7 +20,12 @@
 //!    `R` had its dirty bit set before that record was reserved, so it is
 //!    seen), wait for the write-backs of eviction batches in flight (their
 //!    victims already left the resident set the pass walks), then sync the
-//!    data file. A failure poisons the log.
+//!    data file. A failure poisons the log, except a write-back that
+//!    failed for want of space: that abandons the checkpoint (its page
+//!    stays dirty, no sync ran; `space.rs`) and the previous one stays in
+//!    force. The full-page-image horizon then stays at this `R`, above
+//!    the previous checkpoint's: pages log their images a little more
+//!    often, never less.
 //! 4. Append the free list (`CHECKPOINT_FREE` records) and the `CHECKPOINT`
 //!    record `{id, R, A, retain, page count, roots, free count}`, wait until
 //!    durable. Only now is the checkpoint complete: a crash before leaves
@@ -165,11 +170,17 @@ impl BufferPool {
         };
         // Step 3.
         let before = self.stats().writes;
-        let written = self.write_dirty().and_then(|()| {
-            failpoint!("checkpoint.before_sync");
-            self.storage.sync()
-        });
-        if let Err(error) = written {
+        if let Err(error) = self.write_dirty() {
+            // A write that failed for want of space left its page dirty
+            // and changed nothing the kernel could drop: abandon this
+            // checkpoint, the next one starts over (`space.rs`). Any other
+            // failure poisons.
+            if !super::space::is_space_error(&error) {
+                wal.poison(&error);
+            }
+            return Err(error);
+        }
+        if let Err(error) = self.sync_data_file() {
             wal.poison(&error);
             return Err(error);
         }
@@ -199,6 +210,12 @@ impl BufferPool {
         // Step 5.
         let segments_recycled = wal.recycle_below(record.retain)?;
         Ok(CheckpointReport { redo, pages_written, segments_recycled })
+    }
+
+    /// Step 3's sync of the data file.
+    fn sync_data_file(&self) -> Result<()> {
+        failpoint!("checkpoint.before_sync");
+        self.storage.sync()
     }
 
     /// Continues checkpoint ids after `last` (the last one recovered), so an

@@ -42,18 +42,21 @@
 //!
 //! A failed write-back leaves the page dirty; the cleaner stops the round
 //! and tries again after its period; the eviction or `flush` that meets
-//! the page reports the error to its caller.
+//! the page reports the error to its caller. While the disk is full (a
+//! write-back failed for want of space, `space.rs`) a round is instead a
+//! pass over every dirty page, every `SPACE_RETRY`, which clears that
+//! state once the disk took them all.
 
 use super::grace;
 use super::latch::{MARKED, state};
 use super::pool::PoolCore;
 use crate::Result;
 use crate::ids::PageId;
-use crate::limits::{CLEAN_BATCH_MAX, CLEANER_IDLE_MAX, CLEANER_PERIOD};
+use crate::limits::{CLEAN_BATCH_MAX, CLEANER_IDLE_MAX, CLEANER_PERIOD, SPACE_RETRY};
 use crate::page::bytes::AtomicPage;
 use crate::page::header;
 use crate::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Wake-ups and the stop request, shared by the pool and its cleaner.
 #[derive(Default)]
@@ -118,9 +121,22 @@ fn run(core: &PoolCore) {
     // `membarrier` interrupting this thread (`grace.rs`, "Heavy sections").
     grace::make_heavy();
     let mut timeout = CLEANER_PERIOD;
+    let mut last_retry = None;
     while let Some(paused) = core.cleaner.wait(timeout) {
         if paused {
             timeout = CLEANER_PERIOD;
+            continue;
+        }
+        if core.disk_full() {
+            // At most one pass per `SPACE_RETRY`, however often evictors
+            // meeting dirty victims wake us.
+            let since = last_retry.map_or(SPACE_RETRY, |at: Instant| at.elapsed());
+            if since < SPACE_RETRY {
+                timeout = SPACE_RETRY - since;
+                continue;
+            }
+            last_retry = Some(Instant::now());
+            timeout = if core.retry_space() { CLEANER_PERIOD } else { SPACE_RETRY };
             continue;
         }
         let (written, full) = core.clean_round();

@@ -25,7 +25,10 @@
 //! `DIRTY_SKIPS_PER_VICTIM` dirty pages per victim it wants; after that it
 //! takes dirty pages too and writes them itself, so a pool whose every
 //! page is dirty still evicts with a bounded walk. A batch that passed a
-//! dirty page wakes the cleaner.
+//! dirty page wakes the cleaner. On a full disk (`space.rs`) a batch passes
+//! every dirty page, looking for clean ones through both rounds of every
+//! shard (a dirty page cannot be written then), and a batch whose dirty
+//! victims all failed for want of space looks again that way.
 //!
 //! Eviction works in batches: the victims of one `ensure_budget` call (up
 //! to `EVICT_BATCH_MAX` pages) are chosen and latched first, dirty ones are
@@ -55,7 +58,10 @@
 //!   being written back is never evicted under it).
 //!
 //! The budget is soft: when every resident page is latched the pool grows
-//! past it rather than fail or wait (a few pages per concurrent operation).
+//! past it rather than fail or wait (a few pages per concurrent operation),
+//! and so it does on a full disk when every page the walk meets is dirty
+//! (new commits are refused then, so only those already applying and the
+//! raw API's writes add pages; `space.rs`).
 
 use super::grace;
 use super::latch::{DIRTY, Latch, MARKED, UNLOCKED, state};
@@ -279,28 +285,44 @@ impl PoolCore {
         let _in_flight = self.evicting.read();
         let want = want.max(batch);
         let skips_max = want * DIRTY_SKIPS_PER_VICTIM;
-        let mut skips = skips_max;
-        let victims = self.resident.choose_victims(want, &mut skips, |pid| self.latch(pid));
+        // On a full disk dirty pages cannot be written: pass them all and
+        // look for clean ones in the whole walk (`space.rs`).
+        let mut pass_all = self.disk_full();
+        let mut skips = if pass_all { usize::MAX } else { skips_max };
         let mut first_error = None;
-        let mut freed = Vec::with_capacity(victims.len());
+        let mut freed = Vec::with_capacity(want);
+        // A dirty page passed or taken.
         let mut dirty_seen = false;
-        for pid in victims {
-            let latch = self.latch(pid);
-            if latch.is_dirty() {
-                dirty_seen = true;
-                self.counters.dirty_evictions.add(1);
-                if let Err(error) = self.write_back(pid) {
-                    // Keep the page: still resident, still dirty.
-                    self.resident.restore(pid);
-                    latch.unlock_exclusive(false);
-                    first_error.get_or_insert(error);
-                    continue;
+        loop {
+            let before = skips;
+            let victims = self.resident.choose_victims(want, &mut skips, |pid| self.latch(pid));
+            dirty_seen |= skips < before;
+            for pid in victims {
+                let latch = self.latch(pid);
+                if latch.is_dirty() {
+                    dirty_seen = true;
+                    self.counters.dirty_evictions.add(1);
+                    if let Err(error) = self.write_back(pid) {
+                        // Keep the page: still resident, still dirty.
+                        self.resident.restore(pid);
+                        latch.unlock_exclusive(false);
+                        first_error.get_or_insert(error);
+                        continue;
+                    }
                 }
+                freed.push(self.frame_index(pid));
+                latch.unlock_evicted();
             }
-            freed.push(self.frame_index(pid));
-            latch.unlock_evicted();
+            // The disk just filled under this batch: every victim was dirty
+            // and none could be written. Once more, passing dirty pages.
+            let filled = first_error.as_ref().is_some_and(super::space::is_space_error);
+            if !freed.is_empty() || !filled || pass_all {
+                break;
+            }
+            pass_all = true;
+            skips = usize::MAX;
         }
-        if dirty_seen || skips < skips_max {
+        if dirty_seen {
             // Dirty pages are next in line: wake the cleaner.
             self.cleaner.request();
         }
@@ -312,13 +334,19 @@ impl PoolCore {
         self.frames.put(&freed, tag);
         self.resident.evicted(freed.len());
         self.counters.evictions.add(freed.len() as u64);
-        // With a log, a failed write-back has poisoned the store (every
-        // later write and commit sees it); the caller only needs room, so
-        // it fails only when no victim could be freed. That keeps reads
-        // working in a poisoned store while clean pages can make room.
+        // With a log, a failed write-back has poisoned the store, or (for
+        // want of space) left its page dirty and made commits wait
+        // (`space.rs`); either way later writes see it. The caller only
+        // needs room, so it fails only when no victim could be freed. That
+        // keeps reads working on a poisoned store or a full disk while
+        // clean pages can make room; on a full disk it does not fail even
+        // then: the pool grows past its budget (module doc), so a commit
+        // already applying finishes instead of poisoning the engine.
         // Without a log the error is the caller's to see.
+        let logged = self.wal.get().is_some();
         match first_error {
-            Some(error) if freed.is_empty() || self.wal.get().is_none() => Err(error),
+            Some(error) if logged && super::space::is_space_error(&error) => Ok(()),
+            Some(error) if freed.is_empty() || !logged => Err(error),
             _ => Ok(()),
         }
     }

@@ -19,6 +19,8 @@
 //!   into a private copy instead of a frame, and the admission filter
 //!   (one `unsafe`: the copy's words seen as bytes for `pread`).
 //! * `alloc`: allocate/free, the persistent free list, `flush`.
+//! * `space`: a full disk: write-backs that fail for want of space leave
+//!   their pages dirty, and commits are refused until they are written.
 //! * `guard`: the guards handed to the tree.
 //!
 //! Invariants owned here: a frame is written only under its exclusive
@@ -48,8 +50,11 @@ pub mod latch;
 mod mtr;
 mod pool;
 mod region;
+mod space;
 mod uncached;
 
+#[cfg(test)]
+mod space_tests;
 #[cfg(test)]
 mod tests;
 
@@ -57,6 +62,7 @@ pub use checkpoint::{AllocState, CheckpointRecord, CheckpointReport, decode_free
 pub use guard::{ExclusiveGuard, OptimisticGuard, SharedGuard};
 pub use mtr::{Change, last_lsn};
 pub use pool::{BufferPool, LogFlush, PoolOptions, PoolStats};
+pub(crate) use space::is_space_error;
 pub use uncached::{PointRead, UncachedGuard};
 
 /// An optimistic read failed validation (or an upgrade lost a race):

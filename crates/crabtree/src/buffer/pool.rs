@@ -107,6 +107,9 @@ pub struct PoolStats {
     /// cache (a full pool; the admission filter refused them, see
     /// `uncached.rs`).
     pub uncached_reads: u64,
+    /// Write-backs that failed for want of space (a full disk: the page
+    /// stays dirty, commits are refused until it is written; `space.rs`).
+    pub space_failures: u64,
     /// Log payload bytes of page images (structure changes, fresh pages,
     /// full-page images), with a log attached.
     pub image_bytes: u64,
@@ -226,6 +229,8 @@ pub struct PoolCore {
     direct_read: AtomicBool,
     /// Which misses of point reads earn a frame (`uncached.rs`).
     pub(super) admission: Admission,
+    /// Write-backs that failed for want of space (`space.rs`).
+    pub(super) space: super::space::Space,
 }
 
 thread_local! {
@@ -327,6 +332,7 @@ impl BufferPool {
             cleaner: CleanerSignal::default(),
             direct_read: AtomicBool::new(true),
             admission: Admission::new(frames_max),
+            space: Default::default(),
         });
         let cleaner = Some(cleaner::spawn(Arc::clone(&core))?);
         Ok(BufferPool { core, cleaner })
@@ -412,6 +418,7 @@ impl BufferPool {
             cleaner_writes: self.counters.cleaner_writes.sum(),
             direct_loads: self.counters.direct_loads.sum(),
             uncached_reads: self.counters.uncached_reads.sum(),
+            space_failures: self.space_failures(),
             image_bytes: self.counters.image_bytes.sum(),
             fpi_bytes: self.counters.fpi_bytes.sum(),
         }
@@ -696,10 +703,14 @@ impl PoolCore {
             let hook = self.log_flush_hook();
             hook(header::lsn(image.as_slice()))?;
             let written = self.storage.write_at(pid.0 * self.page_size as u64, image);
-            if let (Err(error), Some(wal)) = (&written, self.wal.get()) {
-                // The page on disk may now be torn: with a log the database
-                // stops taking writes (reopening recovers it from the log).
-                wal.poison(error);
+            match (&written, self.wal.get()) {
+                // No space: the page stays dirty and is written again
+                // later; commits wait for that (`space.rs`).
+                (Err(error), _) if super::space::is_space_error(error) => self.note_space_failure(pid, error),
+                // Any other failed write: with a log the database stops
+                // taking writes (reopening recovers the page from the log).
+                (Err(error), Some(wal)) => wal.poison(error),
+                _ => {}
             }
             written
         })?;

@@ -309,6 +309,8 @@ impl Store {
     /// (a lower bound taken before the call, e.g. [`Wal::end_lsn`], does).
     pub fn append_commit(&self, payload: &[u8]) -> Result<Lsn> {
         self.inner.tree.pool().check_poisoned()?;
+        // A full disk refuses the commit before any of it is logged.
+        self.check_space()?;
         if payload.len() <= crate::limits::WAL_RECORD_PAYLOAD_MAX {
             return self.inner.wal.append(RecordType::COMMIT, payload);
         }
@@ -334,6 +336,15 @@ impl Store {
             failpoint!("commit.between_pieces");
         }
         Err(Error::InvalidArgument("empty commit chain".into()))
+    }
+
+    /// `Error::DiskFull` while the data file's disk is full (a write-back
+    /// failed for want of space and not every dirty page was written
+    /// since: `buffer/space.rs`) or the log's has no room for a spare
+    /// segment (`Wal::check_space`).
+    pub fn check_space(&self) -> Result<()> {
+        self.inner.tree.pool().check_space()?;
+        self.inner.wal.check_space()
     }
 
     /// Waits until the log is durable up to `lsn` (group commit).
@@ -435,8 +446,12 @@ impl Inner {
             }
             let (redo, at) = *self.last_checkpoint.lock();
             let written = self.wal.end_lsn().0.saturating_sub(redo.0);
-            let due = written >= self.options.checkpoint_bytes
-                || (written > 64 && at.elapsed() >= self.options.checkpoint_interval);
+            // Not while the data file's disk is full: the write-back pass
+            // would fail, and each try appends a begin record to a log
+            // nothing can recycle (the cleaner retries the pages).
+            let due = (written >= self.options.checkpoint_bytes
+                || (written > 64 && at.elapsed() >= self.options.checkpoint_interval))
+                && !self.tree.pool().disk_full();
             if due && let Err(error) = self.checkpoint() {
                 *self.checkpoint_error.lock() = Some(error.to_string());
             }

@@ -80,7 +80,7 @@ use super::record::{self, RecordType, record_size};
 use super::segment::Segments;
 use super::{Durability, WalOptions};
 use crate::ids::Lsn;
-use crate::limits::{WAL_RECORD_PAYLOAD_MAX, WAL_WRITE_CHUNK_MAX};
+use crate::limits::{LOG_SPACE_RETRY, WAL_RECORD_PAYLOAD_MAX, WAL_WRITE_CHUNK_MAX};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, park, unpark_all};
 use crate::{Error, Result};
 
@@ -111,6 +111,19 @@ struct Shared {
     /// The flusher asks the preparer thread for a spare segment.
     spare_wanted: AtomicBool,
     preparer_key: AtomicU64,
+    /// Set while the preparer's last try to make a spare segment failed
+    /// for want of space: commits are refused while no segment is free
+    /// (`Wal::check_space`), and the preparer tries again every
+    /// `LOG_SPACE_RETRY`.
+    space_short: AtomicBool,
+    /// That failure's message.
+    space_error: Mutex<String>,
+    /// The preparer's tries so far (made or failed).
+    spare_attempts: AtomicU64,
+    /// `segments.has_spare()` as of the last change of the free segments,
+    /// stored under their lock: what `check_space` reads without taking
+    /// it (the flusher holds it across its writes).
+    spare_ready: AtomicBool,
     failure: Mutex<Option<(io::ErrorKind, String)>>,
     segments: Mutex<Segments>,
     /// The flushing role: whoever holds it (a committer leading a group, or
@@ -169,6 +182,10 @@ impl Wal {
             progress: Progress::new(end),
             spare_wanted: AtomicBool::new(false),
             preparer_key: AtomicU64::new(0),
+            space_short: AtomicBool::new(false),
+            space_error: Mutex::new(String::new()),
+            spare_attempts: AtomicU64::new(0),
+            spare_ready: AtomicBool::new(segments.has_spare()),
             failure: Mutex::new(None),
             segments: Mutex::new(segments),
             state: Mutex::new(state),
@@ -246,6 +263,55 @@ impl Wal {
         if durable { Ok(()) } else { Err(shared.failure_error()) }
     }
 
+    /// `Error::DiskFull` while the log's disk has no room for another
+    /// segment and none is free: the preparer's last try to make a spare
+    /// failed for want of space, and no checkpoint recycled one since.
+    /// Refusing commits then keeps the flusher from needing a segment it
+    /// cannot create (that failure would poison the log).
+    ///
+    /// So that the preparer's answer comes before the current segment is
+    /// used up, a caller that finds the log's end past three quarters of
+    /// its segment with no spare ready waits for the answer (the preparer
+    /// was asked at half, so this is rare): the records appended past the
+    /// check, by commits in flight and background work, then have a
+    /// quarter of a segment. Cheap otherwise (two relaxed loads).
+    pub fn check_space(&self) -> Result<()> {
+        let shared = &self.shared;
+        let payload = shared.options.segment_payload();
+        let mut asked = None;
+        loop {
+            // Relaxed: advisory, like the pool's (`buffer/space.rs`); the
+            // segments' lock orders what matters.
+            let short = shared.space_short.load(Ordering::Relaxed);
+            let late = shared.progress.reserved.load(Ordering::Relaxed) % payload > payload / 4 * 3;
+            if !short && !late {
+                return Ok(());
+            }
+            if shared.spare_ready.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            if short {
+                return Err(Error::DiskFull(shared.space_error.lock().clone()));
+            }
+            let attempts = shared.spare_attempts.load(Ordering::SeqCst);
+            if shared.progress.is_poisoned()
+                || shared.progress.shutdown.load(Ordering::SeqCst)
+                || asked.is_some_and(|before| attempts > before)
+            {
+                // Poisoned or closing (the flusher reports it), or the
+                // preparer tried since we asked and failed for another
+                // reason than space (the flusher meets that too).
+                return Ok(());
+            }
+            asked.get_or_insert(attempts);
+            // Late, no spare, no answer yet: ask (again: a request may
+            // have met the preparer just as it finished) and wait.
+            shared.spare_wanted.store(true, Ordering::SeqCst);
+            unpark_all(&shared.preparer_key);
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
     /// The LSN below which the log is durable.
     pub fn durable_lsn(&self) -> Lsn {
         self.shared.progress.durable()
@@ -298,6 +364,7 @@ impl Wal {
         let lsn = lsn.min(self.durable_lsn());
         let mut segments = self.shared.segments.lock();
         let result = segments.recycle_below(lsn);
+        self.shared.spare_ready.store(segments.has_spare(), Ordering::SeqCst);
         if let Err(err) = &result {
             // Under the segments' lock, so no later recycle runs first.
             self.shared.poison(err);
@@ -560,7 +627,9 @@ fn write_batch(shared: &Shared, state: &mut FlusherState, written: Lsn) -> Resul
         let (index, offset) = segments.locate(at);
         if segments.live(index).is_none() {
             let first = state.first_records.get(&index).copied().unwrap_or(at);
-            segments.activate(index, first)?;
+            let activated = segments.activate(index, first).map(|_| ());
+            shared.spare_ready.store(segments.has_spare(), Ordering::SeqCst);
+            activated?;
         }
         state.first_records.retain(|&k, _| k > index);
         let room = segments.size() - offset;
@@ -615,26 +684,52 @@ fn sync_batch(shared: &Shared, state: &mut FlusherState, written: Lsn) -> Result
 /// The preparer thread: creates a spare segment (zero-fill, sync, directory
 /// sync) whenever the flusher asks, holding the segments' lock only to
 /// reserve a slot and to hand the file over. A failure is left for the
-/// flusher to meet (it creates the segment itself when it must).
+/// flusher to meet (it creates the segment itself when it must); one for
+/// want of space also makes `Wal::check_space` refuse commits until a
+/// later try (every `LOG_SPACE_RETRY`) or a checkpoint's recycling gives
+/// a free segment.
 fn preparer_main(shared: &Shared) {
     loop {
-        park(&shared.preparer_key, || {
-            !shared.spare_wanted.load(Ordering::SeqCst) && !shared.progress.shutdown.load(Ordering::SeqCst)
-        });
+        let idle = || !shared.spare_wanted.load(Ordering::SeqCst) && !shared.progress.shutdown.load(Ordering::SeqCst);
+        if shared.space_short.load(Ordering::SeqCst) {
+            // The disk was full: try again after a while, asked or not,
+            // so commits resume once space is freed.
+            crate::sync::park_until(&shared.preparer_key, idle, Instant::now() + LOG_SPACE_RETRY);
+        } else {
+            park(&shared.preparer_key, idle);
+        }
         if shared.progress.shutdown.load(Ordering::SeqCst) || shared.progress.poisoned.load(Ordering::SeqCst) {
             return;
         }
+        // Before looking: a request made from here on gets another turn.
+        shared.spare_wanted.store(false, Ordering::SeqCst);
         let plan = {
             let mut segments = shared.segments.lock();
             if segments.has_spare() { None } else { Some(segments.plan_spare()) }
         };
+        // Only a file made whole ends a shortage: a free segment a
+        // checkpoint recycled is used up by the next switch, and then the
+        // disk is as full as before (commits are let through while one is
+        // free: `Wal::check_space`).
         if let Some(plan) = plan {
             match plan.create() {
-                Ok(segment) => shared.segments.lock().add_spare(segment),
-                // Its slot is reused by the next attempt (a full disk).
-                Err(_) => shared.segments.lock().spare_failed(plan),
+                Ok(segment) => {
+                    let mut segments = shared.segments.lock();
+                    segments.add_spare(segment);
+                    shared.spare_ready.store(true, Ordering::SeqCst);
+                    drop(segments);
+                    shared.space_short.store(false, Ordering::SeqCst);
+                }
+                Err(error) => {
+                    // Its slot is reused by the next attempt.
+                    shared.segments.lock().spare_failed(plan);
+                    if crate::buffer::is_space_error(&error) {
+                        *shared.space_error.lock() = format!("making a log segment: {error}");
+                        shared.space_short.store(true, Ordering::SeqCst);
+                    }
+                }
             }
         }
-        shared.spare_wanted.store(false, Ordering::SeqCst);
+        shared.spare_attempts.fetch_add(1, Ordering::SeqCst);
     }
 }
