@@ -38,8 +38,10 @@ pub const fn value_size_max_logged(page_size: usize) -> usize {
 }
 
 /// Default largest number of pages a database may have: the buffer pool
-/// reserves `max_pages * page_size` bytes of virtual address space (not
-/// memory) for its page table. 2^24 pages of 4 KiB is 64 GiB.
+/// reserves `max_pages * page_size` bytes of virtual address space for its
+/// frame array and 16 bytes per page for its page table (2^24 pages of
+/// 4 KiB: 64 GiB and 256 MiB), reserved `PROT_NONE`: neither memory nor
+/// commit charge until used (`buffer/region.rs`), but `RLIMIT_AS` counts it.
 pub const MAX_PAGES_DEFAULT: u64 = 1 << 24;
 /// Upper bound on `max_pages` (a 48-bit address space holds 256 TiB).
 pub const MAX_PAGES_LIMIT: u64 = 1 << 32;
@@ -81,6 +83,19 @@ pub const CLEANER_LOOKAHEAD: usize = 4;
 /// measured 5.3 MiB over its budget with huge pages against 3.4 MiB
 /// without, `tests/pool_memory.rs`).
 pub const POOL_HUGE_PAGES_MIN_BYTES: usize = 32 << 20;
+/// Every commit of a buffer pool region (`buffer/region.rs`) opens a
+/// multiple of this many bytes: a multiple of every page size Linux uses
+/// (4, 16 and 64 KiB), so each `mprotect` starts on a page boundary.
+pub const REGION_GRAIN_MIN: usize = 64 << 10;
+/// Bytes the frame array commits at least per growth: one 2 MiB huge page,
+/// so a commit never splits one (the array commits as it first hands out
+/// frames, so its charge is the frames touched plus at most one eighth
+/// and this).
+pub const REGION_GRAIN_FRAMES: usize = 2 << 20;
+/// Bytes the page table (16 per page id) commits at least per growth:
+/// 4096 page ids (16 MiB of 4 KiB pages), so a growing file calls
+/// `mprotect` rarely while a small one is charged little.
+pub const REGION_GRAIN_STATES: usize = REGION_GRAIN_MIN;
 /// Stacks of free frames in the buffer pool's frame array (each a mutex;
 /// a thread pushes and pops on its own first).
 pub const FRAME_FREE_SHARDS: usize = 16;
@@ -157,6 +172,9 @@ const _: () = assert!(page_size_valid(PAGE_SIZE_DEFAULT));
 // Eviction batches stay short (a reader waits for its batch); shards index by `pid % RESIDENT_SHARDS`.
 const _: () = assert!(EVICT_BATCH_MAX >= 1 && EVICT_BATCH_MAX <= 64 && RESIDENT_SHARDS.is_power_of_two());
 const _: () = assert!(FRAME_FREE_SHARDS >= 1);
+const _: () = assert!(
+    REGION_GRAIN_FRAMES.is_multiple_of(REGION_GRAIN_MIN) && REGION_GRAIN_STATES.is_multiple_of(REGION_GRAIN_MIN)
+);
 const _: () = assert!(PAGE_SIZE_MAX <= u16::MAX as usize + 1);
 const _: () = assert!(PAGE_SIZE_MIN.is_multiple_of(8));
 // Three maximal keys plus per-cell overhead and the header fit in the

@@ -87,6 +87,8 @@ impl BufferPool {
                     if count >= self.max_pages {
                         return Err(Error::DatabaseFull { pages: self.max_pages });
                     }
+                    // Its page-table words first (`pool.rs`).
+                    self.commit_page_ids(count + 1)?;
                     // Release: pairs with the Acquire in `page_count()`.
                     self.page_count.store(count + 1, Ordering::Release);
                     PageId(count)
@@ -200,7 +202,7 @@ impl BufferPool {
                 break;
             }
             if latch.try_lock_evicted() {
-                self.install(pid);
+                self.install(pid)?;
                 break;
             }
             let started = *since.get_or_insert_with(std::time::Instant::now);

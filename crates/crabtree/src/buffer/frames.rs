@@ -15,6 +15,15 @@
 //! (`grace.rs`): the loader that takes it lets `pread` write it only once
 //! the tag is safe, and copies the page in with atomic stores before.
 //!
+//! Commit charge: the array is a [`Region`] reserved for `capacity`
+//! frames and committed (`mprotect`, charged against the kernel's commit
+//! limit) only ahead of `fresh`: a fresh frame's memory is committed before
+//! `fresh` moves past it, and frame 0 at creation (the value of a page-table
+//! word never written). So every frame index the pool can hold, from
+//! `take` or a page-table word, names committed memory, and the array's
+//! charge follows the frames touched (with growth's slack,
+//! `REGION_GRAIN_FRAMES`), not `capacity` (the module doc of `region.rs`).
+//!
 //! Which frame holds a page is in the page table, the word next to the
 //! page's state word (`pool.rs`); this module only hands frames out and
 //! takes them back.
@@ -34,7 +43,8 @@
 //! so the 2 MiB pages are never split by a release, and a hit misses the
 //! TLB far less often.
 //!
-//! Invariants: a frame is either free (on exactly one stack, or past
+//! Invariants: frames `0..max(fresh, 1)` are committed, and that commit
+//! happens before the index is handed out; a frame is either free (on exactly one stack, or past
 //! `fresh`) or held by exactly one resident page (named by that page's
 //! page-table word), except while the exclusive holder that moves it is
 //! between the two; each shard's `len` is the length of its stack (stored
@@ -52,7 +62,7 @@
 
 use super::region::Region;
 use crate::ids::FrameIndex;
-use crate::limits::{FRAME_FREE_SHARDS, POOL_HUGE_PAGES_MIN_BYTES};
+use crate::limits::{FRAME_FREE_SHARDS, POOL_HUGE_PAGES_MIN_BYTES, REGION_GRAIN_FRAMES};
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
 use crate::{Error, Result};
 
@@ -63,7 +73,7 @@ pub(super) struct Frames {
     stride_words: usize,
     /// Words of a page (the part of a frame handed out).
     page_words: usize,
-    /// Frames in the array (most of them never touched).
+    /// Frames in the array (most of them never committed nor touched).
     capacity: usize,
     free: Box<[FreeShard]>,
     /// Frames `0..fresh` have been handed out at least once.
@@ -102,7 +112,9 @@ pub(super) fn home_shard() -> usize {
 
 impl Frames {
     /// Reserves `capacity` frames of `stride` bytes each (multiples of 8),
-    /// of which `page_size` bytes are handed out. Nothing is touched yet.
+    /// of which `page_size` bytes are handed out. Commits the first (one
+    /// grain's worth); nothing is touched yet. Errors: `Io` when the kernel
+    /// refuses the reservation or the commit.
     /// `budget_bytes` decides whether to ask for transparent huge pages
     /// (see `POOL_HUGE_PAGES_MIN_BYTES`).
     pub(super) fn new(capacity: usize, stride: usize, page_size: usize, budget_bytes: usize) -> Result<Frames> {
@@ -112,10 +124,12 @@ impl Frames {
         let Some(len) = capacity.checked_mul(stride) else {
             return Err(Error::InvalidArgument(format!("{capacity} frames x {stride} bytes overflows")));
         };
-        let region = Region::new(len)?;
+        let region = Region::new(len, REGION_GRAIN_FRAMES)?;
         if budget_bytes >= POOL_HUGE_PAGES_MIN_BYTES && huge_pages_allowed() {
             region.advise_huge_pages();
         }
+        // Frame 0: what a page-table word holds before its first store.
+        region.commit(stride / 8)?;
         Ok(Frames {
             region,
             stride_words: stride / 8,
@@ -126,9 +140,10 @@ impl Frames {
         })
     }
 
-    /// The page words of frame `index`. Panics past the array (a
-    /// programmer error: indices come from `take` or from a page-table word
-    /// that only ever holds such indices).
+    /// The page words of frame `index`. Panics past the committed frames
+    /// (a programmer error: indices come from `take` or from a page-table
+    /// word that only ever holds such indices, or 0, all committed before
+    /// they were handed out).
     #[inline]
     pub(super) fn frame(&self, index: FrameIndex) -> &[AtomicU64] {
         self.region.words(index.0 as usize * self.stride_words, self.page_words)
@@ -151,24 +166,31 @@ impl Frames {
     /// A free frame for the caller to fill and its grace tag, or `None`
     /// when every frame of the array is in use. Prefers recycled frames;
     /// touches a new one only when none is free (tag 0: no reader ever
-    /// reached it). Entry: no shard mutex held. Exit: the frame is the
-    /// caller's (its contents are some old page's, or zeros).
-    pub(super) fn take(&self) -> Option<(FrameIndex, u64)> {
+    /// reached it), committing its memory first. Entry: no shard mutex
+    /// held. Exit: the frame is the caller's (its contents are some old
+    /// page's, or zeros). Errors: `Io` when a new frame is needed and the
+    /// kernel refuses to commit its memory (the commit limit).
+    pub(super) fn take(&self) -> Result<Option<(FrameIndex, u64)>> {
         if self.any_free()
             && let Some(index) = self.pop_free()
         {
-            return Some(index);
+            return Ok(Some(index));
         }
         // Relaxed: the counter only hands out distinct indices; the frame's
-        // memory is ordered by the latch of the page that fills it.
-        match self
-            .fresh
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |fresh| (fresh < self.capacity).then_some(fresh + 1))
-        {
-            Ok(index) => Some((FrameIndex(index as u32), 0)),
-            // Every frame touched: look again whatever the hint said.
-            Err(_) => self.pop_free(),
+        // memory is ordered by the latch of the page that fills it, and its
+        // commit by `commit` (Acquire, or this thread's own mprotect).
+        let mut fresh = self.fresh.load(Ordering::Relaxed);
+        while fresh < self.capacity {
+            // Before the index is handed out (to us or, once `fresh` moved
+            // past it, to anyone): its memory must be committed.
+            self.region.commit((fresh + 1) * self.stride_words)?;
+            match self.fresh.compare_exchange_weak(fresh, fresh + 1, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Ok(Some((FrameIndex(fresh as u32), 0))),
+                Err(now) => fresh = now,
+            }
         }
+        // Every frame touched: look again whatever the hint said.
+        Ok(self.pop_free())
     }
 
     /// Whether a free stack holds a frame: the home shard's length, else
@@ -214,6 +236,13 @@ impl Frames {
         stack.extend(frames.iter().map(|&index| (index, tag)));
         // Relaxed: a hint (see `any_free`), stored under the stack's mutex.
         shard.len.store(stack.len(), Ordering::Relaxed);
+    }
+
+    /// The address range of the array's mapping (tests of its commit
+    /// charge).
+    #[cfg(test)]
+    pub(super) fn address_range(&self) -> std::ops::Range<usize> {
+        self.region.address_range()
     }
 
     /// Frames that have been handed out at least once (their memory is

@@ -4,8 +4,9 @@
 //!
 //! * [`latch`]: the 64-bit state word of a page (residency, latch, dirty
 //!   bit, version) and its optimistic/shared/exclusive protocol.
-//! * `region`: reserved, lazily backed virtual memory seen as atomic
-//!   words; the `unsafe` (plus the one call of `frame_bytes_mut` in a
+//! * `region`: reserved virtual memory seen as atomic words, committed
+//!   (`mprotect`, charged against the commit limit) as a prefix that grows
+//!   with use; the `unsafe` (plus the one call of `frame_bytes_mut` in a
 //!   load, whose contract `grace` upholds).
 //! * `frames`: the frame array (page memory, faulted once, recycled) and
 //!   its sharded free lists, each free frame with its grace tag.
@@ -53,6 +54,8 @@ mod region;
 mod space;
 mod uncached;
 
+#[cfg(test)]
+mod commit_tests;
 #[cfg(test)]
 mod space_tests;
 #[cfg(test)]

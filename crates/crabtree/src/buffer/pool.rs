@@ -5,7 +5,10 @@
 //! Page table: the state region holds two words per page id, the latch
 //! word (`latch.rs`) at `2 * pid` and the frame word at `2 * pid + 1`, so
 //! a hit reads one cache line to latch the page and find its frame and
-//! does no hash lookup (the frame array: `frames.rs`).
+//! does no hash lookup (the frame array: `frames.rs`). The region reserves
+//! `max_pages` ids but commits (`region.rs`) only the words of ids below
+//! `page_count`, rounded up to its growth step: at build for the file's
+//! count, and in `allocate` before the count is raised (`commit_page_ids`).
 //!
 //! Invariants:
 //! * a frame is written only by the holder of its exclusive latch; loading
@@ -15,9 +18,18 @@
 //!   a latch holder reads a stable frame, and an optimistic reader that
 //!   read a frame word or frame bytes stored after it read the latch word
 //!   fails validation: the frame word changes only across a version bump);
+//!   it is stored Release and loaded Acquire, so a reader that reads a
+//!   frame index sees the commit of its memory (`frames.rs`) even when it
+//!   did not synchronize with the page's latch (a stale optimistic read);
 //!   it names a frame that page holds while it is resident; an EVICTED
 //!   page's frame word is stale and read only by optimistic readers, whose
 //!   validation fails;
+//! * the state words of ids `0..page_count` are committed before that
+//!   count is published (Release), so an id checked against the count
+//!   (`check_pid`, Acquire) or learned from such a check names committed
+//!   words; a hint (`prefetch_state`) checks against the committed end;
+//!   committed words are never given back, so an id below any count ever
+//!   published stays committed (also if the count shrinks);
 //! * a page is read from storage only for ids in `1..page_count`, and only
 //!   a page that verifies (checksum, own id, type) enters a frame;
 //! * before a dirty page is written the log hook is called with the page
@@ -46,7 +58,8 @@ use super::uncached::Admission;
 use crate::ids::{FrameIndex, Lsn, PageId};
 use crate::io::Storage;
 use crate::limits::{
-    FRAME_FREE_SHARDS, MAX_PAGES_DEFAULT, MAX_PAGES_LIMIT, POOL_BYTES_DEFAULT, POOL_FRAMES_MIN, page_size_valid,
+    FRAME_FREE_SHARDS, MAX_PAGES_DEFAULT, MAX_PAGES_LIMIT, POOL_BYTES_DEFAULT, POOL_FRAMES_MIN, REGION_GRAIN_STATES,
+    page_size_valid,
 };
 use crate::page::bytes::{AtomicPage, AtomicPageMut};
 use crate::page::header;
@@ -65,7 +78,9 @@ pub struct PoolOptions {
     /// Memory budget: `pool_bytes / page_size` frames (at least
     /// `POOL_FRAMES_MIN`).
     pub pool_bytes: usize,
-    /// Largest number of pages (virtual address space reserved).
+    /// Largest number of pages (virtual address space reserved: `max_pages`
+    /// frames of `page_size` bytes plus 16 bytes per page, `PROT_NONE`
+    /// until used; `RLIMIT_AS` counts it all).
     pub max_pages: u64,
 }
 
@@ -193,7 +208,8 @@ pub struct PoolCore {
     pub(super) page_size: usize,
     pub(super) max_pages: u64,
     pub(super) frames: Frames,
-    /// Two words per page id: latch word, frame word (see the module doc).
+    /// Two words per page id: latch word, frame word (see the module doc);
+    /// committed for the ids below `page_count`.
     states: Region,
     pub(super) frames_max: usize,
     pub(super) resident: Resident,
@@ -307,15 +323,18 @@ impl BufferPool {
         let max_pages = usize::try_from(opts.max_pages).map_err(|_| Error::InvalidArgument("max_pages".into()))?;
         // One frame per page id: more pages than that are never resident
         // at once, so a loader always finds a frame. Only address space (the
-        // same as one page per id); frames are touched when first needed.
-        // (Page 0 is never resident, so `u32::MAX` frames cover 2^32 ids.)
+        // same as one page per id); frames are committed and touched when
+        // first needed. (Page 0 is never resident, so `u32::MAX` frames
+        // cover 2^32 ids.)
         let frame_capacity = max_pages.min(u32::MAX as usize);
+        let states = Region::new(max_pages * 16, REGION_GRAIN_STATES)?;
+        states.commit(state_words(meta.page_count)?)?;
         let core = Arc::new(PoolCore {
             storage,
             page_size: opts.page_size,
             max_pages: opts.max_pages,
             frames: Frames::new(frame_capacity, opts.page_size, opts.page_size, frames_max * opts.page_size)?,
-            states: Region::new(max_pages * 16)?,
+            states,
             frames_max,
             resident: Resident::default(),
             evicting: RwLock::new(()),
@@ -346,6 +365,14 @@ impl BufferPool {
     /// Installs the log hook called before any dirty page is written.
     pub fn set_log_flush(&self, hook: LogFlush) {
         *self.log_flush.write() = hook;
+    }
+
+    /// Makes the page-table words of ids `0..count` usable: called before
+    /// `page_count` is raised to `count` (so any id below the published
+    /// count names committed words). Errors: `Io` when the kernel refuses
+    /// the commit (the commit limit); `InvalidArgument` past `max_pages`.
+    pub(super) fn commit_page_ids(&self, count: u64) -> Result<()> {
+        self.states.commit(state_words(count)?)
     }
 
     /// Number of pages in the file (including the header page and free
@@ -499,16 +526,26 @@ impl BufferPool {
 }
 
 impl PoolCore {
-    /// The frame of `pid` (any id below `max_pages`): stable under a latch
-    /// on `pid`; for an optimistic reader possibly another page's frame
-    /// (validation then fails), never out of the array.
+    /// The frame of `pid` (any id below `page_count`): stable under a
+    /// latch on `pid`; for an optimistic reader possibly another page's
+    /// frame (validation then fails), never out of the committed array.
     #[inline]
     pub(super) fn frame(&self, pid: PageId) -> &[crate::sync::AtomicU64] {
-        // Relaxed: under a latch the latch's Acquire ordered the loader's
-        // store before us; an optimistic reader validates afterwards (see
-        // the module doc), and every value ever stored is a valid index.
-        let index = self.frame_word(pid).load(Ordering::Relaxed);
+        // Acquire: pairs with the Release store in `install_frame`, so even
+        // a reader that did not synchronize with the page's latch (a stale
+        // optimistic read, which validation then fails) sees the commit of
+        // the frame it names (`frames.rs`). Under a latch the latch's
+        // Acquire already ordered the store; every value ever stored is a
+        // committed index.
+        let index = self.frame_word(pid).load(Ordering::Acquire);
         self.frames.frame(FrameIndex(index as u32))
+    }
+
+    /// The address range of the page table's mapping (tests of its
+    /// commit charge).
+    #[cfg(test)]
+    pub(super) fn states_address_range(&self) -> std::ops::Range<usize> {
+        self.states.address_range()
     }
 
     /// Whether `pid` is resident (tests of other layers).
@@ -530,18 +567,22 @@ impl PoolCore {
         self.resident.len() + self.evict_batch_size() >= self.frames_max
     }
 
-    /// The latch of `pid` (any id below `max_pages`).
+    /// The latch of `pid` (any id below `page_count`, or below it once: the
+    /// words stay committed).
     #[inline]
     pub(super) fn latch(&self, pid: PageId) -> Latch<'_> {
         Latch::new(&self.states.words(pid.0 as usize * 2, 1)[0])
     }
 
     /// Hints that the state word of page `link` will be read soon. Any
-    /// value is accepted; one past the page table is ignored.
+    /// value is accepted (a link read by an optimistic reader may be stale
+    /// or damaged); one past the committed page table is ignored.
     #[inline]
     pub(crate) fn prefetch_state(&self, link: u64) {
-        if link < self.max_pages {
-            crate::sync::prefetch(&self.states.words(link as usize * 2, 1)[0]);
+        if link < self.max_pages
+            && let Some(word) = self.states.word_if_committed(link as usize * 2)
+        {
+            crate::sync::prefetch(word);
         }
     }
 
@@ -553,20 +594,32 @@ impl PoolCore {
 
     /// Gives a frame to `pid`, which the caller is making resident, and
     /// counts it resident. Entry: exclusive latch on `pid`, which is not
-    /// resident. Exit: same, `frame(pid)` is the page's (old contents).
-    pub(super) fn install(&self, pid: PageId) {
-        let (index, _) = self.take_frame();
-        self.install_frame(pid, index);
+    /// resident (taken by `try_lock_evicted`). Exit: same, `frame(pid)` is
+    /// the page's (old contents); on error the latch is released, the page
+    /// still not resident. Errors: `Io` when a new frame's memory cannot be
+    /// committed (`frames.rs`).
+    pub(super) fn install(&self, pid: PageId) -> Result<()> {
+        match self.take_frame() {
+            Ok((index, _)) => {
+                self.install_frame(pid, index);
+                Ok(())
+            }
+            Err(error) => {
+                self.latch(pid).unlock_evicted();
+                Err(error)
+            }
+        }
     }
 
     /// A free frame and its grace tag. The array has a frame per page id,
     /// so one is free unless evictors hold frames of pages that were
     /// evicted and are being loaded again; those frames come back without
-    /// waiting on anything.
-    fn take_frame(&self) -> (FrameIndex, u64) {
+    /// waiting on anything. Errors: `Io` when the kernel refuses to commit
+    /// a new frame's memory.
+    fn take_frame(&self) -> Result<(FrameIndex, u64)> {
         loop {
-            if let Some(taken) = self.frames.take() {
-                return taken;
+            if let Some(taken) = self.frames.take()? {
+                return Ok(taken);
             }
             std::thread::yield_now();
         }
@@ -576,8 +629,9 @@ impl PoolCore {
     /// page resident. Entry: exclusive latch on `pid`, which is not
     /// resident. Exit: same, `frame(pid)` is `index`.
     fn install_frame(&self, pid: PageId, index: FrameIndex) {
-        // Relaxed: ordered for readers by our exclusive latch (module doc).
-        self.frame_word(pid).store(u64::from(index.0), Ordering::Relaxed);
+        // Release: pairs with the Acquire in `frame` (module doc); readers
+        // under a latch are ordered by our exclusive latch anyway.
+        self.frame_word(pid).store(u64::from(index.0), Ordering::Release);
         self.resident.insert(pid);
     }
 
@@ -599,7 +653,13 @@ impl BufferPool {
         if !latch.try_lock_evicted() {
             return Ok(());
         }
-        let (index, tag) = self.take_frame();
+        let (index, tag) = match self.take_frame() {
+            Ok(taken) => taken,
+            Err(error) => {
+                latch.unlock_evicted();
+                return Err(error);
+            }
+        };
         // Relaxed: a setting; either way is sound.
         let want_direct = self.direct_read.load(Ordering::Relaxed);
         let direct = want_direct && grace::is_safe(tag);
@@ -722,6 +782,14 @@ impl PoolCore {
     pub(super) fn log_flush_hook(&self) -> LogFlush {
         self.log_flush.read().clone()
     }
+}
+
+/// The page-table words of ids `0..count` (two per id).
+fn state_words(count: u64) -> Result<usize> {
+    usize::try_from(count)
+        .ok()
+        .and_then(|count| count.checked_mul(2))
+        .ok_or_else(|| Error::InvalidArgument(format!("{count} page ids")))
 }
 
 /// Reads exactly `buf.len()` bytes; a short file is corruption of `pid`.

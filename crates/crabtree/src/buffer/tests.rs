@@ -619,17 +619,17 @@ fn frames_are_recycled_before_fresh_ones_are_touched() {
     use crate::ids::FrameIndex;
     let frames = Frames::new(4, 512, 512, 2048).unwrap();
     let taken: Vec<FrameIndex> = (0..4)
-        .map(|_| frames.take().unwrap())
+        .map(|_| frames.take().unwrap().unwrap())
         .map(|(index, tag)| {
             assert_eq!(tag, 0, "a fresh frame was never read");
             index
         })
         .collect();
     assert_eq!(taken, (0..4).map(FrameIndex).collect::<Vec<_>>());
-    assert_eq!(frames.take(), None, "every frame in use");
+    assert_eq!(frames.take().unwrap(), None, "every frame in use");
     frames.frame(taken[3])[63].store(7, Ordering::Relaxed);
     frames.put(&taken[2..], 5);
-    let again = [frames.take().unwrap(), frames.take().unwrap()];
+    let again = [frames.take().unwrap().unwrap(), frames.take().unwrap().unwrap()];
     assert!(again.contains(&(taken[2], 5)) && again.contains(&(taken[3], 5)), "{again:?}");
     assert_eq!(frames.touched(), 4);
     assert_eq!(frames.frame(taken[3])[63].load(Ordering::Relaxed), 7, "a frame keeps its memory");
@@ -637,8 +637,8 @@ fn frames_are_recycled_before_fresh_ones_are_touched() {
     frames.put(&again.map(|(index, _)| index), 6);
     std::thread::scope(|scope| {
         scope.spawn(|| {
-            let _ = frames.take();
-            assert!(frames.take().is_some() && frames.take().is_none());
+            let _ = frames.take().unwrap();
+            assert!(frames.take().unwrap().is_some() && frames.take().unwrap().is_none());
         });
     });
 }
