@@ -219,7 +219,10 @@ pub struct Options {
     pub page_size: usize,
     /// Bytes of memory the page cache may use.
     pub memory_budget: usize,
-    /// Largest number of pages the data file may grow to.
+    /// Largest number of pages the data file may grow to. The page cache
+    /// reserves address space for this many (about `page_size + 16` bytes
+    /// each) and commits memory only as pages are used; under an
+    /// address-space limit (`RLIMIT_AS`, `ulimit -v`) lower it to fit.
     pub max_pages: u64,
     /// When [`Transaction::commit`] returns: once the commit is durable
     /// (`Immediate`, the default) or at once (`Eventual`).
