@@ -161,3 +161,51 @@ fn a_reopened_pool_commits_the_page_table_of_its_file() {
     new_leaf(&pool, 10_000);
     assert_eq!(pool.shared(PageId(count)).unwrap().page().read_u64(100), 10_000);
 }
+
+#[test]
+fn readers_race_the_growth_of_both_regions() {
+    const PAGE: usize = 4096;
+    // 8 MiB of frames: the frame array grows (2 MiB grains) while readers
+    // run, and 24,000 page ids take the page table through several 64 KiB
+    // grains.
+    let options = PoolOptions { page_size: PAGE, pool_bytes: 2048 * PAGE, max_pages: MAX_PAGES_DEFAULT };
+    let pool = BufferPool::create(Arc::new(MemStorage::new()), options).unwrap();
+    // Leaves `1..published` are written (leaf `pid` holds tag `pid - 1`).
+    let published = crate::sync::AtomicU64::new(1);
+    let reads = crate::sync::AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for seed in 0..3 {
+            let (pool, published, reads) = (&pool, &published, &reads);
+            scope.spawn(move || {
+                let mut rng = fastrand::Rng::with_seed(seed);
+                let mut done = false;
+                while !done {
+                    // Acquire: pairs with the allocator's Release below.
+                    let end = published.load(Ordering::Acquire);
+                    done = end > 24_000;
+                    if end > 1 {
+                        let pid = PageId(rng.u64(1..end));
+                        let guard = pool.optimistic(pid).unwrap();
+                        let tag = guard.page().read_u64(100);
+                        if guard.validate().is_ok() {
+                            assert_eq!(tag, pid.0 - 1, "{pid:?}");
+                            reads.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    // Any link, as a stale or damaged page could hold one.
+                    pool.prefetch_state(rng.u64(..));
+                    pool.prefetch_state(rng.u64(..MAX_PAGES_DEFAULT));
+                }
+            });
+        }
+        for tag in 0..24_000 {
+            let pid = new_leaf(&pool, tag);
+            assert_eq!(pid.0, tag + 1);
+            // Release: the leaf is written before readers pick its id.
+            published.store(pid.0 + 1, Ordering::Release);
+        }
+    });
+    let stats = pool.stats();
+    assert!(stats.frames_touched > REGION_GRAIN_FRAMES / PAGE && stats.evictions > 0, "{stats:?}");
+    assert!(reads.load(Ordering::Relaxed) > 1000, "{} reads", reads.load(Ordering::Relaxed));
+}
