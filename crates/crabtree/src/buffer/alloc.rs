@@ -74,7 +74,8 @@ impl BufferPool {
     /// Entry: may hold exclusive latches on other pages (we only wait on
     /// the latch of a free page, which no caller holds). Exit: the new
     /// page's exclusive latch. Errors: `DatabaseFull` at `max_pages`; a
-    /// failed eviction write-back.
+    /// failed eviction write-back; `Io` when the kernel refuses to commit
+    /// memory for the page table or a new frame (`buffer/region.rs`).
     pub fn allocate(&self) -> Result<ExclusiveGuard<'_>> {
         self.ensure_budget()?;
         let pid = {
@@ -102,7 +103,14 @@ impl BufferPool {
             }
             pid
         };
-        let mut guard = self.lock_fresh(pid)?;
+        let mut guard = self.lock_fresh(pid).inspect_err(|error| {
+            // No frame for it (the kernel refused to commit one, `install`):
+            // the id goes back unused, not leaked. (Its other error, a page
+            // latched past all patience, is damage: the id stays out.)
+            if matches!(error, Error::Io(_)) {
+                self.release_id(pid);
+            }
+        })?;
         guard.set_fresh();
         Ok(guard)
     }
