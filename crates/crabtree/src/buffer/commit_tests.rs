@@ -50,6 +50,16 @@ fn charged_bytes(range: Range<usize>) -> (usize, usize) {
     (charged, accountable)
 }
 
+/// How many mappings (VMAs) `range` spans.
+fn mappings_in(range: Range<usize>) -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
+    maps.lines()
+        .filter_map(|line| line.split_once(' ')?.0.split_once('-'))
+        .filter_map(|(start, end)| Some((usize::from_str_radix(start, 16).ok()?, usize::from_str_radix(end, 16).ok()?)))
+        .filter(|&(start, end)| start < range.end && end > range.start)
+        .count()
+}
+
 /// The charge of a pool: its frame array and its page table.
 fn pool_charge(pool: &BufferPool) -> (usize, usize) {
     (charged_bytes(pool.frames.address_range()).0, charged_bytes(pool.states_address_range()).0)
@@ -78,6 +88,9 @@ fn a_region_is_charged_for_its_committed_prefix_only() {
     let committed = region.committed_words() * 8;
     assert_eq!(committed, 20 << 20);
     assert_eq!(charged_bytes(region.address_range()), (committed, committed));
+    // Each commit extends the writable mapping: two mappings however often
+    // it grew (`vm.max_map_count` is not spent on growth).
+    assert_eq!(mappings_in(region.address_range()), 2);
     // The words committed first kept their contents; new ones are zeros.
     assert_eq!(region.words(0, 1)[0].load(Ordering::Relaxed), 7);
     assert_eq!(region.words(region.committed_words() - 1, 1)[0].load(Ordering::Relaxed), 0);
@@ -125,6 +138,8 @@ fn a_pool_with_the_default_max_pages_is_charged_for_the_pages_it_uses() {
     eprintln!("charged: frames {frames} for {frames_touched} touched; page table {states} for {states_used} used");
     assert!(frames >= frames_touched && frames <= frames_touched + frames_touched / 8 + REGION_GRAIN_FRAMES);
     assert!(states >= states_used && states <= states_used + states_used / 8 + REGION_GRAIN_STATES);
+    assert_eq!(mappings_in(pool.frames.address_range()), 2, "the frame array's mappings");
+    assert_eq!(mappings_in(pool.states_address_range()), 2, "the page table's mappings");
     for (tag, &pid) in pids.iter().enumerate() {
         assert_eq!(pool.shared(pid).unwrap().page().read_u64(100), tag as u64, "{pid:?}");
     }
