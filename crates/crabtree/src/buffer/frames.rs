@@ -43,13 +43,13 @@
 //! so the 2 MiB pages are never split by a release, and a hit misses the
 //! TLB far less often.
 //!
-//! Invariants: frames `0..max(fresh, 1)` are committed, and that commit
-//! happens before the index is handed out; a frame is either free (on exactly one stack, or past
-//! `fresh`) or held by exactly one resident page (named by that page's
-//! page-table word), except while the exclusive holder that moves it is
-//! between the two; each shard's `len` is the length of its stack (stored
-//! under the stack's mutex after each push and pop; read without it only
-//! as a hint); no thread holds two shard mutexes.
+//! Invariants: frames `0..max(fresh, 1)` are committed, each commit
+//! before its index is handed out; a frame is either free (on exactly one
+//! stack, or past `fresh`) or held by exactly one resident page (named by
+//! that page's page-table word), except while the exclusive holder that
+//! moves it is between the two; each shard's `len` is the length of its
+//! stack (stored under the stack's mutex after each push and pop; read
+//! without it only as a hint); no thread holds two shard mutexes.
 //!
 //! No counter is shared by all loaders: a single free-frame count written
 //! on every load and eviction was a cache line both cores wrote each time
@@ -113,10 +113,10 @@ pub(super) fn home_shard() -> usize {
 impl Frames {
     /// Reserves `capacity` frames of `stride` bytes each (multiples of 8),
     /// of which `page_size` bytes are handed out. Commits the first (one
-    /// grain's worth); nothing is touched yet. Errors: `Io` when the kernel
-    /// refuses the reservation or the commit.
-    /// `budget_bytes` decides whether to ask for transparent huge pages
-    /// (see `POOL_HUGE_PAGES_MIN_BYTES`).
+    /// grain's worth); nothing is touched yet. `budget_bytes` decides
+    /// whether to ask for transparent huge pages (see
+    /// `POOL_HUGE_PAGES_MIN_BYTES`). Errors: `Io` when the kernel refuses
+    /// the reservation or the commit.
     pub(super) fn new(capacity: usize, stride: usize, page_size: usize, budget_bytes: usize) -> Result<Frames> {
         if capacity == 0 || capacity > u32::MAX as usize || page_size > stride {
             return Err(Error::InvalidArgument(format!("{capacity} frames of {stride} bytes")));
