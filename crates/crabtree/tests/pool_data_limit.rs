@@ -17,7 +17,9 @@
 //! with a 64 MiB budget allocates pages under a tighter allowance until the
 //! kernel refuses a commit of frames: `allocate` must return `Error::Io`,
 //! every page allocated before must read back, and once the limit is
-//! lifted allocation must go on.
+//! lifted allocation must go on. Last, under `RLIMIT_AS` (`ulimit -v`),
+//! which counts the reservation itself: the default `max_pages` is
+//! refused with an error that names `max_pages`, and a smaller one opens.
 mod common;
 
 use crabtree::io::FileStorage;
@@ -34,16 +36,29 @@ fn data_bytes() -> u64 {
     kib * 1024
 }
 
-/// Sets the soft `RLIMIT_DATA` (the hard one stays).
-fn limit_data(bytes: u64) {
+/// The process's address space (`VmSize` of /proc/self/status).
+fn address_space_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let line = status.lines().find(|l| l.starts_with("VmSize:")).expect("VmSize line");
+    let kib: u64 = line.split_whitespace().nth(1).expect("VmSize value").parse().expect("VmSize number");
+    kib * 1024
+}
+
+/// Sets the soft limit `resource` (the hard one stays).
+fn limit(resource: libc::__rlimit_resource_t, bytes: u64) {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass,
     // which lives across the calls.
     unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_DATA, &mut limit), 0, "getrlimit");
+        assert_eq!(libc::getrlimit(resource, &mut limit), 0, "getrlimit");
         limit.rlim_cur = bytes.min(limit.rlim_max);
-        assert_eq!(libc::setrlimit(libc::RLIMIT_DATA, &limit), 0, "setrlimit");
+        assert_eq!(libc::setrlimit(resource, &limit), 0, "setrlimit");
     }
+}
+
+/// Sets the soft `RLIMIT_DATA`.
+fn limit_data(bytes: u64) {
+    limit(libc::RLIMIT_DATA, bytes);
 }
 
 fn key(i: u64) -> [u8; 16] {
@@ -123,4 +138,22 @@ fn the_pool_works_within_a_limit_on_private_writable_memory() {
         assert_eq!(pool.shared(pid).unwrap().page().read_u64(100), pid.0 * 3, "{pid:?}");
     }
     pool.flush().unwrap();
+    drop(pool);
+
+    // An address-space limit (`ulimit -v`) counts the reservation, charged
+    // or not: the default `max_pages` (64 GiB of frames) does not fit in
+    // 4 GiB more, and the error says what to lower; a `max_pages` that fits
+    // opens.
+    limit(libc::RLIMIT_AS, address_space_bytes() + (4 << 30));
+    let path = dir.path().join("address_space.crab");
+    let refused = Db::open_with(&path, Options::default()).map(|_| ()).unwrap_err();
+    assert!(refused.to_string().contains("max_pages"), "{refused}");
+    let fits = Options { max_pages: 1 << 18, ..Options::default() };
+    let db = Db::open_with(&path, fits).expect("open with a max_pages that fits the address-space limit");
+    let mut tx = db.begin();
+    tx.put(b"k", b"v").unwrap();
+    tx.commit().unwrap();
+    assert_eq!(db.snapshot().get(b"k").unwrap(), Some(b"v".to_vec()));
+    drop(db);
+    limit(libc::RLIMIT_AS, u64::MAX);
 }

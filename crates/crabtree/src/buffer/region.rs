@@ -101,8 +101,17 @@ impl Region {
         // `NORESERVE`: see the module doc (a `PROT_NONE` mapping is not
         // charged anyway; the flag would only exempt the committed part
         // from accounting in some overcommit modes).
-        let ptr = unsafe { mmap_anonymous(std::ptr::null_mut(), len, ProtFlags::empty(), MapFlags::PRIVATE) }
-            .map_err(|errno| Error::Io(errno.into()))?;
+        let ptr = unsafe { mmap_anonymous(std::ptr::null_mut(), len, ProtFlags::empty(), MapFlags::PRIVATE) }.map_err(
+            |errno| {
+                // Refused address space (`RLIMIT_AS`, or none left): say
+                // what sizes it.
+                let error = std::io::Error::from(errno);
+                Error::Io(std::io::Error::new(
+                    error.kind(),
+                    format!("reserving {len} bytes of address space (sized by max_pages): {error}"),
+                ))
+            },
+        )?;
         let base =
             NonNull::new(ptr.cast::<AtomicU64>()).ok_or_else(|| Error::InvalidArgument("mmap returned null".into()))?;
         Ok(Region { base, len, grain, committed: AtomicUsize::new(0), grow: Mutex::new(()) })
