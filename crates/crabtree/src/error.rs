@@ -78,7 +78,9 @@ pub enum Error {
     /// before anything of them is logged or applied, until the pages
     /// waiting to be written are written; the database retries in the
     /// background and takes commits again once space is freed, without a
-    /// reopen. Reads go on; nothing acknowledged is lost.
+    /// reopen. Reads go on; nothing acknowledged is lost. Nothing of the
+    /// refused transaction was applied (it is closed, as after
+    /// [`Error::Conflict`]); run it again once there is room.
     #[error("disk full ({0}); commits are refused until space is freed, then resume by themselves")]
     DiskFull(String),
 
