@@ -47,6 +47,8 @@
 //!   released its latch (pinned, or holding the owning leaf exclusively);
 //! * `reclaim.before_free`: retired pages wait, some may be about to return
 //!   to the allocator (none has left the retired list yet);
+//! * `wal.preparer_create`: the log's preparer is about to make a spare
+//!   segment file (a pause here is a slow or starved preparer);
 //! * `wal.before_write`, `wal.before_sync`, `wal.after_sync`: the log's
 //!   flushing thread (a leader committer or the background flusher) is
 //!   about to write a batch, about to sync it, or has synced it and not

@@ -805,3 +805,69 @@ fn a_recycled_log_without_its_checkpoint_is_corruption_not_an_empty_tree() -> Re
     }
     Ok(())
 }
+
+/// A commit late in its segment on a full disk waits for the preparer.
+///
+/// The log refuses commits (`Wal::check_space`) once the preparer failed
+/// to make a spare for want of space, so that the flusher never has to
+/// create a segment it cannot (that would poison the log). The preparer
+/// is asked at half of the segment; one that is slow or starved has not
+/// answered when the segment fills. So a commit past three quarters of its
+/// segment with no spare waits for the answer, and here gets `DiskFull`
+/// once the preparer, held at `wal.preparer_create`, fails; with space
+/// again a commit goes through within the preparer's retry period, and the
+/// log crosses into the new segment. Mutation that fails it: drop the wait
+/// (`late` always false): the check returns `Ok` at once while the
+/// preparer is held.
+#[test]
+fn a_commit_late_in_its_segment_waits_for_the_preparers_answer_on_a_full_disk() -> Result<()> {
+    use crabtree::failpoint::Pause;
+    use std::sync::atomic::Ordering::SeqCst;
+    let _serial = serial();
+    let disk = Arc::new(FullDisk { sim: SimDir::new(6, drop_all()), full: false.into(), creates: 0.into() });
+    let dir: Arc<dyn Dir> = Arc::clone(&disk) as Arc<dyn Dir>;
+    let (wal, _) = Wal::open(dir, small_segments(), |_, _, _| Ok(()))?;
+    wal.commit(RecordType::DATA, &[1; 100])?;
+    wal.check_space()?;
+    let pause = Pause::arm_for("wal.preparer_create", |thread| thread.name() == Some("crabtree-wal-preparer"));
+    disk.full.store(true, SeqCst);
+    // Past three quarters of segment 0 (payload 4096), still inside it; the
+    // sync past half asks the preparer, which stops at the failpoint.
+    let mut acked = Vec::new();
+    while wal.end_lsn().0 < 3300 {
+        let payload = vec![2; 100];
+        acked.push((wal.commit(RecordType::DATA, &payload)?, payload));
+    }
+    assert!(pause.wait_parked(Duration::from_secs(10)), "the preparer was not asked for a spare");
+    std::thread::scope(|scope| {
+        let check = scope.spawn(|| wal.check_space());
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!check.is_finished(), "a commit late in its segment went on before the preparer answered");
+        pause.resume();
+        match check.join().unwrap() {
+            Err(Error::DiskFull(message)) => assert!(message.contains("log segment"), "{message}"),
+            other => panic!("the preparer failed on a full disk, and the check gave {other:?}"),
+        }
+    });
+    assert!(matches!(wal.check_space(), Err(Error::DiskFull(_))), "refused until a segment is made");
+    // Space again: the preparer's next try (within a second) makes one.
+    disk.full.store(false, SeqCst);
+    for name in disk.sim.list()? {
+        if let Some(file) = disk.sim.disk(&name) {
+            file.set_capacity(u64::MAX);
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while let Err(error) = wal.check_space() {
+        assert!(std::time::Instant::now() < deadline, "still {error} 5 s after space came back");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    while wal.end_lsn().0 < 2 * 4096 {
+        let payload = vec![3; 100];
+        acked.push((wal.commit(RecordType::DATA, &payload)?, payload));
+    }
+    wal.close()?;
+    let (wal, records) = open_collect(&disk.sim, small_segments())?;
+    assert_all_present(&acked, &records);
+    wal.close()
+}

@@ -712,6 +712,7 @@ fn preparer_main(shared: &Shared) {
         // disk is as full as before (commits are let through while one is
         // free: `Wal::check_space`).
         if let Some(plan) = plan {
+            failpoint!("wal.preparer_create", ignore);
             match plan.create() {
                 Ok(segment) => {
                     let mut segments = shared.segments.lock();
