@@ -168,6 +168,9 @@ impl InFlight {
 }
 
 impl CommitLog for StoreCommitLog {
+    fn check_space(&self) -> Result<()> {
+        self.store.check_space()
+    }
     fn append_commit(&self, record: &[u8]) -> Result<Lsn> {
         // Registered before the append, from the log's end (a lower bound
         // of where the record starts): the retain hook never sees a commit

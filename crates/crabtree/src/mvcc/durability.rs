@@ -32,6 +32,12 @@ use std::task::Waker;
 pub(crate) trait CommitLog: Send + Sync + 'static {
     /// Appends the encoded commit record; returns its end LSN.
     fn append_commit(&self, record: &[u8]) -> crate::Result<crate::Lsn>;
+    /// `Error::DiskFull` while a commit would be refused for want of space
+    /// (`Store::check_space`); may wait briefly for the log's answer. Called
+    /// before a commit takes its locks, so no wait holds them.
+    fn check_space(&self) -> crate::Result<()> {
+        Ok(())
+    }
     /// Waits until the log is durable up to `lsn`.
     fn wait_durable(&self, lsn: crate::Lsn) -> crate::Result<()>;
     /// The LSN up to which the log is durable now.

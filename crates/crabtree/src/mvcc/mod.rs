@@ -257,6 +257,10 @@ impl Engine {
         if self.is_poisoned() {
             return Err(Error::Poisoned);
         }
+        // A full disk refuses it now, before it holds locks or a timestamp
+        // (the log's check may wait for its preparer); the append checks
+        // again.
+        self.log.check_space()?;
         if let Some(ks) = self.dropped_in(writes) {
             return Err(Error::InvalidArgument(format!("keyspace {ks} was dropped")));
         }
