@@ -269,6 +269,35 @@ fn gated_leaf() -> (Arc<Gate>, BufferPool, PageId) {
     (storage, pool, pid)
 }
 
+/// A free page still resident and dirty is written back by the cleaner
+/// (shared latch, held across the `pwrite`) just as an allocation pops it
+/// off the free list: `lock_fresh` must wait for the write-back, not take
+/// the latched page for one in use (the free list and the tree disagree:
+/// `Corruption`, and writes refused) nor hand out a page someone holds.
+/// Mutation that fails it: `lock_fresh` giving up at its first failed
+/// try-upgrade.
+#[test]
+fn an_allocation_waits_for_the_write_back_of_the_free_page_it_pops() {
+    let (storage, pool, pid) = gated_leaf();
+    pool.free(pool.exclusive(pid).unwrap());
+    assert!(pool.latch(pid).is_dirty() && pool.latch(pid).is_resident(), "the freed page is resident and dirty");
+    std::thread::scope(|scope| {
+        let cleaner = scope.spawn(|| pool.clean_page(pid).unwrap());
+        storage.wait_entered();
+        let allocation = scope.spawn(|| pool.allocate().map(|guard| guard.pid()));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let early = allocation.is_finished();
+        storage.open();
+        assert!(!early, "the allocation returned while the page's write-back held it");
+        assert!(cleaner.join().unwrap(), "the cleaner wrote the page");
+        match allocation.join().unwrap() {
+            Ok(got) => assert_eq!(got, pid, "the allocation took another page than the one it popped"),
+            Err(error) => panic!("allocating the free page under a write-back: {error}"),
+        }
+    });
+    pool.check_poisoned().unwrap();
+}
+
 #[test]
 fn a_page_changed_while_the_cleaner_writes_it_stays_dirty() {
     let (storage, pool, pid) = gated_leaf();
