@@ -17,7 +17,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/../fuzz"
 secs=${FUZZ_SECS:-60}
-targets=${FUZZ_TARGETS:-"raw_file page_mutate wal_record wal_recovery commit_record"}
+targets=${FUZZ_TARGETS:-"raw_file page_mutate wal_record wal_recovery commit_record db_crash_ops"}
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "cargo-fuzz is missing: cargo install cargo-fuzz" >&2
     exit 2
