@@ -46,7 +46,7 @@ pub use ticket::CommitTicket;
 pub use transaction::Transaction;
 
 use crate::btree::BTree;
-use crate::buffer::{CheckpointReport, PoolOptions};
+use crate::buffer::{CheckpointReport, CompactReport, PoolOptions};
 use crate::ids::Lsn;
 use crate::io::{Dir, Storage};
 use crate::mvcc::durability::{CommitLog, Notifier};
@@ -620,6 +620,37 @@ impl Db {
     pub fn vacuum(&self) -> Result<u64> {
         let _alone = self.inner().vacuuming.lock();
         Ok(mvcc::vacuum::pass(&self.inner().engine, &|| false)?.removed)
+    }
+
+    /// Returns the free pages at the end of the data file to the operating
+    /// system: finds the longest run of free pages ending at the last page,
+    /// logs their removal (durably) and truncates the file. Pages become
+    /// free when deletions empty them and [`Db::vacuum`] (or the background
+    /// vacuum) removed the old versions they held; only the ones at the end
+    /// of the file can be returned (live pages are not moved). Safe with
+    /// concurrent readers and writers: allocations of new pages wait while
+    /// it runs (one log sync, one `ftruncate` and one data sync;
+    /// [`CompactReport::alloc_held`]), everything else goes on. Errors:
+    /// I/O (a failed data sync poisons the database, as any does);
+    /// `Poisoned`.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("data.crab");
+    /// let db = crabtree::Db::open(&path)?;
+    /// let value = vec![7u8; 64 * 1024]; // overflow pages, freed with the key
+    /// db.update(|tx| tx.put(b"big", &value))?;
+    /// let before = std::fs::metadata(&path)?.len();
+    /// db.update(|tx| tx.delete(b"big"))?;
+    /// db.vacuum()?;
+    /// let report = db.compact()?;
+    /// assert_eq!(report.pages_after, db.stats().page_count);
+    /// assert!(std::fs::metadata(&path)?.len() <= before);
+    /// db.check()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn compact(&self) -> Result<CompactReport> {
+        self.inner().commit_log.store.compact()
     }
 
     /// Runs the full structural check of the tree and decodes every stored

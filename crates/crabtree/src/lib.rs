@@ -41,6 +41,7 @@ mod page;
 mod store;
 mod sync;
 
+pub use buffer::CompactReport;
 pub use db::{CommitTicket, Db, Iter, Keyspace, Options, Snapshot, Stats, Transaction};
 pub use wal::Durability;
 
@@ -96,7 +97,7 @@ pub mod raw {
     pub use crate::btree::{BTree, LevelReport, Range, RepairReport, VerifyReport};
     pub use crate::buffer::{
         AllocState, BufferPool, CheckpointReport, ExclusiveGuard, LogFlush, OptimisticGuard, PointRead, PoolOptions,
-        PoolStats, Restart, SharedGuard, UncachedGuard,
+        PoolStats, Restart, SharedGuard, TruncateRecord, UncachedGuard,
     };
     pub use crate::db::{checkpoint as checkpoint_db, open_on as open_db};
     pub use crate::store::{RecoveryReport, RetainHook, Store, StoreOptions, last_lsn};

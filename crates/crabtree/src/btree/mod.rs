@@ -371,6 +371,14 @@ impl BTree {
         self.pool.checkpoint(retain)
     }
 
+    /// Cuts the trailing free pages off the data file (see
+    /// `buffer::compact`) after returning the retired pages readers are
+    /// done with (without waiting for the others).
+    pub fn compact(&self) -> Result<crate::buffer::CompactReport> {
+        self.reclaim()?;
+        self.pool.compact()
+    }
+
     /// Counts the entries from the leaves (after recovery, where the count
     /// kept in memory is lost) and returns it. Writers may run once it has
     /// started (see `count`), but none may be in progress when it is

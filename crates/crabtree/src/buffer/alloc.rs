@@ -64,6 +64,17 @@ impl FreeSet {
         self.members.remove(&pid);
         Some(pid)
     }
+
+    /// Whether `pid` is on the stack (reusable now).
+    pub(super) fn contains(&self, pid: PageId) -> bool {
+        self.members.contains(&pid)
+    }
+
+    /// Takes every id at or past `first` off the stack (`compact`).
+    pub(super) fn remove_from(&mut self, first: PageId) {
+        self.stack.retain(|&pid| pid < first);
+        self.members.retain(|&pid| pid < first);
+    }
 }
 
 impl BufferPool {

@@ -22,6 +22,7 @@
 //! * `alloc`: allocate/free, the persistent free list, `flush`.
 //! * `space`: a full disk: write-backs that fail for want of space leave
 //!   their pages dirty, and commits are refused until they are written.
+//! * `compact`: cutting the trailing free pages off the data file.
 //! * `guard`: the guards handed to the tree.
 //!
 //! Invariants owned here: a frame is written only under its exclusive
@@ -43,6 +44,7 @@
 mod alloc;
 mod checkpoint;
 mod cleaner;
+mod compact;
 mod evict;
 mod frames;
 mod grace;
@@ -62,6 +64,7 @@ mod space_tests;
 mod tests;
 
 pub use checkpoint::{AllocState, CheckpointRecord, CheckpointReport, decode_free_chunk};
+pub use compact::{CompactReport, TruncateRecord};
 pub use guard::{ExclusiveGuard, OptimisticGuard, SharedGuard};
 pub use mtr::{Change, last_lsn};
 pub use pool::{BufferPool, LogFlush, PoolOptions, PoolStats};

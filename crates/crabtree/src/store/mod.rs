@@ -360,6 +360,12 @@ impl Store {
         self.inner.checkpoint()
     }
 
+    /// Cuts the trailing free pages off the data file
+    /// (`BTree::compact`).
+    pub fn compact(&self) -> Result<crate::buffer::CompactReport> {
+        self.inner.tree.compact()
+    }
+
     /// Whether a failed write or sync poisoned the store.
     pub fn is_poisoned(&self) -> bool {
         self.inner.wal.is_poisoned()

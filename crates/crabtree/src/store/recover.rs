@@ -32,7 +32,7 @@
 //! stamped with its LSN, so recovery that fails (damaged log, an I/O
 //! error) or crashes can run again with the same result.
 
-use crate::buffer::{AllocState, CheckpointRecord, decode_free_chunk};
+use crate::buffer::{AllocState, CheckpointRecord, TruncateRecord, decode_free_chunk};
 use crate::ids::{Lsn, PageId};
 use crate::io::{Dir, Storage};
 use crate::page::header;
@@ -159,6 +159,8 @@ pub(crate) fn recover(
     let mut pages: HashMap<PageId, Page> = HashMap::new();
     let mut events: HashMap<PageId, (Lsn, bool)> = HashMap::new();
     let mut root_events: Vec<(Lsn, u8, u64)> = Vec::new();
+    // `TRUNCATE` records (`buffer::compact`): (record end, new page count).
+    let mut truncations: Vec<(Lsn, u64)> = Vec::new();
     let mut checkpoint: Option<(CheckpointRecord, Vec<PageId>, bool, Lsn)> = None;
     let mut chunk: (u64, Vec<PageId>) = (0, Vec::new());
     let mut commits: Vec<RecoveredCommit> = Vec::new();
@@ -263,6 +265,7 @@ pub(crate) fn recover(
                 chunk.1.extend(ids);
             }
             RecordType::CHECKPOINT_BEGIN => chunk = (0, Vec::new()),
+            RecordType::TRUNCATE => truncations.push((end, TruncateRecord::decode(payload, lsn)?.new_count)),
             RecordType::CHECKPOINT => {
                 let record = CheckpointRecord::decode(payload, lsn)?;
                 // The free list of this checkpoint follows its begin record
@@ -353,7 +356,11 @@ pub(crate) fn recover(
         }
         None => (AllocState { page_count: meta.page_count, roots: meta.roots, free: Vec::new() }, Lsn::ZERO),
     };
-    let state = rebuild_alloc(base, alloc_lsn, &events, &root_events, max_pages)?;
+    let cut = truncations.iter().rev().find(|&&(lsn, _)| lsn > alloc_lsn).copied();
+    let state = rebuild_alloc(base, alloc_lsn, cut, &events, &root_events, max_pages)?;
+    // Pages past the recovered count were cut by a `TRUNCATE` (they were
+    // free): their redone images, if any, must not extend the file again.
+    pages.retain(|pid, _| pid.0 < state.page_count);
     // Step 2's last check, now that it is known which pages are free:
     // a page left unknown (torn, missing, or stale: see `apply`) must be
     // free; one in use cannot be rebuilt.
@@ -384,6 +391,13 @@ pub(crate) fn recover(
     }
     // Step 4.
     write_changed(&**data, &mut pages, page_size, &mut report)?;
+    // Redo of a truncation: the crash may have come before its `set_len`
+    // reached the disk, or a spill above may have written a cut page.
+    // Only past the recovered count, so idempotent.
+    let keep = state.page_count.saturating_mul(page_size as u64);
+    if !truncations.is_empty() && data.len()? > keep {
+        data.set_len(keep)?;
+    }
     data.sync()?;
     report.duration = started.elapsed();
     Ok(Recovered { wal, state, page_size, report, commits, checkpoint_id })
@@ -494,9 +508,17 @@ fn apply(page: &mut Page, entry: &Entry<'_>, end: Lsn, report: &mut RecoveryRepo
 }
 
 /// Step 3 of the module doc.
+///
+/// `cut`: the last `TRUNCATE` record ending after `after` (its end, the
+/// new page count). Only the last one matters: every page a truncation
+/// cuts is free, so an earlier cut page is free by the events before the
+/// last cut or unnamed after it. Pages at or past the cut's count whose
+/// last event comes before it are gone; the count grows again only with
+/// events after it.
 fn rebuild_alloc(
     base: AllocState,
     after: Lsn,
+    cut: Option<(Lsn, u64)>,
     events: &HashMap<PageId, (Lsn, bool)>,
     root_events: &[(Lsn, u8, u64)],
     max_pages: u64,
@@ -506,9 +528,23 @@ fn rebuild_alloc(
         return Err(Error::corruption(PageId::HEADER, "checkpoint lists a free page twice"));
     }
     let mut page_count = base.page_count;
+    if let Some((_, count)) = cut {
+        free.retain(|pid| pid.0 < count);
+        page_count = count;
+    }
+    let start_count = page_count;
     let mut named = HashSet::new();
     for (&pid, &(lsn, used)) in events {
         if lsn <= after {
+            continue;
+        }
+        if let Some((cut_lsn, count)) = cut
+            && lsn <= cut_lsn
+            && pid.0 >= count
+        {
+            if used {
+                return Err(Error::corruption(pid, "the log truncates a page it last named in use"));
+            }
             continue;
         }
         named.insert(pid);
@@ -532,18 +568,21 @@ fn rebuild_alloc(
         )));
     }
     // Free ids at the end of the id space need not exist: the count ends
-    // after the last page in use (or at the snapshot's count). Otherwise
-    // one damaged record freeing a page near `max_pages` puts every id
-    // below it on the free list as allocated and never logged: 16M ids,
-    // 40 s and 1.4 GB with the defaults (`fuzz_regressions`).
+    // after the last page in use (or at the snapshot's or the cut's
+    // count). Otherwise one damaged record freeing a page near
+    // `max_pages` puts every id below it on the free list as allocated and
+    // never logged: 16M ids, 40 s and 1.4 GB with the defaults
+    // (`fuzz_regressions`).
     let in_use_end = named.iter().filter(|pid| !free.contains(*pid)).map(|pid| pid.0 + 1).max().unwrap_or(0);
-    let trimmed = page_count.min(base.page_count.max(in_use_end));
+    let trimmed = page_count.min(start_count.max(in_use_end));
     if trimmed < page_count {
         free.retain(|pid| pid.0 < trimmed);
         named.retain(|pid| pid.0 < trimmed);
         page_count = trimmed;
     }
-    for id in base.page_count..page_count {
+    // Ids no record names since the snapshot (or, after a cut, since the
+    // cut) were handed out by allocations never logged: free.
+    for id in base.page_count.min(start_count)..page_count {
         if !named.contains(&PageId(id)) {
             free.insert(PageId(id));
         }

@@ -65,6 +65,9 @@ impl RecordType {
     /// [`RecordType::COMMIT_PART`]); the commit is its pieces' bytes in log
     /// order.
     pub const COMMIT_END: RecordType = RecordType(10);
+    /// The data file was cut to fewer pages, all of the cut ones free
+    /// (`buffer::compact`): `{new page count, old page count}`.
+    pub const TRUNCATE: RecordType = RecordType(11);
 }
 
 /// A decoded, validated record header.
