@@ -57,6 +57,11 @@
 //!   a checkpoint published its redo start and horizon; wrote its pages and
 //!   is about to sync the data file; synced and is about to append its
 //!   record (`buffer::checkpoint`);
+//! * `compact.cut_chosen`, `compact.logged`, `compact.before_sync`: a
+//!   compaction took its run of free pages off the free stack and lowered
+//!   the page count; appended its `TRUNCATE` record and made it durable;
+//!   cut the file and is about to sync it (`buffer::compact`, which holds
+//!   the checkpoint and allocator mutexes throughout);
 //! * `cleaner.lsn_hint`: the background cleaner, inside a read section
 //!   and with no latch, saw a dirty page resident and is about to read its
 //!   LSN from the frame (`buffer::cleaner`, `buffer::grace`);
