@@ -19,6 +19,7 @@ TESTS="F1-F3,F5,F7|wal_crash
 F1,F4,F5,F7|crash_store
 F2|crash_concurrent
 F1,F2,F7|db_crash
+F1,F2,F7|compact
 F1,F5|wal_recycle_crash
 F1,F5,F7|wal_adversarial
 F4|tree_faults

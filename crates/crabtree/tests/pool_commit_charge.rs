@@ -48,13 +48,6 @@ fn charged_bytes() -> usize {
     charged
 }
 
-fn key(i: u64) -> [u8; 16] {
-    let mut key = [0u8; 16];
-    key[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
-    key[8..].copy_from_slice(&i.to_be_bytes());
-    key
-}
-
 #[test]
 fn opening_a_database_is_charged_for_what_it_uses_not_for_max_pages() {
     let dir = tempfile::tempdir().unwrap();
@@ -76,7 +69,7 @@ fn opening_a_database_is_charged_for_what_it_uses_not_for_max_pages() {
         for batch in 0..keys / 1000 {
             let mut tx = db.begin();
             for i in batch * 1000..(batch + 1) * 1000 {
-                tx.put(&key(i), &[(i % 251) as u8; 100]).unwrap();
+                tx.put(&common::spread_key(i), &[(i % 251) as u8; 100]).unwrap();
             }
             tx.commit().unwrap();
         }
@@ -84,7 +77,7 @@ fn opening_a_database_is_charged_for_what_it_uses_not_for_max_pages() {
     let db = Db::open_with(&path, options).unwrap();
     let snapshot = db.snapshot();
     for i in 0..keys {
-        assert_eq!(snapshot.get(&key(i)).unwrap(), Some(vec![(i % 251) as u8; 100]), "key {i}");
+        assert_eq!(snapshot.get(&common::spread_key(i)).unwrap(), Some(vec![(i % 251) as u8; 100]), "key {i}");
     }
     let reopened = charged_bytes().saturating_sub(before);
     eprintln!("reopened with {keys} keys, all read: charged {} KiB more", reopened >> 10);

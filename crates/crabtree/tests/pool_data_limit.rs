@@ -61,13 +61,6 @@ fn limit_data(bytes: u64) {
     limit(libc::RLIMIT_DATA, bytes);
 }
 
-fn key(i: u64) -> [u8; 16] {
-    let mut key = [0u8; 16];
-    key[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
-    key[8..].copy_from_slice(&i.to_be_bytes());
-    key
-}
-
 #[test]
 fn the_pool_works_within_a_limit_on_private_writable_memory() {
     let dir = tempfile::tempdir().unwrap();
@@ -82,13 +75,13 @@ fn the_pool_works_within_a_limit_on_private_writable_memory() {
         for batch in 0..20u64 {
             let mut tx = db.begin();
             for i in batch * 1000..(batch + 1) * 1000 {
-                tx.put(&key(i), &[(i % 251) as u8; 100]).unwrap();
+                tx.put(&common::spread_key(i), &[(i % 251) as u8; 100]).unwrap();
             }
             tx.commit().unwrap();
         }
         let snapshot = db.snapshot();
         for i in 0..20_000 {
-            assert_eq!(snapshot.get(&key(i)).unwrap(), Some(vec![(i % 251) as u8; 100]), "key {i}");
+            assert_eq!(snapshot.get(&common::spread_key(i)).unwrap(), Some(vec![(i % 251) as u8; 100]), "key {i}");
         }
     }
     limit_data(u64::MAX);

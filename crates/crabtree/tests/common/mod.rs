@@ -11,6 +11,16 @@ use crabtree::io::Storage;
 use crabtree::raw::{BTree, BufferPool, PoolOptions, VerifyReport};
 use std::sync::Arc;
 
+/// A 16-byte key for `i`, spread over the key space (a multiplicative
+/// hash in front, `i` behind so keys stay distinct): random-order inserts
+/// without a random number generator.
+pub fn spread_key(i: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+    key[8..].copy_from_slice(&i.to_be_bytes());
+    key
+}
+
 /// Whether `CRABTREE_TEST_SIZE=long` asks for the long tier.
 pub fn long() -> bool {
     std::env::var("CRABTREE_TEST_SIZE").as_deref() == Ok("long")
