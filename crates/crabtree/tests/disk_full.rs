@@ -371,7 +371,7 @@ fn resumes(seed: u64, which: Full) {
     let db = open(&disk).unwrap_or_else(|e| panic!("reopen after a power cut (seed {seed}): {e}"));
     verify(&db, "after a power cut");
     eprintln!(
-        "disk full, resumed ({which:?}, seed {seed}): {refused} commits refused, {} write-backs failed for want of space, \
+        "disk full, resumed ({which:?}, seed {seed}): {refused} refusals (DiskFull), {} write-backs failed for want of space, \
          commits again {resumed_after:?} after space came back, {} acknowledged",
         full_stats.pool.space_failures,
         acked.len()

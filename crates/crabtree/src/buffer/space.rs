@@ -27,9 +27,11 @@
 //! Who clears it: the cleaner, which retries every `SPACE_RETRY` while the
 //! disk is full (every dirty page in page-id order, try-latching as it
 //! always does: a page it cannot latch leaves the pass incomplete), and a
-//! checkpoint's write-back pass. Who reads it: `Store::append_commit`,
-//! which refuses a commit with [`Error::DiskFull`] before any of it is
-//! logged or applied (so a refused commit changes nothing), the
+//! checkpoint's write-back pass. Who reads it: a commit, through
+//! `Store::check_space` (`Engine::commit` before it takes its key locks,
+//! `Store::append_commit` again), which refuses it with
+//! [`Error::DiskFull`] before any of it is logged or applied (so a refused
+//! commit changes nothing); the
 //! checkpointer and background vacuum, which wait while it is set (each
 //! would append to a log that cannot be recycled). Reads never look at it.
 //!
