@@ -66,6 +66,16 @@ fn sixty_keys() -> (SimDisk, BTree) {
     (disk, tree)
 }
 
+/// [`sixty_keys`] flushed: the file's durable image and the leaf holding
+/// `key`, for tests that damage that leaf by hand.
+fn sixty_keys_flushed(key: &[u8]) -> (Vec<u8>, PageId) {
+    let (disk, tree) = sixty_keys();
+    let leaf = *tree.path_to(key).unwrap().last().unwrap();
+    tree.flush().unwrap();
+    drop(tree);
+    (disk.durable_image(), leaf)
+}
+
 /// Held by the tests that count the threads of open databases.
 static DB_THREADS: Mutex<()> = Mutex::new(());
 
@@ -170,16 +180,13 @@ fn a_page_freed_while_already_free_is_corruption_not_a_panic() {
 #[test]
 fn a_leaf_with_keys_above_its_high_key_does_not_make_the_count_run_forever() {
     let options = small_pages();
-    let (disk, tree) = sixty_keys();
-    let leaf = *tree.path_to(b"key000").unwrap().last().unwrap();
-    tree.flush().unwrap();
-    drop(tree);
-    let mut image = disk.durable_image();
+    let (mut image, leaf) = sixty_keys_flushed(b"key000");
     let page = &mut image[leaf.0 as usize * 512..(leaf.0 as usize + 1) * 512];
     assert_eq!(page[6] & 1, 1, "the first leaf has a high key");
     let high_at = u16::from_le_bytes([page[52], page[53]]) as usize;
     page[high_at] = 0; // "key0.." becomes "\0ey0..", below every key of the leaf
     crabtree::raw::page::header::seal(page);
+    let disk = SimDisk::new(1);
     disk.set_durable_image(image);
     let outcome = within(Duration::from_secs(20), "recount", move || {
         let tree = BTree::open(Arc::new(BufferPool::open(Arc::new(disk), options)?))?;
@@ -205,12 +212,9 @@ fn a_leaf_with_keys_above_its_high_key_does_not_make_the_count_run_forever() {
 fn a_split_that_allocates_the_leaf_it_holds_is_corruption_not_a_deadlock() {
     crabtree::fuzzing::set_restart_patience(Duration::from_millis(100));
     let options = small_pages();
-    let (disk, tree) = sixty_keys();
-    let leaf = *tree.path_to(b"key000").unwrap().last().unwrap();
-    tree.flush().unwrap();
-    drop(tree);
+    let (image, leaf) = sixty_keys_flushed(b"key000");
     let reopened = SimDisk::new(2);
-    reopened.set_durable_image(disk.durable_image());
+    reopened.set_durable_image(image);
     let outcome = within(Duration::from_secs(20), "inserts into a leaf on the free list", move || {
         let pool = Arc::new(BufferPool::open(Arc::new(reopened), options)?);
         let tree = BTree::open(Arc::clone(&pool))?;
@@ -342,11 +346,7 @@ fn vacuum_over_the_fuzzed_database_ends() {
 #[test]
 fn a_scan_over_keys_out_of_order_is_corruption() {
     let options = small_pages();
-    let (disk, tree) = sixty_keys();
-    let leaf = *tree.path_to(b"key059").unwrap().last().unwrap();
-    tree.flush().unwrap();
-    drop(tree);
-    let mut image = disk.durable_image();
+    let (mut image, leaf) = sixty_keys_flushed(b"key059");
     let page = &mut image[leaf.0 as usize * 512..(leaf.0 as usize + 1) * 512];
     let last = u16::from_le_bytes([page[40], page[41]]) as usize - 1;
     let slot = 64 + last * 8;
@@ -355,6 +355,7 @@ fn a_scan_over_keys_out_of_order_is_corruption() {
     page[cell + 7] = b'a';
     page[slot + 4] = b'a';
     crabtree::raw::page::header::seal(page);
+    let disk = SimDisk::new(1);
     disk.set_durable_image(image);
     let outcome = within(Duration::from_secs(20), "a forward scan", move || {
         let tree = BTree::open(Arc::new(BufferPool::open(Arc::new(disk), options)?))?;
