@@ -98,6 +98,10 @@
 //! * `prune.removed`: a writer pruning a full leaf before its split has
 //!   removed (and logged) one version, leaf still latched; an error fails
 //!   the write with the leaf partly pruned;
+//! * `vacuum.batch`: a vacuum walk (`Db::vacuum`, a whole pass of the
+//!   background vacuum, a dropped keyspace's sweep) read one batch of
+//!   versions and has not yet removed any of them (no latch held; the
+//!   vacuum lock held);
 //! * `point.before_leaf`: a point read (`get`, a snapshot read) validated
 //!   a level-1 node and read the id of its leaf, which it has not yet
 //!   looked up in the pool (`btree::descend`, no latch held);

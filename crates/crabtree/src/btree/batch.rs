@@ -33,6 +33,9 @@ pub(crate) struct Batch {
     chains: Vec<Vec<u8>>,
     /// Entries before this one were taken from the front.
     head: usize,
+    /// Overflow values are not read: they come back empty
+    /// (`set_skip_overflow`). Kept by `clear`.
+    skip_overflow: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -52,6 +55,9 @@ enum Value {
     Chain { first: PageId, len: usize },
     /// An overflow value read: `chains[index]`.
     Read(usize),
+    /// An overflow value not to be read (`skip_overflow`): handed out
+    /// empty.
+    Skipped,
 }
 
 impl Batch {
@@ -112,14 +118,26 @@ impl Batch {
     /// chain's first page and length). Entry: no latch held, pinned since
     /// before the first chain's leaf was validated, each leaf validated
     /// after its entries were pushed.
+    /// With `skip_overflow` set, reads nothing: those values are handed
+    /// out empty.
     pub(crate) fn read_chains(&mut self, mut read: impl FnMut(PageId, usize) -> Result<Vec<u8>>) -> Result<()> {
         for entry in &mut self.entries {
             if let Value::Chain { first, len } = entry.value {
+                if self.skip_overflow {
+                    entry.value = Value::Skipped;
+                    continue;
+                }
                 self.chains.push(read(first, len)?);
                 entry.value = Value::Read(self.chains.len() - 1);
             }
         }
         Ok(())
+    }
+
+    /// Whether overflow values are left unread (handed out empty): for
+    /// callers that need keys and small values only.
+    pub(crate) fn set_skip_overflow(&mut self, skip: bool) {
+        self.skip_overflow = skip;
     }
 
     /// Reorders a batch read leaf by leaf from right to left into key
@@ -146,6 +164,7 @@ impl Batch {
                 &self.bytes[at..at + len]
             }
             Value::Read(index) => &self.chains[index],
+            Value::Skipped => &[],
             // `read_chains` ran before any entry is handed out.
             Value::Chain { .. } => unreachable!("an overflow value handed out before it was read"),
         }

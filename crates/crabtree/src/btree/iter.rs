@@ -95,6 +95,8 @@ impl<'t> Range<'t> {
         let RangeBuffers { mut front, mut back } = buffers;
         front.clear();
         back.clear();
+        front.set_skip_overflow(false);
+        back.set_skip_overflow(false);
         Range {
             tree,
             lower: owned(range.start_bound()),
@@ -105,6 +107,17 @@ impl<'t> Range<'t> {
             want: [1, 1],
             resume: [None, None],
         }
+    }
+
+    /// This range with its overflow values left unread: they come back
+    /// empty (as an empty inline value does). For callers that need keys
+    /// and small values only (the MVCC layer's version histories, where a
+    /// tombstone is always inline): a version with a large value then
+    /// costs its leaf cell, not a read of its chain.
+    pub(crate) fn without_overflow(mut self) -> Range<'t> {
+        self.front.set_skip_overflow(true);
+        self.back.set_skip_overflow(true);
+        self
     }
 
     /// The range's buffers, for [`Range::reusing`].

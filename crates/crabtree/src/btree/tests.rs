@@ -535,3 +535,39 @@ fn a_scan_marks_the_leaves_it_loaded_and_no_other_page() {
     }
     assert!(leaves > 10 && inner >= 1, "{leaves} leaves, {inner} inner nodes");
 }
+
+/// `without_overflow` hands out keys and inline values as they are and
+/// overflow values empty, without reading their chains (a tiny pool: each
+/// chain read would load its pages); a range that reuses its buffers reads
+/// them again.
+#[test]
+fn a_range_without_overflow_reads_no_chain() {
+    let tree = tree(512, 16);
+    let big = |i: u32| vec![i as u8; 3000];
+    for i in 0..200 {
+        let value = if i % 2 == 0 { big(i) } else { format!("v{i}").into_bytes() };
+        tree.insert(&key(i), &value).unwrap();
+    }
+    let loads = tree.pool().stats().loads;
+    let skipped: Vec<_> = tree.range::<&[u8], _>(..).without_overflow().map(Result::unwrap).collect();
+    let skipped_loads = tree.pool().stats().loads - loads;
+    assert_eq!(skipped.len(), 200);
+    for (i, (k, v)) in (0..200).zip(&skipped) {
+        assert_eq!(k, &key(i));
+        let want = if i % 2 == 0 { Vec::new() } else { format!("v{i}").into_bytes() };
+        assert_eq!(v, &want, "key {i}");
+    }
+    let back: Vec<_> = tree.range::<&[u8], _>(..).without_overflow().rev().map(|e| e.unwrap().0).collect();
+    assert_eq!(back.len(), 200);
+    // The same range reading values, and one reusing the skipping range's
+    // buffers: every chain read, several pages each.
+    let loads = tree.pool().stats().loads;
+    let full: Vec<_> = tree.range::<&[u8], _>(..).map(Result::unwrap).collect();
+    let full_loads = tree.pool().stats().loads - loads;
+    assert!(full.iter().zip(0..).all(|((_, v), i)| i % 2 == 1 || *v == big(i)));
+    assert!(full_loads >= 100 * 6 + skipped_loads, "{full_loads} loads with values, {skipped_loads} without");
+    let mut skipping = tree.range::<&[u8], _>(..).without_overflow();
+    skipping.next().unwrap().unwrap();
+    let reused = super::Range::reusing(&tree, ..=key(0), skipping.into_buffers());
+    assert_eq!(reused.map(Result::unwrap).collect::<Vec<_>>(), vec![(key(0), big(0))]);
+}

@@ -83,7 +83,10 @@ pub(crate) fn versions(tree: &BTree, prefix: &[u8], limit: usize) -> Result<Vec<
     let lower = encoding::version_key(prefix, u64::MAX);
     let upper = after_versions(prefix);
     let mut out = Vec::new();
-    for entry in tree.range(lower..=upper).take(limit) {
+    // A tombstone is always inline: the chains of large values are not
+    // read (a commit over a key with large old versions reads their leaf
+    // cells only).
+    for entry in tree.range(lower..=upper).without_overflow().take(limit) {
         let (key, value) = entry?;
         let (_, ts) = encoding::split_version(&key)?;
         out.push((ts, encoding::is_tombstone(&value)));
@@ -391,7 +394,7 @@ impl DoubleEndedIterator for VersionRange {
 
 /// The first keyspace id the tree holds entries of at or above `ks`.
 pub(crate) fn keyspace_at_or_after(tree: &BTree, ks: u32) -> Result<Option<u32>> {
-    match tree.range(encoding::keyspace_prefix(ks)..).next() {
+    match tree.range(encoding::keyspace_prefix(ks)..).without_overflow().next() {
         Some(entry) => {
             let (key, _) = entry?;
             encoding::keyspace_of(&key)
