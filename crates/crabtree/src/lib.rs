@@ -94,7 +94,7 @@ pub mod fuzzing {
 /// Low-level layers (buffer pool, page formats) for tools, benchmarks and
 /// tests. No stability promise: these change with the engine.
 pub mod raw {
-    pub use crate::btree::{BTree, LevelReport, Range, RepairReport, VerifyReport};
+    pub use crate::btree::{BTree, LeafEntry, LeafPruner, LevelReport, Range, RepairReport, VerifyReport};
     pub use crate::buffer::{
         AllocState, BufferPool, CheckpointReport, ExclusiveGuard, LogFlush, OptimisticGuard, PointRead, PoolOptions,
         PoolStats, Restart, SharedGuard, TruncateRecord, UncachedGuard,

@@ -430,3 +430,79 @@ fn a_close_whose_drain_fails_half_way_leaves_the_next_open_its_whole_pass() {
     drop(snap);
     db.check().unwrap();
 }
+
+/// A whole pass ends at the tree's last key as it began: keys appended
+/// behind it hold only versions above its horizon. Forced: at each batch
+/// the pass reads (failpoint `vacuum.batch`), this thread commits more new
+/// keys at the tree's end than a batch holds. Before the bound the pass
+/// chased them (in compact's concurrent test two writers kept
+/// `Db::vacuum` busy for minutes while their garbage grew to millions of
+/// versions); here it would run until the appends stop at 200 batches.
+#[test]
+fn a_pass_ends_at_the_tree_end_it_began_with_while_writers_append_behind_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let _failpoints = failpoints_alone();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(open_with_vacuum(&dir.path().join("db.crab"), None));
+    let keys = 3_000u32;
+    db.update(|tx| (0..keys).try_for_each(|i| tx.put(&key(i), &value("first")))).unwrap();
+    // Half of them deleted: the pass has something to remove.
+    db.update(|tx| (0..keys).step_by(2).try_for_each(|i| tx.delete(&key(i)))).unwrap();
+    let batches = Arc::new(AtomicU32::new(0));
+    let (counted, appender, me) = (Arc::clone(&batches), Arc::clone(&db), std::thread::current().id());
+    crabtree::failpoint::set("vacuum.batch", move || {
+        if std::thread::current().id() != me {
+            return Ok(());
+        }
+        let batch = counted.fetch_add(1, Ordering::Relaxed);
+        if batch < 200 {
+            // 600 keys past every key there is (a batch reads 512).
+            appender.update(|tx| {
+                (0..600u32).try_for_each(|j| tx.put(format!("zz-{batch:04}-{j:04}").as_bytes(), b"appended"))
+            })?;
+        }
+        Ok(())
+    });
+    let removed = db.vacuum();
+    crabtree::failpoint::clear("vacuum.batch");
+    let removed = removed.unwrap();
+    let batches = batches.load(Ordering::Relaxed);
+    // Each deleted key's value and tombstone, less what writers pruned
+    // from leaves they split.
+    assert_eq!(removed + db.stats().versions_pruned, 2 * u64::from(keys / 2));
+    // 1 catalog entry + 3,000 values + 1,500 tombstones: 9 batches of 512.
+    assert!(batches <= 10, "the pass read {batches} batches: it chased the appended keys");
+    assert_eq!(db.snapshot().get(&key(1)).unwrap(), Some(value("first")));
+    assert_eq!(db.snapshot().get(&key(0)).unwrap(), None);
+    assert_eq!(db.stats().tree_entries, CATALOG_ENTRIES + u64::from(keys / 2) + 600 * u64::from(batches));
+    db.check().unwrap();
+}
+
+/// A queue (insert key n, delete key n - 8) with no vacuum at all: the
+/// writers' leaf pruning before each split takes the deleted keys'
+/// tombstones with their values, so the tree stays the size of what is
+/// live. (It took only versions shadowed by a newer one before: every
+/// tombstone stayed, one entry per deleted key.)
+#[test]
+fn leaf_pruning_takes_tombstones_so_a_queue_stays_small_without_vacuum() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_with_vacuum(&dir.path().join("db.crab"), None);
+    let n = 20_000u32;
+    for i in 0..n {
+        db.update(|tx| tx.put(&key(i), &value("queued"))).unwrap();
+        if i >= 8 {
+            db.update(|tx| tx.delete(&key(i - 8))).unwrap();
+        }
+    }
+    let stats = db.stats();
+    assert_eq!(stats.versions_vacuumed, 0, "{stats:?}");
+    assert!(stats.tree_entries < 1_000, "{} entries for 8 live keys: {stats:?}", stats.tree_entries);
+    assert!(stats.page_count < 100, "{stats:?}");
+    let snap = db.snapshot();
+    assert_eq!(snap.get(&key(n - 1)).unwrap(), Some(value("queued")));
+    assert_eq!(snap.get(&key(n - 9)).unwrap(), None);
+    assert_eq!(snap.range::<&[u8], _>(..).unwrap().count(), 8);
+    drop(snap);
+    db.check().unwrap();
+}

@@ -123,11 +123,22 @@ impl From<Error> for Step {
 /// Result of one attempt.
 pub(crate) type Attempt<T> = std::result::Result<T, Step>;
 
-/// Given the keys of a full leaf (in order), the indices of the entries
-/// that may be removed before it splits (the MVCC layer's versions that no
+/// Given the entries of a full leaf (in order), the indices of those that
+/// may be removed before it splits (the MVCC layer's versions that no
 /// snapshot can see). Called under the leaf's exclusive latch: it must not
-/// touch the tree, and must be quick.
-pub type LeafPruner = Arc<dyn Fn(&[Vec<u8>]) -> Vec<usize> + Send + Sync>;
+/// touch the tree, and must be quick. The tree removes the named entries
+/// from the right (highest index first), each its own logged removal.
+pub type LeafPruner = Arc<dyn Fn(&[LeafEntry]) -> Vec<usize> + Send + Sync>;
+
+/// One entry of a full leaf, as a [`LeafPruner`] sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeafEntry {
+    /// The entry's key.
+    pub key: Vec<u8>,
+    /// Its value when stored in the leaf; `None` for a value in an overflow
+    /// chain (not read: the pruner must not touch other pages).
+    pub inline: Option<Vec<u8>>,
+}
 
 /// A B-link tree of byte-string keys and values in memcmp order.
 ///

@@ -9,7 +9,7 @@
 
 use super::descend::{ReadGuard, Target};
 use super::value::StoredValue;
-use super::{Attempt, BTree, Step};
+use super::{Attempt, BTree, LeafEntry, Step};
 use crate::buffer::{Change, ExclusiveGuard};
 use crate::ids::PageId;
 use crate::page::PageType;
@@ -157,13 +157,21 @@ impl BTree {
     fn prune_leaf(&self, leaf: &mut ExclusiveGuard<'_>, keep: &[u8]) -> Result<usize> {
         let Some(pruner) = self.pruner.read().clone() else { return Ok(0) };
         let pid = leaf.pid();
-        let keys = {
+        let entries = {
             let page = leaf.page();
             let node = Node::new(&page, pid)?;
-            (0..node.len()).map(|index| node.key(index)).collect::<Result<Vec<_>>>()?
+            (0..node.len())
+                .map(|index| {
+                    let inline = match node.value_ref(index)? {
+                        ValueRef::Inline { offset, len } => Some(node.read_bytes(offset, len)),
+                        ValueRef::Overflow { .. } => None,
+                    };
+                    Ok(LeafEntry { key: node.key(index)?, inline })
+                })
+                .collect::<Result<Vec<_>>>()?
         };
-        let mut doomed = pruner(&keys);
-        doomed.retain(|&index| keys.get(index).is_some_and(|key| key.as_slice() != keep));
+        let mut doomed = pruner(&entries);
+        doomed.retain(|&index| entries.get(index).is_some_and(|entry| entry.key.as_slice() != keep));
         doomed.sort_unstable();
         doomed.dedup();
         // From the right, so the indices left to do stay valid.
@@ -174,12 +182,12 @@ impl BTree {
                 self.read_owned_value(&node, index)?.1
             };
             NodeMut::new(&mut leaf.page_mut(), pid)?.remove(index)?;
-            self.pool.log_leaf_remove(leaf, &keys[index], &pages)?;
+            self.pool.log_leaf_remove(leaf, &entries[index].key, &pages)?;
             for pid in pages {
                 self.retired.retire(pid);
             }
             // Under the leaf's latch (`count`).
-            if self.recount.behind(&keys[index]) {
+            if self.recount.behind(&entries[index].key) {
                 self.len.fetch_sub(1, Ordering::Relaxed);
             }
             failpoint!("prune.removed");

@@ -41,7 +41,7 @@ mod oracle_tests;
 pub(crate) mod read;
 pub(crate) mod vacuum;
 
-use crate::btree::BTree;
+use crate::btree::{BTree, LeafEntry};
 use crate::ids::Lsn;
 use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
 use crate::{Error, Result};
@@ -119,10 +119,10 @@ impl Engine {
         let oracle = Arc::new(oracle::Oracle::new(last_ts));
         let counters = Arc::new(Counters::default());
         // A writer about to split a full leaf first drops the versions in
-        // it that no snapshot can see (see `shadowed`).
+        // it that no snapshot can see (see `prunable`).
         let (horizon_of, pruned) = (Arc::clone(&oracle), Arc::clone(&counters));
-        tree.set_leaf_pruner(Some(Arc::new(move |keys: &[Vec<u8>]| {
-            let doomed = shadowed(keys, horizon_of.horizon());
+        tree.set_leaf_pruner(Some(Arc::new(move |entries: &[LeafEntry]| {
+            let doomed = prunable(entries, horizon_of.horizon());
             pruned.pruned.fetch_add(doomed.len() as u64, Ordering::Relaxed);
             doomed
         })));
@@ -408,32 +408,59 @@ impl Engine {
     }
 }
 
-/// Of the version keys of one leaf (in tree order: by key, newest first),
-/// the indices of those shadowed by a newer version of the same key at or
-/// below `horizon`: every snapshot sees that one or a newer one, so none
-/// sees them. Looks only within the leaf, which is enough for that rule
-/// (the shadowing version is in the leaf); tombstones and versions whose
-/// shadow lies in the left neighbour are left to vacuum. Keys that are not
-/// version keys are left alone.
-pub(crate) fn shadowed(keys: &[Vec<u8>], horizon: Ts) -> Vec<usize> {
+/// Of the entries of one full leaf (in tree order: by key, newest
+/// version first), the indices of those no snapshot at or above `horizon`
+/// can see: vacuum's rule ([`read::invisible_of`]) applied to each key's
+/// versions in the leaf. Versions below the newest one at or below the
+/// horizon go; that one goes too if it is a tombstone and the key's
+/// versions end inside the leaf (an entry of another key follows them):
+/// versions of the key past the leaf's end would still be there, and a
+/// deleted value would come back. Versions whose shadow lies in the left
+/// neighbour stay (a newer version there changes nothing: removing a
+/// tombstone and all below it hides the key from every snapshot that saw
+/// the tombstone, as the tombstone did). Entries that are not version keys
+/// are left alone and end a key's run. The tree removes the named entries
+/// from the right, so the older versions go before the tombstone that
+/// hides them (a crash or an error between two removals leaves the
+/// tombstone).
+pub(crate) fn prunable(entries: &[LeafEntry], horizon: Ts) -> Vec<usize> {
     let mut doomed = Vec::new();
-    let mut current: Option<&[u8]> = None;
-    let mut shadowing = false;
-    for (index, key) in keys.iter().enumerate() {
-        let Ok((prefix, ts)) = encoding::split_version(key) else {
-            current = None;
+    let mut start = 0;
+    while start < entries.len() {
+        let Ok((prefix, _)) = encoding::split_version(&entries[start].key) else {
+            start += 1;
             continue;
         };
-        if current != Some(prefix) {
-            current = Some(prefix);
-            shadowing = false;
+        // The run of `prefix`'s versions: `start..end`.
+        let mut versions = Vec::new();
+        let mut end = start;
+        while let Some(entry) = entries.get(end) {
+            match encoding::split_version(&entry.key) {
+                Ok((p, ts)) if p == prefix => {
+                    // Only a well-formed tombstone counts as one (a damaged
+                    // value is kept, as a value).
+                    let tombstone = entry.inline.as_deref().is_some_and(|v| matches!(encoding::value_of(v), Ok(None)));
+                    versions.push((ts, tombstone));
+                    end += 1;
+                }
+                _ => break,
+            }
         }
-        if shadowing {
-            doomed.push(index);
-        } else if ts <= horizon {
-            shadowing = true;
+        // Complete only if a version key of another key follows in the
+        // leaf: prefixes are prefix-free, so the run has ended. (A key that
+        // begins with `prefix` is not taken for one: whatever it is, more
+        // of the run could sort after it.)
+        let complete = entries
+            .get(end)
+            .is_some_and(|next| encoding::split_version(&next.key).is_ok() && !next.key.starts_with(prefix));
+        for ts in read::invisible_of(&versions, horizon, complete) {
+            if let Some(at) = versions.iter().position(|&(t, _)| t == ts) {
+                doomed.push(start + at);
+            }
         }
+        start = end;
     }
+    doomed.sort_unstable();
     doomed
 }
 
@@ -475,24 +502,60 @@ mod tests {
         pairs.iter().map(|(k, v)| ((DEFAULT_KEYSPACE, k.to_vec()), v.map(<[u8]>::to_vec))).collect()
     }
 
+    fn entry(prefix: &[u8], ts: Ts, value: Option<&[u8]>) -> LeafEntry {
+        LeafEntry { key: encoding::version_key(prefix, ts), inline: Some(encoding::encode_value(value)) }
+    }
+
     #[test]
-    fn shadowed_names_only_versions_below_a_newer_one_at_or_below_the_horizon() {
+    fn prunable_names_versions_below_a_newer_one_at_or_below_the_horizon() {
         let a = encoding::prefix(1, b"a");
         let b = encoding::prefix(1, b"b");
+        let v = Some(&b"v"[..]);
         // Tree order: by key, newest first.
-        let keys = vec![
-            encoding::version_key(&a, 9), // above the horizon: kept
-            encoding::version_key(&a, 5), // the newest at or below: kept
-            encoding::version_key(&a, 4), // shadowed
-            encoding::version_key(&a, 1), // shadowed
-            b"not a version".to_vec(),    // left alone, and ends the group
-            encoding::version_key(&b, 7), // above: kept
-            encoding::version_key(&b, 6), // above: kept
+        let entries = vec![
+            entry(&a, 9, v),                                               // above the horizon: kept
+            entry(&a, 5, v),                                               // the newest at or below: kept
+            LeafEntry { key: encoding::version_key(&a, 4), inline: None }, // shadowed (an overflow value)
+            entry(&a, 1, v),                                               // shadowed
+            entry(&b, 7, v),                                               // above: kept
+            entry(&b, 6, v),                                               // above: kept
         ];
-        assert_eq!(shadowed(&keys, 5), vec![2, 3]);
-        assert_eq!(shadowed(&keys, 0), Vec::<usize>::new(), "a snapshot at 0 sees nothing shadowed");
-        assert_eq!(shadowed(&keys, 6), vec![2, 3], "b at 6 is the newest at or below");
-        assert_eq!(shadowed(&keys, u64::MAX), vec![1, 2, 3, 6]);
+        assert_eq!(prunable(&entries, 5), vec![2, 3]);
+        assert_eq!(prunable(&entries, 0), Vec::<usize>::new(), "a snapshot at 0 sees nothing shadowed");
+        assert_eq!(prunable(&entries, 6), vec![2, 3], "b at 6 is the newest at or below");
+        assert_eq!(prunable(&entries, u64::MAX), vec![1, 2, 3, 5]);
+    }
+
+    #[test]
+    fn prunable_names_a_tombstone_only_with_every_version_of_its_key_in_the_leaf() {
+        let c = encoding::prefix(1, b"c");
+        let d = encoding::prefix(1, b"d");
+        let v = Some(&b"v"[..]);
+        let entries = vec![
+            entry(&c, 8, v),
+            entry(&c, 5, None), // a delete at 5
+            entry(&c, 3, v),
+            entry(&c, 2, v),
+            entry(&d, 4, None), // the leaf's last key: its run may go on to the right
+            entry(&d, 1, v),
+        ];
+        assert_eq!(prunable(&entries, 6), vec![1, 2, 3, 5], "c's tombstone and all below; d's tombstone stays");
+        assert_eq!(prunable(&entries, 4), vec![3, 5], "c at 3 is the newest at or below: kept");
+        assert_eq!(prunable(&entries, 9), vec![1, 2, 3, 5], "c at 8 is the newest at or below: all below go");
+        // The same key's run ending at the leaf's end keeps its tombstone.
+        assert_eq!(prunable(&entries[..4], 6), vec![2, 3]);
+        // A key that begins with the run's prefix does not end it.
+        let mut longer = encoding::version_key(&c, 0);
+        longer.push(0);
+        let odd = vec![entry(&c, 5, None), entry(&c, 3, v), LeafEntry { key: longer, inline: None }];
+        assert_eq!(prunable(&odd, 6), vec![1]);
+        // A damaged tombstone (bytes after the tag) is kept, as a value.
+        let damaged = vec![
+            LeafEntry { key: encoding::version_key(&c, 5), inline: Some(vec![encoding::TAG_TOMBSTONE, 7]) },
+            entry(&c, 3, v),
+            entry(&d, 1, v),
+        ];
+        assert_eq!(prunable(&damaged, 6), vec![1]);
     }
 
     #[test]
