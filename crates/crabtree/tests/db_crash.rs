@@ -634,6 +634,69 @@ fn with_checkpoints_racing_the_commits() {
     run_states("db_crash_racing_checkpoints", true);
 }
 
+/// The same for tombstones: 300 keys deleted while a snapshot pinned their
+/// values, so each leaf holds (tombstone, value) pairs; once the snapshot
+/// is gone, new keys between them fill the leaves, whose pruning takes
+/// both of each pair (the value first, then the tombstone that hides it)
+/// and fails after the `n`-th removal. No deleted key may come back, in
+/// the dying process or after power loss. (Removed tombstone first, a
+/// failure after one removal would bring a deleted value back.)
+#[test]
+fn a_tombstone_prune_that_fails_half_way_brings_no_deleted_key_back() {
+    for fail_after in [1u32, 2, 3, 8] {
+        let dir = SimDir::new(
+            u64::from(fail_after) + 100,
+            CrashModel { keep: 0, drop: 1, tear: 0, garbage: 0, fsync_failure_drops_pending: true },
+        );
+        let options = || Options { vacuum_interval: None, ..Options::default() };
+        let db = open_db(&dir, options()).unwrap();
+        db.update(|tx| (0..300u32).try_for_each(|k| tx.put(format!("key-{k:05}").as_bytes(), &[7; 40]))).unwrap();
+        let pin = db.snapshot();
+        db.update(|tx| (0..300u32).try_for_each(|k| tx.delete(format!("key-{k:05}").as_bytes()))).unwrap();
+        drop(pin);
+        let pruned_before = db.stats().versions_pruned;
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counter = std::sync::Arc::clone(&hits);
+        let me = std::thread::current().id();
+        crabtree::failpoint::set("prune.removed", move || {
+            if std::thread::current().id() == me && counter.fetch_add(1, Ordering::SeqCst) + 1 == fail_after {
+                return Err(Error::InvalidArgument("injected failure mid-prune".into()));
+            }
+            Ok(())
+        });
+        let mut failed = false;
+        for k in 0..300u32 {
+            let mut tx = db.begin();
+            for j in 0..6 {
+                tx.put(format!("key-{k:05}-new-{j}").as_bytes(), &[9; 40]).unwrap();
+            }
+            if tx.commit().is_err() {
+                failed = true;
+                break;
+            }
+        }
+        crabtree::failpoint::clear("prune.removed");
+        assert!(failed, "fail after {fail_after}: no prune reached the failpoint");
+        assert!(db.stats().versions_pruned > pruned_before, "fail after {fail_after}: nothing was pruned");
+        let all_deleted = |db: &Db, when: &str| {
+            let snap = db.snapshot();
+            for k in 0..300u32 {
+                assert_eq!(
+                    snap.get(format!("key-{k:05}").as_bytes()).unwrap(),
+                    None,
+                    "fail after {fail_after}: key {k} {when}"
+                );
+            }
+        };
+        all_deleted(&db, "before the crash");
+        dir.crash();
+        drop(db);
+        let db = open_db(&dir, options()).unwrap();
+        all_deleted(&db, "after recovery");
+        db.check().unwrap_or_else(|error| panic!("fail after {fail_after}: {error}"));
+    }
+}
+
 /// Error injection in leaf pruning: a commit whose insert prunes a full
 /// leaf fails after the `n`-th version removed (failpoint `prune.removed`),
 /// for several `n`. The leaf is left partly pruned (each removal logged),
