@@ -485,3 +485,59 @@ fn readers_and_writers_during_compact() -> Result<()> {
     }
     Ok(())
 }
+
+/// A failed `set_len` (step 5) is returned and leaves the store working:
+/// the record already says the pages are gone, so later allocations take
+/// the cut ids again over the file's old bytes, and recovery agrees. A
+/// failed data sync after the cut poisons the store, and recovery redoes
+/// the cut from the durable record.
+#[test]
+fn a_failed_set_len_or_sync_in_compact() {
+    use crabtree::io::{Fault, FaultOp};
+    let _serial = serial();
+    // set_len fails: an error, no poison.
+    let dir = SimDir::new(common::seed("compact_set_len"), drop_model());
+    let store = store_with_free_tail(&dir, 20, 5);
+    let (before, len_before) = (store.pool().page_count(), data_len(&dir));
+    dir.disk("data").unwrap().inject(Fault::once(FaultOp::SetLen, 0));
+    assert!(store.compact().is_err(), "the injected set_len failure is returned");
+    let cut = store.pool().page_count();
+    assert!(cut < before, "the run was taken off before the failure");
+    assert_eq!(data_len(&dir), len_before, "the file was not cut");
+    for i in 20..80 {
+        store.put_durable(&key(i), &value(i, 1)).unwrap();
+    }
+    assert!(store.pool().page_count() > cut, "new pages took the cut ids again");
+    store.checkpoint().unwrap();
+    store.put_durable(&key(1), &value(1, 2)).unwrap();
+    let expect: Model = (0..5).chain(20..80).map(|i| (key(i), value(i, u32::from(i >= 20)))).collect();
+    let expect: Model = expect.into_iter().chain([(key(1), value(1, 2))]).collect();
+    assert_eq!(contents(&store), expect);
+    die(&dir, store);
+    let store = open(&dir).unwrap();
+    check_recovered(&dir, &store, "after a failed set_len");
+    assert_eq!(contents(&store), expect);
+    store.compact().unwrap();
+    die(&dir, store);
+    let store = open(&dir).unwrap();
+    check_recovered(&dir, &store, "after a failed set_len and a compact");
+    assert_eq!(contents(&store), expect);
+    drop(store);
+
+    // The data sync after the cut fails: poisoned; recovery cuts again.
+    let dir = SimDir::new(common::seed("compact_sync"), drop_model());
+    let store = store_with_free_tail(&dir, 20, 5);
+    let before = store.pool().page_count();
+    dir.disk("data").unwrap().inject(Fault::once(FaultOp::Sync, 0));
+    assert!(store.compact().is_err(), "the injected sync failure is returned");
+    let cut = store.pool().page_count();
+    assert!(cut < before);
+    assert!(store.put_durable(b"after", b"poisoned").is_err(), "a failed data sync poisons");
+    die(&dir, store);
+    let store = open(&dir).unwrap();
+    check_recovered(&dir, &store, "after a failed sync in compact");
+    assert_eq!(store.pool().page_count(), cut, "recovery redoes the cut");
+    assert_eq!(data_len(&dir), cut * PAGE);
+    let expect: Model = (0..5).map(|i| (key(i), value(i, 0))).collect();
+    assert_eq!(contents(&store), expect);
+}
