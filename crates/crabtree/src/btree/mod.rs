@@ -135,9 +135,16 @@ pub type LeafPruner = Arc<dyn Fn(&[LeafEntry]) -> Vec<usize> + Send + Sync>;
 pub struct LeafEntry {
     /// The entry's key.
     pub key: Vec<u8>,
-    /// Its value when stored in the leaf; `None` for a value in an overflow
-    /// chain (not read: the pruner must not touch other pages).
+    /// Its value when stored in the leaf and at most
+    /// [`LeafEntry::INLINE_SHOWN`] bytes (enough for a marker such as a
+    /// tombstone); `None` for a longer value or one in an overflow chain
+    /// (not copied: a prune runs each time a leaf fills).
     pub inline: Option<Vec<u8>>,
+}
+
+impl LeafEntry {
+    /// The longest value a pruner is shown.
+    pub const INLINE_SHOWN: usize = 8;
 }
 
 /// A B-link tree of byte-string keys and values in memcmp order.

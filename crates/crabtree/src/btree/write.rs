@@ -163,8 +163,10 @@ impl BTree {
             (0..node.len())
                 .map(|index| {
                     let inline = match node.value_ref(index)? {
-                        ValueRef::Inline { offset, len } => Some(node.read_bytes(offset, len)),
-                        ValueRef::Overflow { .. } => None,
+                        ValueRef::Inline { offset, len } if len <= LeafEntry::INLINE_SHOWN => {
+                            Some(node.read_bytes(offset, len))
+                        }
+                        ValueRef::Inline { .. } | ValueRef::Overflow { .. } => None,
                     };
                     Ok(LeafEntry { key: node.key(index)?, inline })
                 })

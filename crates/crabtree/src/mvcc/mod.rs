@@ -425,6 +425,7 @@ impl Engine {
 /// tombstone).
 pub(crate) fn prunable(entries: &[LeafEntry], horizon: Ts) -> Vec<usize> {
     let mut doomed = Vec::new();
+    let mut versions = Vec::new();
     let mut start = 0;
     while start < entries.len() {
         let Ok((prefix, _)) = encoding::split_version(&entries[start].key) else {
@@ -432,7 +433,7 @@ pub(crate) fn prunable(entries: &[LeafEntry], horizon: Ts) -> Vec<usize> {
             continue;
         };
         // The run of `prefix`'s versions: `start..end`.
-        let mut versions = Vec::new();
+        versions.clear();
         let mut end = start;
         while let Some(entry) = entries.get(end) {
             match encoding::split_version(&entry.key) {
