@@ -606,7 +606,11 @@ impl Db {
     /// no snapshot can see (and tombstones past the oldest snapshot), and
     /// the versions of dropped keyspaces. Returns how many versions it
     /// removed. (The background vacuum visits only the keys commits left
-    /// old versions of; this reads everything.)
+    /// old versions of; this reads everything up to the last key there is
+    /// when it begins: keys written meanwhile hold only versions too new
+    /// for it, so writers appending at the end cannot keep it running. It
+    /// reads keys and small values; large values only where it removes
+    /// them.)
     ///
     /// ```
     /// let dir = tempfile::tempdir()?;
