@@ -470,3 +470,28 @@ fn a_logged_free_page_near_max_pages_does_not_make_recovery_list_every_id_below_
     }
     store.put_durable(b"after", b"recovery").unwrap();
 }
+
+/// The same for a page the log names in use (a leaf put, CRC valid) near
+/// `max_pages`, past the file: recovery cannot rebuild it, and says so
+/// before it lists the 16M ids below it as free.
+#[test]
+fn a_logged_claim_near_max_pages_fails_recovery_without_listing_every_id_below_it() {
+    let mut options = quiet_options(64);
+    options.pool = PoolOptions { page_size: 4096, pool_bytes: 4096 * 64, max_pages: 1 << 24 };
+    let dir = SimDir::new(9, CrashModel::default());
+    let store = open_store(&dir, options.clone()).unwrap();
+    for i in 0..20u32 {
+        store.put_durable(format!("key{i:03}").as_bytes(), b"value").unwrap();
+    }
+    let mut payload = Vec::new();
+    redo::put_leaf_put(&mut payload, PageId((1 << 24) - 2), b"not a cell");
+    let lsn = store.wal().append(RecordType::MTR, &payload).unwrap();
+    store.wal().wait_durable(lsn).unwrap();
+    dir.crash();
+    drop(store);
+    let started = std::time::Instant::now();
+    let outcome = within(Duration::from_secs(30), "recovery", move || open_store(&dir, options).map(drop));
+    let took = started.elapsed();
+    assert!(matches!(outcome, Err(Error::Corruption { .. })), "expected Corruption, got {outcome:?}");
+    assert!(took < Duration::from_secs(2), "recovery took {took:?} to refuse one damaged record");
+}
