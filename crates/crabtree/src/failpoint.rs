@@ -98,6 +98,10 @@
 //! * `prune.removed`: a writer pruning a full leaf before its split has
 //!   removed (and logged) one version, leaf still latched; an error fails
 //!   the write with the leaf partly pruned;
+//! * `evict.write_failed`: an eviction batch's write-back of a dirty
+//!   victim failed (counted if for want of space) and the victim is not
+//!   back in the resident set yet (`evicting` held shared, the victim
+//!   latched exclusively);
 //! * `vacuum.batch`: a vacuum walk (`Db::vacuum`, a whole pass of the
 //!   background vacuum, a dropped keyspace's sweep) read one batch of
 //!   versions and has not yet removed any of them (no latch held; the

@@ -292,6 +292,9 @@ impl BufferPool {
     /// Writes back every page that is dirty now. Entry: no latch held.
     pub(super) fn write_dirty(&self) -> Result<()> {
         let space_pass = self.begin_space_pass();
+        // A failed victim of a batch in flight is back in the set once the
+        // batch ends (`space.rs`).
+        drop(self.evicting.write());
         for pid in self.resident.snapshot() {
             let latch = self.latch(pid);
             if !latch.is_dirty() || !latch.lock_shared() {

@@ -303,6 +303,7 @@ impl PoolCore {
                     dirty_seen = true;
                     self.counters.dirty_evictions.add(1);
                     if let Err(error) = self.write_back(pid) {
+                        failpoint!("evict.write_failed", ignore);
                         // Keep the page: still resident, still dirty.
                         self.resident.restore(pid);
                         latch.unlock_exclusive(false);

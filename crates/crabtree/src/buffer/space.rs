@@ -27,7 +27,12 @@
 //! Who clears it: the cleaner, which retries every `SPACE_RETRY` while the
 //! disk is full (every dirty page in page-id order, try-latching as it
 //! always does: a page it cannot latch leaves the pass incomplete), and a
-//! checkpoint's write-back pass. Who reads it: a commit, through
+//! checkpoint's write-back pass. Each pass waits for the eviction batches
+//! in flight after reading `failures` and before listing the dirty pages:
+//! a batch's victim whose write failed is out of the resident set until
+//! the batch puts it back, so a pass that listed the pages first could
+//! publish a failure counted before it began without ever seeing that page
+//! (`space_tests`, the evictor held at `evict.write_failed`). Who reads it: a commit, through
 //! `Store::check_space` (`Engine::commit` before it takes its key locks,
 //! `Store::append_commit` again), which refuses it with
 //! [`Error::DiskFull`] before any of it is logged or applied (so a refused
@@ -130,6 +135,11 @@ impl PoolCore {
     /// then, unless a write failed meanwhile). Entry and exit: no latch.
     pub(super) fn retry_space(&self) -> bool {
         let seen = self.begin_space_pass();
+        // An eviction batch in flight may have counted a failure (in
+        // `seen`) whose page is out of the resident set until the batch
+        // puts it back: wait for it, so the snapshot holds that page (else
+        // the pass cleared a failure it never saw written).
+        drop(self.evicting.write());
         let mut dirty: Vec<PageId> =
             self.resident.snapshot().into_iter().filter(|&pid| self.latch(pid).is_dirty()).collect();
         dirty.sort_unstable();
@@ -142,8 +152,9 @@ impl PoolCore {
                 Ok(false) | Err(_) => return false,
             }
         }
-        // Victims of evictions in flight are not in the snapshot: their
-        // write-backs end (and count any failure) before this returns.
+        // Victims of evictions begun since are not in the snapshot: their
+        // write-backs end (and count any failure, after `seen`, which
+        // keeps the disk full) before this returns.
         drop(self.evicting.write());
         self.end_space_pass(seen);
         true

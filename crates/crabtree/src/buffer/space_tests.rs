@@ -171,3 +171,54 @@ fn eviction_on_a_full_disk_passes_the_dirty_pages_and_frees_clean_ones() {
     assert!(pool.retry_space());
     pool.flush().unwrap();
 }
+
+/// An evictor whose write-back of a dirty victim failed for want of space
+/// is held (failpoint `evict.write_failed`) after the failure was counted
+/// and before the victim is back in the resident set; space comes back and
+/// the cleaner's retry pass runs meanwhile. The pass must not clear the
+/// failure without writing that page: once the disk no longer counts as
+/// full, no resident page may still be dirty. (A pass that listed the
+/// dirty pages before waiting for the batch missed the victim, cleared
+/// the failure it had counted, and left the page dirty.)
+#[test]
+#[cfg(feature = "failpoints")]
+fn a_retry_pass_racing_an_evictor_whose_write_failed_does_not_clear_its_failure_unseen() {
+    use crate::failpoint::Pause;
+    let storage = Arc::new(Small::new());
+    let frames = 16;
+    let pool = pool(&storage, frames);
+    let old: Vec<PageId> = (0..40).map(|tag| new_leaf(&pool, tag)).collect();
+    pool.flush().unwrap();
+    // Every frame dirty with a page the disk cannot take.
+    for tag in 100..100 + frames as u64 {
+        new_leaf(&pool, tag);
+    }
+    storage.fill();
+    let pause = Pause::arm_for("evict.write_failed", |thread| thread.name() == Some("evictor"));
+    std::thread::scope(|scope| {
+        let pool = &pool;
+        let evictor = std::thread::Builder::new()
+            .name("evictor".into())
+            .spawn_scoped(scope, || {
+                // Needs a frame: every victim is dirty, and fails.
+                let _ = pool.shared(old[0]);
+            })
+            .unwrap();
+        assert!(pause.wait_parked(std::time::Duration::from_secs(20)), "no write-back failed");
+        assert!(pool.disk_full());
+        storage.free();
+        let retry = scope.spawn(|| pool.retry_space());
+        // Let the pass get as far as it can while the evictor is held.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        pause.resume();
+        evictor.join().unwrap();
+        assert!(retry.join().unwrap(), "the pass wrote every page it listed");
+    });
+    let dirty: Vec<u64> =
+        pool.resident.snapshot().into_iter().filter(|&pid| pool.latch(pid).is_dirty()).map(|pid| pid.0).collect();
+    assert!(
+        pool.disk_full() || dirty.is_empty(),
+        "the disk counts as not full, yet pages {dirty:?} were never written since their write-back failed"
+    );
+    assert!(!pool.disk_full(), "space came back and a pass saw every page written");
+}
