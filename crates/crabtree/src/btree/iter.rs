@@ -42,6 +42,8 @@ pub struct Range<'t> {
     /// Where each end's last batch stopped (`read::Resume`; front, back):
     /// a page id and a latch word, no latch.
     resume: [Resume; 2],
+    /// Batches each end fetched so far (front, back; `next_with_batch`).
+    fetches: [u64; 2],
 }
 
 /// Where one end stands (see `Range::front_boundary`): its buffered key
@@ -106,6 +108,7 @@ impl<'t> Range<'t> {
             finished: false,
             want: [1, 1],
             resume: [None, None],
+            fetches: [0, 0],
         }
     }
 
@@ -118,6 +121,12 @@ impl<'t> Range<'t> {
         self.front.set_skip_overflow(true);
         self.back.set_skip_overflow(true);
         self
+    }
+
+    /// Batches the front (`forward`) or the back fetched so far: the
+    /// number of its latest (see [`Range::next_with_batch`]).
+    pub(crate) fn fetched(&self, forward: bool) -> u64 {
+        self.fetches[usize::from(!forward)]
     }
 
     /// The range's buffers, for [`Range::reusing`].
@@ -160,6 +169,7 @@ impl<'t> Range<'t> {
                 tree.batch_backward(lower, upper, want, pessimistic, resume, &mut batch)
             }
         })?;
+        self.fetches[end] += 1;
         let found = !batch.is_empty();
         // Each batch must move its end's bound strictly (the next batch
         // starts past it), else a damaged leaf whose keys are out of order
@@ -192,6 +202,19 @@ impl<'t> Range<'t> {
     /// keeps only part of what it reads, or copies it into a buffer of its
     /// own, allocates nothing here.
     pub(crate) fn next_with<T>(&mut self, forward: bool, f: impl FnOnce(&[u8], &[u8]) -> T) -> Option<Result<T>> {
+        self.next_with_batch(forward, |key, value, _| f(key, value))
+    }
+
+    /// [`Range::next_with`], also lending the number of the tree batch the
+    /// entry came from (counted per end, from 1). Entries of one
+    /// batch were read together: each leaf validated, the next one reached
+    /// by lock coupling. Entries of two batches were not: between them no
+    /// latch is held, and any number of writes may have run.
+    pub(crate) fn next_with_batch<T>(
+        &mut self,
+        forward: bool,
+        f: impl FnOnce(&[u8], &[u8], u64) -> T,
+    ) -> Option<Result<T>> {
         if self.finished {
             return None;
         }
@@ -208,7 +231,7 @@ impl<'t> Range<'t> {
                     self.finished = true;
                     return None;
                 }
-                let out = f(key, value);
+                let out = f(key, value, self.fetches[usize::from(!forward)]);
                 own.pop_end(forward);
                 return Some(Ok(out));
             }

@@ -17,7 +17,15 @@
 //! or below the snapshot was applied before the snapshot began (the
 //! watermark), versions written later have larger timestamps and are
 //! skipped, and neither pruning nor vacuum removes a version a registered
-//! snapshot can see.
+//! snapshot can see. They do remove versions no snapshot can see while a
+//! range reads: a deleted key's versions, oldest first, the tombstone
+//! last. A forward read meets a key's versions newest first, so it finds
+//! the tombstone or none of them; a backward read meets them oldest
+//! first, and between two tree batches (no latch held) it may keep an
+//! old value read in one and miss the tombstone, gone, in the next. So a
+//! key read backward whose end was found in a later tree batch than its
+//! first version is resolved again by a point read
+//! (`Group::close_rereading`; `tests/prune_adversarial.rs`).
 
 use super::encoding::{self, TS_SIZE, Ts};
 use crate::btree::BTree;
@@ -242,6 +250,32 @@ impl Group<'_> {
         self.prefix.clear();
     }
 
+    /// [`Group::close`] for a key read backward (oldest version first)
+    /// whose versions came from two or more tree batches: between two
+    /// batches no latch is held, and the versions of a deleted key may all
+    /// go meanwhile (vacuum, a commit's pruning: oldest first, the
+    /// tombstone last), the older ones read in one batch, the tombstone
+    /// already gone from the next. The key is resolved again by a point
+    /// read at the snapshot, which reads from the newest version down and
+    /// so always meets the tombstone or nothing (at most one such key per
+    /// batch).
+    fn close_rereading(&mut self, tree: &BTree) -> Result<()> {
+        if let Some((_, Some(span))) = self.best.take() {
+            self.out.bytes.truncate(span.start);
+        }
+        let mut lower = self.prefix.clone();
+        lower.extend_from_slice(&encoding::ts_suffix(self.ts));
+        if let Some(value) = first_version(tree, &lower, &after_versions(self.prefix))? {
+            let start = self.out.bytes.len();
+            encoding::decode_prefix_into(self.prefix, &mut self.out.bytes)?;
+            let key_len = self.out.bytes.len() - start;
+            self.out.bytes.extend_from_slice(&value);
+            self.out.spans.push_back(Span { start, key_len, value_len: value.len() });
+        }
+        self.prefix.clear();
+        Ok(())
+    }
+
     /// Takes one version, `prefix` at `ts` (stored value `stored`), of the
     /// group's key (or starts the group with it).
     fn offer(&mut self, prefix: &[u8], ts: Ts, stored: &[u8]) -> Result<()> {
@@ -317,15 +351,31 @@ impl VersionRange {
         // The last tree key taken: where the next refill of this end goes
         // on (its buffer kept, one copy a refill).
         let mut last_key = Vec::new();
+        // The tree batch the group's first version came from. Read
+        // backward, a group whose end was found in a later batch (the next
+        // key's entry, or the end of the range) is read again
+        // (`Group::close_rereading`): versions of it may have gone between.
+        let mut first_batch = 0u64;
+        let close = |group: &mut Group<'_>, first_batch: u64, batch: u64| -> Result<()> {
+            if !forward && first_batch != batch && !group.prefix.is_empty() {
+                group.close_rereading(&tree)
+            } else {
+                group.close();
+                Ok(())
+            }
+        };
         loop {
             // Whether the entry was taken (else the batch ended before it).
-            let entry = range.next_with(forward, |key, stored| -> Result<bool> {
+            let entry = range.next_with_batch(forward, |key, stored, batch| -> Result<bool> {
                 let (prefix, ts) = encoding::split_version(key)?;
                 if !group.prefix.is_empty() && group.is_new(prefix) {
-                    group.close();
+                    close(&mut group, first_batch, batch)?;
                     if taken >= want {
                         return Ok(false);
                     }
+                }
+                if group.prefix.is_empty() {
+                    first_batch = batch;
                 }
                 taken += 1;
                 last_key.clear();
@@ -335,7 +385,7 @@ impl VersionRange {
             });
             match entry {
                 None => {
-                    group.close();
+                    close(&mut group, first_batch, range.fetched(forward))?;
                     self.drained = true;
                     break;
                 }

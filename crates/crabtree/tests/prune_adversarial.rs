@@ -1,0 +1,259 @@
+//! Goal: no snapshot ever sees a deleted key's older value after its
+//! tombstone goes (leaf pruning before a split, `mvcc::prunable`; vacuum),
+//! whatever the reader does meanwhile: forward and reverse scans that hold
+//! no latch between tree batches, point reads.
+//!
+//! Method: one key with many versions (spread over several leaves, its
+//! tombstone in the leftmost, the oldest versions in the rightmost), the
+//! reader paused with the failpoint `value.chain_page` inside its first
+//! tree batch (an overflow value of the oldest version: the batch has read
+//! and validated that leaf and holds its entries), and the removal run
+//! while it waits. Each test asserts what the paused reader returns.
+
+use crabtree::failpoint::Pause;
+use crabtree::{Db, Durability, Error, Options};
+use std::time::Duration;
+
+/// Failpoints are process-wide: the scenarios run one at a time.
+static FAILPOINTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn failpoints_alone() -> std::sync::MutexGuard<'static, ()> {
+    FAILPOINTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+const READER: &str = "prune-adversarial-reader";
+
+fn open(path: &std::path::Path) -> Db {
+    Db::open_with(path, Options { vacuum_interval: None, durability: Durability::Eventual, ..Options::default() })
+        .unwrap()
+}
+
+/// Key `k` written `versions` times (the oldest version a 20 KB overflow
+/// value, the others 300 bytes: the versions span several leaves, the
+/// oldest in the last one) while a snapshot pins them, then deleted; the
+/// pin dropped (the horizon is the delete). Before them, 20 keys `a-00NN`
+/// (the first with an overflow value): the leaf that holds them holds
+/// the tombstone and the newest versions, the rest lie to its right.
+fn deleted_key_with_spread_history(db: &Db, versions: u32) {
+    for i in 0..20u32 {
+        let value = if i == 0 { vec![b'A'; 20_000] } else { vec![b'a'; 100] };
+        db.update(|tx| tx.put(format!("a-{i:04}").as_bytes(), &value)).unwrap();
+    }
+    let pin = db.snapshot();
+    db.update(|tx| tx.put(b"k", &vec![b'O'; 20_000])).unwrap();
+    for i in 1..versions {
+        db.update(|tx| tx.put(b"k", &vec![(i % 200) as u8 + 1; 300])).unwrap();
+    }
+    db.update(|tx| tx.delete(b"k")).unwrap();
+    drop(pin);
+}
+
+/// Runs `read` on a thread named `READER` whose first overflow chain read
+/// is paused; runs `meanwhile` while it is, then lets it go on and
+/// returns what it read.
+fn with_reader_paused<T: Send + 'static>(read: impl FnOnce() -> T + Send + 'static, meanwhile: impl FnOnce()) -> T {
+    let pause = Pause::arm_for("value.chain_page", |thread| thread.name() == Some(READER));
+    let reader = std::thread::Builder::new().name(READER.into()).spawn(read).unwrap();
+    assert!(pause.wait_parked(Duration::from_secs(20)), "the reader never read an overflow chain");
+    meanwhile();
+    pause.resume();
+    reader.join().unwrap()
+}
+
+/// A reverse scan over a deleted key whose versions span leaves reads the
+/// oldest versions first (the last leaf), then the leaves to their left in
+/// later tree batches, holding nothing between. Vacuum removing the key's
+/// versions (oldest first, the tombstone last) between two such batches
+/// must not make the scan return the oldest value it already read: the
+/// snapshot is at the delete, which it must see.
+#[test]
+fn a_reverse_scan_never_returns_a_value_whose_tombstone_vacuum_removed_meanwhile() {
+    let _alone = failpoints_alone();
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir.path().join("db.crab"));
+    deleted_key_with_spread_history(&db, 60);
+    let reader = db.snapshot();
+    assert_eq!(reader.get(b"k").unwrap(), None);
+    let scan = reader.clone();
+    let got = with_reader_paused(
+        move || scan.range::<&[u8], _>(..).unwrap().next_back().transpose().unwrap(),
+        || {
+            let removed = db.vacuum().unwrap();
+            assert!(removed >= 61, "vacuum removed {removed} versions");
+        },
+    );
+    let got = got.map(|(key, value)| (String::from_utf8(key).unwrap(), value.len()));
+    assert_eq!(got, Some(("a-0019".to_string(), 100)), "a deleted key came back in a reverse scan");
+    assert_eq!(user_keys(&reader, false), expected_a_keys(20));
+}
+
+/// The same tear with a commit's pruning as the remover: a commit that
+/// writes the deleted key again reads its whole history (61 versions,
+/// under `PRUNE_SCAN_MAX`) and removes the tombstone and everything below
+/// it, oldest first, while the reverse scan is paused between its tree
+/// batches. The scan's snapshot is at the delete.
+#[test]
+fn a_reverse_scan_never_returns_a_value_whose_tombstone_a_commit_pruned_meanwhile() {
+    let _alone = failpoints_alone();
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir.path().join("db.crab"));
+    deleted_key_with_spread_history(&db, 60);
+    let reader = db.snapshot();
+    let scan = reader.clone();
+    let pruned = db.stats().versions_pruned;
+    let got = with_reader_paused(
+        move || scan.range::<&[u8], _>(..).unwrap().next_back().transpose().unwrap(),
+        || db.update(|tx| tx.put(b"k", b"new")).unwrap(),
+    );
+    assert!(db.stats().versions_pruned >= pruned + 61, "the commit pruned too little: {:?}", db.stats());
+    let got = got.map(|(key, value)| (String::from_utf8(key).unwrap(), value.len()));
+    assert_eq!(got, Some(("a-0019".to_string(), 100)), "a deleted key came back in a reverse scan");
+    assert_eq!(db.snapshot().get(b"k").unwrap().as_deref(), Some(&b"new"[..]));
+}
+
+/// The keys a snapshot's scan of the default keyspace returns, from the
+/// front or the back (in key order either way).
+fn user_keys(snapshot: &crabtree::Snapshot, backward: bool) -> Vec<String> {
+    let range = snapshot.range::<&[u8], _>(..).unwrap();
+    let mut keys: Vec<String> = if backward {
+        range.rev().map(|entry| String::from_utf8(entry.unwrap().0).unwrap()).collect()
+    } else {
+        range.map(|entry| String::from_utf8(entry.unwrap().0).unwrap()).collect()
+    };
+    if backward {
+        keys.reverse();
+    }
+    keys
+}
+
+fn expected_a_keys(n: u32) -> Vec<String> {
+    (0..n).map(|i| format!("a-{i:04}")).collect()
+}
+
+/// Fills the leaf that holds `k`'s tombstone: keys `a-1NNN`, between the
+/// `a-00NN` keys and `k`, in ascending order (each lands just before
+/// `k`'s versions), one commit each. The leaf fills and is pruned (then
+/// split) again and again, its last entries being `k`'s newest versions
+/// while older ones lie in the leaves to its right.
+fn fill_before_k(db: &Db, count: u32) {
+    for i in 0..count {
+        db.update(|tx| tx.put(format!("a-1{i:03}").as_bytes(), &[b'f'; 100])).unwrap();
+    }
+}
+
+/// Leaf pruning of a leaf whose last entries are a deleted key's tombstone
+/// and newest versions, the key's older versions in the leaves to its
+/// right: the pruner must keep the tombstone (the run is not complete in
+/// the leaf), else those older versions come back. Checked with point
+/// reads and scans from both ends. (Fails with `complete` always true in
+/// `mvcc::prunable`.)
+#[test]
+fn leaf_pruning_keeps_a_tombstone_whose_older_versions_continue_in_the_right_neighbour() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir.path().join("db.crab"));
+    deleted_key_with_spread_history(&db, 60);
+    let pruned = db.stats().versions_pruned;
+    fill_before_k(&db, 150);
+    assert!(db.stats().versions_pruned > pruned, "no leaf was pruned: {:?}", db.stats());
+    let snapshot = db.snapshot();
+    assert_eq!(snapshot.get(b"k").unwrap().map(|v| v.len()), None, "a deleted key came back after leaf pruning");
+    let mut expected = expected_a_keys(20);
+    expected.extend((0..150).map(|i| format!("a-1{i:03}")));
+    assert_eq!(user_keys(&snapshot, false), expected);
+    assert_eq!(user_keys(&snapshot, true), expected);
+    // After vacuum, and after a reopen (the pruned leaves were logged).
+    db.vacuum().unwrap();
+    assert_eq!(db.snapshot().get(b"k").unwrap(), None);
+    drop(snapshot);
+    drop(db);
+    let db = open(&dir.path().join("db.crab"));
+    assert_eq!(db.snapshot().get(b"k").unwrap(), None);
+    assert_eq!(user_keys(&db.snapshot(), true), expected);
+    db.check().unwrap();
+}
+
+/// A reverse scan paused inside its first tree batch (it holds the
+/// oldest versions of a deleted key) while writers fill and prune the leaf
+/// that holds the key's tombstone: the scan must still not return the key.
+#[test]
+fn a_reverse_scan_paused_while_the_tombstone_leaf_is_pruned_returns_no_deleted_key() {
+    let _alone = failpoints_alone();
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir.path().join("db.crab"));
+    deleted_key_with_spread_history(&db, 60);
+    let reader = db.snapshot();
+    let scan = reader.clone();
+    let pruned = db.stats().versions_pruned;
+    let got = with_reader_paused(
+        move || {
+            scan.range::<&[u8], _>(..)
+                .unwrap()
+                .rev()
+                .map(|entry| String::from_utf8(entry.unwrap().0).unwrap())
+                .collect::<Vec<_>>()
+        },
+        || fill_before_k(&db, 150),
+    );
+    assert!(db.stats().versions_pruned > pruned, "no leaf was pruned: {:?}", db.stats());
+    let mut want = expected_a_keys(20);
+    want.reverse();
+    assert_eq!(got, want);
+    assert_eq!(reader.get(b"k").unwrap(), None);
+}
+
+/// A forward scan paused inside its first tree batch (the leaf holding
+/// the `a-00NN` keys, the deleted key's tombstone and its newest versions,
+/// read and validated) while vacuum removes the key's versions: the
+/// forward read meets the tombstone before the older versions, which go
+/// first, so it must not return the key either.
+#[test]
+fn a_forward_scan_paused_while_vacuum_removes_a_deleted_key_returns_no_deleted_key() {
+    let _alone = failpoints_alone();
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir.path().join("db.crab"));
+    deleted_key_with_spread_history(&db, 60);
+    let reader = db.snapshot();
+    let scan = reader.clone();
+    let got = with_reader_paused(
+        move || scan.range::<&[u8], _>(..).unwrap().map(|entry| entry.unwrap().0).collect::<Vec<_>>(),
+        || {
+            let removed = db.vacuum().unwrap();
+            assert!(removed >= 61, "vacuum removed {removed} versions");
+        },
+    );
+    let got: Vec<String> = got.into_iter().map(|key| String::from_utf8(key).unwrap()).collect();
+    assert_eq!(got, expected_a_keys(20));
+}
+
+/// First-committer-wins across a leaf prune: a transaction that began
+/// before a delete must conflict when it writes the key, even after the
+/// leaf holding the delete's tombstone was pruned (its snapshot holds the
+/// horizon below the delete, so the tombstone must stay).
+#[test]
+fn a_commit_conflicts_with_a_delete_whose_leaf_was_pruned_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir.path().join("db.crab"));
+    for i in 0..20u32 {
+        db.update(|tx| tx.put(format!("a-{i:04}").as_bytes(), &[b'a'; 100])).unwrap();
+    }
+    // 60 versions pinned, then the value the old transaction reads: the
+    // leaf pruner may take the versions below it, not the delete above.
+    let pin = db.snapshot();
+    for i in 0..60u32 {
+        db.update(|tx| tx.put(b"k", &vec![(i % 200) as u8 + 1; 300])).unwrap();
+    }
+    db.update(|tx| tx.put(b"k", b"back")).unwrap();
+    let mut old = db.begin();
+    assert_eq!(old.get(b"k").unwrap().as_deref(), Some(&b"back"[..]));
+    db.update(|tx| tx.delete(b"k")).unwrap();
+    // The delete's commit pruned nothing (the pin): the leaf pruner finds
+    // it all, with the horizon at the old transaction.
+    drop(pin);
+    let pruned = db.stats().versions_pruned;
+    fill_before_k(&db, 150);
+    assert!(db.stats().versions_pruned > pruned, "no leaf was pruned: {:?}", db.stats());
+    assert_eq!(old.get(b"k").unwrap().as_deref(), Some(&b"back"[..]), "the old snapshot lost its value");
+    old.put(b"k", b"lost update").unwrap();
+    assert!(matches!(old.commit(), Err(Error::Conflict)), "a write over a concurrent delete committed");
+    assert_eq!(db.snapshot().get(b"k").unwrap(), None);
+}
