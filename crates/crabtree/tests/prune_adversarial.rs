@@ -257,3 +257,48 @@ fn a_commit_conflicts_with_a_delete_whose_leaf_was_pruned_meanwhile() {
     assert!(matches!(old.commit(), Err(Error::Conflict)), "a write over a concurrent delete committed");
     assert_eq!(db.snapshot().get(b"k").unwrap(), None);
 }
+
+/// Runs `read` on a thread named `READER` paused at `point` (the first
+/// time it gets there); runs `meanwhile`, then lets it go on.
+fn with_reader_paused_at<T: Send + 'static>(
+    point: &'static str,
+    read: impl FnOnce() -> T + Send + 'static,
+    meanwhile: impl FnOnce(),
+) -> T {
+    let pause = Pause::arm_for(point, |thread| thread.name() == Some(READER));
+    let reader = std::thread::Builder::new().name(READER.into()).spawn(read).unwrap();
+    assert!(pause.wait_parked(Duration::from_secs(20)), "the reader never reached {point}");
+    meanwhile();
+    pause.resume();
+    reader.join().unwrap()
+}
+
+/// A point read of a deleted key held between its level-1 node and its
+/// leaf (failpoint `point.before_leaf`) while the leaf holding the
+/// tombstone is pruned and split again and again, then while vacuum
+/// removes every version of the key (emptying leaves): it must read the
+/// key as deleted both times.
+#[test]
+fn a_point_read_held_before_its_leaf_while_it_is_pruned_and_vacuumed_reads_the_delete() {
+    let _alone = failpoints_alone();
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir.path().join("db.crab"));
+    deleted_key_with_spread_history(&db, 60);
+    let reader = db.snapshot();
+    let pruned = db.stats().versions_pruned;
+    let read = reader.clone();
+    let got = with_reader_paused_at("point.before_leaf", move || read.get(b"k").unwrap(), || fill_before_k(&db, 150));
+    assert!(db.stats().versions_pruned > pruned, "no leaf was pruned: {:?}", db.stats());
+    assert_eq!(got.map(|v| v.len()), None, "a deleted key came back to a point read (leaf pruning)");
+    let read = reader.clone();
+    let got = with_reader_paused_at(
+        "point.before_leaf",
+        move || read.get(b"k").unwrap(),
+        || {
+            let removed = db.vacuum().unwrap();
+            assert!(removed >= 2, "vacuum removed {removed} versions");
+        },
+    );
+    assert_eq!(got.map(|v| v.len()), None, "a deleted key came back to a point read (vacuum)");
+    assert_eq!(db.snapshot().get(b"k").unwrap(), None);
+}
