@@ -398,6 +398,14 @@ impl VersionRange {
             if forward {
                 self.lower = Bound::Excluded(last_key);
             } else {
+                // Below the key's prefix, not only below its newest version
+                // read: a version committed since sorts below that one, and
+                // a key met again would be resolved again (by a re-read at
+                // the snapshot: twice). Prefixes are prefix-free, so no
+                // other key lies between the two.
+                let (prefix, _) = encoding::split_version(&last_key)?;
+                let prefix_len = prefix.len();
+                last_key.truncate(prefix_len);
                 self.upper = Bound::Excluded(last_key);
             }
         }
