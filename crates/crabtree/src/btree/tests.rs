@@ -571,3 +571,40 @@ fn a_range_without_overflow_reads_no_chain() {
     let reused = super::Range::reusing(&tree, ..=key(0), skipping.into_buffers());
     assert_eq!(reused.map(Result::unwrap).collect::<Vec<_>>(), vec![(key(0), big(0))]);
 }
+
+/// A pruner that names the entry being written (here: every entry) takes
+/// only what lies after it in the leaf: nothing before it may go while it
+/// stays (for the MVCC layer, a tombstone before an older version of its
+/// key). Without the guard every other entry of the leaf went.
+#[test]
+fn a_prune_that_names_the_entry_being_written_keeps_everything_before_it() {
+    // How many entries one leaf (the root) takes before it splits.
+    let probe = tree(512, 64);
+    let mut i = 0;
+    while probe.verify().unwrap().levels.len() == 1 {
+        probe.insert(&key(i), b"0123456789").unwrap();
+        i += 1;
+    }
+    // One leaf just short of a split.
+    let tree = tree(512, 64);
+    for j in 0..i - 1 {
+        tree.insert(&key(j), b"0123456789").unwrap();
+    }
+    assert_eq!(tree.verify().unwrap().levels.len(), 1, "one leaf");
+    let count = i - 1;
+    tree.set_leaf_pruner(Some(Arc::new(|entries: &[super::LeafEntry]| (0..entries.len()).collect())));
+    // Rewrite a key in the middle with a value that does not fit.
+    let middle = count / 2;
+    tree.insert(&key(middle), &[7u8; 40]).unwrap();
+    for j in 0..count {
+        let got = tree.get(&key(j)).unwrap();
+        if j < middle {
+            assert_eq!(got.as_deref(), Some(&b"0123456789"[..]), "key {j}, before the one written, was pruned");
+        } else if j == middle {
+            assert_eq!(got.as_deref(), Some(&[7u8; 40][..]));
+        } else {
+            assert_eq!(got, None, "key {j}, after the one written, was named and not pruned");
+        }
+    }
+    assert_verified(&tree);
+}

@@ -173,6 +173,16 @@ impl BTree {
                 .collect::<Result<Vec<_>>>()?
         };
         let mut doomed = pruner(&entries);
+        // The entry being written stays, and so does everything before it
+        // in the leaf if the pruner named it: an older version of a key
+        // must not outlive a newer one named with it (its tombstone would
+        // go and leave it visible). Commits write new version keys, so
+        // this is a guard, not a path the engine takes.
+        if let Some(kept) = entries.iter().position(|entry| entry.key.as_slice() == keep)
+            && doomed.contains(&kept)
+        {
+            doomed.retain(|&index| index > kept);
+        }
         doomed.retain(|&index| entries.get(index).is_some_and(|entry| entry.key.as_slice() != keep));
         doomed.sort_unstable();
         doomed.dedup();
