@@ -634,6 +634,35 @@ fn with_checkpoints_racing_the_commits() {
     run_states("db_crash_racing_checkpoints", true);
 }
 
+/// Commits new keys `key-K-new-J` between the `key-K` keys of `db` until
+/// a full leaf's prune fails after its `fail_after`-th removal (failpoint
+/// `prune.removed`, this thread only: the other tests of this file run
+/// beside it), and asserts that one did.
+fn fill_leaves_until_a_prune_fails(db: &Db, fail_after: u32) {
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = std::sync::Arc::clone(&hits);
+    let me = std::thread::current().id();
+    crabtree::failpoint::set("prune.removed", move || {
+        if std::thread::current().id() == me && counter.fetch_add(1, Ordering::SeqCst) + 1 == fail_after {
+            return Err(Error::InvalidArgument("injected failure mid-prune".into()));
+        }
+        Ok(())
+    });
+    let mut failed = false;
+    for k in 0..300u32 {
+        let mut tx = db.begin();
+        for j in 0..6 {
+            tx.put(format!("key-{k:05}-new-{j}").as_bytes(), &[9; 40]).unwrap();
+        }
+        if tx.commit().is_err() {
+            failed = true;
+            break;
+        }
+    }
+    crabtree::failpoint::clear("prune.removed");
+    assert!(failed, "fail after {fail_after}: no prune reached the failpoint");
+}
+
 /// The same for tombstones: 300 keys deleted while a snapshot pinned their
 /// values, so each leaf holds (tombstone, value) pairs; once the snapshot
 /// is gone, new keys between them fill the leaves, whose pruning takes
@@ -655,28 +684,7 @@ fn a_tombstone_prune_that_fails_half_way_brings_no_deleted_key_back() {
         db.update(|tx| (0..300u32).try_for_each(|k| tx.delete(format!("key-{k:05}").as_bytes()))).unwrap();
         drop(pin);
         let pruned_before = db.stats().versions_pruned;
-        let hits = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let counter = std::sync::Arc::clone(&hits);
-        let me = std::thread::current().id();
-        crabtree::failpoint::set("prune.removed", move || {
-            if std::thread::current().id() == me && counter.fetch_add(1, Ordering::SeqCst) + 1 == fail_after {
-                return Err(Error::InvalidArgument("injected failure mid-prune".into()));
-            }
-            Ok(())
-        });
-        let mut failed = false;
-        for k in 0..300u32 {
-            let mut tx = db.begin();
-            for j in 0..6 {
-                tx.put(format!("key-{k:05}-new-{j}").as_bytes(), &[9; 40]).unwrap();
-            }
-            if tx.commit().is_err() {
-                failed = true;
-                break;
-            }
-        }
-        crabtree::failpoint::clear("prune.removed");
-        assert!(failed, "fail after {fail_after}: no prune reached the failpoint");
+        fill_leaves_until_a_prune_fails(&db, fail_after);
         assert!(db.stats().versions_pruned > pruned_before, "fail after {fail_after}: nothing was pruned");
         let all_deleted = |db: &Db, when: &str| {
             let snap = db.snapshot();
@@ -722,30 +730,7 @@ fn a_leaf_prune_that_fails_half_way_loses_nothing() {
             tx.commit().unwrap();
         }
         drop(pin);
-        let hits = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let counter = std::sync::Arc::clone(&hits);
-        // Only this thread (the other tests of this file run beside it).
-        let me = std::thread::current().id();
-        crabtree::failpoint::set("prune.removed", move || {
-            if std::thread::current().id() == me && counter.fetch_add(1, Ordering::SeqCst) + 1 == fail_after {
-                return Err(Error::InvalidArgument("injected failure mid-prune".into()));
-            }
-            Ok(())
-        });
-        // New keys into the same leaves until one prunes and fails.
-        let mut failed = false;
-        for k in 0..300u32 {
-            let mut tx = db.begin();
-            for j in 0..6 {
-                tx.put(format!("key-{k:05}-new-{j}").as_bytes(), &[9; 40]).unwrap();
-            }
-            if tx.commit().is_err() {
-                failed = true;
-                break;
-            }
-        }
-        crabtree::failpoint::clear("prune.removed");
-        assert!(failed, "fail after {fail_after}: no prune reached the failpoint");
+        fill_leaves_until_a_prune_fails(&db, fail_after);
         // Every old key reads its last value (round 9), in the dying
         // process and after recovery.
         let last_values_stand = |db: &Db, when: &str| {

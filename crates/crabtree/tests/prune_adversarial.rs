@@ -52,12 +52,7 @@ fn deleted_key_with_spread_history(db: &Db, versions: u32) {
 /// is paused; runs `meanwhile` while it is, then lets it go on and
 /// returns what it read.
 fn with_reader_paused<T: Send + 'static>(read: impl FnOnce() -> T + Send + 'static, meanwhile: impl FnOnce()) -> T {
-    let pause = Pause::arm_for("value.chain_page", |thread| thread.name() == Some(READER));
-    let reader = std::thread::Builder::new().name(READER.into()).spawn(read).unwrap();
-    assert!(pause.wait_parked(Duration::from_secs(20)), "the reader never read an overflow chain");
-    meanwhile();
-    pause.resume();
-    reader.join().unwrap()
+    with_reader_paused_at("value.chain_page", read, meanwhile)
 }
 
 /// A reverse scan over a deleted key whose versions span leaves reads the
