@@ -32,7 +32,9 @@
 //! a batch's victim whose write failed is out of the resident set until
 //! the batch puts it back, so a pass that listed the pages first could
 //! publish a failure counted before it began without ever seeing that page
-//! (`space_tests`, the evictor held at `evict.write_failed`). Who reads it: a commit, through
+//! (`space_tests`, the evictor held at `evict.write_failed`).
+//!
+//! Who reads it: a commit, through
 //! `Store::check_space` (`Engine::commit` before it takes its key locks,
 //! `Store::append_commit` again), which refuses it with
 //! [`Error::DiskFull`] before any of it is logged or applied (so a refused

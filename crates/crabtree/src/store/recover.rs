@@ -359,8 +359,8 @@ pub(crate) fn recover(
     // A page the log leaves in use that the redo could not rebuild fails
     // the check after `rebuild_alloc`; say so before it, for its cost
     // grows with the highest id the log names (a damaged record naming a
-    // page near `max_pages` made it list 16M ids as free first, seconds
-    // and a gigabyte: `fuzz_regressions`).
+    // page near `max_pages` made it list 16M ids as free first: 6 s here,
+    // `fuzz_regressions`).
     for (pid, &(lsn, used)) in &events {
         if used
             && lsn > alloc_lsn
