@@ -48,6 +48,15 @@ fn deleted_key_with_spread_history(db: &Db, versions: u32) {
     drop(pin);
 }
 
+/// A database in a fresh directory holding `deleted_key_with_spread_history`
+/// with 60 versions (the directory must outlive the database).
+fn db_with_deleted_key() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir.path().join("db.crab"));
+    deleted_key_with_spread_history(&db, 60);
+    (dir, db)
+}
+
 /// Runs `read` on a thread named `READER` whose first overflow chain read
 /// is paused; runs `meanwhile` while it is, then lets it go on and
 /// returns what it read.
@@ -64,9 +73,7 @@ fn with_reader_paused<T: Send + 'static>(read: impl FnOnce() -> T + Send + 'stat
 #[test]
 fn a_reverse_scan_never_returns_a_value_whose_tombstone_vacuum_removed_meanwhile() {
     let _alone = failpoints_alone();
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(&dir.path().join("db.crab"));
-    deleted_key_with_spread_history(&db, 60);
+    let (_dir, db) = db_with_deleted_key();
     let reader = db.snapshot();
     assert_eq!(reader.get(b"k").unwrap(), None);
     let scan = reader.clone();
@@ -90,9 +97,7 @@ fn a_reverse_scan_never_returns_a_value_whose_tombstone_vacuum_removed_meanwhile
 #[test]
 fn a_reverse_scan_never_returns_a_value_whose_tombstone_a_commit_pruned_meanwhile() {
     let _alone = failpoints_alone();
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(&dir.path().join("db.crab"));
-    deleted_key_with_spread_history(&db, 60);
+    let (_dir, db) = db_with_deleted_key();
     let reader = db.snapshot();
     let scan = reader.clone();
     let pruned = db.stats().versions_pruned;
@@ -144,9 +149,7 @@ fn fill_before_k(db: &Db, count: u32) {
 /// `mvcc::prunable`.)
 #[test]
 fn leaf_pruning_keeps_a_tombstone_whose_older_versions_continue_in_the_right_neighbour() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(&dir.path().join("db.crab"));
-    deleted_key_with_spread_history(&db, 60);
+    let (dir, db) = db_with_deleted_key();
     let pruned = db.stats().versions_pruned;
     fill_before_k(&db, 150);
     assert!(db.stats().versions_pruned > pruned, "no leaf was pruned: {:?}", db.stats());
@@ -173,9 +176,7 @@ fn leaf_pruning_keeps_a_tombstone_whose_older_versions_continue_in_the_right_nei
 #[test]
 fn a_reverse_scan_paused_while_the_tombstone_leaf_is_pruned_returns_no_deleted_key() {
     let _alone = failpoints_alone();
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(&dir.path().join("db.crab"));
-    deleted_key_with_spread_history(&db, 60);
+    let (_dir, db) = db_with_deleted_key();
     let reader = db.snapshot();
     let scan = reader.clone();
     let pruned = db.stats().versions_pruned;
@@ -204,9 +205,7 @@ fn a_reverse_scan_paused_while_the_tombstone_leaf_is_pruned_returns_no_deleted_k
 #[test]
 fn a_forward_scan_paused_while_vacuum_removes_a_deleted_key_returns_no_deleted_key() {
     let _alone = failpoints_alone();
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(&dir.path().join("db.crab"));
-    deleted_key_with_spread_history(&db, 60);
+    let (_dir, db) = db_with_deleted_key();
     let reader = db.snapshot();
     let scan = reader.clone();
     let got = with_reader_paused(
@@ -276,9 +275,7 @@ fn with_reader_paused_at<T: Send + 'static>(
 #[test]
 fn a_point_read_held_before_its_leaf_while_it_is_pruned_and_vacuumed_reads_the_delete() {
     let _alone = failpoints_alone();
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(&dir.path().join("db.crab"));
-    deleted_key_with_spread_history(&db, 60);
+    let (_dir, db) = db_with_deleted_key();
     let reader = db.snapshot();
     let pruned = db.stats().versions_pruned;
     let read = reader.clone();
