@@ -175,15 +175,18 @@ fn eviction_on_a_full_disk_passes_the_dirty_pages_and_frees_clean_ones() {
 /// An evictor whose write-back of a dirty victim failed for want of space
 /// is held (failpoint `evict.write_failed`) after the failure was counted
 /// and before the victim is back in the resident set; space comes back and
-/// the cleaner's retry pass runs meanwhile. The pass must not clear the
-/// failure without writing that page: once the disk no longer counts as
-/// full, no resident page may still be dirty. (A pass that listed the
-/// dirty pages before waiting for the batch missed the victim, cleared
-/// the failure it had counted, and left the page dirty.)
-#[test]
+/// a write-back pass (`pass`: the cleaner's retry, a checkpoint's
+/// `write_dirty`) runs meanwhile. The pass must not clear the failure
+/// without writing that page: once the disk no longer counts as full, no
+/// resident page may still be dirty. (A pass that listed the dirty pages
+/// before waiting for the batch missed the victim, cleared the failure it
+/// had counted, and left the page dirty.)
 #[cfg(feature = "failpoints")]
-fn a_retry_pass_racing_an_evictor_whose_write_failed_does_not_clear_its_failure_unseen() {
+fn a_pass_racing_an_evictor_whose_write_failed(pass: impl Fn(&BufferPool) + Sync) {
     use crate::failpoint::Pause;
+    // Arming a point replaces its action: one scenario at a time.
+    static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _alone = ALONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let storage = Arc::new(Small::new());
     let frames = 16;
     let pool = pool(&storage, frames);
@@ -207,12 +210,12 @@ fn a_retry_pass_racing_an_evictor_whose_write_failed_does_not_clear_its_failure_
         assert!(pause.wait_parked(std::time::Duration::from_secs(20)), "no write-back failed");
         assert!(pool.disk_full());
         storage.free();
-        let retry = scope.spawn(|| pool.retry_space());
+        let passing = scope.spawn(|| pass(pool));
         // Let the pass get as far as it can while the evictor is held.
         std::thread::sleep(std::time::Duration::from_millis(200));
         pause.resume();
         evictor.join().unwrap();
-        assert!(retry.join().unwrap(), "the pass wrote every page it listed");
+        passing.join().unwrap();
     });
     let dirty: Vec<u64> =
         pool.resident.snapshot().into_iter().filter(|&pid| pool.latch(pid).is_dirty()).map(|pid| pid.0).collect();
@@ -221,4 +224,20 @@ fn a_retry_pass_racing_an_evictor_whose_write_failed_does_not_clear_its_failure_
         "the disk counts as not full, yet pages {dirty:?} were never written since their write-back failed"
     );
     assert!(!pool.disk_full(), "space came back and a pass saw every page written");
+}
+
+/// The cleaner's retry pass (see above).
+#[test]
+#[cfg(feature = "failpoints")]
+fn a_retry_pass_racing_an_evictor_whose_write_failed_does_not_clear_its_failure_unseen() {
+    a_pass_racing_an_evictor_whose_write_failed(|pool| {
+        assert!(pool.retry_space(), "the pass wrote every page it listed")
+    });
+}
+
+/// A checkpoint's write-back pass (see above).
+#[test]
+#[cfg(feature = "failpoints")]
+fn a_checkpoint_pass_racing_an_evictor_whose_write_failed_does_not_clear_its_failure_unseen() {
+    a_pass_racing_an_evictor_whose_write_failed(|pool| pool.write_dirty().unwrap());
 }
