@@ -15,7 +15,7 @@ mod common;
 use common::crash::{open_store, quiet_options};
 use crabtree::io::{CrashModel, Dir, SimDir, SimDisk};
 use crabtree::raw::page::redo;
-use crabtree::raw::{BTree, BufferPool, PoolOptions};
+use crabtree::raw::{BTree, BufferPool, PoolOptions, StoreOptions};
 use crabtree::wal::RecordType;
 use crabtree::{Durability, Error, Options, PageId, Result};
 use std::sync::{Arc, Mutex, mpsc};
@@ -437,6 +437,27 @@ fn a_redo_entry_for_a_page_past_max_pages_is_refused_before_it_is_written() {
     }
 }
 
+/// A store under the default `max_pages` (2^24, 4 KiB pages) with 20
+/// durable keys whose log ends with one more durable mini-transaction
+/// record, the entry `entry` writes (a damaged record, CRC valid); then
+/// power is lost. Returns the directory and the options to reopen it with.
+fn near_max_pages_with_logged(seed: u64, entry: impl FnOnce(&mut Vec<u8>)) -> (SimDir, StoreOptions) {
+    let mut options = quiet_options(64);
+    options.pool = PoolOptions { page_size: 4096, pool_bytes: 4096 * 64, max_pages: 1 << 24 };
+    let dir = SimDir::new(seed, CrashModel::default());
+    let store = open_store(&dir, options.clone()).unwrap();
+    for i in 0..20u32 {
+        store.put_durable(format!("key{i:03}").as_bytes(), b"value").unwrap();
+    }
+    let mut payload = Vec::new();
+    entry(&mut payload);
+    let lsn = store.wal().append(RecordType::MTR, &payload).unwrap();
+    store.wal().wait_durable(lsn).unwrap();
+    dir.crash();
+    drop(store);
+    (dir, options)
+}
+
 /// One damaged record naming a free page near `max_pages` (the fuzz
 /// helper's suspicion of stop 20, measured in stop 21): a logged `Free` of
 /// page 2^24 - 2 with the default `max_pages` (2^24), its CRC valid. The
@@ -449,19 +470,7 @@ fn a_redo_entry_for_a_page_past_max_pages_is_refused_before_it_is_written() {
 /// so the open costs what the log holds.
 #[test]
 fn a_logged_free_page_near_max_pages_does_not_make_recovery_list_every_id_below_it() {
-    let mut options = quiet_options(64);
-    options.pool = PoolOptions { page_size: 4096, pool_bytes: 4096 * 64, max_pages: 1 << 24 };
-    let dir = SimDir::new(8, CrashModel::default());
-    let store = open_store(&dir, options.clone()).unwrap();
-    for i in 0..20u32 {
-        store.put_durable(format!("key{i:03}").as_bytes(), b"value").unwrap();
-    }
-    let mut payload = Vec::new();
-    redo::put_free(&mut payload, PageId((1 << 24) - 2));
-    let lsn = store.wal().append(RecordType::MTR, &payload).unwrap();
-    store.wal().wait_durable(lsn).unwrap();
-    dir.crash();
-    drop(store);
+    let (dir, options) = near_max_pages_with_logged(8, |payload| redo::put_free(payload, PageId((1 << 24) - 2)));
     let store = within(Duration::from_secs(30), "recovery", move || open_store(&dir, options).unwrap());
     let pages = store.pool().page_count();
     assert!(pages < 1000, "recovery kept {pages} pages for 20 keys");
@@ -476,19 +485,8 @@ fn a_logged_free_page_near_max_pages_does_not_make_recovery_list_every_id_below_
 /// before it lists the 16M ids below it as free.
 #[test]
 fn a_logged_claim_near_max_pages_fails_recovery_without_listing_every_id_below_it() {
-    let mut options = quiet_options(64);
-    options.pool = PoolOptions { page_size: 4096, pool_bytes: 4096 * 64, max_pages: 1 << 24 };
-    let dir = SimDir::new(9, CrashModel::default());
-    let store = open_store(&dir, options.clone()).unwrap();
-    for i in 0..20u32 {
-        store.put_durable(format!("key{i:03}").as_bytes(), b"value").unwrap();
-    }
-    let mut payload = Vec::new();
-    redo::put_leaf_put(&mut payload, PageId((1 << 24) - 2), b"not a cell");
-    let lsn = store.wal().append(RecordType::MTR, &payload).unwrap();
-    store.wal().wait_durable(lsn).unwrap();
-    dir.crash();
-    drop(store);
+    let (dir, options) =
+        near_max_pages_with_logged(9, |payload| redo::put_leaf_put(payload, PageId((1 << 24) - 2), b"not a cell"));
     let started = std::time::Instant::now();
     let outcome = within(Duration::from_secs(30), "recovery", move || open_store(&dir, options).map(drop));
     let took = started.elapsed();
