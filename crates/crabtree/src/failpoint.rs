@@ -106,6 +106,12 @@
 //!   background vacuum, a dropped keyspace's sweep) read one batch of
 //!   versions and has not yet removed any of them (no latch held; the
 //!   vacuum lock held);
+//! * `vacuum.removed`: a vacuum walk removed (or found gone) one version
+//!   of a key and may go on to the key's next (no latch held; a
+//!   tombstone removal counted begun, `mvcc::read::Removals`);
+//! * `range.reread`: a reverse range is about to resolve a key whose
+//!   versions it read in two tree batches again by a point read (a
+//!   tombstone removal may have run between them: `mvcc::read`);
 //! * `point.before_leaf`: a point read (`get`, a snapshot read) validated
 //!   a level-1 node and read the id of its leaf, which it has not yet
 //!   looked up in the pool (`btree::descend`, no latch held);

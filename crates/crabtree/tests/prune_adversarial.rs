@@ -35,14 +35,20 @@ fn open(path: &std::path::Path) -> Db {
 /// (the first with an overflow value): the leaf that holds them holds
 /// the tombstone and the newest versions, the rest lie to its right.
 fn deleted_key_with_spread_history(db: &Db, versions: u32) {
+    deleted_key_with_overflow_oldest(db, versions, 1);
+}
+
+/// [`deleted_key_with_spread_history`] with the `overflowing` oldest
+/// versions 20 KB overflow values.
+fn deleted_key_with_overflow_oldest(db: &Db, versions: u32, overflowing: u32) {
     for i in 0..20u32 {
         let value = if i == 0 { vec![b'A'; 20_000] } else { vec![b'a'; 100] };
         db.update(|tx| tx.put(format!("a-{i:04}").as_bytes(), &value)).unwrap();
     }
     let pin = db.snapshot();
-    db.update(|tx| tx.put(b"k", &vec![b'O'; 20_000])).unwrap();
-    for i in 1..versions {
-        db.update(|tx| tx.put(b"k", &vec![(i % 200) as u8 + 1; 300])).unwrap();
+    for i in 0..versions {
+        let len = if i < overflowing { 20_000 } else { 300 };
+        db.update(|tx| tx.put(b"k", &vec![(i % 200) as u8 + 1; len])).unwrap();
     }
     db.update(|tx| tx.delete(b"k")).unwrap();
     drop(pin);
@@ -87,6 +93,103 @@ fn a_reverse_scan_never_returns_a_value_whose_tombstone_vacuum_removed_meanwhile
     let got = got.map(|(key, value)| (String::from_utf8(key).unwrap(), value.len()));
     assert_eq!(got, Some(("a-0019".to_string(), 100)), "a deleted key came back in a reverse scan");
     assert_eq!(user_keys(&reader, false), expected_a_keys(20));
+}
+
+/// The tear again, with vacuum already half-way through the key when the
+/// scan begins: held (failpoint `vacuum.removed`) after removing the
+/// oldest version, while the scan reads the next oldest two (overflow
+/// values; it is held in the first), then let go to remove the rest,
+/// the tombstone last. The scan began while the removal was under way, so
+/// it must re-read the key, though no removal began after it did. (Fails
+/// if `Removals::quiet` ignores `ended`.)
+#[test]
+fn a_reverse_scan_begun_while_vacuum_is_half_way_through_a_deleted_key_does_not_return_it() {
+    let _alone = failpoints_alone();
+    let dir = tempfile::tempdir().unwrap();
+    let db = std::sync::Arc::new(open(&dir.path().join("db.crab")));
+    deleted_key_with_overflow_oldest(&db, 60, 3);
+    let reader = db.snapshot();
+    const VACUUM: &str = "prune-adversarial-vacuum";
+    let vacuum_paused = Pause::arm_for("vacuum.removed", |thread| thread.name() == Some(VACUUM));
+    let vacuuming = std::sync::Arc::clone(&db);
+    let vacuum = std::thread::Builder::new().name(VACUUM.into()).spawn(move || vacuuming.vacuum()).unwrap();
+    assert!(vacuum_paused.wait_parked(Duration::from_secs(20)), "vacuum never removed a version");
+    let scan = reader.clone();
+    let got = with_reader_paused(
+        move || scan.range::<&[u8], _>(..).unwrap().next_back().transpose().unwrap(),
+        move || {
+            vacuum_paused.resume();
+            let removed = vacuum.join().unwrap().unwrap();
+            assert!(removed >= 61, "vacuum removed {removed} versions");
+        },
+    );
+    let got = got.map(|(key, value)| (String::from_utf8(key).unwrap(), value.len()));
+    assert_eq!(got, Some(("a-0019".to_string(), 100)), "a deleted key came back in a reverse scan");
+    assert_eq!(user_keys(&reader, true), expected_a_keys(20));
+}
+
+/// Counts the hits of `range.reread` on reader threads while it lives.
+struct Rereads(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Rereads {
+    fn count() -> Rereads {
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counting = std::sync::Arc::clone(&count);
+        crabtree::failpoint::set("range.reread", move || {
+            if std::thread::current().name() == Some(READER) {
+                counting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(())
+        });
+        Rereads(count)
+    }
+
+    fn hits(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for Rereads {
+    fn drop(&mut self) {
+        crabtree::failpoint::clear("range.reread");
+    }
+}
+
+/// The re-read costs a point read per key a reverse scan reads in two
+/// tree batches; with no tombstone removal while it reads, it is skipped.
+/// Here 3,000 keys over many leaves, and the deleted key's history over
+/// several, read backward with vacuum and pruning idle: no re-read, and
+/// the same keys as forward. The same scan with vacuum run between its
+/// batches re-reads (and returns no deleted key: the tests above).
+/// (Fails if the re-read is not skipped.)
+#[test]
+fn a_reverse_scan_with_no_removal_meanwhile_reads_no_key_twice() {
+    let _alone = failpoints_alone();
+    let (_dir, db) = db_with_deleted_key();
+    db.update(|tx| {
+        for i in 0..3000u32 {
+            tx.put(format!("b-{i:05}").as_bytes(), &[b'b'; 60])?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let mut expected = expected_a_keys(20);
+    expected.extend((0..3000).map(|i| format!("b-{i:05}")));
+    let reader = db.snapshot();
+    let rereads = Rereads::count();
+    let scan = reader.clone();
+    let keys = std::thread::Builder::new().name(READER.into()).spawn(move || user_keys(&scan, true)).unwrap();
+    assert_eq!(keys.join().unwrap(), expected);
+    assert_eq!(rereads.hits(), 0, "a reverse scan with no removal meanwhile re-read keys");
+    // Vacuum between two of its batches (the reader held in its first,
+    // inside the deleted key's history): that key is read again.
+    let scan = reader.clone();
+    let got = with_reader_paused(
+        move || user_keys(&scan, true),
+        || assert!(db.vacuum().unwrap() > 0, "vacuum removed nothing"),
+    );
+    assert_eq!(got, expected);
+    assert!(rereads.hits() >= 1, "a reverse scan with a vacuum between its batches re-read nothing");
 }
 
 /// The same tear with a commit's pruning as the remover: a commit that

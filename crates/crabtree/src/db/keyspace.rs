@@ -133,6 +133,7 @@ pub(crate) fn load_catalog(inner: &Inner) -> Result<()> {
     let mut found_default = false;
     let entries = read::VersionRange::new(
         Arc::clone(&engine.tree),
+        Arc::clone(&engine.removals),
         ts,
         CATALOG_KEYSPACE,
         std::ops::Bound::Unbounded,

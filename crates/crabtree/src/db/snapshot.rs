@@ -167,7 +167,8 @@ pub(crate) fn range_iter(
     writes: VecDeque<(Vec<u8>, Option<Vec<u8>>)>,
 ) -> Result<Iter> {
     let tree = Arc::clone(&registration.inner.engine.tree);
-    let mut stored = VersionRange::new(tree, registration.ts, ks.id, lower, upper);
+    let removals = Arc::clone(&registration.inner.engine.removals);
+    let mut stored = VersionRange::new(tree, removals, registration.ts, ks.id, lower, upper);
     if !super::keyspace::exists_at(&registration.inner, ks, registration.ts)? {
         stored = stored.emptied();
     }

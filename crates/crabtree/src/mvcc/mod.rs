@@ -105,6 +105,9 @@ pub(crate) struct Engine {
     /// reopen): every later commit is refused.
     poisoned: AtomicBool,
     pub(crate) counters: Arc<Counters>,
+    /// Tombstone removals begun and ended, for reverse ranges
+    /// (`read::Removals`).
+    pub(crate) removals: Arc<read::Removals>,
     key_size_max: usize,
     /// Largest user value (`value_size_max`).
     value_size_max: usize,
@@ -120,10 +123,22 @@ impl Engine {
         let counters = Arc::new(Counters::default());
         // A writer about to split a full leaf first drops the versions in
         // it that no snapshot can see (see `prunable`).
-        let (horizon_of, pruned) = (Arc::clone(&oracle), Arc::clone(&counters));
+        let removals = Arc::new(read::Removals::default());
+        let (horizon_of, pruned, removing) = (Arc::clone(&oracle), Arc::clone(&counters), Arc::clone(&removals));
         tree.set_leaf_pruner(Some(Arc::new(move |entries: &[LeafEntry]| {
             let doomed = prunable(entries, horizon_of.horizon());
             pruned.pruned.fetch_add(doomed.len() as u64, Ordering::Relaxed);
+            if doomed.iter().any(|&at| entries.get(at).is_some_and(is_tombstone)) {
+                // Counted begun and ended at once, before the tree removes
+                // anything: the tree holds this leaf latched from before
+                // this call until its removals are done, and every version
+                // of a key whose tombstone goes lies in it (the run ends
+                // inside the leaf; a newer version in the left neighbour
+                // stays, and decides a reader's answer with or without
+                // these). So a refill that began after this count reads
+                // the key's versions only once they are gone.
+                drop(removing.begin());
+            }
             doomed
         })));
         Engine {
@@ -138,6 +153,7 @@ impl Engine {
             any_dropped: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
             counters,
+            removals,
             key_size_max,
             value_size_max,
         }
@@ -368,6 +384,7 @@ impl Engine {
             // failure ends the key's removals: a tombstone must not go
             // when a value below it stayed.
             let mut removed = 0u64;
+            let _removal = read::invisible_tombstone(history, horizon, complete).then(|| self.removals.begin());
             for old in read::invisible_of(history, horizon, complete) {
                 match self.tree.remove(&encoding::version_key(prefix, old)) {
                     Ok(Some(_)) => {
@@ -438,10 +455,7 @@ pub(crate) fn prunable(entries: &[LeafEntry], horizon: Ts) -> Vec<usize> {
         while let Some(entry) = entries.get(end) {
             match encoding::split_version(&entry.key) {
                 Ok((p, ts)) if p == prefix => {
-                    // Only a well-formed tombstone counts as one (a damaged
-                    // value is kept, as a value).
-                    let tombstone = entry.inline.as_deref().is_some_and(|v| matches!(encoding::value_of(v), Ok(None)));
-                    versions.push((ts, tombstone));
+                    versions.push((ts, is_tombstone(entry)));
                     end += 1;
                 }
                 _ => break,
@@ -463,6 +477,12 @@ pub(crate) fn prunable(entries: &[LeafEntry], horizon: Ts) -> Vec<usize> {
     }
     doomed.sort_unstable();
     doomed
+}
+
+/// Whether a leaf entry is a tombstone. Only a well-formed one counts (a
+/// damaged value is kept, as a value).
+fn is_tombstone(entry: &LeafEntry) -> bool {
+    entry.inline.as_deref().is_some_and(|v| matches!(encoding::value_of(v), Ok(None)))
 }
 
 /// The failpoint `commit.before_apply`: the commit record is appended,

@@ -26,14 +26,72 @@
 //! key read backward whose end was found in a later tree batch than its
 //! first version is resolved again by a point read
 //! (`Group::close_rereading`; `tests/prune_adversarial.rs`).
+//!
+//! Only a tombstone's removal can tear a key that way (every other version
+//! removed is below a newer one at or below the horizon, which stays and
+//! is met after it), so the re-read is skipped when no such removal ran
+//! while the refill read ([`Removals`]): the common case of a reverse scan
+//! while vacuum and pruning are idle pays no point read.
 
 use super::encoding::{self, TS_SIZE, Ts};
 use crate::btree::BTree;
 use crate::btree::{Range, RangeBuffers};
-use crate::sync::Arc;
+use crate::sync::{Arc, AtomicU64, Ordering};
 use crate::{Error, Result};
 use std::collections::VecDeque;
 use std::ops::Bound;
+
+/// Counts the removals of tombstones (vacuum, a commit's pruning, a
+/// writer's leaf pruning), each counted when it begins and when it ends,
+/// so a reverse range can tell that none ran while a refill read
+/// (`VersionRange::refill`).
+///
+/// Why two counters: a remover that began before the refill may remove a
+/// key's older versions before the refill's first tree batch and its
+/// tombstone after it. A refill that begins while `begun != ended` trusts
+/// nothing; one that begins quiet trusts its batches if `begun` has not
+/// moved when it closes the key. A remover counts `begun` before its first
+/// tree change and `ended` after its last (`Removal` on drop), so a batch
+/// that saw a removal's change (through the leaf latch the remover
+/// released afterwards) sees its `begun` too. All `SeqCst`.
+#[derive(Default)]
+pub(crate) struct Removals {
+    begun: AtomicU64,
+    ended: AtomicU64,
+}
+
+impl Removals {
+    /// Counts a tombstone removal as begun; it ends when the guard drops.
+    pub(crate) fn begin(&self) -> Removal<'_> {
+        self.begun.fetch_add(1, Ordering::SeqCst);
+        Removal(self)
+    }
+
+    /// Read before a refill's first tree batch: `begun` if no removal was
+    /// under way, `None` otherwise (`ended` read first: equal counts then
+    /// mean every removal begun by the second read had ended).
+    fn quiet(&self) -> Option<u64> {
+        let ended = self.ended.load(Ordering::SeqCst);
+        let begun = self.begun.load(Ordering::SeqCst);
+        (begun == ended).then_some(begun)
+    }
+
+    /// Whether no tombstone removal ran since [`Removals::quiet`] returned
+    /// `since` (read after the tree batches concerned).
+    fn none_since(&self, since: Option<u64>) -> bool {
+        since.is_some_and(|begun| self.begun.load(Ordering::SeqCst) == begun)
+    }
+}
+
+/// A tombstone removal under way: counted as ended when dropped (an error
+/// half-way ends it too).
+pub(crate) struct Removal<'a>(&'a Removals);
+
+impl Drop for Removal<'_> {
+    fn drop(&mut self) {
+        self.0.ended.fetch_add(1, Ordering::SeqCst);
+    }
+}
 
 /// Most entries a range batch asks for (it then finishes the key it is in).
 const BATCH_MAX: usize = 256;
@@ -122,13 +180,24 @@ pub(crate) fn invisible(versions: &[(Ts, bool)], horizon: Ts) -> impl Iterator<I
 /// versions below it, it would leave the unlisted ones visible: a deleted
 /// value would come back for the snapshots that see the delete.
 pub(crate) fn invisible_of(versions: &[(Ts, bool)], horizon: Ts, complete: bool) -> impl Iterator<Item = Ts> + '_ {
+    dead_of(versions, horizon, complete).iter().rev().map(|&(ts, _)| ts)
+}
+
+/// Whether [`invisible_of`] names a tombstone: a removal a reverse range
+/// must know of ([`Removals`]).
+pub(crate) fn invisible_tombstone(versions: &[(Ts, bool)], horizon: Ts, complete: bool) -> bool {
+    dead_of(versions, horizon, complete).iter().any(|&(_, tombstone)| tombstone)
+}
+
+/// The versions [`invisible_of`] names, newest first.
+fn dead_of(versions: &[(Ts, bool)], horizon: Ts, complete: bool) -> &[(Ts, bool)] {
     let keep_above = versions.iter().position(|&(ts, _)| ts <= horizon).unwrap_or(versions.len());
     let first_dead = match versions.get(keep_above) {
         Some(&(_, true)) if complete => keep_above,
         Some(_) => keep_above + 1,
         None => versions.len(),
     };
-    versions.get(first_dead..).unwrap_or_default().iter().rev().map(|&(ts, _)| ts)
+    versions.get(first_dead..).unwrap_or_default()
 }
 
 /// Tree-key bounds of a user-key range in keyspace `ks`.
@@ -164,6 +233,8 @@ pub(crate) fn bounds_empty(lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> bool {
 /// The visible entries of a key range at a snapshot; double-ended.
 pub(crate) struct VersionRange {
     tree: Arc<BTree>,
+    /// The engine's tombstone removals (re-reads are skipped while none ran).
+    removals: Arc<Removals>,
     ts: Ts,
     lower: Bound<Vec<u8>>,
     upper: Bound<Vec<u8>>,
@@ -260,6 +331,7 @@ impl Group<'_> {
     /// so always meets the tombstone or nothing (at most one such key per
     /// batch).
     fn close_rereading(&mut self, tree: &BTree) -> Result<()> {
+        failpoint!("range.reread");
         if let Some((_, Some(span))) = self.best.take() {
             self.out.bytes.truncate(span.start);
         }
@@ -314,11 +386,19 @@ impl VersionRange {
     }
 
     /// Entries of keyspace `ks` in the user-key range at snapshot `ts`.
-    pub(crate) fn new(tree: Arc<BTree>, ts: Ts, ks: u32, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> VersionRange {
+    pub(crate) fn new(
+        tree: Arc<BTree>,
+        removals: Arc<Removals>,
+        ts: Ts,
+        ks: u32,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+    ) -> VersionRange {
         let drained = bounds_empty(lower, upper);
         let (lower, upper) = tree_bounds(ks, lower, upper);
         VersionRange {
             tree,
+            removals,
             ts,
             lower,
             upper,
@@ -338,6 +418,9 @@ impl VersionRange {
         let want = self.want;
         self.want = (want * 2).min(BATCH_MAX);
         let tree = Arc::clone(&self.tree);
+        // Before the first tree batch (see `Removals`).
+        let removals = &*self.removals;
+        let quiet = removals.quiet();
         let buffers = std::mem::take(&mut self.buffers);
         // Borrowed: the range copies its bounds.
         let bounds = (self.lower.as_ref().map(Vec::as_slice), self.upper.as_ref().map(Vec::as_slice));
@@ -354,10 +437,11 @@ impl VersionRange {
         // The tree batch the group's first version came from. Read
         // backward, a group whose end was found in a later batch (the next
         // key's entry, or the end of the range) is read again
-        // (`Group::close_rereading`): versions of it may have gone between.
+        // (`Group::close_rereading`): versions of it may have gone between,
+        // unless no tombstone removal ran since the refill began.
         let mut first_batch = 0u64;
         let close = |group: &mut Group<'_>, first_batch: u64, batch: u64| -> Result<()> {
-            if !forward && first_batch != batch && !group.prefix.is_empty() {
+            if !forward && first_batch != batch && !group.prefix.is_empty() && !removals.none_since(quiet) {
                 group.close_rereading(&tree)
             } else {
                 group.close();
@@ -575,7 +659,7 @@ mod tests {
                     };
                     let mut expected: VecDeque<_> = visible.iter().filter(|(key, _)| inside(key)).cloned().collect();
                     let (low, high) = (lower.as_ref().map(Vec::as_slice), upper.as_ref().map(Vec::as_slice));
-                    let mut range = VersionRange::new(Arc::clone(&tree), snapshot, ks, low, high);
+                    let mut range = VersionRange::new(Arc::clone(&tree), Arc::default(), snapshot, ks, low, high);
                     loop {
                         let front = rng.bool();
                         let got = if front { range.next() } else { range.next_back() }.transpose().unwrap();
@@ -632,7 +716,7 @@ mod tests {
             let outcome = std::thread::Builder::new()
                 .name("failing-range".into())
                 .spawn(move || {
-                    let mut range = VersionRange::new(tree, 1, 1, Bound::Unbounded, Bound::Unbounded);
+                    let mut range = VersionRange::new(tree, Arc::default(), 1, 1, Bound::Unbounded, Bound::Unbounded);
                     let mut got = Vec::new();
                     let error = loop {
                         match range.next() {

@@ -208,6 +208,7 @@ fn visit(
             // a version at or below the horizon, and the commit's own, if
             // a tombstone, goes after them.
             let doomed = entry.older().chain(entry.tombstone.then_some(entry.ts));
+            let _removal = entry.tombstone.then(|| engine.removals.begin());
             for ts in doomed {
                 if engine.tree.remove(&encoding::version_key(entry.prefix, ts))?.is_some() {
                     report.removed += 1;
@@ -221,6 +222,7 @@ fn visit(
         read_whole = Some(entry.prefix);
         let versions = read::versions(&engine.tree, entry.prefix, usize::MAX)?;
         report.scanned += versions.len() as u64;
+        let _removal = read::invisible_tombstone(&versions, horizon, true).then(|| engine.removals.begin());
         for ts in read::invisible(&versions, horizon) {
             if engine.tree.remove(&encoding::version_key(entry.prefix, ts))?.is_some() {
                 report.removed += 1;
@@ -276,7 +278,12 @@ fn walk_range(
         failpoint!("vacuum.batch");
         for (prefix, versions) in groups {
             report.scanned += versions.len() as u64;
-            let doomed: Vec<Ts> = if encoding::keyspace_of(&prefix).is_some_and(|ks| dropped.contains(&ks)) {
+            let sweep = encoding::keyspace_of(&prefix).is_some_and(|ks| dropped.contains(&ks));
+            // Counted for a reverse range (`read::Removals`); a dropped
+            // keyspace's sweep counts too, to keep the rule simple.
+            let _removal =
+                (sweep || read::invisible_tombstone(&versions, horizon, true)).then(|| engine.removals.begin());
+            let doomed: Vec<Ts> = if sweep {
                 // Oldest first, as everywhere: a tombstone never goes
                 // before the values it hides (no snapshot that reads the
                 // keyspace remains by now; this keeps the rule simple).
@@ -292,6 +299,7 @@ fn walk_range(
                 if engine.tree.remove(&encoding::version_key(&prefix, ts))?.is_some() {
                     report.removed += 1;
                 }
+                failpoint!("vacuum.removed");
             }
         }
         lower = Bound::Excluded(last);
