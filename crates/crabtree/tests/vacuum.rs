@@ -358,7 +358,9 @@ fn a_clean_close_removes_what_commits_left_and_spares_the_next_open_its_whole_pa
     let db = open_with_vacuum(&path, None);
     let stats = db.stats();
     assert!(stats.vacuum_whole_pass_pending, "versions were left: {stats:?}");
-    assert_eq!(stats.tree_entries, CATALOG_ENTRIES + 280 + 10, "{stats:?}");
+    // Ten versions left, less what a full leaf's pruning took before its
+    // split (the first 300 keys, ascending, left their leaves 90% full).
+    assert!((CATALOG_ENTRIES + 281..=CATALOG_ENTRIES + 290).contains(&stats.tree_entries), "{stats:?}");
     db.vacuum().unwrap();
     assert_eq!(db.stats().tree_entries, CATALOG_ENTRIES + 280);
     assert_eq!(db.snapshot().get(&key(5)).unwrap(), Some(value("third")));

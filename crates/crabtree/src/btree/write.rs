@@ -256,6 +256,61 @@ impl BTree {
         (0..node.len()).map(|index| node.raw_cell(index)).collect()
     }
 
+    /// Where to split `cells` of a leaf (`leaf`) or inner node after
+    /// `change`, `room` bytes of its page past the header: where the bytes
+    /// of the two halves balance, or, when the node is the rightmost of its
+    /// level (no high key) and the change appends after its last cell,
+    /// where the left half holds `APPEND_SPLIT_FILL` of the bytes, less
+    /// what its new high key (the separator) needs. Keys that arrive in
+    /// ascending order (sequence numbers, timestamps) then fill the nodes
+    /// they leave behind instead of leaving each half empty, as
+    /// PostgreSQL's nbtree does for its rightmost page (its leaf
+    /// fillfactor) and SQLite's `balance_quick` for an append; elsewhere
+    /// the split is even, for random inserts fill both halves alike.
+    pub(super) fn split_index_for(
+        cells: &[Vec<u8>],
+        leaf: bool,
+        room: usize,
+        change: &CellChange<'_>,
+        rightmost: bool,
+    ) -> usize {
+        let slot_size = slot_size(leaf);
+        let even = Self::split_index(cells, slot_size);
+        match *change {
+            CellChange::Insert(index, _) if rightmost && index + 1 == cells.len() => {
+                // The left half gains a high key the rightmost node did not
+                // have: the cut moves left until it fits (an even split
+                // always does).
+                let left_fits = |mid: usize| {
+                    let bytes: usize = cells.iter().take(mid).map(|cell| cell.len() + slot_size).sum();
+                    let high = crate::page::redo::split_separator(cells, mid, leaf).map_or(0, <[u8]>::len);
+                    bytes + high <= room
+                };
+                let mut mid = Self::split_index_at(cells, slot_size, APPEND_SPLIT_FILL).max(even);
+                while mid > even && !left_fits(mid) {
+                    mid -= 1;
+                }
+                mid
+            }
+            _ => even,
+        }
+    }
+
+    /// The index where the left half first holds at least `fill` of the
+    /// bytes of `cells`, each half non-empty.
+    fn split_index_at(cells: &[Vec<u8>], slot_size: usize, fill: f64) -> usize {
+        let total: usize = cells.iter().map(|cell| cell.len() + slot_size).sum();
+        let target = (total as f64 * fill) as usize;
+        let mut left = 0;
+        for (index, cell) in cells.iter().enumerate() {
+            if left >= target {
+                return index.clamp(1, cells.len() - 1);
+            }
+            left += cell.len() + slot_size;
+        }
+        cells.len() - 1
+    }
+
     /// Where to split `cells` (sizes in bytes) of a node whose slots are
     /// `slot_size` bytes: the index that best balances the bytes of both
     /// halves, each half non-empty.
@@ -307,7 +362,8 @@ impl BTree {
         if cells.len() < 2 {
             return Err(Error::corruption(left_pid, "split of a node with fewer than two cells"));
         }
-        let mid = Self::split_index(&cells, slot_size(leaf));
+        let room = self.pool.page_size() - SLOTS_START;
+        let mid = Self::split_index_for(&cells, leaf, room, &change, high.is_none());
         let separator =
             if leaf { raw_cell_key(&cells[mid - 1], true).to_vec() } else { raw_cell_key(&cells[mid], false).to_vec() };
         // Everything that can fail (latching the old right neighbour, to fix
@@ -618,6 +674,11 @@ fn root_growth_failpoint() -> Result<()> {
 }
 
 /// How a node whose flags alone changed is logged.
+/// Share of the bytes the left half keeps when the rightmost node of a
+/// level splits for an append (`BTree::split_index_for`): room is left for
+/// a few more versions of its keys before it splits again.
+const APPEND_SPLIT_FILL: f64 = 0.9;
+
 const FLAGS_CHANGE: Change<'static> = Change::Bytes { offset: crate::page::header::OFFSET_FLAGS, len: 2 };
 
 /// Clears `INCOMPLETE_SPLIT` on a latched node.
