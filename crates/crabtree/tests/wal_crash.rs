@@ -254,6 +254,47 @@ fn f3_damage_to_synced_log_is_corruption_naming_the_lsn() -> Result<()> {
     Ok(())
 }
 
+/// Damage that runs from the last record of a closed log over what
+/// follows it (a zeroed run shorter than a sector, from each of the
+/// record's last 80 bytes): the close's horizon records reach 512 bytes
+/// past the record, so a claim past the damage survives and it is
+/// corruption naming the record, not a torn tail. Last records of 20,
+/// 1,518 and 9,019 bytes (the last spans segments). (Failed with one
+/// closing claim: a run over it read as the log's clean end. Found by
+/// `f3_damage_to_synced_log_is_corruption_naming_the_lsn`, seed
+/// 1795868719869539555, case 916.)
+#[test]
+fn f3_damage_from_the_last_record_over_the_closing_claims_is_corruption() -> Result<()> {
+    for count in [16, 19, 20] {
+        let (_, _, spans) = closed_log(11, count)?;
+        let (lsn, _) = spans[count - 1];
+        let covered = 24 + body(count - 1).len();
+        for run in [64usize, 200, 511] {
+            for skip in (covered.saturating_sub(80)..covered).step_by(4) {
+                let (sim, dir, _) = closed_log(11, count)?;
+                let at = Lsn(lsn.0 + skip as u64);
+                let (file, offset) = locate(&dir, &sim, at);
+                let disk = sim.disk(&file).expect("segment");
+                let mut image = disk.durable_image();
+                let end = (offset + run).min(image.len());
+                image[offset..end].fill(0);
+                disk.set_durable_image(image);
+                match read(&dir, options()) {
+                    Err(Error::LogCorruption { lsn: bad, .. }) => {
+                        assert_eq!(bad, lsn, "{count} records, {run} bytes zeroed from {at:?}: wrong record named");
+                    }
+                    Err(other) => panic!("{count} records, {run} bytes zeroed from {at:?}: {other}"),
+                    Ok((_, records)) => panic!(
+                        "{count} records, {run} bytes zeroed from {at:?}: read as a clean end after {}",
+                        records.len()
+                    ),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn f3_a_torn_tail_is_cut_off() -> Result<()> {
     let seed = common::seed("f3_a_torn_tail_is_cut_off");

@@ -22,9 +22,12 @@
 //! What this cannot see: damage inside the *last* synced batch before a
 //! crash, whose horizon would only be written with the next batch. The
 //! flusher narrows that window: after `flush_delay` of quiet it appends and
-//! syncs a horizon record on its own, and `close` ends the log with one, so
-//! only the batches of the last `flush_delay` before a crash are covered by
-//! their CRCs alone (damage there reads as a torn tail).
+//! syncs a horizon record on its own, and `close` ends the log with a run of
+//! them reaching 512 bytes past the last record (so damage that runs from
+//! that record over the claims after it, if shorter, leaves one readable:
+//! `writer::CLOSE_CLAIM_SPAN`), so only the batches of the last
+//! `flush_delay` before a crash are covered by their CRCs alone (damage
+//! there reads as a torn tail).
 //!
 //! # Stale bytes
 //! A recycled segment holds old records whose LSN fields do not match their

@@ -38,7 +38,8 @@
 //! makes everything else durable within `flush_delay` of the last sync
 //! (appends nobody waits for, `Eventual` commits), writes the buffer out
 //! when appenders wait for room, appends a horizon record after
-//! `flush_delay` of quiet, and flushes and claims everything at close.
+//! `flush_delay` of quiet, and flushes and claims everything at close
+//! (a run of claims reaching `CLOSE_CLAIM_SPAN` past the last record).
 
 //! # Poisoning
 //! A failed write or sync is never retried (after a failed `fdatasync`
@@ -152,6 +153,12 @@ struct FlusherState {
     /// Where the last horizon record starts and ends.
     horizon_start: Lsn,
     horizon_end: Lsn,
+    /// Where this handle's log began: a close that appended nothing adds
+    /// no claims.
+    opened_at: Lsn,
+    /// The close appended its run of claims (`CLOSE_CLAIM_SPAN`): they
+    /// need no claim of their own.
+    closing: bool,
     staging: Vec<u8>,
     /// One record's bytes while `advance` seals it.
     sealing: Vec<u8>,
@@ -171,6 +178,8 @@ impl Wal {
             claimed: end,
             horizon_start: end,
             horizon_end: end,
+            opened_at: end,
+            closing: false,
             staging: Vec::new(),
             sealing: Vec::new(),
             last_sync: Instant::now(),
@@ -517,10 +526,27 @@ fn flusher_loop(shared: &Shared) -> Result<()> {
                 } else if state.filled.0 < shared.progress.reserved.load(Ordering::SeqCst) {
                     // An append is still copying: wait for it briefly.
                     next = Next::Pause;
-                } else if horizon_pending(&state, durable) && append_horizon(shared, &mut state, durable) {
-                    next = Next::Again;
                 } else {
-                    next = Next::Stop;
+                    // The close's claims, all written and synced by the
+                    // next step: one sync.
+                    let mut appended = horizon_pending(&state, durable) && append_horizon(shared, &mut state, durable);
+                    let claim = state.claimed;
+                    if !state.closing
+                        && claim > state.opened_at
+                        && state.horizon_start == claim
+                        && state.horizon_end == state.filled
+                    {
+                        // The log ends with a claim of everything before
+                        // it, written by this handle: more of the same
+                        // claim, to reach `CLOSE_CLAIM_SPAN` past it.
+                        state.closing = true;
+                        while state.horizon_start.0 < claim.0 + CLOSE_CLAIM_SPAN
+                            && append_horizon(shared, &mut state, claim)
+                        {
+                            appended = true;
+                        }
+                    }
+                    next = if appended { Next::Again } else { Next::Stop };
                 }
             } else if !pending
                 && horizon_pending(&state, durable)
@@ -599,10 +625,21 @@ fn seal(shared: &Shared, state: &mut FlusherState, start: Lsn, end: Lsn) {
 
 /// Whether durable log is not yet claimed by a horizon record: false once
 /// the last horizon record starts exactly at the LSN it claims and nothing
-/// follows it (so an idle log does not claim its own claims forever).
+/// follows it (so an idle log does not claim its own claims forever), or
+/// once the close's run of claims ends the log.
 fn horizon_pending(state: &FlusherState, durable: Lsn) -> bool {
-    durable > state.claimed && !(durable == state.horizon_end && state.horizon_start == state.claimed)
+    durable > state.claimed
+        && !(durable == state.horizon_end && (state.horizon_start == state.claimed || state.closing))
 }
+
+/// How far past the last other record a close's horizon records reach: the
+/// last of them starts at least this many bytes after it, so damage to the
+/// log's last record that runs on for less (a zeroed sector, a garbage
+/// run) leaves a claim past it readable, and the reader reports the
+/// damage instead of taking it for a torn tail (`reader.rs`). Found by
+/// `tests/wal_crash.rs` (F3): a 64-byte zeroed run from the last record of
+/// a closed log into its one closing claim read as a clean end.
+const CLOSE_CLAIM_SPAN: u64 = 512;
 
 /// Appends a horizon record claiming `durable`; false if it could not
 /// (poisoned, or no room in the buffer: a later batch claims it).
