@@ -61,6 +61,41 @@ fn sum_by_gets(snap: &Snapshot, accounts: u64, ks: &Keyspace, default: &Keyspace
         .sum()
 }
 
+/// `READERS` threads, reader `r` calling `check(r)`, `check(r + 1)`, ...
+/// until `done`.
+fn spawn_readers(
+    done: &Arc<AtomicBool>,
+    check: impl Fn(u64) + Clone + Send + 'static,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..READERS)
+        .map(|r| {
+            let (done, check) = (Arc::clone(done), check.clone());
+            std::thread::spawn(move || {
+                let mut round = r;
+                while !done.load(Ordering::Relaxed) {
+                    check(round);
+                    round += 1;
+                }
+            })
+        })
+        .collect()
+}
+
+/// Joins `writers`, then stops (`done`) and joins `readers`.
+fn join_writers_then_readers(
+    writers: Vec<std::thread::JoinHandle<()>>,
+    done: &AtomicBool,
+    readers: Vec<std::thread::JoinHandle<()>>,
+) {
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    for reader in readers {
+        reader.join().unwrap();
+    }
+}
+
 fn options() -> Options {
     Options { vacuum_interval: Some(Duration::from_millis(2)), ..Options::default() }
 }
@@ -136,29 +171,16 @@ fn bank(accounts: u64, options: Options) -> crabtree::Stats {
             })
         })
         .collect();
-    let readers: Vec<_> = (0..READERS)
-        .map(|r| {
-            let (db, ks, default, done, sums) =
-                (db.clone(), ks.clone(), default.clone(), Arc::clone(&done), Arc::clone(&sums));
-            std::thread::spawn(move || {
-                let mut round = 0u64;
-                while !done.load(Ordering::Relaxed) {
-                    let snap = db.snapshot();
-                    assert_eq!(sum_by_scan(&snap, &ks, (round + r).is_multiple_of(2)), total, "scan sum");
-                    assert_eq!(sum_by_gets(&snap, accounts, &ks, &default), total, "point-read sum");
-                    sums.fetch_add(2, Ordering::Relaxed);
-                    round += 1;
-                }
-            })
+    let readers = {
+        let (db, ks, default, sums) = (db.clone(), ks.clone(), default.clone(), Arc::clone(&sums));
+        spawn_readers(&done, move |round| {
+            let snap = db.snapshot();
+            assert_eq!(sum_by_scan(&snap, &ks, round.is_multiple_of(2)), total, "scan sum");
+            assert_eq!(sum_by_gets(&snap, accounts, &ks, &default), total, "point-read sum");
+            sums.fetch_add(2, Ordering::Relaxed);
         })
-        .collect();
-    for writer in writers {
-        writer.join().unwrap();
-    }
-    done.store(true, Ordering::Relaxed);
-    for reader in readers {
-        reader.join().unwrap();
-    }
+    };
+    join_writers_then_readers(writers, &done, readers);
     eprintln!(
         "bank: {} transfers committed, {} conflicts retried, {} snapshot sums checked",
         committed.load(Ordering::Relaxed),
@@ -250,30 +272,19 @@ fn closing_and_reopening_accounts_keeps_the_total_in_every_scan() {
             })
         })
         .collect();
-    let readers: Vec<_> = (0..READERS)
-        .map(|r| {
-            let (db, done, sums) = (db.clone(), Arc::clone(&done), Arc::clone(&sums));
-            std::thread::spawn(move || {
-                let mut round = r;
-                while !done.load(Ordering::Relaxed) {
-                    let snap = db.snapshot();
-                    let range = snap.range::<&[u8], _>(..).unwrap();
-                    let entries: Vec<_> = if round % 2 == 0 { range.rev().collect() } else { range.collect() };
-                    let sum: u64 = entries.into_iter().map(|e| decode(&e.unwrap().1[..8])).sum();
-                    assert_eq!(sum, total, "scan sum (backward: {})", round % 2 == 0);
-                    sums.fetch_add(1, Ordering::Relaxed);
-                    round += 1;
-                }
-            })
+    let readers = {
+        let (db, sums) = (db.clone(), Arc::clone(&sums));
+        spawn_readers(&done, move |round| {
+            let snap = db.snapshot();
+            let range = snap.range::<&[u8], _>(..).unwrap();
+            let backward = round.is_multiple_of(2);
+            let entries: Vec<_> = if backward { range.rev().collect() } else { range.collect() };
+            let sum: u64 = entries.into_iter().map(|e| decode(&e.unwrap().1[..8])).sum();
+            assert_eq!(sum, total, "scan sum (backward: {backward})");
+            sums.fetch_add(1, Ordering::Relaxed);
         })
-        .collect();
-    for writer in writers {
-        writer.join().unwrap();
-    }
-    done.store(true, Ordering::Relaxed);
-    for reader in readers {
-        reader.join().unwrap();
-    }
+    };
+    join_writers_then_readers(writers, &done, readers);
     let stats = db.stats();
     eprintln!(
         "bank with closures: {} accounts closed, {} scan sums checked, {} versions vacuumed, {} pruned",
