@@ -673,12 +673,12 @@ fn root_growth_failpoint() -> Result<()> {
     Ok(())
 }
 
-/// How a node whose flags alone changed is logged.
 /// Share of the bytes the left half keeps when the rightmost node of a
 /// level splits for an append (`BTree::split_index_for`): room is left for
 /// a few more versions of its keys before it splits again.
 const APPEND_SPLIT_FILL: f64 = 0.9;
 
+/// How a node whose flags alone changed is logged.
 const FLAGS_CHANGE: Change<'static> = Change::Bytes { offset: crate::page::header::OFFSET_FLAGS, len: 2 };
 
 /// Clears `INCOMPLETE_SPLIT` on a latched node.
