@@ -171,6 +171,9 @@ pub struct BTree {
     /// Largest cell (plus its slot) a node must accept: a quarter page.
     cell_size_max: usize,
     key_size_max: usize,
+    /// Where recent inserts went, per node: a split after two inserts in a
+    /// row at adjacent positions cuts after the new cell (`write::InsertHints`).
+    hints: write::InsertHints,
 }
 
 impl BTree {
@@ -215,6 +218,7 @@ impl BTree {
             recount: count::Recount::default(),
             finisher: count::Finisher::default(),
             pruner: parking_lot::RwLock::new(None),
+            hints: write::InsertHints::default(),
         }
     }
 

@@ -662,15 +662,49 @@ fn a_split_is_uneven_only_for_an_append_to_the_rightmost_node() {
     let raw = cells[19].clone();
     let append = CellChange::Insert(19, &raw);
     let room = 4096;
-    assert_eq!(BTree::split_index_for(&cells, true, room, &append, true), 18, "90% of 20 equal cells stay left");
-    assert_eq!(BTree::split_index_for(&cells, true, room, &append, false), 10);
-    assert_eq!(BTree::split_index_for(&cells, true, room, &CellChange::Insert(7, &raw), true), 10);
-    assert_eq!(BTree::split_index_for(&cells, true, room, &CellChange::Replace(19, &raw), true), 10);
+    assert_eq!(BTree::split_index_for(&cells, true, room, &append, true, false), 18, "90% of 20 equal cells stay left");
+    assert_eq!(BTree::split_index_for(&cells, true, room, &append, false, false), 10);
+    assert_eq!(BTree::split_index_for(&cells, true, room, &CellChange::Insert(7, &raw), true, false), 10);
+    assert_eq!(BTree::split_index_for(&cells, true, room, &CellChange::Replace(19, &raw), true, false), 10);
     // 18 cells and a 3-byte high key need 1,803 bytes: with 1,802 the cut
     // moves left by one, and never past the even split.
-    assert_eq!(BTree::split_index_for(&cells, true, 1803, &append, true), 18);
-    assert_eq!(BTree::split_index_for(&cells, true, 1802, &append, true), 17);
-    assert_eq!(BTree::split_index_for(&cells, true, 100, &append, true), 10);
+    assert_eq!(BTree::split_index_for(&cells, true, 1803, &append, true, false), 18);
+    assert_eq!(BTree::split_index_for(&cells, true, 1802, &append, true, false), 17);
+    assert_eq!(BTree::split_index_for(&cells, true, 100, &append, true, false), 10);
     let two: Vec<Vec<u8>> = vec![cell(0), cell(1)];
-    assert_eq!(BTree::split_index_for(&two, true, room, &CellChange::Insert(1, &raw), true), 1);
+    assert_eq!(BTree::split_index_for(&two, true, room, &CellChange::Insert(1, &raw), true, false), 1);
+    // An insert right after the node's last one: the new cell ends the left
+    // half (at 7: 8 cells left), even at the node's end (one cell right),
+    // and the cut still moves left, to the even one at most, for room.
+    let at = |index| CellChange::Insert(index, &raw);
+    assert_eq!(BTree::split_index_for(&cells, true, room, &at(7), false, true), 8);
+    assert_eq!(BTree::split_index_for(&cells, true, room, &at(0), false, true), 1);
+    assert_eq!(BTree::split_index_for(&cells, true, room, &at(19), false, true), 19);
+    assert_eq!(BTree::split_index_for(&cells, true, 1802, &at(19), false, true), 17);
+    assert_eq!(BTree::split_index_for(&cells, true, 100, &at(19), false, true), 10);
+}
+
+/// Ascending runs in the middle of the tree (64 sequences, interleaved:
+/// key = sequence, then its next number) fill the nodes they leave
+/// behind: a split right after two adjacent inserts cuts after the new
+/// cell (`InsertHints`). Before, every such split was even and the leaves
+/// stayed about half full. Random order is unchanged (the hint rarely
+/// fires by chance).
+#[test]
+fn interleaved_ascending_runs_fill_the_nodes_they_leave_behind() {
+    let tree = tree(4096, 4096);
+    let key = |i: u32| {
+        let mut key = (i % 64).to_be_bytes().to_vec();
+        key.extend_from_slice(&(i / 64).to_be_bytes());
+        key
+    };
+    for i in 0..30_000 {
+        tree.insert(&key(i), &[b'v'; 100]).unwrap();
+    }
+    let report = tree.verify().unwrap();
+    assert!(report.is_ok(), "{:?}", report.violations);
+    assert!(report.levels[0].fill > 0.8, "interleaved ascending leaves {:?}", report.levels);
+    for i in (0..30_000).step_by(991) {
+        assert_eq!(tree.get(&key(i)).unwrap().as_deref(), Some(&[b'v'; 100][..]));
+    }
 }

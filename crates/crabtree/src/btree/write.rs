@@ -18,7 +18,7 @@ use crate::page::node::{
     raw_cell_child, raw_cell_key, slot_size,
 };
 use crate::page::redo::{CellChange, build_left_half};
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering};
 use crate::{Error, Result};
 
 /// Inner nodes passed on the way down: `(level, pid)`.
@@ -127,7 +127,10 @@ impl BTree {
                 let mut node = NodeMut::new(&mut page, pid)?;
                 match slot {
                     Ok(index) => node.replace(index, &cell)?,
-                    Err(index) => node.insert(index, &cell)?,
+                    Err(index) => {
+                        node.insert(index, &cell)?;
+                        self.hints.note(pid, index);
+                    }
                 }
             }
             self.pool.log_leaf_put(&mut leaf, &cell, &old_pages, value.pages())?;
@@ -257,43 +260,52 @@ impl BTree {
     }
 
     /// Where to split `cells` of a leaf (`leaf`) or inner node after
-    /// `change`, `room` bytes of its page past the header: where the bytes
-    /// of the two halves balance, or, when the node is the rightmost of its
-    /// level (no high key) and the change appends after its last cell,
-    /// where the left half holds `APPEND_SPLIT_FILL` of the bytes, less
-    /// what its new high key (the separator) needs. Keys that arrive in
-    /// ascending order (sequence numbers, timestamps) then fill the nodes
-    /// they leave behind instead of leaving each half empty, as
-    /// PostgreSQL's nbtree does for its rightmost page (its leaf
-    /// fillfactor) and SQLite's `balance_quick` for an append; elsewhere
-    /// the split is even, for random inserts fill both halves alike.
+    /// `change`, `room` bytes of its page past the header:
+    /// * an append to the rightmost node of its level (no high key, the new
+    ///   cell after every other): where the left half holds
+    ///   `APPEND_SPLIT_FILL` of the bytes;
+    /// * an insert `sequential` with the node's last one (right after it:
+    ///   `InsertHints`): right after the new cell, which ends the left half
+    ///   while the cells after it go right, so a run of ascending keys in
+    ///   the middle of the tree fills the node it is in and leaves the
+    ///   keys past it alone (InnoDB splits at the insert point so);
+    /// * anything else: where the bytes of the two halves balance, for
+    ///   random inserts fill both halves alike.
+    ///
+    /// An uneven cut never leaves the left half without room for its new
+    /// high key (the separator): it moves left, at most to the even cut,
+    /// which always fits. Keys that arrive in ascending order (sequence
+    /// numbers, timestamps) then fill the nodes they leave behind instead
+    /// of leaving each half empty, as PostgreSQL's nbtree does for its
+    /// rightmost page (its leaf fillfactor) and SQLite's `balance_quick`
+    /// for an append.
     pub(super) fn split_index_for(
         cells: &[Vec<u8>],
         leaf: bool,
         room: usize,
         change: &CellChange<'_>,
         rightmost: bool,
+        sequential: bool,
     ) -> usize {
         let slot_size = slot_size(leaf);
         let even = Self::split_index(cells, slot_size);
-        match *change {
+        let left_fits = |mid: usize| {
+            let bytes: usize = cells.iter().take(mid).map(|cell| cell.len() + slot_size).sum();
+            let high = crate::page::redo::split_separator(cells, mid, leaf).map_or(0, <[u8]>::len);
+            bytes + high <= room
+        };
+        let uneven = match *change {
             CellChange::Insert(index, _) if rightmost && index + 1 == cells.len() => {
-                // The left half gains a high key the rightmost node did not
-                // have: the cut moves left until it fits (an even split
-                // always does).
-                let left_fits = |mid: usize| {
-                    let bytes: usize = cells.iter().take(mid).map(|cell| cell.len() + slot_size).sum();
-                    let high = crate::page::redo::split_separator(cells, mid, leaf).map_or(0, <[u8]>::len);
-                    bytes + high <= room
-                };
-                let mut mid = Self::split_index_at(cells, slot_size, APPEND_SPLIT_FILL).max(even);
-                while mid > even && !left_fits(mid) {
-                    mid -= 1;
-                }
-                mid
+                Self::split_index_at(cells, slot_size, APPEND_SPLIT_FILL).max(even)
             }
-            _ => even,
+            CellChange::Insert(index, _) if sequential => (index + 1).clamp(1, cells.len() - 1),
+            _ => return even,
+        };
+        let mut mid = uneven;
+        while mid > even && !left_fits(mid) {
+            mid -= 1;
         }
+        mid
     }
 
     /// The index where the left half first holds at least `fill` of the
@@ -363,7 +375,12 @@ impl BTree {
             return Err(Error::corruption(left_pid, "split of a node with fewer than two cells"));
         }
         let room = self.pool.page_size() - SLOTS_START;
-        let mid = Self::split_index_for(&cells, leaf, room, &change, high.is_none());
+        let inserted = match change {
+            CellChange::Insert(index, _) => Some(index),
+            _ => None,
+        };
+        let sequential = inserted.is_some_and(|index| self.hints.follows(left_pid, index));
+        let mid = Self::split_index_for(&cells, leaf, room, &change, high.is_none(), sequential);
         let separator =
             if leaf { raw_cell_key(&cells[mid - 1], true).to_vec() } else { raw_cell_key(&cells[mid], false).to_vec() };
         // Everything that can fail (latching the old right neighbour, to fix
@@ -424,6 +441,13 @@ impl BTree {
         drop(completes);
         drop(neighbour);
         drop(right);
+        // Where the new cell went: the next insert right after it is
+        // sequential too.
+        match inserted {
+            Some(index) if index < mid => self.hints.note(left_pid, index),
+            Some(index) => self.hints.note(right_pid, index - mid),
+            None => {}
+        }
         // The change that caused the split is in place and every key is
         // reachable. If the parent insert fails (I/O), `left` stays flagged
         // and the next writer that meets it, or `repair`, finishes it: the
@@ -541,6 +565,7 @@ impl BTree {
         if fits {
             let mut parent = parent;
             NodeMut::new(&mut parent.page_mut(), pid)?.insert(index, &cell)?;
+            self.hints.note(pid, index);
             clear_incomplete(&mut child)?;
             // The downlink and the cleared flag: one mini-transaction.
             let raw = cell.encode();
@@ -671,6 +696,51 @@ impl BTree {
 fn root_growth_failpoint() -> Result<()> {
     failpoint!("root.before_grow");
     Ok(())
+}
+
+/// Where recent inserts went: per node, the position of its last insert,
+/// in a direct-mapped table of `HINT_SLOTS` words (`page id << 16 |
+/// position`, relaxed: a hint, lost to a collision or a race at no cost
+/// but an even split). A split whose insert lands right after the node's
+/// last one cuts after it (`BTree::split_index_for`).
+pub(super) struct InsertHints {
+    slots: Box<[AtomicU64]>,
+}
+
+/// Slots of `InsertHints` (a power of two): 32 KiB.
+const HINT_SLOTS: usize = 4096;
+
+impl Default for InsertHints {
+    fn default() -> Self {
+        InsertHints { slots: (0..HINT_SLOTS).map(|_| AtomicU64::new(0)).collect() }
+    }
+}
+
+impl InsertHints {
+    fn slot(&self, pid: PageId) -> Option<&AtomicU64> {
+        let hash = pid.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52;
+        self.slots.get(hash as usize % HINT_SLOTS)
+    }
+
+    fn word(pid: PageId, index: usize) -> Option<u64> {
+        (pid.0 < 1 << 48 && index < 1 << 16).then_some(pid.0 << 16 | index as u64)
+    }
+
+    /// Records that node `pid`'s last insert went to `index`.
+    pub(super) fn note(&self, pid: PageId, index: usize) {
+        if let (Some(slot), Some(word)) = (self.slot(pid), Self::word(pid, index)) {
+            slot.store(word, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether an insert at `index` of `pid` comes right after its last.
+    pub(super) fn follows(&self, pid: PageId, index: usize) -> bool {
+        let previous = index.checked_sub(1).and_then(|before| Self::word(pid, before));
+        match (self.slot(pid), previous) {
+            (Some(slot), Some(word)) => slot.load(Ordering::Relaxed) == word,
+            _ => false,
+        }
+    }
 }
 
 /// Share of the bytes the left half keeps when the rightmost node of a
