@@ -47,13 +47,17 @@
 //! `CRABTREE_DB_CRASH_STATES=n` chooses. A failure prints its state's
 //! seed; `CRABTREE_SEED=<seed> CRABTREE_DB_CRASH_STATES=1` replays it (the
 //! workload and the crash point are the same; threads make the
-//! interleaving, so the replay is close but not exact).
+//! interleaving, so the replay is close but not exact). It also writes
+//! the files as the crash left them, before the recovery that failed
+//! (`<temp dir>/crabtree-db-crash-<seed>/`); recovery is deterministic
+//! from them, so `CRABTREE_DB_CRASH_REPLAY=<that dir> cargo test --release
+//! --test db_crash -- --ignored replay` reruns exactly that recovery.
 
 mod common;
 
 use common::crash::open_db;
 
-use crabtree::io::{CrashModel, SimDir};
+use crabtree::io::{CrashModel, Dir, SimDir};
 use crabtree::{Db, Durability, Error, Keyspace, Options};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -428,6 +432,8 @@ struct Counts {
     late_reads: AtomicU64,
     present: u64,
     ledger: u64,
+    /// The files the state's latest recovery started from.
+    crashed: Vec<(String, Vec<u8>)>,
 }
 
 /// What the crash run does besides the writers.
@@ -484,7 +490,9 @@ fn crash_run(
     })
 }
 
-fn one_state(seed: u64, ops_max: u64, racing: bool, counts: &mut Counts) {
+/// The crash model, durability and options of the state `seed`, and the
+/// generator the rest of the state draws from.
+fn setup(seed: u64) -> (CrashModel, Durability, Options, fastrand::Rng) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let model = match rng.u8(0..3) {
         0 => CrashModel { keep: 0, drop: 1, tear: 0, garbage: 0, fsync_failure_drops_pending: true },
@@ -493,6 +501,29 @@ fn one_state(seed: u64, ops_max: u64, racing: bool, counts: &mut Counts) {
     };
     let durability = if rng.bool() { Durability::Immediate } else { Durability::Eventual };
     let options = options(&mut rng, durability);
+    (model, durability, options, rng)
+}
+
+/// The files of `dir` as they are now (after a crash: what the next
+/// recovery starts from).
+fn images(dir: &SimDir) -> Vec<(String, Vec<u8>)> {
+    let names = dir.list().unwrap();
+    names.into_iter().filter_map(|name| Some((name.clone(), dir.disk(&name)?.durable_image()))).collect()
+}
+
+/// Writes the files a failed recovery started from (module doc).
+fn dump(seed: u64, files: &[(String, Vec<u8>)]) -> std::io::Result<std::path::PathBuf> {
+    let path = std::env::temp_dir().join(format!("crabtree-db-crash-{seed}"));
+    std::fs::create_dir_all(&path)?;
+    std::fs::write(path.join("seed"), seed.to_string())?;
+    for (name, bytes) in files {
+        std::fs::write(path.join(format!("file-{name}")), bytes)?;
+    }
+    Ok(path)
+}
+
+fn one_state(seed: u64, ops_max: u64, racing: bool, counts: &mut Counts) {
+    let (model, durability, options, mut rng) = setup(seed);
     let crash_after = rng.u64(0..ops_max);
     let context = format!(
         "seed {seed} (CRABTREE_SEED={seed}), {durability:?}, model {model:?}, power off after {crash_after} ops"
@@ -525,6 +556,7 @@ fn one_state(seed: u64, ops_max: u64, racing: bool, counts: &mut Counts) {
     let used = dir.op_count() - started;
     counts.cut_short += u64::from(used > crash_after);
     die(&dir, db);
+    counts.crashed = images(&dir);
     // F7: power fails again while recovering.
     let mut context = context;
     if rng.u8(0..4) == 0 {
@@ -541,6 +573,7 @@ fn one_state(seed: u64, ops_max: u64, racing: bool, counts: &mut Counts) {
             Ok(db) => die(&dir, db),
             Err(_) => dir.crash(),
         }
+        counts.crashed = images(&dir);
         counts.recovery_crashes += u64::from(cut);
     }
     let db = open_db(&dir, options.clone()).unwrap_or_else(|e| panic!("{context}: recovery: {e}"));
@@ -551,6 +584,7 @@ fn one_state(seed: u64, ops_max: u64, racing: bool, counts: &mut Counts) {
     let context = format!("{context}: after the second crash");
     run_clean(&db, &ledger, durability, rng.u64(..), 6, &context);
     die(&dir, db);
+    counts.crashed = images(&dir);
     let db = open_db(&dir, options).unwrap_or_else(|e| panic!("{context}: recovery: {e}"));
     check_recovered(&db, &ledger, &context);
     counts.states += 1;
@@ -595,6 +629,15 @@ fn run_states(name: &str, racing: bool) {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| one_state(seed, ops_max, racing, &mut counts)));
         if let Err(panic) = outcome {
             eprintln!("{name}: state {i} failed; replay with CRABTREE_SEED={seed} CRABTREE_DB_CRASH_STATES=1");
+            match dump(seed, &counts.crashed) {
+                Ok(path) => eprintln!(
+                    "{name}: the files its last recovery started from are in {}; rerun that recovery with \
+                     CRABTREE_DB_CRASH_REPLAY={} (module doc)",
+                    path.display(),
+                    path.display()
+                ),
+                Err(e) => eprintln!("{name}: could not write the crashed files: {e}"),
+            }
             std::panic::resume_unwind(panic);
         }
         if (i + 1) % 1000 == 0 {
@@ -750,4 +793,28 @@ fn a_leaf_prune_that_fails_half_way_loses_nothing() {
         last_values_stand(&db, "after recovery");
         db.check().unwrap_or_else(|error| panic!("fail after {fail_after}: {error}"));
     }
+}
+
+/// Reruns the recovery a failed state dumped (module doc) and checks the
+/// result; the ledger is not dumped, so only `Db::check` and the three
+/// keyspaces' presence. Ignored: it needs `CRABTREE_DB_CRASH_REPLAY`.
+#[test]
+#[ignore = "replays a dumped crash state named by CRABTREE_DB_CRASH_REPLAY"]
+fn replay() {
+    let path = std::path::PathBuf::from(std::env::var("CRABTREE_DB_CRASH_REPLAY").expect("CRABTREE_DB_CRASH_REPLAY"));
+    let seed: u64 = std::fs::read_to_string(path.join("seed")).unwrap().trim().parse().unwrap();
+    let (model, _, options, _) = setup(seed);
+    let dir = SimDir::new(seed, model);
+    for entry in std::fs::read_dir(&path).unwrap() {
+        let entry = entry.unwrap();
+        let file = entry.file_name().into_string().unwrap();
+        let Some(name) = file.strip_prefix("file-") else { continue };
+        dir.open(name, true).unwrap();
+        dir.disk(name).unwrap().set_durable_image(std::fs::read(entry.path()).unwrap());
+    }
+    dir.sync().unwrap();
+    let db = open_db(&dir, options).unwrap_or_else(|e| panic!("recovery: {e}"));
+    db.check().unwrap_or_else(|e| panic!("check: {e}"));
+    let names = db.keyspaces();
+    assert!(KEYSPACES.iter().all(|k| names.iter().any(|n| n == k)), "keyspaces: {names:?}");
 }
