@@ -126,6 +126,74 @@ fn a_reverse_scan_begun_while_vacuum_is_half_way_through_a_deleted_key_does_not_
     assert_eq!(user_keys(&reader, true), expected_a_keys(20));
 }
 
+/// The same through the vacuum worker's rounds, which follow the backlog
+/// (`vacuum::visit`) instead of walking the tree: the worker is held
+/// (failpoint `vacuum.entry_removed`) after its first removal of a key
+/// whose tombstone it removes, a reverse scan begins and is held in its
+/// first batch, then the worker removes the rest. The key's history is
+/// too long for its commits' lists (`PRUNE_SCAN_MAX`), so the round reads
+/// it whole and removes its versions in one counted removal. (Fails if
+/// that removal is not counted, or if `Removals::quiet` ignores `ended`.)
+#[test]
+fn a_reverse_scan_begun_while_a_vacuum_round_is_half_way_through_a_deleted_key_does_not_return_it() {
+    let _alone = failpoints_alone();
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        vacuum_interval: Some(Duration::from_millis(2)),
+        durability: Durability::Eventual,
+        ..Options::default()
+    };
+    let db = std::sync::Arc::new(Db::open_with(dir.path().join("db.crab"), options).unwrap());
+    // Pages enough that a round with the key's entries visits them (a
+    // round with an entry for most pages walks the tree instead).
+    db.update(|tx| (0..300u32).try_for_each(|i| tx.put(format!("0-{i:04}").as_bytes(), &[b'0'; 1000]))).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while db.stats().vacuum_whole_pass_pending {
+        assert!(std::time::Instant::now() < deadline, "the worker's first whole pass never ran");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let vacuum_paused = Pause::arm_for("vacuum.entry_removed", |thread| thread.name() == Some("crabtree-vacuum"));
+    // Before the other keys: the last key stays `a-0019`.
+    for i in 0..20u32 {
+        let value = if i == 0 { vec![b'A'; 20_000] } else { vec![b'a'; 100] };
+        db.update(|tx| tx.put(format!("a-{i:04}").as_bytes(), &value)).unwrap();
+    }
+    // 64 versions, then 3 of 20 KB and 60 of 300 bytes, then the delete,
+    // all pinned until the delete. The commits of the first 64 left
+    // complete lists (the round removes each list's versions, the oldest
+    // 63 first, counting nothing: no tombstone); the later ones read a
+    // history of 64 versions, too long to be complete, so the round reads
+    // the key whole at the first of them and removes what is left (64
+    // versions over several leaves, the 20 KB ones in the last, the
+    // tombstone last), counted as a tombstone's removal.
+    let pin = db.snapshot();
+    for i in 0..127u32 {
+        let len = match i {
+            0..64 => 100,
+            64..67 => 20_000,
+            _ => 300,
+        };
+        db.update(|tx| tx.put(b"k", &vec![(i % 200) as u8 + 1; len])).unwrap();
+    }
+    db.update(|tx| tx.delete(b"k")).unwrap();
+    drop(pin);
+    let reader = db.snapshot();
+    assert!(vacuum_paused.wait_parked(Duration::from_secs(20)), "no vacuum round removed a tombstone's key");
+    let scan = reader.clone();
+    let got = with_reader_paused(
+        move || last_entry(&scan),
+        move || {
+            vacuum_paused.resume();
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while db.stats().versions_vacuumed < 128 {
+                assert!(std::time::Instant::now() < deadline, "vacuum rounds stopped: {:?}", db.stats());
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        },
+    );
+    assert_last_is_the_last_live_key(got);
+}
+
 /// Counts the hits of `range.reread` on reader threads while it lives.
 struct Rereads(std::sync::Arc<std::sync::atomic::AtomicUsize>);
 

@@ -208,10 +208,13 @@ fn visit(
             // a version at or below the horizon, and the commit's own, if
             // a tombstone, goes after them.
             let doomed = entry.older().chain(entry.tombstone.then_some(entry.ts));
-            let _removal = entry.tombstone.then(|| engine.removals.begin());
+            let removal = entry.tombstone.then(|| engine.removals.begin());
             for ts in doomed {
                 if engine.tree.remove(&encoding::version_key(entry.prefix, ts))?.is_some() {
                     report.removed += 1;
+                }
+                if removal.is_some() {
+                    failpoint!("vacuum.entry_removed");
                 }
             }
             continue;
@@ -222,10 +225,13 @@ fn visit(
         read_whole = Some(entry.prefix);
         let versions = read::versions(&engine.tree, entry.prefix, usize::MAX)?;
         report.scanned += versions.len() as u64;
-        let _removal = read::invisible_tombstone(&versions, horizon, true).then(|| engine.removals.begin());
+        let removal = read::invisible_tombstone(&versions, horizon, true).then(|| engine.removals.begin());
         for ts in read::invisible(&versions, horizon) {
             if engine.tree.remove(&encoding::version_key(entry.prefix, ts))?.is_some() {
                 report.removed += 1;
+            }
+            if removal.is_some() {
+                failpoint!("vacuum.entry_removed");
             }
         }
     }
