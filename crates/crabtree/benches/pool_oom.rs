@@ -47,6 +47,14 @@
 //!   `pread` straight into the frame (its default, `buffer/grace.rs`)
 //!   against `pread` into a buffer and an atomic copy, alternating in ten
 //!   slices each;
+//! * `get vs fio xN`: uniform gets against fio itself (`fio` on the
+//!   `PATH`, else skipped), issue 7's yardstick: its `psync` engine's
+//!   4 KiB random reads of the same file from the page cache, N jobs as
+//!   threads, alternating with crabtree in ten slices each (a fio run per
+//!   slice; its rate is over its own runtime, so its start-up is not
+//!   counted against it). fio spends time of its own per read (its
+//!   bookkeeping, clock reads), so it reads slower than the raw loop
+//!   above, which stays the stricter baseline;
 //! * `get uncached-vs-cached xN`: uniform gets with uncached point reads
 //!   on (the default: a full pool reads a leaf it does not admit into the
 //!   reader's own buffer, `buffer/uncached.rs`) against every miss loaded
@@ -262,6 +270,41 @@ fn timed_pair(
         our_slices.push(Slice::run(threads, secs / SLICES as f64, &ours, Some(loads)));
     }
     (Slice::merge(&base_slices), Slice::merge(&our_slices))
+}
+
+/// Whether `fio` runs here.
+fn fio_available() -> bool {
+    std::process::Command::new("fio").arg("--version").output().is_ok_and(|out| out.status.success())
+}
+
+/// fio's rate, reads per second, for `threads` jobs (threads) of 4 KiB
+/// random `psync` reads of `path` for `secs`, the page cache kept.
+fn fio_rate(path: &Path, threads: usize, secs: f64) -> f64 {
+    let out = std::process::Command::new("fio")
+        .args(["--name=r", "--rw=randread", "--bs=4k", "--ioengine=psync", "--thread", "--time_based"])
+        .args(["--invalidate=0", "--group_reporting", "--output-format=terse"])
+        .arg(format!("--filename={}", path.display()))
+        .arg(format!("--numjobs={threads}"))
+        .arg(format!("--runtime={}ms", (secs * 1000.0).round().max(1.0)))
+        .output()
+        .expect("run fio");
+    assert!(out.status.success(), "fio failed: {}", String::from_utf8_lossy(&out.stderr));
+    // Terse format 3: field 8 (from 1) is the read IOPS.
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("3;")).expect("fio terse line");
+    line.split(';').nth(7).and_then(|f| f.parse().ok()).expect("fio read IOPS")
+}
+
+/// Uniform gets (`get`) against fio, `secs` each, alternating in `SLICES`
+/// stretches; returns crabtree's cell and fio's rate.
+fn against_fio(path: &Path, threads: usize, secs: f64, get: &(dyn Fn(&mut fastrand::Rng) + Sync)) -> (Cell, f64) {
+    let slice = secs / SLICES as f64;
+    let (mut ours, mut fio_reads) = (Vec::new(), 0.0);
+    for _ in 0..SLICES {
+        ours.push(Slice::run(threads, slice, &get, None));
+        fio_reads += fio_rate(path, threads, slice) * slice;
+    }
+    (Slice::merge(&ours), fio_reads / secs)
 }
 
 /// Drops the OS page cache: syncs every file first (the cache keeps dirty
@@ -486,6 +529,11 @@ fn main() {
     let mut table: Vec<(String, Vec<Cell>, Vec<Cell>)> = Vec::new();
     type Fill = (&'static str, usize, Vec<Cell>, Vec<Cell>, f64);
     let mut fills: Vec<Fill> = Vec::new();
+    let fio = workload_on("get vs fio") && fio_available();
+    if workload_on("get vs fio") && !fio {
+        eprintln!("  skipped: get vs fio (no fio on the PATH)");
+    }
+    let mut against: Vec<(usize, Vec<f64>, Vec<f64>)> = Vec::new();
     for &n in &threads {
         let workloads = [
             ("pread syscall", &pread_syscall as Op),
@@ -507,6 +555,16 @@ fn main() {
             }
             eprintln!("  done: {name} x{n}");
             table.push((format!("{name} x{n}"), ours, base));
+        }
+        if fio {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                let (crabtree, fio_ops) = against_fio(&path, n, secs, &get);
+                ours.push(crabtree.ops);
+                theirs.push(fio_ops);
+            }
+            eprintln!("  done: get vs fio x{n}");
+            against.push((n, ours, theirs));
         }
         if workload_on("get cold-cache") {
             if !drop_os_cache() {
@@ -591,6 +649,24 @@ fn main() {
             achieved / model,
             per_load * pread
         );
+    }
+    if !against.is_empty() {
+        println!();
+        println!(
+            "| uniform get against fio (psync, same file) | crabtree gets/s | fio reads/s | ratio (median of rounds) |"
+        );
+        println!("|---|---|---|---|");
+        for (n, ours, theirs) in &against {
+            let ratios: Vec<f64> = ours.iter().zip(theirs).map(|(o, t)| o / t).collect();
+            println!(
+                "| x{n} | {:.0} | {:.0} | {:.2} ({:.2}-{:.2}) |",
+                median(ours.clone()),
+                median(theirs.clone()),
+                median(ratios.clone()),
+                ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                ratios.iter().copied().fold(0.0, f64::max),
+            );
+        }
     }
     for (setting, header) in [
         (
