@@ -151,7 +151,13 @@ impl BTree {
             }
             let right_expected = expected.get(position + 1).map(|e| e.pid);
             if head.right != right_expected {
-                fail(report, format!("chain: right-link {:?}, parent order says {right_expected:?}", head.right));
+                // What the link names tells a stale page (a lost write)
+                // from an unfinished structure change (a half-dead node).
+                let named = head.right.map(|right| self.describe(right)).unwrap_or_default();
+                fail(
+                    report,
+                    format!("chain: right-link {:?}{named}, parent order says {right_expected:?}", head.right),
+                );
             }
             if node.is_leaf() && head.left != previous.as_ref().map(|(p, _)| *p) {
                 fail(report, format!("chain: left-link {:?} does not point back", head.left));
@@ -178,6 +184,19 @@ impl BTree {
         let stats = &mut report.levels[stats_index];
         stats.fill = if stats.nodes == 0 { 0.0 } else { used_bytes / (stats.nodes as f64 * page_size) };
         Ok(below)
+    }
+
+    /// The level and flags of node `pid`, for a report (latched shared
+    /// for the moment; the caller may hold latches on nodes to its left).
+    fn describe(&self, pid: PageId) -> String {
+        let Ok(guard) = self.pool.shared(pid) else { return " (unreadable)".into() };
+        match Node::new(guard.page(), pid) {
+            Ok(node) => {
+                let head = node.header();
+                format!(" (level {}, flags {:#x}, right-link {:?})", head.level, head.flags, head.right)
+            }
+            Err(_) => " (not a node)".into(),
+        }
     }
 
     fn verify_overflow(
