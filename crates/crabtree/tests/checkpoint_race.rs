@@ -35,6 +35,9 @@ const WRITERS: u64 = 3;
 const KEYS: u64 = 200;
 const KEYSPACES: [&str; 3] = ["a", "b", "c"];
 
+/// (keyspace, key) -> the value last committed (`None`: deleted).
+type Model = BTreeMap<(usize, u64), Option<Vec<u8>>>;
+
 fn options() -> Options {
     Options {
         page_size: 512,
@@ -68,8 +71,7 @@ fn checkpoints_racing_writers_leave_no_page_changed_before_their_redo_start_unwr
     for name in KEYSPACES {
         db.keyspace(name).unwrap();
     }
-    // Key (keyspace, key) -> the value last committed (None: deleted).
-    let model: Mutex<BTreeMap<(usize, u64), Option<Vec<u8>>>> = Mutex::new(BTreeMap::new());
+    let model: Mutex<Model> = Mutex::new(BTreeMap::new());
     let stop = AtomicBool::new(false);
     let deadline = Instant::now() + Duration::from_secs(secs);
     let checkpoints = std::thread::scope(|scope| {

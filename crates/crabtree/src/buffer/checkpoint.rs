@@ -224,19 +224,37 @@ impl BufferPool {
     /// fresh (allocated, not logged yet). A violation panics: it means the
     /// checkpoint's record would let recovery skip a change the data file
     /// does not hold.
+    ///
+    /// And a clean resident page is what the data file holds (its checksum
+    /// aside): a page whose dirty bit was lost would hold changes the file
+    /// does not, which the first audit cannot see. Zeroed frames (free
+    /// pages whose dead contents were dropped, `free_unread`) and pages the
+    /// file cannot give back are skipped.
     #[cfg(feature = "failpoints")]
     fn audit_written(&self, redo: Lsn) {
+        let mut frame = vec![0u8; self.page_size];
+        let mut stored = vec![0u8; self.page_size];
         for pid in self.resident.snapshot() {
             let latch = self.latch(pid);
             if !latch.lock_shared() {
                 continue;
             }
             let dirty = latch.is_dirty();
-            let lsn = crate::page::header::lsn(&crate::page::bytes::AtomicPage::new(self.frame(pid))).0;
+            crate::page::bytes::AtomicPage::new(self.frame(pid)).copy_to(&mut frame);
+            let read = !dirty && self.storage.read_at(pid.0 * self.page_size as u64, &mut stored).is_ok();
             latch.unlock_shared();
+            let lsn = crate::page::header::lsn(frame.as_slice()).0;
             assert!(
                 !dirty || lsn == 0 || lsn >= redo.0,
                 "checkpoint with redo start {redo:?}: page {pid} is still dirty with its last change at Lsn({lsn})"
+            );
+            let zeroed = frame.iter().all(|&b| b == 0);
+            let at = crate::page::header::OFFSET_CHECKSUM + 4;
+            assert!(
+                !read || zeroed || frame[at..] == stored[at..],
+                "checkpoint with redo start {redo:?}: page {pid} is clean (Lsn({lsn})) but the data file holds \
+                 another image (Lsn({}))",
+                crate::page::header::lsn(stored.as_slice()).0
             );
         }
     }
