@@ -295,12 +295,18 @@ impl BufferPool {
         // A failed victim of a batch in flight is back in the set once the
         // batch ends (`space.rs`).
         drop(self.evicting.write());
+        #[cfg(feature = "failpoints")]
+        let mut trace = Vec::new();
         for pid in self.resident.snapshot() {
             let latch = self.latch(pid);
             if !latch.is_dirty() || !latch.lock_shared() {
                 // Clean, or evicted since the snapshot (eviction wrote it).
+                #[cfg(feature = "failpoints")]
+                trace.push((pid, if latch.is_resident() { "clean" } else { "evicted" }));
                 continue;
             }
+            #[cfg(feature = "failpoints")]
+            trace.push((pid, if latch.is_dirty() { "written" } else { "clean once latched" }));
             let result = if latch.is_dirty() { self.write_back(pid) } else { Ok(()) };
             if result.is_ok() {
                 latch.clear_dirty();
@@ -314,6 +320,10 @@ impl BufferPool {
         // only log of a page whose write landed after its sync: found by
         // `db_crash::with_checkpoints_racing_the_commits`).
         drop(self.evicting.write());
+        #[cfg(feature = "failpoints")]
+        {
+            *self.pass_trace.lock() = trace;
+        }
         // Every page dirty at the start is written (`space.rs`).
         self.end_space_pass(space_pass);
         Ok(())

@@ -166,6 +166,15 @@ impl Drop for ExclusiveGuard<'_> {
             // the unlogged change never reaches the disk.
             let _ = self.pool.log_images(&mut [self], &[], None);
         }
+        #[cfg(feature = "failpoints")]
+        {
+            let word = self.pool.latch(self.pid).peek();
+            assert!(
+                !self.dirty || word & super::latch::DIRTY != 0 || !self.pool.logging(),
+                "page {}: the dirty bit went while its exclusive latch was held: {word:#x}",
+                self.pid
+            );
+        }
         self.pool.latch(self.pid).unlock_exclusive(self.dirty);
     }
 }

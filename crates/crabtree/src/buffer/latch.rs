@@ -352,7 +352,9 @@ impl<'a> Latch<'a> {
     pub fn mark_dirty_held(&self) {
         // SeqCst: a checkpoint that reserves its log position after this
         // page's record must see the bit (see `buffer::mtr`).
-        self.word.fetch_or(DIRTY, Ordering::SeqCst);
+        let _before = self.word.fetch_or(DIRTY, Ordering::SeqCst);
+        #[cfg(feature = "failpoints")]
+        assert_eq!(state(_before), EXCLUSIVE, "mark_dirty_held without the exclusive latch: {_before:#x}");
     }
 
     /// Clears the dirty bit after a write-back. Entry: shared or exclusive
@@ -360,7 +362,9 @@ impl<'a> Latch<'a> {
     pub fn clear_dirty(&self) {
         // Relaxed: the latch we hold keeps writers out; holder counts are
         // changed only by RMWs, which this RMW cannot lose.
-        self.word.fetch_and(!DIRTY, Ordering::Relaxed);
+        let _before = self.word.fetch_and(!DIRTY, Ordering::Relaxed);
+        #[cfg(feature = "failpoints")]
+        assert!(state(_before) >= EXCLUSIVE, "clear_dirty without a latch: {_before:#x}");
     }
 
     /// Applies a releasing transition, clearing WAITERS, and wakes parked

@@ -219,6 +219,10 @@ pub struct PoolCore {
     /// so no write-back of a page its snapshot missed lands after the sync
     /// that follows (`evict.rs`).
     pub(super) evicting: RwLock<()>,
+    /// Test builds: what the last write-back pass did with each page of
+    /// its snapshot (`write_dirty`), for the checkpoint audit's report.
+    #[cfg(feature = "failpoints")]
+    pub(super) pass_trace: Mutex<Vec<(PageId, &'static str)>>,
     /// A page freed while already free, or on the free list but latched
     /// past all patience when allocated (0: none): the free list and the
     /// tree disagree, which only a damaged file or log can cause. Writes
@@ -338,6 +342,8 @@ impl BufferPool {
             frames_max,
             resident: Resident::default(),
             evicting: RwLock::new(()),
+            #[cfg(feature = "failpoints")]
+            pass_trace: Mutex::new(Vec::new()),
             free_list_damaged: AtomicU64::new(0),
             page_count: AtomicU64::new(meta.page_count),
             alloc: Mutex::new(Default::default()),
