@@ -677,10 +677,15 @@ fn with_checkpoints_racing_the_commits() {
     run_states("db_crash_racing_checkpoints", true);
 }
 
+/// The two tests below arm the same failpoint, which is process-wide: one
+/// at a time (each filters its own thread, but arming replaces the other's
+/// action and clearing removes it).
+static PRUNE_FAILPOINT: Mutex<()> = Mutex::new(());
+
 /// Commits new keys `key-K-new-J` between the `key-K` keys of `db` until
 /// a full leaf's prune fails after its `fail_after`-th removal (failpoint
-/// `prune.removed`, this thread only: the other tests of this file run
-/// beside it), and asserts that one did.
+/// `prune.removed`, this thread only: the crash-state tests of this file
+/// run beside it), and asserts that one did.
 fn fill_leaves_until_a_prune_fails(db: &Db, fail_after: u32) {
     let hits = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let counter = std::sync::Arc::clone(&hits);
@@ -715,6 +720,7 @@ fn fill_leaves_until_a_prune_fails(db: &Db, fail_after: u32) {
 /// failure after one removal would bring a deleted value back.)
 #[test]
 fn a_tombstone_prune_that_fails_half_way_brings_no_deleted_key_back() {
+    let _alone = PRUNE_FAILPOINT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     for fail_after in [1u32, 2, 3, 8] {
         let dir = SimDir::new(
             u64::from(fail_after) + 100,
@@ -756,6 +762,7 @@ fn a_tombstone_prune_that_fails_half_way_brings_no_deleted_key_back() {
 /// committed value and `check()` passes.
 #[test]
 fn a_leaf_prune_that_fails_half_way_loses_nothing() {
+    let _alone = PRUNE_FAILPOINT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     for fail_after in [1u32, 2, 5, 9] {
         let dir = SimDir::new(
             u64::from(fail_after),
