@@ -40,6 +40,13 @@
 //!   waits for one `write_at` (the cleaner holds a latch across that I/O,
 //!   as `flush` does; tree operations never do).
 //!
+//! * the cleaner holds `evicting` shared across each write-back, as an
+//!   eviction batch does, so a write-back pass that wrote the same page
+//!   beside it waits for its write before the sync that follows
+//!   (`write_dirty`): no write of a page whose last change a checkpoint
+//!   covers lands after that checkpoint's sync, where a torn write would
+//!   have no full-page image to be rebuilt from.
+//!
 //! A failed write-back leaves the page dirty; the cleaner stops the round
 //! and tries again after its period; the eviction or `flush` that meets
 //! the page reports the error to its caller. While the disk is full (a
@@ -200,6 +207,13 @@ impl PoolCore {
             header::lsn(&AtomicPage::new(self.frame(pid)))
         };
         self.log_flush_hook()(hint)?;
+        // Held across the write, as an eviction batch holds it: a
+        // write-back pass (a checkpoint's) may write this page beside us
+        // (the same image, both latches shared) and must not sync before
+        // our write returned. Landing after a checkpoint's sync, it would
+        // be a write of a page whose last change the checkpoint covers, so
+        // no full-page image in the log protects it if a crash tears it.
+        let _in_flight = self.evicting.read();
         if !latch.try_lock_shared() {
             return Ok(false);
         }

@@ -215,9 +215,10 @@ pub struct PoolCore {
     pub(super) resident: Resident,
     /// Held shared by each eviction batch from choosing its victims (which
     /// leaves them out of `resident`'s snapshot) until their write-backs
-    /// returned; `write_dirty` takes it exclusively once, after its pass,
-    /// so no write-back of a page its snapshot missed lands after the sync
-    /// that follows (`evict.rs`).
+    /// returned, and by the cleaner across each write-back; `write_dirty`
+    /// takes it exclusively once, after its pass, so no write-back of a
+    /// page its snapshot missed, or that it wrote beside the cleaner, lands
+    /// after the sync that follows (`evict.rs`, `cleaner.rs`).
     pub(super) evicting: RwLock<()>,
     /// Test builds: what the last write-back pass did with each page of
     /// its snapshot (`write_dirty`), for the checkpoint audit's report.

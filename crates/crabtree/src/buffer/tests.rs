@@ -449,6 +449,30 @@ fn write_dirty_waits_for_the_write_backs_of_evictions_in_flight() {
     assert_eq!(tag_of(&pool, pid), 1);
 }
 
+/// The cleaner and a write-back pass may write one page at once (both
+/// latches shared, the same image). The pass must not return, and a
+/// checkpoint sync after it, while the cleaner's write is in flight: that
+/// write would land after the sync, a write of a page whose last change the
+/// checkpoint covers, which no full-page image protects if a crash tears
+/// it. Mutation that fails it: the cleaner not holding `evicting`.
+#[test]
+fn write_dirty_waits_for_a_cleaner_write_back_in_flight() {
+    let (storage, pool, pid) = gated_leaf();
+    std::thread::scope(|scope| {
+        let cleaner = scope.spawn(|| pool.clean_page(pid).unwrap());
+        storage.wait_entered();
+        let pass = scope.spawn(|| pool.write_dirty().unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let finished = pass.is_finished();
+        storage.open();
+        assert!(!finished, "the write-back pass returned while the cleaner's write of the same page was in flight");
+        assert!(cleaner.join().unwrap(), "the cleaner wrote");
+        pass.join().unwrap();
+    });
+    assert!(!pool.latch(pid).is_dirty());
+    assert_eq!(tag_of(&pool, pid), 1);
+}
+
 #[test]
 fn readers_that_evict_dirty_pages_are_counted_and_the_cleaner_cleans_victims() {
     let pool = paused_pool(16);
