@@ -419,6 +419,8 @@ impl BufferPool {
     /// Sets the page LSN of a logged page and marks the guard logged.
     fn stamp(&self, guard: &mut ExclusiveGuard<'_>, lsn: Lsn) {
         header::set_lsn(&mut AtomicPageMut::new(self.frame(guard.pid())), lsn);
+        #[cfg(feature = "failpoints")]
+        self.stamps.lock().insert(guard.pid().0, lsn.0);
         guard.changed = false;
         guard.fresh = false;
     }

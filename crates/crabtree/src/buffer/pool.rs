@@ -224,6 +224,10 @@ pub struct PoolCore {
     /// its snapshot (`write_dirty`), for the checkpoint audit's report.
     #[cfg(feature = "failpoints")]
     pub(super) pass_trace: Mutex<Vec<(PageId, &'static str)>>,
+    /// Test builds: each page's last stamped LSN in this life of the pool
+    /// (`mtr.rs`), for the checkpoint audit.
+    #[cfg(feature = "failpoints")]
+    pub(super) stamps: Mutex<std::collections::HashMap<u64, u64>>,
     /// A page freed while already free, or on the free list but latched
     /// past all patience when allocated (0: none): the free list and the
     /// tree disagree, which only a damaged file or log can cause. Writes
@@ -345,6 +349,8 @@ impl BufferPool {
             evicting: RwLock::new(()),
             #[cfg(feature = "failpoints")]
             pass_trace: Mutex::new(Vec::new()),
+            #[cfg(feature = "failpoints")]
+            stamps: Mutex::new(Default::default()),
             free_list_damaged: AtomicU64::new(0),
             page_count: AtomicU64::new(meta.page_count),
             alloc: Mutex::new(Default::default()),

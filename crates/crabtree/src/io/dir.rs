@@ -283,6 +283,9 @@ impl Storage for SimFile {
         let _op = self.power.enter(self.life)?;
         self.disk.set_len(len)
     }
+    fn durable_read_at(&self, offset: u64, buf: &mut [u8]) -> Option<Result<()>> {
+        self.disk.durable_read_at(offset, buf)
+    }
 }
 
 impl Dir for SimDir {

@@ -52,4 +52,12 @@ pub trait Storage: Send + Sync + 'static {
     }
     /// Truncates or extends (with zeros) the file to `len` bytes.
     fn set_len(&self, len: u64) -> Result<()>;
+    /// What a power cut now would leave at `offset`: the durable bytes,
+    /// for storages that can tell (the simulated ones; `None` for real
+    /// files and memory). Read by the test builds' checkpoint audit; not
+    /// an I/O operation (a simulated power-off point does not count it).
+    #[doc(hidden)]
+    fn durable_read_at(&self, _offset: u64, _buf: &mut [u8]) -> Option<Result<()>> {
+        None
+    }
 }

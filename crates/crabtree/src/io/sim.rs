@@ -474,6 +474,19 @@ impl State {
 }
 
 impl Storage for SimDisk {
+    fn durable_read_at(&self, offset: u64, buf: &mut [u8]) -> Option<Result<()>> {
+        let state = self.state.lock();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let src = start.checked_add(buf.len()).and_then(|end| state.durable.get(start..end));
+        Some(match src {
+            Some(src) => {
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
+        })
+    }
+
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let mut state = self.state.lock();
         state.begin(FaultOp::Read)?;
