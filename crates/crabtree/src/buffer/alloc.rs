@@ -142,7 +142,9 @@ impl BufferPool {
     fn release_id(&self, pid: PageId) {
         // Test builds: its last change is dead now (the checkpoint audit).
         #[cfg(feature = "failpoints")]
-        self.stamps.lock().remove(&pid.0);
+        if self.audited {
+            self.stamps.lock().remove(&pid.0);
+        }
         let mut free = self.alloc.lock();
         free.pending.remove(&pid);
         if !free.retired.remove(&pid)
@@ -324,7 +326,7 @@ impl BufferPool {
         // `db_crash::with_checkpoints_racing_the_commits`).
         drop(self.evicting.write());
         #[cfg(feature = "failpoints")]
-        {
+        if self.audited {
             *self.pass_trace.lock() = trace;
         }
         // Every page dirty at the start is written (`space.rs`).

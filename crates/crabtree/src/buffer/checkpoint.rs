@@ -186,7 +186,9 @@ impl BufferPool {
         }
         let pages_written = self.stats().writes - before;
         #[cfg(feature = "failpoints")]
-        self.audit_written(redo);
+        if self.audited {
+            self.audit_written(redo);
+        }
         // Step 4.
         let id = self.checkpoint_seq.fetch_add(1, Ordering::Relaxed) + 1;
         for chunk in state.free.chunks(FREE_CHUNK) {
@@ -214,8 +216,8 @@ impl BufferPool {
         Ok(CheckpointReport { redo, pages_written, segments_recycled })
     }
 
-    /// Test builds (the `failpoints` feature): step 3's promise, checked
-    /// after its sync. No resident page is still dirty with a change
+    /// Test builds (the `failpoints` feature), on the simulated disk (see
+    /// `PoolCore::audited`): step 3's promise, checked after its sync. No resident page is still dirty with a change
     /// logged below `redo`: every change logged before the begin record set
     /// its page's dirty bit first, and the pass wrote it; a change after
     /// the pass visited a page reserved its record after `redo` (its

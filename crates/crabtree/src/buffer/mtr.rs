@@ -420,7 +420,9 @@ impl BufferPool {
     fn stamp(&self, guard: &mut ExclusiveGuard<'_>, lsn: Lsn) {
         header::set_lsn(&mut AtomicPageMut::new(self.frame(guard.pid())), lsn);
         #[cfg(feature = "failpoints")]
-        self.stamps.lock().insert(guard.pid().0, lsn.0);
+        if self.audited {
+            self.stamps.lock().insert(guard.pid().0, lsn.0);
+        }
         guard.changed = false;
         guard.fresh = false;
     }

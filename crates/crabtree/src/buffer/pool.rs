@@ -228,6 +228,12 @@ pub struct PoolCore {
     /// (`mtr.rs`), for the checkpoint audit.
     #[cfg(feature = "failpoints")]
     pub(super) stamps: Mutex<std::collections::HashMap<u64, u64>>,
+    /// Test builds: whether checkpoints are audited (`checkpoint.rs`): on
+    /// storage that can say what a power cut would leave (the simulated
+    /// disk), so benchmarks on real files, built with the test features,
+    /// pay nothing for it.
+    #[cfg(feature = "failpoints")]
+    pub(super) audited: bool,
     /// A page freed while already free, or on the free list but latched
     /// past all patience when allocated (0: none): the free list and the
     /// tree disagree, which only a damaged file or log can cause. Writes
@@ -338,6 +344,8 @@ impl BufferPool {
         let frame_capacity = max_pages.min(u32::MAX as usize);
         let states = Region::new(max_pages * 16, REGION_GRAIN_STATES)?;
         states.commit(state_words(meta.page_count)?)?;
+        #[cfg(feature = "failpoints")]
+        let audited = storage.durable_read_at(0, &mut []).is_some();
         let core = Arc::new(PoolCore {
             storage,
             page_size: opts.page_size,
@@ -351,6 +359,8 @@ impl BufferPool {
             pass_trace: Mutex::new(Vec::new()),
             #[cfg(feature = "failpoints")]
             stamps: Mutex::new(Default::default()),
+            #[cfg(feature = "failpoints")]
+            audited,
             free_list_damaged: AtomicU64::new(0),
             page_count: AtomicU64::new(meta.page_count),
             alloc: Mutex::new(Default::default()),
