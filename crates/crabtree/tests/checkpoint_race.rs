@@ -11,11 +11,13 @@
 //! putting and deleting keys with values from a few bytes to overflow
 //! chains in three keyspaces, vacuum every millisecond, and a thread
 //! taking checkpoints back to back (0-300 µs apart). Every checkpoint runs
-//! the test builds' audit after its sync (`BufferPool::audit_written`:
-//! no resident page still dirty with a change logged below the redo
-//! start), which panics on a violation. Then: the process is killed (no
-//! power loss), reopened, and `Db::check` and the contents (against what
-//! the writers last wrote, all committed) must hold.
+//! the test builds' audit after its sync (`BufferPool::audit_written`: no
+//! resident page still dirty with a change logged below the redo start, no
+//! clean one that differs from the file, and every page's last change
+//! before the redo start in the simulated disk's durable image), which
+//! panics on a violation. Then: the process is killed (no power loss),
+//! reopened, and `Db::check` and the contents (against what the writers
+//! last wrote, all committed) must hold.
 //!
 //! Size: 3 s of writing by default, 120 s with `CRABTREE_TEST_SIZE=long`;
 //! `CRABTREE_CHECKPOINT_RACE_SECS=n` chooses. `CRABTREE_SEED` replays the
