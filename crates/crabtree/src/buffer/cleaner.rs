@@ -38,14 +38,15 @@
 //! * the cleaner waits on no latch and holds at most one, so it cannot
 //!   deadlock with anyone; a writer that wants a page the cleaner holds
 //!   waits for one `write_at` (the cleaner holds a latch across that I/O,
-//!   as `flush` does; tree operations never do).
-//!
+//!   as `flush` does; tree operations never do);
 //! * the cleaner holds `evicting` shared across each write-back, as an
 //!   eviction batch does, so a write-back pass that wrote the same page
 //!   beside it waits for its write before the sync that follows
 //!   (`write_dirty`): no write of a page whose last change a checkpoint
 //!   covers lands after that checkpoint's sync, where a torn write would
-//!   have no full-page image to be rebuilt from.
+//!   have no full-page image to be rebuilt from. It takes the gate before
+//!   the latch, and a pass takes it exclusively holding no latch, so the
+//!   wait cannot close a cycle.
 //!
 //! A failed write-back leaves the page dirty; the cleaner stops the round
 //! and tries again after its period; the eviction or `flush` that meets
