@@ -906,6 +906,61 @@ fn deletions_interrupted_after_marking_are_finished_by_later_removes() {
     check(&tree, &model, "after interrupted deletions, without repair");
 }
 
+/// DEFECT (fixed, stop 24): `repair` pairs a half-dead level-1 node P with
+/// the node before it in the level's chain, X, when it scans. If X splits
+/// between the scan and the unlink (after a crash, the commits an open
+/// re-applies run beside that open's repair), X no longer links to P: the
+/// unlink was refused, nothing retried it, and P stayed half-dead and
+/// linked, so `verify` failed ("chain: right-link P, parent order says
+/// ..."; `db_crash::with_checkpoints_racing_the_commits`, 1 crash state in
+/// about 150,000 at stops 23-24). Here P is made half-dead by deletions
+/// that fail after marking, `repair` is held at `repair.scanned` while keys
+/// go into X's range until X splits, then let go: P must be unlinked.
+#[test]
+fn repair_unlinks_a_half_dead_level_1_node_whose_left_neighbour_split_after_the_scan() {
+    let _serial = serial();
+    let _watchdog = common::Watchdog::arm("repair after a split", 0, Duration::from_secs(120));
+    let tree = Arc::new(new_tree(4096));
+    let mut model = load(&tree, THREE_LEVELS);
+    let g = info(&tree, root(&tree));
+    assert_eq!(g.level, 2, "precondition: a three-level tree");
+    let (x, p) = (g.children[0], g.children[1]);
+    // Every deletion fails after marking, and every later unlink of P (the
+    // removes retry them), so P stays half-dead; its leaves are unlinked.
+    fail_here("delete.before_unlink");
+    fail_here("delete.unlink_inner_attempt");
+    for leaf in info(&tree, p).children {
+        empty_leaf(&tree, &mut model, leaf);
+    }
+    failpoint::clear("delete.before_unlink");
+    failpoint::clear("delete.unlink_inner_attempt");
+    let flags = info(&tree, p).flags;
+    assert!(flags & FLAG_HALF_DEAD != 0 && flags & FLAG_DELETED == 0, "precondition: P is half-dead: {flags:#x}");
+    assert_eq!(info(&tree, x).right, Some(p), "precondition: X links to P");
+    let paused = pause_thread("repair.scanned", "repairer");
+    let repairing = Arc::clone(&tree);
+    let repairer = spawn_named("repairer", move || repairing.repair());
+    assert!(paused.wait_parked(PARK_TIMEOUT), "repair never finished its scan");
+    // Keys between X's first keys until X splits (X holds the smallest).
+    let mut inserted = 0u64;
+    'split: for j in 1..GAP {
+        for i in 1..=8u64 {
+            let n = i * GAP + j;
+            tree.insert(&key(n), &value(n)).unwrap();
+            model.insert(n, value(n));
+            inserted += 1;
+            if info(&tree, x).right != Some(p) {
+                break 'split;
+            }
+        }
+        assert!(inserted < 20_000, "X did not split");
+    }
+    paused.resume();
+    repairer.join().unwrap().unwrap();
+    assert!(info(&tree, p).flags & FLAG_DELETED != 0, "P was left half-dead after repair");
+    check(&tree, &model, "after repair beside a split of the left neighbour");
+}
+
 /// Attack withstood: a thousand threads insert, read, replace (with
 /// overflow values) and remove interleaved keys at once over a 32-frame
 /// pool, then scans run while the last of them finish. Nothing hangs and

@@ -333,7 +333,7 @@ impl BTree {
     /// (see [`Unfinished`]): anything but a half-dead level-1 node is left
     /// alone (so an entry whose node was unlinked by `repair` is dropped,
     /// not retried forever).
-    fn unlink_inner(&self, pid: PageId, low: &[u8]) -> Result<()> {
+    pub(super) fn unlink_inner(&self, pid: PageId, low: &[u8]) -> Result<()> {
         {
             let guard = self.pool.shared(pid)?;
             let node = Node::new(guard.page(), pid)?;

@@ -57,25 +57,46 @@ impl BTree {
         // stale). A left neighbour unlinked meanwhile by another thread is
         // refused by `unlink_inner_from`; that node stays half-dead (valid)
         // for a later retry or `repair`.
-        for (left, pid) in half_dead_inner.into_iter().rev() {
-            let was_half_dead = {
-                let guard = self.pool.shared(pid)?;
-                let flags = Node::new(guard.page(), pid)?.header().flags;
-                flags & FLAG_HALF_DEAD != 0 && flags & FLAG_DELETED == 0
-            };
+        for (left, pid, low) in half_dead_inner.into_iter().rev() {
+            if !self.is_half_dead(pid)? {
+                continue;
+            }
             let left = self.pool.exclusive(left)?;
-            if was_half_dead && self.unlink_inner_from(left, pid)? {
+            if self.unlink_inner_from(left, pid)? {
                 report.deletions_finished += 1;
+                continue;
+            }
+            // The scan's neighbour no longer links to it: it split (the
+            // commits an open re-applies run beside the repair of that
+            // open), or was deleted itself. Find the current neighbour by
+            // the node's lower bound, the scan's neighbour's high key, as
+            // the deletion's own unlink does (it retries, and leaves the
+            // node on the list later removes retry if it cannot). Found by
+            // `db_crash::with_checkpoints_racing_the_commits`: the node
+            // stayed half-dead and linked, and `verify` failed.
+            if let Some(low) = low {
+                self.unlink_inner(pid, &low)?;
+                if !self.is_half_dead(pid)? {
+                    report.deletions_finished += 1;
+                }
             }
         }
         Ok(report)
     }
 
+    /// Whether `pid` is a half-dead node not yet deleted.
+    fn is_half_dead(&self, pid: PageId) -> Result<bool> {
+        let guard = self.pool.shared(pid)?;
+        let flags = Node::new(guard.page(), pid)?.header().flags;
+        Ok(flags & FLAG_HALF_DEAD != 0 && flags & FLAG_DELETED == 0)
+    }
+
     /// The flagged nodes of every level, top level first: incomplete
     /// splits, half-dead (not yet deleted) leaves, and half-dead inner nodes
-    /// with their left neighbours.
+    /// with their left neighbours and those neighbours' high keys (the
+    /// half-dead node's lower bound).
     #[allow(clippy::type_complexity)]
-    fn scan_unfinished(&self) -> Result<(Vec<PageId>, Vec<PageId>, Vec<(PageId, PageId)>)> {
+    fn scan_unfinished(&self) -> Result<(Vec<PageId>, Vec<PageId>, Vec<(PageId, PageId, Option<Vec<u8>>)>)> {
         let mut incomplete = Vec::new();
         let mut half_dead = Vec::new();
         let mut half_dead_inner = Vec::new();
@@ -86,7 +107,7 @@ impl BTree {
         let mut level_expected: Option<u8> = None;
         loop {
             let mut pid = first;
-            let mut previous = None;
+            let mut previous: Option<(PageId, Option<Vec<u8>>)> = None;
             let mut next_first = None;
             let mut steps = 0u64;
             loop {
@@ -111,13 +132,13 @@ impl BTree {
                     incomplete.push(pid);
                 }
                 if head.flags & FLAG_HALF_DEAD != 0 && head.flags & FLAG_DELETED == 0 {
-                    match (node.is_leaf(), previous) {
+                    match (node.is_leaf(), previous.take()) {
                         (true, _) => half_dead.push(pid),
-                        (false, Some(left)) => half_dead_inner.push((left, pid)),
+                        (false, Some((left, low))) => half_dead_inner.push((left, pid, low)),
                         (false, None) => {}
                     }
                 }
-                previous = Some(pid);
+                previous = Some((pid, node.high_key()?));
                 match head.right {
                     Some(right) => pid = right,
                     None => break,
