@@ -41,14 +41,20 @@ fn deleted_key_with_spread_history(db: &Db, versions: u32) {
 /// [`deleted_key_with_spread_history`] with the `overflowing` oldest
 /// versions 20 KB overflow values.
 fn deleted_key_with_overflow_oldest(db: &Db, versions: u32, overflowing: u32) {
+    deleted_key_with_history(db, versions, |i| if i < overflowing { 20_000 } else { 300 });
+}
+
+/// The 20 keys `a-00NN` (the first with a 20 KB value), then key `k`
+/// written `versions` times (version `i` of `len(i)` bytes) while a
+/// snapshot pins them, then deleted; the pin dropped.
+fn deleted_key_with_history(db: &Db, versions: u32, len: impl Fn(u32) -> usize) {
     for i in 0..20u32 {
         let value = if i == 0 { vec![b'A'; 20_000] } else { vec![b'a'; 100] };
         db.update(|tx| tx.put(format!("a-{i:04}").as_bytes(), &value)).unwrap();
     }
     let pin = db.snapshot();
     for i in 0..versions {
-        let len = if i < overflowing { 20_000 } else { 300 };
-        db.update(|tx| tx.put(b"k", &vec![(i % 200) as u8 + 1; len])).unwrap();
+        db.update(|tx| tx.put(b"k", &vec![(i % 200) as u8 + 1; len(i)])).unwrap();
     }
     db.update(|tx| tx.delete(b"k")).unwrap();
     drop(pin);
@@ -153,11 +159,6 @@ fn a_reverse_scan_begun_while_a_vacuum_round_is_half_way_through_a_deleted_key_d
         std::thread::sleep(Duration::from_millis(2));
     }
     let vacuum_paused = Pause::arm_for("vacuum.entry_removed", |thread| thread.name() == Some("crabtree-vacuum"));
-    // Before the other keys: the last key stays `a-0019`.
-    for i in 0..20u32 {
-        let value = if i == 0 { vec![b'A'; 20_000] } else { vec![b'a'; 100] };
-        db.update(|tx| tx.put(format!("a-{i:04}").as_bytes(), &value)).unwrap();
-    }
     // 64 versions, then 3 of 20 KB and 60 of 300 bytes, then the delete,
     // all pinned until the delete. The commits of the first 64 left
     // complete lists (the round removes each list's versions, the oldest
@@ -166,17 +167,11 @@ fn a_reverse_scan_begun_while_a_vacuum_round_is_half_way_through_a_deleted_key_d
     // the key whole at the first of them and removes what is left (64
     // versions over several leaves, the 20 KB ones in the last, the
     // tombstone last), counted as a tombstone's removal.
-    let pin = db.snapshot();
-    for i in 0..127u32 {
-        let len = match i {
-            0..64 => 100,
-            64..67 => 20_000,
-            _ => 300,
-        };
-        db.update(|tx| tx.put(b"k", &vec![(i % 200) as u8 + 1; len])).unwrap();
-    }
-    db.update(|tx| tx.delete(b"k")).unwrap();
-    drop(pin);
+    deleted_key_with_history(&db, 127, |i| match i {
+        0..64 => 100,
+        64..67 => 20_000,
+        _ => 300,
+    });
     let reader = db.snapshot();
     assert!(vacuum_paused.wait_parked(Duration::from_secs(20)), "no vacuum round removed a tombstone's key");
     let scan = reader.clone();
