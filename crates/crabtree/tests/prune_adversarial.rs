@@ -151,7 +151,8 @@ fn a_reverse_scan_begun_while_a_vacuum_round_is_half_way_through_a_deleted_key_d
     };
     let db = std::sync::Arc::new(Db::open_with(dir.path().join("db.crab"), options).unwrap());
     // Pages enough that a round with the key's entries visits them (a
-    // round with an entry for most pages walks the tree instead).
+    // round with an entry for most pages walks the tree instead); their
+    // keys sort first, so the last live key stays `a-0019`.
     db.update(|tx| (0..300u32).try_for_each(|i| tx.put(format!("0-{i:04}").as_bytes(), &[b'0'; 1000]))).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while db.stats().vacuum_whole_pass_pending {
